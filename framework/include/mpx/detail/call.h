@@ -1,0 +1,334 @@
+// mpx/detail/call.h — the state of one call submitted to a pool, shared between the
+// caller's handle (AsyncResult, imap iterator) and the pool's result pump.
+// Internal: not part of the public API.
+//
+// Concurrency: one thread at a time pumps the pool's result socket and hands results
+// to calls (accept_* below) without holding the pool mutex; each call then publishes
+// under the pool mutex (mu()). Readers wait through pool_wait with a predicate that is
+// evaluated under the same mutex, so a completed call's data is visible to them.
+#ifndef MPX_DETAIL_CALL_H_
+#define MPX_DETAIL_CALL_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "mpx/detail/codec.h"
+#include "mpx/errors.h"
+#include "mpx/task.h"
+
+namespace mpx {
+namespace detail {
+
+class PoolCore;
+using Clock = std::chrono::steady_clock;
+
+class CallBase {
+ public:
+  CallBase(const TaskEntry& task, std::uint64_t total) : task_(task), total_(total) {}
+  virtual ~CallBase() = default;
+  CallBase(const CallBase&) = delete;
+  CallBase& operator=(const CallBase&) = delete;
+
+  // Called by the pumping thread, pool mutex not held. Each returns true when the call
+  // needs no more messages (complete, or failed fast), so the pool can forget it and
+  // ask the router to drop what is still queued.
+  virtual bool accept_results(std::uint64_t start, std::uint32_t count, const char* data,
+                              std::size_t size, bool has_errors, pid_t worker_pid) = 0;
+  virtual bool accept_lost(const std::vector<std::uint64_t>& indices, pid_t worker_pid,
+                           const std::string& reason) = 0;
+  // The pool can deliver nothing more (router died, terminated, shut down).
+  virtual void accept_failure(std::exception_ptr error) = 0;
+
+  const TaskEntry& task() const { return task_; }
+  std::uint64_t total() const { return total_; }
+  std::uint64_t id() const { return id_; }
+  void set_id(std::uint64_t id, std::mutex* mu) {
+    id_ = id;
+    mu_ = mu;
+  }
+  std::mutex& mu() { return *mu_; }
+
+  std::exception_ptr make_remote_error(std::uint64_t start, const ItemError& e,
+                                       pid_t worker_pid) const;
+  std::exception_ptr make_lost_error(std::vector<std::uint64_t> indices, pid_t worker_pid,
+                                     const std::string& reason) const;
+
+ private:
+  const TaskEntry& task_;
+  const std::uint64_t total_;
+  std::uint64_t id_ = 0;
+  std::mutex* mu_ = nullptr;
+};
+
+// Pool operations the templates use; defined in framework/pool/pool_core.cc.
+void pool_begin_call(PoolCore& core, const std::shared_ptr<CallBase>& call);
+// Sends one chunk of call; payload is moved into the transport without a copy.
+void pool_send_chunk(PoolCore& core, CallBase& call, std::uint64_t start, std::uint32_t count,
+                     Buffer&& payload);
+// Waits until ready() (evaluated under the pool mutex) or the deadline; returns ready().
+// While waiting, the caller may become the thread that pumps results.
+bool pool_wait(PoolCore& core, const std::function<bool()>& ready, Clock::time_point deadline);
+int pool_processes(const PoolCore& core);
+
+// Python's automatic chunksize: ceil(n / (4 * workers)).
+inline std::size_t auto_chunksize(std::size_t n, int workers) {
+  const std::size_t parts = static_cast<std::size_t>(workers > 0 ? workers : 1) * 4;
+  std::size_t c = n / parts + (n % parts ? 1 : 0);
+  return c ? c : 1;
+}
+
+template <class R>
+using Stored = std::conditional_t<std::is_void_v<R>, std::nullptr_t, R>;
+
+// Decodes a results chunk; calls on_value(i, obj) per successful item and returns the
+// failures in chunk order. Throws DecodeError when the payload is malformed.
+template <class OnValue>
+std::vector<ItemError> read_results(const char* data, std::size_t size, std::uint32_t count,
+                                    bool has_errors, OnValue&& on_value) {
+  std::size_t off = 0;
+  if (read_array_header(data, size, off) != count) {
+    throw DecodeError("result chunk size does not match its header");
+  }
+  msgpack::zone zone;
+  std::vector<ItemError> errors;
+  std::size_t values_off = off;
+  for (std::uint32_t i = 0; i < count; ++i) {  // skip to the error list first if any
+    if (!has_errors) break;
+    zone.clear();
+    read_object(zone, data, size, off);
+  }
+  if (has_errors) {
+    zone.clear();
+    read_object(zone, data, size, off).convert(errors);
+  }
+  off = values_off;
+  std::size_t next_error = 0;
+  for (std::uint32_t i = 0; i < count; ++i) {
+    zone.clear();
+    const msgpack::object obj = read_object(zone, data, size, off);
+    if (next_error < errors.size() && errors[next_error].index == i) {
+      ++next_error;
+      continue;
+    }
+    on_value(i, obj);
+  }
+  return errors;
+}
+
+template <class R>
+void convert_result(const msgpack::object& obj, Stored<R>& out, const TaskEntry& task) {
+  if constexpr (!std::is_void_v<R>) {
+    try {
+      obj.convert(out);
+    } catch (const std::exception& e) {
+      throw DecodeError("task '" + std::string(task.name) +
+                        "': result could not be decoded: " + e.what());
+    }
+  }
+}
+
+// What AsyncResult<T> sees of a call. The *_locked members need mu() held.
+template <class T>
+class ResultCall : public CallBase {
+ public:
+  using CallBase::CallBase;
+  virtual bool done_locked() const = 0;
+  virtual bool successful_locked() const = 0;
+  // After done: rethrows the call's error or returns the value; take() moves it out.
+  virtual T value() const = 0;
+  virtual T take() = 0;
+};
+
+// A call whose caller wants all results at once: map, starmap, apply_async.
+// T is what get() returns: std::vector<R> for the map family, R for apply.
+template <class R, class T>
+class GatherCall final : public ResultCall<T> {
+ public:
+  using CallBase::mu;
+  using CallBase::task;
+  using CallBase::total;
+  GatherCall(const TaskEntry& task, std::uint64_t total)
+      : ResultCall<T>(task, total), out_(total), done_(total == 0) {}
+
+  bool accept_results(std::uint64_t start, std::uint32_t count, const char* data,
+                      std::size_t size, bool has_errors, pid_t worker_pid) override {
+    std::exception_ptr error;
+    try {
+      if (start + count > total()) throw DecodeError("result chunk outside the call's range");
+      auto errors = read_results(data, size, count, has_errors,
+                                 [&](std::uint32_t i, const msgpack::object& obj) {
+                                   convert_result<R>(obj, out_[start + i], task());
+                                 });
+      if (!errors.empty()) error = this->make_remote_error(start, errors.front(), worker_pid);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    std::lock_guard<std::mutex> lock(mu());
+    received_ += count;
+    if (error && !error_) error_ = error;
+    done_ = done_ || error_ || received_ >= total();
+    return done_;
+  }
+  bool accept_lost(const std::vector<std::uint64_t>& indices, pid_t worker_pid,
+                   const std::string& reason) override {
+    auto error = this->make_lost_error(indices, worker_pid, reason);
+    std::lock_guard<std::mutex> lock(mu());
+    if (!error_) error_ = error;
+    done_ = true;
+    return true;
+  }
+  void accept_failure(std::exception_ptr error) override {
+    std::lock_guard<std::mutex> lock(mu());
+    if (!done_) {
+      error_ = error;
+      done_ = true;
+    }
+  }
+
+  bool done_locked() const override { return done_; }
+  bool successful_locked() const override { return done_ && !error_; }
+  T value() const override {
+    if (error_) std::rethrow_exception(error_);
+    if constexpr (std::is_void_v<T>) {
+      return;
+    } else if constexpr (std::is_same_v<T, std::vector<R>>) {
+      return out_;
+    } else {
+      return out_.front();
+    }
+  }
+  T take() override {
+    if (error_) std::rethrow_exception(error_);
+    if constexpr (std::is_void_v<T>) {
+      return;
+    } else if constexpr (std::is_same_v<T, std::vector<R>>) {
+      return std::move(out_);
+    } else {
+      return std::move(out_.front());
+    }
+  }
+
+ private:
+  std::vector<Stored<R>> out_;  // written only by the pumping thread before done_
+  std::uint64_t received_ = 0;  // guarded by mu()
+  std::exception_ptr error_;    // guarded by mu()
+  bool done_ = false;           // guarded by mu()
+};
+
+// A call whose results are consumed one by one: imap (ordered) and imap_unordered.
+template <class R>
+class StreamCall final : public CallBase {
+ public:
+  struct Slot {
+    Stored<R> value{};
+    std::exception_ptr error;
+  };
+
+  StreamCall(const TaskEntry& task, std::uint64_t total, bool ordered)
+      : CallBase(task, total), ordered_(ordered) {}
+
+  bool accept_results(std::uint64_t start, std::uint32_t count, const char* data,
+                      std::size_t size, bool has_errors, pid_t worker_pid) override {
+    std::deque<Slot> slots(count);
+    try {
+      auto errors = read_results(data, size, count, has_errors,
+                                 [&](std::uint32_t i, const msgpack::object& obj) {
+                                   convert_result<R>(obj, slots[i].value, task());
+                                 });
+      for (const auto& e : errors) slots[e.index].error = make_remote_error(start, e, worker_pid);
+    } catch (...) {
+      auto error = std::current_exception();
+      for (auto& s : slots) s.error = error;
+    }
+    return publish(start, std::move(slots));
+  }
+  bool accept_lost(const std::vector<std::uint64_t>& indices, pid_t worker_pid,
+                   const std::string& reason) override {
+    auto error = make_lost_error(indices, worker_pid, reason);
+    // Lost indices arrive as whole chunks: publish each contiguous run as one chunk.
+    bool done = false;
+    std::size_t i = 0;
+    while (i < indices.size()) {
+      std::size_t j = i + 1;
+      while (j < indices.size() && indices[j] == indices[j - 1] + 1) ++j;
+      std::deque<Slot> slots(j - i);
+      for (auto& s : slots) s.error = error;
+      done = publish(indices[i], std::move(slots));
+      i = j;
+    }
+    return done;
+  }
+  void accept_failure(std::exception_ptr error) override {
+    std::lock_guard<std::mutex> lock(mu());
+    if (!failure_) failure_ = error;
+  }
+
+  // Under mu(): whether next() can return without waiting.
+  bool has_next_locked() const {
+    if (consumed_ >= total() || failure_) return true;
+    if (ordered_) return !chunks_.empty() && chunks_.begin()->first == consumed_;
+    return !ready_.empty();
+  }
+  // Under mu(), only when has_next_locked(): the next item, or nullopt at the end.
+  std::optional<Slot> pop_locked() {
+    if (consumed_ >= total()) return std::nullopt;
+    std::deque<Slot>* q = &ready_;
+    if (ordered_) {
+      if (chunks_.empty() || chunks_.begin()->first != consumed_) {
+        std::rethrow_exception(failure_);
+      }
+      q = &chunks_.begin()->second;
+    } else if (ready_.empty()) {
+      std::rethrow_exception(failure_);
+    }
+    Slot s = std::move(q->front());
+    q->pop_front();
+    if (ordered_) {
+      auto node = chunks_.extract(chunks_.begin());
+      if (!q->empty()) {
+        node.key() = consumed_ + 1;
+        chunks_.insert(std::move(node));
+      }
+    }
+    ++consumed_;
+    return s;
+  }
+
+ private:
+  bool publish(std::uint64_t start, std::deque<Slot> slots) {
+    std::lock_guard<std::mutex> lock(mu());
+    received_ += slots.size();
+    if (ordered_) {
+      chunks_.emplace(start, std::move(slots));
+    } else {
+      for (auto& s : slots) ready_.push_back(std::move(s));
+    }
+    return received_ >= total();
+  }
+
+  const bool ordered_;
+  // All guarded by mu().
+  std::map<std::uint64_t, std::deque<Slot>> chunks_;  // ordered: chunk start -> items
+  std::deque<Slot> ready_;                            // unordered: arrival order
+  std::uint64_t received_ = 0;
+  std::uint64_t consumed_ = 0;
+  std::exception_ptr failure_;
+};
+
+}  // namespace detail
+}  // namespace mpx
+
+#endif  // MPX_DETAIL_CALL_H_

@@ -1,0 +1,110 @@
+// mpx/errors.h — the error types every mpx call can throw.
+//
+// Every error mpx throws derives from mpx::Error, itself a std::exception, so one
+// `catch (const mpx::Error&)` covers the framework. Errors that crossed a process
+// boundary (RemoteError, WorkerLost) carry the data that describes them, not only a
+// message, because the process they happened in may be gone.
+//
+//   try {
+//     auto squares = pool.map(square, xs);
+//   } catch (const mpx::RemoteError& e) {
+//     std::cerr << e.type_name() << " at item " << e.task_index() << ": " << e.message();
+//   } catch (const mpx::WorkerLost& e) {
+//     std::cerr << e.lost_tasks().size() << " tasks lost with worker " << e.worker_pid();
+//   }
+//
+// Thread safety: immutable values, safe to copy and read from any thread.
+#ifndef MPX_ERRORS_H_
+#define MPX_ERRORS_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace mpx {
+
+// Base of every error mpx throws.
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
+};
+
+// A task raised an exception in the process that ran it.
+class RemoteError : public Error {
+ public:
+  RemoteError(std::string task_name, std::string type_name, std::string message,
+              std::uint64_t task_index, pid_t worker_pid);
+  // Registered name of the task that threw ("square").
+  const std::string& task_name() const noexcept { return task_name_; }
+  // Demangled type of the original exception ("std::runtime_error").
+  const std::string& type_name() const noexcept { return type_name_; }
+  // The original exception's what().
+  const std::string& message() const noexcept { return message_; }
+  // Position of the failing item in the call's input (0 for apply_async).
+  std::uint64_t task_index() const noexcept { return task_index_; }
+  pid_t worker_pid() const noexcept { return worker_pid_; }
+
+ private:
+  std::string task_name_, type_name_, message_;
+  std::uint64_t task_index_;
+  pid_t worker_pid_;
+};
+
+// A worker process died (signal, exit, crash) while it held these tasks.
+class WorkerLost : public Error {
+ public:
+  WorkerLost(std::string task_name, std::vector<std::uint64_t> lost_tasks, pid_t worker_pid,
+             std::string reason);
+  const std::string& task_name() const noexcept { return task_name_; }
+  // Input positions whose results will never arrive, ascending.
+  const std::vector<std::uint64_t>& lost_tasks() const noexcept { return lost_tasks_; }
+  pid_t worker_pid() const noexcept { return worker_pid_; }
+  // How the worker ended, e.g. "killed by signal 9 (Killed)".
+  const std::string& reason() const noexcept { return reason_; }
+
+ private:
+  std::string task_name_;
+  std::vector<std::uint64_t> lost_tasks_;
+  pid_t worker_pid_;
+  std::string reason_;
+};
+
+// A function was used as a task but never registered with MPX_TASK, or a worker was
+// asked to run a name its program does not register.
+class NotRegistered : public Error {
+ public:
+  using Error::Error;
+};
+
+// A payload could not be decoded into the types the receiver expects.
+class DecodeError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A wait with a deadline ran out. Only thrown by calls documented to throw it; the
+// `wait_for` forms return false instead.
+class TimeoutError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The pool can no longer run work: its router died, its initializer failed, or it was
+// closed or terminated. Pending calls fail with this error; a new Pool works.
+class PoolBroken : public Error {
+ public:
+  using Error::Error;
+};
+
+// Starting a process failed (spawn error, bad state such as start() twice).
+class ProcessError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace mpx
+
+#endif  // MPX_ERRORS_H_

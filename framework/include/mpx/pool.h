@@ -1,0 +1,369 @@
+// mpx/pool.h — a pool of worker processes with Python's multiprocessing.Pool API.
+//
+//   int square(int x) { return x * x; }
+//   MPX_TASK(square);
+//
+//   mpx::Pool pool(4);                                   // or mpx::Pool pool; (cpu_count())
+//   std::vector<int> sq = pool.map(square, std::vector<int>{1, 2, 3});
+//   mpx::AsyncResult<int> r = pool.apply_async(square, 7);
+//   for (int v : pool.imap_unordered(square, xs)) use(v);
+//
+// Architecture: the pool spawns a router process, which spawns the workers (fresh
+// processes of this same program) and hands them chunks of work over ZeroMQ. A worker
+// that dies is replaced; the tasks it held fail with mpx::WorkerLost. If the driver
+// dies, the router and its workers exit on their own.
+//
+// Thread safety: a Pool may be used from several threads at once. Results, handles and
+// iterators may outlive the Pool object; once the pool shuts down their pending work
+// fails with mpx::PoolBroken.
+#ifndef MPX_POOL_H_
+#define MPX_POOL_H_
+
+#include <chrono>
+#include <cstddef>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "mpx/detail/call.h"
+#include "mpx/detail/codec.h"
+#include "mpx/errors.h"
+#include "mpx/task.h"
+
+namespace mpx {
+
+// Pool settings, builder style: mpx::PoolOptions().processes(2).maxtasksperchild(100).
+class PoolOptions {
+ public:
+  // Number of worker processes; 0 (default) means cpu_count().
+  PoolOptions& processes(int n) {
+    processes_ = n;
+    return *this;
+  }
+  // A worker is replaced by a fresh one after running this many chunks (Python counts
+  // chunks as tasks too); 0 (default) means never.
+  PoolOptions& maxtasksperchild(std::size_t n) {
+    maxtasksperchild_ = n;
+    return *this;
+  }
+  // Registered function every worker runs once before its first task. If it throws, the
+  // pool is broken and every pending and later call fails with mpx::PoolBroken.
+  template <class R, class... Params, class... Args>
+  PoolOptions& initializer(R (*fn)(Params...), Args&&... args) {
+    const detail::TaskEntry& task = detail::require_task(detail::function_address(fn), "initializer");
+    initializer_ = task.name;
+    detail::Buffer buf;
+    msgpack::packer<detail::Buffer> pk(buf);
+    detail::ArgCodec<Params...>::pack_call(pk, std::forward<Args>(args)...);
+    initializer_args_.assign(buf.data(), buf.size());
+    return *this;
+  }
+  // Worker chunks a worker may hold at once (its credit), so it never idles while the
+  // router forwards; default 2.
+  PoolOptions& prefetch(int n) {
+    prefetch_ = n;
+    return *this;
+  }
+
+  int processes() const { return processes_; }
+  std::size_t maxtasksperchild() const { return maxtasksperchild_; }
+  const std::string& initializer_name() const { return initializer_; }
+  const std::string& initializer_args() const { return initializer_args_; }
+  int prefetch() const { return prefetch_; }
+
+ private:
+  int processes_ = 0;
+  std::size_t maxtasksperchild_ = 0;
+  std::string initializer_;
+  std::string initializer_args_;
+  int prefetch_ = 2;
+};
+
+// The result of an asynchronous call (apply_async, map_async, starmap_async).
+// Copyable handle; all copies see the same call. Thread-safe.
+template <class T>
+class AsyncResult {
+ public:
+  // Blocks until the result is there; returns it or throws what the call raised
+  // (RemoteError, WorkerLost, PoolBroken, DecodeError). May be called repeatedly.
+  T get() const {
+    wait();
+    std::lock_guard<std::mutex> lock(call_->mu());
+    return call_->value();
+  }
+  // Like get(), but throws mpx::TimeoutError when the result is not there in time.
+  template <class Rep, class Period>
+  T get(std::chrono::duration<Rep, Period> timeout) const {
+    if (!wait_for(timeout)) throw TimeoutError("AsyncResult::get: result not ready in time");
+    return get();
+  }
+  void wait() const { wait_until(detail::Clock::time_point::max()); }
+  // Returns whether the result is ready.
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
+    return wait_until(detail::Clock::now() +
+                      std::chrono::duration_cast<detail::Clock::duration>(timeout));
+  }
+  // Non-blocking: true once the call completed (successfully or not).
+  bool ready() const { return wait_until(detail::Clock::now()); }
+  // Only valid once ready(): whether get() will return rather than throw.
+  bool successful() const {
+    if (!ready()) throw Error("AsyncResult::successful: result not ready");
+    std::lock_guard<std::mutex> lock(call_->mu());
+    return call_->successful_locked();
+  }
+
+ private:
+  friend class Pool;
+  AsyncResult(std::shared_ptr<detail::PoolCore> core, std::shared_ptr<detail::ResultCall<T>> call)
+      : core_(std::move(core)), call_(std::move(call)) {}
+  bool wait_until(detail::Clock::time_point deadline) const {
+    auto* call = call_.get();
+    return detail::pool_wait(*core_, [call] { return call->done_locked(); }, deadline);
+  }
+  // For the blocking forms: moves the value out instead of copying it.
+  T take() {
+    wait();
+    std::lock_guard<std::mutex> lock(call_->mu());
+    return call_->take();
+  }
+
+  std::shared_ptr<detail::PoolCore> core_;
+  std::shared_ptr<detail::ResultCall<T>> call_;
+};
+
+// Results of imap / imap_unordered, consumed one at a time as they arrive. Single
+// consumer: iterate it from one thread. A failed item throws from next() (or from the
+// iterator's increment) at its position; iteration can continue past it.
+template <class R>
+class ImapIterator {
+ public:
+  // The next result, or nullopt after the last one. Throws the item's error.
+  std::optional<detail::Stored<R>> next() { return next_until(detail::Clock::time_point::max()); }
+  // Like next(), but throws mpx::TimeoutError if nothing arrives in time.
+  template <class Rep, class Period>
+  std::optional<detail::Stored<R>> next(std::chrono::duration<Rep, Period> timeout) {
+    return next_until(detail::Clock::now() +
+                      std::chrono::duration_cast<detail::Clock::duration>(timeout));
+  }
+  std::size_t size() const { return static_cast<std::size_t>(call_->total()); }
+
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = detail::Stored<R>;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const value_type*;
+    using reference = const value_type&;
+    reference operator*() const { return *current_; }
+    pointer operator->() const { return &*current_; }
+    iterator& operator++() {
+      current_.reset();
+      current_ = owner_->next();
+      return *this;
+    }
+    bool operator==(const iterator& o) const { return current_.has_value() == o.current_.has_value(); }
+    bool operator!=(const iterator& o) const { return !(*this == o); }
+
+   private:
+    friend class ImapIterator;
+    ImapIterator* owner_ = nullptr;
+    std::optional<value_type> current_;
+  };
+  iterator begin() {
+    iterator it;
+    it.owner_ = this;
+    it.current_ = next();
+    return it;
+  }
+  iterator end() { return iterator{}; }
+
+ private:
+  friend class Pool;
+  ImapIterator(std::shared_ptr<detail::PoolCore> core, std::shared_ptr<detail::StreamCall<R>> call)
+      : core_(std::move(core)), call_(std::move(call)) {}
+  std::optional<detail::Stored<R>> next_until(detail::Clock::time_point deadline) {
+    auto* call = call_.get();
+    if (!detail::pool_wait(*core_, [call] { return call->has_next_locked(); }, deadline)) {
+      throw TimeoutError("imap: no result arrived in time");
+    }
+    std::optional<typename detail::StreamCall<R>::Slot> slot;
+    {
+      std::lock_guard<std::mutex> lock(call_->mu());
+      slot = call_->pop_locked();
+    }
+    if (!slot) return std::nullopt;
+    if (slot->error) std::rethrow_exception(slot->error);
+    return std::move(slot->value);
+  }
+
+  std::shared_ptr<detail::PoolCore> core_;
+  std::shared_ptr<detail::StreamCall<R>> call_;
+};
+
+class Pool {
+ public:
+  // A pool of cpu_count() workers.
+  Pool();
+  // A pool of `processes` workers (Python's Pool(4)).
+  explicit Pool(int processes);
+  explicit Pool(const PoolOptions& options);
+  // Stops the router and workers cleanly: queued work is dropped, running chunks are
+  // allowed a short grace period, then everything is killed. Pending results fail with
+  // PoolBroken. Never blocks for long.
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+  Pool(Pool&&) noexcept;
+  Pool& operator=(Pool&&) noexcept;
+
+  // Applies fn to every item, in parallel, and returns the results in input order.
+  // Throws the first error received (RemoteError for a task that threw, WorkerLost
+  // for a worker that died); the pool stays usable. chunksize 0 picks one as Python.
+  template <class R, class P, class Range>
+  auto map(R (*fn)(P), const Range& items, std::size_t chunksize = 0) {
+    auto result = submit_gather<false, R, P>(fn, items, chunksize);
+    if constexpr (std::is_void_v<R>) {
+      result.take();
+    } else {
+      return result.take();
+    }
+  }
+  template <class R, class P, class Range>
+  AsyncResult<std::conditional_t<std::is_void_v<R>, void, std::vector<R>>> map_async(
+      R (*fn)(P), const Range& items, std::size_t chunksize = 0) {
+    return submit_gather<false, R, P>(fn, items, chunksize);
+  }
+  // Like map, for multi-argument functions: each item is a tuple of the arguments.
+  template <class R, class... Params, class Range>
+  auto starmap(R (*fn)(Params...), const Range& items, std::size_t chunksize = 0) {
+    auto result = submit_gather<true, R, Params...>(fn, items, chunksize);
+    if constexpr (std::is_void_v<R>) {
+      result.take();
+    } else {
+      return result.take();
+    }
+  }
+  template <class R, class... Params, class Range>
+  AsyncResult<std::conditional_t<std::is_void_v<R>, void, std::vector<R>>> starmap_async(
+      R (*fn)(Params...), const Range& items, std::size_t chunksize = 0) {
+    return submit_gather<true, R, Params...>(fn, items, chunksize);
+  }
+  // Runs fn(args...) in a worker.
+  template <class R, class... Params, class... Args>
+  AsyncResult<R> apply_async(R (*fn)(Params...), Args&&... args) {
+    static_assert(sizeof...(Params) == sizeof...(Args),
+                  "apply_async: wrong number of arguments for this task");
+    const detail::TaskEntry& task = lookup(detail::function_address(fn), "apply_async");
+    auto call = std::make_shared<detail::GatherCall<R, R>>(task, 1);
+    detail::pool_begin_call(*core_, call);
+    detail::Buffer buf;
+    {
+      msgpack::packer<detail::Buffer> pk(buf);
+      pk.pack_array(1);
+      std::tuple<detail::Bare<Params>...> tuple(std::forward<Args>(args)...);
+      detail::ArgCodec<Params...>::pack_star_item(pk, tuple);
+    }
+    detail::pool_send_chunk(*core_, *call, 0, 1, std::move(buf));
+    return make_result<R, R>(call);
+  }
+  template <class R, class... Params, class... Args>
+  R apply(R (*fn)(Params...), Args&&... args) {
+    return apply_async(fn, std::forward<Args>(args)...).take();
+  }
+  // Streams results in input order as they become available.
+  template <class R, class P, class Range>
+  ImapIterator<R> imap(R (*fn)(P), const Range& items, std::size_t chunksize = 0) {
+    return submit_stream<R, P>(fn, items, chunksize, true);
+  }
+  // Streams results in completion order.
+  template <class R, class P, class Range>
+  ImapIterator<R> imap_unordered(R (*fn)(P), const Range& items, std::size_t chunksize = 0) {
+    return submit_stream<R, P>(fn, items, chunksize, false);
+  }
+
+  // No more submissions (they throw PoolBroken); running work continues.
+  void close();
+  // Waits for all submitted work and for the workers to exit. close() first, as in
+  // Python (throws mpx::Error otherwise).
+  void join();
+  // Kills the workers and the router now; pending results fail with PoolBroken.
+  void terminate();
+  // Worker count.
+  int processes() const;
+  // Pids of the router and of the live workers (for tests and monitoring).
+  pid_t router_pid() const;
+
+ private:
+  const detail::TaskEntry& lookup(const void* fn, const char* what) const;
+
+  template <class R, class T>
+  AsyncResult<T> make_result(const std::shared_ptr<detail::GatherCall<R, T>>& call) {
+    return AsyncResult<T>(core_, call);
+  }
+
+  template <class Codec, bool kStar, class Range, class Send>
+  void encode_chunks(const Range& items, std::size_t n, std::size_t chunksize, Send&& send) {
+    auto it = std::begin(items);
+    for (std::size_t start = 0; start < n; start += chunksize) {
+      const std::size_t count = std::min(chunksize, n - start);
+      detail::Buffer buf(count * 8 + 16);
+      {
+        msgpack::packer<detail::Buffer> pk(buf);
+        pk.pack_array(static_cast<std::uint32_t>(count));
+        for (std::size_t i = 0; i < count; ++i, ++it) {
+          if constexpr (kStar) {
+            Codec::pack_star_item(pk, *it);
+          } else {
+            Codec::pack_item(pk, *it);
+          }
+        }
+      }
+      send(start, static_cast<std::uint32_t>(count), std::move(buf));
+    }
+  }
+
+  template <bool kStar, class R, class... Params, class Range>
+  auto submit_gather(R (*fn)(Params...), const Range& items, std::size_t chunksize) {
+    using T = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
+    using Codec = detail::ArgCodec<Params...>;
+    const detail::TaskEntry& task = lookup(detail::function_address(fn), kStar ? "starmap" : "map");
+    const auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
+    auto call = std::make_shared<detail::GatherCall<R, T>>(task, n);
+    detail::pool_begin_call(*core_, call);
+    if (chunksize == 0) chunksize = detail::auto_chunksize(n, processes());
+    encode_chunks<Codec, kStar>(items, n, chunksize,
+                         [&](std::uint64_t start, std::uint32_t count, detail::Buffer&& buf) {
+                           detail::pool_send_chunk(*core_, *call, start, count, std::move(buf));
+                         });
+    return make_result<R, T>(call);
+  }
+
+  template <class R, class P, class Range>
+  ImapIterator<R> submit_stream(R (*fn)(P), const Range& items, std::size_t chunksize,
+                                bool ordered) {
+    using Codec = detail::ArgCodec<P>;
+    const detail::TaskEntry& task =
+        lookup(detail::function_address(fn), ordered ? "imap" : "imap_unordered");
+    const auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
+    auto call = std::make_shared<detail::StreamCall<R>>(task, n, ordered);
+    detail::pool_begin_call(*core_, call);
+    if (chunksize == 0) chunksize = detail::auto_chunksize(n, processes());
+    encode_chunks<Codec, false>(items, n, chunksize,
+                         [&](std::uint64_t start, std::uint32_t count, detail::Buffer&& buf) {
+                           detail::pool_send_chunk(*core_, *call, start, count, std::move(buf));
+                         });
+    return ImapIterator<R>(core_, call);
+  }
+
+  std::shared_ptr<detail::PoolCore> core_;
+};
+
+}  // namespace mpx
+
+#endif  // MPX_POOL_H_

@@ -1,0 +1,187 @@
+// mpx/task.h — registering functions so other processes can run them by name.
+//
+// Workers are fresh processes of the same program: they find your functions through
+// a registry filled at static-initialisation time, never through inherited memory.
+//
+//   int square(int x) { return x * x; }
+//   MPX_TASK(square);                  // at namespace scope, once per function
+//
+//   pool.map(square, xs);              // works: square is registered
+//   pool.map(cube, xs);                // throws mpx::NotRegistered naming the fix
+//
+// Parameters and results travel as msgpack: built-in types, standard containers,
+// and your own structs with MSGPACK_DEFINE(...). Overloaded functions cannot be
+// registered by name; wrap them in a uniquely named function.
+//
+// Thread safety: registration happens before main; lookups are read-only afterwards.
+#ifndef MPX_TASK_H_
+#define MPX_TASK_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "mpx/detail/codec.h"
+#include "mpx/errors.h"
+
+namespace mpx {
+namespace detail {
+
+// Collects the results of one chunk: the results array is packed as items finish;
+// failures are kept aside and appended after it (see codec.h for the layout).
+class ChunkWriter {
+ public:
+  ChunkWriter(Buffer& out, std::uint32_t count) : packer_(out) { packer_.pack_array(count); }
+  msgpack::packer<Buffer>& packer() { return packer_; }
+  void fail(std::uint32_t index, std::string type, std::string message) {
+    packer_.pack_nil();
+    errors_.push_back(ItemError{index, std::move(type), std::move(message)});
+  }
+  // Appends the error list; returns whether any item failed.
+  bool finish() {
+    if (errors_.empty()) return false;
+    packer_.pack(errors_);
+    return true;
+  }
+
+ private:
+  msgpack::packer<Buffer> packer_;
+  std::vector<ItemError> errors_;
+};
+
+struct TaskEntry {
+  const char* name;
+  const void* function;  // the registered function's address, for lookups by pointer
+  std::size_t arity;
+  // Runs every item of a chunk payload, writing each result or failure. Throws
+  // DecodeError, before running anything, when the payload is not an array of the
+  // expected length.
+  void (*run_chunk)(const TaskEntry& self, const char* data, std::size_t size,
+                    std::uint32_t expected, Buffer& out, bool& had_errors);
+  // Runs one call whose payload is the full argument array; exceptions propagate.
+  void (*run_call)(const TaskEntry& self, const char* data, std::size_t size);
+};
+
+// Registry (registry.cc). register_task keeps the pointer: entries have static storage.
+void register_task(const TaskEntry* entry);
+const TaskEntry* find_task(const std::string& name);
+const TaskEntry* find_task(const void* function);
+// Throws NotRegistered with advice when function was not registered.
+const TaskEntry& require_task(const void* function, const char* what);
+
+template <class Fn>
+const void* function_address(Fn* fn) {
+  return reinterpret_cast<const void*>(fn);
+}
+
+template <class Signature>
+struct FunctionTraits;
+template <class R, class... Params>
+struct FunctionTraits<R (*)(Params...)> {
+  using Result = R;
+  using Codec = ArgCodec<Params...>;
+  static constexpr std::size_t kArity = sizeof...(Params);
+};
+template <class R, class... Params>
+struct FunctionTraits<R (*)(Params...) noexcept> : FunctionTraits<R (*)(Params...)> {};
+
+std::string argument_error_message(const TaskEntry& task, const std::exception& e);
+
+template <auto F>
+struct TaskImpl {
+  using Traits = FunctionTraits<decltype(F)>;
+  using Codec = typename Traits::Codec;
+  using R = typename Traits::Result;
+
+  static void run_chunk(const TaskEntry& self, const char* data, std::size_t size,
+                        std::uint32_t expected, Buffer& out, bool& had_errors) {
+    std::size_t off = 0;
+    const std::uint32_t count = read_array_header(data, size, off);
+    if (count != expected) {
+      throw DecodeError("task '" + std::string(self.name) + "': chunk holds " +
+                        std::to_string(count) + " items, header says " +
+                        std::to_string(expected));
+    }
+    ChunkWriter writer(out, count);
+    msgpack::zone zone;
+    for (std::uint32_t i = 0; i < count; ++i) {
+      zone.clear();
+      msgpack::object obj;
+      try {
+        obj = read_object(zone, data, size, off);
+      } catch (const std::exception& e) {
+        // The rest of the payload is unreadable: each remaining item fails on its own,
+        // the items already run keep their results.
+        for (std::uint32_t j = i; j < count; ++j) {
+          writer.fail(j, "mpx::DecodeError", argument_error_message(self, e));
+        }
+        break;
+      }
+      typename Codec::Tuple args;
+      try {
+        args = Codec::unpack_item(obj);
+      } catch (const std::exception& e) {
+        writer.fail(i, "mpx::DecodeError", argument_error_message(self, e));
+        continue;
+      }
+      try {
+        if constexpr (std::is_void_v<R>) {
+          std::apply(F, std::move(args));
+          writer.packer().pack_nil();
+        } else {
+          writer.packer().pack(std::apply(F, std::move(args)));
+        }
+      } catch (...) {
+        writer.fail(i, current_exception_type(), current_exception_message());
+      }
+    }
+    had_errors = writer.finish();
+  }
+
+  static void run_call(const TaskEntry& self, const char* data, std::size_t size) {
+    msgpack::zone zone;
+    std::size_t off = 0;
+    const msgpack::object obj = read_object(zone, data, size, off);
+    typename Codec::Tuple args;
+    try {
+      args = Codec::unpack_call(obj);
+    } catch (const std::exception& e) {
+      throw DecodeError(argument_error_message(self, e));
+    }
+    std::apply(F, std::move(args));
+  }
+};
+
+template <auto F>
+constexpr TaskEntry make_task_entry(const char* name) {
+  return TaskEntry{name, nullptr, FunctionTraits<decltype(F)>::kArity, &TaskImpl<F>::run_chunk,
+                   &TaskImpl<F>::run_call};
+}
+
+struct TaskRegistration {
+  TaskRegistration(TaskEntry* entry, const void* function) {
+    entry->function = function;
+    register_task(entry);
+  }
+};
+
+}  // namespace detail
+}  // namespace mpx
+
+#define MPX_DETAIL_CONCAT2(a, b) a##b
+#define MPX_DETAIL_CONCAT(a, b) MPX_DETAIL_CONCAT2(a, b)
+
+// Registers a free function under its spelled name (e.g. "square", "ns::f"). Use once
+// per function at namespace scope; every process of the program then knows it.
+#define MPX_TASK(fn)                                                                     \
+  static ::mpx::detail::TaskEntry MPX_DETAIL_CONCAT(mpx_task_entry_, __LINE__) =         \
+      ::mpx::detail::make_task_entry<&fn>(#fn);                                          \
+  static const ::mpx::detail::TaskRegistration MPX_DETAIL_CONCAT(mpx_task_reg_, __LINE__)( \
+      &MPX_DETAIL_CONCAT(mpx_task_entry_, __LINE__), ::mpx::detail::function_address(&fn))
+
+#endif  // MPX_TASK_H_

@@ -1,0 +1,305 @@
+#include "framework/pool/pool_core.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+#include "framework/router/router.h"
+#include "mpx/runtime.h"
+
+namespace mpx {
+namespace detail {
+namespace {
+
+std::string random_token() {
+  static const char kAlphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+  std::random_device rd;
+  std::string t(10, '0');
+  for (char& c : t) c = kAlphabet[rd() % 36];
+  return t;
+}
+
+zmq::socket_t client_socket(const std::string& id, const std::string& endpoint) {
+  zmq::socket_t s = transport::make_socket(zmq::socket_type::dealer, id);
+  // The router binds a few milliseconds after it is spawned: retry quickly instead of
+  // ZeroMQ's default 100 ms.
+  s.set(zmq::sockopt::reconnect_ivl, 2);
+  s.set(zmq::sockopt::reconnect_ivl_max, 100);
+  s.connect(endpoint);
+  return s;
+}
+
+}  // namespace
+
+PoolCore::PoolCore(const PoolOptions& options)
+    : processes_(options.processes() > 0 ? options.processes() : cpu_count()),
+      token_(random_token()) {
+  if (options.processes() < 0) throw Error("Pool: processes must be at least 1 (or 0 for cpu_count())");
+  if (options.prefetch() < 1) throw Error("Pool: prefetch must be at least 1");
+  router::Config config;
+  config.front_endpoint = transport::make_endpoint("front");
+  config.back_endpoint = transport::make_endpoint("back");
+  config.workers = processes_;
+  config.maxtasksperchild = options.maxtasksperchild();
+  config.prefetch = options.prefetch();
+  config.initializer = options.initializer_name();
+  config.initializer_args = options.initializer_args();
+
+  spawn::Spec spec;
+  spec.role = Role::kRouter;
+  spec.name = "Router";
+  spec.bootstrap = config.encode();
+  router_ = spawn::spawn_self(spec);
+  router_pid_ = router_.pid;
+
+  result_socket_ = client_socket("R" + token_, config.front_endpoint);
+  send_socket_ = client_socket("S" + token_, config.front_endpoint);
+  wire::Header hello;
+  hello.type = wire::Type::kHello;
+  hello.pid = getpid();
+  transport::send(result_socket_, hello, zmq::message_t());
+
+  // The router answers HELLO once it is bound; until then results could not reach us.
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  transport::Incoming in;
+  std::string why;
+  for (;;) {
+    zmq::pollitem_t items[] = {{result_socket_.handle(), 0, ZMQ_POLLIN, 0},
+                               {nullptr, router_.pidfd, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 2, std::chrono::milliseconds(100));
+    if (transport::receive(result_socket_, false, in, &why) == transport::RecvStatus::kMessage &&
+        in.header.type == wire::Type::kWelcome) {
+      break;
+    }
+    if (items[1].revents & ZMQ_POLLIN) {
+      auto status = spawn::reap(router_, true);
+      throw PoolBroken("Pool: the router process failed to start: it " +
+                       spawn::describe(status.value_or(0)));
+    }
+    if (Clock::now() > deadline) {
+      ::kill(router_.pid, SIGKILL);
+      spawn::reap(router_, true);
+      throw PoolBroken("Pool: the router process did not answer within 30 s");
+    }
+  }
+  logger().debug("pool: router pid {} with {} workers", router_pid_, processes_);
+}
+
+PoolCore::~PoolCore() { shutdown(); }
+
+void PoolCore::begin_call(const std::shared_ptr<CallBase>& call) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state_ != State::kRunning) {
+    throw PoolBroken(state_ == State::kClosed ? "Pool is closed: no new work is accepted"
+                                              : "Pool is broken: " + broken_reason_);
+  }
+  const std::uint64_t id = next_call_id_++;
+  call->set_id(id, &mu_);
+  if (call->total() > 0) calls_.emplace(id, call);
+}
+
+void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t count,
+                          Buffer&& payload) {
+  wire::Header h;
+  h.type = wire::Type::kSubmit;
+  h.call_id = call.id();
+  h.start = start;
+  h.count = count;
+  h.name = call.task().name;
+  std::lock_guard<std::mutex> lock(send_mu_);
+  transport::send(send_socket_, h, transport::adopt(std::move(payload)));
+}
+
+void PoolCore::send_control(wire::Type type, std::uint64_t call_id) {
+  wire::Header h;
+  h.type = type;
+  h.call_id = call_id;
+  std::lock_guard<std::mutex> lock(send_mu_);
+  transport::send(send_socket_, h, zmq::message_t());
+}
+
+bool PoolCore::wait(const std::function<bool()>& ready, Clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    if (ready()) return true;
+    if (Clock::now() >= deadline) return false;
+    if (!pumping_ && !stopping_) {
+      pumping_ = true;
+      lock.unlock();
+      try {
+        pump(deadline);
+      } catch (...) {
+        lock.lock();
+        pumping_ = false;
+        cv_.notify_all();
+        throw;
+      }
+      lock.lock();
+      pumping_ = false;
+      cv_.notify_all();
+    } else {
+      cv_.wait_until(lock, deadline);
+    }
+  }
+}
+
+void PoolCore::pump(Clock::time_point deadline) {
+  const auto now = Clock::now();
+  auto timeout = std::chrono::milliseconds(1000);
+  if (deadline - now < timeout) {
+    timeout = std::max(std::chrono::milliseconds(0),
+                       std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now));
+  }
+  zmq::pollitem_t items[] = {{result_socket_.handle(), 0, ZMQ_POLLIN, 0},
+                             {nullptr, router_.pidfd, ZMQ_POLLIN, 0}};
+  zmq::poll(items, router_.pidfd >= 0 ? 2 : 1, timeout);
+  transport::Incoming in;
+  std::string why;
+  for (;;) {
+    const auto st = transport::receive(result_socket_, false, in, &why);
+    if (st == transport::RecvStatus::kNothing) break;
+    if (st == transport::RecvStatus::kMalformed) {
+      logger().warn("pool: dropped a malformed message from the router: {}", why);
+      continue;
+    }
+    dispatch(in);
+  }
+  if (router_.pidfd >= 0 && (items[1].revents & ZMQ_POLLIN)) check_router_exit();
+}
+
+void PoolCore::check_router_exit() {
+  const pid_t pid = router_.pid;
+  auto status = spawn::reap(router_, false);
+  if (!status) return;
+  fail_all(std::make_exception_ptr(PoolBroken("the pool's router process (pid " +
+                                              std::to_string(pid) + ") " + spawn::describe(*status))));
+}
+
+void PoolCore::dispatch(transport::Incoming& in) {
+  const wire::Header& h = in.header;
+  if (h.type == wire::Type::kWelcome) return;
+  if (h.type == wire::Type::kPoolError && h.call_id == 0) {
+    fail_all(std::make_exception_ptr(
+        PoolBroken("Pool is broken: " + std::string(in.payload.data<char>(), in.payload.size()))));
+    return;
+  }
+  std::shared_ptr<CallBase> call;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = calls_.find(h.call_id);
+    if (it == calls_.end()) return;  // a late answer for a call that already finished
+    call = it->second;
+  }
+  bool done = false;
+  bool failed = false;
+  switch (h.type) {
+    case wire::Type::kResult:
+      done = call->accept_results(h.start, h.count, in.payload.data<char>(), in.payload.size(),
+                                  (h.flags & wire::kFlagHasErrors) != 0, h.pid);
+      failed = (h.flags & wire::kFlagHasErrors) != 0;
+      break;
+    case wire::Type::kLost: {
+      std::vector<std::uint64_t> indices;
+      std::string reason = "lost";
+      try {
+        auto oh = msgpack::unpack(in.payload.data<char>(), in.payload.size());
+        std::pair<std::string, std::vector<std::pair<std::uint64_t, std::uint32_t>>> lost;
+        oh.get().convert(lost);
+        reason = lost.first;
+        for (const auto& [start, count] : lost.second) {
+          for (std::uint32_t i = 0; i < count; ++i) indices.push_back(start + i);
+        }
+      } catch (const std::exception& e) {
+        logger().warn("pool: unreadable LOST message: {}", e.what());
+      }
+      std::sort(indices.begin(), indices.end());
+      done = call->accept_lost(indices, h.pid, reason);
+      failed = true;
+      break;
+    }
+    case wire::Type::kPoolError:
+      call->accept_failure(std::make_exception_ptr(
+          PoolBroken(std::string(in.payload.data<char>(), in.payload.size()))));
+      done = true;
+      break;
+    default:
+      logger().warn("pool: dropped unexpected {} from the router", wire::type_name(h.type));
+      return;
+  }
+  if (done) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      calls_.erase(h.call_id);
+    }
+    if (failed) send_control(wire::Type::kCancel, h.call_id);
+  }
+  cv_.notify_all();
+}
+
+void PoolCore::fail_all(std::exception_ptr error) {
+  std::unordered_map<std::uint64_t, std::shared_ptr<CallBase>> calls;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ != State::kBroken) {
+      state_ = State::kBroken;
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        broken_reason_ = e.what();
+      }
+    }
+    calls.swap(calls_);
+  }
+  for (auto& [id, call] : calls) call->accept_failure(error);
+  cv_.notify_all();
+}
+
+void PoolCore::close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state_ == State::kRunning) state_ = State::kClosed;
+}
+
+void PoolCore::join() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ == State::kRunning) throw Error("Pool::join: call close() or terminate() first");
+  }
+  wait([this] { return calls_.empty(); }, Clock::time_point::max());
+  stop_router(wire::Type::kShutdown, std::chrono::seconds(5), "Pool was joined");
+}
+
+void PoolCore::terminate() {
+  stop_router(wire::Type::kTerminate, std::chrono::seconds(2), "Pool was terminated");
+}
+
+void PoolCore::shutdown() {
+  stop_router(wire::Type::kShutdown, std::chrono::seconds(3), "Pool was shut down");
+}
+
+void PoolCore::stop_router(wire::Type how, std::chrono::milliseconds grace, const char* why) {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    stopping_ = true;
+    cv_.wait(lock, [this] { return !pumping_; });
+    pumping_ = true;
+  }
+  if (router_.pid > 0) {
+    send_control(how);
+    if (!spawn::reap_for(router_, grace)) {
+      ::kill(router_.pid, SIGKILL);
+      spawn::reap(router_, true);
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pumping_ = false;
+    stopping_ = false;
+  }
+  fail_all(std::make_exception_ptr(PoolBroken(why)));
+}
+
+}  // namespace detail
+}  // namespace mpx

@@ -1,0 +1,81 @@
+// PoolCore: the driver's side of a pool — the router child, the two sockets to it,
+// and the table of calls waiting for results.
+//
+// Threads: any thread may submit (send socket under send_mu_). Results are pumped by
+// whichever waiting thread gets there first (leader/follower): it polls the result
+// socket without holding mu_, hands each message to its call, and wakes the others.
+// No background thread exists, so a result costs no extra wake-up in the driver.
+#ifndef MPX_FRAMEWORK_POOL_POOL_CORE_H_
+#define MPX_FRAMEWORK_POOL_POOL_CORE_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include <zmq.hpp>
+
+#include "framework/spawn/spawn.h"
+#include "framework/transport/transport.h"
+#include "mpx/detail/call.h"
+#include "mpx/pool.h"
+
+namespace mpx {
+namespace detail {
+
+class PoolCore {
+ public:
+  explicit PoolCore(const PoolOptions& options);
+  ~PoolCore();
+
+  void begin_call(const std::shared_ptr<CallBase>& call);
+  void send_chunk(CallBase& call, std::uint64_t start, std::uint32_t count, Buffer&& payload);
+  bool wait(const std::function<bool()>& ready, Clock::time_point deadline);
+
+  void close();
+  void join();
+  void terminate();
+  // Graceful stop used by ~Pool: STOP to workers, a short grace, then kill.
+  void shutdown();
+  int processes() const { return processes_; }
+  pid_t router_pid() const { return router_pid_; }
+
+ private:
+  enum class State { kRunning, kClosed, kBroken };
+  // One poll of the result socket and the router's pidfd, up to deadline.
+  void pump(Clock::time_point deadline);
+  void dispatch(transport::Incoming& in);
+  // Fails every pending call with error and refuses new ones. mu_ not held.
+  void fail_all(std::exception_ptr error);
+  void send_control(wire::Type type, std::uint64_t call_id = 0);
+  void stop_router(wire::Type how, std::chrono::milliseconds grace, const char* why);
+  void check_router_exit();
+
+  int processes_;
+  std::string token_;
+  spawn::Child router_;  // reaped by the pumping thread or by stop_router (under mu_)
+  pid_t router_pid_ = 0;
+
+  std::mutex send_mu_;
+  zmq::socket_t send_socket_;  // guarded by send_mu_
+
+  zmq::socket_t result_socket_;  // used only by the thread with pumping_ set
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool pumping_ = false;                                            // guarded by mu_
+  bool stopping_ = false;  // a stop waits for the pump token; guarded by mu_
+  State state_ = State::kRunning;                                   // guarded by mu_
+  std::string broken_reason_;                                       // guarded by mu_
+  std::uint64_t next_call_id_ = 1;                                  // guarded by mu_
+  std::unordered_map<std::uint64_t, std::shared_ptr<CallBase>> calls_;  // guarded by mu_
+};
+
+}  // namespace detail
+}  // namespace mpx
+
+#endif  // MPX_FRAMEWORK_POOL_POOL_CORE_H_

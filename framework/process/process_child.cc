@@ -1,0 +1,52 @@
+#include "framework/process/process_child.h"
+
+#include <msgpack.hpp>
+
+#include "mpx/runtime.h"
+
+namespace mpx {
+namespace process_child {
+
+std::string encode_bootstrap(const detail::TaskEntry& task, const std::string& args) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_array(2);
+  pk.pack(std::string(task.name));
+  pk.pack_bin(static_cast<std::uint32_t>(args.size()));
+  pk.pack_bin_body(args.data(), static_cast<std::uint32_t>(args.size()));
+  return std::string(buf.data(), buf.size());
+}
+
+int run_process(const spawn::Bootstrap& boot) {
+  // The driver may run this Process from any thread, so PR_SET_PDEATHSIG (which follows
+  // the spawning thread) is not reliable: watch the parent's pidfd instead.
+  spawn::kill_self_when_gone(spawn::open_parent_or_exit(boot.parent));
+  std::string name;
+  std::string args;
+  try {
+    auto oh = msgpack::unpack(boot.payload.data(), boot.payload.size());
+    std::pair<std::string, msgpack::type::raw_ref> call;
+    oh.get().convert(call);
+    name = call.first;
+    args.assign(call.second.ptr, call.second.size);
+  } catch (const std::exception& e) {
+    logger().error("could not decode the call to run: {}", e.what());
+    return 1;
+  }
+  const detail::TaskEntry* entry = detail::find_task(name);
+  if (entry == nullptr) {
+    logger().error("no task named '{}' is registered in this program", name);
+    return 1;
+  }
+  try {
+    entry->run_call(*entry, args.data(), args.size());
+  } catch (...) {
+    logger().error("task '{}' raised {}: {}", name, detail::current_exception_type(),
+                   detail::current_exception_message());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace process_child
+}  // namespace mpx

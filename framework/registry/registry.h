@@ -1,0 +1,17 @@
+// Registry internals beyond what mpx/task.h declares for the templates.
+#ifndef MPX_FRAMEWORK_REGISTRY_REGISTRY_H_
+#define MPX_FRAMEWORK_REGISTRY_REGISTRY_H_
+
+#include <string>
+#include <vector>
+
+namespace mpx {
+namespace detail {
+
+// Names registered by two different functions; mpx::init refuses to start with any.
+std::vector<std::string> duplicate_task_names();
+
+}  // namespace detail
+}  // namespace mpx
+
+#endif  // MPX_FRAMEWORK_REGISTRY_REGISTRY_H_

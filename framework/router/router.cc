@@ -1,0 +1,360 @@
+#include "framework/router/router.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+#include <utility>
+
+#include <msgpack.hpp>
+
+#include "mpx/errors.h"
+#include "mpx/runtime.h"
+
+namespace mpx {
+namespace router {
+namespace {
+
+using Ranges = std::vector<std::pair<std::uint64_t, std::uint32_t>>;
+
+template <class T>
+zmq::message_t pack_message(const T& value) {
+  msgpack::sbuffer buf;
+  msgpack::pack(buf, value);
+  return transport::adopt(std::move(buf));
+}
+
+}  // namespace
+
+std::string Config::encode() const {
+  msgpack::sbuffer buf;
+  msgpack::pack(buf, std::make_tuple(front_endpoint, back_endpoint, workers, maxtasksperchild,
+                                     prefetch, initializer, initializer_args,
+                                     static_cast<std::int64_t>(heartbeat_interval.count()),
+                                     static_cast<std::int64_t>(heartbeat_timeout.count()),
+                                     static_cast<std::int64_t>(stop_grace.count()),
+                                     max_startup_failures));
+  return std::string(buf.data(), buf.size());
+}
+
+Config Config::decode(const std::string& bytes) {
+  try {
+    auto oh = msgpack::unpack(bytes.data(), bytes.size());
+    std::tuple<std::string, std::string, int, std::uint64_t, int, std::string, std::string,
+               std::int64_t, std::int64_t, std::int64_t, int>
+        t;
+    oh.get().convert(t);
+    Config c;
+    std::tie(c.front_endpoint, c.back_endpoint, c.workers, c.maxtasksperchild, c.prefetch,
+             c.initializer, c.initializer_args, std::ignore, std::ignore, std::ignore,
+             c.max_startup_failures) = t;
+    c.heartbeat_interval = std::chrono::milliseconds(std::get<7>(t));
+    c.heartbeat_timeout = std::chrono::milliseconds(std::get<8>(t));
+    c.stop_grace = std::chrono::milliseconds(std::get<9>(t));
+    if (c.workers < 1 || c.prefetch < 1) throw DecodeError("router config: workers and prefetch must be >= 1");
+    return c;
+  } catch (const DecodeError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw DecodeError(std::string("router config could not be decoded: ") + e.what());
+  }
+}
+
+RouterCore::RouterCore(Config config, RouterIo& io) : config_(std::move(config)), io_(io) {}
+
+void RouterCore::start() {
+  for (int i = 0; i < config_.workers; ++i) spawn_one();
+  next_tick_ = Clock::now() + config_.heartbeat_interval;
+}
+
+void RouterCore::spawn_one() {
+  const std::string name = "PoolWorker-" + std::to_string(next_worker_number_++);
+  pid_t pid;
+  try {
+    pid = io_.spawn_worker(name);
+  } catch (const std::exception& e) {
+    break_pool(std::string("cannot start a worker: ") + e.what());
+    return;
+  }
+  Worker& w = workers_[pid];
+  w.pid = pid;
+  w.name = name;
+  w.last_seen = w.last_ping = Clock::now();
+  logger().debug("router: spawned {} (pid {})", name, pid);
+}
+
+std::string RouterCore::reply_id(std::string_view sender) {
+  std::string id(sender);
+  id[0] = 'R';
+  return id;
+}
+
+RouterCore::Worker* RouterCore::worker_by_id(std::string_view id) {
+  for (auto& [pid, w] : workers_) {
+    if (w.id == id) return &w;
+  }
+  return nullptr;
+}
+
+void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
+  const std::string_view sender = in.sender();
+  if (sender.size() < 2 || (sender[0] != 'S' && sender[0] != 'R')) {
+    logger().warn("router: dropped {} from a peer with an unexpected routing id",
+                  wire::type_name(in.header.type));
+    return;
+  }
+  const wire::Header& h = in.header;
+  switch (h.type) {
+    case wire::Type::kHello: {
+      clients_.emplace(sender);
+      wire::Header welcome;
+      welcome.type = wire::Type::kWelcome;
+      welcome.count = static_cast<std::uint32_t>(config_.workers);
+      welcome.pid = static_cast<std::int32_t>(getpid());
+      io_.send_client(sender, welcome, zmq::message_t());
+      if (broken()) send_pool_error(sender, 0, broken_reason_);
+      return;
+    }
+    case wire::Type::kSubmit: {
+      if (stopping_) return;
+      if (h.count == 0) {
+        logger().warn("router: dropped an empty SUBMIT of call {}", h.call_id);
+        return;
+      }
+      if (broken()) {
+        send_pool_error(reply_id(sender), h.call_id, broken_reason_);
+        return;
+      }
+      queue_.push_back(Task{InFlight{reply_id(sender), h.call_id, h.start, h.count},
+                            std::move(in.header_frame), std::move(in.payload)});
+      dispatch();
+      return;
+    }
+    case wire::Type::kCancel: {
+      const std::string client = reply_id(sender);
+      queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
+                                  [&](const Task& t) {
+                                    return t.what.call_id == h.call_id && t.what.client == client;
+                                  }),
+                   queue_.end());
+      return;
+    }
+    case wire::Type::kShutdown:
+      stop_all(false, now);
+      return;
+    case wire::Type::kTerminate:
+      stop_all(true, now);
+      return;
+    default:
+      logger().warn("router: dropped unexpected {} from a client", wire::type_name(h.type));
+  }
+}
+
+void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
+  const wire::Header& h = in.header;
+  if (h.type == wire::Type::kReady) {
+    auto it = workers_.find(static_cast<pid_t>(h.pid));
+    if (it == workers_.end() || it->second.state != State::kStarting) {
+      logger().warn("router: dropped READY from unknown worker pid {}", h.pid);
+      return;
+    }
+    Worker& w = it->second;
+    w.id = std::string(in.sender());
+    w.state = State::kReady;
+    w.last_seen = now;
+    startup_failures_ = 0;
+    if (stopping_) {
+      io_.kill_worker(w.pid);
+      return;
+    }
+    wire::Header config;
+    config.type = wire::Type::kConfig;
+    config.name = config_.initializer;
+    io_.send_worker(w.id, config,
+                    zmq::message_t(config_.initializer_args.data(), config_.initializer_args.size()));
+    dispatch();
+    return;
+  }
+  Worker* w = worker_by_id(in.sender());
+  if (w == nullptr) {
+    logger().warn("router: dropped {} from an unknown worker", wire::type_name(h.type));
+    return;
+  }
+  w->last_seen = now;
+  switch (h.type) {
+    case wire::Type::kResult: {
+      auto it = std::find_if(w->in_flight.begin(), w->in_flight.end(), [&](const InFlight& f) {
+        return f.call_id == h.call_id && f.start == h.start;
+      });
+      if (it == w->in_flight.end() || it->count != h.count) {
+        logger().warn("router: dropped a RESULT {} did not hold (call {}, start {})", w->name,
+                      h.call_id, h.start);
+        return;
+      }
+      const std::string client = std::move(it->client);
+      w->in_flight.erase(it);
+      io_.forward_client(client, std::move(in.header_frame), std::move(in.payload));
+      retire_if_done(*w);
+      dispatch();
+      return;
+    }
+    case wire::Type::kInitFailed: {
+      std::string detail = "(undecodable error)";
+      try {
+        auto oh = msgpack::unpack(in.payload.data<char>(), in.payload.size());
+        std::pair<std::string, std::string> e;
+        oh.get().convert(e);
+        detail = e.first + ": " + e.second;
+      } catch (const std::exception&) {
+      }
+      break_pool("initializer '" + config_.initializer + "' raised " + detail + " in " + w->name +
+                 " (pid " + std::to_string(w->pid) + ")");
+      return;
+    }
+    case wire::Type::kPong:
+      return;
+    default:
+      logger().warn("router: dropped unexpected {} from {}", wire::type_name(h.type), w->name);
+  }
+}
+
+void RouterCore::on_worker_exit(pid_t pid, int wait_status, Clock::time_point now) {
+  auto it = workers_.find(pid);
+  if (it == workers_.end()) return;
+  Worker w = std::move(it->second);
+  workers_.erase(it);
+  const std::string how = spawn::describe(wait_status);
+  if (!w.in_flight.empty()) {
+    logger().warn("router: {} (pid {}) {} holding {} chunk(s)", w.name, pid, how,
+                  w.in_flight.size());
+    fail_lost(w.in_flight, pid, how);
+  } else if (w.state != State::kStopping && !stopping_) {
+    logger().warn("router: {} (pid {}) {}", w.name, pid, how);
+  }
+  if (stopping_ || broken()) return;
+  if (w.state == State::kStarting && ++startup_failures_ >= config_.max_startup_failures) {
+    break_pool("workers keep dying before they start; the last one (pid " + std::to_string(pid) +
+               ") " + how);
+    return;
+  }
+  // A retiring worker's replacement was started when it retired.
+  if (w.state != State::kStopping && w.state != State::kRetiring) spawn_one();
+  dispatch();
+  (void)now;
+}
+
+void RouterCore::fail_lost(const std::vector<InFlight>& lost, pid_t pid, const std::string& reason) {
+  std::map<std::pair<std::string, std::uint64_t>, Ranges> by_call;
+  for (const InFlight& f : lost) by_call[{f.client, f.call_id}].emplace_back(f.start, f.count);
+  for (auto& [key, ranges] : by_call) {
+    wire::Header h;
+    h.type = wire::Type::kLost;
+    h.call_id = key.second;
+    h.pid = pid;
+    io_.send_client(key.first, h, pack_message(std::make_pair(reason, ranges)));
+  }
+}
+
+void RouterCore::send_pool_error(std::string_view client, std::uint64_t call_id,
+                                 const std::string& reason) {
+  wire::Header h;
+  h.type = wire::Type::kPoolError;
+  h.call_id = call_id;
+  io_.send_client(client, h, zmq::message_t(reason.data(), reason.size()));
+}
+
+void RouterCore::break_pool(const std::string& reason) {
+  if (broken()) return;
+  broken_reason_ = reason;
+  logger().error("router: pool broken: {}", reason);
+  for (const std::string& c : clients_) send_pool_error(c, 0, reason);
+  queue_.clear();
+  for (auto& [pid, w] : workers_) {
+    w.in_flight.clear();  // their clients were just told the whole pool failed
+    io_.kill_worker(pid);
+  }
+}
+
+void RouterCore::dispatch() {
+  while (!queue_.empty() && !stopping_) {
+    Worker* best = nullptr;
+    for (auto& [pid, w] : workers_) {
+      if (w.state != State::kReady || w.in_flight.size() >= static_cast<std::size_t>(config_.prefetch)) continue;
+      if (best == nullptr || w.in_flight.size() < best->in_flight.size()) best = &w;
+    }
+    if (best == nullptr) return;
+    Task task = std::move(queue_.front());
+    queue_.pop_front();
+    transport::set_type(task.header_frame, wire::Type::kTask);
+    best->in_flight.push_back(std::move(task.what));
+    ++best->assigned;
+    io_.forward_worker(best->id, std::move(task.header_frame), std::move(task.payload));
+    if (config_.maxtasksperchild && best->assigned >= config_.maxtasksperchild) {
+      best->state = State::kRetiring;
+      spawn_one();
+      // spawn_one may rehash nothing (std::map): best stays valid.
+    }
+  }
+}
+
+void RouterCore::retire_if_done(Worker& w) {
+  if (w.state != State::kRetiring || !w.in_flight.empty()) return;
+  w.state = State::kStopping;
+  wire::Header stop;
+  stop.type = wire::Type::kStop;
+  io_.send_worker(w.id, stop, zmq::message_t());
+}
+
+void RouterCore::stop_all(bool kill_now, Clock::time_point now) {
+  if (!stopping_) {
+    stopping_ = true;
+    stop_deadline_ = now + config_.stop_grace;
+    next_tick_ = std::min(next_tick_, stop_deadline_);
+  }
+  queue_.clear();
+  for (auto& [pid, w] : workers_) {
+    if (kill_now || w.state == State::kStarting) {
+      io_.kill_worker(pid);
+    } else if (w.state != State::kStopping) {
+      w.state = State::kStopping;
+      wire::Header stop;
+      stop.type = wire::Type::kStop;
+      io_.send_worker(w.id, stop, zmq::message_t());
+    }
+  }
+}
+
+void RouterCore::terminate() { stop_all(true, Clock::now()); }
+
+void RouterCore::on_tick(Clock::time_point now) {
+  if (stopping_) {
+    if (now >= stop_deadline_) {
+      for (auto& [pid, w] : workers_) io_.kill_worker(pid);
+      stop_deadline_ = now + config_.stop_grace;
+    }
+    next_tick_ = std::min(now + config_.heartbeat_interval, stop_deadline_);
+    return;
+  }
+  for (auto& [pid, w] : workers_) {
+    if (w.state != State::kReady || !w.in_flight.empty()) continue;
+    if (now - w.last_seen > config_.heartbeat_timeout) {
+      logger().warn("router: {} (pid {}) stopped answering heartbeats; replacing it", w.name, pid);
+      io_.kill_worker(pid);
+      w.state = State::kStopping;  // its exit must not count as a start-up failure
+      spawn_one();
+    } else if (now - w.last_seen >= config_.heartbeat_interval &&
+               now - w.last_ping >= config_.heartbeat_interval) {
+      wire::Header ping;
+      ping.type = wire::Type::kPing;
+      io_.send_worker(w.id, ping, zmq::message_t());
+      w.last_ping = now;
+    }
+  }
+  next_tick_ = now + config_.heartbeat_interval;
+}
+
+}  // namespace router
+}  // namespace mpx

@@ -1,0 +1,144 @@
+// The router: owns a pool's task queue, hands chunks to workers, carries results
+// back, and supervises the workers (replace the dead, retire after maxtasksperchild,
+// fail the tasks a dead worker held, detect idle workers that stopped answering).
+//
+// RouterCore is the whole policy, free of sockets and processes: it reacts to
+// messages, exits and ticks, and acts through RouterIo. run_router wires it to real
+// ZeroMQ sockets and real child processes; tests drive RouterCore with a recording Io.
+//
+// Invariants: every chunk the router accepted is, at any time, in exactly one place —
+// the queue, one worker's in-flight list, or answered (result forwarded, or reported
+// lost / failed to its client). A client's routing id "S<token>" sends; results go to
+// "R<token>", the socket that said HELLO.
+#ifndef MPX_FRAMEWORK_ROUTER_ROUTER_H_
+#define MPX_FRAMEWORK_ROUTER_ROUTER_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "framework/spawn/spawn.h"
+#include "framework/transport/transport.h"
+#include "framework/wire/wire.h"
+
+namespace mpx {
+namespace router {
+
+using Clock = std::chrono::steady_clock;
+
+struct Config {
+  std::string front_endpoint;  // clients connect here
+  std::string back_endpoint;   // workers connect here
+  int workers = 1;
+  std::uint64_t maxtasksperchild = 0;  // chunks per worker before it is replaced; 0 = never
+  int prefetch = 2;                    // chunks a worker may hold at once
+  std::string initializer;             // task name, empty for none
+  std::string initializer_args;
+  std::chrono::milliseconds heartbeat_interval{1000};
+  std::chrono::milliseconds heartbeat_timeout{10000};  // idle worker silent this long: killed
+  std::chrono::milliseconds stop_grace{2000};          // after STOP, before SIGKILL
+  int max_startup_failures = 3;  // consecutive deaths before READY that break the pool
+
+  std::string encode() const;
+  static Config decode(const std::string& bytes);  // throws mpx::DecodeError
+};
+
+class RouterIo {
+ public:
+  virtual ~RouterIo() = default;
+  virtual void send_client(std::string_view client, const wire::Header& h, zmq::message_t&& payload) = 0;
+  virtual void forward_client(std::string_view client, zmq::message_t&& header_frame,
+                              zmq::message_t&& payload) = 0;
+  virtual void send_worker(std::string_view worker, const wire::Header& h, zmq::message_t&& payload) = 0;
+  virtual void forward_worker(std::string_view worker, zmq::message_t&& header_frame,
+                              zmq::message_t&& payload) = 0;
+  // Starts a worker process named name; returns its pid. Throws on failure.
+  virtual pid_t spawn_worker(const std::string& name) = 0;
+  virtual void kill_worker(pid_t pid) = 0;
+};
+
+class RouterCore {
+ public:
+  RouterCore(Config config, RouterIo& io);
+
+  void start();  // spawns the workers
+  void on_client(transport::Incoming& in, Clock::time_point now);
+  void on_worker(transport::Incoming& in, Clock::time_point now);
+  void on_worker_exit(pid_t pid, int wait_status, Clock::time_point now);
+  // The driver is gone or asked to terminate: kill everything.
+  void terminate();
+  void on_tick(Clock::time_point now);
+  // When the next on_tick is due.
+  Clock::time_point next_tick() const { return next_tick_; }
+  // All workers have ended after a shutdown or terminate: the router may exit.
+  bool finished() const { return stopping_ && workers_.empty(); }
+
+  // Introspection for tests.
+  std::size_t queued() const { return queue_.size(); }
+  std::size_t live_workers() const { return workers_.size(); }
+  bool broken() const { return !broken_reason_.empty(); }
+
+ private:
+  struct InFlight {
+    std::string client;
+    std::uint64_t call_id;
+    std::uint64_t start;
+    std::uint32_t count;
+  };
+  struct Task {
+    InFlight what;
+    zmq::message_t header_frame;
+    zmq::message_t payload;
+  };
+  enum class State { kStarting, kReady, kRetiring, kStopping };
+  struct Worker {
+    pid_t pid = 0;
+    std::string id;  // routing id, known after READY
+    std::string name;
+    State state = State::kStarting;
+    std::vector<InFlight> in_flight;
+    std::uint64_t assigned = 0;  // chunks ever given
+    Clock::time_point last_seen;
+    Clock::time_point last_ping;
+  };
+
+  void spawn_one();
+  void dispatch();
+  Worker* worker_by_id(std::string_view id);
+  void fail_lost(const std::vector<InFlight>& lost, pid_t pid, const std::string& reason);
+  void break_pool(const std::string& reason);
+  void send_pool_error(std::string_view client, std::uint64_t call_id, const std::string& reason);
+  void retire_if_done(Worker& w);
+  void stop_all(bool kill_now, Clock::time_point now);
+  static std::string reply_id(std::string_view sender);
+
+  Config config_;
+  RouterIo& io_;
+  std::map<pid_t, Worker> workers_;
+  std::deque<Task> queue_;
+  std::set<std::string> clients_;  // result sockets that said HELLO
+  int next_worker_number_ = 1;
+  int startup_failures_ = 0;
+  std::string broken_reason_;
+  bool stopping_ = false;
+  Clock::time_point stop_deadline_;
+  Clock::time_point next_tick_;
+};
+
+// The router role's main: binds, spawns workers, serves until shutdown or the driver's
+// death. Returns the process exit code.
+int run_router(const spawn::Bootstrap& boot);
+
+}  // namespace router
+}  // namespace mpx
+
+#endif  // MPX_FRAMEWORK_ROUTER_ROUTER_H_

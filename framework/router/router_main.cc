@@ -1,0 +1,140 @@
+// The router process: real sockets and real children around RouterCore.
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <map>
+#include <vector>
+
+#include "framework/router/router.h"
+#include "mpx/errors.h"
+#include "mpx/runtime.h"
+
+namespace mpx {
+namespace router {
+namespace {
+
+class ProcessIo final : public RouterIo {
+ public:
+  ProcessIo(zmq::socket_t& front, zmq::socket_t& back, std::string back_endpoint, pid_t driver)
+      : front_(front), back_(back), back_endpoint_(std::move(back_endpoint)), driver_(driver) {}
+
+  void send_client(std::string_view client, const wire::Header& h, zmq::message_t&& payload) override {
+    transport::send_to(front_, client, h, std::move(payload));
+  }
+  void forward_client(std::string_view client, zmq::message_t&& header_frame,
+                      zmq::message_t&& payload) override {
+    transport::forward_to(front_, client, std::move(header_frame), std::move(payload));
+  }
+  void send_worker(std::string_view worker, const wire::Header& h, zmq::message_t&& payload) override {
+    transport::send_to(back_, worker, h, std::move(payload));
+  }
+  void forward_worker(std::string_view worker, zmq::message_t&& header_frame,
+                      zmq::message_t&& payload) override {
+    transport::forward_to(back_, worker, std::move(header_frame), std::move(payload));
+  }
+  pid_t spawn_worker(const std::string& name) override {
+    spawn::Spec spec;
+    spec.role = Role::kWorker;
+    spec.name = name;
+    spec.bootstrap = back_endpoint_;
+    spec.driver = driver_;
+    spawn::Child child = spawn::spawn_self(spec);
+    children_[child.pid] = child;
+    return child.pid;
+  }
+  void kill_worker(pid_t pid) override {
+    if (children_.count(pid)) ::kill(pid, SIGKILL);
+  }
+
+  std::map<pid_t, spawn::Child>& children() { return children_; }
+
+ private:
+  zmq::socket_t& front_;
+  zmq::socket_t& back_;
+  std::string back_endpoint_;
+  pid_t driver_;
+  std::map<pid_t, spawn::Child> children_;
+};
+
+// Handles at most this many messages per socket per loop turn, so neither side starves.
+constexpr int kBatch = 256;
+
+}  // namespace
+
+int run_router(const spawn::Bootstrap& boot) {
+  const Config config = Config::decode(boot.payload);
+  const int driver_fd = spawn::open_parent_or_exit(boot.parent);
+  signal(SIGPIPE, SIG_IGN);
+
+  zmq::socket_t front = transport::make_socket(zmq::socket_type::router);
+  zmq::socket_t back = transport::make_socket(zmq::socket_type::router);
+  front.bind(config.front_endpoint);
+  back.bind(config.back_endpoint);
+
+  ProcessIo io(front, back, config.back_endpoint, boot.driver);
+  RouterCore core(config, io);
+  core.start();
+  logger().debug("router: serving {} workers", config.workers);
+
+  std::vector<zmq::pollitem_t> items;
+  std::vector<pid_t> item_pids;
+  transport::Incoming in;
+  std::string why;
+  while (!core.finished()) {
+    items.clear();
+    item_pids.clear();
+    items.push_back({front.handle(), 0, ZMQ_POLLIN, 0});
+    items.push_back({back.handle(), 0, ZMQ_POLLIN, 0});
+    items.push_back({nullptr, driver_fd, ZMQ_POLLIN, 0});
+    for (auto& [pid, child] : io.children()) {
+      items.push_back({nullptr, child.pidfd, ZMQ_POLLIN, 0});
+      item_pids.push_back(pid);
+    }
+    const auto now = Clock::now();
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(core.next_tick() - now);
+    zmq::poll(items, std::chrono::milliseconds(std::max<long>(0, wait.count()) + 1));
+
+    for (int i = 0; i < kBatch; ++i) {
+      const auto st = transport::receive(front, true, in, &why);
+      if (st == transport::RecvStatus::kNothing) break;
+      if (st == transport::RecvStatus::kMalformed) {
+        logger().warn("router: dropped a malformed client message: {}", why);
+        continue;
+      }
+      core.on_client(in, Clock::now());
+    }
+    for (int i = 0; i < kBatch; ++i) {
+      const auto st = transport::receive(back, true, in, &why);
+      if (st == transport::RecvStatus::kNothing) break;
+      if (st == transport::RecvStatus::kMalformed) {
+        logger().warn("router: dropped a malformed worker message: {}", why);
+        continue;
+      }
+      core.on_worker(in, Clock::now());
+    }
+    for (std::size_t k = 0; k < item_pids.size(); ++k) {
+      if (!(items[3 + k].revents & ZMQ_POLLIN)) continue;
+      auto it = io.children().find(item_pids[k]);
+      if (it == io.children().end()) continue;
+      auto status = spawn::reap(it->second, false);
+      if (!status) continue;
+      io.children().erase(it);
+      core.on_worker_exit(item_pids[k], *status, Clock::now());
+    }
+    if (items[2].revents & ZMQ_POLLIN) {
+      logger().debug("router: driver {} is gone; stopping", boot.driver);
+      core.terminate();
+    }
+    if (Clock::now() >= core.next_tick()) core.on_tick(Clock::now());
+  }
+  for (auto& [pid, child] : io.children()) {
+    ::kill(pid, SIGKILL);
+    spawn::reap(child, true);
+  }
+  return 0;
+}
+
+}  // namespace router
+}  // namespace mpx

@@ -1,0 +1,65 @@
+// mpx::init: the fork in the road between the driver and the spawned roles.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "framework/base/base.h"
+#include "framework/process/process_child.h"
+#include "framework/registry/registry.h"
+#include "framework/router/router.h"
+#include "framework/spawn/spawn.h"
+#include "framework/worker/worker.h"
+#include "mpx/errors.h"
+#include "mpx/runtime.h"
+
+namespace mpx {
+namespace {
+
+[[noreturn]] void finish(int code) {
+  logger().flush();
+  std::fflush(nullptr);
+  // _exit: a spawned role owns nothing of the user's static state worth destroying,
+  // and running user destructors in a worker would surprise more than it helps.
+  _exit(code);
+}
+
+}  // namespace
+
+void init(int argc, char** argv) {
+  std::optional<spawn::Bootstrap> boot;
+  try {
+    boot = spawn::parse_child_args(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mpx: %s\n", e.what());
+    throw;
+  }
+  const auto duplicates = detail::duplicate_task_names();
+  if (!duplicates.empty()) {
+    std::string names;
+    for (const auto& n : duplicates) names += (names.empty() ? "'" : ", '") + n + "'";
+    const std::string message = "mpx::init: task name " + names +
+                                " is registered by two different functions; rename one";
+    if (boot) {
+      std::fprintf(stderr, "%s\n", message.c_str());
+      _exit(70);
+    }
+    throw Error(message);
+  }
+  if (!boot) return;
+  base::set_identity(boot->name, boot->role);
+  int code = 70;
+  try {
+    switch (boot->role) {
+      case Role::kRouter: code = router::run_router(*boot); break;
+      case Role::kWorker: code = worker::run_worker(*boot); break;
+      case Role::kProcess: code = process_child::run_process(*boot); break;
+      case Role::kDriver: break;
+    }
+  } catch (const std::exception& e) {
+    logger().critical("{} failed: {}", boot->name, e.what());
+  }
+  finish(code);
+}
+
+}  // namespace mpx

@@ -1,0 +1,240 @@
+#include "framework/spawn/spawn.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "mpx/errors.h"
+
+extern char** environ;
+
+namespace mpx {
+namespace spawn {
+namespace {
+
+constexpr int kBootstrapFd = 3;
+
+const char* role_flag(Role role) {
+  switch (role) {
+    case Role::kRouter: return "router";
+    case Role::kWorker: return "worker";
+    case Role::kProcess: return "process";
+    case Role::kDriver: return "driver";
+  }
+  return "driver";
+}
+
+std::string errno_text(const char* what, int err) {
+  return std::string(what) + ": " + std::strerror(err);
+}
+
+// A memfd holding bytes, positioned at 0, at a descriptor number above the ones the
+// child's file actions touch (dup2 onto itself would keep FD_CLOEXEC).
+int make_bootstrap_fd(const std::string& bytes) {
+  int fd = memfd_create("mpx-bootstrap", MFD_CLOEXEC);
+  if (fd < 0) throw ProcessError(errno_text("memfd_create", errno));
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      close(fd);
+      throw ProcessError(errno_text("writing the bootstrap memfd", err));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  lseek(fd, 0, SEEK_SET);
+  if (fd <= kBootstrapFd + 1) {
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, 16);
+    close(fd);
+    if (high < 0) throw ProcessError(errno_text("fcntl(F_DUPFD_CLOEXEC)", errno));
+    fd = high;
+  }
+  return fd;
+}
+
+bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+long parse_long(std::string_view v, const char* flag) {
+  std::string s(v);
+  char* end = nullptr;
+  errno = 0;
+  long x = std::strtol(s.c_str(), &end, 10);
+  if (s.empty() || *end != '\0' || errno != 0) {
+    throw Error(std::string("mpx: malformed ") + flag + " flag: '" + s + "'");
+  }
+  return x;
+}
+
+}  // namespace
+
+int pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+
+Child spawn_self(const Spec& spec) {
+  const pid_t self = getpid();
+  const int boot = make_bootstrap_fd(spec.bootstrap);
+  std::vector<std::string> args = {
+      "mpx-" + std::string(role_flag(spec.role)),
+      std::string("--mpx-role=") + role_flag(spec.role),
+      "--mpx-name=" + spec.name,
+      "--mpx-driver=" + std::to_string(spec.driver ? spec.driver : self),
+      "--mpx-parent=" + std::to_string(self),
+      "--mpx-bootstrap-fd=" + std::to_string(kBootstrapFd),
+  };
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, boot, kBootstrapFd);
+  posix_spawn_file_actions_addclosefrom_np(&actions, kBootstrapFd + 1);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  // The child starts with default signal handling and an empty mask whatever the
+  // spawning thread had.
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  close(boot);
+  if (rc != 0) throw ProcessError(errno_text("posix_spawn of /proc/self/exe", rc));
+  Child child;
+  child.pid = pid;
+  child.pidfd = pidfd_open(pid);
+  if (child.pidfd < 0) {
+    const int err = errno;
+    ::kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    throw ProcessError(errno_text("pidfd_open", err));
+  }
+  return child;
+}
+
+std::optional<int> reap(Child& child, bool block) {
+  if (child.pid <= 0) return std::nullopt;
+  int status = 0;
+  pid_t r;
+  do {
+    r = waitpid(child.pid, &status, block ? 0 : WNOHANG);
+  } while (r < 0 && errno == EINTR);
+  if (r == 0) return std::nullopt;
+  if (child.pidfd >= 0) close(child.pidfd);
+  child.pidfd = -1;
+  child.pid = -1;
+  if (r < 0) return 0;  // already reaped elsewhere: nothing more to learn
+  return status;
+}
+
+std::optional<int> reap_for(Child& child, std::chrono::milliseconds timeout) {
+  if (child.pid <= 0) return std::nullopt;
+  pollfd p{child.pidfd, POLLIN, 0};
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    int r = poll(&p, 1, static_cast<int>(std::max<long>(0, left.count())));
+    if (r > 0) return reap(child, true);
+    if (r == 0) return std::nullopt;
+    if (errno != EINTR) return reap(child, false);
+  }
+}
+
+int exitcode(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return 0;
+}
+
+std::string describe(int status) {
+  if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    const char* text = strsignal(sig);
+    return "killed by signal " + std::to_string(sig) + " (" + (text ? text : "?") + ")";
+  }
+  return "ended with wait status " + std::to_string(status);
+}
+
+std::optional<Bootstrap> parse_child_args(int argc, char** argv) {
+  Bootstrap b;
+  bool any = false;
+  int boot_fd = -1;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a(argv[i]);
+    if (!starts_with(a, "--mpx-")) continue;
+    any = true;
+    const auto eq = a.find('=');
+    const std::string_view key = a.substr(0, eq);
+    const std::string_view value = eq == std::string_view::npos ? "" : a.substr(eq + 1);
+    if (key == "--mpx-role") {
+      if (value == "router") b.role = Role::kRouter;
+      else if (value == "worker") b.role = Role::kWorker;
+      else if (value == "process") b.role = Role::kProcess;
+      else throw Error("mpx: unknown --mpx-role '" + std::string(value) + "'");
+    } else if (key == "--mpx-name") {
+      b.name = std::string(value);
+    } else if (key == "--mpx-driver") {
+      b.driver = static_cast<pid_t>(parse_long(value, "--mpx-driver"));
+    } else if (key == "--mpx-parent") {
+      b.parent = static_cast<pid_t>(parse_long(value, "--mpx-parent"));
+    } else if (key == "--mpx-bootstrap-fd") {
+      boot_fd = static_cast<int>(parse_long(value, "--mpx-bootstrap-fd"));
+    } else {
+      throw Error("mpx: unknown flag '" + std::string(a) + "'");
+    }
+  }
+  if (!any) return std::nullopt;
+  if (b.role == Role::kDriver || b.parent <= 0 || boot_fd < 0) {
+    throw Error("mpx: incomplete child flags (need --mpx-role, --mpx-parent, --mpx-bootstrap-fd)");
+  }
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(boot_fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw Error(errno_text("mpx: reading the bootstrap fd", errno));
+    if (n == 0) break;
+    b.payload.append(buf, static_cast<std::size_t>(n));
+  }
+  close(boot_fd);
+  return b;
+}
+
+int open_parent_or_exit(pid_t parent) {
+  const int fd = pidfd_open(parent);
+  // Checked after opening: if the parent died before, we have been re-parented.
+  if (fd < 0 || getppid() != parent) _exit(1);
+  return fd;
+}
+
+void kill_self_when_gone(int pidfd) {
+  std::thread([pidfd] {
+    pollfd p{pidfd, POLLIN, 0};
+    while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    ::kill(getpid(), SIGKILL);
+  }).detach();
+}
+
+}  // namespace spawn
+}  // namespace mpx

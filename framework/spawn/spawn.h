@@ -1,0 +1,78 @@
+// Spawning fresh processes of this same program in an mpx role, and the child's side
+// of that hand-over.
+//
+// A child is started with posix_spawn of /proc/self/exe (never a bare fork of a running
+// program) and finds its role on its command line:
+//   <argv0> --mpx-role=worker --mpx-name=PoolWorker-1 --mpx-driver=<pid>
+//           --mpx-parent=<pid> --mpx-bootstrap-fd=3
+// Anything bigger than a flag (a pool's configuration, a Process's arguments) travels
+// in a sealed memfd inherited as fd 3, so it never hits argv limits. All other file
+// descriptors are closed in the child; stdin is /dev/null; stdout and stderr are shared.
+#ifndef MPX_FRAMEWORK_SPAWN_SPAWN_H_
+#define MPX_FRAMEWORK_SPAWN_SPAWN_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "mpx/runtime.h"
+
+namespace mpx {
+namespace spawn {
+
+struct Spec {
+  Role role = Role::kWorker;
+  std::string name;
+  std::string bootstrap;  // opaque bytes handed to the child
+  pid_t driver = 0;       // the user's process; 0 = this process
+};
+
+// A spawned child, owned by the process that spawned it (only it can reap it).
+struct Child {
+  pid_t pid = -1;
+  int pidfd = -1;  // readable once the child has ended
+};
+
+// Throws mpx::ProcessError with the errno text when the spawn fails.
+Child spawn_self(const Spec& spec);
+
+// Reaps child if it has ended (blocking when block). Returns the wait status, or
+// nullopt if still running. Closes the pidfd once reaped.
+std::optional<int> reap(Child& child, bool block);
+// Waits up to timeout for the child to end; reaps it. nullopt on timeout.
+std::optional<int> reap_for(Child& child, std::chrono::milliseconds timeout);
+
+// Python's exitcode convention: exit status, or -signal.
+int exitcode(int wait_status);
+// "exited with code 3", "killed by signal 9 (Killed)".
+std::string describe(int wait_status);
+
+int pidfd_open(pid_t pid);
+
+// What a spawned child learns from its command line and bootstrap fd.
+struct Bootstrap {
+  Role role = Role::kDriver;
+  std::string name;
+  pid_t driver = 0;
+  pid_t parent = 0;
+  std::string payload;
+};
+
+// nullopt when argv carries no mpx role (the driver). Throws mpx::Error when the flags
+// are present but malformed or the bootstrap fd cannot be read.
+std::optional<Bootstrap> parse_child_args(int argc, char** argv);
+
+// Returns a pidfd for the parent named in the bootstrap, or -1 after _exit(1) when the
+// parent is already gone (the child must not outlive it).
+int open_parent_or_exit(pid_t parent);
+
+// Starts a detached thread that SIGKILLs this process when the process behind pidfd
+// ends. For children that run user code and cannot poll.
+void kill_self_when_gone(int pidfd);
+
+}  // namespace spawn
+}  // namespace mpx
+
+#endif  // MPX_FRAMEWORK_SPAWN_SPAWN_H_

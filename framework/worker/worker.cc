@@ -1,0 +1,133 @@
+#include "framework/worker/worker.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <utility>
+
+#include "framework/transport/transport.h"
+#include "mpx/runtime.h"
+#include "mpx/task.h"
+
+namespace mpx {
+namespace worker {
+namespace {
+
+detail::Buffer fail_all(std::uint32_t count, const std::string& type, const std::string& message) {
+  detail::Buffer out;
+  detail::ChunkWriter writer(out, count);
+  for (std::uint32_t i = 0; i < count; ++i) writer.fail(i, type, message);
+  writer.finish();
+  return out;
+}
+
+}  // namespace
+
+detail::Buffer run_task(const wire::Header& task, const char* payload, std::size_t size,
+                        bool* has_errors) {
+  const std::string name(task.name);
+  const detail::TaskEntry* entry = detail::find_task(name);
+  if (entry == nullptr) {
+    *has_errors = task.count > 0;
+    return fail_all(task.count, "mpx::NotRegistered",
+                    "no task named '" + name + "' is registered in this program");
+  }
+  detail::Buffer out(task.count * 4 + 64);
+  try {
+    entry->run_chunk(*entry, payload, size, task.count, out, *has_errors);
+    return out;
+  } catch (const std::exception& e) {
+    // Not an array of the announced length: run_chunk throws before running anything.
+    *has_errors = task.count > 0;
+    return fail_all(task.count, "mpx::DecodeError",
+                    "task '" + name + "': " + e.what());
+  }
+}
+
+int run_worker(const spawn::Bootstrap& boot) {
+  // The router is single-threaded, so the parent-death signal is reliable here.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  const int parent_fd = spawn::open_parent_or_exit(boot.parent);
+  const pid_t pid = getpid();
+  const std::string id = "W" + std::to_string(pid);
+  zmq::socket_t socket = transport::make_socket(zmq::socket_type::dealer, id);
+  socket.connect(boot.payload);
+
+  wire::Header ready;
+  ready.type = wire::Type::kReady;
+  ready.pid = pid;
+  ready.name = boot.name;
+  transport::send(socket, ready, zmq::message_t());
+
+  transport::Incoming in;
+  std::string why;
+  zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, parent_fd, ZMQ_POLLIN, 0}};
+  for (;;) {
+    zmq::poll(items, 2, std::chrono::milliseconds(-1));
+    if (items[1].revents & ZMQ_POLLIN) return 0;  // router gone
+    for (;;) {
+      const auto st = transport::receive(socket, false, in, &why);
+      if (st == transport::RecvStatus::kNothing) break;
+      if (st == transport::RecvStatus::kMalformed) {
+        logger().warn("dropped a malformed message: {}", why);
+        continue;
+      }
+      const wire::Header& h = in.header;
+      switch (h.type) {
+        case wire::Type::kTask: {
+          bool has_errors = false;
+          detail::Buffer out = run_task(h, in.payload.data<char>(), in.payload.size(), &has_errors);
+          wire::Header result;
+          result.type = wire::Type::kResult;
+          result.call_id = h.call_id;
+          result.start = h.start;
+          result.count = h.count;
+          result.pid = pid;
+          result.flags = has_errors ? wire::kFlagHasErrors : 0;
+          transport::send(socket, result, transport::adopt(std::move(out)));
+          break;
+        }
+        case wire::Type::kConfig: {
+          if (h.name.empty()) break;
+          const std::string name(h.name);
+          const detail::TaskEntry* entry = detail::find_task(name);
+          std::pair<std::string, std::string> error;
+          if (entry == nullptr) {
+            error = {"mpx::NotRegistered", "no task named '" + name + "' is registered"};
+          } else {
+            try {
+              entry->run_call(*entry, in.payload.data<char>(), in.payload.size());
+              break;
+            } catch (...) {
+              error = {detail::current_exception_type(), detail::current_exception_message()};
+            }
+          }
+          logger().error("initializer '{}' failed: {}: {}", name, error.first, error.second);
+          msgpack::sbuffer buf;
+          msgpack::pack(buf, error);
+          wire::Header failed;
+          failed.type = wire::Type::kInitFailed;
+          failed.pid = pid;
+          transport::send(socket, failed, transport::adopt(std::move(buf)));
+          break;  // the router breaks the pool and kills us
+        }
+        case wire::Type::kPing: {
+          wire::Header pong;
+          pong.type = wire::Type::kPong;
+          pong.pid = pid;
+          transport::send(socket, pong, zmq::message_t());
+          break;
+        }
+        case wire::Type::kStop:
+          return 0;
+        default:
+          logger().warn("dropped unexpected {}", wire::type_name(h.type));
+      }
+    }
+  }
+}
+
+}  // namespace worker
+}  // namespace mpx
