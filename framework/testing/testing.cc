@@ -1,0 +1,76 @@
+#include "framework/testing/testing.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <thread>
+
+namespace mpx {
+namespace testing {
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+bool is_zombie(pid_t pid) {
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  return close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] == 'Z' ||
+         stat[close + 2] == 'X';
+}
+
+}  // namespace
+
+std::vector<Descendant> descendants(pid_t driver) {
+  if (driver == 0) driver = getpid();
+  const std::string marker = "--mpx-driver=" + std::to_string(driver);
+  std::vector<Descendant> out;
+  DIR* dir = opendir("/proc");
+  if (dir == nullptr) return out;
+  while (dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    const long pid = std::strtol(e->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0) continue;
+    std::string cmd = read_file("/proc/" + std::string(e->d_name) + "/cmdline");
+    for (char& c : cmd) {
+      if (c == '\0') c = ' ';
+    }
+    // Match the whole flag, not a prefix of a longer pid.
+    if ((cmd + " ").find(marker + " ") == std::string::npos) continue;
+    if (is_zombie(static_cast<pid_t>(pid))) continue;
+    out.push_back({static_cast<pid_t>(pid), cmd});
+  }
+  closedir(dir);
+  return out;
+}
+
+std::vector<Descendant> wait_no_descendants(std::chrono::milliseconds timeout, pid_t driver) {
+  std::vector<Descendant> left;
+  wait_until([&] { return (left = descendants(driver)).empty(); }, timeout);
+  return left;
+}
+
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() >= deadline) return cond();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+std::vector<pid_t> worker_pids(pid_t driver) {
+  std::vector<pid_t> out;
+  for (const auto& d : descendants(driver)) {
+    if (d.cmdline.find("--mpx-role=worker") != std::string::npos) out.push_back(d.pid);
+  }
+  return out;
+}
+
+}  // namespace testing
+}  // namespace mpx

@@ -1,0 +1,38 @@
+// Test support for suites that start real processes (testonly).
+//
+// Every process mpx spawns carries --mpx-driver=<driver pid> on its command line, so a
+// test can find everything its own driver left running, whatever the nesting.
+#ifndef MPX_FRAMEWORK_TESTING_TESTING_H_
+#define MPX_FRAMEWORK_TESTING_TESTING_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace mpx {
+namespace testing {
+
+struct Descendant {
+  pid_t pid;
+  std::string cmdline;  // arguments joined by spaces
+};
+
+// Live (non-zombie) processes spawned on behalf of driver (default: this process).
+std::vector<Descendant> descendants(pid_t driver = 0);
+
+// Waits until no descendant of driver is alive; returns those still alive at timeout.
+std::vector<Descendant> wait_no_descendants(std::chrono::milliseconds timeout, pid_t driver = 0);
+
+// Polls cond every few milliseconds until it holds or timeout passes; returns cond().
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
+
+// Pids of the live pool workers (role worker) spawned for driver.
+std::vector<pid_t> worker_pids(pid_t driver = 0);
+
+}  // namespace testing
+}  // namespace mpx
+
+#endif  // MPX_FRAMEWORK_TESTING_TESTING_H_

@@ -1,0 +1,313 @@
+// Pool with real processes: a router and spawned workers for every case, across
+// worker counts 1, 2 and more than this machine's cores.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "framework/testing/testing.h"
+#include "mpx/mpx.h"
+
+namespace {
+
+int square(int x) { return x * x; }
+int multiply(int x, int y) { return x * y; }
+std::string shout(const std::string& s, int times) {
+  std::string out;
+  for (int i = 0; i < times; ++i) out += s;
+  return out + "!";
+}
+int fail_on_three(int x) {
+  if (x == 3) throw std::invalid_argument("three is not allowed");
+  return x;
+}
+int worker_pid(int) { return static_cast<int>(getpid()); }
+std::string worker_name(int) { return mpx::current_process().name; }
+int slow_square(int x) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(x));
+  return x * x;
+}
+void nothing(int) {}
+int never_registered(int x) { return x; }
+
+struct Point {
+  double x = 0;
+  double y = 0;
+  std::string label;
+  MSGPACK_DEFINE(x, y, label);
+};
+Point scale(Point p, double k) { return Point{p.x * k, p.y * k, p.label + "*"}; }
+
+int initialized_value = 0;
+void set_initialized(int v) { initialized_value = v; }
+int read_initialized(int) { return initialized_value; }
+void broken_initializer(int) { throw std::runtime_error("no database"); }
+
+MPX_TASK(square);
+MPX_TASK(multiply);
+MPX_TASK(shout);
+MPX_TASK(fail_on_three);
+MPX_TASK(worker_pid);
+MPX_TASK(worker_name);
+MPX_TASK(slow_square);
+MPX_TASK(nothing);
+MPX_TASK(scale);
+MPX_TASK(set_initialized);
+MPX_TASK(read_initialized);
+MPX_TASK(broken_initializer);
+
+std::vector<int> iota(int n) {
+  std::vector<int> v(n);
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+// Every test must leave no process behind.
+class PoolTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    auto left = mpx::testing::wait_no_descendants(std::chrono::seconds(10));
+    for (const auto& d : left) ADD_FAILURE() << "left running: pid " << d.pid << " " << d.cmdline;
+  }
+};
+
+class PoolSizes : public PoolTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(PoolSizes, MapMatchesSerialForEveryChunksize) {
+  mpx::Pool pool(GetParam());
+  EXPECT_EQ(pool.processes(), GetParam());
+  const std::vector<int> xs = iota(1000);
+  std::vector<int> expected;
+  for (int x : xs) expected.push_back(x * x);
+  EXPECT_EQ(pool.map(square, xs), expected);
+  EXPECT_EQ(pool.map(square, xs, 1), expected);
+  EXPECT_EQ(pool.map(square, xs, 7), expected);
+  EXPECT_EQ(pool.map(square, xs, 5000), expected);
+}
+
+TEST_P(PoolSizes, StarmapApplyAndImap) {
+  mpx::Pool pool(GetParam());
+  std::vector<std::tuple<int, int>> pairs = {{1, 2}, {3, 4}, {5, 6}, {7, 8}};
+  EXPECT_EQ(pool.starmap(multiply, pairs), (std::vector<int>{2, 12, 30, 56}));
+  EXPECT_EQ(pool.apply_async(square, 7).get(), 49);
+  EXPECT_EQ(pool.apply(multiply, 6, 7), 42);
+
+  const std::vector<int> xs = iota(200);
+  std::vector<int> ordered;
+  for (int v : pool.imap(square, xs, 3)) ordered.push_back(v);
+  std::vector<int> expected;
+  for (int x : xs) expected.push_back(x * x);
+  EXPECT_EQ(ordered, expected);
+
+  std::vector<int> unordered;
+  for (int v : pool.imap_unordered(square, xs, 3)) unordered.push_back(v);
+  std::sort(unordered.begin(), unordered.end());
+  EXPECT_EQ(unordered, expected);
+}
+
+TEST_P(PoolSizes, WorkSpreadsOverWorkers) {
+  mpx::Pool pool(GetParam());
+  // Slow items with chunksize 1 keep every worker busy at once.
+  std::vector<int> pids = pool.map(worker_pid, std::vector<int>(4 * GetParam(), 0), 1);
+  std::set<int> distinct(pids.begin(), pids.end());
+  EXPECT_LE(distinct.size(), static_cast<std::size_t>(GetParam()));
+  EXPECT_EQ(distinct.count(static_cast<int>(getpid())), 0u) << "tasks must not run in the driver";
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, PoolSizes, ::testing::Values(1, 2, 5));
+
+TEST_F(PoolTest, DefaultSizeIsCpuCount) {
+  mpx::Pool pool;
+  EXPECT_EQ(pool.processes(), mpx::cpu_count());
+  EXPECT_EQ(pool.map(square, std::vector<int>{3}), std::vector<int>{9});
+}
+
+TEST_F(PoolTest, StringsStructsAndVoidTasks) {
+  mpx::Pool pool(2);
+  EXPECT_EQ(pool.apply(shout, std::string("ab"), 3), "ababab!");
+  std::vector<std::tuple<Point, double>> in = {{Point{1, 2, "a"}, 2.0}, {Point{-1, 0.5, "b"}, 4.0}};
+  std::vector<Point> out = pool.starmap(scale, in);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_DOUBLE_EQ(out[0].x, 2);
+  EXPECT_DOUBLE_EQ(out[1].y, 2);
+  EXPECT_EQ(out[1].label, "b*");
+  pool.map(nothing, iota(10));  // returns void; must simply complete
+  mpx::AsyncResult<void> r = pool.apply_async(nothing, 1);
+  r.get();
+  EXPECT_TRUE(r.successful());
+}
+
+TEST_F(PoolTest, EmptyInputs) {
+  mpx::Pool pool(2);
+  EXPECT_TRUE(pool.map(square, std::vector<int>{}).empty());
+  int n = 0;
+  for (int v : pool.imap(square, std::vector<int>{})) n += v + 1;
+  EXPECT_EQ(n, 0);
+  EXPECT_TRUE(pool.map_async(square, std::vector<int>{}).ready());
+}
+
+TEST_F(PoolTest, AsyncResultWaitsAndTimesOut) {
+  mpx::Pool pool(1);
+  mpx::AsyncResult<int> slow = pool.apply_async(slow_square, 300);
+  EXPECT_FALSE(slow.ready());
+  EXPECT_THROW(slow.successful(), mpx::Error);
+  EXPECT_THROW(slow.get(std::chrono::milliseconds(1)), mpx::TimeoutError);
+  EXPECT_FALSE(slow.wait_for(std::chrono::milliseconds(1)));
+  EXPECT_EQ(slow.get(), 90000);
+  EXPECT_TRUE(slow.ready());
+  EXPECT_TRUE(slow.successful());
+  EXPECT_EQ(slow.get(), 90000) << "get() may be called again";
+}
+
+TEST_F(PoolTest, ManyThreadsShareOnePool) {
+  mpx::Pool pool(2);
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 20; ++round) {
+        const std::vector<int> xs = iota(50 + t);
+        std::vector<int> got = pool.map(square, xs, 4);
+        bool same = got.size() == xs.size();
+        for (std::size_t i = 0; same && i < xs.size(); ++i) same = got[i] == xs[i] * xs[i];
+        if (same && pool.apply_async(multiply, t, round).get() == t * round) ++ok;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), 80);
+}
+
+TEST_F(PoolTest, WorkersHaveNamesAndPids) {
+  mpx::Pool pool(2);
+  for (const std::string& name : pool.map(worker_name, iota(8), 1)) {
+    EXPECT_EQ(name.rfind("PoolWorker-", 0), 0u) << name;
+  }
+  EXPECT_EQ(mpx::current_process().name, "MainProcess");
+  EXPECT_EQ(mpx::current_process().pid, getpid());
+}
+
+TEST_F(PoolTest, MaxTasksPerChildReplacesWorkers) {
+  mpx::Pool pool(mpx::PoolOptions().processes(2).maxtasksperchild(1));
+  std::vector<int> pids = pool.map(worker_pid, iota(12), 1);
+  std::set<int> distinct(pids.begin(), pids.end());
+  EXPECT_EQ(distinct.size(), 12u) << "each chunk must run in a fresh worker";
+  EXPECT_EQ(pool.map(square, iota(10), 1), pool.map(square, iota(10)));
+}
+
+TEST_F(PoolTest, InitializerRunsInEveryWorker) {
+  mpx::Pool pool(mpx::PoolOptions().processes(3).initializer(set_initialized, 41));
+  for (int v : pool.map(read_initialized, iota(30), 1)) EXPECT_EQ(v, 41);
+}
+
+TEST_F(PoolTest, FailingInitializerBreaksThePoolWithItsError) {
+  mpx::Pool pool(mpx::PoolOptions().processes(2).initializer(broken_initializer, 0));
+  try {
+    pool.map(square, iota(10));
+    FAIL() << "expected PoolBroken";
+  } catch (const mpx::PoolBroken& e) {
+    EXPECT_NE(std::string(e.what()).find("broken_initializer"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no database"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(pool.apply(square, 1), mpx::PoolBroken);
+}
+
+TEST_F(PoolTest, TaskExceptionBecomesRemoteErrorAndPoolStaysUsable) {
+  mpx::Pool pool(2);
+  try {
+    pool.map(fail_on_three, iota(10), 2);
+    FAIL() << "expected RemoteError";
+  } catch (const mpx::RemoteError& e) {
+    EXPECT_EQ(e.task_name(), "fail_on_three");
+    EXPECT_EQ(e.type_name(), "std::invalid_argument");
+    EXPECT_EQ(e.message(), "three is not allowed");
+    EXPECT_EQ(e.task_index(), 3u);
+    EXPECT_GT(e.worker_pid(), 0);
+    EXPECT_NE(e.worker_pid(), getpid());
+    EXPECT_NE(std::string(e.what()).find("item 3"), std::string::npos) << e.what();
+  }
+  mpx::AsyncResult<int> r = pool.apply_async(fail_on_three, 3);
+  EXPECT_THROW(r.get(), mpx::RemoteError);
+  EXPECT_FALSE(r.successful());
+  EXPECT_EQ(pool.map(square, iota(5)), (std::vector<int>{0, 1, 4, 9, 16}));
+}
+
+TEST_F(PoolTest, ImapRaisesAtTheFailingItemAndContinues) {
+  mpx::Pool pool(2);
+  mpx::ImapIterator<int> it = pool.imap(fail_on_three, iota(6), 1);
+  std::vector<int> got;
+  int errors = 0;
+  for (int i = 0; i < 6; ++i) {
+    try {
+      got.push_back(*it.next());
+    } catch (const mpx::RemoteError& e) {
+      EXPECT_EQ(e.task_index(), 3u);
+      ++errors;
+    }
+  }
+  EXPECT_FALSE(it.next().has_value());
+  EXPECT_EQ(errors, 1);
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 2, 4, 5}));
+}
+
+TEST_F(PoolTest, UnregisteredFunctionIsRefusedWithAdvice) {
+  mpx::Pool pool(1);
+  try {
+    pool.map(never_registered, iota(3));
+    FAIL() << "expected NotRegistered";
+  } catch (const mpx::NotRegistered& e) {
+    EXPECT_NE(std::string(e.what()).find("MPX_TASK"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(pool.apply_async(never_registered, 1), mpx::NotRegistered);
+  EXPECT_EQ(pool.apply(square, 3), 9);
+}
+
+TEST_F(PoolTest, BadSizesAreErrors) {
+  EXPECT_THROW(mpx::Pool(0), mpx::Error);
+  EXPECT_THROW(mpx::Pool(-2), mpx::Error);
+  EXPECT_THROW(mpx::Pool(mpx::PoolOptions().processes(1).prefetch(0)), mpx::Error);
+}
+
+TEST_F(PoolTest, CloseJoinTerminate) {
+  mpx::Pool pool(2);
+  mpx::AsyncResult<std::vector<int>> pending = pool.map_async(square, iota(100));
+  EXPECT_THROW(pool.join(), mpx::Error) << "join before close is an error, as in Python";
+  pool.close();
+  EXPECT_THROW(pool.map(square, iota(3)), mpx::PoolBroken);
+  pool.join();
+  EXPECT_EQ(pending.get().size(), 100u) << "join waits for submitted work";
+  EXPECT_TRUE(mpx::testing::wait_no_descendants(std::chrono::seconds(5)).empty());
+
+  mpx::Pool other(2);
+  mpx::AsyncResult<int> slow = other.apply_async(slow_square, 5000);
+  other.terminate();
+  EXPECT_THROW(slow.get(), mpx::PoolBroken);
+}
+
+TEST_F(PoolTest, ResultsOutliveThePool) {
+  mpx::AsyncResult<int> done = [] {
+    mpx::Pool pool(1);
+    auto r = pool.apply_async(square, 5);
+    r.wait();
+    return r;
+  }();
+  EXPECT_EQ(done.get(), 25);
+  mpx::AsyncResult<int> cut = [] {
+    mpx::Pool pool(1);
+    return pool.apply_async(slow_square, 3000);
+  }();
+  EXPECT_THROW(cut.get(), mpx::PoolBroken) << "a destroyed pool fails what it had not finished";
+}
+
+}  // namespace
