@@ -1,0 +1,281 @@
+// Faults injected for real: workers killed or crashing mid-call, the router killed,
+// the driver killed, and payloads a worker cannot decode. Nothing may hang, no result
+// may vanish silently, and no process may be left behind.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "framework/pool/pool_core.h"
+#include "framework/testing/testing.h"
+#include "mpx/mpx.h"
+
+extern char** environ;
+
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+int identity_after_ms(int x) {
+  std::this_thread::sleep_for(milliseconds(20));
+  return x;
+}
+// Creates <dir>/started, then sleeps: lets a test wait for "work is running".
+int mark_then_sleep(std::string dir, int ms) {
+  std::ofstream(dir + "/started") << getpid();
+  std::this_thread::sleep_for(milliseconds(ms));
+  return ms;
+}
+int crash(int how) {
+  if (how == 1) raise(SIGSEGV);
+  if (how == 2) std::exit(3);
+  return how;
+}
+int square(int x) { return x * x; }
+void sleep_forever() {
+  for (;;) pause();
+}
+MPX_TASK(identity_after_ms);
+MPX_TASK(mark_then_sleep);
+MPX_TASK(crash);
+MPX_TASK(square);
+MPX_TASK(sleep_forever);
+
+std::string fresh_dir(const char* name) {
+  const char* base = std::getenv("TEST_TMPDIR");
+  std::string dir = std::string(base ? base : "/tmp") + "/" + name + "-" + std::to_string(getpid());
+  mkdir(dir.c_str(), 0700);
+  unlink((dir + "/started").c_str());
+  return dir;
+}
+
+bool exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
+
+class FaultTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    auto left = mpx::testing::wait_no_descendants(seconds(10));
+    for (const auto& d : left) ADD_FAILURE() << "left running: pid " << d.pid << " " << d.cmdline;
+  }
+};
+
+TEST_F(FaultTest, WorkerKilledDuringImapLosesNothingSilently) {
+  mpx::Pool pool(2);
+  std::vector<int> xs(100);
+  for (int i = 0; i < 100; ++i) xs[i] = i;
+  mpx::ImapIterator<int> it = pool.imap_unordered(identity_after_ms, xs, 2);
+  std::set<std::uint64_t> seen;
+  seen.insert(static_cast<std::uint64_t>(*it.next()));  // work is flowing now
+  const std::vector<pid_t> workers = mpx::testing::worker_pids();
+  ASSERT_EQ(workers.size(), 2u);
+  ASSERT_EQ(kill(workers[0], SIGKILL), 0);
+  int lost_items = 0;
+  std::set<std::uint64_t> lost;
+  for (;;) {
+    try {
+      auto v = it.next(seconds(30));
+      if (!v) break;
+      EXPECT_TRUE(seen.insert(static_cast<std::uint64_t>(*v)).second) << "duplicate " << *v;
+    } catch (const mpx::WorkerLost& e) {
+      ++lost_items;
+      EXPECT_EQ(e.worker_pid(), workers[0]);
+      EXPECT_NE(e.reason().find("signal 9"), std::string::npos) << e.reason();
+      lost.insert(e.lost_tasks().begin(), e.lost_tasks().end());
+    }
+  }
+  EXPECT_GT(lost_items, 0) << "the killed worker held chunks";
+  EXPECT_EQ(static_cast<std::size_t>(lost_items), lost.size());
+  for (auto i : lost) EXPECT_EQ(seen.count(i), 0u) << "item " << i << " both lost and delivered";
+  EXPECT_EQ(seen.size() + lost.size(), 100u) << "every item: a result or a WorkerLost";
+  // The pool replaced the worker and keeps working.
+  EXPECT_TRUE(mpx::testing::wait_until(
+      [&] {
+        auto now = mpx::testing::worker_pids();
+        return now.size() == 2 && std::find(now.begin(), now.end(), workers[0]) == now.end();
+      },
+      seconds(10)));
+  EXPECT_EQ(pool.map(square, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
+}
+
+TEST_F(FaultTest, WorkerKilledDuringMapFailsTheCallNamingTheLostTasks) {
+  const std::string dir = fresh_dir("map-kill");
+  mpx::Pool pool(1);
+  auto result = pool.apply_async(mark_then_sleep, dir, 60000);
+  ASSERT_TRUE(mpx::testing::wait_until([&] { return exists(dir + "/started"); }, seconds(20)));
+  const std::vector<pid_t> workers = mpx::testing::worker_pids();
+  ASSERT_EQ(workers.size(), 1u);
+  kill(workers[0], SIGKILL);
+  ASSERT_TRUE(result.wait_for(seconds(10))) << "a lost worker must not hang the caller";
+  try {
+    result.get();
+    FAIL() << "expected WorkerLost";
+  } catch (const mpx::WorkerLost& e) {
+    EXPECT_EQ(e.task_name(), "mark_then_sleep");
+    EXPECT_EQ(e.lost_tasks(), std::vector<std::uint64_t>{0});
+    EXPECT_EQ(e.worker_pid(), workers[0]);
+    EXPECT_NE(std::string(e.what()).find("task 0"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(pool.apply(square, 12), 144);
+}
+
+TEST_F(FaultTest, CrashingAndExitingTasksAreReportedAndWorkersReplaced) {
+  mpx::Pool pool(2);
+  try {
+    pool.map(crash, std::vector<int>{0, 1, 0}, 1);
+    FAIL() << "expected WorkerLost";
+  } catch (const mpx::WorkerLost& e) {
+    EXPECT_NE(e.reason().find("signal 11"), std::string::npos) << e.reason();
+    // Item 1 crashed. The same worker may also have held item 2 (prefetch credit), or
+    // item 0 whose result was still in its socket's send queue when it died: those are
+    // reported lost too, never dropped silently.
+    const auto& lost = e.lost_tasks();
+    EXPECT_NE(std::find(lost.begin(), lost.end(), 1u), lost.end());
+    for (auto i : lost) EXPECT_LE(i, 2u);
+  }
+  try {
+    pool.apply(crash, 2);
+    FAIL() << "expected WorkerLost";
+  } catch (const mpx::WorkerLost& e) {
+    EXPECT_NE(e.reason().find("exited with code 3"), std::string::npos) << e.reason();
+  }
+  EXPECT_EQ(pool.map(square, std::vector<int>{4, 5}), (std::vector<int>{16, 25}));
+}
+
+TEST_F(FaultTest, RouterKilledFailsPendingCallsPromptly) {
+  const std::string dir = fresh_dir("router-kill");
+  {
+    mpx::Pool pool(2);
+    auto pending = pool.apply_async(mark_then_sleep, dir, 60000);
+    ASSERT_TRUE(mpx::testing::wait_until([&] { return exists(dir + "/started"); }, seconds(20)));
+    ASSERT_EQ(kill(pool.router_pid(), SIGKILL), 0);
+    ASSERT_TRUE(pending.wait_for(seconds(10)));
+    try {
+      pending.get();
+      FAIL() << "expected PoolBroken";
+    } catch (const mpx::PoolBroken& e) {
+      EXPECT_NE(std::string(e.what()).find("router"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("signal 9"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(pool.map(square, std::vector<int>{1}), mpx::PoolBroken);
+    // The workers follow their router.
+    EXPECT_TRUE(mpx::testing::wait_no_descendants(seconds(10)).empty());
+  }
+  mpx::Pool fresh(2);
+  EXPECT_EQ(fresh.apply(square, 9), 81);
+}
+
+TEST_F(FaultTest, UndecodableArgumentsFailTheItemNamingTheTask) {
+  mpx::detail::PoolCore core(mpx::PoolOptions().processes(1));
+  const mpx::detail::TaskEntry* task = mpx::detail::find_task(std::string("square"));
+  ASSERT_NE(task, nullptr);
+  auto run_raw = [&](const mpx::detail::TaskEntry& entry, const std::string& bytes, std::uint32_t n) {
+    auto call = std::make_shared<mpx::detail::GatherCall<int, std::vector<int>>>(entry, n);
+    core.begin_call(call);
+    mpx::detail::Buffer buf;
+    buf.write(bytes.data(), bytes.size());
+    core.send_chunk(*call, 0, n, std::move(buf));
+    EXPECT_TRUE(core.wait([&] { return call->done_locked(); }, mpx::detail::Clock::now() + seconds(20)));
+    std::lock_guard<std::mutex> lock(call->mu());
+    return call->take();
+  };
+  // Strings where square expects an int.
+  msgpack::sbuffer strings;
+  msgpack::pack(strings, std::vector<std::string>{"a", "b"});
+  try {
+    run_raw(*task, std::string(strings.data(), strings.size()), 2);
+    FAIL() << "expected RemoteError";
+  } catch (const mpx::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "mpx::DecodeError");
+    EXPECT_NE(e.message().find("'square'"), std::string::npos) << e.message();
+  }
+  // Bytes that are not msgpack at all.
+  try {
+    run_raw(*task, std::string("\xc1\xc1\xc1", 3), 1);
+    FAIL() << "expected RemoteError";
+  } catch (const mpx::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "mpx::DecodeError");
+    EXPECT_NE(e.message().find("square"), std::string::npos) << e.message();
+  }
+  // A name the worker's program does not register.
+  static mpx::detail::TaskEntry ghost = *task;
+  ghost.name = "no_such_task";
+  msgpack::sbuffer one;
+  msgpack::pack(one, std::vector<int>{1});
+  try {
+    run_raw(ghost, std::string(one.data(), one.size()), 1);
+    FAIL() << "expected RemoteError";
+  } catch (const mpx::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "mpx::NotRegistered");
+    EXPECT_NE(e.message().find("no_such_task"), std::string::npos) << e.message();
+  }
+  // The worker survived all of it.
+  EXPECT_EQ(run_raw(*task, std::string(one.data(), one.size()), 1), std::vector<int>{1});
+}
+
+// Runs as a separate driver process (see DriverKilled below); does nothing otherwise.
+TEST(FaultHelper, DISABLED_DriverToBeKilled) {
+  if (std::getenv("MPX_FAULT_HELPER") == nullptr) GTEST_SKIP();
+  mpx::Pool pool(2);
+  mpx::Process child(sleep_forever);
+  child.start();
+  auto never = pool.apply_async(mark_then_sleep, std::string("/tmp"), 600000);
+  std::printf("READY\n");
+  std::fflush(stdout);
+  never.get();
+}
+
+TEST_F(FaultTest, DriverKilledLeavesNoProcessBehind) {
+  int out[2];
+  ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  std::vector<std::string> args = {"fault_test", "--gtest_filter=FaultHelper.DISABLED_DriverToBeKilled",
+                                   "--gtest_also_run_disabled_tests"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_strings = {"MPX_FAULT_HELPER=1"};
+  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t driver = -1;
+  ASSERT_EQ(posix_spawn(&driver, "/proc/self/exe", &actions, nullptr, argv.data(), envp.data()), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+
+  std::string seen;
+  pollfd p{out[0], POLLIN, 0};
+  while (seen.find("READY") == std::string::npos && poll(&p, 1, 30000) > 0) {
+    char buf[256];
+    ssize_t n = read(out[0], buf, sizeof buf);
+    if (n <= 0) break;
+    seen.append(buf, static_cast<std::size_t>(n));
+  }
+  close(out[0]);
+  ASSERT_NE(seen.find("READY"), std::string::npos) << "helper driver did not start: " << seen;
+  // Router, two workers and the Process child.
+  EXPECT_TRUE(mpx::testing::wait_until(
+      [&] { return mpx::testing::descendants(driver).size() == 4; }, seconds(20)));
+  ASSERT_EQ(kill(driver, SIGKILL), 0);
+  waitpid(driver, nullptr, 0);
+  auto left = mpx::testing::wait_no_descendants(seconds(10), driver);
+  for (const auto& d : left) ADD_FAILURE() << "orphan: pid " << d.pid << " " << d.cmdline;
+}
+
+}  // namespace
