@@ -1,9 +1,4 @@
-// RECONSTRUCTED FILE — the build-infra helper accidentally overwrote the original
-// mpx/mpx.h at 12:22 (a scratch-copy command ran in the wrong directory) and rebuilt
-// this umbrella from the public headers present at that time. Please check it
-// against what you wrote, then delete this note.
-//
-// mpx/mpx.h — the umbrella header: everything a program using mpx needs.
+// mpx/mpx.h — everything a program needs from mpx, in one include.
 //
 //   #include "mpx/mpx.h"
 //
@@ -11,9 +6,9 @@
 //   MPX_TASK(square);
 //
 //   int main(int argc, char** argv) {
-//     mpx::init(argc, argv);
-//     mpx::Pool pool(2);
-//     std::vector<int> out = pool.map(square, std::vector<int>{1, 2, 3, 4});
+//     mpx::init(argc, argv);  // spawned processes enter their role here and never return
+//     mpx::Pool pool(4);
+//     std::vector<int> squares = pool.map(square, std::vector<int>{0, 1, 2, 3});
 //   }
 #ifndef MPX_MPX_H_
 #define MPX_MPX_H_
