@@ -1,0 +1,121 @@
+// mpx side of tools/bench: the foundation scenarios, each repeated, one JSON line per
+// scenario on stdout: {"scenario": ..., "unit": ..., "values": [...]}.
+// Run through tools/bench/run, which runs the Python anchor in the same session.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "mpx/mpx.h"
+
+namespace {
+
+// 64-bit like Python's ints: the 1M scenario squares values up to 10^12.
+std::int64_t square(std::int64_t x) { return x * x; }
+std::int64_t multiply(std::int64_t x, std::int64_t y) { return x * y; }
+void nothing() {}
+MPX_TASK(square);
+MPX_TASK(multiply);
+MPX_TASK(nothing);
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+void emit(const char* scenario, const char* unit, const std::vector<double>& values) {
+  std::printf("{\"scenario\": \"%s\", \"unit\": \"%s\", \"values\": [", scenario, unit);
+  for (std::size_t i = 0; i < values.size(); ++i) std::printf("%s%.6g", i ? ", " : "", values[i]);
+  std::printf("]}\n");
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  mpx::init(argc, argv);
+  int reps = 5;
+  double scale = 1.0;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) reps = 3, scale = 0.1;
+  }
+  const int n_map = static_cast<int>(1000000 * scale);
+  const int n_small = static_cast<int>(100000 * scale);
+  std::vector<std::int64_t> xs(n_map);
+  std::iota(xs.begin(), xs.end(), 0);
+  std::vector<std::tuple<std::int64_t, std::int64_t>> pairs;
+  for (int i = 0; i < n_map; ++i) pairs.emplace_back(i, i + 1);
+  std::vector<std::int64_t> small(xs.begin(), xs.begin() + n_small);
+
+  mpx::Pool pool(2);
+  pool.map(square, small);  // warm up: workers started and connected
+
+  std::vector<double> v;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = Clock::now();
+    auto out = pool.map(square, xs);
+    v.push_back(out.size() / seconds_since(t0));
+  }
+  emit("map(square, 1M ints), default chunks", "items/s", v);
+
+  v.clear();
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = Clock::now();
+    auto out = pool.map(square, small, 1);
+    v.push_back(out.size() / seconds_since(t0));
+  }
+  emit("map(square, 100k ints, chunksize=1)", "items/s", v);
+
+  v.clear();
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = Clock::now();
+    auto out = pool.starmap(multiply, pairs);
+    v.push_back(out.size() / seconds_since(t0));
+  }
+  emit("starmap(multiply, 1M pairs)", "items/s", v);
+
+  v.clear();
+  for (int r = 0; r < reps; ++r) {
+    std::vector<double> lat;
+    for (int i = 0; i < 2000 * scale + 200; ++i) {
+      auto t0 = Clock::now();
+      pool.apply_async(square, i).get();
+      lat.push_back(seconds_since(t0) * 1e6);
+    }
+    std::nth_element(lat.begin(), lat.begin() + lat.size() / 2, lat.end());
+    v.push_back(lat[lat.size() / 2]);
+  }
+  emit("apply_async(square).get() round trip p50", "us", v);
+
+  v.clear();
+  for (int r = 0; r < reps; ++r) {
+    const int n = 20;
+    auto t0 = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      mpx::Process p(nothing);
+      p.start();
+      p.join();
+    }
+    v.push_back(seconds_since(t0) * 1e3 / n);
+  }
+  emit("Process start + join", "ms", v);
+
+  v.clear();
+  for (int r = 0; r < reps; ++r) {
+    const int n = 5;
+    auto t0 = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      mpx::Pool p(2);
+      p.apply(square, 1);
+    }
+    v.push_back(seconds_since(t0) * 1e3 / n);
+  }
+  emit("Pool(2) create + first task + teardown", "ms", v);
+  return 0;
+}
