@@ -36,7 +36,8 @@ std::string Config::encode() const {
                                      static_cast<std::int64_t>(heartbeat_interval.count()),
                                      static_cast<std::int64_t>(heartbeat_timeout.count()),
                                      static_cast<std::int64_t>(stop_grace.count()),
-                                     max_startup_failures));
+                                     max_startup_failures, max_prefetch,
+                                     static_cast<std::int64_t>(credit_window.count())));
   return std::string(buf.data(), buf.size());
 }
 
@@ -44,16 +45,18 @@ Config Config::decode(const std::string& bytes) {
   try {
     auto oh = msgpack::unpack(bytes.data(), bytes.size());
     std::tuple<std::string, std::string, int, std::uint64_t, int, std::string, std::string,
-               std::int64_t, std::int64_t, std::int64_t, int>
+               std::int64_t, std::int64_t, std::int64_t, int, int, std::int64_t>
         t;
     oh.get().convert(t);
     Config c;
     std::tie(c.front_endpoint, c.back_endpoint, c.workers, c.maxtasksperchild, c.prefetch,
              c.initializer, c.initializer_args, std::ignore, std::ignore, std::ignore,
-             c.max_startup_failures) = t;
+             c.max_startup_failures, std::ignore, std::ignore) = t;
     c.heartbeat_interval = std::chrono::milliseconds(std::get<7>(t));
     c.heartbeat_timeout = std::chrono::milliseconds(std::get<8>(t));
     c.stop_grace = std::chrono::milliseconds(std::get<9>(t));
+    c.max_prefetch = std::get<11>(t);
+    c.credit_window = std::chrono::microseconds(std::get<12>(t));
     if (c.workers < 1 || c.prefetch < 1) throw DecodeError("router config: workers and prefetch must be >= 1");
     return c;
   } catch (const DecodeError&) {
@@ -194,6 +197,13 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
                       h.call_id, h.start);
         return;
       }
+      // With more chunks queued behind this one, the worker was busy since its last
+      // result: the gap is this chunk's service time.
+      if (w->in_flight.size() >= 2 && w->last_result.time_since_epoch().count() != 0) {
+        const double gap = std::chrono::duration<double, std::micro>(now - w->last_result).count();
+        w->service_us = w->service_us < 0 ? gap : 0.8 * w->service_us + 0.2 * gap;
+      }
+      w->last_result = now;
       const std::string client = std::move(it->client);
       w->in_flight.erase(it);
       io_.forward_client(client, std::move(in.header_frame), std::move(in.payload));
@@ -278,11 +288,19 @@ void RouterCore::break_pool(const std::string& reason) {
   }
 }
 
+std::size_t RouterCore::credit(const Worker& w) const {
+  const auto floor = static_cast<std::size_t>(config_.prefetch);
+  const auto ceiling = static_cast<std::size_t>(std::max(config_.prefetch, config_.max_prefetch));
+  if (w.service_us < 0) return floor;
+  const double wanted = static_cast<double>(config_.credit_window.count()) / std::max(w.service_us, 1.0);
+  return std::clamp(static_cast<std::size_t>(wanted), floor, ceiling);
+}
+
 void RouterCore::dispatch() {
   while (!queue_.empty() && !stopping_) {
     Worker* best = nullptr;
     for (auto& [pid, w] : workers_) {
-      if (w.state != State::kReady || w.in_flight.size() >= static_cast<std::size_t>(config_.prefetch)) continue;
+      if (w.state != State::kReady || w.in_flight.size() >= credit(w)) continue;
       if (best == nullptr || w.in_flight.size() < best->in_flight.size()) best = &w;
     }
     if (best == nullptr) return;

@@ -40,7 +40,13 @@ struct Config {
   std::string back_endpoint;   // workers connect here
   int workers = 1;
   std::uint64_t maxtasksperchild = 0;  // chunks per worker before it is replaced; 0 = never
-  int prefetch = 2;                    // chunks a worker may hold at once
+  int prefetch = 2;                    // chunks a worker may always hold at once
+  // Credit grows past `prefetch` for workers that finish chunks quickly, so that each
+  // holds about `credit_window` of queued work (tiny tasks would otherwise wait a
+  // router round trip each), never more than max_prefetch chunks. Slow chunks keep the
+  // credit at `prefetch`, so long tasks stay balanced across workers.
+  int max_prefetch = 64;
+  std::chrono::microseconds credit_window{500};
   std::string initializer;             // task name, empty for none
   std::string initializer_args;
   std::chrono::milliseconds heartbeat_interval{1000};
@@ -109,7 +115,10 @@ class RouterCore {
     std::uint64_t assigned = 0;  // chunks ever given
     Clock::time_point last_seen;
     Clock::time_point last_ping;
+    Clock::time_point last_result;
+    double service_us = -1;  // moving average of a chunk's service time; < 0: unknown
   };
+  std::size_t credit(const Worker& w) const;
 
   void spawn_one();
   void dispatch();
