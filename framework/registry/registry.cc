@@ -90,8 +90,15 @@ std::uint32_t read_array_header(const char* data, std::size_t size, std::size_t&
 
 msgpack::object read_object(msgpack::zone& zone, const char* data, std::size_t size,
                             std::size_t& off) {
+  // msgpack-c allocates an array's or map's elements as soon as it reads the length,
+  // before checking that the bytes are there: a 5-byte item claiming 2^32 elements asks
+  // for ~100 GB. Every element takes at least one byte (a map entry two), so bound the
+  // lengths by what is actually left.
+  const std::size_t left = off < size ? size - off : 0;
+  const msgpack::unpack_limit limit(/*array=*/left, /*map=*/left / 2, /*str=*/left, /*bin=*/left,
+                                    /*ext=*/left);
   try {
-    return msgpack::unpack(zone, data, size, off);
+    return msgpack::unpack(zone, data, size, off, nullptr, nullptr, limit);
   } catch (const std::exception& e) {
     throw DecodeError(std::string("payload could not be decoded: ") + e.what());
   }

@@ -1,6 +1,7 @@
 #include "framework/wire/wire.h"
 
-#include <cassert>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace mpx {
@@ -22,7 +23,9 @@ class Writer {
   void i32(std::int32_t v) { byte(0xd2), be(static_cast<std::uint32_t>(v), 4); }
   void str(std::string_view s) {
     byte(0xd9), byte(static_cast<std::uint8_t>(s.size()));
-    std::memcpy(out_ + n_, s.data(), s.size());
+    // An empty string_view may hold a null data(): memcpy from null is undefined even
+    // for zero bytes (UBSan aborts every default Header's encoding).
+    if (!s.empty()) std::memcpy(out_ + n_, s.data(), s.size());
     n_ += s.size();
   }
   std::size_t size() const { return n_; }
@@ -148,7 +151,13 @@ const char* type_name(Type t) {
 }
 
 std::size_t encode(const Header& h, char* out) {
-  assert(h.name.size() <= kMaxNameSize);
+  // Checked in every build mode: without NDEBUG's assert a longer name would overflow
+  // the caller's kMaxHeaderSize buffer (and its length byte would wrap).
+  if (h.name.size() > kMaxNameSize) {
+    std::fprintf(stderr, "mpx: wire::encode: name of %zu bytes exceeds the %zu-byte limit: %.*s...\n",
+                 h.name.size(), kMaxNameSize, 64, h.name.data());
+    std::abort();
+  }
   Writer w(out);
   w.byte(0x98);  // fixarray of 8
   w.u8(kVersion);

@@ -65,7 +65,8 @@ struct Header {
 };
 
 // Encodes h into out (at least kMaxHeaderSize bytes); returns the size written.
-// Names longer than kMaxNameSize are a caller bug (asserted).
+// Names longer than kMaxNameSize are a caller bug: the process aborts with a message
+// (in every build mode).
 std::size_t encode(const Header& h, char* out);
 std::string encode(const Header& h);
 

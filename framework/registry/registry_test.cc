@@ -1,0 +1,519 @@
+// Unit tests for the task registry (MPX_TASK, find_task, require_task) and the worker's
+// chunk execution (mpx::worker::run_task), without any processes: chunks are encoded
+// the way mpx::Pool encodes them, run, and decoded the way the driver decodes them.
+#include "framework/registry/registry.h"
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "framework/wire/wire.h"
+#include "framework/worker/worker.h"
+#include "mpx/detail/call.h"
+#include "mpx/detail/codec.h"
+#include "mpx/errors.h"
+#include "mpx/task.h"
+
+namespace mpx_registry_test {
+
+int square(int x) { return x * x; }
+MPX_TASK(square);
+
+int multiply(int a, int b) { return a * b; }
+MPX_TASK(multiply);
+
+// Overflow-free tasks for fuzzed inputs (any int may come out of a mutated payload).
+int echo(int x) { return x; }
+MPX_TASK(echo);
+
+std::int64_t wide_multiply(int a, int b) { return std::int64_t{a} * b; }
+MPX_TASK(wide_multiply);
+
+int g_recorded_sum = 0;
+void record(int x) { g_recorded_sum += x; }
+MPX_TASK(record);
+
+// Throws for multiples of 3.
+int fragile(int x) {
+  if (x % 3 == 0) throw std::runtime_error("bad input " + std::to_string(x));
+  return x + 1;
+}
+MPX_TASK(fragile);
+
+int throws_int(int x) {
+  if (x == 1) throw 42;
+  return x;
+}
+MPX_TASK(throws_int);
+
+struct Point {
+  int x = 0;
+  int y = 0;
+  std::string label;
+  MSGPACK_DEFINE(x, y, label);
+  bool operator==(const Point& o) const { return x == o.x && y == o.y && label == o.label; }
+};
+
+// Swaps the coordinates (no arithmetic: fuzzed inputs must not overflow).
+Point shift(Point p) { return Point{p.y, p.x, p.label + "!"}; }
+MPX_TASK(shift);
+
+std::string describe(const std::string& s, int n, double d) {
+  return s + ":" + std::to_string(n) + ":" + std::to_string(static_cast<int>(d));
+}
+MPX_TASK(describe);
+
+int never_registered(int x) { return x; }
+
+}  // namespace mpx_registry_test
+
+namespace mpx {
+namespace {
+
+namespace t = ::mpx_registry_test;
+using detail::Buffer;
+using detail::ItemError;
+
+template <auto F>
+using CodecOf = typename detail::FunctionTraits<decltype(F)>::Codec;
+
+// Encodes one chunk exactly like Pool::encode_chunks: an array of count items, each
+// packed by the task's ArgCodec (pack_item for map, pack_star_item for starmap).
+template <auto F, bool kStar = false, class Range>
+std::string encode_chunk(const Range& items) {
+  using Codec = CodecOf<F>;
+  Buffer buf(items.size() * 8 + 16);
+  msgpack::packer<Buffer> pk(buf);
+  pk.pack_array(static_cast<std::uint32_t>(items.size()));
+  for (const auto& item : items) {
+    if constexpr (kStar) {
+      Codec::pack_star_item(pk, item);
+    } else {
+      Codec::pack_item(pk, item);
+    }
+  }
+  return std::string(buf.data(), buf.size());
+}
+
+wire::Header task_header(std::string_view name, std::uint32_t count) {
+  wire::Header h;
+  h.type = wire::Type::kTask;
+  h.call_id = 1;
+  h.start = 0;
+  h.count = count;
+  h.name = name;
+  return h;
+}
+
+template <class R>
+struct Outcome {
+  std::vector<std::optional<R>> values;  // nullopt where the item failed
+  std::vector<ItemError> errors;
+  bool has_errors = false;
+};
+
+// Runs payload through the worker's run_task and decodes the result chunk the way the
+// driver does (read_results). The payload is copied to a buffer of exactly its size so
+// a read past the end is an error under sanitizers.
+template <class R>
+Outcome<R> run(std::string_view name, std::uint32_t count, const std::string& payload) {
+  std::unique_ptr<char[]> exact(new char[payload.size() + 1]);
+  std::memcpy(exact.get(), payload.data(), payload.size());
+  Outcome<R> o;
+  o.has_errors = true;  // run_task must set it either way
+  Buffer out = worker::run_task(task_header(name, count), exact.get(), payload.size(), &o.has_errors);
+  o.values.resize(count);
+  o.errors = detail::read_results(out.data(), out.size(), count, o.has_errors,
+                                  [&](std::uint32_t i, const msgpack::object& obj) {
+                                    R value{};
+                                    if constexpr (!std::is_same_v<R, std::nullptr_t>) {
+                                      obj.convert(value);
+                                    } else {
+                                      EXPECT_TRUE(obj.is_nil());
+                                    }
+                                    o.values[i] = std::move(value);
+                                  });
+  return o;
+}
+
+TEST(RegistryTest, FindTaskByNameAndPointer) {
+  const detail::TaskEntry* by_name = detail::find_task(std::string("square"));
+  ASSERT_NE(by_name, nullptr);
+  EXPECT_STREQ(by_name->name, "square");
+  EXPECT_EQ(by_name->arity, 1u);
+  EXPECT_EQ(by_name->function, detail::function_address(&t::square));
+  EXPECT_EQ(detail::find_task(detail::function_address(&t::square)), by_name);
+
+  const detail::TaskEntry* mul = detail::find_task(std::string("multiply"));
+  ASSERT_NE(mul, nullptr);
+  EXPECT_EQ(mul->arity, 2u);
+  EXPECT_EQ(detail::find_task(detail::function_address(&t::multiply)), mul);
+  EXPECT_EQ(&detail::require_task(detail::function_address(&t::multiply), "map"), mul);
+
+  EXPECT_EQ(detail::find_task(std::string("no_such_task")), nullptr);
+  EXPECT_EQ(detail::find_task(std::string("never_registered")), nullptr);
+  EXPECT_EQ(detail::find_task(detail::function_address(&t::never_registered)), nullptr);
+  EXPECT_TRUE(detail::duplicate_task_names().empty());
+}
+
+TEST(RegistryTest, RequireTaskOnUnregisteredFunctionThrowsWithAdvice) {
+  try {
+    detail::require_task(detail::function_address(&t::never_registered), "map");
+    FAIL() << "require_task did not throw";
+  } catch (const NotRegistered& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("MPX_TASK"), std::string::npos) << what;
+    EXPECT_EQ(what.rfind("map", 0), 0u) << what;  // names the operation
+  }
+  EXPECT_THROW(detail::require_task(detail::function_address(&t::never_registered), "apply_async"),
+               Error);
+}
+
+TEST(RunTaskTest, ComputesEveryItem) {
+  std::vector<int> xs;
+  for (int i = -5; i < 20; ++i) xs.push_back(i * 1000);
+  const auto o = run<int>("square", xs.size(), encode_chunk<&t::square>(xs));
+  EXPECT_FALSE(o.has_errors);
+  EXPECT_TRUE(o.errors.empty());
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    ASSERT_TRUE(o.values[i].has_value()) << i;
+    EXPECT_EQ(*o.values[i], xs[i] * xs[i]);
+  }
+}
+
+TEST(RunTaskTest, LargeChunksUseWideArrayHeaders) {
+  for (std::size_t n : {15u, 16u, 65535u, 65536u, 70000u}) {
+    SCOPED_TRACE(n);
+    std::vector<int> xs(n);
+    for (std::size_t i = 0; i < n; ++i) xs[i] = static_cast<int>(i % 1000);
+    const auto o = run<int>("square", xs.size(), encode_chunk<&t::square>(xs));
+    ASSERT_FALSE(o.has_errors);
+    for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(*o.values[i], xs[i] * xs[i]) << i;
+  }
+}
+
+TEST(RunTaskTest, EmptyChunk) {
+  const auto o = run<int>("square", 0, encode_chunk<&t::square>(std::vector<int>{}));
+  EXPECT_FALSE(o.has_errors);
+  EXPECT_TRUE(o.values.empty());
+}
+
+TEST(RunTaskTest, MultipleArguments) {
+  const std::vector<std::tuple<int, int>> pairs{{2, 3}, {-4, 5}, {0, 9}, {100000, 3}};
+  for (bool star : {false, true}) {
+    const std::string payload =
+        star ? encode_chunk<&t::multiply, true>(pairs) : encode_chunk<&t::multiply>(pairs);
+    const auto o = run<int>("multiply", pairs.size(), payload);
+    EXPECT_FALSE(o.has_errors);
+    for (std::size_t i = 0; i < pairs.size(); ++i) {
+      EXPECT_EQ(*o.values[i], std::get<0>(pairs[i]) * std::get<1>(pairs[i]));
+    }
+  }
+  const std::vector<std::tuple<std::string, int, double>> mixed{{"a", 1, 2.5}, {"bc", -2, 7.0}};
+  const auto o = run<std::string>("describe", mixed.size(), encode_chunk<&t::describe, true>(mixed));
+  EXPECT_FALSE(o.has_errors);
+  EXPECT_EQ(*o.values[0], "a:1:2");
+  EXPECT_EQ(*o.values[1], "bc:-2:7");
+}
+
+TEST(RunTaskTest, VoidTaskRunsAndReturnsNil) {
+  t::g_recorded_sum = 0;
+  const std::vector<int> xs{1, 2, 3, 4};
+  const auto o = run<std::nullptr_t>("record", xs.size(), encode_chunk<&t::record>(xs));
+  EXPECT_FALSE(o.has_errors);
+  EXPECT_EQ(t::g_recorded_sum, 10);
+  for (const auto& v : o.values) EXPECT_TRUE(v.has_value());
+}
+
+TEST(RunTaskTest, StructArgumentAndResult) {
+  const std::vector<t::Point> ps{{1, 2, "a"}, {-3, 4, ""}, {0, 0, std::string(300, 'z')}};
+  const auto o = run<t::Point>("shift", ps.size(), encode_chunk<&t::shift>(ps));
+  EXPECT_FALSE(o.has_errors);
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    ASSERT_TRUE(o.values[i].has_value());
+    EXPECT_EQ(*o.values[i], t::shift(ps[i]));
+  }
+}
+
+TEST(RunTaskTest, ExceptionsArePerItem) {
+  std::vector<int> xs{0, 1, 2, 3, 4, 5, 6, 7};
+  const auto o = run<int>("fragile", xs.size(), encode_chunk<&t::fragile>(xs));
+  EXPECT_TRUE(o.has_errors);
+  ASSERT_EQ(o.errors.size(), 3u);
+  const std::uint32_t failing[] = {0, 3, 6};
+  for (std::size_t k = 0; k < 3; ++k) {
+    EXPECT_EQ(o.errors[k].index, failing[k]);
+    EXPECT_EQ(o.errors[k].type, "std::runtime_error");
+    EXPECT_EQ(o.errors[k].message, "bad input " + std::to_string(failing[k]));
+  }
+  for (int x : xs) {
+    if (x % 3 == 0) {
+      EXPECT_FALSE(o.values[x].has_value()) << x;
+    } else {
+      ASSERT_TRUE(o.values[x].has_value()) << x;
+      EXPECT_EQ(*o.values[x], x + 1);
+    }
+  }
+}
+
+TEST(RunTaskTest, NonStandardExceptionsAreReported) {
+  const std::vector<int> xs{0, 1, 2};
+  const auto o = run<int>("throws_int", xs.size(), encode_chunk<&t::throws_int>(xs));
+  ASSERT_EQ(o.errors.size(), 1u);
+  EXPECT_EQ(o.errors[0].index, 1u);
+  EXPECT_EQ(o.errors[0].type, "int");
+  EXPECT_FALSE(o.errors[0].message.empty());
+  EXPECT_EQ(*o.values[0], 0);
+  EXPECT_EQ(*o.values[2], 2);
+}
+
+TEST(RunTaskTest, UnknownTaskFailsEveryItem) {
+  const std::vector<int> xs{1, 2, 3};
+  const auto o = run<int>("cube", xs.size(), encode_chunk<&t::square>(xs));
+  EXPECT_TRUE(o.has_errors);
+  ASSERT_EQ(o.errors.size(), 3u);
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(o.errors[i].index, i);
+    EXPECT_EQ(o.errors[i].type, "mpx::NotRegistered");
+    EXPECT_NE(o.errors[i].message.find("'cube'"), std::string::npos) << o.errors[i].message;
+    EXPECT_FALSE(o.values[i].has_value());
+  }
+  // A registered function's name is needed, not its address's existence.
+  const auto o2 = run<int>("never_registered", 1, encode_chunk<&t::square>(std::vector<int>{1}));
+  ASSERT_EQ(o2.errors.size(), 1u);
+  EXPECT_EQ(o2.errors[0].type, "mpx::NotRegistered");
+}
+
+TEST(RunTaskTest, WrongArgumentTypesFailPerItem) {
+  // Strings where ints are expected.
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_array(4);
+  pk.pack(std::string("one"));
+  pk.pack(2);
+  pk.pack(std::string("three"));
+  pk.pack(std::int64_t{1} << 40);  // does not fit an int
+  const auto o = run<int>("square", 4, std::string(buf.data(), buf.size()));
+  EXPECT_TRUE(o.has_errors);
+  ASSERT_EQ(o.errors.size(), 3u);
+  const std::uint32_t failing[] = {0, 2, 3};
+  for (std::size_t k = 0; k < 3; ++k) {
+    EXPECT_EQ(o.errors[k].index, failing[k]);
+    EXPECT_EQ(o.errors[k].type, "mpx::DecodeError");
+    EXPECT_NE(o.errors[k].message.find("'square'"), std::string::npos) << o.errors[k].message;
+  }
+  ASSERT_TRUE(o.values[1].has_value());
+  EXPECT_EQ(*o.values[1], 4);
+
+  // A multi-argument task given a bare int or a map instead of its argument array.
+  buf.clear();
+  msgpack::packer<msgpack::sbuffer> pk2(buf);
+  pk2.pack_array(3);
+  pk2.pack(5);
+  pk2.pack(std::map<int, int>{{1, 2}});
+  pk2.pack(std::make_tuple(6, 7));
+  const auto m = run<int>("multiply", 3, std::string(buf.data(), buf.size()));
+  ASSERT_EQ(m.errors.size(), 2u);
+  for (std::uint32_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(m.errors[i].index, i);
+    EXPECT_EQ(m.errors[i].type, "mpx::DecodeError");
+    EXPECT_NE(m.errors[i].message.find("'multiply'"), std::string::npos) << m.errors[i].message;
+  }
+  EXPECT_EQ(*m.values[2], 42);
+}
+
+// KNOWN GAP (reported, not fixed here: the decoding lives in mpx/detail/codec.h):
+// msgpack-c converts an array into a std::tuple without checking its length, so an item
+// with too few arguments runs with default-constructed ones (multiply([6]) == 0) and
+// extra arguments are ignored. Enable once ArgCodec checks the arity.
+TEST(RunTaskTest, DISABLED_WrongArgumentCountFailsPerItem) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_array(3);
+  pk.pack(std::make_tuple(6));
+  pk.pack(std::make_tuple(6, 7, 8));
+  pk.pack(std::make_tuple(6, 7));
+  const auto m = run<int>("multiply", 3, std::string(buf.data(), buf.size()));
+  ASSERT_EQ(m.errors.size(), 2u);
+  EXPECT_EQ(m.errors[0].index, 0u);
+  EXPECT_EQ(m.errors[0].type, "mpx::DecodeError");
+  EXPECT_EQ(m.errors[1].index, 1u);
+  EXPECT_EQ(m.errors[1].type, "mpx::DecodeError");
+  EXPECT_EQ(*m.values[2], 42);
+}
+
+TEST(RunTaskTest, PayloadNotAnArrayFailsEveryItem) {
+  msgpack::sbuffer buf;
+  msgpack::pack(buf, std::string("not an array"));
+  for (const std::string& payload :
+       {std::string(buf.data(), buf.size()), std::string(), std::string("\xc1", 1),
+        std::string("\xdc\x00", 2)}) {
+    const auto o = run<int>("square", 3, payload);
+    EXPECT_TRUE(o.has_errors);
+    ASSERT_EQ(o.errors.size(), 3u);
+    for (std::uint32_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(o.errors[i].index, i);
+      EXPECT_EQ(o.errors[i].type, "mpx::DecodeError");
+      EXPECT_NE(o.errors[i].message.find("'square'"), std::string::npos) << o.errors[i].message;
+    }
+  }
+}
+
+TEST(RunTaskTest, CountMismatchFailsEveryItem) {
+  const std::string payload = encode_chunk<&t::square>(std::vector<int>{1, 2, 3});
+  for (std::uint32_t count : {1u, 2u, 4u, 5u}) {
+    SCOPED_TRACE(count);
+    const auto o = run<int>("square", count, payload);
+    EXPECT_TRUE(o.has_errors);
+    ASSERT_EQ(o.errors.size(), count);
+    for (std::uint32_t i = 0; i < count; ++i) {
+      EXPECT_EQ(o.errors[i].type, "mpx::DecodeError");
+      EXPECT_NE(o.errors[i].message.find("'square'"), std::string::npos);
+      EXPECT_FALSE(o.values[i].has_value());
+    }
+  }
+}
+
+TEST(RunTaskTest, TruncatedPayloadKeepsEarlierResults) {
+  // Values of different encoded widths so cuts fall inside items as well as between.
+  const std::vector<int> xs{1, 200, -40000, -5, 3, 40000, 7};
+  const std::string full = encode_chunk<&t::square>(xs);
+  // end[i] = offset just past item i.
+  std::vector<std::size_t> end;
+  {
+    std::size_t off = 1;  // fixarray header
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      msgpack::object_handle oh = msgpack::unpack(full.data(), full.size(), off);
+      end.push_back(off);
+    }
+    ASSERT_EQ(end.back(), full.size());
+  }
+  for (std::size_t cut = 0; cut < full.size(); ++cut) {
+    SCOPED_TRACE(cut);
+    const auto o = run<int>("square", xs.size(), full.substr(0, cut));
+    EXPECT_TRUE(o.has_errors);
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      if (end[i] <= cut) {
+        ASSERT_TRUE(o.values[i].has_value()) << "item " << i;
+        EXPECT_EQ(*o.values[i], xs[i] * xs[i]);
+      } else {
+        EXPECT_FALSE(o.values[i].has_value()) << "item " << i;
+      }
+    }
+    std::size_t failed = 0;
+    for (const ItemError& e : o.errors) {
+      EXPECT_EQ(e.type, "mpx::DecodeError");
+      EXPECT_NE(e.message.find("'square'"), std::string::npos) << e.message;
+      EXPECT_LE(end[e.index], full.size());
+      EXPECT_GT(end[e.index], cut);
+      ++failed;
+    }
+    std::size_t expected_failed = 0;
+    for (std::size_t e : end) expected_failed += e > cut;
+    EXPECT_EQ(failed, expected_failed);
+  }
+}
+
+TEST(RunTaskTest, ResultsCarryTheRightShape) {
+  // has_errors false: exactly one array follows; true: the error list follows it.
+  bool has_errors = true;
+  const std::string ok = encode_chunk<&t::square>(std::vector<int>{3});
+  Buffer out = worker::run_task(task_header("square", 1), ok.data(), ok.size(), &has_errors);
+  EXPECT_FALSE(has_errors);
+  std::size_t off = 0;
+  msgpack::object_handle oh = msgpack::unpack(out.data(), out.size(), off);
+  EXPECT_EQ(off, out.size());
+  std::vector<int> values;
+  oh.get().convert(values);
+  EXPECT_EQ(values, std::vector<int>{9});
+}
+
+TEST(RunTaskTest, ItemsClaimingHugeLengthsFailWithoutHugeAllocations) {
+  // Each of these few-byte items announces ~2^32 elements or bytes that are not there.
+  const std::string items[] = {
+      std::string("\xdd\xff\xff\xff\xff", 5),          // array32
+      std::string("\xdf\xff\xff\xff\xff", 5),          // map32
+      std::string("\xdb\xff\xff\xff\xff", 5),          // str32
+      std::string("\xc6\xff\xff\xff\xff", 5),          // bin32
+      std::string("\x92\xdd\x7f\xff\xff\xff\x01", 7),  // nested array32
+  };
+  for (const std::string& item : items) {
+    SCOPED_TRACE(::testing::PrintToString(item));
+    // [1, <item>, 3]: the first item keeps its result, the rest cannot be read.
+    const std::string payload = std::string("\x93\x01", 2) + item + std::string("\x03", 1);
+    const auto o = run<int>("multiply", 3, payload);
+    ASSERT_EQ(o.errors.size(), 3u);  // multiply wants [a, b]: item 0 fails too
+    const auto s = run<int>("square", 3, payload);
+    ASSERT_TRUE(s.values[0].has_value());
+    EXPECT_EQ(*s.values[0], 1);
+    ASSERT_EQ(s.errors.size(), 2u);
+    EXPECT_EQ(s.errors[0].index, 1u);
+    EXPECT_EQ(s.errors[0].type, "mpx::DecodeError");
+    EXPECT_EQ(s.errors[1].index, 2u);
+  }
+  // The driver's side decodes results with the same reader.
+  Buffer out;
+  msgpack::packer<Buffer> pk(out);
+  pk.pack_array(1);
+  out.write("\xdd\xff\xff\xff\xff", 5);
+  EXPECT_THROW(detail::read_results(out.data(), out.size(), 1, false,
+                                    [](std::uint32_t, const msgpack::object&) {}),
+               DecodeError);
+}
+
+TEST(RunTaskTest, MutatedPayloadsNeverCrashAndAlwaysAnswerEveryItem) {
+  // Deterministic fuzzing: whatever the payload, run_task answers with a well-formed
+  // result chunk of exactly `count` items, each a value or an error, never both.
+  std::mt19937 rng(777);
+  const std::string seeds[] = {
+      encode_chunk<&t::echo>(std::vector<int>{1, 300, -70000, 5}),
+      encode_chunk<&t::wide_multiply>(
+          std::vector<std::tuple<int, int>>{{1, 2}, {300, 4}, {5, 6}, {7, 8}}),
+      encode_chunk<&t::shift>(std::vector<t::Point>{{1, 2, "a"}, {3, 4, "bb"}, {5, 6, ""}, {7, 8, "c"}}),
+  };
+  const char* names[] = {"echo", "wide_multiply", "shift"};
+  for (int iter = 0; iter < 6000; ++iter) {
+    const int which = iter % 3;
+    std::string bytes = seeds[which];
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits && !bytes.empty(); ++e) {
+      const std::size_t at = rng() % bytes.size();
+      switch (rng() % 3) {
+        case 0: bytes[at] = static_cast<char>(rng()); break;
+        case 1: bytes.insert(at, 1, static_cast<char>(rng())); break;
+        case 2: bytes.erase(at, 1); break;
+      }
+    }
+    std::unique_ptr<char[]> exact(new char[bytes.size() + 1]);
+    std::memcpy(exact.get(), bytes.data(), bytes.size());
+    bool has_errors = false;
+    Buffer out = worker::run_task(task_header(names[which], 4), exact.get(), bytes.size(), &has_errors);
+    std::vector<bool> seen(4, false);
+    std::vector<ItemError> errors;
+    ASSERT_NO_THROW(errors = detail::read_results(out.data(), out.size(), 4, has_errors,
+                                                  [&](std::uint32_t i, const msgpack::object&) {
+                                                    seen[i] = true;
+                                                  }))
+        << "iteration " << iter;
+    EXPECT_EQ(has_errors, !errors.empty());
+    for (const ItemError& e : errors) {
+      ASSERT_LT(e.index, 4u);
+      EXPECT_FALSE(seen[e.index]);
+      seen[e.index] = true;
+    }
+    for (int i = 0; i < 4; ++i) EXPECT_TRUE(seen[i]) << "iteration " << iter << " item " << i;
+  }
+}
+
+}  // namespace
+}  // namespace mpx

@@ -1,0 +1,959 @@
+// Unit tests for RouterCore, the router's whole policy, without sockets or processes:
+// messages go in through on_client / on_worker / on_worker_exit / on_tick, and a
+// recording RouterIo captures every message, spawn and kill that comes out. Time is
+// explicit (a fixed base plus offsets), so nothing here sleeps.
+#include "framework/router/router.h"
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <msgpack.hpp>
+
+#include "mpx/errors.h"
+
+namespace mpx {
+namespace router {
+namespace {
+
+using std::chrono::milliseconds;
+using wire::Header;
+using wire::Type;
+
+// One message the router sent, with its header copied out of whatever it viewed.
+struct Sent {
+  enum Kind { kSendClient, kForwardClient, kSendWorker, kForwardWorker };
+  Kind kind;
+  std::string to;
+  Type type;
+  std::uint64_t call_id;
+  std::uint64_t start;
+  std::uint32_t count;
+  std::int32_t pid;
+  std::uint8_t flags;
+  std::string name;
+  std::string header_bytes;  // forwards only: the frame exactly as it left
+  std::string payload;
+  const void* payload_data;  // to see that payloads are moved, not copied
+};
+
+class FakeIo final : public RouterIo {
+ public:
+  void send_client(std::string_view client, const Header& h, zmq::message_t&& payload) override {
+    record(Sent::kSendClient, client, h, std::string(), payload);
+  }
+  void forward_client(std::string_view client, zmq::message_t&& header_frame,
+                      zmq::message_t&& payload) override {
+    forward(Sent::kForwardClient, client, header_frame, payload);
+  }
+  void send_worker(std::string_view worker, const Header& h, zmq::message_t&& payload) override {
+    record(Sent::kSendWorker, worker, h, std::string(), payload);
+  }
+  void forward_worker(std::string_view worker, zmq::message_t&& header_frame,
+                      zmq::message_t&& payload) override {
+    forward(Sent::kForwardWorker, worker, header_frame, payload);
+  }
+  pid_t spawn_worker(const std::string& name) override {
+    if (fail_spawns) throw ProcessError("posix_spawn: Resource temporarily unavailable");
+    spawned.push_back(name);
+    return next_pid++;
+  }
+  void kill_worker(pid_t pid) override { killed.push_back(pid); }
+
+  // Returns and forgets everything sent so far.
+  std::vector<Sent> take() { return std::exchange(sent, {}); }
+
+  std::vector<Sent> sent;
+  std::vector<std::string> spawned;
+  std::vector<pid_t> killed;
+  pid_t next_pid = 1000;
+  bool fail_spawns = false;
+
+ private:
+  void record(Sent::Kind kind, std::string_view to, const Header& h, std::string header_bytes,
+              const zmq::message_t& payload) {
+    sent.push_back(Sent{kind, std::string(to), h.type, h.call_id, h.start, h.count, h.pid,
+                        h.flags, std::string(h.name), std::move(header_bytes),
+                        std::string(payload.data<char>(), payload.size()), payload.data()});
+  }
+  void forward(Sent::Kind kind, std::string_view to, const zmq::message_t& header_frame,
+               const zmq::message_t& payload) {
+    std::string why;
+    const auto h = wire::decode(header_frame.data<char>(), header_frame.size(), &why);
+    ASSERT_TRUE(h.has_value()) << "router forwarded an undecodable header: " << why;
+    record(kind, to, *h, std::string(header_frame.data<char>(), header_frame.size()), payload);
+  }
+};
+
+// Builds an Incoming the way transport::receive leaves it. Filled in place: the header's
+// name views into header_frame, so it is decoded after the frame is in its final spot.
+void fill(transport::Incoming& in, const std::string& from, const Header& h,
+          const std::string& payload) {
+  in.from = zmq::message_t(from.data(), from.size());
+  const std::string bytes = wire::encode(h);
+  in.header_frame = zmq::message_t(bytes.data(), bytes.size());
+  in.payload = zmq::message_t(payload.data(), payload.size());
+  std::string why;
+  auto decoded = wire::decode(in.header_frame.data<char>(), in.header_frame.size(), &why);
+  ASSERT_TRUE(decoded.has_value()) << why;
+  in.header = *decoded;
+}
+
+Header make(Type type, std::uint64_t call_id = 0, std::uint64_t start = 0,
+            std::uint32_t count = 0, std::string_view name = {}) {
+  Header h;
+  h.type = type;
+  h.call_id = call_id;
+  h.start = start;
+  h.count = count;
+  h.name = name;
+  return h;
+}
+
+std::string wid(pid_t pid) { return "W" + std::to_string(pid); }
+
+constexpr int kKilled = SIGKILL;  // wait status of a child killed by SIGKILL
+constexpr int kExited0 = 0;       // wait status of exit(0)
+
+using Ranges = std::vector<std::pair<std::uint64_t, std::uint32_t>>;
+
+std::pair<std::string, Ranges> decode_lost(const std::string& payload) {
+  auto oh = msgpack::unpack(payload.data(), payload.size());
+  std::pair<std::string, Ranges> out;
+  oh.get().convert(out);
+  return out;
+}
+
+class RouterTest : public ::testing::Test {
+ protected:
+  RouterTest() {
+    config_.front_endpoint = "ipc://@front";
+    config_.back_endpoint = "ipc://@back";
+    config_.workers = 1;
+    config_.prefetch = 2;
+    config_.heartbeat_interval = milliseconds(100);
+    config_.heartbeat_timeout = milliseconds(1000);
+    config_.stop_grace = milliseconds(500);
+    config_.max_startup_failures = 3;
+  }
+
+  // Far ahead of the real clock, so RouterCore's own Clock::now() stamps (taken when it
+  // spawns) are always in this test's past.
+  void start() {
+    core_ = std::make_unique<RouterCore>(config_, io_);
+    core_->start();
+    now_ = Clock::now() + std::chrono::hours(1);
+  }
+  void advance(milliseconds d) { now_ += d; }
+
+  void client(const std::string& from, const Header& h, const std::string& payload = {}) {
+    transport::Incoming in;
+    fill(in, from, h, payload);
+    core_->on_client(in, now_);
+  }
+  void worker(const std::string& from, const Header& h, const std::string& payload = {}) {
+    transport::Incoming in;
+    fill(in, from, h, payload);
+    core_->on_worker(in, now_);
+  }
+  void hello(const std::string& token) { client("R" + token, make(Type::kHello)); }
+  void submit(const std::string& token, std::uint64_t call_id, std::uint64_t start,
+              std::uint32_t count, const std::string& payload = "args") {
+    client("S" + token, make(Type::kSubmit, call_id, start, count, "square"), payload);
+  }
+  void ready(pid_t pid) {
+    Header h = make(Type::kReady, 0, 0, 0, "PoolWorker");
+    h.pid = pid;
+    worker(wid(pid), h);
+  }
+  void result(pid_t pid, std::uint64_t call_id, std::uint64_t start, std::uint32_t count,
+              const std::string& payload = "results") {
+    Header h = make(Type::kResult, call_id, start, count);
+    h.pid = pid;
+    worker(wid(pid), h, payload);
+  }
+  void exit(pid_t pid, int status = kKilled) { core_->on_worker_exit(pid, status, now_); }
+  void tick() { core_->on_tick(now_); }
+
+  // Makes worker pid ready, checks that it was sent its CONFIG first, and discards
+  // everything sent so far.
+  void ready_quietly(pid_t pid) {
+    const std::size_t before = io_.sent.size();
+    ready(pid);
+    auto sent = io_.take();
+    ASSERT_GT(sent.size(), before);
+    EXPECT_EQ(sent[before].type, Type::kConfig);
+    EXPECT_EQ(sent[before].to, wid(pid));
+  }
+
+  Config config_;
+  FakeIo io_;
+  std::unique_ptr<RouterCore> core_;
+  Clock::time_point now_;
+};
+
+void expect_task(const Sent& s, pid_t pid, std::uint64_t call_id, std::uint64_t start,
+                 std::uint32_t count) {
+  EXPECT_EQ(s.kind, Sent::kForwardWorker);
+  EXPECT_EQ(s.to, wid(pid));
+  EXPECT_EQ(s.type, Type::kTask);
+  EXPECT_EQ(s.call_id, call_id);
+  EXPECT_EQ(s.start, start);
+  EXPECT_EQ(s.count, count);
+}
+
+TEST_F(RouterTest, StartSpawnsTheConfiguredWorkers) {
+  config_.workers = 3;
+  start();
+  EXPECT_EQ(io_.spawned, (std::vector<std::string>{"PoolWorker-1", "PoolWorker-2", "PoolWorker-3"}));
+  EXPECT_EQ(core_->live_workers(), 3u);
+  EXPECT_TRUE(io_.sent.empty());
+  EXPECT_FALSE(core_->broken());
+  EXPECT_FALSE(core_->finished());
+}
+
+TEST_F(RouterTest, HelloGetsWelcome) {
+  config_.workers = 4;
+  start();
+  hello("tok");
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].kind, Sent::kSendClient);
+  EXPECT_EQ(sent[0].to, "Rtok");
+  EXPECT_EQ(sent[0].type, Type::kWelcome);
+  EXPECT_EQ(sent[0].count, 4u);
+}
+
+TEST_F(RouterTest, SubmitWaitsForReadyThenConfigThenTask) {
+  config_.initializer = "setup";
+  config_.initializer_args = "init-args";
+  start();
+  const std::string payload(100, 'p');  // large enough to live outside the message
+  transport::Incoming in;
+  fill(in, "S1", make(Type::kSubmit, 5, 40, 10, "square"), payload);
+  const std::string submitted(in.header_frame.data<char>(), in.header_frame.size());
+  const void* payload_data = in.payload.data();
+  core_->on_client(in, now_);
+  EXPECT_EQ(core_->queued(), 1u);
+  EXPECT_TRUE(io_.sent.empty());
+
+  ready(1000);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].kind, Sent::kSendWorker);
+  EXPECT_EQ(sent[0].to, "W1000");
+  EXPECT_EQ(sent[0].type, Type::kConfig);
+  EXPECT_EQ(sent[0].name, "setup");
+  EXPECT_EQ(sent[0].payload, "init-args");
+  expect_task(sent[1], 1000, 5, 40, 10);
+  EXPECT_EQ(sent[1].name, "square");
+  EXPECT_EQ(sent[1].payload, payload);
+  EXPECT_EQ(sent[1].payload_data, payload_data);  // moved through, never copied
+  // The frame is the submitted one with only the type byte rewritten.
+  std::string expected = submitted;
+  expected[4] = static_cast<char>(Type::kTask);
+  EXPECT_EQ(sent[1].header_bytes, expected);
+  EXPECT_EQ(core_->queued(), 0u);
+}
+
+TEST_F(RouterTest, ReadyWorkerGetsEmptyConfigWithoutInitializer) {
+  start();
+  ready(1000);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kConfig);
+  EXPECT_EQ(sent[0].name, "");
+  EXPECT_EQ(sent[0].payload, "");
+}
+
+TEST_F(RouterTest, SubmitToAReadyWorkerIsDispatchedAtOnce) {
+  start();
+  ready_quietly(1000);
+  submit("1", 1, 0, 3);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  expect_task(sent[0], 1000, 1, 0, 3);
+}
+
+TEST_F(RouterTest, PrefetchCreditIsRespected) {
+  config_.prefetch = 2;
+  start();
+  ready_quietly(1000);
+  submit("1", 1, 0, 5);
+  submit("1", 1, 5, 5);
+  submit("1", 1, 10, 5);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  expect_task(sent[0], 1000, 1, 0, 5);
+  expect_task(sent[1], 1000, 1, 5, 5);
+  EXPECT_EQ(core_->queued(), 1u);
+
+  result(1000, 1, 0, 5);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].kind, Sent::kForwardClient);
+  expect_task(sent[1], 1000, 1, 10, 5);
+  EXPECT_EQ(core_->queued(), 0u);
+}
+
+TEST_F(RouterTest, PrefetchOfOneHoldsOneChunk) {
+  config_.prefetch = 1;
+  config_.workers = 2;
+  start();
+  ready_quietly(1000);
+  ready_quietly(1001);
+  for (int i = 0; i < 4; ++i) submit("1", 1, i, 1);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  expect_task(sent[0], 1000, 1, 0, 1);
+  expect_task(sent[1], 1001, 1, 1, 1);
+  EXPECT_EQ(core_->queued(), 2u);
+  result(1001, 1, 1, 1);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  expect_task(sent[1], 1001, 1, 2, 1);
+}
+
+TEST_F(RouterTest, ResultIsForwardedUnchangedToTheResultSocket) {
+  start();
+  ready_quietly(1000);
+  submit("abc", 7, 0, 3);
+  io_.take();
+
+  Header h = make(Type::kResult, 7, 0, 3);
+  h.pid = 1000;
+  h.flags = wire::kFlagHasErrors;
+  const std::string payload(200, 'r');
+  transport::Incoming in;
+  fill(in, "W1000", h, payload);
+  const std::string frame(in.header_frame.data<char>(), in.header_frame.size());
+  const void* payload_data = in.payload.data();
+  core_->on_worker(in, now_);
+
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].kind, Sent::kForwardClient);
+  EXPECT_EQ(sent[0].to, "Rabc");
+  EXPECT_EQ(sent[0].header_bytes, frame);
+  EXPECT_EQ(sent[0].payload, payload);
+  EXPECT_EQ(sent[0].payload_data, payload_data);
+}
+
+TEST_F(RouterTest, LeastLoadedWorkerGetsTheNextChunk) {
+  config_.workers = 2;
+  config_.prefetch = 3;
+  start();
+  ready_quietly(1000);
+  ready_quietly(1001);
+  submit("1", 1, 0, 1);   // 1000 (both empty: the first)
+  submit("1", 1, 1, 1);   // 1001 (0 < 1)
+  submit("1", 1, 2, 1);   // 1000 (tie)
+  submit("1", 1, 3, 1);   // 1001 (1 < 2)
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 4u);
+  expect_task(sent[0], 1000, 1, 0, 1);
+  expect_task(sent[1], 1001, 1, 1, 1);
+  expect_task(sent[2], 1000, 1, 2, 1);
+  expect_task(sent[3], 1001, 1, 3, 1);
+
+  result(1001, 1, 1, 1);  // 1000 holds 2, 1001 holds 1
+  io_.take();
+  submit("1", 1, 4, 1);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  expect_task(sent[0], 1001, 1, 4, 1);
+}
+
+TEST_F(RouterTest, WorkerDeathReportsExactlyItsChunksPerCall) {
+  config_.prefetch = 3;
+  config_.workers = 2;
+  start();
+  ready_quietly(1000);
+  submit("1", 1, 0, 5);   // 1000
+  submit("1", 1, 5, 5);   // 1000
+  submit("2", 1, 0, 4);   // 1000: same call id, other client
+  submit("1", 1, 10, 5);  // queued
+  EXPECT_EQ(core_->queued(), 1u);
+  result(1000, 1, 0, 5);  // frees a slot: (10, 5) goes out
+  ready_quietly(1001);
+  submit("1", 2, 0, 8);   // 1001
+  io_.take();
+
+  exit(1000, kKilled);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  std::map<std::string, const Sent*> by_client;
+  for (const Sent& s : sent) {
+    EXPECT_EQ(s.kind, Sent::kSendClient);
+    EXPECT_EQ(s.type, Type::kLost);
+    EXPECT_EQ(s.call_id, 1u);
+    EXPECT_EQ(s.pid, 1000);
+    by_client[s.to] = &s;
+  }
+  ASSERT_EQ(by_client.count("R1"), 1u);
+  ASSERT_EQ(by_client.count("R2"), 1u);
+  const auto lost1 = decode_lost(by_client["R1"]->payload);
+  EXPECT_EQ(lost1.first, spawn::describe(kKilled));
+  EXPECT_NE(lost1.first.find("signal 9"), std::string::npos) << lost1.first;
+  EXPECT_EQ(lost1.second, (Ranges{{5, 5}, {10, 5}}));
+  const auto lost2 = decode_lost(by_client["R2"]->payload);
+  EXPECT_EQ(lost2.second, (Ranges{{0, 4}}));
+
+  // A replacement was spawned; the other worker's chunk is untouched.
+  EXPECT_EQ(io_.spawned.size(), 3u);
+  EXPECT_EQ(core_->live_workers(), 2u);
+  result(1001, 2, 0, 8);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].kind, Sent::kForwardClient);
+}
+
+TEST_F(RouterTest, QueuedChunksSurviveAWorkerDeathAndGoToTheReplacement) {
+  config_.prefetch = 1;
+  start();
+  ready_quietly(1000);
+  submit("1", 1, 0, 2);
+  submit("1", 1, 2, 2);  // queued
+  io_.take();
+  exit(1000, kKilled);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{0, 2}}));
+  EXPECT_EQ(core_->queued(), 1u);
+  ready(1001);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].type, Type::kConfig);
+  expect_task(sent[1], 1001, 1, 2, 2);
+}
+
+TEST_F(RouterTest, IdleWorkerExitIsReplacedWithoutLostMessages) {
+  start();
+  ready_quietly(1000);
+  exit(1000, kExited0);
+  EXPECT_TRUE(io_.sent.empty());
+  EXPECT_EQ(io_.spawned.size(), 2u);
+  EXPECT_EQ(core_->live_workers(), 1u);
+  EXPECT_FALSE(core_->broken());
+}
+
+TEST_F(RouterTest, RepeatedStartupDeathsBreakThePool) {
+  config_.workers = 2;
+  start();
+  hello("1");
+  io_.take();
+  exit(1000);  // 1 -> spawns 1002
+  exit(1001);  // 2 -> spawns 1003
+  EXPECT_FALSE(core_->broken());
+  EXPECT_TRUE(io_.sent.empty());
+  submit("1", 4, 0, 2);  // queued while the pool is still starting
+  exit(1002);            // 3: broken
+  EXPECT_TRUE(core_->broken());
+  EXPECT_EQ(io_.spawned.size(), 4u);
+  EXPECT_EQ(io_.killed, (std::vector<pid_t>{1003}));
+  EXPECT_EQ(core_->queued(), 0u);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].to, "R1");
+  EXPECT_EQ(sent[0].type, Type::kPoolError);
+  EXPECT_EQ(sent[0].call_id, 0u);
+  EXPECT_NE(sent[0].payload.find("pid 1002"), std::string::npos) << sent[0].payload;
+
+  submit("1", 9, 0, 3);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].to, "R1");
+  EXPECT_EQ(sent[0].type, Type::kPoolError);
+  EXPECT_EQ(sent[0].call_id, 9u);
+  EXPECT_EQ(core_->queued(), 0u);
+
+  // A late HELLO learns it too; the last worker's exit spawns nothing.
+  hello("2");
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].type, Type::kWelcome);
+  EXPECT_EQ(sent[1].type, Type::kPoolError);
+  EXPECT_EQ(sent[1].to, "R2");
+  exit(1003);
+  EXPECT_EQ(io_.spawned.size(), 4u);
+  EXPECT_TRUE(io_.sent.empty());
+}
+
+TEST_F(RouterTest, StartupDeathsMustBeConsecutive) {
+  start();
+  exit(1000);    // 1
+  exit(1001);    // 2
+  ready_quietly(1002);  // resets the count
+  exit(1002);    // a ready worker's death is not a start-up failure
+  exit(1003);    // 1
+  exit(1004);    // 2
+  EXPECT_FALSE(core_->broken());
+  exit(1005);    // 3
+  EXPECT_TRUE(core_->broken());
+}
+
+TEST_F(RouterTest, InitFailedBreaksThePoolWithTheInitializersError) {
+  config_.initializer = "connect_db";
+  config_.workers = 2;
+  start();
+  hello("1");
+  ready_quietly(1000);
+  submit("1", 3, 0, 4);  // in flight on 1000
+  submit("1", 3, 4, 4);
+  submit("1", 3, 8, 4);  // queued
+  io_.take();
+
+  msgpack::sbuffer buf;
+  msgpack::pack(buf, std::make_pair(std::string("std::runtime_error"), std::string("no database")));
+  Header h = make(Type::kInitFailed);
+  h.pid = 1000;
+  worker("W1000", h, std::string(buf.data(), buf.size()));
+
+  EXPECT_TRUE(core_->broken());
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].to, "R1");
+  EXPECT_EQ(sent[0].type, Type::kPoolError);
+  EXPECT_EQ(sent[0].call_id, 0u);
+  EXPECT_NE(sent[0].payload.find("connect_db"), std::string::npos) << sent[0].payload;
+  EXPECT_NE(sent[0].payload.find("std::runtime_error: no database"), std::string::npos)
+      << sent[0].payload;
+  EXPECT_EQ(core_->queued(), 0u);
+  std::vector<pid_t> killed = io_.killed;
+  std::sort(killed.begin(), killed.end());
+  EXPECT_EQ(killed, (std::vector<pid_t>{1000, 1001}));
+
+  // The dead workers' chunks were already answered by POOL_ERROR: no LOST, no respawn.
+  exit(1000);
+  exit(1001);
+  EXPECT_TRUE(io_.sent.empty());
+  EXPECT_EQ(io_.spawned.size(), 2u);
+  EXPECT_EQ(core_->live_workers(), 0u);
+}
+
+TEST_F(RouterTest, UndecodableInitFailedStillBreaksThePool) {
+  config_.initializer = "setup";
+  start();
+  hello("1");
+  ready_quietly(1000);
+  io_.take();
+  Header h = make(Type::kInitFailed);
+  h.pid = 1000;
+  worker("W1000", h, "\xc1 not msgpack");
+  EXPECT_TRUE(core_->broken());
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_NE(sent[0].payload.find("undecodable"), std::string::npos) << sent[0].payload;
+}
+
+TEST_F(RouterTest, CancelDropsOnlyThatCallsQueuedChunks) {
+  config_.prefetch = 1;
+  start();
+  ready_quietly(1000);
+  submit("1", 1, 0, 1);  // in flight
+  submit("1", 1, 1, 1);
+  submit("1", 2, 0, 1);
+  submit("1", 1, 2, 1);
+  submit("2", 1, 0, 1);  // same call id from another client
+  io_.take();
+  EXPECT_EQ(core_->queued(), 4u);
+
+  client("S1", make(Type::kCancel, 1));
+  EXPECT_EQ(core_->queued(), 2u);
+  EXPECT_TRUE(io_.sent.empty());
+
+  result(1000, 1, 0, 1);  // the in-flight chunk still completes
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].kind, Sent::kForwardClient);
+  EXPECT_EQ(sent[0].to, "R1");
+  expect_task(sent[1], 1000, 2, 0, 1);
+  result(1000, 2, 0, 1);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  expect_task(sent[1], 1000, 1, 0, 1);
+  EXPECT_EQ(core_->queued(), 0u);
+}
+
+TEST_F(RouterTest, MaxTasksPerChildRetiresTheWorker) {
+  config_.maxtasksperchild = 2;
+  config_.prefetch = 2;
+  start();
+  ready_quietly(1000);
+  submit("1", 1, 0, 1);
+  submit("1", 1, 1, 1);  // 1000's second chunk: it retires, a replacement starts now
+  submit("1", 1, 2, 1);  // waits for the replacement
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  expect_task(sent[0], 1000, 1, 0, 1);
+  expect_task(sent[1], 1000, 1, 1, 1);
+  EXPECT_EQ(io_.spawned.size(), 2u);
+  EXPECT_EQ(core_->queued(), 1u);
+
+  result(1000, 1, 0, 1);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);  // forwarded; no STOP while it still holds a chunk
+  EXPECT_EQ(sent[0].kind, Sent::kForwardClient);
+
+  result(1000, 1, 1, 1);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].kind, Sent::kForwardClient);
+  EXPECT_EQ(sent[1].kind, Sent::kSendWorker);
+  EXPECT_EQ(sent[1].to, "W1000");
+  EXPECT_EQ(sent[1].type, Type::kStop);
+
+  ready(1001);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].type, Type::kConfig);
+  expect_task(sent[1], 1001, 1, 2, 1);
+
+  exit(1000, kExited0);  // its replacement already exists
+  EXPECT_EQ(io_.spawned.size(), 2u);
+  EXPECT_EQ(core_->live_workers(), 1u);
+  EXPECT_TRUE(io_.sent.empty());
+  EXPECT_FALSE(core_->broken());
+}
+
+TEST_F(RouterTest, RetiringWorkerThatDiesReportsItsChunksButIsNotReplacedTwice) {
+  config_.maxtasksperchild = 1;
+  start();
+  ready_quietly(1000);
+  submit("1", 1, 0, 1);
+  io_.take();
+  EXPECT_EQ(io_.spawned.size(), 2u);
+  exit(1000, kKilled);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kLost);
+  EXPECT_EQ(io_.spawned.size(), 2u);
+}
+
+TEST_F(RouterTest, ShutdownStopsReadyWorkersAndKillsStartingOnes) {
+  config_.workers = 3;
+  start();
+  ready_quietly(1000);
+  ready_quietly(1001);
+  submit("1", 1, 0, 1);  // in flight on 1000
+  io_.take();
+
+  client("S1", make(Type::kShutdown));
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  for (const Sent& s : sent) {
+    EXPECT_EQ(s.kind, Sent::kSendWorker);
+    EXPECT_EQ(s.type, Type::kStop);
+  }
+  EXPECT_EQ(sent[0].to, "W1000");
+  EXPECT_EQ(sent[1].to, "W1001");
+  EXPECT_EQ(io_.killed, (std::vector<pid_t>{1002}));
+  EXPECT_FALSE(core_->finished());
+
+  // New work is ignored; work in flight still comes back.
+  submit("1", 2, 0, 1);
+  EXPECT_TRUE(io_.sent.empty());
+  EXPECT_EQ(core_->queued(), 0u);
+  result(1000, 1, 0, 1);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].kind, Sent::kForwardClient);
+
+  exit(1002, kKilled);
+  exit(1000, kExited0);
+  EXPECT_FALSE(core_->finished());
+  exit(1001, kExited0);
+  EXPECT_TRUE(core_->finished());
+  EXPECT_EQ(io_.spawned.size(), 3u);  // nothing replaced
+  EXPECT_TRUE(io_.sent.empty());
+}
+
+TEST_F(RouterTest, ReadyDuringShutdownIsKilled) {
+  start();
+  client("S1", make(Type::kShutdown));
+  EXPECT_EQ(io_.killed, (std::vector<pid_t>{1000}));
+  ready(1000);  // raced the kill
+  EXPECT_TRUE(io_.sent.empty());
+  EXPECT_EQ(io_.killed, (std::vector<pid_t>{1000, 1000}));
+}
+
+TEST_F(RouterTest, StopGraceThenKill) {
+  config_.workers = 2;
+  start();
+  ready_quietly(1000);
+  ready_quietly(1001);
+  client("S1", make(Type::kShutdown));
+  io_.take();
+  EXPECT_LE(core_->next_tick(), now_ + config_.stop_grace);
+  exit(1001, kExited0);
+
+  advance(config_.stop_grace - milliseconds(1));
+  tick();
+  EXPECT_TRUE(io_.killed.empty());
+  EXPECT_TRUE(io_.sent.empty());  // no pings while stopping
+  advance(milliseconds(1));
+  tick();
+  EXPECT_EQ(io_.killed, (std::vector<pid_t>{1000}));
+  // Still there after another grace period: killed again.
+  advance(config_.stop_grace);
+  tick();
+  EXPECT_EQ(io_.killed, (std::vector<pid_t>{1000, 1000}));
+  exit(1000, kKilled);
+  EXPECT_TRUE(core_->finished());
+}
+
+TEST_F(RouterTest, TerminateKillsEveryWorker) {
+  config_.workers = 3;
+  start();
+  ready_quietly(1000);
+  ready_quietly(1001);
+  submit("1", 1, 0, 1);
+  submit("1", 1, 1, 1);
+  submit("1", 1, 2, 1);
+  submit("1", 1, 3, 1);
+  submit("1", 1, 4, 1);  // queued
+  io_.take();
+  client("S1", make(Type::kTerminate));
+  EXPECT_TRUE(io_.sent.empty());  // no STOP: kills
+  std::vector<pid_t> killed = io_.killed;
+  std::sort(killed.begin(), killed.end());
+  EXPECT_EQ(killed, (std::vector<pid_t>{1000, 1001, 1002}));
+  EXPECT_EQ(core_->queued(), 0u);
+  exit(1002);
+  exit(1001);
+  exit(1000);
+  // Chunks in flight on killed workers are reported lost, nothing is respawned.
+  auto sent = io_.take();
+  EXPECT_EQ(sent.size(), 2u);
+  for (const Sent& s : sent) EXPECT_EQ(s.type, Type::kLost);
+  EXPECT_EQ(io_.spawned.size(), 3u);
+  EXPECT_TRUE(core_->finished());
+}
+
+TEST_F(RouterTest, TerminateAfterShutdownKillsToo) {
+  start();
+  ready_quietly(1000);
+  client("S1", make(Type::kShutdown));
+  io_.take();
+  EXPECT_TRUE(io_.killed.empty());
+  core_->terminate();
+  EXPECT_EQ(io_.killed, (std::vector<pid_t>{1000}));
+}
+
+TEST_F(RouterTest, IdleWorkerIsPingedAfterTheHeartbeatInterval) {
+  start();
+  ready_quietly(1000);
+  advance(milliseconds(50));
+  tick();
+  EXPECT_TRUE(io_.sent.empty());
+  advance(milliseconds(50));  // 100 ms silent
+  tick();
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].kind, Sent::kSendWorker);
+  EXPECT_EQ(sent[0].to, "W1000");
+  EXPECT_EQ(sent[0].type, Type::kPing);
+  EXPECT_EQ(core_->next_tick(), now_ + config_.heartbeat_interval);
+
+  advance(milliseconds(50));  // pinged 50 ms ago: not again yet
+  tick();
+  EXPECT_TRUE(io_.sent.empty());
+  advance(milliseconds(50));
+  tick();
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kPing);
+
+  // A PONG counts as a sign of life: no ping until it is an interval old.
+  Header pong = make(Type::kPong);
+  pong.pid = 1000;
+  worker("W1000", pong);
+  advance(milliseconds(99));
+  tick();
+  EXPECT_TRUE(io_.sent.empty());
+  EXPECT_TRUE(io_.killed.empty());
+}
+
+TEST_F(RouterTest, SilentIdleWorkerIsKilledAndReplaced) {
+  start();
+  ready_quietly(1000);
+  advance(config_.heartbeat_timeout);
+  tick();
+  EXPECT_TRUE(io_.killed.empty());  // exactly the timeout: still tolerated
+  io_.take();
+  advance(milliseconds(1));
+  tick();
+  EXPECT_EQ(io_.killed, (std::vector<pid_t>{1000}));
+  EXPECT_EQ(io_.spawned.size(), 2u);
+  EXPECT_EQ(core_->live_workers(), 2u);
+
+  // Its exit is neither a start-up failure nor a reason for another replacement.
+  exit(1000, kKilled);
+  EXPECT_EQ(io_.spawned.size(), 2u);
+  EXPECT_EQ(core_->live_workers(), 1u);
+  EXPECT_TRUE(io_.take().empty());
+  EXPECT_FALSE(core_->broken());
+}
+
+TEST_F(RouterTest, AnsweringWorkerIsNotKilled) {
+  start();
+  ready_quietly(1000);
+  Header pong = make(Type::kPong);
+  pong.pid = 1000;
+  for (int i = 0; i < 30; ++i) {
+    advance(milliseconds(100));
+    tick();
+    worker("W1000", pong);
+  }
+  EXPECT_TRUE(io_.killed.empty());
+  EXPECT_EQ(io_.spawned.size(), 1u);
+}
+
+TEST_F(RouterTest, BusyWorkerIsNeitherPingedNorKilled) {
+  start();
+  ready_quietly(1000);
+  submit("1", 1, 0, 1);
+  io_.take();
+  advance(config_.heartbeat_timeout * 5);
+  tick();
+  EXPECT_TRUE(io_.sent.empty());
+  EXPECT_TRUE(io_.killed.empty());
+}
+
+TEST_F(RouterTest, UnknownPeersAndUnexpectedTypesAreDropped) {
+  start();
+  ready_quietly(1000);
+  // Clients with routing ids that are not S<token> / R<token>.
+  client("X1", make(Type::kSubmit, 1, 0, 1, "square"));
+  client("S", make(Type::kSubmit, 1, 0, 1, "square"));
+  client("", make(Type::kHello));
+  // Types a client never sends.
+  for (Type t : {Type::kWelcome, Type::kResult, Type::kLost, Type::kPoolError, Type::kReady,
+                 Type::kConfig, Type::kInitFailed, Type::kTask, Type::kStop, Type::kPing,
+                 Type::kPong}) {
+    client("S1", make(t, 1, 0, 1, "square"));
+  }
+  // Empty SUBMIT.
+  submit("1", 1, 0, 0);
+  EXPECT_EQ(core_->queued(), 0u);
+  // Workers nobody spawned, or not yet READY.
+  worker("W9999", make(Type::kResult, 1, 0, 1));
+  worker("W1000x", make(Type::kPong));
+  Header r = make(Type::kReady);
+  r.pid = 4242;
+  worker("W4242", r);
+  // READY twice.
+  r.pid = 1000;
+  worker("W1000", r);
+  // Types a worker never sends.
+  for (Type t : {Type::kHello, Type::kSubmit, Type::kCancel, Type::kShutdown, Type::kTerminate,
+                 Type::kWelcome, Type::kLost, Type::kPoolError, Type::kConfig, Type::kTask,
+                 Type::kStop, Type::kPing}) {
+    worker("W1000", make(t, 1, 0, 1, "square"));
+  }
+  EXPECT_TRUE(io_.sent.empty());
+  EXPECT_TRUE(io_.killed.empty());
+  EXPECT_EQ(io_.spawned.size(), 1u);
+  EXPECT_FALSE(core_->broken());
+  EXPECT_FALSE(core_->finished());
+  // Exits of pids that are not workers are ignored.
+  exit(4242);
+  EXPECT_EQ(core_->live_workers(), 1u);
+  // Still serving.
+  submit("1", 1, 0, 1);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  expect_task(sent[0], 1000, 1, 0, 1);
+}
+
+TEST_F(RouterTest, ResultForAChunkTheWorkerDoesNotHoldIsDropped) {
+  config_.workers = 2;
+  start();
+  ready_quietly(1000);
+  ready_quietly(1001);
+  submit("1", 1, 0, 4);  // 1000
+  io_.take();
+  result(1000, 1, 99, 4);  // wrong start
+  result(1000, 2, 0, 4);   // wrong call
+  result(1000, 1, 0, 3);   // wrong count
+  result(1001, 1, 0, 4);   // right chunk, wrong worker
+  EXPECT_TRUE(io_.sent.empty());
+
+  // 1000 still holds it: its death reports it lost.
+  exit(1000, kKilled);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kLost);
+  EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{0, 4}}));
+}
+
+TEST_F(RouterTest, DuplicateResultIsForwardedOnce) {
+  start();
+  ready_quietly(1000);
+  submit("1", 1, 0, 4);
+  io_.take();
+  result(1000, 1, 0, 4);
+  result(1000, 1, 0, 4);
+  EXPECT_EQ(io_.take().size(), 1u);
+}
+
+TEST_F(RouterTest, SpawnFailureBreaksThePool) {
+  io_.fail_spawns = true;
+  start();
+  EXPECT_TRUE(core_->broken());
+  hello("1");
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].type, Type::kWelcome);
+  EXPECT_EQ(sent[1].type, Type::kPoolError);
+  EXPECT_NE(sent[1].payload.find("cannot start a worker"), std::string::npos) << sent[1].payload;
+}
+
+TEST(RouterConfigTest, EncodeDecodeRoundTrip) {
+  Config c;
+  c.front_endpoint = "ipc://@f";
+  c.back_endpoint = "ipc://@b";
+  c.workers = 7;
+  c.maxtasksperchild = 11;
+  c.prefetch = 3;
+  c.initializer = "init";
+  c.initializer_args = std::string("\x00\x01", 2);
+  c.heartbeat_interval = milliseconds(12);
+  c.heartbeat_timeout = milliseconds(345);
+  c.stop_grace = milliseconds(67);
+  c.max_startup_failures = 5;
+  const Config d = Config::decode(c.encode());
+  EXPECT_EQ(d.front_endpoint, c.front_endpoint);
+  EXPECT_EQ(d.back_endpoint, c.back_endpoint);
+  EXPECT_EQ(d.workers, 7);
+  EXPECT_EQ(d.maxtasksperchild, 11u);
+  EXPECT_EQ(d.prefetch, 3);
+  EXPECT_EQ(d.initializer, "init");
+  EXPECT_EQ(d.initializer_args, c.initializer_args);
+  EXPECT_EQ(d.heartbeat_interval, milliseconds(12));
+  EXPECT_EQ(d.heartbeat_timeout, milliseconds(345));
+  EXPECT_EQ(d.stop_grace, milliseconds(67));
+  EXPECT_EQ(d.max_startup_failures, 5);
+}
+
+TEST(RouterConfigTest, DecodeRejectsGarbage) {
+  EXPECT_THROW(Config::decode(""), DecodeError);
+  EXPECT_THROW(Config::decode("\xc1\xc1"), DecodeError);
+  Config c;
+  c.workers = 0;
+  EXPECT_THROW(Config::decode(c.encode()), DecodeError);
+}
+
+}  // namespace
+}  // namespace router
+}  // namespace mpx
