@@ -24,6 +24,7 @@ struct Tables {
   std::unordered_map<std::string, const TaskEntry*> by_name;
   std::unordered_map<const void*, const TaskEntry*> by_function;
   std::vector<std::string> duplicates;
+  std::vector<std::string> too_long;
 };
 
 Tables& tables() {
@@ -35,6 +36,8 @@ Tables& tables() {
 
 void register_task(const TaskEntry* entry) {
   Tables& t = tables();
+  // Names travel in the 255-byte name field of every SUBMIT header.
+  if (std::string(entry->name).size() > 255) t.too_long.push_back(entry->name);
   auto [it, inserted] = t.by_name.emplace(entry->name, entry);
   if (!inserted && it->second->function != entry->function) {
     t.duplicates.push_back(entry->name);
@@ -131,6 +134,8 @@ std::string current_exception_message() {
 }
 
 std::vector<std::string> duplicate_task_names() { return tables().duplicates; }
+
+std::vector<std::string> overlong_task_names() { return tables().too_long; }
 
 }  // namespace detail
 }  // namespace mpx

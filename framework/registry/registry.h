@@ -10,6 +10,8 @@ namespace detail {
 
 // Names registered by two different functions; mpx::init refuses to start with any.
 std::vector<std::string> duplicate_task_names();
+// Names longer than the wire's 255-byte name field; mpx::init refuses those too.
+std::vector<std::string> overlong_task_names();
 
 }  // namespace detail
 }  // namespace mpx

@@ -332,11 +332,9 @@ TEST(RunTaskTest, WrongArgumentTypesFailPerItem) {
   EXPECT_EQ(*m.values[2], 42);
 }
 
-// KNOWN GAP (reported, not fixed here: the decoding lives in mpx/detail/codec.h):
-// msgpack-c converts an array into a std::tuple without checking its length, so an item
-// with too few arguments runs with default-constructed ones (multiply([6]) == 0) and
-// extra arguments are ignored. Enable once ArgCodec checks the arity.
-TEST(RunTaskTest, DISABLED_WrongArgumentCountFailsPerItem) {
+// msgpack-c converts an array into a std::tuple without checking its length; ArgCodec
+// does, so multiply([6]) is an error instead of multiply(6, 0).
+TEST(RunTaskTest, WrongArgumentCountFailsPerItem) {
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);
   pk.pack_array(3);
@@ -349,6 +347,9 @@ TEST(RunTaskTest, DISABLED_WrongArgumentCountFailsPerItem) {
   EXPECT_EQ(m.errors[0].type, "mpx::DecodeError");
   EXPECT_EQ(m.errors[1].index, 1u);
   EXPECT_EQ(m.errors[1].type, "mpx::DecodeError");
+  EXPECT_NE(m.errors[0].message.find("expected 2 arguments, got 1"), std::string::npos)
+      << m.errors[0].message;
+  EXPECT_NE(m.errors[0].message.find("'multiply'"), std::string::npos) << m.errors[0].message;
   EXPECT_EQ(*m.values[2], 42);
 }
 

@@ -37,7 +37,8 @@ std::string Config::encode() const {
                                      static_cast<std::int64_t>(heartbeat_timeout.count()),
                                      static_cast<std::int64_t>(stop_grace.count()),
                                      max_startup_failures, max_prefetch,
-                                     static_cast<std::int64_t>(credit_window.count())));
+                                     static_cast<std::int64_t>(credit_window.count()),
+                                     static_cast<std::int64_t>(startup_timeout.count())));
   return std::string(buf.data(), buf.size());
 }
 
@@ -45,18 +46,19 @@ Config Config::decode(const std::string& bytes) {
   try {
     auto oh = msgpack::unpack(bytes.data(), bytes.size());
     std::tuple<std::string, std::string, int, std::uint64_t, int, std::string, std::string,
-               std::int64_t, std::int64_t, std::int64_t, int, int, std::int64_t>
+               std::int64_t, std::int64_t, std::int64_t, int, int, std::int64_t, std::int64_t>
         t;
     oh.get().convert(t);
     Config c;
     std::tie(c.front_endpoint, c.back_endpoint, c.workers, c.maxtasksperchild, c.prefetch,
              c.initializer, c.initializer_args, std::ignore, std::ignore, std::ignore,
-             c.max_startup_failures, std::ignore, std::ignore) = t;
+             c.max_startup_failures, std::ignore, std::ignore, std::ignore) = t;
     c.heartbeat_interval = std::chrono::milliseconds(std::get<7>(t));
     c.heartbeat_timeout = std::chrono::milliseconds(std::get<8>(t));
     c.stop_grace = std::chrono::milliseconds(std::get<9>(t));
     c.max_prefetch = std::get<11>(t);
     c.credit_window = std::chrono::microseconds(std::get<12>(t));
+    c.startup_timeout = std::chrono::milliseconds(std::get<13>(t));
     if (c.workers < 1 || c.prefetch < 1) throw DecodeError("router config: workers and prefetch must be >= 1");
     return c;
   } catch (const DecodeError&) {
@@ -68,9 +70,15 @@ Config Config::decode(const std::string& bytes) {
 
 RouterCore::RouterCore(Config config, RouterIo& io) : config_(std::move(config)), io_(io) {}
 
-void RouterCore::start() {
+void RouterCore::start(Clock::time_point now) {
+  now_ = now;
   for (int i = 0; i < config_.workers; ++i) spawn_one();
-  next_tick_ = Clock::now() + config_.heartbeat_interval;
+  next_tick_ = now_ + config_.heartbeat_interval;
+}
+
+void RouterCore::enter(Worker& w, State state) {
+  w.state = state;
+  w.since = now_;
 }
 
 void RouterCore::spawn_one() {
@@ -85,7 +93,7 @@ void RouterCore::spawn_one() {
   Worker& w = workers_[pid];
   w.pid = pid;
   w.name = name;
-  w.last_seen = w.last_ping = Clock::now();
+  w.last_seen = w.last_ping = w.since = now_;
   logger().debug("router: spawned {} (pid {})", name, pid);
 }
 
@@ -103,6 +111,7 @@ RouterCore::Worker* RouterCore::worker_by_id(std::string_view id) {
 }
 
 void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
+  now_ = now;
   const std::string_view sender = in.sender();
   if (sender.size() < 2 || (sender[0] != 'S' && sender[0] != 'R')) {
     logger().warn("router: dropped {} from a peer with an unexpected routing id",
@@ -157,6 +166,7 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
 }
 
 void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
+  now_ = now;
   const wire::Header& h = in.header;
   if (h.type == wire::Type::kReady) {
     auto it = workers_.find(static_cast<pid_t>(h.pid));
@@ -166,8 +176,8 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
     }
     Worker& w = it->second;
     w.id = std::string(in.sender());
-    w.state = State::kReady;
-    w.last_seen = now;
+    enter(w, State::kReady);
+    w.last_seen = w.last_ping = now;
     startup_failures_ = 0;
     if (stopping_) {
       io_.kill_worker(w.pid);
@@ -232,6 +242,7 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
 }
 
 void RouterCore::on_worker_exit(pid_t pid, int wait_status, Clock::time_point now) {
+  now_ = now;
   auto it = workers_.find(pid);
   if (it == workers_.end()) return;
   Worker w = std::move(it->second);
@@ -253,7 +264,6 @@ void RouterCore::on_worker_exit(pid_t pid, int wait_status, Clock::time_point no
   // A retiring worker's replacement was started when it retired.
   if (w.state != State::kStopping && w.state != State::kRetiring) spawn_one();
   dispatch();
-  (void)now;
 }
 
 void RouterCore::fail_lost(const std::vector<InFlight>& lost, pid_t pid, const std::string& reason) {
@@ -311,7 +321,7 @@ void RouterCore::dispatch() {
     ++best->assigned;
     io_.forward_worker(best->id, std::move(task.header_frame), std::move(task.payload));
     if (config_.maxtasksperchild && best->assigned >= config_.maxtasksperchild) {
-      best->state = State::kRetiring;
+      enter(*best, State::kRetiring);
       spawn_one();
       // spawn_one may rehash nothing (std::map): best stays valid.
     }
@@ -320,7 +330,7 @@ void RouterCore::dispatch() {
 
 void RouterCore::retire_if_done(Worker& w) {
   if (w.state != State::kRetiring || !w.in_flight.empty()) return;
-  w.state = State::kStopping;
+  enter(w, State::kStopping);
   wire::Header stop;
   stop.type = wire::Type::kStop;
   io_.send_worker(w.id, stop, zmq::message_t());
@@ -337,7 +347,7 @@ void RouterCore::stop_all(bool kill_now, Clock::time_point now) {
     if (kill_now || w.state == State::kStarting) {
       io_.kill_worker(pid);
     } else if (w.state != State::kStopping) {
-      w.state = State::kStopping;
+      enter(w, State::kStopping);
       wire::Header stop;
       stop.type = wire::Type::kStop;
       io_.send_worker(w.id, stop, zmq::message_t());
@@ -345,9 +355,13 @@ void RouterCore::stop_all(bool kill_now, Clock::time_point now) {
   }
 }
 
-void RouterCore::terminate() { stop_all(true, Clock::now()); }
+void RouterCore::terminate() {
+  now_ = Clock::now();
+  stop_all(true, now_);
+}
 
 void RouterCore::on_tick(Clock::time_point now) {
+  now_ = now;
   if (stopping_) {
     if (now >= stop_deadline_) {
       for (auto& [pid, w] : workers_) io_.kill_worker(pid);
@@ -357,11 +371,25 @@ void RouterCore::on_tick(Clock::time_point now) {
     return;
   }
   for (auto& [pid, w] : workers_) {
+    // A worker that never announced itself, or ignores STOP, is killed: its exit
+    // then follows the usual path (a start-up failure, or an expected stop).
+    if (w.state == State::kStarting && now - w.since > config_.startup_timeout) {
+      logger().warn("router: {} (pid {}) did not start within {} ms; killing it", w.name, pid,
+                    config_.startup_timeout.count());
+      io_.kill_worker(pid);
+      w.since = now;  // kill again only after another timeout
+      continue;
+    }
+    if (w.state == State::kStopping && now - w.since > config_.stop_grace) {
+      io_.kill_worker(pid);
+      w.since = now;
+      continue;
+    }
     if (w.state != State::kReady || !w.in_flight.empty()) continue;
     if (now - w.last_seen > config_.heartbeat_timeout) {
       logger().warn("router: {} (pid {}) stopped answering heartbeats; replacing it", w.name, pid);
       io_.kill_worker(pid);
-      w.state = State::kStopping;  // its exit must not count as a start-up failure
+      enter(w, State::kStopping);  // its exit must not count as a start-up failure
       spawn_one();
     } else if (now - w.last_seen >= config_.heartbeat_interval &&
                now - w.last_ping >= config_.heartbeat_interval) {

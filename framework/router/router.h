@@ -52,6 +52,7 @@ struct Config {
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds heartbeat_timeout{10000};  // idle worker silent this long: killed
   std::chrono::milliseconds stop_grace{2000};          // after STOP, before SIGKILL
+  std::chrono::milliseconds startup_timeout{30000};    // spawned but no READY: killed
   int max_startup_failures = 3;  // consecutive deaths before READY that break the pool
 
   std::string encode() const;
@@ -76,7 +77,7 @@ class RouterCore {
  public:
   RouterCore(Config config, RouterIo& io);
 
-  void start();  // spawns the workers
+  void start(Clock::time_point now);  // spawns the workers
   void on_client(transport::Incoming& in, Clock::time_point now);
   void on_worker(transport::Incoming& in, Clock::time_point now);
   void on_worker_exit(pid_t pid, int wait_status, Clock::time_point now);
@@ -111,6 +112,7 @@ class RouterCore {
     std::string id;  // routing id, known after READY
     std::string name;
     State state = State::kStarting;
+    Clock::time_point since;  // when the worker entered `state`
     std::vector<InFlight> in_flight;
     std::uint64_t assigned = 0;  // chunks ever given
     Clock::time_point last_seen;
@@ -121,6 +123,7 @@ class RouterCore {
   std::size_t credit(const Worker& w) const;
 
   void spawn_one();
+  void enter(Worker& w, State state);
   void dispatch();
   Worker* worker_by_id(std::string_view id);
   void fail_lost(const std::vector<InFlight>& lost, pid_t pid, const std::string& reason);
@@ -141,6 +144,7 @@ class RouterCore {
   bool stopping_ = false;
   Clock::time_point stop_deadline_;
   Clock::time_point next_tick_;
+  Clock::time_point now_;  // time of the event being handled
 };
 
 // The router role's main: binds, spawns workers, serves until shutdown or the driver's

@@ -75,7 +75,7 @@ int run_router(const spawn::Bootstrap& boot) {
 
   ProcessIo io(front, back, config.back_endpoint, boot.driver);
   RouterCore core(config, io);
-  core.start();
+  core.start(Clock::now());
   logger().debug("router: serving {} workers", config.workers);
 
   std::vector<zmq::pollitem_t> items;

@@ -147,12 +147,12 @@ class RouterTest : public ::testing::Test {
     config_.max_startup_failures = 3;
   }
 
-  // Far ahead of the real clock, so RouterCore's own Clock::now() stamps (taken when it
-  // spawns) are always in this test's past.
+  // Every time RouterCore sees comes from the test, starting far from the real clock so
+  // that nothing can depend on Clock::now().
   void start() {
     core_ = std::make_unique<RouterCore>(config_, io_);
-    core_->start();
     now_ = Clock::now() + std::chrono::hours(1);
+    core_->start(now_);
   }
   void advance(milliseconds d) { now_ += d; }
 
@@ -803,6 +803,83 @@ TEST_F(RouterTest, SilentIdleWorkerIsKilledAndReplaced) {
   EXPECT_EQ(core_->live_workers(), 1u);
   EXPECT_TRUE(io_.take().empty());
   EXPECT_FALSE(core_->broken());
+}
+
+TEST_F(RouterTest, WorkerThatNeverAnnouncesItselfIsKilledAfterTheStartupTimeout) {
+  config_.startup_timeout = milliseconds(2000);
+  start();
+  advance(milliseconds(2000));
+  tick();
+  EXPECT_TRUE(io_.killed.empty());
+  advance(milliseconds(1));
+  tick();
+  EXPECT_EQ(io_.killed, (std::vector<pid_t>{1000}));
+  // Its death is a start-up failure like any other: replaced, and counted.
+  exit(1000, kKilled);
+  EXPECT_EQ(io_.spawned.size(), 2u);
+  EXPECT_FALSE(core_->broken());
+}
+
+TEST_F(RouterTest, RetiredWorkerThatIgnoresStopIsKilledAfterTheGrace) {
+  config_.maxtasksperchild = 1;
+  start();
+  ready_quietly(1000);
+  submit("1", 1, 0, 1);
+  result(1000, 1, 0, 1);
+  auto sent = io_.take();
+  ASSERT_FALSE(sent.empty());
+  EXPECT_EQ(sent.back().type, Type::kStop);
+  advance(config_.stop_grace);
+  tick();
+  EXPECT_TRUE(io_.killed.empty());
+  advance(milliseconds(1));
+  tick();
+  EXPECT_EQ(io_.killed, (std::vector<pid_t>{1000}));
+  exit(1000, kKilled);
+  EXPECT_EQ(io_.spawned.size(), 2u) << "its replacement was started when it retired";
+}
+
+TEST_F(RouterTest, FastWorkersEarnDeeperCreditSlowOnesKeepThePrefetch) {
+  config_.prefetch = 2;
+  config_.max_prefetch = 8;
+  config_.credit_window = std::chrono::microseconds(500);
+  start();
+  ready_quietly(1000);
+  for (std::uint64_t i = 0; i < 40; ++i) submit("1", 1, i, 1);
+  EXPECT_EQ(io_.take().size(), 2u);
+  // Chunks come back 10 us apart while others are queued: credit 500/10 -> capped at 8.
+  std::uint64_t next = 0;
+  for (int k = 0; k < 6; ++k) {
+    now_ += std::chrono::microseconds(10);
+    result(1000, 1, next, 1);
+    ++next;
+  }
+  io_.take();
+  EXPECT_EQ(core_->queued(), 40u - next - 8u) << "the worker now holds 8 chunks";
+
+  // A slow worker (100 ms per chunk) is held to the prefetch floor.
+  Config slow = config_;
+  FakeIo io2;
+  RouterCore core2(slow, io2);
+  auto t = now_;
+  core2.start(t);
+  transport::Incoming in;
+  Header r = make(Type::kReady, 0, 0, 0, "PoolWorker");
+  r.pid = 1000;
+  fill(in, wid(1000), r, "");
+  core2.on_worker(in, t);
+  for (std::uint64_t i = 0; i < 10; ++i) {
+    fill(in, "S1", make(Type::kSubmit, 1, i, 1, "square"), "args");
+    core2.on_client(in, t);
+  }
+  for (std::uint64_t i = 0; i < 4; ++i) {
+    t += milliseconds(100);
+    Header h = make(Type::kResult, 1, i, 1);
+    h.pid = 1000;
+    fill(in, wid(1000), h, "r");
+    core2.on_worker(in, t);
+  }
+  EXPECT_EQ(core2.queued(), 10u - 4u - 2u) << "still 2 chunks in flight";
 }
 
 TEST_F(RouterTest, AnsweringWorkerIsNotKilled) {

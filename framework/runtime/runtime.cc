@@ -34,12 +34,15 @@ void init(int argc, char** argv) {
     std::fprintf(stderr, "mpx: %s\n", e.what());
     throw;
   }
-  const auto duplicates = detail::duplicate_task_names();
-  if (!duplicates.empty()) {
-    std::string names;
-    for (const auto& n : duplicates) names += (names.empty() ? "'" : ", '") + n + "'";
-    const std::string message = "mpx::init: task name " + names +
-                                " is registered by two different functions; rename one";
+  std::string message;
+  for (const auto& n : detail::duplicate_task_names()) {
+    message += "mpx::init: task name '" + n + "' is registered by two different functions; "
+               "rename one. ";
+  }
+  for (const auto& n : detail::overlong_task_names()) {
+    message += "mpx::init: task name '" + n.substr(0, 40) + "...' is longer than 255 bytes. ";
+  }
+  if (!message.empty()) {
     if (boot) {
       std::fprintf(stderr, "%s\n", message.c_str());
       _exit(70);

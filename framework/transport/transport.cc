@@ -52,7 +52,11 @@ zmq::socket_t make_socket(zmq::socket_type type, std::string_view routing_id) {
   if (type == zmq::socket_type::router) {
     // Peers must be this user: the kernel's SO_PEERCRED check on ipc connections.
     const int uid = static_cast<int>(getuid());
-    zmq_setsockopt(s.handle(), ZMQ_IPC_FILTER_UID, &uid, sizeof uid);
+    if (zmq_setsockopt(s.handle(), ZMQ_IPC_FILTER_UID, &uid, sizeof uid) != 0) {
+      // A libzmq built without peer-credential support: abstract sockets then have no
+      // access control at all, which callers must hear about.
+      throw zmq::error_t();
+    }
   }
   return s;
 }

@@ -5,6 +5,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "framework/transport/transport.h"
@@ -34,7 +35,8 @@ detail::Buffer run_task(const wire::Header& task, const char* payload, std::size
     return fail_all(task.count, "mpx::NotRegistered",
                     "no task named '" + name + "' is registered in this program");
   }
-  detail::Buffer out(task.count * 4 + 64);
+  // A reservation guess only; the header's count is not trusted for sizing.
+  detail::Buffer out(std::min<std::size_t>(size, 1 << 20) + 64);
   try {
     entry->run_chunk(*entry, payload, size, task.count, out, *has_errors);
     return out;

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -92,12 +93,19 @@ struct ArgCodec {
       obj.convert(std::get<0>(t));
       return t;
     } else {
-      Tuple t;
-      obj.convert(t);
-      return t;
+      return unpack_call(obj);
     }
   }
+  // msgpack-c fills a std::tuple from a shorter or longer array without complaint, so
+  // the argument count is checked here: multiply([6]) must not run as multiply(6, 0).
   static Tuple unpack_call(const msgpack::object& obj) {
+    if (obj.type != msgpack::type::ARRAY) {
+      throw std::runtime_error("expected an array of " + std::to_string(kArity) + " arguments");
+    }
+    if (obj.via.array.size != kArity) {
+      throw std::runtime_error("expected " + std::to_string(kArity) + " arguments, got " +
+                               std::to_string(obj.via.array.size));
+    }
     Tuple t;
     obj.convert(t);
     return t;
