@@ -58,14 +58,14 @@ std::string ExamplePath(const std::string& target) {
          "/examples/" + target;
 }
 
-// The test's environment with MPX_LOG pinned to info, so log checks do not depend on
-// the caller's setting.
-std::vector<std::string> ExampleEnvironment() {
+// The test's environment with MPX_LOG pinned (info unless a case asks otherwise), so
+// log checks do not depend on the caller's setting.
+std::vector<std::string> ExampleEnvironment(const std::string& log_level) {
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     if (std::strncmp(*e, "MPX_LOG=", 8) != 0) env.emplace_back(*e);
   }
-  env.emplace_back("MPX_LOG=info");
+  env.emplace_back("MPX_LOG=" + log_level);
   return env;
 }
 
@@ -79,7 +79,7 @@ void RecordStatus(int status, RunResult& result) {
 }
 
 // Runs examples/<target> with no arguments; captures its output and exit status.
-RunResult RunExample(const std::string& target) {
+RunResult RunExample(const std::string& target, const std::string& log_level) {
   RunResult result;
   const std::string path = ExamplePath(target);
   int out_pipe[2], err_pipe[2];
@@ -92,7 +92,7 @@ RunResult RunExample(const std::string& target) {
   posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, err_pipe[1], STDERR_FILENO);
 
-  std::vector<std::string> env = ExampleEnvironment();
+  std::vector<std::string> env = ExampleEnvironment(log_level);
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
@@ -183,8 +183,8 @@ std::string DescribeLeft(const std::vector<mpx::testing::Descendant>& left) {
 }
 
 // Runs the example, asserts a clean exit and no leftover processes, returns the result.
-RunResult RunClean(const std::string& target) {
-  RunResult r = RunExample(target);
+RunResult RunClean(const std::string& target, const std::string& log_level = "info") {
+  RunResult r = RunExample(target, log_level);
   EXPECT_NE(r.pid, 0) << target;
   EXPECT_FALSE(r.timed_out) << target << ": " << Describe(r);
   EXPECT_TRUE(r.exited) << target << ": " << Describe(r);
@@ -218,6 +218,17 @@ TEST(ExamplesTest, ProcessWithArgs) {
 TEST(ExamplesTest, PoolMap) {
   const RunResult r = RunClean("pool/pool_map");
   EXPECT_EQ(r.out, "0 1 4 9 16 25 36 49 64 81\n");
+}
+
+TEST(ExamplesTest, LogLevelComesFromTheEnvironment) {
+  const RunResult debug = RunClean("pool/pool_map", "debug");
+  EXPECT_EQ(debug.out, "0 1 4 9 16 25 36 49 64 81\n");
+  // The router's own debug lines, tagged with its name and pid.
+  EXPECT_CONTAINS(debug.err, "[Router/");
+  EXPECT_CONTAINS(debug.err, "debug: router: spawned PoolWorker-1");
+  const RunResult quiet = RunClean("pool/pool_map", "off");
+  EXPECT_EQ(quiet.out, "0 1 4 9 16 25 36 49 64 81\n");
+  EXPECT_EQ(quiet.err, "");
 }
 
 TEST(ExamplesTest, PoolStarmap) {

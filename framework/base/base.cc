@@ -62,3 +62,4 @@ int cpu_count() {
 spdlog::logger& logger() { return *base::logger_slot(); }
 
 }  // namespace mpx
+
