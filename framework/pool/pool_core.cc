@@ -1,9 +1,13 @@
 #include "framework/pool/pool_core.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -24,10 +28,6 @@ std::string random_token() {
 
 zmq::socket_t client_socket(const std::string& id, const std::string& endpoint) {
   zmq::socket_t s = transport::make_socket(zmq::socket_type::dealer, id);
-  // The router binds a few milliseconds after it is spawned: retry quickly instead of
-  // ZeroMQ's default 100 ms.
-  s.set(zmq::sockopt::reconnect_ivl, 2);
-  s.set(zmq::sockopt::reconnect_ivl_max, 100);
   s.connect(endpoint);
   return s;
 }
@@ -48,12 +48,26 @@ PoolCore::PoolCore(const PoolOptions& options)
   config.initializer = options.initializer_name();
   config.initializer_args = options.initializer_args();
 
+  // The router says on this pipe when it has bound its sockets: connecting earlier
+  // would fail and leave ZeroMQ to retry on its own back-off schedule.
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) throw PoolBroken(std::string("Pool: pipe2: ") + std::strerror(errno));
   spawn::Spec spec;
   spec.role = Role::kRouter;
   spec.name = "Router";
   spec.bootstrap = config.encode();
-  router_ = spawn::spawn_self(spec);
+  spec.ready_fd = ready[1];
+  try {
+    router_ = spawn::spawn_self(spec);
+  } catch (...) {
+    ::close(ready[0]);
+    ::close(ready[1]);
+    throw;
+  }
+  ::close(ready[1]);
   router_pid_ = router_.pid;
+  wait_for_router_ready(ready[0]);
+  ::close(ready[0]);
 
   result_socket_ = client_socket("R" + token_, config.front_endpoint);
   send_socket_ = client_socket("S" + token_, config.front_endpoint);
@@ -62,7 +76,7 @@ PoolCore::PoolCore(const PoolOptions& options)
   hello.pid = getpid();
   transport::send(result_socket_, hello, zmq::message_t());
 
-  // The router answers HELLO once it is bound; until then results could not reach us.
+  // Results can reach the result socket only once the router knows it: HELLO/WELCOME.
   const auto deadline = Clock::now() + std::chrono::seconds(30);
   transport::Incoming in;
   std::string why;
@@ -89,6 +103,25 @@ PoolCore::PoolCore(const PoolOptions& options)
 }
 
 PoolCore::~PoolCore() { shutdown(); }
+
+void PoolCore::wait_for_router_ready(int ready_fd) {
+  pollfd fds[2] = {{ready_fd, POLLIN, 0}, {router_.pidfd, POLLIN, 0}};
+  int n;
+  do {
+    n = poll(fds, 2, 30000);
+  } while (n < 0 && errno == EINTR);
+  char byte;
+  if (n > 0 && (fds[0].revents & POLLIN) && read(ready_fd, &byte, 1) == 1) return;
+  if (n == 0) {
+    ::kill(router_.pid, SIGKILL);
+    spawn::reap(router_, true);
+    throw PoolBroken("Pool: the router process did not start within 30 s");
+  }
+  // Closed without a byte, or the router ended: it failed during start-up.
+  auto status = spawn::reap(router_, true);
+  throw PoolBroken("Pool: the router process failed to start: it " +
+                   spawn::describe(status.value_or(0)));
+}
 
 void PoolCore::begin_call(const std::shared_ptr<CallBase>& call) {
   std::lock_guard<std::mutex> lock(mu_);

@@ -54,6 +54,9 @@ class PoolCore {
   void send_control(wire::Type type, std::uint64_t call_id = 0);
   void stop_router(wire::Type how, std::chrono::milliseconds grace, const char* why);
   void check_router_exit();
+  // Blocks until the router signals on ready_fd that it has bound; throws PoolBroken
+  // (after reaping it) if it dies or stays silent for 30 s.
+  void wait_for_router_ready(int ready_fd);
 
   int processes_;
   std::string token_;

@@ -72,6 +72,8 @@ int run_router(const spawn::Bootstrap& boot) {
   zmq::socket_t back = transport::make_socket(zmq::socket_type::router);
   front.bind(config.front_endpoint);
   back.bind(config.back_endpoint);
+  // Clients may connect now and succeed at once (no reconnect back-off to wait out).
+  spawn::signal_ready(boot.ready_fd);
 
   ProcessIo io(front, back, config.back_endpoint, boot.driver);
   RouterCore core(config, io);

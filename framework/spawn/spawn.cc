@@ -24,6 +24,7 @@ namespace spawn {
 namespace {
 
 constexpr int kBootstrapFd = 3;
+constexpr int kReadyFd = 4;
 
 const char* role_flag(Role role) {
   switch (role) {
@@ -85,6 +86,15 @@ int pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid,
 Child spawn_self(const Spec& spec) {
   const pid_t self = getpid();
   const int boot = make_bootstrap_fd(spec.bootstrap);
+  int ready = spec.ready_fd;
+  if (ready >= 0 && ready <= kReadyFd) {
+    ready = fcntl(spec.ready_fd, F_DUPFD_CLOEXEC, 16);
+    if (ready < 0) {
+      const int err = errno;
+      close(boot);
+      throw ProcessError(errno_text("fcntl(F_DUPFD_CLOEXEC)", err));
+    }
+  }
   std::vector<std::string> args = {
       "mpx-" + std::string(role_flag(spec.role)),
       std::string("--mpx-role=") + role_flag(spec.role),
@@ -93,6 +103,7 @@ Child spawn_self(const Spec& spec) {
       "--mpx-parent=" + std::to_string(self),
       "--mpx-bootstrap-fd=" + std::to_string(kBootstrapFd),
   };
+  if (spec.ready_fd >= 0) args.push_back("--mpx-ready-fd=" + std::to_string(kReadyFd));
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -101,7 +112,10 @@ Child spawn_self(const Spec& spec) {
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, boot, kBootstrapFd);
-  posix_spawn_file_actions_addclosefrom_np(&actions, kBootstrapFd + 1);
+  // Both sources are above kReadyFd (see make_bootstrap_fd and the caller's pipe), so a
+  // dup2 never lands on itself and always clears FD_CLOEXEC.
+  if (ready >= 0) posix_spawn_file_actions_adddup2(&actions, ready, kReadyFd);
+  posix_spawn_file_actions_addclosefrom_np(&actions, (ready >= 0 ? kReadyFd : kBootstrapFd) + 1);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   // The child starts with default signal handling and an empty mask whatever the
@@ -118,6 +132,7 @@ Child spawn_self(const Spec& spec) {
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   close(boot);
+  if (ready != spec.ready_fd) close(ready);
   if (rc != 0) throw ProcessError(errno_text("posix_spawn of /proc/self/exe", rc));
   Child child;
   child.pid = pid;
@@ -200,6 +215,8 @@ std::optional<Bootstrap> parse_child_args(int argc, char** argv) {
       b.parent = static_cast<pid_t>(parse_long(value, "--mpx-parent"));
     } else if (key == "--mpx-bootstrap-fd") {
       boot_fd = static_cast<int>(parse_long(value, "--mpx-bootstrap-fd"));
+    } else if (key == "--mpx-ready-fd") {
+      b.ready_fd = static_cast<int>(parse_long(value, "--mpx-ready-fd"));
     } else {
       throw Error("mpx: unknown flag '" + std::string(a) + "'");
     }
@@ -218,6 +235,14 @@ std::optional<Bootstrap> parse_child_args(int argc, char** argv) {
   }
   close(boot_fd);
   return b;
+}
+
+void signal_ready(int ready_fd) {
+  if (ready_fd < 0) return;
+  const char byte = 'r';
+  while (write(ready_fd, &byte, 1) < 0 && errno == EINTR) {
+  }
+  close(ready_fd);
 }
 
 int open_parent_or_exit(pid_t parent) {

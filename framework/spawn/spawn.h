@@ -4,7 +4,7 @@
 // A child is started with posix_spawn of /proc/self/exe (never a bare fork of a running
 // program) and finds its role on its command line:
 //   <argv0> --mpx-role=worker --mpx-name=PoolWorker-1 --mpx-driver=<pid>
-//           --mpx-parent=<pid> --mpx-bootstrap-fd=3
+//           --mpx-parent=<pid> --mpx-bootstrap-fd=3 [--mpx-ready-fd=4]
 // Anything bigger than a flag (a pool's configuration, a Process's arguments) travels
 // in a sealed memfd inherited as fd 3, so it never hits argv limits. All other file
 // descriptors are closed in the child; stdin is /dev/null; stdout and stderr are shared.
@@ -27,6 +27,9 @@ struct Spec {
   std::string name;
   std::string bootstrap;  // opaque bytes handed to the child
   pid_t driver = 0;       // the user's process; 0 = this process
+  // Optional: the write end of a pipe the child signals on (fd 4 in the child, named
+  // by --mpx-ready-fd); the spawner keeps the read end.
+  int ready_fd = -1;
 };
 
 // A spawned child, owned by the process that spawned it (only it can reap it).
@@ -58,7 +61,11 @@ struct Bootstrap {
   pid_t driver = 0;
   pid_t parent = 0;
   std::string payload;
+  int ready_fd = -1;  // see Spec::ready_fd
 };
+
+// Child side: writes one byte to the ready pipe (ready_fd < 0: none) and closes it.
+void signal_ready(int ready_fd);
 
 // nullopt when argv carries no mpx role (the driver). Throws mpx::Error when the flags
 // are present but malformed or the bootstrap fd cannot be read.
