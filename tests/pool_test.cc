@@ -295,6 +295,23 @@ TEST_F(PoolTest, CloseJoinTerminate) {
   EXPECT_THROW(slow.get(), mpx::PoolBroken);
 }
 
+TEST_F(PoolTest, TerminateWakesThreadsWaitingForResults) {
+  mpx::Pool pool(2);
+  mpx::AsyncResult<int> slow = pool.apply_async(slow_square, 60000);
+  std::atomic<bool> failed{false};
+  std::thread waiter([&] {
+    try {
+      slow.get();
+    } catch (const mpx::PoolBroken&) {
+      failed = true;
+    }
+  });
+  // The waiter is pumping results (or about to); terminate must still get through.
+  pool.terminate();
+  waiter.join();
+  EXPECT_TRUE(failed.load());
+}
+
 TEST_F(PoolTest, ResultsOutliveThePool) {
   mpx::AsyncResult<int> done = [] {
     mpx::Pool pool(1);

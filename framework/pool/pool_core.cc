@@ -313,6 +313,9 @@ void PoolCore::shutdown() {
 }
 
 void PoolCore::stop_router(wire::Type how, std::chrono::milliseconds grace, const char* why) {
+  // Sent before taking the pump token: a thread pumping results wakes up when the
+  // router exits, instead of at the end of its poll interval.
+  send_control(how);
   {
     std::unique_lock<std::mutex> lock(mu_);
     stopping_ = true;
@@ -320,7 +323,6 @@ void PoolCore::stop_router(wire::Type how, std::chrono::milliseconds grace, cons
     pumping_ = true;
   }
   if (router_.pid > 0) {
-    send_control(how);
     if (!spawn::reap_for(router_, grace)) {
       ::kill(router_.pid, SIGKILL);
       spawn::reap(router_, true);
