@@ -19,6 +19,33 @@
 #include "framework/testing/testing.h"
 #include "mpx/mpx.h"
 
+// A type whose encoding throws for one value: submission fails part-way in the driver.
+struct Bomb {
+  int v = 0;
+};
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+namespace adaptor {
+template <>
+struct pack<Bomb> {
+  template <class Stream>
+  packer<Stream>& operator()(packer<Stream>& o, const Bomb& b) const {
+    if (b.v == 13) throw std::runtime_error("13 cannot be encoded");
+    o.pack(b.v);
+    return o;
+  }
+};
+template <>
+struct convert<Bomb> {
+  const msgpack::object& operator()(const msgpack::object& o, Bomb& b) const {
+    b.v = o.as<int>();
+    return o;
+  }
+};
+}  // namespace adaptor
+}
+}  // namespace msgpack
+
 namespace {
 
 int square(int x) { return x * x; }
@@ -49,6 +76,8 @@ struct Point {
 };
 Point scale(Point p, double k) { return Point{p.x * k, p.y * k, p.label + "*"}; }
 
+int defuse(Bomb b) { return b.v; }
+
 int initialized_value = 0;
 void set_initialized(int v) { initialized_value = v; }
 int read_initialized(int) { return initialized_value; }
@@ -66,6 +95,7 @@ MPX_TASK(scale);
 MPX_TASK(set_initialized);
 MPX_TASK(read_initialized);
 MPX_TASK(broken_initializer);
+MPX_TASK(defuse);
 
 std::vector<int> iota(int n) {
   std::vector<int> v(n);
@@ -271,6 +301,16 @@ TEST_F(PoolTest, UnregisteredFunctionIsRefusedWithAdvice) {
   }
   EXPECT_THROW(pool.apply_async(never_registered, 1), mpx::NotRegistered);
   EXPECT_EQ(pool.apply(square, 3), 9);
+}
+
+TEST_F(PoolTest, AnItemThatCannotBeEncodedFailsTheCallAndLeavesNothingPending) {
+  mpx::Pool pool(2);
+  std::vector<Bomb> items = {{1}, {2}, {13}, {4}};
+  EXPECT_THROW(pool.map(defuse, items, 1), std::runtime_error);
+  EXPECT_THROW(pool.apply_async(defuse, Bomb{13}), std::runtime_error);
+  EXPECT_EQ(pool.map(defuse, std::vector<Bomb>{{5}, {6}}), (std::vector<int>{5, 6}));
+  pool.close();
+  pool.join();  // must not wait for the items that were never sent
 }
 
 TEST_F(PoolTest, BadSizesAreErrors) {

@@ -18,6 +18,8 @@ bool pool_wait(PoolCore& core, const std::function<bool()>& ready, Clock::time_p
 
 int pool_processes(const PoolCore& core) { return core.processes(); }
 
+void pool_abandon_call(PoolCore& core, CallBase& call) { core.abandon_call(call); }
+
 std::exception_ptr CallBase::make_remote_error(std::uint64_t start, const ItemError& e,
                                                pid_t worker_pid) const {
   return std::make_exception_ptr(

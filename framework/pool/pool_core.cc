@@ -146,6 +146,15 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
   transport::send(send_socket_, h, transport::adopt(std::move(payload)));
 }
 
+void PoolCore::abandon_call(CallBase& call) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (calls_.erase(call.id()) == 0) return;
+  }
+  send_control(wire::Type::kCancel, call.id());
+  cv_.notify_all();
+}
+
 void PoolCore::send_control(wire::Type type, std::uint64_t call_id) {
   wire::Header h;
   h.type = type;

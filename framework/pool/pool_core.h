@@ -34,6 +34,7 @@ class PoolCore {
 
   void begin_call(const std::shared_ptr<CallBase>& call);
   void send_chunk(CallBase& call, std::uint64_t start, std::uint32_t count, Buffer&& payload);
+  void abandon_call(CallBase& call);
   bool wait(const std::function<bool()>& ready, Clock::time_point deadline);
 
   void close();

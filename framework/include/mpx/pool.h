@@ -19,8 +19,11 @@
 #ifndef MPX_POOL_H_
 #define MPX_POOL_H_
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -261,22 +264,17 @@ class Pool {
                   "apply_async: wrong number of arguments for this task");
     const detail::TaskEntry& task = lookup(detail::function_address(fn), "apply_async");
     auto call = std::make_shared<detail::GatherCall<R, R>>(task, 1);
-    detail::pool_begin_call(*core_, call);
-    detail::Buffer buf;
-    {
-      msgpack::packer<detail::Buffer> pk(buf);
-      pk.pack_array(1);
-      std::tuple<detail::Bare<Params>...> tuple(std::forward<Args>(args)...);
-      detail::ArgCodec<Params...>::pack_star_item(pk, tuple);
-    }
-    detail::pool_send_chunk(*core_, *call, 0, 1, std::move(buf));
+    std::array<std::tuple<detail::Bare<Params>...>, 1> one{
+        std::tuple<detail::Bare<Params>...>(std::forward<Args>(args)...)};
+    send_all<detail::ArgCodec<Params...>, true>(call, one, 1, 1);
     return make_result<R, R>(call);
   }
   template <class R, class... Params, class... Args>
   R apply(R (*fn)(Params...), Args&&... args) {
     return apply_async(fn, std::forward<Args>(args)...).take();
   }
-  // Streams results in input order as they become available.
+  // Streams results in input order as they become available. chunksize 0 picks one as
+  // map does (Python's imap defaults to 1: pass 1 for the lowest latency per item).
   template <class R, class P, class Range>
   ImapIterator<R> imap(R (*fn)(P), const Range& items, std::size_t chunksize = 0) {
     return submit_stream<R, P>(fn, items, chunksize, true);
@@ -328,6 +326,27 @@ class Pool {
     }
   }
 
+  // Registers call and sends all its chunks. If encoding throws part-way (an item
+  // msgpack cannot pack, bad_alloc), the call is withdrawn so nothing waits for items
+  // that were never sent, and the exception propagates.
+  template <class Codec, bool kStar, class Range>
+  void send_all(const std::shared_ptr<detail::CallBase>& call, const Range& items, std::size_t n,
+                std::size_t chunksize) {
+    detail::pool_begin_call(*core_, call);
+    if (chunksize == 0) chunksize = detail::auto_chunksize(n, processes());
+    // A chunk's item count travels as 32 bits.
+    chunksize = std::min<std::size_t>(chunksize, UINT32_MAX);
+    try {
+      encode_chunks<Codec, kStar>(items, n, chunksize,
+                                  [&](std::uint64_t start, std::uint32_t count, detail::Buffer&& buf) {
+                                    detail::pool_send_chunk(*core_, *call, start, count, std::move(buf));
+                                  });
+    } catch (...) {
+      detail::pool_abandon_call(*core_, *call);
+      throw;
+    }
+  }
+
   template <bool kStar, class R, class... Params, class Range>
   auto submit_gather(R (*fn)(Params...), const Range& items, std::size_t chunksize) {
     using T = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
@@ -335,12 +354,7 @@ class Pool {
     const detail::TaskEntry& task = lookup(detail::function_address(fn), kStar ? "starmap" : "map");
     const auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
     auto call = std::make_shared<detail::GatherCall<R, T>>(task, n);
-    detail::pool_begin_call(*core_, call);
-    if (chunksize == 0) chunksize = detail::auto_chunksize(n, processes());
-    encode_chunks<Codec, kStar>(items, n, chunksize,
-                         [&](std::uint64_t start, std::uint32_t count, detail::Buffer&& buf) {
-                           detail::pool_send_chunk(*core_, *call, start, count, std::move(buf));
-                         });
+    send_all<Codec, kStar>(call, items, n, chunksize);
     return make_result<R, T>(call);
   }
 
@@ -352,12 +366,7 @@ class Pool {
         lookup(detail::function_address(fn), ordered ? "imap" : "imap_unordered");
     const auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
     auto call = std::make_shared<detail::StreamCall<R>>(task, n, ordered);
-    detail::pool_begin_call(*core_, call);
-    if (chunksize == 0) chunksize = detail::auto_chunksize(n, processes());
-    encode_chunks<Codec, false>(items, n, chunksize,
-                         [&](std::uint64_t start, std::uint32_t count, detail::Buffer&& buf) {
-                           detail::pool_send_chunk(*core_, *call, start, count, std::move(buf));
-                         });
+    send_all<Codec, false>(call, items, n, chunksize);
     return ImapIterator<R>(core_, call);
   }
 

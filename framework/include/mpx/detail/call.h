@@ -81,6 +81,9 @@ void pool_send_chunk(PoolCore& core, CallBase& call, std::uint64_t start, std::u
 // Waits until ready() (evaluated under the pool mutex) or the deadline; returns ready().
 // While waiting, the caller may become the thread that pumps results.
 bool pool_wait(PoolCore& core, const std::function<bool()>& ready, Clock::time_point deadline);
+// Withdraws a call whose chunks could not all be sent: the pool forgets it and the
+// router drops what was queued. Its handle was never returned, so nobody waits on it.
+void pool_abandon_call(PoolCore& core, CallBase& call);
 int pool_processes(const PoolCore& core);
 
 // Python's automatic chunksize: ceil(n / (4 * workers)).
