@@ -1,6 +1,7 @@
 // Pool with real processes: a router and spawned workers for every case, across
 // worker counts 1, 2 and more than this machine's cores.
 #include <signal.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -311,6 +312,57 @@ TEST_F(PoolTest, AnItemThatCannotBeEncodedFailsTheCallAndLeavesNothingPending) {
   EXPECT_EQ(pool.map(defuse, std::vector<Bomb>{{5}, {6}}), (std::vector<int>{5, 6}));
   pool.close();
   pool.join();  // must not wait for the items that were never sent
+}
+
+TEST_F(PoolTest, PollingReadyCollectsTheResult) {
+  mpx::Pool pool(1);
+  mpx::AsyncResult<int> r = pool.apply_async(square, 7);
+  // No thread waits in get(): ready() itself must bring the result in.
+  EXPECT_TRUE(mpx::testing::wait_until([&] { return r.ready(); }, std::chrono::seconds(20)));
+  EXPECT_TRUE(r.successful());
+  EXPECT_EQ(r.get(), 49);
+}
+
+void on_alarm(int) {}
+
+TEST_F(PoolTest, SignalHandlersDoNotInterruptCalls) {
+  struct sigaction action {};
+  action.sa_handler = on_alarm;  // no SA_RESTART: every blocking call sees EINTR
+  struct sigaction previous {};
+  ASSERT_EQ(sigaction(SIGALRM, &action, &previous), 0);
+  itimerval every_ms{{0, 1000}, {0, 1000}};
+  ASSERT_EQ(setitimer(ITIMER_REAL, &every_ms, nullptr), 0);
+  {
+    mpx::Pool pool(2);
+    EXPECT_EQ(pool.map(slow_square, std::vector<int>{20, 30, 40}, 1),
+              (std::vector<int>{400, 900, 1600}));
+    EXPECT_EQ(pool.apply_async(slow_square, 25).get(), 625);
+    mpx::Process p(nothing, 1);
+    p.start();
+    p.join();
+    EXPECT_EQ(p.exitcode(), 0);
+  }
+  itimerval off{};
+  setitimer(ITIMER_REAL, &off, nullptr);
+  sigaction(SIGALRM, &previous, nullptr);
+}
+
+TEST_F(PoolTest, MovedFromPoolSaysSo) {
+  mpx::Pool a(1);
+  mpx::Pool b(std::move(a));
+  EXPECT_THROW(a.close(), mpx::PoolBroken);
+  EXPECT_THROW(a.processes(), mpx::PoolBroken);
+  EXPECT_THROW(a.map(square, std::vector<int>{1}), mpx::PoolBroken);
+  EXPECT_EQ(b.apply(square, 4), 16);
+}
+
+TEST_F(PoolTest, HugeTimeoutsMeanForever) {
+  mpx::Pool pool(1);
+  mpx::AsyncResult<int> r = pool.apply_async(slow_square, 20);
+  EXPECT_EQ(r.get(std::chrono::hours::max()), 400);
+  EXPECT_TRUE(r.wait_for(std::chrono::seconds::max()));
+  mpx::ImapIterator<int> it = pool.imap(slow_square, std::vector<int>{10});
+  EXPECT_EQ(it.next(std::chrono::nanoseconds::max()), 100);
 }
 
 TEST_F(PoolTest, BadSizesAreErrors) {

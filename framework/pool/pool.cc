@@ -57,14 +57,19 @@ Pool& Pool::operator=(Pool&& other) noexcept {
   return *this;
 }
 
-void Pool::close() { core_->close(); }
-void Pool::join() { core_->join(); }
-void Pool::terminate() { core_->terminate(); }
-int Pool::processes() const { return core_->processes(); }
-pid_t Pool::router_pid() const { return core_->router_pid(); }
+detail::PoolCore& Pool::core(const char* what) const {
+  if (!core_) throw PoolBroken(std::string("Pool::") + what + ": this Pool was moved from");
+  return *core_;
+}
+
+void Pool::close() { core("close").close(); }
+void Pool::join() { core("join").join(); }
+void Pool::terminate() { core("terminate").terminate(); }
+int Pool::processes() const { return core("processes").processes(); }
+pid_t Pool::router_pid() const { return core("router_pid").router_pid(); }
 
 const detail::TaskEntry& Pool::lookup(const void* fn, const char* what) const {
-  if (!core_) throw PoolBroken(std::string("Pool::") + what + ": this Pool was moved from");
+  core(what);
   return detail::require_task(fn, (std::string("Pool::") + what).c_str());
 }
 

@@ -47,6 +47,8 @@ PoolCore::PoolCore(const PoolOptions& options)
   config.prefetch = options.prefetch();
   config.initializer = options.initializer_name();
   config.initializer_args = options.initializer_args();
+  config.heartbeat_timeout = options.heartbeat_timeout();
+  if (config.heartbeat_timeout.count() <= 0) throw Error("Pool: heartbeat_timeout must be positive");
 
   // The router says on this pipe when it has bound its sockets: connecting earlier
   // would fail and leave ZeroMQ to retry on its own back-off schedule.
@@ -66,11 +68,29 @@ PoolCore::PoolCore(const PoolOptions& options)
   }
   ::close(ready[1]);
   router_pid_ = router_.pid;
-  wait_for_router_ready(ready[0]);
-  ::close(ready[0]);
+  // From here on a failure must not leave the router (and so its workers) running:
+  // the destructor does not run for a constructor that throws.
+  try {
+    wait_for_router_ready(ready[0]);
+    ::close(ready[0]);
+    ready[0] = -1;
+    connect_and_greet(config.front_endpoint);
+  } catch (...) {
+    if (ready[0] >= 0) ::close(ready[0]);
+    if (router_.pid > 0) {
+      ::kill(router_.pid, SIGKILL);
+      spawn::reap(router_, true);
+    }
+    throw;
+  }
+  logger().debug("pool: router pid {} with {} workers", router_pid_, processes_);
+}
 
-  result_socket_ = client_socket("R" + token_, config.front_endpoint);
-  send_socket_ = client_socket("S" + token_, config.front_endpoint);
+PoolCore::~PoolCore() { shutdown(); }
+
+void PoolCore::connect_and_greet(const std::string& endpoint) {
+  result_socket_ = client_socket("R" + token_, endpoint);
+  send_socket_ = client_socket("S" + token_, endpoint);
   wire::Header hello;
   hello.type = wire::Type::kHello;
   hello.pid = getpid();
@@ -83,10 +103,10 @@ PoolCore::PoolCore(const PoolOptions& options)
   for (;;) {
     zmq::pollitem_t items[] = {{result_socket_.handle(), 0, ZMQ_POLLIN, 0},
                                {nullptr, router_.pidfd, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 2, std::chrono::milliseconds(100));
+    transport::poll(items, 2, std::chrono::milliseconds(100));
     if (transport::receive(result_socket_, false, in, &why) == transport::RecvStatus::kMessage &&
         in.header.type == wire::Type::kWelcome) {
-      break;
+      return;
     }
     if (items[1].revents & ZMQ_POLLIN) {
       auto status = spawn::reap(router_, true);
@@ -94,15 +114,10 @@ PoolCore::PoolCore(const PoolOptions& options)
                        spawn::describe(status.value_or(0)));
     }
     if (Clock::now() > deadline) {
-      ::kill(router_.pid, SIGKILL);
-      spawn::reap(router_, true);
       throw PoolBroken("Pool: the router process did not answer within 30 s");
     }
   }
-  logger().debug("pool: router pid {} with {} workers", router_pid_, processes_);
 }
-
-PoolCore::~PoolCore() { shutdown(); }
 
 void PoolCore::wait_for_router_ready(int ready_fd) {
   pollfd fds[2] = {{ready_fd, POLLIN, 0}, {router_.pidfd, POLLIN, 0}};
@@ -112,12 +127,9 @@ void PoolCore::wait_for_router_ready(int ready_fd) {
   } while (n < 0 && errno == EINTR);
   char byte;
   if (n > 0 && (fds[0].revents & POLLIN) && read(ready_fd, &byte, 1) == 1) return;
-  if (n == 0) {
-    ::kill(router_.pid, SIGKILL);
-    spawn::reap(router_, true);
-    throw PoolBroken("Pool: the router process did not start within 30 s");
-  }
+  if (n == 0) throw PoolBroken("Pool: the router process did not start within 30 s");
   // Closed without a byte, or the router ended: it failed during start-up.
+  ::kill(router_.pid, SIGKILL);
   auto status = spawn::reap(router_, true);
   throw PoolBroken("Pool: the router process failed to start: it " +
                    spawn::describe(status.value_or(0)));
@@ -167,8 +179,10 @@ bool PoolCore::wait(const std::function<bool()>& ready, Clock::time_point deadli
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     if (ready()) return true;
-    if (Clock::now() >= deadline) return false;
+    const bool expired = Clock::now() >= deadline;
     if (!pumping_ && !stopping_) {
+      // Pump even when the deadline has passed: with no background thread, a
+      // non-blocking check (ready(), wait_for(0)) must still collect what arrived.
       pumping_ = true;
       lock.unlock();
       try {
@@ -182,7 +196,9 @@ bool PoolCore::wait(const std::function<bool()>& ready, Clock::time_point deadli
       lock.lock();
       pumping_ = false;
       cv_.notify_all();
+      if (expired) return ready();
     } else {
+      if (expired) return false;
       cv_.wait_until(lock, deadline);
     }
   }
@@ -197,7 +213,7 @@ void PoolCore::pump(Clock::time_point deadline) {
   }
   zmq::pollitem_t items[] = {{result_socket_.handle(), 0, ZMQ_POLLIN, 0},
                              {nullptr, router_.pidfd, ZMQ_POLLIN, 0}};
-  zmq::poll(items, router_.pidfd >= 0 ? 2 : 1, timeout);
+  transport::poll(items, router_.pidfd >= 0 ? 2 : 1, timeout);
   transport::Incoming in;
   std::string why;
   for (;;) {
@@ -236,30 +252,34 @@ void PoolCore::dispatch(transport::Incoming& in) {
     call = it->second;
   }
   bool done = false;
-  bool failed = false;
   switch (h.type) {
     case wire::Type::kResult:
       done = call->accept_results(h.start, h.count, in.payload.data<char>(), in.payload.size(),
                                   (h.flags & wire::kFlagHasErrors) != 0, h.pid);
-      failed = (h.flags & wire::kFlagHasErrors) != 0;
       break;
     case wire::Type::kLost: {
       std::vector<std::uint64_t> indices;
-      std::string reason = "lost";
+      std::string reason;
       try {
         auto oh = msgpack::unpack(in.payload.data<char>(), in.payload.size());
         std::pair<std::string, std::vector<std::pair<std::uint64_t, std::uint32_t>>> lost;
         oh.get().convert(lost);
         reason = lost.first;
         for (const auto& [start, count] : lost.second) {
+          if (start + count > call->total() || start + count < start) throw DecodeError("range");
           for (std::uint32_t i = 0; i < count; ++i) indices.push_back(start + i);
         }
+        if (indices.empty()) throw DecodeError("no tasks named");
       } catch (const std::exception& e) {
-        logger().warn("pool: unreadable LOST message: {}", e.what());
+        // Which tasks died is unknown: the whole call fails rather than wait forever.
+        call->accept_failure(std::make_exception_ptr(DecodeError(
+            "task '" + std::string(call->task().name) + "': worker pid " + std::to_string(h.pid) +
+            " died and the router's report of the lost tasks was unreadable (" + e.what() + ")")));
+        done = true;
+        break;
       }
       std::sort(indices.begin(), indices.end());
       done = call->accept_lost(indices, h.pid, reason);
-      failed = true;
       break;
     }
     case wire::Type::kPoolError:
@@ -272,11 +292,10 @@ void PoolCore::dispatch(transport::Incoming& in) {
       return;
   }
   if (done) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      calls_.erase(h.call_id);
-    }
-    if (failed) send_control(wire::Type::kCancel, h.call_id);
+    // A call that failed fast is not cancelled: as in Python, its remaining items still
+    // run (their side effects happen) and their results are dropped on arrival.
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.erase(h.call_id);
   }
   cv_.notify_all();
 }

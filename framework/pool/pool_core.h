@@ -58,6 +58,8 @@ class PoolCore {
   // Blocks until the router signals on ready_fd that it has bound; throws PoolBroken
   // (after reaping it) if it dies or stays silent for 30 s.
   void wait_for_router_ready(int ready_fd);
+  // Connects both sockets and waits for the router's WELCOME to our HELLO.
+  void connect_and_greet(const std::string& endpoint);
 
   int processes_;
   std::string token_;

@@ -236,6 +236,9 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
     }
     case wire::Type::kPong:
       return;
+    case wire::Type::kConfigured:
+      w->configured = true;
+      return;
     default:
       logger().warn("router: dropped unexpected {} from {}", wire::type_name(h.type), w->name);
   }
@@ -385,7 +388,8 @@ void RouterCore::on_tick(Clock::time_point now) {
       w.since = now;
       continue;
     }
-    if (w.state != State::kReady || !w.in_flight.empty()) continue;
+    // A worker still running its initializer, or running tasks, cannot answer pings.
+    if (w.state != State::kReady || !w.configured || !w.in_flight.empty()) continue;
     if (now - w.last_seen > config_.heartbeat_timeout) {
       logger().warn("router: {} (pid {}) stopped answering heartbeats; replacing it", w.name, pid);
       io_.kill_worker(pid);

@@ -113,6 +113,7 @@ class RouterCore {
     std::string name;
     State state = State::kStarting;
     Clock::time_point since;  // when the worker entered `state`
+    bool configured = false;  // its initializer finished: it can answer pings
     std::vector<InFlight> in_flight;
     std::uint64_t assigned = 0;  // chunks ever given
     Clock::time_point last_seen;

@@ -96,7 +96,7 @@ int run_router(const spawn::Bootstrap& boot) {
     }
     const auto now = Clock::now();
     const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(core.next_tick() - now);
-    zmq::poll(items, std::chrono::milliseconds(std::max<long>(0, wait.count()) + 1));
+    transport::poll(items.data(), items.size(), std::chrono::milliseconds(std::max<long>(0, wait.count()) + 1));
 
     for (int i = 0; i < kBatch; ++i) {
       const auto st = transport::receive(front, true, in, &why);

@@ -185,11 +185,17 @@ class RouterTest : public ::testing::Test {
   void exit(pid_t pid, int status = kKilled) { core_->on_worker_exit(pid, status, now_); }
   void tick() { core_->on_tick(now_); }
 
-  // Makes worker pid ready, checks that it was sent its CONFIG first, and discards
-  // everything sent so far.
+  void configured(pid_t pid) {
+    Header h = make(Type::kConfigured);
+    h.pid = pid;
+    worker(wid(pid), h);
+  }
+  // Makes worker pid ready, checks that it was sent its CONFIG first, reports its
+  // initializer done, and discards everything sent so far.
   void ready_quietly(pid_t pid) {
     const std::size_t before = io_.sent.size();
     ready(pid);
+    configured(pid);
     auto sent = io_.take();
     ASSERT_GT(sent.size(), before);
     EXPECT_EQ(sent[before].type, Type::kConfig);
@@ -880,6 +886,22 @@ TEST_F(RouterTest, FastWorkersEarnDeeperCreditSlowOnesKeepThePrefetch) {
     core2.on_worker(in, t);
   }
   EXPECT_EQ(core2.queued(), 10u - 4u - 2u) << "still 2 chunks in flight";
+}
+
+TEST_F(RouterTest, WorkerStillInItsInitializerIsNeitherPingedNorKilled) {
+  start();
+  ready(1000);  // CONFIG sent; no CONFIGURED yet: the initializer is running
+  io_.take();
+  advance(config_.heartbeat_timeout * 5);
+  tick();
+  EXPECT_TRUE(io_.killed.empty());
+  EXPECT_TRUE(io_.take().empty()) << "no PING to a worker that cannot answer";
+  configured(1000);
+  advance(config_.heartbeat_interval);
+  tick();
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kPing);
 }
 
 TEST_F(RouterTest, AnsweringWorkerIsNotKilled) {

@@ -9,7 +9,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdint>
 #include <cstring>
 #include <string_view>
 #include <thread>
@@ -168,7 +171,9 @@ std::optional<int> reap_for(Child& child, std::chrono::milliseconds timeout) {
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    int r = poll(&p, 1, static_cast<int>(std::max<long>(0, left.count())));
+    const long long ms = std::min<long long>(std::max<long long>(0, left.count()), INT32_MAX);
+    int r = poll(&p, 1, static_cast<int>(ms));
+    if (r == 0 && ms == INT32_MAX) continue;  // a wait longer than poll's int allows
     if (r > 0) return reap(child, true);
     if (r == 0) return std::nullopt;
     if (errno != EINTR) return reap(child, false);

@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <random>
 
@@ -93,6 +95,22 @@ void forward_to(zmq::socket_t& socket, std::string_view to, zmq::message_t&& hea
   socket.send(zmq::buffer(to.data(), to.size()), zmq::send_flags::sndmore);
   socket.send(header_frame, zmq::send_flags::sndmore);
   socket.send(payload, zmq::send_flags::none);
+}
+
+int poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout) {
+  using Clock = std::chrono::steady_clock;
+  const bool forever = timeout.count() < 0;
+  const auto deadline = forever ? Clock::time_point::max() : Clock::now() + timeout;
+  for (;;) {
+    long left = -1;
+    if (!forever) {
+      left = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   deadline - Clock::now()).count());
+    }
+    const int n = zmq_poll(items, static_cast<int>(count), left);
+    if (n >= 0) return n;
+    if (zmq_errno() != EINTR) throw zmq::error_t();
+  }
 }
 
 void set_type(zmq::message_t& header_frame, wire::Type type) {

@@ -7,6 +7,7 @@
 #ifndef MPX_FRAMEWORK_TRANSPORT_TRANSPORT_H_
 #define MPX_FRAMEWORK_TRANSPORT_TRANSPORT_H_
 
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -57,6 +58,11 @@ enum class RecvStatus { kMessage, kNothing, kMalformed };
 // Non-blocking receive of one whole message. kMalformed: every frame of the bad message
 // was consumed and *why says what was wrong; the socket stays usable.
 RecvStatus receive(zmq::socket_t& socket, bool routed, Incoming& in, std::string* why);
+
+// zmq_poll that resumes after signal handlers (EINTR) with the time that is left, as
+// Python does since PEP 475; a negative timeout waits forever. Returns the number of
+// ready items (0 on timeout).
+int poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout);
 
 // Rewrites the type byte of an encoded header in place (fixed layout, see wire.cc).
 void set_type(zmq::message_t& header_frame, wire::Type type);

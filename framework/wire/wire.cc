@@ -146,6 +146,7 @@ const char* type_name(Type t) {
     case Type::kStop: return "STOP";
     case Type::kPing: return "PING";
     case Type::kPong: return "PONG";
+    case Type::kConfigured: return "CONFIGURED";
   }
   return "UNKNOWN";
 }

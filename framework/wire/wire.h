@@ -44,7 +44,8 @@ enum class Type : std::uint8_t {
   kStop,        // router -> worker: exit now
   kPing,
   kPong,
-  kLastType = kPong,
+  kConfigured,  // worker -> router: the initializer finished; heartbeats apply from now
+  kLastType = kConfigured,
 };
 
 const char* type_name(Type t);

@@ -67,7 +67,7 @@ int run_worker(const spawn::Bootstrap& boot) {
   std::string why;
   zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, parent_fd, ZMQ_POLLIN, 0}};
   for (;;) {
-    zmq::poll(items, 2, std::chrono::milliseconds(-1));
+    transport::poll(items, 2, std::chrono::milliseconds(-1));
     if (items[1].revents & ZMQ_POLLIN) return 0;  // router gone
     for (;;) {
       const auto st = transport::receive(socket, false, in, &why);
@@ -92,7 +92,13 @@ int run_worker(const spawn::Bootstrap& boot) {
           break;
         }
         case wire::Type::kConfig: {
-          if (h.name.empty()) break;
+          wire::Header configured;
+          configured.type = wire::Type::kConfigured;
+          configured.pid = pid;
+          if (h.name.empty()) {
+            transport::send(socket, configured, zmq::message_t());
+            break;
+          }
           const std::string name(h.name);
           const detail::TaskEntry* entry = detail::find_task(name);
           std::pair<std::string, std::string> error;
@@ -101,6 +107,7 @@ int run_worker(const spawn::Bootstrap& boot) {
           } else {
             try {
               entry->run_call(*entry, in.payload.data<char>(), in.payload.size());
+              transport::send(socket, configured, zmq::message_t());
               break;
             } catch (...) {
               error = {detail::current_exception_type(), detail::current_exception_message()};

@@ -73,7 +73,16 @@ class PoolOptions {
     return *this;
   }
 
+  // An idle worker that does not answer pings for this long is presumed hung, killed
+  // and replaced; default 10 s. Workers busy with a task or their initializer are not
+  // pinged.
+  PoolOptions& heartbeat_timeout(std::chrono::milliseconds timeout) {
+    heartbeat_timeout_ = timeout;
+    return *this;
+  }
+
   int processes() const { return processes_; }
+  std::chrono::milliseconds heartbeat_timeout() const { return heartbeat_timeout_; }
   std::size_t maxtasksperchild() const { return maxtasksperchild_; }
   const std::string& initializer_name() const { return initializer_; }
   const std::string& initializer_args() const { return initializer_args_; }
@@ -85,6 +94,7 @@ class PoolOptions {
   std::string initializer_;
   std::string initializer_args_;
   int prefetch_ = 2;
+  std::chrono::milliseconds heartbeat_timeout_{10000};
 };
 
 // The result of an asynchronous call (apply_async, map_async, starmap_async).
@@ -109,8 +119,7 @@ class AsyncResult {
   // Returns whether the result is ready.
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
-    return wait_until(detail::Clock::now() +
-                      std::chrono::duration_cast<detail::Clock::duration>(timeout));
+    return wait_until(detail::deadline_after(timeout));
   }
   // Non-blocking: true once the call completed (successfully or not).
   bool ready() const { return wait_until(detail::Clock::now()); }
@@ -151,8 +160,7 @@ class ImapIterator {
   // Like next(), but throws mpx::TimeoutError if nothing arrives in time.
   template <class Rep, class Period>
   std::optional<detail::Stored<R>> next(std::chrono::duration<Rep, Period> timeout) {
-    return next_until(detail::Clock::now() +
-                      std::chrono::duration_cast<detail::Clock::duration>(timeout));
+    return next_until(detail::deadline_after(timeout));
   }
   std::size_t size() const { return static_cast<std::size_t>(call_->total()); }
 
@@ -299,6 +307,8 @@ class Pool {
 
  private:
   const detail::TaskEntry& lookup(const void* fn, const char* what) const;
+  // The pool's core; throws PoolBroken for a moved-from Pool.
+  detail::PoolCore& core(const char* what) const;
 
   template <class R, class T>
   AsyncResult<T> make_result(const std::shared_ptr<detail::GatherCall<R, T>>& call) {

@@ -86,6 +86,16 @@ bool pool_wait(PoolCore& core, const std::function<bool()>& ready, Clock::time_p
 void pool_abandon_call(PoolCore& core, CallBase& call);
 int pool_processes(const PoolCore& core);
 
+// now + timeout, saturating at time_point::max() (seconds::max() means "forever").
+template <class Rep, class Period>
+Clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) {
+  const auto now = Clock::now();
+  if (timeout <= timeout.zero()) return now;
+  using Wide = std::chrono::duration<long double, std::nano>;
+  if (Wide(timeout) >= Wide(Clock::time_point::max() - now)) return Clock::time_point::max();
+  return now + std::chrono::duration_cast<Clock::duration>(timeout);
+}
+
 // Python's automatic chunksize: ceil(n / (4 * workers)).
 inline std::size_t auto_chunksize(std::size_t n, int workers) {
   const std::size_t parts = static_cast<std::size_t>(workers > 0 ? workers : 1) * 4;
@@ -115,7 +125,17 @@ std::vector<ItemError> read_results(const char* data, std::size_t size, std::uin
   }
   if (has_errors) {
     zone.clear();
-    read_object(zone, data, size, off).convert(errors);
+    try {
+      read_object(zone, data, size, off).convert(errors);
+    } catch (const msgpack::type_error&) {
+      throw DecodeError("result chunk: unreadable error list");
+    }
+    // Indices must name distinct items of this chunk, in order (see ChunkWriter).
+    for (std::size_t k = 0; k < errors.size(); ++k) {
+      if (errors[k].index >= count || (k > 0 && errors[k].index <= errors[k - 1].index)) {
+        throw DecodeError("result chunk: error list names an item outside the chunk");
+      }
+    }
   }
   off = values_off;
   std::size_t next_error = 0;
