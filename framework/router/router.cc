@@ -244,12 +244,21 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
   }
 }
 
+void RouterCore::on_worker_died(pid_t pid) {
+  auto it = workers_.find(pid);
+  if (it == workers_.end() || it->second.dead) return;
+  it->second.dead = true;
+  it->second.state_at_death = it->second.state;
+  it->second.state = State::kStopping;  // no more work; not pinged; not stopped again
+}
+
 void RouterCore::on_worker_exit(pid_t pid, int wait_status, Clock::time_point now) {
   now_ = now;
   auto it = workers_.find(pid);
   if (it == workers_.end()) return;
   Worker w = std::move(it->second);
   workers_.erase(it);
+  if (w.dead) w.state = w.state_at_death;
   const std::string how = spawn::describe(wait_status);
   if (!w.in_flight.empty()) {
     logger().warn("router: {} (pid {}) {} holding {} chunk(s)", w.name, pid, how,
@@ -383,7 +392,7 @@ void RouterCore::on_tick(Clock::time_point now) {
       w.since = now;  // kill again only after another timeout
       continue;
     }
-    if (w.state == State::kStopping && now - w.since > config_.stop_grace) {
+    if (w.state == State::kStopping && !w.dead && now - w.since > config_.stop_grace) {
       io_.kill_worker(pid);
       w.since = now;
       continue;

@@ -80,6 +80,10 @@ class RouterCore {
   void start(Clock::time_point now);  // spawns the workers
   void on_client(transport::Incoming& in, Clock::time_point now);
   void on_worker(transport::Incoming& in, Clock::time_point now);
+  // A worker process ended (its pidfd fired). It gets no more work, but results it
+  // sent before dying may still be in the socket: the caller keeps reading them for a
+  // short drain period, then calls on_worker_exit, which reports what is still held.
+  void on_worker_died(pid_t pid);
   void on_worker_exit(pid_t pid, int wait_status, Clock::time_point now);
   // The driver is gone or asked to terminate: kill everything.
   void terminate();
@@ -107,6 +111,7 @@ class RouterCore {
     zmq::message_t payload;
   };
   enum class State { kStarting, kReady, kRetiring, kStopping };
+  // kStopping also covers "dead, draining": such a worker only gives back results.
   struct Worker {
     pid_t pid = 0;
     std::string id;  // routing id, known after READY
@@ -114,6 +119,8 @@ class RouterCore {
     State state = State::kStarting;
     Clock::time_point since;  // when the worker entered `state`
     bool configured = false;  // its initializer finished: it can answer pings
+    bool dead = false;        // process ended; results still drained (on_worker_died)
+    State state_at_death = State::kStarting;
     std::vector<InFlight> in_flight;
     std::uint64_t assigned = 0;  // chunks ever given
     Clock::time_point last_seen;

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <deque>
 #include <map>
 #include <vector>
 
@@ -60,6 +61,8 @@ class ProcessIo final : public RouterIo {
 
 // Handles at most this many messages per socket per loop turn, so neither side starves.
 constexpr int kBatch = 256;
+// How long results of a dead worker are still awaited before its chunks are lost.
+constexpr auto kExitDrain = std::chrono::milliseconds(20);
 
 }  // namespace
 
@@ -82,6 +85,12 @@ int run_router(const spawn::Bootstrap& boot) {
 
   std::vector<zmq::pollitem_t> items;
   std::vector<pid_t> item_pids;
+  struct Exit {
+    pid_t pid;
+    int status;
+    Clock::time_point report_at;
+  };
+  std::deque<Exit> exits;  // reaped workers whose lost chunks are not reported yet
   transport::Incoming in;
   std::string why;
   while (!core.finished()) {
@@ -95,7 +104,9 @@ int run_router(const spawn::Bootstrap& boot) {
       item_pids.push_back(pid);
     }
     const auto now = Clock::now();
-    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(core.next_tick() - now);
+    auto wake = core.next_tick();
+    if (!exits.empty()) wake = std::min(wake, exits.front().report_at);
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now);
     transport::poll(items.data(), items.size(), std::chrono::milliseconds(std::max<long>(0, wait.count()) + 1));
 
     for (int i = 0; i < kBatch; ++i) {
@@ -123,7 +134,14 @@ int run_router(const spawn::Bootstrap& boot) {
       auto status = spawn::reap(it->second, false);
       if (!status) continue;
       io.children().erase(it);
-      core.on_worker_exit(item_pids[k], *status, Clock::now());
+      core.on_worker_died(item_pids[k]);
+      exits.push_back({item_pids[k], *status, Clock::now() + kExitDrain});
+    }
+    // Results a dead worker sent just before it died may still be on their way; they
+    // were read above. What it still holds after the drain is reported lost.
+    while (!exits.empty() && Clock::now() >= exits.front().report_at) {
+      core.on_worker_exit(exits.front().pid, exits.front().status, Clock::now());
+      exits.pop_front();
     }
     if (items[2].revents & ZMQ_POLLIN) {
       logger().debug("router: driver {} is gone; stopping", boot.driver);

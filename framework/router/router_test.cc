@@ -424,6 +424,30 @@ TEST_F(RouterTest, WorkerDeathReportsExactlyItsChunksPerCall) {
   EXPECT_EQ(sent[0].kind, Sent::kForwardClient);
 }
 
+TEST_F(RouterTest, ResultsDrainedAfterDeathAreDeliveredNotLost) {
+  config_.workers = 2;
+  start();
+  ready_quietly(1000);
+  submit("1", 1, 0, 1);
+  submit("1", 1, 1, 1);
+  io_.take();
+  core_->on_worker_died(1000);
+  submit("1", 1, 2, 1);
+  EXPECT_TRUE(io_.take().empty()) << "a dead worker gets no new chunk";
+  result(1000, 1, 0, 1);  // sent just before it died
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].kind, Sent::kForwardClient);
+  exit(1000, kKilled);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kLost);
+  EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{1, 1}})) << "only what it still held";
+  EXPECT_EQ(io_.spawned.size(), 3u) << "replaced";
+  ready_quietly(1001);
+  EXPECT_EQ(core_->queued(), 0u) << "the queued chunk went to a live worker";
+}
+
 TEST_F(RouterTest, QueuedChunksSurviveAWorkerDeathAndGoToTheReplacement) {
   config_.prefetch = 1;
   start();
