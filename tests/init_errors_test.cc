@@ -17,6 +17,23 @@ MPX_TASK(f);  // the same name "f" for another function
 
 namespace {
 
+int square(int x) { return x * x; }
+void nothing() {}
+MPX_TASK(square);
+MPX_TASK(nothing);
+
+// Runs first (declaration order): mpx::init has not succeeded in this binary.
+TEST(InitErrors, SpawningBeforeInitIsRefused) {
+  try {
+    mpx::Pool pool(1);
+    FAIL() << "expected mpx::Error";
+  } catch (const mpx::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mpx::init"), std::string::npos) << e.what();
+  }
+  mpx::Process p(nothing);
+  EXPECT_THROW(p.start(), mpx::Error);
+}
+
 TEST(InitErrors, TwoFunctionsUnderOneNameAreRefused) {
   char arg0[] = "init_errors_test";
   char* argv[] = {arg0, nullptr};

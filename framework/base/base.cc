@@ -1,9 +1,13 @@
 #include "framework/base/base.h"
 
+#include "mpx/errors.h"
+
 #include <sched.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <string>
 #include <memory>
 
 #include <spdlog/sinks/stdout_sinks.h>
@@ -42,6 +46,20 @@ void set_identity(std::string name, Role role) {
   info.pid = getpid();
   info.role = role;
   logger_slot() = make_logger(info.name);
+}
+
+namespace {
+std::atomic<bool> initialized{false};
+}
+
+void mark_initialized() { initialized = true; }
+
+void require_init(const char* what) {
+  if (!initialized) {
+    throw Error(std::string(what) +
+                ": call mpx::init(argc, argv) first thing in main; spawned processes re-run "
+                "this program and must find their role there");
+  }
 }
 
 }  // namespace base

@@ -12,6 +12,12 @@ namespace base {
 // Called once by mpx::init before any other thread exists; renames the logger.
 void set_identity(std::string name, Role role);
 
+// mpx::init marks the driver initialised. Spawning before that would re-run the
+// user's main in every child (each of which would spawn again): require_init throws
+// mpx::Error naming `what` instead.
+void mark_initialized();
+void require_init(const char* what);
+
 }  // namespace base
 }  // namespace mpx
 

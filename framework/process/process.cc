@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdio>
 
+#include "framework/base/base.h"
 #include "framework/process/process_child.h"
 #include "framework/spawn/spawn.h"
 #include "mpx/runtime.h"
@@ -62,6 +63,7 @@ Process& Process::operator=(Process&& other) noexcept {
 }
 
 void Process::start() {
+  base::require_init("mpx::Process::start");
   if (!state_) throw ProcessError("Process::start: this Process was moved from");
   if (state_->started) throw ProcessError("Process::start: " + state_->name + " was already started");
   spawn::Spec spec;

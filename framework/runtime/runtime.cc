@@ -49,7 +49,10 @@ void init(int argc, char** argv) {
     }
     throw Error(message);
   }
-  if (!boot) return;
+  if (!boot) {
+    base::mark_initialized();
+    return;
+  }
   base::set_identity(boot->name, boot->role);
   int code = 70;
   try {
