@@ -111,6 +111,32 @@ TEST_F(FaultTest, WorkerKilledDuringImapLosesNothingSilently) {
   EXPECT_EQ(pool.map(square, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
 }
 
+TEST_F(FaultTest, WithRetriesAKilledWorkersItemsStillArriveExactlyOnce) {
+  mpx::Pool pool(mpx::PoolOptions().processes(2).max_retries(2));
+  std::vector<int> xs(100);
+  for (int i = 0; i < 100; ++i) xs[i] = i;
+  mpx::ImapIterator<int> it = pool.imap_unordered(identity_after_ms, xs, 2);
+  std::multiset<int> seen;
+  seen.insert(*it.next());
+  const std::vector<pid_t> workers = mpx::testing::worker_pids();
+  ASSERT_EQ(workers.size(), 2u);
+  ASSERT_EQ(kill(workers[0], SIGKILL), 0);
+  while (auto v = it.next(seconds(30))) seen.insert(*v);
+  ASSERT_EQ(seen.size(), 100u);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(seen.count(i), 1u) << "item " << i;
+}
+
+TEST_F(FaultTest, RetriesAreBoundedForATaskThatAlwaysCrashes) {
+  mpx::Pool pool(mpx::PoolOptions().processes(1).max_retries(2));
+  try {
+    pool.apply(crash, 2);
+    FAIL() << "expected WorkerLost";
+  } catch (const mpx::WorkerLost& e) {
+    EXPECT_EQ(e.lost_tasks(), std::vector<std::uint64_t>{0});
+  }
+  EXPECT_EQ(pool.apply(square, 3), 9) << "the pool survives three crashed workers";
+}
+
 TEST_F(FaultTest, WorkerKilledDuringMapFailsTheCallNamingTheLostTasks) {
   const std::string dir = fresh_dir("map-kill");
   mpx::Pool pool(1);

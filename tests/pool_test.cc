@@ -369,6 +369,9 @@ TEST_F(PoolTest, BadSizesAreErrors) {
   EXPECT_THROW(mpx::Pool(0), mpx::Error);
   EXPECT_THROW(mpx::Pool(-2), mpx::Error);
   EXPECT_THROW(mpx::Pool(mpx::PoolOptions().processes(1).prefetch(0)), mpx::Error);
+  EXPECT_THROW(mpx::Pool(mpx::PoolOptions().processes(1).max_retries(-1)), mpx::Error);
+  EXPECT_THROW(mpx::Pool(mpx::PoolOptions().processes(1).heartbeat_timeout(std::chrono::milliseconds(0))),
+               mpx::Error);
 }
 
 TEST_F(PoolTest, CloseJoinTerminate) {

@@ -50,6 +50,8 @@ PoolCore::PoolCore(const PoolOptions& options)
   config.initializer = options.initializer_name();
   config.initializer_args = options.initializer_args();
   config.heartbeat_timeout = options.heartbeat_timeout();
+  config.max_retries = options.max_retries();
+  if (config.max_retries < 0) throw Error("Pool: max_retries must be >= 0");
   if (config.heartbeat_timeout.count() <= 0) throw Error("Pool: heartbeat_timeout must be positive");
 
   // The router says on this pipe when it has bound its sockets: connecting earlier

@@ -38,7 +38,8 @@ std::string Config::encode() const {
                                      static_cast<std::int64_t>(stop_grace.count()),
                                      max_startup_failures, max_prefetch,
                                      static_cast<std::int64_t>(credit_window.count()),
-                                     static_cast<std::int64_t>(startup_timeout.count())));
+                                     static_cast<std::int64_t>(startup_timeout.count()),
+                                     max_retries));
   return std::string(buf.data(), buf.size());
 }
 
@@ -46,20 +47,23 @@ Config Config::decode(const std::string& bytes) {
   try {
     auto oh = msgpack::unpack(bytes.data(), bytes.size());
     std::tuple<std::string, std::string, int, std::uint64_t, int, std::string, std::string,
-               std::int64_t, std::int64_t, std::int64_t, int, int, std::int64_t, std::int64_t>
+               std::int64_t, std::int64_t, std::int64_t, int, int, std::int64_t, std::int64_t,
+               int>
         t;
     oh.get().convert(t);
     Config c;
     std::tie(c.front_endpoint, c.back_endpoint, c.workers, c.maxtasksperchild, c.prefetch,
              c.initializer, c.initializer_args, std::ignore, std::ignore, std::ignore,
-             c.max_startup_failures, std::ignore, std::ignore, std::ignore) = t;
+             c.max_startup_failures, std::ignore, std::ignore, std::ignore, c.max_retries) = t;
     c.heartbeat_interval = std::chrono::milliseconds(std::get<7>(t));
     c.heartbeat_timeout = std::chrono::milliseconds(std::get<8>(t));
     c.stop_grace = std::chrono::milliseconds(std::get<9>(t));
     c.max_prefetch = std::get<11>(t);
     c.credit_window = std::chrono::microseconds(std::get<12>(t));
     c.startup_timeout = std::chrono::milliseconds(std::get<13>(t));
-    if (c.workers < 1 || c.prefetch < 1) throw DecodeError("router config: workers and prefetch must be >= 1");
+    if (c.workers < 1 || c.prefetch < 1 || c.max_retries < 0) {
+      throw DecodeError("router config: workers and prefetch must be >= 1, max_retries >= 0");
+    }
     return c;
   } catch (const DecodeError&) {
     throw;
@@ -263,7 +267,24 @@ void RouterCore::on_worker_exit(pid_t pid, int wait_status, Clock::time_point no
   if (!w.in_flight.empty()) {
     logger().warn("router: {} (pid {}) {} holding {} chunk(s)", w.name, pid, how,
                   w.in_flight.size());
-    fail_lost(w.in_flight, pid, how);
+    std::vector<InFlight> lost;
+    // Back to front, so that requeued chunks keep their order at the queue's head.
+    for (auto it = w.in_flight.rbegin(); it != w.in_flight.rend(); ++it) {
+      if (it->attempts < config_.max_retries && !stopping_ && !broken()) {
+        logger().info("router: running call {} items {}-{} again (attempt {} of {})", it->call_id,
+                      it->start, it->start + it->count - 1, it->attempts + 2,
+                      config_.max_retries + 1);
+        Task task{std::move(*it), zmq::message_t(), zmq::message_t()};
+        task.header_frame = std::move(task.what.retry_header);
+        task.payload = std::move(task.what.retry_payload);
+        ++task.what.attempts;
+        queue_.push_front(std::move(task));
+      } else {
+        lost.push_back(std::move(*it));
+      }
+    }
+    std::reverse(lost.begin(), lost.end());  // report in the order they were sent
+    if (!lost.empty()) fail_lost(lost, pid, how);
   } else if (w.state != State::kStopping && !stopping_) {
     logger().warn("router: {} (pid {}) {}", w.name, pid, how);
   }
@@ -329,6 +350,10 @@ void RouterCore::dispatch() {
     Task task = std::move(queue_.front());
     queue_.pop_front();
     transport::set_type(task.header_frame, wire::Type::kTask);
+    if (config_.max_retries > 0) {
+      task.what.retry_header.copy(task.header_frame);
+      task.what.retry_payload.copy(task.payload);
+    }
     best->in_flight.push_back(std::move(task.what));
     ++best->assigned;
     io_.forward_worker(best->id, std::move(task.header_frame), std::move(task.payload));

@@ -54,6 +54,10 @@ struct Config {
   std::chrono::milliseconds stop_grace{2000};          // after STOP, before SIGKILL
   std::chrono::milliseconds startup_timeout{30000};    // spawned but no READY: killed
   int max_startup_failures = 3;  // consecutive deaths before READY that break the pool
+  // A chunk whose worker dies is queued again (at the front) up to this many times
+  // before it is reported lost. Tasks then run at least once rather than at most once:
+  // for tasks without side effects, or with idempotent ones.
+  int max_retries = 0;
 
   std::string encode() const;
   static Config decode(const std::string& bytes);  // throws mpx::DecodeError
@@ -104,6 +108,11 @@ class RouterCore {
     std::uint64_t call_id;
     std::uint64_t start;
     std::uint32_t count;
+    int attempts = 0;  // earlier runs lost with a dead worker
+    // With max_retries > 0: copies of the frames (reference-counted by ZeroMQ, no byte
+    // copy) so the chunk can be sent again if its worker dies.
+    zmq::message_t retry_header;
+    zmq::message_t retry_payload;
   };
   struct Task {
     InFlight what;

@@ -448,6 +448,46 @@ TEST_F(RouterTest, ResultsDrainedAfterDeathAreDeliveredNotLost) {
   EXPECT_EQ(core_->queued(), 0u) << "the queued chunk went to a live worker";
 }
 
+TEST_F(RouterTest, RetriesRunALostChunkAgainThenReportIt) {
+  config_.max_retries = 1;
+  start();
+  ready_quietly(1000);
+  submit("1", 7, 0, 3, "first");
+  submit("1", 7, 3, 3, "second");
+  io_.take();
+  exit(1000, kKilled);
+  EXPECT_TRUE(io_.take().empty()) << "nothing reported lost while retries remain";
+  EXPECT_EQ(core_->queued(), 2u);
+  ready_quietly(1001);  // the replacement
+  // ready_quietly discarded what was sent: check the order through a second worker death.
+  exit(1001, kKilled);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u) << "the second death exhausts the single retry";
+  EXPECT_EQ(sent[0].type, Type::kLost);
+  EXPECT_EQ(sent[0].call_id, 7u);
+  EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{0, 3}, {3, 3}}));
+}
+
+TEST_F(RouterTest, RetriedChunksKeepTheirOrderAndPayload) {
+  config_.max_retries = 2;
+  start();
+  ready_quietly(1000);
+  submit("1", 7, 0, 1, "first");
+  submit("1", 7, 1, 1, "second");
+  io_.take();
+  exit(1000, kKilled);
+  ready(1001);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 3u);  // CONFIG, then both chunks again, in order
+  expect_task(sent[1], 1001, 7, 0, 1);
+  EXPECT_EQ(sent[1].payload, "first");
+  expect_task(sent[2], 1001, 7, 1, 1);
+  EXPECT_EQ(sent[2].payload, "second");
+  result(1001, 7, 0, 1);
+  result(1001, 7, 1, 1);
+  EXPECT_EQ(io_.take().size(), 2u) << "both results forwarded, none lost";
+}
+
 TEST_F(RouterTest, QueuedChunksSurviveAWorkerDeathAndGoToTheReplacement) {
   config_.prefetch = 1;
   start();
@@ -1052,6 +1092,7 @@ TEST(RouterConfigTest, EncodeDecodeRoundTrip) {
   c.initializer = "init";
   c.initializer_args = std::string("\x00\x01", 2);
   c.heartbeat_interval = milliseconds(12);
+  c.max_retries = 4;
   c.heartbeat_timeout = milliseconds(345);
   c.stop_grace = milliseconds(67);
   c.max_startup_failures = 5;
@@ -1064,6 +1105,7 @@ TEST(RouterConfigTest, EncodeDecodeRoundTrip) {
   EXPECT_EQ(d.initializer, "init");
   EXPECT_EQ(d.initializer_args, c.initializer_args);
   EXPECT_EQ(d.heartbeat_interval, milliseconds(12));
+  EXPECT_EQ(d.max_retries, 4);
   EXPECT_EQ(d.heartbeat_timeout, milliseconds(345));
   EXPECT_EQ(d.stop_grace, milliseconds(67));
   EXPECT_EQ(d.max_startup_failures, 5);

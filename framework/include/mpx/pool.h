@@ -81,7 +81,17 @@ class PoolOptions {
     return *this;
   }
 
+  // A chunk whose worker dies (crash, kill, exit) is run again, up to n times, before
+  // its items fail with WorkerLost; default 0 (Python's Pool has no retries). Retried
+  // tasks run at least once instead of at most once: use it for tasks without side
+  // effects, or idempotent ones. Each retry can cost a worker if the task itself crashes.
+  PoolOptions& max_retries(int n) {
+    max_retries_ = n;
+    return *this;
+  }
+
   int processes() const { return processes_; }
+  int max_retries() const { return max_retries_; }
   std::chrono::milliseconds heartbeat_timeout() const { return heartbeat_timeout_; }
   std::size_t maxtasksperchild() const { return maxtasksperchild_; }
   const std::string& initializer_name() const { return initializer_; }
@@ -95,6 +105,7 @@ class PoolOptions {
   std::string initializer_args_;
   int prefetch_ = 2;
   std::chrono::milliseconds heartbeat_timeout_{10000};
+  int max_retries_ = 0;
 };
 
 // The result of an asynchronous call (apply_async, map_async, starmap_async).
