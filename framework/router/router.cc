@@ -256,6 +256,11 @@ void RouterCore::on_worker_died(pid_t pid) {
   it->second.state = State::kStopping;  // no more work; not pinged; not stopped again
 }
 
+bool RouterCore::worth_draining(pid_t pid) const {
+  auto it = workers_.find(pid);
+  return it != workers_.end() && !it->second.in_flight.empty() && !stopping_ && !broken();
+}
+
 void RouterCore::on_worker_exit(pid_t pid, int wait_status, Clock::time_point now) {
   now_ = now;
   auto it = workers_.find(pid);

@@ -88,6 +88,9 @@ class RouterCore {
   // sent before dying may still be in the socket: the caller keeps reading them for a
   // short drain period, then calls on_worker_exit, which reports what is still held.
   void on_worker_died(pid_t pid);
+  // Whether a dead worker's drain can change anything: it held chunks and the pool is
+  // not stopping. Otherwise its exit is final at once (no 20 ms wait at shutdown).
+  bool worth_draining(pid_t pid) const;
   void on_worker_exit(pid_t pid, int wait_status, Clock::time_point now);
   // The driver is gone or asked to terminate: kill everything.
   void terminate();

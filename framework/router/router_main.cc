@@ -135,11 +135,16 @@ int run_router(const spawn::Bootstrap& boot) {
       if (!status) continue;
       io.children().erase(it);
       core.on_worker_died(item_pids[k]);
-      exits.push_back({item_pids[k], *status, Clock::now() + kExitDrain});
+      if (core.worth_draining(item_pids[k])) {
+        exits.push_back({item_pids[k], *status, Clock::now() + kExitDrain});
+      } else {
+        core.on_worker_exit(item_pids[k], *status, Clock::now());
+      }
     }
     // Results a dead worker sent just before it died may still be on their way; they
     // were read above. What it still holds after the drain is reported lost.
-    while (!exits.empty() && Clock::now() >= exits.front().report_at) {
+    // A stop makes every pending drain moot.
+    while (!exits.empty() && (Clock::now() >= exits.front().report_at || !core.worth_draining(exits.front().pid))) {
       core.on_worker_exit(exits.front().pid, exits.front().status, Clock::now());
       exits.pop_front();
     }

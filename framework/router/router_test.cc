@@ -448,6 +448,22 @@ TEST_F(RouterTest, ResultsDrainedAfterDeathAreDeliveredNotLost) {
   EXPECT_EQ(core_->queued(), 0u) << "the queued chunk went to a live worker";
 }
 
+TEST_F(RouterTest, OnlyADeadWorkerHoldingChunksIsWorthDraining) {
+  config_.workers = 2;
+  start();
+  ready_quietly(1000);
+  ready_quietly(1001);
+  submit("1", 1, 0, 1);
+  io_.take();
+  const pid_t busy = 1000;  // both idle: the first ready worker gets the chunk
+  core_->on_worker_died(busy);
+  core_->on_worker_died(1001);
+  EXPECT_TRUE(core_->worth_draining(busy));
+  EXPECT_FALSE(core_->worth_draining(1001)) << "it held nothing";
+  client("S1", make(Type::kShutdown));
+  EXPECT_FALSE(core_->worth_draining(busy)) << "a stopping pool waits for nothing";
+}
+
 TEST_F(RouterTest, RetriesRunALostChunkAgainThenReportIt) {
   config_.max_retries = 1;
   start();
