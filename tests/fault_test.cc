@@ -15,6 +15,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <typeinfo>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -210,6 +211,26 @@ TEST_F(FaultTest, RouterKilledFailsPendingCallsPromptly) {
   }
   mpx::Pool fresh(2);
   EXPECT_EQ(fresh.apply(square, 9), 81);
+}
+
+TEST_F(FaultTest, TerminateDuringARunningTaskReportsTheTermination) {
+  const std::string dir = fresh_dir("terminate");
+  mpx::Pool pool(1);
+  auto running = pool.apply_async(mark_then_sleep, dir, 60000);
+  ASSERT_TRUE(mpx::testing::wait_until([&] { return exists(dir + "/started"); }, seconds(20)));
+  std::string error;
+  std::thread waiter([&] {
+    try {
+      running.get();
+    } catch (const mpx::Error& e) {
+      error = std::string(typeid(e).name()) + ": " + e.what();
+    }
+  });
+  pool.terminate();
+  waiter.join();
+  // Not WorkerLost blaming the kill we asked for, nor "router exited with code 0".
+  EXPECT_NE(error.find("PoolBroken"), std::string::npos) << error;
+  EXPECT_NE(error.find("terminated"), std::string::npos) << error;
 }
 
 TEST_F(FaultTest, UndecodableArgumentsFailTheItemNamingTheTask) {

@@ -232,12 +232,18 @@ void PoolCore::pump(Clock::time_point deadline) {
   if (router_.pidfd >= 0 && (items[1].revents & ZMQ_POLLIN)) check_router_exit();
 }
 
+std::string PoolCore::stop_reason() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stop_reason_;
+}
+
 void PoolCore::check_router_exit() {
   const pid_t pid = router_.pid;
   auto status = spawn::reap(router_, false);
   if (!status) return;
-  fail_all(std::make_exception_ptr(PoolBroken("the pool's router process (pid " +
-                                              std::to_string(pid) + ") " + spawn::describe(*status))));
+  std::string why = stop_reason();
+  if (why.empty()) why = "the pool's router process (pid " + std::to_string(pid) + ") " + spawn::describe(*status);
+  fail_all(std::make_exception_ptr(PoolBroken(why)));
 }
 
 void PoolCore::dispatch(transport::Incoming& in) {
@@ -262,6 +268,12 @@ void PoolCore::dispatch(transport::Incoming& in) {
                                   (h.flags & wire::kFlagHasErrors) != 0, h.pid);
       break;
     case wire::Type::kLost: {
+      if (std::string why = stop_reason(); !why.empty()) {
+        // Workers killed by our own terminate/shutdown: the stop is the reason.
+        call->accept_failure(std::make_exception_ptr(PoolBroken(why)));
+        done = true;
+        break;
+      }
       std::vector<std::uint64_t> indices;
       std::string reason;
       try {
@@ -345,6 +357,10 @@ void PoolCore::shutdown() {
 }
 
 void PoolCore::stop_router(wire::Type how, std::chrono::milliseconds grace, const char* why) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_reason_.empty()) stop_reason_ = why;
+  }
   // Sent before taking the pump token: a thread pumping results wakes up when the
   // router exits, instead of at the end of its poll interval.
   send_control(how);

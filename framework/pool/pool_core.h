@@ -55,6 +55,7 @@ class PoolCore {
   void send_control(wire::Type type, std::uint64_t call_id = 0);
   void stop_router(wire::Type how, std::chrono::milliseconds grace, const char* why);
   void check_router_exit();
+  std::string stop_reason();
   // Blocks until the router signals on ready_fd that it has bound; throws PoolBroken
   // (after reaping it) if it dies or stays silent for 30 s.
   void wait_for_router_ready(int ready_fd);
@@ -77,6 +78,9 @@ class PoolCore {
   bool stopping_ = false;  // a stop waits for the pump token; guarded by mu_
   State state_ = State::kRunning;                                   // guarded by mu_
   std::string broken_reason_;                                       // guarded by mu_
+  // Why we are stopping the router (set before the stop is sent): what pending calls
+  // and the router's exit then report, instead of the kills the stop causes.
+  std::string stop_reason_;  // guarded by mu_
   std::uint64_t next_call_id_ = 1;                                  // guarded by mu_
   std::unordered_map<std::uint64_t, std::shared_ptr<CallBase>> calls_;  // guarded by mu_
 };

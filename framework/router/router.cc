@@ -108,8 +108,10 @@ std::string RouterCore::reply_id(std::string_view sender) {
 }
 
 RouterCore::Worker* RouterCore::worker_by_id(std::string_view id) {
-  for (auto& [pid, w] : workers_) {
-    if (w.id == id) return &w;
+  for (auto* table : {&workers_, &draining_}) {
+    for (auto& [pid, w] : *table) {
+      if (w.id == id) return &w;
+    }
   }
   return nullptr;
 }
@@ -151,6 +153,14 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
     }
     case wire::Type::kCancel: {
       const std::string client = reply_id(sender);
+      // In-flight chunks finish or die as they are; a dead one is not run again.
+      for (auto* table : {&workers_, &draining_}) {
+        for (auto& [pid, w] : *table) {
+          for (auto& f : w.in_flight) {
+            if (f.call_id == h.call_id && f.client == client) f.attempts = config_.max_retries;
+          }
+        }
+      }
       queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
                                   [&](const Task& t) {
                                     return t.what.call_id == h.call_id && t.what.client == client;
@@ -182,7 +192,6 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
     w.id = std::string(in.sender());
     enter(w, State::kReady);
     w.last_seen = w.last_ping = now;
-    startup_failures_ = 0;
     if (stopping_) {
       io_.kill_worker(w.pid);
       return;
@@ -242,6 +251,8 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
       return;
     case wire::Type::kConfigured:
       w->configured = true;
+      startup_failures_ = 0;
+      dispatch();
       return;
     default:
       logger().warn("router: dropped unexpected {} from {}", wire::type_name(h.type), w->name);
@@ -250,25 +261,34 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
 
 void RouterCore::on_worker_died(pid_t pid) {
   auto it = workers_.find(pid);
-  if (it == workers_.end() || it->second.dead) return;
-  it->second.dead = true;
-  it->second.state_at_death = it->second.state;
-  it->second.state = State::kStopping;  // no more work; not pinged; not stopped again
+  if (it == workers_.end()) return;
+  auto old = draining_.find(pid);
+  if (old != draining_.end()) {  // the pid was reused within a drain: close the old one
+    Worker prior = std::move(old->second);
+    draining_.erase(old);
+    finalize(std::move(prior), "ended");
+  }
+  draining_.emplace(pid, std::move(it->second));
+  workers_.erase(it);
 }
 
 bool RouterCore::worth_draining(pid_t pid) const {
-  auto it = workers_.find(pid);
-  return it != workers_.end() && !it->second.in_flight.empty() && !stopping_ && !broken();
+  auto it = draining_.find(pid);
+  return it != draining_.end() && !it->second.in_flight.empty() && !stopping_ && !broken();
 }
 
 void RouterCore::on_worker_exit(pid_t pid, int wait_status, Clock::time_point now) {
   now_ = now;
-  auto it = workers_.find(pid);
-  if (it == workers_.end()) return;
+  if (draining_.count(pid) == 0) on_worker_died(pid);
+  auto it = draining_.find(pid);
+  if (it == draining_.end()) return;
   Worker w = std::move(it->second);
-  workers_.erase(it);
-  if (w.dead) w.state = w.state_at_death;
-  const std::string how = spawn::describe(wait_status);
+  draining_.erase(it);
+  finalize(std::move(w), spawn::describe(wait_status));
+}
+
+void RouterCore::finalize(Worker w, const std::string& how) {
+  const pid_t pid = w.pid;
   if (!w.in_flight.empty()) {
     logger().warn("router: {} (pid {}) {} holding {} chunk(s)", w.name, pid, how,
                   w.in_flight.size());
@@ -294,9 +314,12 @@ void RouterCore::on_worker_exit(pid_t pid, int wait_status, Clock::time_point no
     logger().warn("router: {} (pid {}) {}", w.name, pid, how);
   }
   if (stopping_ || broken()) return;
-  if (w.state == State::kStarting && ++startup_failures_ >= config_.max_startup_failures) {
-    break_pool("workers keep dying before they start; the last one (pid " + std::to_string(pid) +
-               ") " + how);
+  // Work goes only to configured workers, so one that dies unconfigured died starting
+  // or in its initializer (a crash there would otherwise respawn workers forever).
+  const bool unconfigured = !w.configured && w.state != State::kStopping;
+  if (unconfigured && ++startup_failures_ >= config_.max_startup_failures) {
+    break_pool("workers keep dying before they are ready (starting, or in the initializer); "
+               "the last one (pid " + std::to_string(pid) + ") " + how);
     return;
   }
   // A retiring worker's replacement was started when it retired.
@@ -348,7 +371,7 @@ void RouterCore::dispatch() {
   while (!queue_.empty() && !stopping_) {
     Worker* best = nullptr;
     for (auto& [pid, w] : workers_) {
-      if (w.state != State::kReady || w.in_flight.size() >= credit(w)) continue;
+      if (w.state != State::kReady || !w.configured || w.in_flight.size() >= credit(w)) continue;
       if (best == nullptr || w.in_flight.size() < best->in_flight.size()) best = &w;
     }
     if (best == nullptr) return;
@@ -422,7 +445,7 @@ void RouterCore::on_tick(Clock::time_point now) {
       w.since = now;  // kill again only after another timeout
       continue;
     }
-    if (w.state == State::kStopping && !w.dead && now - w.since > config_.stop_grace) {
+    if (w.state == State::kStopping && now - w.since > config_.stop_grace) {
       io_.kill_worker(pid);
       w.since = now;
       continue;

@@ -98,7 +98,7 @@ class RouterCore {
   // When the next on_tick is due.
   Clock::time_point next_tick() const { return next_tick_; }
   // All workers have ended after a shutdown or terminate: the router may exit.
-  bool finished() const { return stopping_ && workers_.empty(); }
+  bool finished() const { return stopping_ && workers_.empty() && draining_.empty(); }
 
   // Introspection for tests.
   std::size_t queued() const { return queue_.size(); }
@@ -123,16 +123,15 @@ class RouterCore {
     zmq::message_t payload;
   };
   enum class State { kStarting, kReady, kRetiring, kStopping };
-  // kStopping also covers "dead, draining": such a worker only gives back results.
   struct Worker {
     pid_t pid = 0;
     std::string id;  // routing id, known after READY
     std::string name;
     State state = State::kStarting;
     Clock::time_point since;  // when the worker entered `state`
-    bool configured = false;  // its initializer finished: it can answer pings
-    bool dead = false;        // process ended; results still drained (on_worker_died)
-    State state_at_death = State::kStarting;
+    // Its initializer finished (CONFIGURED): it gets work and answers pings. Until then
+    // a death counts as a start-up failure.
+    bool configured = false;
     std::vector<InFlight> in_flight;
     std::uint64_t assigned = 0;  // chunks ever given
     Clock::time_point last_seen;
@@ -147,6 +146,8 @@ class RouterCore {
   void dispatch();
   Worker* worker_by_id(std::string_view id);
   void fail_lost(const std::vector<InFlight>& lost, pid_t pid, const std::string& reason);
+  // Retries or reports what a worker that ended still held, and replaces it.
+  void finalize(Worker w, const std::string& how);
   void break_pool(const std::string& reason);
   void send_pool_error(std::string_view client, std::uint64_t call_id, const std::string& reason);
   void retire_if_done(Worker& w);
@@ -156,6 +157,9 @@ class RouterCore {
   Config config_;
   RouterIo& io_;
   std::map<pid_t, Worker> workers_;
+  // Workers whose process ended but whose last results may still arrive (see
+  // on_worker_died). Kept apart so a new worker that reuses the pid is not confused.
+  std::map<pid_t, Worker> draining_;
   std::deque<Task> queue_;
   std::set<std::string> clients_;  // result sockets that said HELLO
   int next_worker_number_ = 1;

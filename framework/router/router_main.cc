@@ -91,6 +91,7 @@ int run_router(const spawn::Bootstrap& boot) {
     Clock::time_point report_at;
   };
   std::deque<Exit> exits;  // reaped workers whose lost chunks are not reported yet
+  bool driver_gone = false;
   transport::Incoming in;
   std::string why;
   while (!core.finished()) {
@@ -98,7 +99,8 @@ int run_router(const spawn::Bootstrap& boot) {
     item_pids.clear();
     items.push_back({front.handle(), 0, ZMQ_POLLIN, 0});
     items.push_back({back.handle(), 0, ZMQ_POLLIN, 0});
-    items.push_back({nullptr, driver_fd, ZMQ_POLLIN, 0});
+    // Once the driver is gone its pidfd stays readable: stop watching it.
+    items.push_back({nullptr, driver_gone ? -1 : driver_fd, ZMQ_POLLIN, 0});
     for (auto& [pid, child] : io.children()) {
       items.push_back({nullptr, child.pidfd, ZMQ_POLLIN, 0});
       item_pids.push_back(pid);
@@ -148,8 +150,9 @@ int run_router(const spawn::Bootstrap& boot) {
       core.on_worker_exit(exits.front().pid, exits.front().status, Clock::now());
       exits.pop_front();
     }
-    if (items[2].revents & ZMQ_POLLIN) {
+    if (!driver_gone && (items[2].revents & ZMQ_POLLIN)) {
       logger().debug("router: driver {} is gone; stopping", boot.driver);
+      driver_gone = true;
       core.terminate();
     }
     if (Clock::now() >= core.next_tick()) core.on_tick(Clock::now());

@@ -255,12 +255,16 @@ TEST_F(RouterTest, SubmitWaitsForReadyThenConfigThenTask) {
 
   ready(1000);
   auto sent = io_.take();
-  ASSERT_EQ(sent.size(), 2u);
+  ASSERT_EQ(sent.size(), 1u) << "no work before the initializer has finished";
   EXPECT_EQ(sent[0].kind, Sent::kSendWorker);
   EXPECT_EQ(sent[0].to, "W1000");
   EXPECT_EQ(sent[0].type, Type::kConfig);
   EXPECT_EQ(sent[0].name, "setup");
   EXPECT_EQ(sent[0].payload, "init-args");
+  configured(1000);
+  auto more = io_.take();
+  ASSERT_EQ(more.size(), 1u);
+  sent.push_back(more[0]);
   expect_task(sent[1], 1000, 5, 40, 10);
   EXPECT_EQ(sent[1].name, "square");
   EXPECT_EQ(sent[1].payload, payload);
@@ -464,6 +468,46 @@ TEST_F(RouterTest, OnlyADeadWorkerHoldingChunksIsWorthDraining) {
   EXPECT_FALSE(core_->worth_draining(busy)) << "a stopping pool waits for nothing";
 }
 
+TEST_F(RouterTest, ACancelledCallIsNotRetried) {
+  config_.max_retries = 3;
+  start();
+  ready_quietly(1000);
+  submit("1", 7, 0, 1);
+  io_.take();
+  client("S1", make(Type::kCancel, 7));
+  exit(1000, kKilled);
+  EXPECT_EQ(core_->queued(), 0u);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kLost);
+}
+
+TEST_F(RouterTest, APidReusedDuringADrainIsANewWorker) {
+  start();
+  ready_quietly(1000);
+  submit("1", 1, 0, 1);
+  io_.take();
+  core_->on_worker_died(1000);  // draining; its replacement comes on exit
+  io_.next_pid = 1000;          // the kernel hands the same pid out again
+  exit(1000, kKilled);          // replacement spawned as pid 1000
+  EXPECT_EQ(core_->live_workers(), 1u);
+  ready_quietly(1000);
+  submit("1", 2, 0, 1);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  expect_task(sent[0], 1000, 2, 0, 1);
+}
+
+TEST_F(RouterTest, WorkersDyingInTheirInitializerBreakThePool) {
+  config_.initializer = "crashes";
+  start();
+  for (pid_t pid = 1000; pid < 1003; ++pid) {
+    ready(pid);  // READY, CONFIG sent, then the initializer kills the process
+    exit(pid, kKilled);
+  }
+  EXPECT_TRUE(core_->broken()) << "not an endless respawn loop";
+}
+
 TEST_F(RouterTest, RetriesRunALostChunkAgainThenReportIt) {
   config_.max_retries = 1;
   start();
@@ -493,6 +537,7 @@ TEST_F(RouterTest, RetriedChunksKeepTheirOrderAndPayload) {
   io_.take();
   exit(1000, kKilled);
   ready(1001);
+  configured(1001);
   auto sent = io_.take();
   ASSERT_EQ(sent.size(), 3u);  // CONFIG, then both chunks again, in order
   expect_task(sent[1], 1001, 7, 0, 1);
@@ -517,6 +562,7 @@ TEST_F(RouterTest, QueuedChunksSurviveAWorkerDeathAndGoToTheReplacement) {
   EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{0, 2}}));
   EXPECT_EQ(core_->queued(), 1u);
   ready(1001);
+  configured(1001);
   sent = io_.take();
   ASSERT_EQ(sent.size(), 2u);
   EXPECT_EQ(sent[0].type, Type::kConfig);
@@ -700,6 +746,7 @@ TEST_F(RouterTest, MaxTasksPerChildRetiresTheWorker) {
   EXPECT_EQ(sent[1].type, Type::kStop);
 
   ready(1001);
+  configured(1001);
   sent = io_.take();
   ASSERT_EQ(sent.size(), 2u);
   EXPECT_EQ(sent[0].type, Type::kConfig);
@@ -953,6 +1000,10 @@ TEST_F(RouterTest, FastWorkersEarnDeeperCreditSlowOnesKeepThePrefetch) {
   Header r = make(Type::kReady, 0, 0, 0, "PoolWorker");
   r.pid = 1000;
   fill(in, wid(1000), r, "");
+  core2.on_worker(in, t);
+  Header c = make(Type::kConfigured);
+  c.pid = 1000;
+  fill(in, wid(1000), c, "");
   core2.on_worker(in, t);
   for (std::uint64_t i = 0; i < 10; ++i) {
     fill(in, "S1", make(Type::kSubmit, 1, i, 1, "square"), "args");

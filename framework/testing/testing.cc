@@ -1,20 +1,33 @@
 #include "framework/testing/testing.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <thread>
 
 namespace mpx {
 namespace testing {
 namespace {
 
+// Processes come and go while /proc is scanned: a read that fails (ESRCH from a
+// process that just exited) yields what was read so far, never an exception.
 std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  std::string out;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  close(fd);
+  return out;
 }
 
 bool is_zombie(pid_t pid) {
