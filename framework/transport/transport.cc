@@ -14,6 +14,33 @@ namespace {
 
 void free_buffer(void* data, void*) { std::free(data); }
 
+// ZeroMQ calls fail with EINTR when a signal handler runs during them (the caller's
+// program may use timers or profilers); the frame is untouched then, so retry.
+void send_frame(zmq::socket_t& socket, zmq::message_t& msg, zmq::send_flags flags) {
+  for (;;) {
+    try {
+      socket.send(msg, flags);
+      return;
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+  }
+}
+
+void send_frame(zmq::socket_t& socket, zmq::message_t&& msg, zmq::send_flags flags) {
+  send_frame(socket, msg, flags);
+}
+
+bool recv_frame(zmq::socket_t& socket, zmq::message_t& msg, zmq::recv_flags flags) {
+  for (;;) {
+    try {
+      return socket.recv(msg, flags).has_value();
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+  }
+}
+
 zmq::message_t header_message(const wire::Header& header) {
   char buf[wire::kMaxHeaderSize];
   const std::size_t n = wire::encode(header, buf);
@@ -23,7 +50,7 @@ zmq::message_t header_message(const wire::Header& header) {
 // Consumes the remaining frames of a message that has already been judged bad.
 void drain(zmq::socket_t& socket, zmq::message_t& last) {
   while (last.more()) {
-    if (!socket.recv(last, zmq::recv_flags::dontwait)) return;
+    if (!recv_frame(socket, last, zmq::recv_flags::dontwait)) return;
   }
 }
 
@@ -71,8 +98,8 @@ zmq::message_t adopt(detail::Buffer&& buffer) {
 }
 
 void send(zmq::socket_t& socket, const wire::Header& header, zmq::message_t&& payload) {
-  socket.send(header_message(header), zmq::send_flags::sndmore);
-  socket.send(payload, zmq::send_flags::none);
+  send_frame(socket, header_message(header), zmq::send_flags::sndmore);
+  send_frame(socket, payload, zmq::send_flags::none);
 }
 
 void send(zmq::socket_t& socket, const wire::Header& header, std::string_view payload) {
@@ -81,7 +108,7 @@ void send(zmq::socket_t& socket, const wire::Header& header, std::string_view pa
 
 void send_to(zmq::socket_t& socket, std::string_view to, const wire::Header& header,
              zmq::message_t&& payload) {
-  socket.send(zmq::buffer(to.data(), to.size()), zmq::send_flags::sndmore);
+  send_frame(socket, zmq::message_t(to.data(), to.size()), zmq::send_flags::sndmore);
   send(socket, header, std::move(payload));
 }
 
@@ -92,9 +119,9 @@ void send_to(zmq::socket_t& socket, std::string_view to, const wire::Header& hea
 
 void forward_to(zmq::socket_t& socket, std::string_view to, zmq::message_t&& header_frame,
                 zmq::message_t&& payload) {
-  socket.send(zmq::buffer(to.data(), to.size()), zmq::send_flags::sndmore);
-  socket.send(header_frame, zmq::send_flags::sndmore);
-  socket.send(payload, zmq::send_flags::none);
+  send_frame(socket, zmq::message_t(to.data(), to.size()), zmq::send_flags::sndmore);
+  send_frame(socket, header_frame, zmq::send_flags::sndmore);
+  send_frame(socket, payload, zmq::send_flags::none);
 }
 
 int poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout) {
@@ -120,20 +147,20 @@ void set_type(zmq::message_t& header_frame, wire::Type type) {
 
 RecvStatus receive(zmq::socket_t& socket, bool routed, Incoming& in, std::string* why) {
   if (routed) {
-    if (!socket.recv(in.from, zmq::recv_flags::dontwait)) return RecvStatus::kNothing;
+    if (!recv_frame(socket, in.from, zmq::recv_flags::dontwait)) return RecvStatus::kNothing;
     if (!in.from.more()) {
       *why = "message without frames after the routing id";
       return RecvStatus::kMalformed;
     }
-    if (!socket.recv(in.header_frame, zmq::recv_flags::none)) return RecvStatus::kNothing;
+    if (!recv_frame(socket, in.header_frame, zmq::recv_flags::none)) return RecvStatus::kNothing;
   } else {
-    if (!socket.recv(in.header_frame, zmq::recv_flags::dontwait)) return RecvStatus::kNothing;
+    if (!recv_frame(socket, in.header_frame, zmq::recv_flags::dontwait)) return RecvStatus::kNothing;
   }
   if (!in.header_frame.more()) {
     *why = "message has no payload frame";
     return RecvStatus::kMalformed;
   }
-  if (!socket.recv(in.payload, zmq::recv_flags::none)) return RecvStatus::kNothing;
+  if (!recv_frame(socket, in.payload, zmq::recv_flags::none)) return RecvStatus::kNothing;
   if (in.payload.more()) {
     *why = "message has more than two frames";
     drain(socket, in.payload);
