@@ -17,6 +17,8 @@
 
 #include <gtest/gtest.h>
 
+#include "framework/testing/testing.h"
+
 #include "framework/wire/wire.h"
 #include "framework/worker/worker.h"
 #include "mpx/detail/call.h"
@@ -486,15 +488,7 @@ TEST(RunTaskTest, MutatedPayloadsNeverCrashAndAlwaysAnswerEveryItem) {
   for (int iter = 0; iter < 6000; ++iter) {
     const int which = iter % 3;
     std::string bytes = seeds[which];
-    const int edits = 1 + static_cast<int>(rng() % 3);
-    for (int e = 0; e < edits && !bytes.empty(); ++e) {
-      const std::size_t at = rng() % bytes.size();
-      switch (rng() % 3) {
-        case 0: bytes[at] = static_cast<char>(rng()); break;
-        case 1: bytes.insert(at, 1, static_cast<char>(rng())); break;
-        case 2: bytes.erase(at, 1); break;
-      }
-    }
+    bytes = mpx::testing::mutate(std::move(bytes), rng, 3);
     std::unique_ptr<char[]> exact(new char[bytes.size() + 1]);
     std::memcpy(exact.get(), bytes.data(), bytes.size());
     bool has_errors = false;

@@ -77,6 +77,19 @@ bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds tim
   return true;
 }
 
+std::string mutate(std::string bytes, std::mt19937& rng, int max_edits) {
+  const int edits = 1 + static_cast<int>(rng() % static_cast<unsigned>(max_edits));
+  for (int e = 0; e < edits && !bytes.empty(); ++e) {
+    const std::size_t at = rng() % bytes.size();
+    switch (rng() % 3) {
+      case 0: bytes[at] = static_cast<char>(rng()); break;
+      case 1: bytes.insert(at, 1, static_cast<char>(rng())); break;
+      case 2: bytes.erase(at, 1); break;
+    }
+  }
+  return bytes;
+}
+
 std::vector<pid_t> worker_pids(pid_t driver) {
   std::vector<pid_t> out;
   for (const auto& d : descendants(driver)) {

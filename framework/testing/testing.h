@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,10 @@ std::vector<Descendant> wait_no_descendants(std::chrono::milliseconds timeout, p
 
 // Polls cond every few milliseconds until it holds or timeout passes; returns cond().
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
+
+// A copy of bytes with 1..max_edits random byte edits (overwrite, insert, erase), for
+// the mutation tests of the decoders; deterministic for a seeded rng.
+std::string mutate(std::string bytes, std::mt19937& rng, int max_edits);
 
 // Pids of the live pool workers (role worker) spawned for driver.
 std::vector<pid_t> worker_pids(pid_t driver = 0);

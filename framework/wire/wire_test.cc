@@ -13,6 +13,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "framework/testing/testing.h"
 #include <msgpack.hpp>
 
 namespace mpx {
@@ -369,15 +371,7 @@ TEST(WireTest, MutatedHeadersNeverCrashAndDecodeConsistently) {
   int accepted = 0;
   for (int iter = 0; iter < 20000; ++iter) {
     std::string bytes = seeds[iter % 3];
-    const int edits = 1 + static_cast<int>(rng() % 4);
-    for (int e = 0; e < edits && !bytes.empty(); ++e) {
-      const std::size_t at = rng() % bytes.size();
-      switch (rng() % 3) {
-        case 0: bytes[at] = static_cast<char>(rng()); break;
-        case 1: bytes.insert(at, 1, static_cast<char>(rng())); break;
-        case 2: bytes.erase(at, 1); break;
-      }
-    }
+    bytes = mpx::testing::mutate(std::move(bytes), rng, 4);
     std::unique_ptr<char[]> exact(new char[bytes.size() + 1]);
     std::memcpy(exact.get(), bytes.data(), bytes.size());
     std::string why;
