@@ -37,7 +37,8 @@ zmq::socket_t client_socket(const std::string& id, const std::string& endpoint) 
 
 PoolCore::PoolCore(const PoolOptions& options)
     : processes_(options.processes() > 0 ? options.processes() : cpu_count()),
-      token_(random_token()) {
+      token_(random_token()),
+      initializer_pins_(options.initializer_pins()) {
   base::require_init("mpx::Pool");
   if (options.processes() < 0) throw Error("Pool: processes must be at least 1 (or 0 for cpu_count())");
   if (options.prefetch() < 1) throw Error("Pool: prefetch must be at least 1");

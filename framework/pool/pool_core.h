@@ -64,6 +64,8 @@ class PoolCore {
 
   int processes_;
   std::string token_;
+  // Shared objects among the initializer's arguments: respawned workers open them too.
+  Pins initializer_pins_;
   spawn::Child router_;  // reaped by the pumping thread or by stop_router (under mu_)
   pid_t router_pid_ = 0;
 

@@ -18,6 +18,7 @@ namespace detail {
 struct ProcessState {
   const TaskEntry* task = nullptr;
   std::string args;
+  Pins pins;  // shared objects named in args; kept for the life of this Process object
   std::string name;
   spawn::Child child;
   pid_t pid = 0;
@@ -37,10 +38,11 @@ namespace {
 std::atomic<int> next_process_number{1};
 }
 
-void Process::init(const detail::TaskEntry& task, std::string args) {
+void Process::init(const detail::TaskEntry& task, std::string args, detail::Pins pins) {
   state_.reset(new detail::ProcessState());
   state_->task = &task;
   state_->args = std::move(args);
+  state_->pins = std::move(pins);
   state_->name = "Process-" + std::to_string(next_process_number++);
 }
 

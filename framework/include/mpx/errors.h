@@ -105,6 +105,22 @@ class ProcessError : public Error {
   using Error::Error;
 };
 
+// A shared object (Value, Array, Lock, Queue, ...) could not be created or mapped: its
+// segment is gone (every handle in its owner process was destroyed, or the owner
+// exited), it holds another kind or type of object than the handle says, or the
+// system refused (out of memory or file descriptors, another user's process).
+class SharedMemoryError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Barrier::wait on a barrier that was aborted, reset while waiting, or whose wait
+// timed out (which breaks it for every party, as in Python).
+class BrokenBarrierError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace mpx
 
 #endif  // MPX_ERRORS_H_

@@ -16,7 +16,10 @@
 #include "mpx/errors.h"
 #include "mpx/pool.h"
 #include "mpx/process.h"
+#include "mpx/queue.h"
 #include "mpx/runtime.h"
+#include "mpx/shared.h"
+#include "mpx/sync.h"
 #include "mpx/task.h"
 
 #endif  // MPX_MPX_H_

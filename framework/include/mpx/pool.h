@@ -61,8 +61,12 @@ class PoolOptions {
     const detail::TaskEntry& task = detail::require_task(detail::function_address(fn), "initializer");
     initializer_ = task.name;
     detail::Buffer buf;
-    msgpack::packer<detail::Buffer> pk(buf);
-    detail::ArgCodec<Params...>::pack_call(pk, std::forward<Args>(args)...);
+    initializer_pins_.clear();
+    {
+      detail::PinScope scope(initializer_pins_);
+      msgpack::packer<detail::Buffer> pk(buf);
+      detail::ArgCodec<Params...>::pack_call(pk, std::forward<Args>(args)...);
+    }
     initializer_args_.assign(buf.data(), buf.size());
     return *this;
   }
@@ -96,6 +100,8 @@ class PoolOptions {
   std::size_t maxtasksperchild() const { return maxtasksperchild_; }
   const std::string& initializer_name() const { return initializer_; }
   const std::string& initializer_args() const { return initializer_args_; }
+  // Shared objects among the initializer's arguments; the pool keeps them.
+  const detail::Pins& initializer_pins() const { return initializer_pins_; }
   int prefetch() const { return prefetch_; }
 
  private:
@@ -103,6 +109,7 @@ class PoolOptions {
   std::size_t maxtasksperchild_ = 0;
   std::string initializer_;
   std::string initializer_args_;
+  detail::Pins initializer_pins_;
   int prefetch_ = 2;
   std::chrono::milliseconds heartbeat_timeout_{10000};
   int max_retries_ = 0;
@@ -358,6 +365,7 @@ class Pool {
     // A chunk's item count travels as 32 bits.
     chunksize = std::min<std::size_t>(chunksize, UINT32_MAX);
     try {
+      detail::PinScope scope(call->pins());
       encode_chunks<Codec, kStar>(items, n, chunksize,
                                   [&](std::uint64_t start, std::uint32_t count, detail::Buffer&& buf) {
                                     detail::pool_send_chunk(*core_, *call, start, count, std::move(buf));

@@ -48,9 +48,13 @@ class Process {
                   "mpx::Process: wrong number of arguments for this task");
     const detail::TaskEntry& task = detail::require_task(detail::function_address(fn), "Process");
     detail::Buffer buf;
-    msgpack::packer<detail::Buffer> pk(buf);
-    detail::ArgCodec<Params...>::pack_call(pk, std::forward<Args>(args)...);
-    init(task, std::string(buf.data(), buf.size()));
+    detail::Pins pins;  // shared objects among the arguments live until the child is done
+    {
+      detail::PinScope scope(pins);
+      msgpack::packer<detail::Buffer> pk(buf);
+      detail::ArgCodec<Params...>::pack_call(pk, std::forward<Args>(args)...);
+    }
+    init(task, std::string(buf.data(), buf.size()), std::move(pins));
   }
   ~Process();
   Process(Process&&) noexcept;
@@ -78,7 +82,7 @@ class Process {
   void kill();
 
  private:
-  void init(const detail::TaskEntry& task, std::string args);
+  void init(const detail::TaskEntry& task, std::string args, detail::Pins pins);
   std::unique_ptr<detail::ProcessState, detail::ProcessStateDeleter> state_;
 };
 

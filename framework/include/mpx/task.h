@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -122,19 +123,24 @@ struct TaskImpl {
         }
         break;
       }
-      typename Codec::Tuple args;
+      // Built in place: handles to shared objects are not default-constructible
+      // cheaply (a default Value creates a segment).
+      std::optional<typename Codec::Tuple> args;
       try {
-        args = Codec::unpack_item(obj);
+        args.emplace(Codec::unpack_item(obj));
+      } catch (const SharedMemoryError& e) {
+        writer.fail(i, "mpx::SharedMemoryError", argument_error_message(self, e));
+        continue;
       } catch (const std::exception& e) {
         writer.fail(i, "mpx::DecodeError", argument_error_message(self, e));
         continue;
       }
       try {
         if constexpr (std::is_void_v<R>) {
-          std::apply(F, std::move(args));
+          std::apply(F, std::move(*args));
           writer.packer().pack_nil();
         } else {
-          writer.packer().pack(std::apply(F, std::move(args)));
+          writer.packer().pack(std::apply(F, std::move(*args)));
         }
       } catch (...) {
         writer.fail(i, current_exception_type(), current_exception_message());
@@ -147,13 +153,15 @@ struct TaskImpl {
     msgpack::zone zone;
     std::size_t off = 0;
     const msgpack::object obj = read_object(zone, data, size, off);
-    typename Codec::Tuple args;
+    std::optional<typename Codec::Tuple> args;
     try {
-      args = Codec::unpack_call(obj);
+      args.emplace(Codec::unpack_call(obj));
+    } catch (const SharedMemoryError& e) {
+      throw SharedMemoryError(argument_error_message(self, e));
     } catch (const std::exception& e) {
       throw DecodeError(argument_error_message(self, e));
     }
-    std::apply(F, std::move(args));
+    std::apply(F, std::move(*args));
   }
 };
 

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "mpx/detail/codec.h"
+#include "mpx/detail/deadline.h"
 #include "mpx/errors.h"
 #include "mpx/task.h"
 
@@ -33,7 +34,6 @@ namespace mpx {
 namespace detail {
 
 class PoolCore;
-using Clock = std::chrono::steady_clock;
 
 class CallBase {
  public:
@@ -60,6 +60,8 @@ class CallBase {
     mu_ = mu;
   }
   std::mutex& mu() { return *mu_; }
+  // Shared objects named in this call's arguments: kept while the call lives.
+  Pins& pins() { return pins_; }
 
   std::exception_ptr make_remote_error(std::uint64_t start, const ItemError& e,
                                        pid_t worker_pid) const;
@@ -71,6 +73,7 @@ class CallBase {
   const std::uint64_t total_;
   std::uint64_t id_ = 0;
   std::mutex* mu_ = nullptr;
+  Pins pins_;  // written only by the submitting thread, before the call is shared
 };
 
 // Pool operations the templates use; defined in framework/pool/pool_core.cc.
@@ -86,15 +89,6 @@ bool pool_wait(PoolCore& core, const std::function<bool()>& ready, Clock::time_p
 void pool_abandon_call(PoolCore& core, CallBase& call);
 int pool_processes(const PoolCore& core);
 
-// now + timeout, saturating at time_point::max() (seconds::max() means "forever").
-template <class Rep, class Period>
-Clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) {
-  const auto now = Clock::now();
-  if (timeout <= timeout.zero()) return now;
-  using Wide = std::chrono::duration<long double, std::nano>;
-  if (Wide(timeout) >= Wide(Clock::time_point::max() - now)) return Clock::time_point::max();
-  return now + std::chrono::duration_cast<Clock::duration>(timeout);
-}
 
 // Python's automatic chunksize: ceil(n / (4 * workers)).
 inline std::size_t auto_chunksize(std::size_t n, int workers) {

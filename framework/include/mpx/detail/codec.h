@@ -22,6 +22,7 @@
 
 #include <msgpack.hpp>
 
+#include "mpx/detail/pins.h"
 #include "mpx/errors.h"
 
 namespace mpx {
@@ -87,11 +88,11 @@ struct ArgCodec {
   static void pack_call(Packer& pk, Args&&... args) {
     pk.pack(Tuple(std::forward<Args>(args)...));
   }
+  // as<> rather than convert: arguments are built from the message, never
+  // default-constructed first.
   static Tuple unpack_item(const msgpack::object& obj) {
     if constexpr (kArity == 1) {
-      Tuple t;
-      obj.convert(std::get<0>(t));
-      return t;
+      return Tuple(obj.as<std::tuple_element_t<0, Tuple>>());
     } else {
       return unpack_call(obj);
     }
@@ -106,9 +107,7 @@ struct ArgCodec {
       throw std::runtime_error("expected " + std::to_string(kArity) + " arguments, got " +
                                std::to_string(obj.via.array.size));
     }
-    Tuple t;
-    obj.convert(t);
-    return t;
+    return obj.as<Tuple>();
   }
 };
 

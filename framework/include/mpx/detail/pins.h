@@ -1,0 +1,36 @@
+// mpx/detail/pins.h — keeps shared objects alive while a message naming them travels.
+// Internal: not part of the public API.
+//
+// A handle to a Value or Lock packed into a Process's arguments or a Pool task names a
+// segment its owner must keep until the receiver has mapped it. While a PinScope is
+// active on a thread, every handle packed on that thread adds its segment to the
+// scope's list; the Process or the Pool call keeps that list as long as it lives.
+#ifndef MPX_DETAIL_PINS_H_
+#define MPX_DETAIL_PINS_H_
+
+#include <memory>
+#include <vector>
+
+namespace mpx {
+namespace detail {
+
+using Pins = std::vector<std::shared_ptr<const void>>;
+
+class PinScope {
+ public:
+  explicit PinScope(Pins& out);
+  ~PinScope();
+  PinScope(const PinScope&) = delete;
+  PinScope& operator=(const PinScope&) = delete;
+
+ private:
+  Pins* previous_;
+};
+
+// Adds object to the innermost active PinScope of this thread; no-op without one.
+void pin(std::shared_ptr<const void> object);
+
+}  // namespace detail
+}  // namespace mpx
+
+#endif  // MPX_DETAIL_PINS_H_

@@ -1,0 +1,150 @@
+// mpx/detail/segment.h — shared memory segments behind Value, Array, Lock, Queue and
+// the other shared objects. Internal: not part of the public API.
+//
+// A segment is a sealed memfd mapped MAP_SHARED. Its creator (the owner) keeps the fd
+// for as long as a handle to it lives in the owner; other processes open it through
+// /proc/<owner>/fd/<fd>, validate its header, map it and close their fd at once. The
+// kernel frees the memory when the last fd and the last mapping are gone, so a segment
+// can never outlive the processes that use it and nothing is ever left in /dev/shm, no
+// matter which processes are killed and how.
+//
+// Handles travel as [kind, owner pid, fd, id, type hash, count]. The 64-bit random id is
+// written in the segment's header and checked on open, so a recycled fd number never
+// maps the wrong segment.
+#ifndef MPX_DETAIL_SEGMENT_H_
+#define MPX_DETAIL_SEGMENT_H_
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <msgpack.hpp>
+
+#include "mpx/detail/pins.h"
+
+namespace mpx {
+namespace detail {
+
+enum class SegmentKind : std::uint32_t {
+  kValue = 1,
+  kArray,
+  kLock,
+  kRLock,
+  kSemaphore,
+  kEvent,
+  kBarrier,
+  kQueue,
+};
+const char* segment_kind_name(SegmentKind kind);
+
+// What a segment holds, so a handle of another type is refused with a readable message.
+// hash identifies the type within one program (all mpx processes run the same binary).
+struct TypeTag {
+  std::uint64_t hash;
+  std::uint32_t size;
+  std::uint32_t align;
+  std::string_view name;
+};
+
+template <class T>
+constexpr std::string_view pretty_type_name() {
+  // "... pretty_type_name() [with T = int; std::string_view = ...]" (GCC) or
+  // "... pretty_type_name() [T = int]" (Clang).
+  std::string_view p = __PRETTY_FUNCTION__;
+  const std::size_t start = p.find("T = ") + 4;
+  std::size_t end = p.find_first_of(";]", start);
+  return p.substr(start, end - start);
+}
+
+constexpr std::uint64_t fnv1a(std::string_view s) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (char c : s) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+template <class T>
+const TypeTag& type_tag() {
+  static constexpr TypeTag tag{fnv1a(pretty_type_name<T>()) ^ (sizeof(T) << 48),
+                               static_cast<std::uint32_t>(sizeof(T)),
+                               static_cast<std::uint32_t>(alignof(T)), pretty_type_name<T>()};
+  return tag;
+}
+
+// Objects without an element type (Lock, Event, ...) use this tag.
+const TypeTag& untyped_tag();
+
+struct SegmentRef {
+  SegmentKind kind = SegmentKind::kValue;
+  pid_t owner = 0;
+  int fd = -1;
+  std::uint64_t id = 0;
+  std::uint64_t type_hash = 0;
+  std::uint64_t count = 0;
+};
+
+// One mapping of a segment in this process. Immutable after construction; shared by
+// every handle to the segment in this process. Thread-safe.
+class Segment {
+ public:
+  // Creates a zero-filled segment owned by this process with body_bytes usable bytes
+  // (64-byte aligned). count is stored for the handle (Array length, Barrier parties).
+  // Throws SharedMemoryError when the memfd cannot be created or mapped (errno named).
+  static std::shared_ptr<Segment> create(SegmentKind kind, const TypeTag& tag,
+                                         std::uint64_t count, std::size_t body_bytes);
+  // Maps the segment ref names, checking it is a kind/tag segment. Repeated opens of the
+  // same segment share one mapping. Throws SharedMemoryError naming what is wrong: the
+  // owner exited or dropped it, it holds another kind or type, permission was denied.
+  static std::shared_ptr<Segment> open(const SegmentRef& ref, SegmentKind kind,
+                                       const TypeTag& tag);
+  ~Segment();
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+
+  char* body() const { return body_; }
+  std::size_t body_bytes() const { return body_bytes_; }
+  const SegmentRef& ref() const { return ref_; }
+  // The memfd's name, "mpx-<owner pid>-<kind>-<n>", as /proc/<pid>/maps shows it.
+  const std::string& name() const { return name_; }
+  bool owned() const { return owned_fd_ >= 0; }
+
+ private:
+  Segment() = default;
+  SegmentRef ref_;
+  std::string name_;
+  void* map_ = nullptr;
+  std::size_t map_bytes_ = 0;
+  char* body_ = nullptr;
+  std::size_t body_bytes_ = 0;
+  int owned_fd_ = -1;  // the memfd, kept open by the owner only
+};
+
+// Packs a handle's ref and records the segment in the current PinScope, if any.
+template <class Stream>
+void pack_segment(msgpack::packer<Stream>& pk, const std::shared_ptr<Segment>& segment) {
+  const SegmentRef& r = segment->ref();
+  pin(segment);
+  pk.pack_array(6);
+  pk.pack(static_cast<std::uint32_t>(r.kind));
+  pk.pack(static_cast<std::int64_t>(r.owner));
+  pk.pack(r.fd);
+  pk.pack(r.id);
+  pk.pack(r.type_hash);
+  pk.pack(r.count);
+}
+// Reads a ref packed by pack_segment and opens it. Throws msgpack::type_error for
+// something that is not a handle and SharedMemoryError as Segment::open does.
+std::shared_ptr<Segment> unpack_segment(const msgpack::object& o, SegmentKind kind,
+                                        const TypeTag& tag);
+
+}  // namespace detail
+}  // namespace mpx
+
+#endif  // MPX_DETAIL_SEGMENT_H_

@@ -1,0 +1,359 @@
+// Shared memory segments: sealed memfds, owned by the process that creates them and
+// opened by others through /proc/<owner>/fd/<fd>. See mpx/detail/segment.h.
+#include "mpx/detail/segment.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "mpx/errors.h"
+
+namespace mpx {
+namespace detail {
+namespace {
+
+constexpr std::uint64_t kMagic = 0x313047455358504Dull;  // "MPXSEG01", little-endian
+constexpr std::uint32_t kLayoutVersion = 1;
+constexpr std::size_t kHeaderBytes = 256;
+constexpr std::size_t kTypeNameBytes = 128;
+// A process other than the owner keeps its most recently opened segments mapped even
+// when it holds no handle to them, so a task receiving the same Value a million times
+// maps it once.
+constexpr std::size_t kRecentlyOpened = 64;
+
+// The first kHeaderBytes of every segment. Written once by the owner before the
+// segment's fd is shared; read-only afterwards.
+struct Header {
+  std::uint64_t magic;
+  std::uint64_t id;
+  std::uint32_t version;
+  std::uint32_t kind;
+  std::uint64_t type_hash;
+  std::uint32_t type_size;
+  std::uint32_t type_align;
+  std::uint64_t count;
+  std::uint64_t body_bytes;
+  char type_name[kTypeNameBytes];
+};
+static_assert(sizeof(Header) <= kHeaderBytes, "segment header outgrew its slot");
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+bool typed(SegmentKind kind) {
+  return kind == SegmentKind::kValue || kind == SegmentKind::kArray ||
+         kind == SegmentKind::kQueue;
+}
+
+// "Value<int>", "Lock".
+std::string describe(SegmentKind kind, std::string_view type_name) {
+  std::string out = segment_kind_name(kind);
+  if (typed(kind)) {
+    out += '<';
+    out += type_name;
+    out += '>';
+  }
+  return out;
+}
+
+std::uint64_t random_base() {
+  std::uint64_t base = 0;
+  if (getrandom(&base, sizeof base, 0) != static_cast<ssize_t>(sizeof base)) {
+    base = static_cast<std::uint64_t>(getpid()) << 32 ^
+           static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&base));
+  }
+  return base;
+}
+
+struct Registry {
+  std::mutex mu;
+  // Segments this process created, by id (guarded by mu).
+  std::unordered_map<std::uint64_t, std::weak_ptr<Segment>> owned;
+  // Segments of other processes this process mapped, by id (guarded by mu).
+  std::unordered_map<std::uint64_t, std::weak_ptr<Segment>> opened;
+  std::deque<std::shared_ptr<Segment>> recent;  // guarded by mu
+  std::uint64_t next = 1;                       // guarded by mu
+  const std::uint64_t base = random_base();
+};
+
+Registry& registry() {
+  static Registry* r = new Registry();  // never destroyed: handles may outlive main
+  return *r;
+}
+
+template <class Map>
+void sweep_expired(Map& map) {
+  for (auto it = map.begin(); it != map.end();) {
+    it = it->second.expired() ? map.erase(it) : std::next(it);
+  }
+}
+
+}  // namespace
+
+const char* segment_kind_name(SegmentKind kind) {
+  switch (kind) {
+    case SegmentKind::kValue: return "Value";
+    case SegmentKind::kArray: return "Array";
+    case SegmentKind::kLock: return "Lock";
+    case SegmentKind::kRLock: return "RLock";
+    case SegmentKind::kSemaphore: return "Semaphore";
+    case SegmentKind::kEvent: return "Event";
+    case SegmentKind::kBarrier: return "Barrier";
+    case SegmentKind::kQueue: return "Queue";
+  }
+  return "shared object";
+}
+
+const TypeTag& untyped_tag() {
+  static constexpr TypeTag tag{0, 0, 0, ""};
+  return tag;
+}
+
+std::shared_ptr<Segment> Segment::create(SegmentKind kind, const TypeTag& tag, std::uint64_t count,
+                                         std::size_t body_bytes) {
+  Registry& reg = registry();
+  std::uint64_t n;
+  {
+    std::lock_guard<std::mutex> lock(reg.mu);
+    n = reg.next++;
+  }
+  const std::string what = describe(kind, tag.name);
+  const std::string name =
+      "mpx-" + std::to_string(getpid()) + "-" + segment_kind_name(kind) + "-" + std::to_string(n);
+  const std::size_t body = (body_bytes + 63) & ~std::size_t{63};
+  if (body < body_bytes || body > (SIZE_MAX >> 1)) {
+    throw SharedMemoryError("mpx: cannot create a shared " + what + " of " +
+                            std::to_string(body_bytes) + " bytes: too large");
+  }
+  const std::size_t total = kHeaderBytes + body;
+
+  int fd = memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) {
+    const int err = errno;
+    std::string hint;
+    if (err == EMFILE) {
+      rlimit lim{};
+      getrlimit(RLIMIT_NOFILE, &lim);
+      hint = " (each shared object created by a process holds one file descriptor there; "
+             "this process may open " + std::to_string(lim.rlim_cur) + ")";
+    }
+    throw SharedMemoryError("mpx: cannot create a shared " + what + ": memfd_create: " +
+                            errno_text(err) + hint);
+  }
+  auto fail = [&](const char* step) {
+    const int err = errno;
+    close(fd);
+    throw SharedMemoryError("mpx: cannot create a shared " + what + " of " +
+                            std::to_string(body_bytes) + " bytes: " + step + ": " +
+                            errno_text(err));
+  };
+  if (ftruncate(fd, static_cast<off_t>(total)) != 0) fail("ftruncate");
+  // Nobody, the owner included, can resize it afterwards: a shrink would turn every
+  // other process's access into SIGBUS.
+  if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) fail("F_ADD_SEALS");
+  void* map = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) fail("mmap");
+
+  std::shared_ptr<Segment> seg(new Segment());
+  seg->ref_ = SegmentRef{kind, getpid(), fd, reg.base ^ (n * 0x9E3779B97F4A7C15ull), tag.hash,
+                         count};
+  seg->name_ = name;
+  seg->map_ = map;
+  seg->map_bytes_ = total;
+  seg->body_ = static_cast<char*>(map) + kHeaderBytes;
+  seg->body_bytes_ = body_bytes;
+  seg->owned_fd_ = fd;
+
+  auto* h = static_cast<Header*>(map);
+  h->id = seg->ref_.id;
+  h->version = kLayoutVersion;
+  h->kind = static_cast<std::uint32_t>(kind);
+  h->type_hash = tag.hash;
+  h->type_size = tag.size;
+  h->type_align = tag.align;
+  h->count = count;
+  h->body_bytes = body_bytes;
+  const std::size_t len = std::min(tag.name.size(), kTypeNameBytes - 1);
+  std::memcpy(h->type_name, tag.name.data(), len);
+  h->type_name[len] = '\0';
+  // Published last: a reader that sees the magic sees the whole header.
+  __atomic_store_n(&h->magic, kMagic, __ATOMIC_RELEASE);
+
+  std::lock_guard<std::mutex> lock(reg.mu);
+  if (reg.owned.size() >= 64 && reg.owned.size() % 64 == 0) sweep_expired(reg.owned);
+  reg.owned[seg->ref_.id] = seg;
+  return seg;
+}
+
+namespace {
+
+void check_kind(const SegmentRef& ref, SegmentKind kind, const TypeTag& tag) {
+  if (ref.kind != kind) {
+    throw SharedMemoryError(std::string("mpx: a shared ") + segment_kind_name(ref.kind) +
+                            " cannot be used as a " + describe(kind, tag.name));
+  }
+}
+
+void check_header(const Header& h, const SegmentRef& ref, SegmentKind kind, const TypeTag& tag,
+                  const std::string& what) {
+  if (h.kind != static_cast<std::uint32_t>(kind)) {
+    throw SharedMemoryError("mpx: shared memory named as a " + what + " holds a " +
+                            segment_kind_name(static_cast<SegmentKind>(h.kind)));
+  }
+  if (h.type_hash != tag.hash) {
+    const std::string held(h.type_name, strnlen(h.type_name, kTypeNameBytes));
+    throw SharedMemoryError("mpx: a shared " + describe(kind, held) + " (" +
+                            std::to_string(h.type_size) + "-byte elements) cannot be used as a " +
+                            what + " (" + std::to_string(tag.size) + "-byte elements)");
+  }
+  if (h.count != ref.count) {
+    throw SharedMemoryError("mpx: a shared " + what + " handle does not match its segment");
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
+                                       const TypeTag& tag) {
+  check_kind(ref, kind, tag);
+  const std::string what = describe(kind, tag.name);
+  Registry& reg = registry();
+  const pid_t self = getpid();
+  {
+    std::lock_guard<std::mutex> lock(reg.mu);
+    auto& table = ref.owner == self ? reg.owned : reg.opened;
+    auto it = table.find(ref.id);
+    if (it != table.end()) {
+      if (std::shared_ptr<Segment> seg = it->second.lock()) {
+        check_header(*static_cast<const Header*>(seg->map_), ref, kind, tag, what);
+        return seg;
+      }
+    }
+  }
+  if (ref.owner == self) {
+    throw SharedMemoryError("mpx: this shared " + what +
+                            " is gone: every handle to it in this process, which created it, "
+                            "was destroyed");
+  }
+  auto gone = [&](const std::string& why) {
+    return SharedMemoryError("mpx: this shared " + what + " is gone: " + why);
+  };
+  auto owner_gone_or = [&](const std::string& why) {
+    if (ref.owner <= 0 || (kill(ref.owner, 0) != 0 && errno == ESRCH)) {
+      return gone("process " + std::to_string(ref.owner) + ", which created it, has exited");
+    }
+    return gone(why);
+  };
+  const std::string path = "/proc/" + std::to_string(ref.owner) + "/fd/" + std::to_string(ref.fd);
+  char target[256];
+  const ssize_t len = ref.fd >= 0 && ref.owner > 0 ? readlink(path.c_str(), target, sizeof target - 1)
+                                                   : (errno = ENOENT, -1);
+  const std::string dropped = "process " + std::to_string(ref.owner) +
+                              ", which created it, no longer holds it (every handle to it "
+                              "there was destroyed)";
+  if (len < 0) {
+    if (errno == EACCES || errno == EPERM) {
+      throw SharedMemoryError("mpx: cannot map a shared " + what + " of process " +
+                              std::to_string(ref.owner) +
+                              ": permission denied (shared objects work only between "
+                              "processes of one user)");
+    }
+    throw owner_gone_or(dropped);
+  }
+  target[len] = '\0';
+  if (std::strncmp(target, "/memfd:mpx-", 11) != 0) throw owner_gone_or(dropped);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == EACCES || err == EPERM) {
+      throw SharedMemoryError("mpx: cannot map a shared " + what + " of process " +
+                              std::to_string(ref.owner) + ": " + errno_text(err) +
+                              " (shared objects work only between processes of one user)");
+    }
+    throw owner_gone_or(dropped);
+  }
+  struct stat st {};
+  const int seals = fcntl(fd, F_GET_SEALS);
+  if (fstat(fd, &st) != 0 || seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) == 0 ||
+      static_cast<std::size_t>(st.st_size) < kHeaderBytes) {
+    close(fd);
+    throw owner_gone_or(dropped);
+  }
+  const auto total = static_cast<std::size_t>(st.st_size);
+  void* map = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int map_err = errno;
+  close(fd);  // the mapping keeps the memory; the owner's fd keeps the name
+  if (map == MAP_FAILED) {
+    throw SharedMemoryError("mpx: cannot map a shared " + what + ": mmap: " + errno_text(map_err));
+  }
+  std::shared_ptr<Segment> seg(new Segment());
+  seg->map_ = map;
+  seg->map_bytes_ = total;
+  const auto* h = static_cast<const Header*>(map);
+  if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != kMagic || h->version != kLayoutVersion ||
+      h->id != ref.id) {
+    throw owner_gone_or(dropped);  // the fd number now names another segment
+  }
+  check_header(*h, ref, kind, tag, what);
+  if (h->body_bytes > total - kHeaderBytes) {
+    throw SharedMemoryError("mpx: a shared " + what + " is smaller than its header says");
+  }
+  seg->ref_ = ref;
+  seg->name_ = target + 8;  // after "/memfd:"
+  if (auto space = seg->name_.find(' '); space != std::string::npos) seg->name_.resize(space);
+  seg->body_ = static_cast<char*>(map) + kHeaderBytes;
+  seg->body_bytes_ = h->body_bytes;
+
+  std::shared_ptr<Segment> evicted;
+  std::lock_guard<std::mutex> lock(reg.mu);
+  auto& slot = reg.opened[ref.id];
+  if (std::shared_ptr<Segment> raced = slot.lock()) return raced;  // another thread won
+  slot = seg;
+  if (reg.opened.size() >= 2 * kRecentlyOpened && reg.opened.size() % kRecentlyOpened == 0) {
+    sweep_expired(reg.opened);
+  }
+  reg.recent.push_back(seg);
+  if (reg.recent.size() > kRecentlyOpened) {
+    evicted = std::move(reg.recent.front());  // unmapped after the lock is released
+    reg.recent.pop_front();
+  }
+  return seg;
+}
+
+Segment::~Segment() {
+  if (map_ != nullptr) munmap(map_, map_bytes_);
+  if (owned_fd_ >= 0) close(owned_fd_);
+}
+
+std::shared_ptr<Segment> unpack_segment(const msgpack::object& o, SegmentKind kind,
+                                        const TypeTag& tag) {
+  if (o.type != msgpack::type::ARRAY || o.via.array.size != 6) throw msgpack::type_error();
+  const msgpack::object* f = o.via.array.ptr;
+  SegmentRef ref;
+  const auto k = f[0].as<std::uint32_t>();
+  if (k < static_cast<std::uint32_t>(SegmentKind::kValue) ||
+      k > static_cast<std::uint32_t>(SegmentKind::kQueue)) {
+    throw msgpack::type_error();
+  }
+  ref.kind = static_cast<SegmentKind>(k);
+  ref.owner = static_cast<pid_t>(f[1].as<std::int64_t>());
+  ref.fd = f[2].as<int>();
+  ref.id = f[3].as<std::uint64_t>();
+  ref.type_hash = f[4].as<std::uint64_t>();
+  ref.count = f[5].as<std::uint64_t>();
+  return Segment::open(ref, kind, tag);
+}
+
+}  // namespace detail
+}  // namespace mpx

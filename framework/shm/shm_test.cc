@@ -1,0 +1,458 @@
+// Single-process tests of the shared objects: semantics, error paths, and the robust
+// recovery paths, driven by threads (a thread that exits holding a robust mutex is
+// handled by the kernel exactly as a process that dies holding it). The same paths
+// across real processes are in //tests:shared_test.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <msgpack.hpp>
+
+#include "framework/shm/state.h"
+#include "mpx/errors.h"
+#include "mpx/queue.h"
+#include "mpx/shared.h"
+#include "mpx/sync.h"
+
+namespace mpx {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Point {
+  double x, y;
+  int tag;
+};
+
+template <class H>
+std::string pack(const H& handle) {
+  msgpack::sbuffer buf;
+  msgpack::pack(buf, handle);
+  return std::string(buf.data(), buf.size());
+}
+
+template <class H>
+H unpack(const std::string& bytes) {
+  auto oh = msgpack::unpack(bytes.data(), bytes.size());
+  return oh.get().as<H>();
+}
+
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const SharedMemoryError& e) {
+    return e.what();
+  }
+  return "no SharedMemoryError";
+}
+
+std::string ref_bytes(int kind, std::int64_t owner, int fd, std::uint64_t id, std::uint64_t hash,
+                      std::uint64_t count) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_array(6);
+  pk.pack(kind);
+  pk.pack(owner);
+  pk.pack(fd);
+  pk.pack(id);
+  pk.pack(hash);
+  pk.pack(count);
+  return std::string(buf.data(), buf.size());
+}
+
+TEST(ValueTest, HoldsItsInitialValueAndAtomicOps) {
+  Value<int> v(41);
+  EXPECT_EQ(v.load(), 41);
+  EXPECT_EQ(v.fetch_add(1), 41);
+  EXPECT_EQ(v.fetch_sub(2), 42);
+  EXPECT_EQ(v.exchange(7), 40);
+  int expected = 8;
+  EXPECT_FALSE(v.compare_exchange(expected, 9));
+  EXPECT_EQ(expected, 7);
+  EXPECT_TRUE(v.compare_exchange(expected, 9));
+  EXPECT_EQ(v.load(), 9);
+  EXPECT_EQ(v.fetch_or(6), 9);
+  EXPECT_EQ(v.fetch_and(3), 15);
+  EXPECT_EQ(v.fetch_xor(1), 3);
+  EXPECT_EQ(v.load(), 2);
+  Value<int> zero;
+  EXPECT_EQ(zero.load(), 0);
+}
+
+TEST(ValueTest, FloatingPointAndStructs) {
+  Value<double> d(1.5);
+  EXPECT_EQ(d.fetch_add(2.25), 1.5);
+  EXPECT_EQ(d.load(), 3.75);
+  Value<Point> p(Point{1, 2, 3});
+  EXPECT_EQ(p.load().y, 2);
+  p.store(Point{4, 5, 6});
+  {
+    std::lock_guard<Lock> guard(p.get_lock());
+    p.value().tag += 1;
+  }
+  EXPECT_EQ(p.load().tag, 7);
+}
+
+TEST(ValueTest, CopiesShareTheMemory) {
+  Value<long> a(1);
+  Value<long> b = a;
+  b.store(5);
+  EXPECT_EQ(a.load(), 5);
+}
+
+TEST(ValueTest, ConcurrentIncrementsUnderTheLockAndAtomically) {
+  Value<int> locked(0), atomic(0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 20000; ++i) {
+        std::lock_guard<Lock> guard(locked.get_lock());
+        locked.value() += 1;
+        atomic.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(locked.load(), 80000);
+  EXPECT_EQ(atomic.load(), 80000);
+}
+
+TEST(HandleTest, RoundTripsThroughMsgpackToTheSameMemory) {
+  Value<int> v(3);
+  auto copy = unpack<Value<int>>(pack(v));
+  copy.fetch_add(1);
+  EXPECT_EQ(v.load(), 4);
+  Array<short> a{1, 2, 3};
+  auto a2 = unpack<Array<short>>(pack(a));
+  EXPECT_EQ(a2.size(), 3u);
+  a2[1] = 20;
+  EXPECT_EQ(a[1], 20);
+}
+
+TEST(HandleTest, WrongTypeOrKindIsRefusedByName) {
+  Value<int> v(3);
+  const std::string bytes = pack(v);
+  EXPECT_EQ(error_of([&] { unpack<Value<double>>(bytes); }),
+            "mpx: a shared Value<int> (4-byte elements) cannot be used as a Value<double> "
+            "(8-byte elements)");
+  EXPECT_EQ(error_of([&] { unpack<Lock>(bytes); }), "mpx: a shared Value cannot be used as a Lock");
+  EXPECT_EQ(error_of([&] { unpack<Array<int>>(bytes); }),
+            "mpx: a shared Value cannot be used as a Array<int>");
+  Queue<int> q;
+  EXPECT_NE(error_of([&] { unpack<Queue<std::string>>(pack(q)); }).find("cannot be used as a Queue"),
+            std::string::npos);
+}
+
+TEST(HandleTest, SegmentGoneInItsOwner) {
+  std::string bytes;
+  {
+    Value<int> v(3);
+    bytes = pack(v);
+  }
+  EXPECT_EQ(error_of([&] { unpack<Value<int>>(bytes); }),
+            "mpx: this shared Value<int> is gone: every handle to it in this process, which "
+            "created it, was destroyed");
+}
+
+TEST(HandleTest, SegmentOfAnExitedOwner) {
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  waitpid(child, nullptr, 0);
+  const auto bytes = ref_bytes(1, child, 5, 42, detail::type_tag<int>().hash, 1);
+  EXPECT_EQ(error_of([&] { unpack<Value<int>>(bytes); }),
+            "mpx: this shared Value<int> is gone: process " + std::to_string(child) +
+                ", which created it, has exited");
+}
+
+TEST(HandleTest, FdOfALiveProcessThatIsNotASegment) {
+  // The parent (the test runner) is alive; its fd 0 is no mpx segment.
+  const auto bytes = ref_bytes(1, getppid(), 0, 42, detail::type_tag<int>().hash, 1);
+  EXPECT_NE(error_of([&] { unpack<Value<int>>(bytes); }).find("no longer holds it"),
+            std::string::npos);
+}
+
+TEST(HandleTest, MalformedRefIsATypeError) {
+  msgpack::sbuffer buf;
+  msgpack::pack(buf, std::vector<int>{1, 2});
+  auto oh = msgpack::unpack(buf.data(), buf.size());
+  EXPECT_THROW(oh.get().as<Value<int>>(), msgpack::type_error);
+  const auto bad_kind = ref_bytes(99, getpid(), 3, 1, 0, 1);
+  auto oh2 = msgpack::unpack(bad_kind.data(), bad_kind.size());
+  EXPECT_THROW(oh2.get().as<Value<int>>(), msgpack::type_error);
+}
+
+TEST(ArrayTest, IndexingIterationAndBounds) {
+  Array<double> a(5);
+  EXPECT_EQ(a.size(), 5u);
+  for (double x : a) EXPECT_EQ(x, 0.0);
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<double>(i) * 1.5;
+  EXPECT_EQ(a.at(4), 6.0);
+  EXPECT_EQ(a.to_vector(), (std::vector<double>{0, 1.5, 3, 4.5, 6}));
+  try {
+    a.at(5);
+    FAIL() << "at(5) did not throw";
+  } catch (const std::out_of_range& e) {
+    EXPECT_STREQ(e.what(), "mpx::Array::at: index 5 is out of range for an array of 5");
+  }
+  Array<int> empty(0);
+  EXPECT_TRUE(empty.empty());
+  EXPECT_THROW(empty.at(0), std::out_of_range);
+  std::vector<int> src{3, 1, 4};
+  Array<int> from(src.begin(), src.end());
+  EXPECT_EQ(from.to_vector(), src);
+  EXPECT_THROW(Array<double>(SIZE_MAX / 4), std::length_error);
+}
+
+TEST(LockTest, TryLockTimeoutAndOwnership) {
+  Lock lock;
+  lock.lock();
+  std::thread other([&] {
+    EXPECT_FALSE(lock.try_lock());
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_FALSE(lock.acquire(30ms));
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 30ms);
+    EXPECT_THROW(lock.unlock(), Error);  // not the holder
+  });
+  other.join();
+  EXPECT_THROW(lock.lock(), Error);  // would deadlock: error-checking
+  lock.unlock();
+  EXPECT_THROW(lock.unlock(), Error);
+  EXPECT_TRUE(lock.acquire(0ms));
+  lock.release();
+}
+
+TEST(LockTest, RLockIsReentrant) {
+  RLock r;
+  r.lock();
+  r.lock();
+  std::thread other([&] { EXPECT_FALSE(r.try_lock()); });
+  other.join();
+  r.unlock();
+  std::thread still([&] { EXPECT_FALSE(r.try_lock()); });
+  still.join();
+  r.unlock();
+  std::thread free([&] {
+    EXPECT_TRUE(r.try_lock());
+    r.unlock();
+  });
+  free.join();
+}
+
+TEST(LockTest, HolderThatDiesHandsOverWithAFlag) {
+  Lock lock;
+  Value<int> guarded(0);
+  std::thread dies([&] {
+    lock.lock();
+    guarded.store(1);  // "half-updated": the thread ends without unlocking
+  });
+  dies.join();
+  EXPECT_TRUE(lock.acquire(5s));
+  EXPECT_TRUE(lock.previous_owner_died());
+  lock.unlock();
+  EXPECT_FALSE(lock.previous_owner_died());
+  // And the lock goes on working normally.
+  lock.lock();
+  EXPECT_FALSE(lock.previous_owner_died());
+  lock.unlock();
+}
+
+TEST(LockTest, ValueLockRecoversToo) {
+  Value<int> v(0);
+  std::thread([&] { v.get_lock().lock(); }).join();
+  std::lock_guard<Lock> guard(v.get_lock());
+  EXPECT_TRUE(v.get_lock().previous_owner_died());
+}
+
+TEST(SemaphoreTest, CountsAndTimesOut) {
+  Semaphore s(2);
+  EXPECT_TRUE(s.try_acquire());
+  s.acquire();
+  EXPECT_EQ(s.get_value(), 0);
+  EXPECT_FALSE(s.try_acquire());
+  EXPECT_FALSE(s.acquire(20ms));
+  std::thread releaser([&] { s.release(); });
+  EXPECT_TRUE(s.acquire(5s));
+  releaser.join();
+  EXPECT_THROW(Semaphore(-1), std::invalid_argument);
+  EXPECT_THROW(s.release(0), std::invalid_argument);
+}
+
+TEST(SemaphoreTest, BoundedRefusesTooManyReleases) {
+  BoundedSemaphore b(1);
+  b.acquire();
+  b.release();
+  EXPECT_THROW(b.release(), Error);
+  EXPECT_EQ(b.get_value(), 1);
+}
+
+TEST(EventTest, SetWakesEveryWaiter) {
+  Event e;
+  EXPECT_FALSE(e.is_set());
+  EXPECT_FALSE(e.wait(10ms));
+  std::atomic<int> woke{0};
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 3; ++i) waiters.emplace_back([&] {
+    e.wait();
+    ++woke;
+  });
+  e.set();
+  for (auto& t : waiters) t.join();
+  EXPECT_EQ(woke.load(), 3);
+  EXPECT_TRUE(e.wait(0ms));
+  e.clear();
+  EXPECT_FALSE(e.is_set());
+}
+
+TEST(BarrierTest, EveryPartyGetsADistinctIndex) {
+  Barrier b(3);
+  std::mutex mu;
+  std::set<int> indices;
+  for (int round = 0; round < 50; ++round) {
+    std::vector<std::thread> parties;
+    for (int i = 0; i < 3; ++i) parties.emplace_back([&] {
+      const int idx = b.wait();
+      std::lock_guard<std::mutex> g(mu);
+      indices.insert(idx);
+    });
+    for (auto& t : parties) t.join();
+    ASSERT_EQ(indices, (std::set<int>{0, 1, 2}));
+    indices.clear();
+  }
+  EXPECT_EQ(b.parties(), 3);
+  EXPECT_EQ(b.n_waiting(), 0);
+  EXPECT_THROW(Barrier(0), std::invalid_argument);
+}
+
+TEST(BarrierTest, TimeoutBreaksItForEverybodyUntilReset) {
+  Barrier b(3);
+  std::atomic<int> broken{0};
+  std::thread waiter([&] {
+    try {
+      b.wait();
+    } catch (const BrokenBarrierError&) {
+      ++broken;
+    }
+  });
+  EXPECT_THROW(b.wait(50ms), BrokenBarrierError);
+  waiter.join();
+  EXPECT_EQ(broken.load(), 1);
+  EXPECT_TRUE(b.broken());
+  EXPECT_THROW(b.wait(), BrokenBarrierError);
+  b.reset();
+  EXPECT_FALSE(b.broken());
+  Barrier one(1);
+  EXPECT_EQ(one.wait(), 0);
+}
+
+TEST(BarrierTest, AbortWakesWaiters) {
+  Barrier b(2);
+  std::thread waiter([&] { EXPECT_THROW(b.wait(), BrokenBarrierError); });
+  while (b.n_waiting() == 0) std::this_thread::yield();
+  b.abort();
+  waiter.join();
+  EXPECT_THROW(b.wait(1s), BrokenBarrierError);
+}
+
+TEST(QueueTest, FifoAcrossTypes) {
+  Queue<std::string> q;
+  q.put("a");
+  q.put(std::string(1000, 'b'));
+  q.put("");
+  EXPECT_EQ(q.qsize(), 3u);
+  EXPECT_EQ(q.get(), "a");
+  EXPECT_EQ(q.get().size(), 1000u);
+  EXPECT_EQ(q.get(), "");
+  EXPECT_TRUE(q.empty());
+  EXPECT_EQ(q.try_get(), std::nullopt);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(q.get(30ms), std::nullopt);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 30ms);
+}
+
+TEST(QueueTest, MaxsizeBlocksPutters) {
+  Queue<int> q(2);
+  EXPECT_TRUE(q.try_put(1));
+  EXPECT_TRUE(q.put(2, 0ms));
+  EXPECT_TRUE(q.full());
+  EXPECT_FALSE(q.try_put(3));
+  EXPECT_FALSE(q.put(3, 20ms));
+  std::thread getter([&] { EXPECT_EQ(q.get(), 1); });
+  EXPECT_TRUE(q.put(3, 5s));
+  getter.join();
+  EXPECT_EQ(q.get(), 2);
+  EXPECT_EQ(q.get(), 3);
+}
+
+TEST(QueueTest, ByteBufferWrapsAndBounds) {
+  Queue<std::string> q(0, 64);
+  EXPECT_THROW(q.put(std::string(61, 'x')), std::length_error);
+  // Items that straddle the end of the ring come back whole.
+  for (int i = 0; i < 100; ++i) {
+    const std::string item(static_cast<std::size_t>(i % 37), static_cast<char>('a' + i % 26));
+    q.put(item);
+    ASSERT_EQ(q.get(), item);
+  }
+  EXPECT_THROW(Queue<int>(0, 10), std::invalid_argument);
+}
+
+TEST(QueueTest, ManyProducersManyConsumersLoseNothing) {
+  Queue<long> q(64);
+  constexpr int kPerProducer = 20000;
+  std::atomic<long> sum{0};
+  std::vector<std::thread> threads;
+  for (int p = 0; p < 3; ++p) threads.emplace_back([&] {
+    for (int i = 1; i <= kPerProducer; ++i) q.put(i);
+  });
+  for (int c = 0; c < 3; ++c) threads.emplace_back([&] {
+    for (int i = 0; i < kPerProducer; ++i) sum += q.get();
+  });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(sum.load(), 3L * kPerProducer * (kPerProducer + 1) / 2);
+  EXPECT_TRUE(q.empty());
+}
+
+TEST(QueueTest, HolderDyingMidUpdateIsRepaired) {
+  Queue<int> q;
+  q.put(1);
+  q.put(2);
+  auto* state = reinterpret_cast<detail::QueueState*>(detail::HandleAccess::segment(q)->body());
+  // A put that died after committing tail but before counting its item: the thread
+  // exits holding the queue's lock with count one short.
+  std::thread([&] {
+    ASSERT_EQ(detail::lock_robust(&state->lock, detail::Clock::time_point::max()),
+              detail::LockResult::kAcquired);
+    state->count = 1;
+  }).join();
+  q.put(3);  // recovers the lock and recounts
+  EXPECT_EQ(q.qsize(), 3u);
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_EQ(q.get(), 2);
+  EXPECT_EQ(q.get(), 3);
+}
+
+struct Job {
+  int id;
+  std::string name;
+  MSGPACK_DEFINE(id, name);
+};
+
+TEST(QueueTest, StructItems) {
+  Queue<Job> q;
+  q.put(Job{7, "seven"});
+  Job j = q.get();
+  EXPECT_EQ(j.id, 7);
+  EXPECT_EQ(j.name, "seven");
+}
+
+}  // namespace
+}  // namespace mpx

@@ -1,0 +1,75 @@
+// Layouts of the shared objects' state in their segments, and the primitives they are
+// built from. Internal to framework/shm.
+//
+// Every field here is shared between processes, which may be killed at any instant.
+// Two rules keep that safe:
+//  - Waiting uses bare futexes on sequence words, never per-waiter records: a waiter
+//    that dies leaves at most an inflated waiter count behind, which costs a spare
+//    wake-up and nothing else.
+//  - State guarded by a robust mutex is updated so that every prefix of an update is
+//    either harmless or repaired by the next holder (see QueueState).
+#ifndef MPX_FRAMEWORK_SHM_STATE_H_
+#define MPX_FRAMEWORK_SHM_STATE_H_
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "mpx/detail/deadline.h"
+
+namespace mpx {
+namespace detail {
+
+// 32-bit futex words must be lock-free and address-free to be shared by processes.
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "futex words need lock-free atomics");
+
+struct MutexState {
+  pthread_mutex_t mutex;  // PTHREAD_PROCESS_SHARED, PTHREAD_MUTEX_ROBUST
+  // Set by a holder that recovered the mutex from a dead owner, cleared by its final
+  // unlock. Only the holder reads or writes it.
+  std::uint32_t recovered;
+  std::int32_t holder_pid;  // diagnostics only: who took it last
+};
+
+// Initializes a robust process-shared mutex in zeroed shared memory.
+void init_robust_mutex(MutexState* state, bool recursive);
+enum class LockResult {
+  kAcquired,
+  kRecovered,  // acquired from an owner that died holding it; the mutex is usable again
+  kTimedOut,
+};
+// Locks, waiting at most until deadline (time_point::max(): forever). Throws mpx::Error
+// on states that only a bug can cause.
+LockResult lock_robust(MutexState* state, Clock::time_point deadline);
+// Throws mpx::Error when the calling thread does not hold the mutex.
+void unlock_robust(MutexState* state);
+
+// Crash safety: put() writes the item's bytes past tail, then advances tail (the commit:
+// a reader never looks past tail), then count. get() copies the item out, then advances
+// head (the commit), then count. A process killed at any point leaves either the item
+// fully in or fully out, and at worst count stale, which the next holder recomputes from
+// head and tail when the robust mutex reports the death.
+struct QueueState {
+  MutexState lock;
+  std::uint64_t capacity;  // ring bytes; immutable
+  std::uint64_t maxsize;   // item limit, 0 for none; immutable
+  std::uint64_t head;      // ring offset of the oldest item, monotonic; guarded by lock
+  std::uint64_t tail;      // ring offset past the newest item, monotonic; guarded by lock
+  std::uint64_t count;     // items between head and tail; guarded by lock
+  std::atomic<std::uint32_t> not_empty;  // bumped by each put; getters sleep on it
+  std::atomic<std::uint32_t> not_full;   // bumped by each get; putters sleep on it
+  std::uint32_t getters;                 // asleep in get (or died there); guarded by lock
+  std::uint32_t putters;                 // asleep in put (or died there); guarded by lock
+};
+
+// Blocks while *word == expected, at most until deadline (time_point::max(): forever).
+// Returns false only when the deadline passed.
+bool futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                Clock::time_point deadline);
+void futex_wake(std::atomic<std::uint32_t>* word, int count);
+
+}  // namespace detail
+}  // namespace mpx
+
+#endif  // MPX_FRAMEWORK_SHM_STATE_H_
