@@ -2,9 +2,7 @@
 // the driver killed, and payloads a worker cannot decode. Nothing may hang, no result
 // may vanish silently, and no process may be left behind.
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,7 +22,6 @@
 #include "framework/testing/testing.h"
 #include "mpx/mpx.h"
 
-extern char** environ;
 
 namespace {
 
@@ -294,36 +291,10 @@ TEST(FaultHelper, DISABLED_DriverToBeKilled) {
 }
 
 TEST_F(FaultTest, DriverKilledLeavesNoProcessBehind) {
-  int out[2];
-  ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-  std::vector<std::string> args = {"fault_test", "--gtest_filter=FaultHelper.DISABLED_DriverToBeKilled",
-                                   "--gtest_also_run_disabled_tests"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env_strings = {"MPX_FAULT_HELPER=1"};
-  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
-  std::vector<char*> envp;
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  pid_t driver = -1;
-  ASSERT_EQ(posix_spawn(&driver, "/proc/self/exe", &actions, nullptr, argv.data(), envp.data()), 0);
-  posix_spawn_file_actions_destroy(&actions);
-  close(out[1]);
-
-  std::string seen;
-  pollfd p{out[0], POLLIN, 0};
-  while (seen.find("READY") == std::string::npos && poll(&p, 1, 30000) > 0) {
-    char buf[256];
-    ssize_t n = read(out[0], buf, sizeof buf);
-    if (n <= 0) break;
-    seen.append(buf, static_cast<std::size_t>(n));
-  }
-  close(out[0]);
-  ASSERT_NE(seen.find("READY"), std::string::npos) << "helper driver did not start: " << seen;
+  const auto helper = mpx::testing::start_helper_driver("FaultHelper.DISABLED_DriverToBeKilled",
+                                                        "MPX_FAULT_HELPER");
+  ASSERT_GT(helper.pid, 0) << "helper driver did not start: " << helper.output;
+  const pid_t driver = helper.pid;
   // Router, two workers and the Process child.
   EXPECT_TRUE(mpx::testing::wait_until(
       [&] { return mpx::testing::descendants(driver).size() == 4; }, seconds(20)));

@@ -12,7 +12,9 @@ PinScope::PinScope(Pins& out) : previous_(t_pins) { t_pins = &out; }
 PinScope::~PinScope() { t_pins = previous_; }
 
 void pin(std::shared_ptr<const void> object) {
-  if (t_pins != nullptr) t_pins->push_back(std::move(object));
+  // A map over N items naming one Value pins it once, not N times.
+  if (t_pins == nullptr || (!t_pins->empty() && t_pins->back() == object)) return;
+  t_pins->push_back(std::move(object));
 }
 
 }  // namespace detail

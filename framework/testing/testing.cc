@@ -2,12 +2,17 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
-
 #include <cstdlib>
 #include <thread>
+
+extern char** environ;
 
 namespace mpx {
 namespace testing {
@@ -96,6 +101,70 @@ std::vector<pid_t> worker_pids(pid_t driver) {
     if (d.cmdline.find("--mpx-role=worker") != std::string::npos) out.push_back(d.pid);
   }
   return out;
+}
+
+HelperDriver start_helper_driver(const std::string& gtest_filter, const std::string& env_flag) {
+  HelperDriver helper;
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return helper;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  std::vector<std::string> args = {"helper-driver", "--gtest_filter=" + gtest_filter,
+                                   "--gtest_also_run_disabled_tests"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_strings = {env_flag + "=1"};
+  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t pid = -1;
+  const int err = posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  if (err != 0) {
+    close(out[0]);
+    return helper;
+  }
+  pollfd p{out[0], POLLIN, 0};
+  while (helper.output.find("READY") == std::string::npos && poll(&p, 1, 30000) > 0) {
+    char buf[256];
+    const ssize_t n = read(out[0], buf, sizeof buf);
+    if (n <= 0) break;
+    helper.output.append(buf, static_cast<std::size_t>(n));
+  }
+  close(out[0]);
+  if (helper.output.find("READY") != std::string::npos) {
+    helper.pid = pid;
+  } else {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+  }
+  return helper;
+}
+
+std::vector<std::string> processes_mapping(const std::string& needle) {
+  std::vector<std::string> found;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return found;
+  while (dirent* e = readdir(proc)) {
+    char* end = nullptr;
+    const long pid = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0') continue;
+    const std::string maps = read_file("/proc/" + std::string(e->d_name) + "/maps");
+    for (std::size_t at = maps.find(needle); at != std::string::npos; at = maps.find(needle, at + 1)) {
+      const std::size_t begin = maps.rfind('\n', at);
+      const std::size_t stop = maps.find('\n', at);
+      found.push_back(std::to_string(pid) + ": " +
+                      maps.substr(begin == std::string::npos ? 0 : begin + 1,
+                                  (stop == std::string::npos ? maps.size() : stop) -
+                                      (begin == std::string::npos ? 0 : begin + 1)));
+    }
+  }
+  closedir(proc);
+  return found;
 }
 
 }  // namespace testing

@@ -37,6 +37,20 @@ std::string mutate(std::string bytes, std::mt19937& rng, int max_edits);
 // Pids of the live pool workers (role worker) spawned for driver.
 std::vector<pid_t> worker_pids(pid_t driver = 0);
 
+// A copy of this test binary started as a separate driver: it runs only gtest_filter
+// (a DISABLED_ test that checks env_flag is set, then prints "READY" and blocks).
+// Returns once READY was printed, with everything printed up to then in output;
+// pid is -1 if the helper exited or stayed silent for 30 s.
+struct HelperDriver {
+  pid_t pid = -1;
+  std::string output;
+};
+HelperDriver start_helper_driver(const std::string& gtest_filter, const std::string& env_flag);
+
+// Live processes whose memory maps contain needle (e.g. a memfd name prefix), as
+// "pid: map line". Scans every /proc/<pid>/maps this user can read.
+std::vector<std::string> processes_mapping(const std::string& needle);
+
 }  // namespace testing
 }  // namespace mpx
 

@@ -95,7 +95,8 @@ class Queue : public detail::QueueBase {
   // Appends without waiting; false when full (Python's put_nowait raises Full).
   bool try_put(const T& item) { return put_until(item, detail::Clock::now()); }
 
-  // Waits for an item and removes it. Throws DecodeError if it cannot be read as a T.
+  // Waits for an item and removes it. Throws DecodeError if it cannot be read as a T,
+  // SharedMemoryError if it holds a handle whose segment is gone (the item is consumed).
   T get() { return *get_until(detail::Clock::time_point::max()); }
   // nullopt when timeout passed while the queue was empty.
   template <class Rep, class Period>
@@ -121,6 +122,8 @@ class Queue : public detail::QueueBase {
     try {
       msgpack::object_handle oh = msgpack::unpack(bytes.data(), bytes.size());
       return oh.get().as<T>();
+    } catch (const SharedMemoryError&) {
+      throw;  // a handle inside the item names a segment that is gone
     } catch (const std::exception& e) {
       throw DecodeError(std::string("mpx::Queue::get: an item could not be read as ") +
                         std::string(detail::type_tag<T>().name) + ": " + e.what());

@@ -1,0 +1,341 @@
+// Shared state across real processes: Value, Array, locks, Semaphore, Event, Barrier
+// and Queue used from Process children and Pool workers; lock holders and queue users
+// killed with SIGKILL; and the whole program killed without leaving memory behind.
+#include <dirent.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "framework/shm/state.h"
+#include "framework/testing/testing.h"
+#include "mpx/mpx.h"
+
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+void increment(mpx::Value<int> counter) {
+  std::lock_guard<mpx::Lock> guard(counter.get_lock());
+  counter.value() += 1;
+}
+int add_atomically(mpx::Value<long> total, int x) {
+  total.fetch_add(x);
+  return x;
+}
+void fill(mpx::Array<double> a, int i) { a.at(static_cast<std::size_t>(i)) = i * 0.5; }
+int plus(mpx::Value<int> v, int x) { return v.load() + x; }
+void lock_and_die(mpx::Lock lock) {
+  lock.lock();
+  raise(SIGKILL);
+}
+void hold_queue_lock_and_die(mpx::Queue<int> q) {
+  auto* state = reinterpret_cast<mpx::detail::QueueState*>(
+      mpx::detail::HandleAccess::segment(q)->body());
+  mpx::detail::lock_robust(&state->lock, mpx::detail::Clock::time_point::max());
+  state->count = 0;  // as if killed between committing an item and counting it
+  raise(SIGKILL);
+}
+void produce(mpx::Queue<int> q, int n) {
+  for (int i = 1; i <= n; ++i) q.put(i);
+}
+void consume_sum(mpx::Queue<int> q, int n, mpx::Value<long> sum) {
+  for (int i = 0; i < n; ++i) sum.fetch_add(q.get());
+}
+void consume_forever(mpx::Queue<int> q, mpx::Event started) {
+  started.set();
+  for (;;) q.get();  // killed while blocked here, holding nothing
+}
+int load_from_queue(mpx::Queue<mpx::Value<int>> q) { return q.get().load(); }
+void bounded_section(mpx::Semaphore sem, mpx::Value<int> active, mpx::Value<int> peak) {
+  for (int round = 0; round < 200; ++round) {
+    sem.acquire();
+    const int now = active.fetch_add(1) + 1;
+    int seen = peak.load();
+    while (now > seen && !peak.compare_exchange(seen, now)) {
+    }
+    active.fetch_sub(1);
+    sem.release();
+  }
+}
+void wait_for_event(mpx::Event go, mpx::Value<int> woke) {
+  go.wait();
+  woke.fetch_add(1);
+}
+void barrier_party(mpx::Barrier b, mpx::Array<int> slots, int me) {
+  slots.at(static_cast<std::size_t>(me)) = b.wait(seconds(30));
+}
+void sleep_forever_with(mpx::Value<int> v, mpx::Array<char> a, mpx::Queue<int> q, mpx::Lock l) {
+  v.fetch_add(1);
+  a[0] = 1;
+  for (;;) pause();
+}
+MPX_TASK(increment);
+MPX_TASK(add_atomically);
+MPX_TASK(fill);
+MPX_TASK(plus);
+MPX_TASK(lock_and_die);
+MPX_TASK(hold_queue_lock_and_die);
+MPX_TASK(produce);
+MPX_TASK(consume_sum);
+MPX_TASK(consume_forever);
+MPX_TASK(load_from_queue);
+MPX_TASK(bounded_section);
+MPX_TASK(wait_for_event);
+MPX_TASK(barrier_party);
+MPX_TASK(sleep_forever_with);
+
+class SharedTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    auto left = mpx::testing::wait_no_descendants(seconds(10));
+    for (const auto& d : left) ADD_FAILURE() << "left running: pid " << d.pid << " " << d.cmdline;
+  }
+};
+
+// The guide's example: five processes increment one shared value under its lock.
+TEST_F(SharedTest, FiveProcessesIncrementUnderTheLock) {
+  mpx::Value<int> counter(0);
+  std::vector<mpx::Process> ps;
+  for (int i = 0; i < 5; ++i) ps.emplace_back(increment, counter);
+  for (auto& p : ps) p.start();
+  for (auto& p : ps) p.join();
+  for (auto& p : ps) EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(counter.load(), 5);
+}
+
+TEST_F(SharedTest, PoolTasksShareAValueAcrossWorkerCounts) {
+  for (int workers : {1, 2, 4}) {
+    mpx::Value<long> total(0);
+    mpx::Pool pool(workers);
+    std::vector<std::tuple<mpx::Value<long>, int>> items;
+    long expected = 0;
+    for (int i = 0; i < 2000; ++i) {
+      items.emplace_back(total, i);
+      expected += i;
+    }
+    pool.starmap(add_atomically, items);
+    EXPECT_EQ(total.load(), expected) << workers << " workers";
+  }
+}
+
+TEST_F(SharedTest, PoolFillsAnArrayInParallel) {
+  mpx::Array<double> a(1000);
+  mpx::Pool pool(2);
+  std::vector<std::tuple<mpx::Array<double>, int>> items;
+  for (int i = 0; i < 1000; ++i) items.emplace_back(a, i);
+  pool.starmap(fill, items);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(a[static_cast<std::size_t>(i)], i * 0.5);
+  // An index past the end fails that item with the task's exception, and only it.
+  items.assign({{a, 1000}});
+  try {
+    pool.starmap(fill, items);
+    FAIL() << "expected RemoteError";
+  } catch (const mpx::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "std::out_of_range");
+    EXPECT_NE(e.message().find("index 1000"), std::string::npos) << e.message();
+  }
+}
+
+// A handle passed to a call keeps its memory alive even if the caller's copy is gone.
+TEST_F(SharedTest, ArgumentsArePinnedUntilTheCallIsDone) {
+  mpx::Pool pool(1);
+  auto result = pool.apply_async(plus, mpx::Value<int>(5), 1);
+  EXPECT_EQ(result.get(), 6);
+  mpx::Process p(increment, mpx::Value<int>(0));
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_F(SharedTest, HandleWhoseSegmentIsGoneFailsTheTaskByName) {
+  mpx::Queue<mpx::Value<int>> q;
+  {
+    mpx::Value<int> short_lived(3);
+    q.put(short_lived);  // items do not pin: the value dies with this scope
+  }
+  mpx::Pool pool(1);
+  try {
+    pool.apply(load_from_queue, q);
+    FAIL() << "expected RemoteError";
+  } catch (const mpx::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "mpx::SharedMemoryError");
+    EXPECT_NE(e.message().find("is gone"), std::string::npos) << e.message();
+  }
+}
+
+TEST_F(SharedTest, LockHolderKilledHandsTheLockOnWithAFlag) {
+  mpx::Lock lock;
+  mpx::Process p(lock_and_die, lock);
+  p.start();
+  p.join();
+  ASSERT_EQ(p.exitcode(), -SIGKILL);
+  ASSERT_TRUE(lock.acquire(seconds(10)));
+  EXPECT_TRUE(lock.previous_owner_died());
+  lock.release();
+  // It keeps working for everybody: five more processes take it in turn.
+  mpx::Value<int> counter(0);
+  std::vector<mpx::Process> ps;
+  for (int i = 0; i < 5; ++i) ps.emplace_back(increment, counter);
+  for (auto& q : ps) q.start();
+  for (auto& q : ps) q.join();
+  EXPECT_EQ(counter.load(), 5);
+}
+
+TEST_F(SharedTest, QueueCarriesItemsBetweenProcesses) {
+  mpx::Queue<int> q(16);
+  mpx::Value<long> sum(0);
+  mpx::Process producer(produce, q, 5000);
+  mpx::Process consumer(consume_sum, q, 5000, sum);
+  consumer.start();
+  producer.start();
+  producer.join();
+  consumer.join();
+  EXPECT_EQ(producer.exitcode(), 0);
+  EXPECT_EQ(consumer.exitcode(), 0);
+  EXPECT_EQ(sum.load(), 5000L * 5001 / 2);
+  EXPECT_TRUE(q.empty());
+}
+
+TEST_F(SharedTest, ConsumersKilledWhileWaitingLoseNothing) {
+  mpx::Queue<int> q(8);
+  std::vector<mpx::Event> started(3);
+  std::vector<mpx::Process> doomed;
+  for (auto& e : started) doomed.emplace_back(consume_forever, q, e);
+  for (auto& d : doomed) d.start();
+  for (auto& e : started) ASSERT_TRUE(e.wait(seconds(30)));
+  for (auto& d : doomed) d.kill();
+  for (auto& d : doomed) d.join();
+  mpx::Value<long> sum(0);
+  mpx::Process producer(produce, q, 1000);
+  mpx::Process consumer(consume_sum, q, 1000, sum);
+  producer.start();
+  consumer.start();
+  ASSERT_TRUE(consumer.join(milliseconds(60000)));
+  producer.join();
+  EXPECT_EQ(sum.load(), 1000L * 1001 / 2);
+}
+
+TEST_F(SharedTest, QueueLockHolderKilledMidUpdateIsRepaired) {
+  mpx::Queue<int> q;
+  q.put(1);
+  q.put(2);
+  mpx::Process p(hold_queue_lock_and_die, q);
+  p.start();
+  p.join();
+  ASSERT_EQ(p.exitcode(), -SIGKILL);
+  ASSERT_TRUE(q.put(3, seconds(10)));
+  EXPECT_EQ(q.qsize(), 3u);
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_EQ(q.get(), 2);
+  EXPECT_EQ(q.get(), 3);
+}
+
+TEST_F(SharedTest, SemaphoreBoundsConcurrencyAcrossProcesses) {
+  mpx::Semaphore sem(2);
+  mpx::Value<int> active(0), peak(0);
+  std::vector<mpx::Process> ps;
+  for (int i = 0; i < 4; ++i) ps.emplace_back(bounded_section, sem, active, peak);
+  for (auto& p : ps) p.start();
+  for (auto& p : ps) p.join();
+  for (auto& p : ps) EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_LE(peak.load(), 2);
+  EXPECT_GE(peak.load(), 1);
+  EXPECT_EQ(sem.get_value(), 2);
+}
+
+TEST_F(SharedTest, EventReleasesWaitingProcesses) {
+  mpx::Event go;
+  mpx::Value<int> woke(0);
+  std::vector<mpx::Process> ps;
+  for (int i = 0; i < 3; ++i) ps.emplace_back(wait_for_event, go, woke);
+  for (auto& p : ps) p.start();
+  EXPECT_EQ(woke.load(), 0);
+  go.set();
+  for (auto& p : ps) p.join();
+  EXPECT_EQ(woke.load(), 3);
+}
+
+TEST_F(SharedTest, BarrierAcrossProcessesGivesDistinctIndices) {
+  mpx::Barrier b(3);
+  mpx::Array<int> slots(3);
+  std::vector<mpx::Process> ps;
+  for (int i = 0; i < 3; ++i) ps.emplace_back(barrier_party, b, slots, i);
+  for (auto& p : ps) p.start();
+  for (auto& p : ps) p.join();
+  for (auto& p : ps) EXPECT_EQ(p.exitcode(), 0);
+  auto got = slots.to_vector();
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 2}));
+}
+
+// Runs as a separate driver (see KillingEverythingLeavesNoMemory); skipped otherwise.
+TEST(SharedHelper, DISABLED_DriverWithSharedState) {
+  if (std::getenv("MPX_SHARED_HELPER") == nullptr) GTEST_SKIP();
+  mpx::Value<int> mapped(0);
+  mpx::Array<char> big(8 << 20);
+  mpx::Queue<int> q;
+  mpx::Lock lock;
+  mpx::Pool pool(2);
+  mpx::Process child(sleep_forever_with, mapped, big, q, lock);
+  child.start();
+  auto a = pool.apply_async(sleep_forever_with, mapped, big, q, lock);
+  while (mapped.load() < 2) std::this_thread::sleep_for(milliseconds(1));
+  std::printf("READY %d\n", static_cast<int>(pool.router_pid()));
+  std::fflush(stdout);
+  a.get();
+}
+
+std::set<std::string> dev_shm() {
+  std::set<std::string> names;
+  if (DIR* d = opendir("/dev/shm")) {
+    while (dirent* e = readdir(d)) names.insert(e->d_name);
+    closedir(d);
+  }
+  return names;
+}
+
+TEST_F(SharedTest, KillingDriverRouterAndWorkerLeavesNoMemoryBehind) {
+  const auto shm_before = dev_shm();
+  const auto helper =
+      mpx::testing::start_helper_driver("SharedHelper.DISABLED_DriverWithSharedState", "MPX_SHARED_HELPER");
+  ASSERT_GT(helper.pid, 0) << "helper driver did not start: " << helper.output;
+  const pid_t router = std::atoi(helper.output.c_str() + helper.output.find("READY") + 6);
+  const std::string prefix = "memfd:mpx-" + std::to_string(helper.pid) + "-";
+  // The segments are mapped by the driver, the Process child and the busy worker.
+  std::set<pid_t> mappers;
+  for (const auto& line : mpx::testing::processes_mapping(prefix)) {
+    mappers.insert(static_cast<pid_t>(std::atoi(line.c_str())));
+  }
+  EXPECT_GE(mappers.size(), 3u);
+  pid_t worker = -1;
+  for (pid_t w : mpx::testing::worker_pids(helper.pid)) {
+    if (mappers.count(w)) worker = w;
+  }
+  ASSERT_GT(worker, 0) << "no pool worker maps the segments";
+  ASSERT_GT(router, 0);
+
+  kill(worker, SIGKILL);
+  kill(router, SIGKILL);
+  kill(helper.pid, SIGKILL);
+  waitpid(helper.pid, nullptr, 0);
+  const auto left = mpx::testing::wait_no_descendants(seconds(10), helper.pid);
+  for (const auto& d : left) ADD_FAILURE() << "orphan: pid " << d.pid << " " << d.cmdline;
+  EXPECT_TRUE(mpx::testing::wait_until(
+      [&] { return mpx::testing::processes_mapping(prefix).empty(); }, seconds(10)));
+  for (const auto& line : mpx::testing::processes_mapping(prefix)) ADD_FAILURE() << "still mapped: " << line;
+  EXPECT_EQ(dev_shm(), shm_before);
+}
+
+}  // namespace
