@@ -266,6 +266,47 @@ TEST(LockTest, HolderThatDiesHandsOverWithAFlag) {
   lock.unlock();
 }
 
+// The waiter is already asleep when the holder dies: the kernel wakes nobody on the
+// lock's wait word, so the waiter's bounded sleep must find the death by itself.
+TEST(LockTest, SleepingWaiterTakesOverFromADeadHolder) {
+  Lock lock;
+  std::atomic<bool> held{false}, die{false};
+  std::thread holder([&] {
+    lock.lock();
+    held = true;
+    while (!die) std::this_thread::yield();
+  });
+  while (!held) std::this_thread::yield();
+  std::atomic<int> outcome{0};
+  std::thread waiter([&] {
+    lock.lock();
+    outcome = lock.previous_owner_died() ? 2 : 1;
+    lock.unlock();
+  });
+  auto* state = reinterpret_cast<detail::MutexState*>(detail::HandleAccess::segment(lock)->body());
+  while (state->sleepers.load() == 0) std::this_thread::yield();
+  die = true;
+  holder.join();
+  waiter.join();
+  EXPECT_EQ(outcome.load(), 2);
+}
+
+TEST(LockTest, ContendedLockAcrossThreadsStaysExclusive) {
+  Lock lock;
+  long plain = 0;  // guarded by lock
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 50000; ++i) {
+        std::lock_guard<Lock> guard(lock);
+        ++plain;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(plain, 200000);
+}
+
 TEST(LockTest, ValueLockRecoversToo) {
   Value<int> v(0);
   std::thread([&] { v.get_lock().lock(); }).join();

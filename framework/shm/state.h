@@ -24,12 +24,23 @@ namespace detail {
 // 32-bit futex words must be lock-free and address-free to be shared by processes.
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "futex words need lock-free atomics");
 
+// A robust mutex with its own wait protocol.
+//
+// The pthread mutex gives ownership and robustness: the kernel marks it when its holder
+// dies, and the next trylock returns EOWNERDEAD. It is only ever try-locked and
+// unlocked, never blocked on: glibc's blocking path makes every later unlock a
+// futex_wake system call as long as anybody once slept, which under steady contention
+// costs more than the critical section. Waiters instead spin, then sleep on wake_seq in
+// bounded slices; an unlock wakes at most one sleeper per wake-up in flight.
 struct MutexState {
   pthread_mutex_t mutex;  // PTHREAD_PROCESS_SHARED, PTHREAD_MUTEX_ROBUST
   // Set by a holder that recovered the mutex from a dead owner, cleared by its final
   // unlock. Only the holder reads or writes it.
   std::uint32_t recovered;
   std::int32_t holder_pid;  // diagnostics only: who took it last
+  std::atomic<std::uint32_t> sleepers;      // waiters asleep on wake_seq (or died there)
+  std::atomic<std::uint32_t> wake_seq;      // futex word; bumped by unlocks seen by sleepers
+  std::atomic<std::uint32_t> wake_pending;  // 1 from a wake until a sleeper wakes up
 };
 
 // Initializes a robust process-shared mutex in zeroed shared memory.

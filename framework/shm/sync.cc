@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -26,6 +27,12 @@ pid_t this_thread_id() {
   return tid;
 }
 
+// getpid() is a system call; the lock fast path records the holder's pid.
+pid_t this_process_id() {
+  static const pid_t pid = getpid();
+  return pid;
+}
+
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -38,6 +45,7 @@ inline void cpu_relax() {
 // sections guarding shared counters are tiny), far sooner than a futex sleep and wake
 // round trip (several microseconds): spin this many rounds on the lock word first.
 constexpr int kSpinRounds = 200;
+constexpr std::chrono::milliseconds kSleepSlice{50};
 
 std::string lock_error(const char* what, int err) {
   return std::string("mpx::Lock: ") + what + ": " + std::strerror(err);
@@ -59,37 +67,54 @@ void init_robust_mutex(MutexState* state, bool recursive) {
   state->holder_pid = 0;
 }
 
-LockResult lock_robust(MutexState* state, Clock::time_point deadline) {
-  pthread_mutex_t* m = &state->mutex;
+namespace {
+
+bool held_by_caller(const pthread_mutex_t* m) {
+  return __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED) == this_thread_id();
+}
+
+// trylock, then up to kSpinRounds more tries whenever the lock word looks free.
+int try_then_spin(pthread_mutex_t* m, bool spin) {
   int err = pthread_mutex_trylock(m);
-  const bool may_wait = deadline != Clock::time_point::min();
-  for (int round = 0; err == EBUSY && may_wait && round < kSpinRounds; ++round) {
+  for (int round = 0; err == EBUSY && spin && round < kSpinRounds; ++round) {
     cpu_relax();
     if (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) == 0) err = pthread_mutex_trylock(m);
   }
-  if (err == EBUSY) {
-    if (deadline == Clock::time_point::max()) {
-      err = pthread_mutex_lock(m);
-    } else if (deadline <= Clock::now()) {
-      return LockResult::kTimedOut;
-    } else {
-      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch());
-      timespec ts{static_cast<time_t>(ns.count() / 1000000000),
-                  static_cast<long>(ns.count() % 1000000000)};
-      err = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
-    }
+  return err;
+}
+
+}  // namespace
+
+LockResult lock_robust(MutexState* state, Clock::time_point deadline) {
+  pthread_mutex_t* m = &state->mutex;
+  const bool may_wait = deadline != Clock::time_point::min();
+  int err = try_then_spin(m, may_wait);
+  if (err == EBUSY && held_by_caller(m)) err = EDEADLK;  // error-checking Lock, held
+  while (err == EBUSY && may_wait) {
+    const auto now = Clock::now();
+    if (deadline != Clock::time_point::max() && now >= deadline) break;
+    // The slice bounds how long a sleeper can miss the death of the holder (the kernel
+    // marks the mutex but wakes nobody on wake_seq) or of a sleeper woken for it.
+    const auto slice = std::min(deadline, now + kSleepSlice);
+    state->sleepers.fetch_add(1);
+    const std::uint32_t seen = state->wake_seq.load();
+    err = pthread_mutex_trylock(m);
+    if (err == EBUSY) futex_wait(&state->wake_seq, seen, slice);
+    state->sleepers.fetch_sub(1);
+    state->wake_pending.store(0);
+    if (err == EBUSY) err = try_then_spin(m, true);
   }
   switch (err) {
     case 0:
-      state->holder_pid = getpid();
+      state->holder_pid = this_process_id();
       return LockResult::kAcquired;
-    case ETIMEDOUT:
+    case EBUSY:
       return LockResult::kTimedOut;
     case EOWNERDEAD: {
       const int dead = state->holder_pid;
       pthread_mutex_consistent(m);
       state->recovered = 1;
-      state->holder_pid = getpid();
+      state->holder_pid = this_process_id();
       logger().warn("took over a lock whose holder (pid {}) died holding it", dead);
       return LockResult::kRecovered;
     }
@@ -103,12 +128,19 @@ LockResult lock_robust(MutexState* state, Clock::time_point deadline) {
 
 void unlock_robust(MutexState* state) {
   pthread_mutex_t* m = &state->mutex;
-  if (__atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED) != this_thread_id()) {
+  if (!held_by_caller(m)) {
     throw Error("mpx::Lock: unlock by a thread that does not hold the lock");
   }
   if (m->__data.__count <= 1) state->recovered = 0;  // the final unlock of an RLock
   const int err = pthread_mutex_unlock(m);
   if (err != 0) throw Error(lock_error("unlock", err));
+  // Pairs with the sleeper's increment of sleepers before its trylock: either it sees
+  // the lock free or this thread sees it counted.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (state->sleepers.load(std::memory_order_relaxed) > 0) {
+    state->wake_seq.fetch_add(1);
+    if (state->wake_pending.exchange(1) == 0) futex_wake(&state->wake_seq, 1);
+  }
 }
 
 bool futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,

@@ -24,6 +24,27 @@ MPX_TASK(square);
 MPX_TASK(multiply);
 MPX_TASK(nothing);
 
+// Shared-state workloads: each child meets the driver at a barrier, so the timing
+// starts when both children are running and excludes process start-up.
+void locked_increments(mpx::Value<int> v, mpx::Barrier start, int n) {
+  start.wait();
+  for (int i = 0; i < n; ++i) {
+    std::lock_guard<mpx::Lock> guard(v.get_lock());
+    v.value() += 1;
+  }
+}
+void atomic_increments(mpx::Value<int> v, mpx::Barrier start, int n) {
+  start.wait();
+  for (int i = 0; i < n; ++i) v.fetch_add(1);
+}
+void put_ints(mpx::Queue<int> q, mpx::Barrier start, int n) {
+  start.wait();
+  for (int i = 0; i < n; ++i) q.put(i);
+}
+MPX_TASK(locked_increments);
+MPX_TASK(atomic_increments);
+MPX_TASK(put_ints);
+
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -34,6 +55,56 @@ void emit(const char* scenario, const char* unit, const std::vector<double>& val
   for (std::size_t i = 0; i < values.size(); ++i) std::printf("%s%.6g", i ? ", " : "", values[i]);
   std::printf("]}\n");
   std::fflush(stdout);
+}
+
+// Two processes run task(value, barrier, n); returns increments per second.
+template <class Task>
+double two_process_increments(Task task, int n) {
+  mpx::Value<int> v(0);
+  mpx::Barrier start(3);
+  mpx::Process a(task, v, start, n), b(task, v, start, n);
+  a.start();
+  b.start();
+  start.wait();
+  const auto t0 = Clock::now();
+  a.join();
+  b.join();
+  const double rate = 2.0 * n / seconds_since(t0);
+  if (v.load() != 2 * n) {
+    std::fprintf(stderr, "pool_bench: lost increments: %d of %d\n", v.load(), 2 * n);
+    std::exit(1);
+  }
+  return rate;
+}
+
+void shared_state_scenarios(int reps, double scale) {
+  const int n = static_cast<int>(500000 * scale);
+  std::vector<double> v;
+  for (int r = 0; r < reps; ++r) v.push_back(two_process_increments(locked_increments, n));
+  emit("Value += 1 under get_lock(), 2 processes", "increments/s", v);
+  v.clear();
+  for (int r = 0; r < reps; ++r) v.push_back(two_process_increments(atomic_increments, n));
+  emit("Value += 1, 2 processes: mpx fetch_add vs Python get_lock()", "increments/s", v);
+
+  const int items = static_cast<int>(1000000 * scale);
+  v.clear();
+  for (int r = 0; r < reps; ++r) {
+    mpx::Queue<int> q;
+    mpx::Barrier start(2);
+    mpx::Process producer(put_ints, q, start, items);
+    producer.start();
+    start.wait();
+    const auto t0 = Clock::now();
+    long long sum = 0;
+    for (int i = 0; i < items; ++i) sum += q.get();
+    v.push_back(items / seconds_since(t0));
+    producer.join();
+    if (sum != static_cast<long long>(items) * (items - 1) / 2) {
+      std::fprintf(stderr, "pool_bench: queue lost items\n");
+      std::exit(1);
+    }
+  }
+  emit("Queue of small ints, producer process -> consumer", "items/s", v);
 }
 
 }  // namespace
@@ -70,6 +141,8 @@ int main(int argc, char** argv) {
     v.push_back(seconds_since(t0) * 1e3 / n);
   }
   emit("Pool(2) create + first task + teardown", "ms", v);
+
+  shared_state_scenarios(reps, scale);
 
   const int n_map = static_cast<int>(1000000 * scale);
   const int n_small = static_cast<int>(100000 * scale);

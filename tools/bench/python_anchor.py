@@ -18,6 +18,59 @@ def nothing():
     pass
 
 
+def locked_increments(v, start, n):
+    start.wait()
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+
+
+def put_ints(q, start, n):
+    start.wait()
+    for i in range(n):
+        q.put(i)
+
+
+def two_process_increments(n):
+    v = mp.Value("i", 0)
+    start = mp.Barrier(3)
+    ps = [mp.Process(target=locked_increments, args=(v, start, n)) for _ in range(2)]
+    for p in ps:
+        p.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for p in ps:
+        p.join()
+    rate = 2 * n / (time.perf_counter() - t0)
+    assert v.value == 2 * n, (v.value, 2 * n)
+    return rate
+
+
+def shared_state_scenarios(reps, scale):
+    n = int(500_000 * scale)
+    emit("Value += 1 under get_lock(), 2 processes", "increments/s",
+         [two_process_increments(n) for _ in range(reps)])
+    # Python has no atomic add on a shared Value: get_lock() is its only safe way.
+    emit("Value += 1, 2 processes: mpx fetch_add vs Python get_lock()", "increments/s",
+         [two_process_increments(n) for _ in range(reps)])
+    items = int(1_000_000 * scale)
+    v = []
+    for _ in range(reps):
+        q = mp.Queue()
+        start = mp.Barrier(2)
+        producer = mp.Process(target=put_ints, args=(q, start, items))
+        producer.start()
+        start.wait()
+        t0 = time.perf_counter()
+        total = 0
+        for _ in range(items):
+            total += q.get()
+        v.append(items / (time.perf_counter() - t0))
+        producer.join()
+        assert total == items * (items - 1) // 2
+    emit("Queue of small ints, producer process -> consumer", "items/s", v)
+
+
 def emit(scenario, unit, values):
     print(json.dumps({"scenario": scenario, "unit": unit, "values": values}), flush=True)
 
@@ -47,6 +100,8 @@ def main():
                 p.apply(square, (1,))
         v.append((time.perf_counter() - t0) * 1e3 / n)
     emit("Pool(2) create + first task + teardown", "ms", v)
+
+    shared_state_scenarios(reps, scale)
 
     n_map = int(1_000_000 * scale)
     n_small = int(100_000 * scale)
