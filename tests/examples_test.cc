@@ -311,6 +311,36 @@ TEST(ExamplesTest, ErrorHandling) {
   EXPECT_CONTAINS(r.err, "task 'failing_worker' raised std::runtime_error: worker gave up");
 }
 
+TEST(ExamplesTest, SharedValue) {
+  const RunResult r = RunClean("shared/shared_value");
+  EXPECT_EQ(r.out,
+            "final value: 5\n"
+            "two processes, 100000 fetch_add each: 200000\n");
+}
+
+TEST(ExamplesTest, Lock) {
+  const RunResult r = RunClean("shared/lock");
+  EXPECT_EQ(r.out,
+            "12 entries written, each worker's 3 together: yes\n"
+            "holder exitcode -9\n"
+            "lock acquired; previous owner died: yes\n");
+  EXPECT_CONTAINS(r.err, "took over a lock whose holder (pid ");
+}
+
+TEST(ExamplesTest, PoolArray) {
+  const RunResult r = RunClean("shared/pool_array");
+  EXPECT_EQ(r.out,
+            "filled 1000000 elements in 20 tasks\n"
+            "a[144] = 12.0, sum = 666666166\n");
+}
+
+TEST(ExamplesTest, ProducerConsumer) {
+  const RunResult r = RunClean("shared/producer_consumer");
+  EXPECT_EQ(r.out,
+            "results: 100, total length: 4950\n"
+            "queue empty afterwards: yes\n");
+}
+
 TEST(ExamplesTest, Flagship) {
   const RunResult r = RunClean("pool/flagship");
   EXPECT_LINE(r.out, "map: 0 1 4 9 16 25 36 49 64 81");
