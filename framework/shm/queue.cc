@@ -1,6 +1,7 @@
 // Queue: a ring buffer of length-prefixed items in a segment, behind a robust mutex.
 #include "mpx/queue.h"
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <new>
@@ -67,12 +68,12 @@ class QueueLock {
         // rather than hand out garbage.
         logger().error("mpx::Queue: dropped {} unreadable bytes after a holder died",
                        s_->tail - at);
-        s_->tail = at;
+        __atomic_store_n(&s_->tail, at, __ATOMIC_RELEASE);
         break;
       }
       at += kLengthBytes + len;
     }
-    s_->count = items;
+    __atomic_store_n(&s_->count, items, __ATOMIC_RELEASE);
     // Whoever waits may now be able to proceed; the dead holder cannot tell them.
     s_->not_empty.fetch_add(1);
     s_->not_full.fetch_add(1);
@@ -87,6 +88,76 @@ class QueueLock {
 bool expired(Clock::time_point deadline) {
   return deadline != Clock::time_point::max() &&
          (deadline == Clock::time_point::min() || Clock::now() >= deadline);
+}
+
+std::uint64_t load(const std::uint64_t& field) { return __atomic_load_n(&field, __ATOMIC_ACQUIRE); }
+
+// Whether an item of need bytes fits now. Exact under the lock; a hint without it
+// (the fields are then read atomically but not together).
+bool has_room(QueueState* s, std::uint64_t need) {
+  return s->capacity - (load(s->tail) - load(s->head)) >= need &&
+         (s->maxsize == 0 || load(s->count) < s->maxsize);
+}
+
+// One side of the queue's waiting: getters (woken by puts) or putters (woken by gets).
+struct Waiters {
+  std::atomic<std::uint32_t>* seq;  // the futex word they sleep on
+  std::uint32_t* asleep;
+  std::uint32_t* woken_at;
+};
+Waiters getters_of(QueueState* s) { return {&s->not_empty, &s->getters, &s->getters_woken_at}; }
+Waiters putters_of(QueueState* s) { return {&s->not_full, &s->putters, &s->putters_woken_at}; }
+
+// Under the lock, after a change that may let w proceed: bumps their futex word so none
+// can fall asleep on stale state, and returns whether the caller must wake them (after
+// unlocking) because some sleep and no recent wake-up is already on its way.
+bool claim_wake(const Waiters& w) {
+  w.seq->fetch_add(1);
+  if (*w.asleep == 0) return false;
+  const std::uint32_t now = coarse_now_us();
+  if (!wake_due(*w.woken_at, now)) return false;
+  *w.woken_at = now;
+  return true;
+}
+
+// A consumer and a producer on two cores hand items over faster than a futex sleep and
+// wake-up take, so a waiter first spins for roughly this many pause instructions.
+constexpr int kSpinRounds = 2000;
+// Upper bound of one sleep: a waiter woken for an item and killed before taking it (its
+// wake-up never reaches the others) delays them by at most this.
+constexpr std::chrono::milliseconds kSleepSlice{50};
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// With the lock held, waits until ready() holds (lock held again) or the deadline
+// passes (returns false).
+template <class Ready>
+bool wait_until_ready(QueueLock& lock, QueueState* s, const Waiters& w, Ready ready,
+                      Clock::time_point deadline) {
+  while (!ready()) {
+    if (expired(deadline)) return false;
+    lock.unlock();
+    bool looks_ready = false;
+    for (int i = 0; i < kSpinRounds && !(looks_ready = ready()); ++i) cpu_relax();
+    lock.lock();
+    if (looks_ready || ready()) continue;  // confirmed, or not, under the lock
+    const auto slice = std::min(deadline, Clock::now() + kSleepSlice);
+    const std::uint32_t seen = w.seq->load();
+    ++*w.asleep;
+    lock.unlock();
+    const bool in_time = futex_wait(w.seq, seen, slice);
+    lock.lock();
+    --*w.asleep;
+    *w.woken_at = 0;
+    if (!in_time && slice == deadline) deadline = Clock::time_point::min();  // one last look
+  }
+  return true;
 }
 
 }  // namespace
@@ -120,53 +191,39 @@ bool QueueBase::put_bytes(const char* data, std::size_t size, Clock::time_point 
                             " bytes (give the Queue a larger buffer_bytes)");
   }
   QueueLock lock(s);
-  while (s->capacity - (s->tail - s->head) < need || (s->maxsize != 0 && s->count >= s->maxsize)) {
-    if (expired(deadline)) return false;
-    const std::uint32_t seen = s->not_full.load();
-    ++s->putters;
-    lock.unlock();
-    const bool in_time = futex_wait(&s->not_full, seen, deadline);
-    lock.lock();
-    --s->putters;
-    if (!in_time) deadline = Clock::time_point::min();  // one last look
+  if (!wait_until_ready(lock, s, putters_of(s), [&] { return has_room(s, need); }, deadline)) {
+    return false;
   }
   const auto len = static_cast<std::uint32_t>(size);
   ring_write(s, s->tail, &len, kLengthBytes);
   ring_write(s, s->tail + kLengthBytes, data, size);
   __atomic_store_n(&s->tail, s->tail + need, __ATOMIC_RELEASE);
-  __atomic_store_n(&s->count, s->count + 1, __ATOMIC_RELAXED);
-  s->not_empty.fetch_add(1);
-  // Every sleeping getter is woken, not one: a getter killed between its wake-up and
-  // taking the item would otherwise strand the item while the others sleep on.
-  const bool wake = s->getters > 0;
+  __atomic_store_n(&s->count, s->count + 1, __ATOMIC_RELEASE);
+  const bool wake_getters = claim_wake(getters_of(s));
+  const bool wake_putters = has_room(s, kLengthBytes) && claim_wake(putters_of(s));
   lock.unlock();
-  if (wake) futex_wake(&s->not_empty, INT_MAX);
+  if (wake_getters) futex_wake(&s->not_empty, INT_MAX);
+  if (wake_putters) futex_wake(&s->not_full, INT_MAX);
   return true;
 }
 
 bool QueueBase::get_bytes(std::string& out, Clock::time_point deadline) {
   QueueState* s = state_;
   QueueLock lock(s);
-  while (s->count == 0) {
-    if (expired(deadline)) return false;
-    const std::uint32_t seen = s->not_empty.load();
-    ++s->getters;
-    lock.unlock();
-    const bool in_time = futex_wait(&s->not_empty, seen, deadline);
-    lock.lock();
-    --s->getters;
-    if (!in_time) deadline = Clock::time_point::min();
+  if (!wait_until_ready(lock, s, getters_of(s), [&] { return load(s->count) > 0; }, deadline)) {
+    return false;
   }
   std::uint32_t len;
   ring_read(s, s->head, &len, kLengthBytes);
   out.resize(len);
   ring_read(s, s->head + kLengthBytes, out.data(), len);
   __atomic_store_n(&s->head, s->head + kLengthBytes + len, __ATOMIC_RELEASE);
-  __atomic_store_n(&s->count, s->count - 1, __ATOMIC_RELAXED);
-  s->not_full.fetch_add(1);
-  const bool wake = s->putters > 0;
+  __atomic_store_n(&s->count, s->count - 1, __ATOMIC_RELEASE);
+  const bool wake_putters = claim_wake(putters_of(s));
+  const bool wake_getters = s->count > 0 && claim_wake(getters_of(s));
   lock.unlock();
-  if (wake) futex_wake(&s->not_full, INT_MAX);
+  if (wake_putters) futex_wake(&s->not_full, INT_MAX);
+  if (wake_getters) futex_wake(&s->not_empty, INT_MAX);
   return true;
 }
 
@@ -176,8 +233,7 @@ std::size_t QueueBase::qsize() const {
 bool QueueBase::empty() const { return qsize() == 0; }
 bool QueueBase::full() const {
   QueueLock lock(state_);
-  return (state_->maxsize != 0 && state_->count >= state_->maxsize) ||
-         state_->capacity - (state_->tail - state_->head) < kLengthBytes + 1;
+  return !has_room(state_, kLengthBytes + 1);
 }
 std::size_t QueueBase::maxsize() const { return static_cast<std::size_t>(state_->maxsize); }
 std::size_t QueueBase::buffer_bytes() const { return static_cast<std::size_t>(state_->capacity); }

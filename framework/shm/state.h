@@ -31,7 +31,8 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "futex words need
 // unlocked, never blocked on: glibc's blocking path makes every later unlock a
 // futex_wake system call as long as anybody once slept, which under steady contention
 // costs more than the critical section. Waiters instead spin, then sleep on wake_seq in
-// bounded slices; an unlock wakes at most one sleeper per wake-up in flight.
+// bounded slices; an unlock wakes one sleeper unless a wake-up sent less than a
+// millisecond ago is still on its way (see woken_at).
 struct MutexState {
   pthread_mutex_t mutex;  // PTHREAD_PROCESS_SHARED, PTHREAD_MUTEX_ROBUST
   // Set by a holder that recovered the mutex from a dead owner, cleared by its final
@@ -40,7 +41,10 @@ struct MutexState {
   std::int32_t holder_pid;  // diagnostics only: who took it last
   std::atomic<std::uint32_t> sleepers;      // waiters asleep on wake_seq (or died there)
   std::atomic<std::uint32_t> wake_seq;      // futex word; bumped by unlocks seen by sleepers
-  std::atomic<std::uint32_t> wake_pending;  // 1 from a wake until a sleeper wakes up
+  // When the last wake-up was sent (coarse_now_us()), 0 once a sleeper picked it up.
+  // A time, not a flag: a sleeper killed while asleep still counts in sleepers, and a
+  // wake-up sent to nobody but it must not silence the next ones for long.
+  std::atomic<std::uint32_t> woken_at;
 };
 
 // Initializes a robust process-shared mutex in zeroed shared memory.
@@ -70,9 +74,28 @@ struct QueueState {
   std::uint64_t count;     // items between head and tail; guarded by lock
   std::atomic<std::uint32_t> not_empty;  // bumped by each put; getters sleep on it
   std::atomic<std::uint32_t> not_full;   // bumped by each get; putters sleep on it
-  std::uint32_t getters;                 // asleep in get (or died there); guarded by lock
-  std::uint32_t putters;                 // asleep in put (or died there); guarded by lock
+  // Waiters asleep in get / put (or died there), and when a wake-up was last sent to
+  // them (coarse_now_us(); 0 once one of them picked it up). Guarded by lock. A recent
+  // wake-up makes further ones redundant: whoever was woken re-checks under the lock.
+  std::uint32_t getters;
+  std::uint32_t putters;
+  std::uint32_t getters_woken_at;
+  std::uint32_t putters_woken_at;
 };
+
+// A wake-up younger than this is assumed on its way to a live sleeper.
+constexpr std::uint32_t kWakeGraceUs = 1000;
+// Steady-clock microseconds modulo 2^32, never 0 (0 means "no wake-up pending").
+inline std::uint32_t coarse_now_us() {
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                      Clock::now().time_since_epoch()).count();
+  const auto t = static_cast<std::uint32_t>(us);
+  return t == 0 ? 1 : t;
+}
+// Whether a wake-up should be sent given when the last one was (wrap-around safe).
+inline bool wake_due(std::uint32_t woken_at, std::uint32_t now) {
+  return woken_at == 0 || now - woken_at >= kWakeGraceUs;
+}
 
 // Blocks while *word == expected, at most until deadline (time_point::max(): forever).
 // Returns false only when the deadline passed.

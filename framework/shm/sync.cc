@@ -101,7 +101,7 @@ LockResult lock_robust(MutexState* state, Clock::time_point deadline) {
     err = pthread_mutex_trylock(m);
     if (err == EBUSY) futex_wait(&state->wake_seq, seen, slice);
     state->sleepers.fetch_sub(1);
-    state->wake_pending.store(0);
+    state->woken_at.store(0);
     if (err == EBUSY) err = try_then_spin(m, true);
   }
   switch (err) {
@@ -139,7 +139,11 @@ void unlock_robust(MutexState* state) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (state->sleepers.load(std::memory_order_relaxed) > 0) {
     state->wake_seq.fetch_add(1);
-    if (state->wake_pending.exchange(1) == 0) futex_wake(&state->wake_seq, 1);
+    const std::uint32_t now = coarse_now_us();
+    std::uint32_t last = state->woken_at.load();
+    if (wake_due(last, now) && state->woken_at.compare_exchange_strong(last, now)) {
+      futex_wake(&state->wake_seq, 1);
+    }
   }
 }
 

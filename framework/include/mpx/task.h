@@ -28,6 +28,7 @@
 #include <utility>
 
 #include "mpx/detail/codec.h"
+#include "mpx/detail/handle.h"
 #include "mpx/errors.h"
 
 namespace mpx {
@@ -98,6 +99,10 @@ struct TaskImpl {
   using Traits = FunctionTraits<decltype(F)>;
   using Codec = typename Traits::Codec;
   using R = typename Traits::Result;
+  static_assert(!is_handle<Bare<R>>::value,
+                "a task cannot return a shared object (Value, Array, Lock, Queue, ...): one "
+                "created in a worker belongs to that worker and is gone with it; create it in "
+                "the caller and pass it to the task as an argument");
 
   static void run_chunk(const TaskEntry& self, const char* data, std::size_t size,
                         std::uint32_t expected, Buffer& out, bool& had_errors) {
