@@ -109,23 +109,24 @@ Waiters getters_of(QueueState* s) { return {&s->not_empty, &s->getters, &s->gett
 Waiters putters_of(QueueState* s) { return {&s->not_full, &s->putters, &s->putters_woken_at}; }
 
 // Under the lock, after a change that may let w proceed: bumps their futex word so none
-// can fall asleep on stale state, and returns whether the caller must wake them (after
-// unlocking) because some sleep and no recent wake-up is already on its way.
-bool claim_wake(const Waiters& w) {
+// can fall asleep on stale state. Returns a wake-up the caller must send once it has
+// unlocked (some sleep and no recent wake-up is on its way), or one with stamp 0.
+struct Wake {
+  Waiters waiters;
+  std::uint32_t stamp;
+};
+Wake claim_wake(const Waiters& w) {
   w.seq->fetch_add(1);
-  if (*w.asleep == 0) return false;
+  if (*w.asleep == 0) return {w, 0};
   const std::uint32_t now = coarse_now_us();
-  if (!wake_due(*w.woken_at, now)) return false;
+  if (!wake_due(*w.woken_at, now)) return {w, 0};
   *w.woken_at = now;
-  return true;
+  return {w, now};
 }
 
 // A consumer and a producer on two cores hand items over faster than a futex sleep and
 // wake-up take, so a waiter first spins for roughly this many pause instructions.
 constexpr int kSpinRounds = 2000;
-// Upper bound of one sleep: a waiter woken for an item and killed before taking it (its
-// wake-up never reaches the others) delays them by at most this.
-constexpr std::chrono::milliseconds kSleepSlice{50};
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -133,6 +134,15 @@ inline void cpu_relax() {
 #elif defined(__aarch64__)
   asm volatile("yield");
 #endif
+}
+
+// Sends a claimed wake-up (lock released). If it reached nobody (the sleepers counted
+// had died), the stamp is withdrawn so that it does not silence the next wake-ups.
+void send(QueueLock& lock, const Wake& wake) {
+  if (wake.stamp == 0 || futex_wake(wake.waiters.seq, INT_MAX) > 0) return;
+  lock.lock();
+  if (*wake.waiters.woken_at == wake.stamp) *wake.waiters.woken_at = 0;
+  lock.unlock();
 }
 
 // With the lock held, waits until ready() holds (lock held again) or the deadline
@@ -163,8 +173,9 @@ bool wait_until_ready(QueueLock& lock, QueueState* s, const Waiters& w, Ready re
 }  // namespace
 
 QueueBase::QueueBase(std::size_t maxsize, std::size_t buffer_bytes, const TypeTag& tag) {
-  if (buffer_bytes < 64) {
-    throw std::invalid_argument("mpx::Queue: buffer_bytes must be at least 64, got " +
+  if (buffer_bytes < 64 || buffer_bytes > (SIZE_MAX >> 2)) {
+    throw std::invalid_argument("mpx::Queue: buffer_bytes must be at least 64 and at most " +
+                                std::to_string(SIZE_MAX >> 2) + ", got " +
                                 std::to_string(buffer_bytes));
   }
   segment_ = Segment::create(SegmentKind::kQueue, tag, 0, kStateBytes + buffer_bytes);
@@ -176,7 +187,8 @@ QueueBase::QueueBase(std::size_t maxsize, std::size_t buffer_bytes, const TypeTa
 
 QueueBase::QueueBase(AdoptTag, std::shared_ptr<Segment> segment)
     : segment_(std::move(segment)), state_(reinterpret_cast<QueueState*>(segment_->body())) {
-  if (segment_->body_bytes() < kStateBytes + state_->capacity) {
+  if (segment_->body_bytes() < kStateBytes ||
+      segment_->body_bytes() - kStateBytes < state_->capacity) {
     throw SharedMemoryError("mpx::Queue: the shared queue is smaller than its buffer");
   }
 }
@@ -199,11 +211,11 @@ bool QueueBase::put_bytes(const char* data, std::size_t size, Clock::time_point 
   ring_write(s, s->tail + kLengthBytes, data, size);
   __atomic_store_n(&s->tail, s->tail + need, __ATOMIC_RELEASE);
   __atomic_store_n(&s->count, s->count + 1, __ATOMIC_RELEASE);
-  const bool wake_getters = claim_wake(getters_of(s));
-  const bool wake_putters = has_room(s, kLengthBytes) && claim_wake(putters_of(s));
+  const Wake getters = claim_wake(getters_of(s));
+  const Wake putters = has_room(s, kLengthBytes) ? claim_wake(putters_of(s)) : Wake{{}, 0};
   lock.unlock();
-  if (wake_getters) futex_wake(&s->not_empty, INT_MAX);
-  if (wake_putters) futex_wake(&s->not_full, INT_MAX);
+  send(lock, getters);
+  send(lock, putters);
   return true;
 }
 
@@ -219,11 +231,11 @@ bool QueueBase::get_bytes(std::string& out, Clock::time_point deadline) {
   ring_read(s, s->head + kLengthBytes, out.data(), len);
   __atomic_store_n(&s->head, s->head + kLengthBytes + len, __ATOMIC_RELEASE);
   __atomic_store_n(&s->count, s->count - 1, __ATOMIC_RELEASE);
-  const bool wake_putters = claim_wake(putters_of(s));
-  const bool wake_getters = s->count > 0 && claim_wake(getters_of(s));
+  const Wake putters = claim_wake(putters_of(s));
+  const Wake getters = s->count > 0 ? claim_wake(getters_of(s)) : Wake{{}, 0};
   lock.unlock();
-  if (wake_putters) futex_wake(&s->not_full, INT_MAX);
-  if (wake_getters) futex_wake(&s->not_empty, INT_MAX);
+  send(lock, putters);
+  send(lock, getters);
   return true;
 }
 

@@ -3,6 +3,7 @@
 #include "mpx/detail/segment.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -13,12 +14,14 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 #include <deque>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 
 #include "mpx/errors.h"
+#include "mpx/runtime.h"
 
 namespace mpx {
 namespace detail {
@@ -30,8 +33,10 @@ constexpr std::size_t kHeaderBytes = 256;
 constexpr std::size_t kTypeNameBytes = 128;
 // A process other than the owner keeps its most recently opened segments mapped even
 // when it holds no handle to them, so a task receiving the same Value a million times
-// maps it once.
+// maps it once: up to this many, and this many bytes (a worker handed a fresh large
+// Array per task must not keep them all).
 constexpr std::size_t kRecentlyOpened = 64;
+constexpr std::size_t kRecentlyOpenedBytes = std::size_t{64} << 20;
 
 // The first kHeaderBytes of every segment. Written once by the owner before the
 // segment's fd is shared; read-only afterwards.
@@ -56,15 +61,21 @@ bool typed(SegmentKind kind) {
          kind == SegmentKind::kQueue;
 }
 
-// "Value<int>", "Lock".
-std::string describe(SegmentKind kind, std::string_view type_name) {
+// "Value<int>", "Lock"; "Value" when the type is not known.
+std::string kind_text(SegmentKind kind, std::string_view type_name) {
   std::string out = segment_kind_name(kind);
-  if (typed(kind)) {
+  if (typed(kind) && !type_name.empty()) {
     out += '<';
     out += type_name;
     out += '>';
   }
   return out;
+}
+
+// "a Value<int>", "an Array<double>", "a Lock".
+std::string describe(SegmentKind kind, std::string_view type_name) {
+  const std::string text = kind_text(kind, type_name);
+  return (text[0] == 'A' || text[0] == 'E' ? "an " : "a ") + text;
 }
 
 std::uint64_t random_base() {
@@ -83,6 +94,7 @@ struct Registry {
   // Segments of other processes this process mapped, by id (guarded by mu).
   std::unordered_map<std::uint64_t, std::weak_ptr<Segment>> opened;
   std::deque<std::shared_ptr<Segment>> recent;  // guarded by mu
+  std::size_t recent_bytes = 0;                 // body bytes of recent; guarded by mu
   std::uint64_t next = 1;                       // guarded by mu
   const std::uint64_t base = random_base();
 };
@@ -133,7 +145,7 @@ std::shared_ptr<Segment> Segment::create(SegmentKind kind, const TypeTag& tag, s
       "mpx-" + std::to_string(getpid()) + "-" + segment_kind_name(kind) + "-" + std::to_string(n);
   const std::size_t body = (body_bytes + 63) & ~std::size_t{63};
   if (body < body_bytes || body > (SIZE_MAX >> 1)) {
-    throw SharedMemoryError("mpx: cannot create a shared " + what + " of " +
+    throw SharedMemoryError("mpx: cannot create " + what + " of " +
                             std::to_string(body_bytes) + " bytes: too large");
   }
   const std::size_t total = kHeaderBytes + body;
@@ -148,13 +160,13 @@ std::shared_ptr<Segment> Segment::create(SegmentKind kind, const TypeTag& tag, s
       hint = " (each shared object created by a process holds one file descriptor there; "
              "this process may open " + std::to_string(lim.rlim_cur) + ")";
     }
-    throw SharedMemoryError("mpx: cannot create a shared " + what + ": memfd_create: " +
+    throw SharedMemoryError("mpx: cannot create " + what + ": memfd_create: " +
                             errno_text(err) + hint);
   }
   auto fail = [&](const char* step) {
     const int err = errno;
     close(fd);
-    throw SharedMemoryError("mpx: cannot create a shared " + what + " of " +
+    throw SharedMemoryError("mpx: cannot create " + what + " of " +
                             std::to_string(body_bytes) + " bytes: " + step + ": " +
                             errno_text(err));
   };
@@ -200,25 +212,25 @@ namespace {
 
 void check_kind(const SegmentRef& ref, SegmentKind kind, const TypeTag& tag) {
   if (ref.kind != kind) {
-    throw SharedMemoryError(std::string("mpx: a shared ") + segment_kind_name(ref.kind) +
-                            " cannot be used as a " + describe(kind, tag.name));
+    throw SharedMemoryError("mpx: " + describe(ref.kind, "") + " cannot be used as " +
+                            describe(kind, tag.name));
   }
 }
 
 void check_header(const Header& h, const SegmentRef& ref, SegmentKind kind, const TypeTag& tag,
                   const std::string& what) {
   if (h.kind != static_cast<std::uint32_t>(kind)) {
-    throw SharedMemoryError("mpx: shared memory named as a " + what + " holds a " +
-                            segment_kind_name(static_cast<SegmentKind>(h.kind)));
+    throw SharedMemoryError("mpx: shared memory named as " + what + " holds " +
+                            describe(static_cast<SegmentKind>(h.kind), ""));
   }
   if (h.type_hash != tag.hash) {
     const std::string held(h.type_name, strnlen(h.type_name, kTypeNameBytes));
-    throw SharedMemoryError("mpx: a shared " + describe(kind, held) + " (" +
-                            std::to_string(h.type_size) + "-byte elements) cannot be used as a " +
+    throw SharedMemoryError("mpx: " + describe(kind, held) + " (" +
+                            std::to_string(h.type_size) + "-byte elements) cannot be used as " +
                             what + " (" + std::to_string(tag.size) + "-byte elements)");
   }
   if (h.count != ref.count) {
-    throw SharedMemoryError("mpx: a shared " + what + " handle does not match its segment");
+    throw SharedMemoryError("mpx: a handle to " + what + " does not match its segment");
   }
 }
 
@@ -228,6 +240,7 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
                                        const TypeTag& tag) {
   check_kind(ref, kind, tag);
   const std::string what = describe(kind, tag.name);
+  const std::string shared = "shared " + kind_text(kind, tag.name);
   Registry& reg = registry();
   const pid_t self = getpid();
   {
@@ -242,12 +255,12 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
     }
   }
   if (ref.owner == self) {
-    throw SharedMemoryError("mpx: this shared " + what +
+    throw SharedMemoryError("mpx: " + shared +
                             " is gone: every handle to it in this process, which created it, "
                             "was destroyed");
   }
   auto gone = [&](const std::string& why) {
-    return SharedMemoryError("mpx: this shared " + what + " is gone: " + why);
+    return SharedMemoryError("mpx: " + shared + " is gone: " + why);
   };
   auto owner_gone_or = [&](const std::string& why) {
     if (ref.owner <= 0 || (kill(ref.owner, 0) != 0 && errno == ESRCH)) {
@@ -264,7 +277,7 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
                               "there was destroyed)";
   if (len < 0) {
     if (errno == EACCES || errno == EPERM) {
-      throw SharedMemoryError("mpx: cannot map a shared " + what + " of process " +
+      throw SharedMemoryError("mpx: cannot map " + shared + " of process " +
                               std::to_string(ref.owner) +
                               ": permission denied (shared objects work only between "
                               "processes of one user)");
@@ -277,7 +290,7 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
   if (fd < 0) {
     const int err = errno;
     if (err == EACCES || err == EPERM) {
-      throw SharedMemoryError("mpx: cannot map a shared " + what + " of process " +
+      throw SharedMemoryError("mpx: cannot map " + shared + " of process " +
                               std::to_string(ref.owner) + ": " + errno_text(err) +
                               " (shared objects work only between processes of one user)");
     }
@@ -295,7 +308,7 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
   const int map_err = errno;
   close(fd);  // the mapping keeps the memory; the owner's fd keeps the name
   if (map == MAP_FAILED) {
-    throw SharedMemoryError("mpx: cannot map a shared " + what + ": mmap: " + errno_text(map_err));
+    throw SharedMemoryError("mpx: cannot map " + shared + ": mmap: " + errno_text(map_err));
   }
   std::shared_ptr<Segment> seg(new Segment());
   seg->map_ = map;
@@ -307,15 +320,14 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
   }
   check_header(*h, ref, kind, tag, what);
   if (h->body_bytes > total - kHeaderBytes) {
-    throw SharedMemoryError("mpx: a shared " + what + " is smaller than its header says");
+    throw SharedMemoryError("mpx: " + shared + " is smaller than its header says");
   }
   seg->ref_ = ref;
-  seg->name_ = target + 8;  // after "/memfd:"
+  seg->name_ = target + 7;  // after "/memfd:"
   if (auto space = seg->name_.find(' '); space != std::string::npos) seg->name_.resize(space);
   seg->body_ = static_cast<char*>(map) + kHeaderBytes;
   seg->body_bytes_ = h->body_bytes;
 
-  std::shared_ptr<Segment> evicted;
   std::lock_guard<std::mutex> lock(reg.mu);
   auto& slot = reg.opened[ref.id];
   if (std::shared_ptr<Segment> raced = slot.lock()) return raced;  // another thread won
@@ -324,15 +336,47 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
     sweep_expired(reg.opened);
   }
   reg.recent.push_back(seg);
-  if (reg.recent.size() > kRecentlyOpened) {
-    evicted = std::move(reg.recent.front());  // unmapped after the lock is released
+  reg.recent_bytes += seg->body_bytes_;
+  std::vector<std::shared_ptr<Segment>> evicted;  // unmapped after the lock is released
+  while (reg.recent.size() > kRecentlyOpened ||
+         (reg.recent.size() > 1 && reg.recent_bytes > kRecentlyOpenedBytes)) {
+    reg.recent_bytes -= reg.recent.front()->body_bytes_;
+    evicted.push_back(std::move(reg.recent.front()));
     reg.recent.pop_front();
   }
   return seg;
 }
 
+namespace {
+
+// Every kind but Semaphore and Event starts its body with a robust pthread mutex.
+bool starts_with_mutex(SegmentKind kind) {
+  return kind != SegmentKind::kSemaphore && kind != SegmentKind::kEvent;
+}
+
+// Whether a thread of this process holds the robust mutex at p. glibc links a held
+// robust mutex into its thread's robust list through the mutex's own memory.
+bool held_here(const void* p) {
+  const auto* m = static_cast<const pthread_mutex_t*>(p);
+  const int owner = __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED);
+  return owner > 0 && access(("/proc/self/task/" + std::to_string(owner)).c_str(), F_OK) == 0;
+}
+
+}  // namespace
+
 Segment::~Segment() {
-  if (map_ != nullptr) munmap(map_, map_bytes_);
+  if (map_ != nullptr) {
+    if (body_ != nullptr && starts_with_mutex(ref_.kind) && held_here(body_)) {
+      // Unmapping it would leave the holder's robust list pointing into freed (or
+      // reused) memory: every later lock of that thread, and the kernel's clean-up at
+      // its exit, would write there. The mapping stays until the process exits.
+      logger().error("mpx: the last handle to {} ({}) was dropped while this process still "
+                     "holds its lock; its memory stays mapped until the process exits",
+                     describe(ref_.kind, ""), name_);
+    } else {
+      munmap(map_, map_bytes_);
+    }
+  }
   if (owned_fd_ >= 0) close(owned_fd_);
 }
 

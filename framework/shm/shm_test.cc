@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <climits>
+#include <csignal>
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -143,11 +145,11 @@ TEST(HandleTest, WrongTypeOrKindIsRefusedByName) {
   Value<int> v(3);
   const std::string bytes = pack(v);
   EXPECT_EQ(error_of([&] { unpack<Value<double>>(bytes); }),
-            "mpx: a shared Value<int> (4-byte elements) cannot be used as a Value<double> "
+            "mpx: a Value<int> (4-byte elements) cannot be used as a Value<double> "
             "(8-byte elements)");
-  EXPECT_EQ(error_of([&] { unpack<Lock>(bytes); }), "mpx: a shared Value cannot be used as a Lock");
+  EXPECT_EQ(error_of([&] { unpack<Lock>(bytes); }), "mpx: a Value cannot be used as a Lock");
   EXPECT_EQ(error_of([&] { unpack<Array<int>>(bytes); }),
-            "mpx: a shared Value cannot be used as a Array<int>");
+            "mpx: a Value cannot be used as an Array<int>");
   Queue<int> q;
   EXPECT_NE(error_of([&] { unpack<Queue<std::string>>(pack(q)); }).find("cannot be used as a Queue"),
             std::string::npos);
@@ -160,7 +162,7 @@ TEST(HandleTest, SegmentGoneInItsOwner) {
     bytes = pack(v);
   }
   EXPECT_EQ(error_of([&] { unpack<Value<int>>(bytes); }),
-            "mpx: this shared Value<int> is gone: every handle to it in this process, which "
+            "mpx: shared Value<int> is gone: every handle to it in this process, which "
             "created it, was destroyed");
 }
 
@@ -170,15 +172,21 @@ TEST(HandleTest, SegmentOfAnExitedOwner) {
   waitpid(child, nullptr, 0);
   const auto bytes = ref_bytes(1, child, 5, 42, detail::type_tag<int>().hash, 1);
   EXPECT_EQ(error_of([&] { unpack<Value<int>>(bytes); }),
-            "mpx: this shared Value<int> is gone: process " + std::to_string(child) +
+            "mpx: shared Value<int> is gone: process " + std::to_string(child) +
                 ", which created it, has exited");
 }
 
 TEST(HandleTest, FdOfALiveProcessThatIsNotASegment) {
-  // The parent (the test runner) is alive; its fd 0 is no mpx segment.
-  const auto bytes = ref_bytes(1, getppid(), 0, 42, detail::type_tag<int>().hash, 1);
-  EXPECT_NE(error_of([&] { unpack<Value<int>>(bytes); }).find("no longer holds it"),
-            std::string::npos);
+  // A live child of ours, whose fd 0 (inherited from us) is no mpx segment.
+  const pid_t child = fork();
+  if (child == 0) {
+    for (;;) pause();
+  }
+  const auto bytes = ref_bytes(1, child, 0, 42, detail::type_tag<int>().hash, 1);
+  const std::string error = error_of([&] { unpack<Value<int>>(bytes); });
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  EXPECT_NE(error.find("no longer holds it"), std::string::npos) << error;
 }
 
 TEST(HandleTest, MalformedRefIsATypeError) {
@@ -225,6 +233,8 @@ TEST(LockTest, TryLockTimeoutAndOwnership) {
   });
   other.join();
   EXPECT_THROW(lock.lock(), Error);  // would deadlock: error-checking
+  EXPECT_FALSE(lock.try_lock());     // as Python's acquire(False) on a held Lock
+  EXPECT_FALSE(lock.acquire(10ms));
   lock.unlock();
   EXPECT_THROW(lock.unlock(), Error);
   EXPECT_TRUE(lock.acquire(0ms));
@@ -307,6 +317,32 @@ TEST(LockTest, ContendedLockAcrossThreadsStaysExclusive) {
   EXPECT_EQ(plain, 200000);
 }
 
+TEST(LockTest, ValueAndArrayLocksAreRecursiveLikePythons) {
+  Value<Point> p(Point{1, 2, 3});
+  {
+    std::lock_guard<Lock> guard(p.get_lock());
+    p.store(Point{4, 5, 6});  // takes the lock again
+    EXPECT_EQ(p.load().tag, 6);
+  }
+  Array<int> a{1, 2};
+  std::lock_guard<Lock> guard(a.get_lock());
+  EXPECT_EQ(a.to_vector(), (std::vector<int>{1, 2}));
+}
+
+TEST(LockTest, DroppingAHeldLockKeepsItsMemory) {
+  // The robust list of this thread links through the mutex: unmapping it would corrupt
+  // the next lock operation. The segment stays mapped instead.
+  {
+    Lock doomed;
+    doomed.lock();
+  }
+  Lock other;
+  for (int i = 0; i < 100; ++i) {
+    other.lock();
+    other.unlock();
+  }
+}
+
 TEST(LockTest, ValueLockRecoversToo) {
   Value<int> v(0);
   std::thread([&] { v.get_lock().lock(); }).join();
@@ -326,6 +362,21 @@ TEST(SemaphoreTest, CountsAndTimesOut) {
   releaser.join();
   EXPECT_THROW(Semaphore(-1), std::invalid_argument);
   EXPECT_THROW(s.release(0), std::invalid_argument);
+  Semaphore big(INT_MAX);
+  EXPECT_THROW(big.release(), Error);
+  EXPECT_EQ(big.get_value(), INT_MAX);
+}
+
+// A release whose wake-up went to a waiter killed before taking its unit: modelled by
+// raising the counter behind the waiters' backs. They must still find it.
+TEST(SemaphoreTest, WaiterFindsAUnitWhoseWakeUpWasLost) {
+  Semaphore s(0);
+  auto* state = reinterpret_cast<detail::SemaphoreState*>(detail::HandleAccess::segment(s)->body());
+  std::thread waiter([&] { EXPECT_TRUE(s.acquire(10s)); });
+  while (state->waiters.load() == 0) std::this_thread::yield();
+  state->value.fetch_add(1);  // no futex_wake
+  waiter.join();
+  EXPECT_EQ(s.get_value(), 0);
 }
 
 TEST(SemaphoreTest, BoundedRefusesTooManyReleases) {
@@ -340,17 +391,33 @@ TEST(EventTest, SetWakesEveryWaiter) {
   Event e;
   EXPECT_FALSE(e.is_set());
   EXPECT_FALSE(e.wait(10ms));
+  auto* state = reinterpret_cast<detail::EventState*>(detail::HandleAccess::segment(e)->body());
   std::atomic<int> woke{0};
   std::vector<std::thread> waiters;
   for (int i = 0; i < 3; ++i) waiters.emplace_back([&] {
     e.wait();
     ++woke;
   });
+  while (state->waiters.load() < 3) std::this_thread::yield();  // all asleep
   e.set();
   for (auto& t : waiters) t.join();
   EXPECT_EQ(woke.load(), 3);
   EXPECT_TRUE(e.wait(0ms));
   e.clear();
+  EXPECT_FALSE(e.is_set());
+}
+
+// Python's wait() returns True after a set() even if clear() followed before it woke.
+TEST(EventTest, SetThenClearStillReleasesWaiters) {
+  Event e;
+  auto* state = reinterpret_cast<detail::EventState*>(detail::HandleAccess::segment(e)->body());
+  std::atomic<bool> released{false};
+  std::thread waiter([&] { released = e.wait(10s); });
+  while (state->waiters.load() == 0) std::this_thread::yield();
+  e.set();
+  e.clear();
+  waiter.join();
+  EXPECT_TRUE(released.load());
   EXPECT_FALSE(e.is_set());
 }
 
@@ -393,6 +460,32 @@ TEST(BarrierTest, TimeoutBreaksItForEverybodyUntilReset) {
   EXPECT_FALSE(b.broken());
   Barrier one(1);
   EXPECT_EQ(one.wait(), 0);
+}
+
+// A party killed in the middle of ending a round (holding the barrier's lock, after
+// resetting the count, before waking anybody) must not leave the waiters asleep.
+TEST(BarrierTest, PartyDyingWhileEndingARoundBreaksIt) {
+  Barrier b(3);
+  auto* state = reinterpret_cast<detail::BarrierState*>(detail::HandleAccess::segment(b)->body());
+  std::atomic<int> broken{0};
+  std::thread waiter([&] {
+    try {
+      b.wait();
+    } catch (const BrokenBarrierError&) {
+      ++broken;
+    }
+  });
+  while (b.n_waiting() == 0) std::this_thread::yield();
+  std::thread([&] {
+    ASSERT_EQ(detail::lock_robust(&state->lock, detail::Clock::time_point::max()),
+              detail::LockResult::kAcquired);
+    state->count = 0;  // and then it dies
+  }).join();
+  waiter.join();
+  EXPECT_EQ(broken.load(), 1);
+  EXPECT_TRUE(b.broken());
+  b.reset();
+  EXPECT_FALSE(b.broken());
 }
 
 TEST(BarrierTest, AbortWakesWaiters) {
@@ -444,6 +537,7 @@ TEST(QueueTest, ByteBufferWrapsAndBounds) {
     ASSERT_EQ(q.get(), item);
   }
   EXPECT_THROW(Queue<int>(0, 10), std::invalid_argument);
+  EXPECT_THROW(Queue<int>(0, SIZE_MAX - 8), std::invalid_argument);
 }
 
 TEST(QueueTest, ManyProducersManyConsumersLoseNothing) {

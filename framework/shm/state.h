@@ -14,6 +14,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 
 #include "mpx/detail/deadline.h"
@@ -101,7 +102,39 @@ inline bool wake_due(std::uint32_t woken_at, std::uint32_t now) {
 // Returns false only when the deadline passed.
 bool futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
                 Clock::time_point deadline);
-void futex_wake(std::atomic<std::uint32_t>* word, int count);
+// Returns how many sleepers it woke.
+int futex_wake(std::atomic<std::uint32_t>* word, int count);
+
+// The longest any waiter sleeps before looking again. It bounds the delay caused by a
+// process killed at the wrong moment: a lock holder (the kernel marks the mutex but
+// wakes nobody on our own wait words) or a waiter that was woken and died before it
+// could pass the wake-up on.
+constexpr std::chrono::milliseconds kSleepSlice{50};
+
+struct SemaphoreState {
+  std::atomic<std::uint32_t> value;    // the counter (<= INT_MAX); also the futex word
+  std::atomic<std::uint32_t> waiters;  // acquirers asleep, plus any that died asleep
+  std::uint32_t bound;                 // BoundedSemaphore's ceiling; 0 for none. Immutable.
+};
+
+struct EventState {
+  // The futex word: bit 0 is the flag, bits 1-31 count set() calls, so a waiter that
+  // slept through a set() quickly followed by clear() still sees that it happened.
+  std::atomic<std::uint32_t> word;
+  std::atomic<std::uint32_t> waiters;  // as in SemaphoreState
+};
+
+struct BarrierState {
+  MutexState lock;
+  // Bumped when a round ends, normally or broken; the futex waiters sleep on.
+  std::atomic<std::uint32_t> generation;
+  std::uint32_t parties;  // immutable
+  std::uint32_t count;    // parties arrived in this round; guarded by lock
+  std::uint32_t broken;   // guarded by lock
+  // Bit g % 64 set when round g ended broken, cleared when it ended normally, so a
+  // waiter woken late still learns how its round ended. Guarded by lock.
+  std::uint64_t broken_rounds;
+};
 
 }  // namespace detail
 }  // namespace mpx

@@ -45,7 +45,6 @@ inline void cpu_relax() {
 // sections guarding shared counters are tiny), far sooner than a futex sleep and wake
 // round trip (several microseconds): spin this many rounds on the lock word first.
 constexpr int kSpinRounds = 200;
-constexpr std::chrono::milliseconds kSleepSlice{50};
 
 std::string lock_error(const char* what, int err) {
   return std::string("mpx::Lock: ") + what + ": " + std::strerror(err);
@@ -89,7 +88,9 @@ LockResult lock_robust(MutexState* state, Clock::time_point deadline) {
   pthread_mutex_t* m = &state->mutex;
   const bool may_wait = deadline != Clock::time_point::min();
   int err = try_then_spin(m, may_wait);
-  if (err == EBUSY && held_by_caller(m)) err = EDEADLK;  // error-checking Lock, held
+  // An error-checking Lock the caller holds: the timed and try forms report "not
+  // acquired", as Python's acquire(False) does; lock() throws below instead of hanging.
+  if (err == EDEADLK && deadline != Clock::time_point::max()) return LockResult::kTimedOut;
   while (err == EBUSY && may_wait) {
     const auto now = Clock::now();
     if (deadline != Clock::time_point::max() && now >= deadline) break;
@@ -141,8 +142,12 @@ void unlock_robust(MutexState* state) {
     state->wake_seq.fetch_add(1);
     const std::uint32_t now = coarse_now_us();
     std::uint32_t last = state->woken_at.load();
-    if (wake_due(last, now) && state->woken_at.compare_exchange_strong(last, now)) {
-      futex_wake(&state->wake_seq, 1);
+    if (wake_due(last, now) && state->woken_at.compare_exchange_strong(last, now) &&
+        futex_wake(&state->wake_seq, 1) == 0) {
+      // Nobody was asleep after all (the sleepers counted had died): do not let this
+      // wake-up that reached nobody silence the next ones.
+      std::uint32_t sent = now;
+      state->woken_at.compare_exchange_strong(sent, 0);
     }
   }
 }
@@ -164,8 +169,10 @@ bool futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
   return !(r == -1 && errno == ETIMEDOUT);
 }
 
-void futex_wake(std::atomic<std::uint32_t>* word, int count) {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, count, nullptr, nullptr, 0);
+int futex_wake(std::atomic<std::uint32_t>* word, int count) {
+  const long woken = syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, count,
+                             nullptr, nullptr, 0);
+  return woken > 0 ? static_cast<int>(woken) : 0;
 }
 
 static_assert(sizeof(MutexState) <= kMutexBytes, "MutexState outgrew its slot");
@@ -176,38 +183,17 @@ MutexState* init_mutex(Segment& segment, bool recursive) {
   return state;
 }
 
-struct SemaphoreState {
-  std::atomic<std::uint32_t> value;    // the counter; also the futex word
-  std::atomic<std::uint32_t> waiters;  // acquirers asleep, plus any that died asleep
-  std::uint32_t bound;                 // BoundedSemaphore's ceiling; 0 for none. Immutable.
-};
-
-struct EventState {
-  std::atomic<std::uint32_t> flag;     // 0 or 1; also the futex word
-  std::atomic<std::uint32_t> waiters;  // as in SemaphoreState
-};
-
-struct BarrierState {
-  MutexState lock;
-  // Bumped when a round ends, normally or broken; the futex waiters sleep on.
-  std::atomic<std::uint32_t> generation;
-  std::uint32_t parties;  // immutable
-  std::uint32_t count;    // parties arrived in this round; guarded by lock
-  std::uint32_t broken;   // guarded by lock
-  // Bit g % 64 set when round g ended broken, cleared when it ended normally, so a
-  // waiter woken late still learns how its round ended. Guarded by lock.
-  std::uint64_t broken_rounds;
-};
-
 class BarrierLock {
  public:
   explicit BarrierLock(BarrierState* s) : s_(s) {
-    // A party that died inside these few lines left count or broken half-updated: the
-    // round cannot end well, so it is broken for everybody.
+    // A party that died holding this lock may have stopped anywhere in these few lines,
+    // even between ending a round and waking its waiters: the barrier is broken for
+    // everybody, and the round is ended (again, harmlessly, if it had ended) so that
+    // no waiter sleeps on.
     if (lock_robust(&s_->lock, Clock::time_point::max()) == LockResult::kRecovered) {
       s_->lock.recovered = 0;
       s_->broken = 1;
-      if (s_->count > 0) end_round(true);
+      end_round(true);
     }
   }
   ~BarrierLock() { unlock_robust(&s_->lock); }
@@ -315,16 +301,23 @@ bool Semaphore::acquire_until(Clock::time_point deadline) {
   for (;;) {
     std::uint32_t v = state_->value.load();
     while (v > 0) {
-      if (state_->value.compare_exchange_weak(v, v - 1)) return true;
+      if (state_->value.compare_exchange_weak(v, v - 1)) {
+        // A release of n wakes n sleepers; one of them may have been killed before
+        // taking its unit. Passing the wake-up on keeps the others from sleeping on.
+        if (v > 1 && state_->waiters.load() > 0) futex_wake(&state_->value, 1);
+        return true;
+      }
     }
     if (deadline == Clock::time_point::min()) return false;
     // Sequentially consistent increments of waiters here and of value in release():
     // either this thread sees the released value (the futex does not sleep) or the
-    // releaser sees this waiter and wakes it.
+    // releaser sees this waiter and wakes it. The slice bounds the wait for a wake-up
+    // that went to a waiter killed before it could pass it on.
+    const auto slice = std::min(deadline, Clock::now() + detail::kSleepSlice);
     state_->waiters.fetch_add(1);
-    const bool in_time = futex_wait(&state_->value, 0, deadline);
+    const bool in_time = futex_wait(&state_->value, 0, slice);
     state_->waiters.fetch_sub(1);
-    if (!in_time) deadline = Clock::time_point::min();  // one last look, then give up
+    if (!in_time && slice == deadline) deadline = Clock::time_point::min();  // last look
   }
 }
 
@@ -340,7 +333,12 @@ void Semaphore::release(int n) {
       }
     } while (!state_->value.compare_exchange_weak(v, v + add));
   } else {
-    state_->value.fetch_add(add);
+    std::uint32_t v = state_->value.load();
+    do {
+      if (v > static_cast<std::uint32_t>(INT_MAX) - add) {
+        throw Error("mpx::Semaphore::release: the value would exceed " + std::to_string(INT_MAX));
+      }
+    } while (!state_->value.compare_exchange_weak(v, v + add));
   }
   if (state_->waiters.load() > 0) futex_wake(&state_->value, n);
 }
@@ -363,25 +361,32 @@ Event::Event()
 Event::Event(AdoptTag, std::shared_ptr<Segment> segment)
     : segment_(std::move(segment)), state_(reinterpret_cast<EventState*>(segment_->body())) {}
 
-bool Event::is_set() const { return state_->flag.load() != 0; }
+bool Event::is_set() const { return (state_->word.load() & 1) != 0; }
 
 void Event::set() {
-  state_->flag.store(1);
-  if (state_->waiters.load() > 0) futex_wake(&state_->flag, INT_MAX);
+  std::uint32_t v = state_->word.load();
+  while (!state_->word.compare_exchange_weak(v, (v + 2) | 1)) {
+  }
+  if (state_->waiters.load() > 0) futex_wake(&state_->word, INT_MAX);
 }
 
-void Event::clear() { state_->flag.store(0); }
+void Event::clear() { state_->word.fetch_and(~std::uint32_t{1}); }
 
 void Event::wait() { wait_until(Clock::time_point::max()); }
 
 bool Event::wait_until(Clock::time_point deadline) {
-  while (state_->flag.load() == 0) {
+  const std::uint32_t start = state_->word.load();
+  if (start & 1) return true;
+  for (std::uint32_t seen = start;;) {
     state_->waiters.fetch_add(1);
-    const bool in_time = futex_wait(&state_->flag, 0, deadline);
+    const bool in_time = futex_wait(&state_->word, seen, deadline);
     state_->waiters.fetch_sub(1);
-    if (!in_time) return state_->flag.load() != 0;
+    seen = state_->word.load();
+    // Set now, or set (and cleared again) since the wait began: Python's wait()
+    // returns True for both.
+    if ((seen & 1) || (seen >> 1) != (start >> 1)) return true;
+    if (!in_time) return false;
   }
-  return true;
 }
 
 // ---- Barrier ----------------------------------------------------------------------------
@@ -416,11 +421,15 @@ int Barrier::wait_until(Clock::time_point deadline) {
     }
   }
   for (;;) {
-    const bool in_time = futex_wait(&state_->generation, round, deadline);
+    const auto slice = std::min(deadline, Clock::now() + detail::kSleepSlice);
+    const bool in_time = futex_wait(&state_->generation, round, slice);
     if (state_->generation.load() != round) break;
-    if (!in_time) {
-      BarrierLock lock(state_);
-      if (state_->generation.load() != round) break;  // the round ended meanwhile
+    if (in_time) continue;
+    // Taking the lock now and then lets a party that died holding it be noticed (the
+    // lock's recovery ends the round) even if no other party comes by.
+    BarrierLock lock(state_);
+    if (state_->generation.load() != round) break;  // the round ended meanwhile
+    if (slice == deadline) {
       state_->broken = 1;
       lock.end_round(true);
       throw BrokenBarrierError("mpx::Barrier: wait timed out; the barrier is now broken");

@@ -15,9 +15,11 @@
 //
 // Items are msgpack-serialized copies of any type msgpack can pack (MSGPACK_DEFINE for
 // structs). They live in a ring buffer in the queue's segment: put() returns once the
-// item is in shared memory, so it survives the process that put it, and an item is
-// removed only by the get() that returns it; a process killed while putting or getting
-// (even while holding the queue's lock) loses nothing that a put() returned for.
+// item is in shared memory, so it survives the process that put it, and an item leaves
+// the queue only in the get() that returns it. A process killed anywhere in a put() or
+// get(), even while holding the queue's lock, leaves every item either in the queue or
+// in the hands of that get(); consumers killed while waiting hold nothing and lose
+// nothing.
 // Unlike Python's Queue there is no feeder thread: put() never returns before the item
 // can be got.
 //
@@ -79,8 +81,8 @@ class QueueBase {
 template <class T>
 class Queue : public detail::QueueBase {
  public:
-  // Throws std::invalid_argument for a buffer under 64 bytes, SharedMemoryError when
-  // the system refuses the memory.
+  // Throws std::invalid_argument for a buffer under 64 bytes or over a quarter of the
+  // address space, SharedMemoryError when the system refuses the memory.
   explicit Queue(std::size_t maxsize = 0, std::size_t buffer_bytes = kDefaultBufferBytes)
       : QueueBase(maxsize, buffer_bytes, detail::type_tag<T>()) {}
 

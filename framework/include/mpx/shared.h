@@ -89,7 +89,8 @@ class Value {
   }
   // The shared object itself, for updates under get_lock().
   T& value() const { return *ptr_; }
-  // The lock that comes with this value (Python's get_lock()).
+  // The lock that comes with this value (Python's get_lock()). Recursive, like the
+  // RLock Python gives a Value: load() and store() may be called while holding it.
   Lock& get_lock() const { return lock_; }
 
   // Atomic read-modify-write on the mapping; each returns the previous value.
@@ -143,7 +144,7 @@ class Value {
         ptr_(reinterpret_cast<T*>(segment_->body() + detail::kMutexBytes)) {}
 
   static Lock make_lock(const std::shared_ptr<detail::Segment>& segment, bool fresh) {
-    if (fresh) detail::init_mutex(*segment, false);
+    if (fresh) detail::init_mutex(*segment, /*recursive=*/true);
     return Lock(detail::AdoptTag{}, segment);
   }
 
@@ -180,7 +181,10 @@ class Array {
   // fit in memory, SharedMemoryError when the system refuses the memory.
   explicit Array(std::size_t size) : Array(detail::AdoptTag{}, create(size), true) {}
   Array(std::initializer_list<T> items) : Array(items.begin(), items.end()) {}
-  template <class It, class = typename std::iterator_traits<It>::iterator_category>
+  // Forward iterators (the range is measured, then copied).
+  template <class It, class = std::enable_if_t<std::is_base_of_v<
+                          std::forward_iterator_tag,
+                          typename std::iterator_traits<It>::iterator_category>>>
   Array(It first, It last)
       : Array(static_cast<std::size_t>(std::distance(first, last))) {
     std::copy(first, last, data_);
@@ -206,11 +210,12 @@ class Array {
     std::lock_guard<Lock> guard(lock_);
     return std::vector<T>(begin(), end());
   }
+  // Recursive, as Value's: to_vector() may be called while holding it.
   Lock& get_lock() const { return lock_; }
 
  private:
   static std::shared_ptr<detail::Segment> create(std::size_t size) {
-    if (size > (std::numeric_limits<std::size_t>::max() - detail::kMutexBytes) / sizeof(T)) {
+    if (size > (std::numeric_limits<std::size_t>::max() / 4 - detail::kMutexBytes) / sizeof(T)) {
       throw std::length_error("mpx::Array: " + std::to_string(size) + " elements of " +
                               std::to_string(sizeof(T)) + " bytes do not fit in memory");
     }
@@ -223,7 +228,7 @@ class Array {
         data_(reinterpret_cast<T*>(segment_->body() + detail::kMutexBytes)),
         size_(static_cast<std::size_t>(segment_->ref().count)) {}
   static Lock make_lock(const std::shared_ptr<detail::Segment>& segment, bool fresh) {
-    if (fresh) detail::init_mutex(*segment, false);
+    if (fresh) detail::init_mutex(*segment, /*recursive=*/true);
     return Lock(detail::AdoptTag{}, segment);
   }
 

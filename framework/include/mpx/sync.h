@@ -97,9 +97,15 @@ MutexState* init_mutex(Segment& segment, bool recursive);
 
 }  // namespace detail
 
-// A non-recursive lock. Locking it twice from one thread deadlocks that thread (as in
-// Python); unlocking it from a thread that does not hold it throws mpx::Error.
-// Satisfies the standard TimedLockable requirements (std::lock_guard, unique_lock).
+// A non-recursive lock. lock() on a Lock the calling thread already holds throws
+// mpx::Error (Python's would deadlock); try_lock() and acquire(timeout) return false
+// then, as Python's acquire(False) does. Unlocking it from a thread that does not hold
+// it throws mpx::Error. Satisfies the standard TimedLockable requirements
+// (std::lock_guard, std::unique_lock).
+//
+// Dropping the last handle to a Lock while this process holds it keeps its memory
+// mapped until the process exits (and logs an error), since the holding thread's robust
+// list still points into it.
 class Lock : public detail::MutexHandle {
  public:
   Lock();
@@ -153,7 +159,9 @@ class Semaphore {
   friend struct detail::HandleAccess;
 };
 
-// A Semaphore whose counter may not be released above its initial value.
+// A Semaphore whose counter may not be released above its initial value. As in Python
+// it is a kind of Semaphore: a task taking a Semaphore accepts one, and the bound
+// travels with it.
 class BoundedSemaphore : public Semaphore {
  public:
   explicit BoundedSemaphore(int value = 1);
