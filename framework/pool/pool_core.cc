@@ -51,8 +51,12 @@ PoolCore::PoolCore(const PoolOptions& options)
   config.initializer = options.initializer_name();
   config.initializer_args = options.initializer_args();
   config.heartbeat_timeout = options.heartbeat_timeout();
+  if (options.max_retries() < 0) throw Error("Pool: max_retries must be >= 0");
   config.max_retries = options.max_retries();
-  if (config.max_retries < 0) throw Error("Pool: max_retries must be >= 0");
+  config.pure_retries =
+      options.max_retries_set() ? options.max_retries() : PoolOptions::kDefaultPureRetries;
+  config.task_timeout = options.task_timeout();
+  if (config.task_timeout.count() < 0) throw Error("Pool: task_timeout must be >= 0");
   if (config.heartbeat_timeout.count() <= 0) throw Error("Pool: heartbeat_timeout must be positive");
 
   // The router says on this pipe when it has bound its sockets: connecting earlier
@@ -159,6 +163,7 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
   h.start = start;
   h.count = count;
   h.name = call.task().name;
+  if (call.task().pure) h.flags = wire::kFlagPure;
   std::lock_guard<std::mutex> lock(send_mu_);
   transport::send(send_socket_, h, transport::adopt(std::move(payload)));
 }
@@ -296,7 +301,7 @@ void PoolCore::dispatch(transport::Incoming& in) {
         break;
       }
       std::sort(indices.begin(), indices.end());
-      done = call->accept_lost(indices, h.pid, reason);
+      done = call->accept_lost(indices, h.pid, reason, (h.flags & wire::kFlagTimedOut) != 0);
       break;
     }
     case wire::Type::kPoolError:

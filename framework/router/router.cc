@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -39,7 +40,8 @@ std::string Config::encode() const {
                                      max_startup_failures, max_prefetch,
                                      static_cast<std::int64_t>(credit_window.count()),
                                      static_cast<std::int64_t>(startup_timeout.count()),
-                                     max_retries));
+                                     max_retries, pure_retries,
+                                     static_cast<std::int64_t>(task_timeout.count())));
   return std::string(buf.data(), buf.size());
 }
 
@@ -48,21 +50,25 @@ Config Config::decode(const std::string& bytes) {
     auto oh = msgpack::unpack(bytes.data(), bytes.size());
     std::tuple<std::string, std::string, int, std::uint64_t, int, std::string, std::string,
                std::int64_t, std::int64_t, std::int64_t, int, int, std::int64_t, std::int64_t,
-               int>
+               int, int, std::int64_t>
         t;
     oh.get().convert(t);
     Config c;
     std::tie(c.front_endpoint, c.back_endpoint, c.workers, c.maxtasksperchild, c.prefetch,
              c.initializer, c.initializer_args, std::ignore, std::ignore, std::ignore,
-             c.max_startup_failures, std::ignore, std::ignore, std::ignore, c.max_retries) = t;
+             c.max_startup_failures, std::ignore, std::ignore, std::ignore, c.max_retries,
+             c.pure_retries, std::ignore) = t;
+    c.task_timeout = std::chrono::milliseconds(std::get<16>(t));
     c.heartbeat_interval = std::chrono::milliseconds(std::get<7>(t));
     c.heartbeat_timeout = std::chrono::milliseconds(std::get<8>(t));
     c.stop_grace = std::chrono::milliseconds(std::get<9>(t));
     c.max_prefetch = std::get<11>(t);
     c.credit_window = std::chrono::microseconds(std::get<12>(t));
     c.startup_timeout = std::chrono::milliseconds(std::get<13>(t));
-    if (c.workers < 1 || c.prefetch < 1 || c.max_retries < 0) {
-      throw DecodeError("router config: workers and prefetch must be >= 1, max_retries >= 0");
+    if (c.workers < 1 || c.prefetch < 1 || c.max_retries < 0 || c.pure_retries < 0 ||
+        c.task_timeout.count() < 0) {
+      throw DecodeError("router config: workers and prefetch must be >= 1, retries and "
+                        "task_timeout >= 0");
     }
     return c;
   } catch (const DecodeError&) {
@@ -146,8 +152,9 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
         send_pool_error(reply_id(sender), h.call_id, broken_reason_);
         return;
       }
-      queue_.push_back(Task{InFlight{reply_id(sender), h.call_id, h.start, h.count},
-                            std::move(in.header_frame), std::move(in.payload)});
+      InFlight what{reply_id(sender), h.call_id, h.start, h.count};
+      what.pure = (h.flags & wire::kFlagPure) != 0;
+      queue_.push_back(Task{std::move(what), std::move(in.header_frame), std::move(in.payload)});
       dispatch();
       return;
     }
@@ -157,7 +164,7 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
       for (auto* table : {&workers_, &draining_}) {
         for (auto& [pid, w] : *table) {
           for (auto& f : w.in_flight) {
-            if (f.call_id == h.call_id && f.client == client) f.attempts = config_.max_retries;
+            if (f.call_id == h.call_id && f.client == client) f.cancelled = true;
           }
         }
       }
@@ -228,7 +235,9 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
       }
       w->last_result = now;
       const std::string client = std::move(it->client);
+      const bool was_running = it == w->in_flight.begin();
       w->in_flight.erase(it);
+      if (was_running && !w->in_flight.empty()) w->in_flight.front().started = now;
       io_.forward_client(client, std::move(in.header_frame), std::move(in.payload));
       retire_if_done(*w);
       dispatch();
@@ -252,6 +261,7 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
     case wire::Type::kConfigured:
       w->configured = true;
       startup_failures_ = 0;
+      startup_kills_ = 0;
       dispatch();
       return;
     default:
@@ -284,25 +294,45 @@ void RouterCore::on_worker_exit(pid_t pid, int wait_status, Clock::time_point no
   if (it == draining_.end()) return;
   Worker w = std::move(it->second);
   draining_.erase(it);
-  finalize(std::move(w), spawn::describe(wait_status));
+  finalize(std::move(w), spawn::describe(wait_status), wait_status);
 }
 
-void RouterCore::finalize(Worker w, const std::string& how) {
+void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status) {
   const pid_t pid = w.pid;
+  const std::string how =
+      w.killed_because.empty() ? exit_how : "was killed: " + w.killed_because;
   if (!w.in_flight.empty()) {
     logger().warn("router: {} (pid {}) {} holding {} chunk(s)", w.name, pid, how,
                   w.in_flight.size());
+    if (w.timed_out) {
+      // The chunk that ran over its budget fails as timed out unless it may run again;
+      // the ones queued behind it follow the usual rules below.
+      InFlight& first = w.in_flight.front();
+      if (first.cancelled || first.attempts >= retries_for(first) || stopping_ || broken()) {
+        std::vector<InFlight> timed_out;
+        timed_out.push_back(std::move(first));
+        fail_lost(timed_out, pid, w.killed_because, /*timed_out=*/true);
+        w.in_flight.erase(w.in_flight.begin());
+      }
+    }
     std::vector<InFlight> lost;
-    // Back to front, so that requeued chunks keep their order at the queue's head.
+    // Back to front, so that requeued chunks keep their order at the queue's head. Only
+    // the first chunk was running (a worker runs its chunks in order): it alone spends
+    // an attempt; retryable chunks queued behind it go back for free, so that a task
+    // that crashes its worker does not use up the retries of its neighbours.
+    const InFlight* running = w.in_flight.empty() ? nullptr : &w.in_flight.front();
     for (auto it = w.in_flight.rbegin(); it != w.in_flight.rend(); ++it) {
-      if (it->attempts < config_.max_retries && !stopping_ && !broken()) {
-        logger().info("router: running call {} items {}-{} again (attempt {} of {})", it->call_id,
-                      it->start, it->start + it->count - 1, it->attempts + 2,
-                      config_.max_retries + 1);
+      if (!it->cancelled && it->attempts < retries_for(*it) && !stopping_ && !broken()) {
+        const bool spends = &*it == running;
+        logger().info("router: running call {} items {}-{} again{}", it->call_id, it->start,
+                      it->start + it->count - 1,
+                      spends ? " (attempt " + std::to_string(it->attempts + 2) + " of " +
+                                   std::to_string(retries_for(*it) + 1) + ")"
+                             : std::string(" (it had not started)"));
         Task task{std::move(*it), zmq::message_t(), zmq::message_t()};
         task.header_frame = std::move(task.what.retry_header);
         task.payload = std::move(task.what.retry_payload);
-        ++task.what.attempts;
+        if (spends) ++task.what.attempts;
         queue_.push_front(std::move(task));
       } else {
         lost.push_back(std::move(*it));
@@ -316,8 +346,16 @@ void RouterCore::finalize(Worker w, const std::string& how) {
   if (stopping_ || broken()) return;
   // Work goes only to configured workers, so one that dies unconfigured died starting
   // or in its initializer (a crash there would otherwise respawn workers forever).
+  // A SIGKILL the router did not send came from outside (an operator, a chaos test,
+  // the OOM killer): a few in a row say little about the program, so they are allowed
+  // more often before the pool gives up.
   const bool unconfigured = !w.configured && w.state != State::kStopping;
-  if (unconfigured && ++startup_failures_ >= config_.max_startup_failures) {
+  const bool killed_from_outside = wait_status >= 0 && WIFSIGNALED(wait_status) &&
+                                   WTERMSIG(wait_status) == SIGKILL && w.killed_because.empty();
+  if (unconfigured &&
+      (killed_from_outside
+           ? ++startup_kills_ >= kStartupKillsFactor * config_.max_startup_failures
+           : ++startup_failures_ >= config_.max_startup_failures)) {
     break_pool("workers keep dying before they are ready (starting, or in the initializer); "
                "the last one (pid " + std::to_string(pid) + ") " + how);
     return;
@@ -327,7 +365,8 @@ void RouterCore::finalize(Worker w, const std::string& how) {
   dispatch();
 }
 
-void RouterCore::fail_lost(const std::vector<InFlight>& lost, pid_t pid, const std::string& reason) {
+void RouterCore::fail_lost(const std::vector<InFlight>& lost, pid_t pid, const std::string& reason,
+                           bool timed_out) {
   std::map<std::pair<std::string, std::uint64_t>, Ranges> by_call;
   for (const InFlight& f : lost) by_call[{f.client, f.call_id}].emplace_back(f.start, f.count);
   for (auto& [key, ranges] : by_call) {
@@ -335,6 +374,7 @@ void RouterCore::fail_lost(const std::vector<InFlight>& lost, pid_t pid, const s
     h.type = wire::Type::kLost;
     h.call_id = key.second;
     h.pid = pid;
+    if (timed_out) h.flags = wire::kFlagTimedOut;
     io_.send_client(key.first, h, pack_message(std::make_pair(reason, ranges)));
   }
 }
@@ -378,9 +418,15 @@ void RouterCore::dispatch() {
     Task task = std::move(queue_.front());
     queue_.pop_front();
     transport::set_type(task.header_frame, wire::Type::kTask);
-    if (config_.max_retries > 0) {
+    if (retries_for(task.what) > task.what.attempts) {
       task.what.retry_header.copy(task.header_frame);
       task.what.retry_payload.copy(task.payload);
+    }
+    if (best->in_flight.empty()) {
+      task.what.started = now_;
+      if (config_.task_timeout.count() > 0) {
+        next_tick_ = std::min(next_tick_, now_ + config_.task_timeout * task.what.count);
+      }
     }
     best->in_flight.push_back(std::move(task.what));
     ++best->assigned;
@@ -435,12 +481,15 @@ void RouterCore::on_tick(Clock::time_point now) {
     next_tick_ = std::min(now + config_.heartbeat_interval, stop_deadline_);
     return;
   }
+  Clock::time_point next_deadline = now + config_.heartbeat_interval;
   for (auto& [pid, w] : workers_) {
     // A worker that never announced itself, or ignores STOP, is killed: its exit
     // then follows the usual path (a start-up failure, or an expected stop).
     if (w.state == State::kStarting && now - w.since > config_.startup_timeout) {
       logger().warn("router: {} (pid {}) did not start within {} ms; killing it", w.name, pid,
                     config_.startup_timeout.count());
+      w.killed_because = "did not start within " + std::to_string(config_.startup_timeout.count()) +
+                         " ms";
       io_.kill_worker(pid);
       w.since = now;  // kill again only after another timeout
       continue;
@@ -450,8 +499,35 @@ void RouterCore::on_tick(Clock::time_point now) {
       w.since = now;
       continue;
     }
-    // A worker still running its initializer, or running tasks, cannot answer pings.
-    if (w.state != State::kReady || !w.configured || !w.in_flight.empty()) continue;
+    const bool busy = !w.configured || !w.in_flight.empty();
+    if (busy && (w.state == State::kReady || w.state == State::kRetiring)) {
+      // A busy worker cannot answer pings: watch its state and its time budget instead.
+      if (!io_.is_stopped(pid)) {
+        w.stopped_since = Clock::time_point();
+      } else if (w.stopped_since == Clock::time_point()) {
+        w.stopped_since = now;
+      } else if (now - w.stopped_since > config_.heartbeat_timeout) {
+        kill_running(w, "stopped (not running) for more than " +
+                            std::to_string(config_.heartbeat_timeout.count()) + " ms",
+                     false);
+        continue;
+      }
+      if (config_.task_timeout.count() > 0 && !w.in_flight.empty()) {
+        const InFlight& f = w.in_flight.front();
+        const auto budget = config_.task_timeout * f.count;
+        if (now - f.started > budget) {
+          kill_running(w, "call " + std::to_string(f.call_id) + " items " +
+                              std::to_string(f.start) + "-" + std::to_string(f.start + f.count - 1) +
+                              " ran longer than " + std::to_string(config_.task_timeout.count()) +
+                              " ms per task",
+                       true);
+          continue;
+        }
+        next_deadline = std::min(next_deadline, f.started + budget);
+      }
+      continue;
+    }
+    if (w.state != State::kReady || busy) continue;
     if (now - w.last_seen > config_.heartbeat_timeout) {
       logger().warn("router: {} (pid {}) stopped answering heartbeats; replacing it", w.name, pid);
       io_.kill_worker(pid);
@@ -465,7 +541,18 @@ void RouterCore::on_tick(Clock::time_point now) {
       w.last_ping = now;
     }
   }
-  next_tick_ = now + config_.heartbeat_interval;
+  next_tick_ = std::max(next_deadline, now + std::chrono::milliseconds(1));
+}
+
+void RouterCore::kill_running(Worker& w, std::string why, bool timed_out) {
+  logger().warn("router: {} (pid {}) {}; killing and replacing it", w.name, w.pid, why);
+  w.killed_because = std::move(why);
+  w.timed_out = timed_out;
+  io_.kill_worker(w.pid);
+  // Its exit (pidfd) finalizes it: what it held is retried or reported. It gets no
+  // more work, and its replacement starts now.
+  enter(w, State::kStopping);
+  spawn_one();
 }
 
 }  // namespace router

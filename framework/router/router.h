@@ -58,6 +58,11 @@ struct Config {
   // before it is reported lost. Tasks then run at least once rather than at most once:
   // for tasks without side effects, or with idempotent ones.
   int max_retries = 0;
+  // The same for chunks of tasks registered with MPX_PURE_TASK (SUBMIT flag kFlagPure).
+  int pure_retries = 0;
+  // A chunk of n items still running after n * task_timeout is timed out: its worker is
+  // killed and replaced, the chunk reported with kFlagTimedOut (or retried). 0: none.
+  std::chrono::milliseconds task_timeout{0};
 
   std::string encode() const;
   static Config decode(const std::string& bytes);  // throws mpx::DecodeError
@@ -75,6 +80,9 @@ class RouterIo {
   // Starts a worker process named name; returns its pid. Throws on failure.
   virtual pid_t spawn_worker(const std::string& name) = 0;
   virtual void kill_worker(pid_t pid) = 0;
+  // Whether the process is stopped (SIGSTOP, SIGTSTP, a tracer): it can neither run
+  // its task nor answer a ping.
+  virtual bool is_stopped(pid_t pid) { return false; }
 };
 
 class RouterCore {
@@ -112,6 +120,11 @@ class RouterCore {
     std::uint64_t start;
     std::uint32_t count;
     int attempts = 0;  // earlier runs lost with a dead worker
+    bool pure = false;       // from MPX_PURE_TASK: retried config.pure_retries times
+    bool cancelled = false;  // its call was cancelled: never run again
+    // When it became the first chunk its worker holds, i.e. began to run (a worker runs
+    // its chunks in the order it received them).
+    Clock::time_point started;
     // With max_retries > 0: copies of the frames (reference-counted by ZeroMQ, no byte
     // copy) so the chunk can be sent again if its worker dies.
     zmq::message_t retry_header;
@@ -138,16 +151,25 @@ class RouterCore {
     Clock::time_point last_ping;
     Clock::time_point last_result;
     double service_us = -1;  // moving average of a chunk's service time; < 0: unknown
+    // Why the router killed it while it ran a chunk (timeout, stopped), for finalize.
+    std::string killed_because;
+    bool timed_out = false;  // its first chunk ran over its time budget
+    Clock::time_point stopped_since;  // epoch while not seen stopped
   };
+  int retries_for(const InFlight& f) const { return f.pure ? config_.pure_retries : config_.max_retries; }
+  // Kills w (still running) for the reason given; finalize reports it.
+  void kill_running(Worker& w, std::string why, bool timed_out);
   std::size_t credit(const Worker& w) const;
 
   void spawn_one();
   void enter(Worker& w, State state);
   void dispatch();
   Worker* worker_by_id(std::string_view id);
-  void fail_lost(const std::vector<InFlight>& lost, pid_t pid, const std::string& reason);
+  void fail_lost(const std::vector<InFlight>& lost, pid_t pid, const std::string& reason,
+                 bool timed_out = false);
   // Retries or reports what a worker that ended still held, and replaces it.
-  void finalize(Worker w, const std::string& how);
+  // wait_status: how the process ended, -1 when unknown.
+  void finalize(Worker w, const std::string& how, int wait_status = -1);
   void break_pool(const std::string& reason);
   void send_pool_error(std::string_view client, std::uint64_t call_id, const std::string& reason);
   void retire_if_done(Worker& w);
@@ -163,7 +185,9 @@ class RouterCore {
   std::deque<Task> queue_;
   std::set<std::string> clients_;  // result sockets that said HELLO
   int next_worker_number_ = 1;
-  int startup_failures_ = 0;
+  int startup_failures_ = 0;  // consecutive deaths before CONFIGURED
+  int startup_kills_ = 0;     // the same, by a SIGKILL from outside the router
+  static constexpr int kStartupKillsFactor = 4;
   std::string broken_reason_;
   bool stopping_ = false;
   Clock::time_point stop_deadline_;

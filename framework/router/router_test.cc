@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -69,6 +70,7 @@ class FakeIo final : public RouterIo {
     return next_pid++;
   }
   void kill_worker(pid_t pid) override { killed.push_back(pid); }
+  bool is_stopped(pid_t pid) override { return stopped.count(pid) != 0; }
 
   // Returns and forgets everything sent so far.
   std::vector<Sent> take() { return std::exchange(sent, {}); }
@@ -76,6 +78,7 @@ class FakeIo final : public RouterIo {
   std::vector<Sent> sent;
   std::vector<std::string> spawned;
   std::vector<pid_t> killed;
+  std::set<pid_t> stopped;  // pids is_stopped reports as stopped
   pid_t next_pid = 1000;
   bool fail_spawns = false;
 
@@ -502,10 +505,160 @@ TEST_F(RouterTest, WorkersDyingInTheirInitializerBreakThePool) {
   config_.initializer = "crashes";
   start();
   for (pid_t pid = 1000; pid < 1003; ++pid) {
-    ready(pid);  // READY, CONFIG sent, then the initializer kills the process
-    exit(pid, kKilled);
+    ready(pid);  // READY, CONFIG sent, then the initializer crashes the process
+    exit(pid, SIGSEGV);
   }
   EXPECT_TRUE(core_->broken()) << "not an endless respawn loop";
+}
+
+// SIGKILLs from outside (an operator, a chaos test, the OOM killer) of workers still
+// starting are tolerated longer, but not forever.
+TEST_F(RouterTest, OutsideKillsOfStartingWorkersAreToleratedLonger) {
+  start();
+  pid_t pid = 1000;
+  for (int i = 0; i < 3 * 4 - 1; ++i) exit(pid++, kKilled);  // 11 in a row
+  EXPECT_FALSE(core_->broken());
+  ready_quietly(pid);    // one that makes it resets the count...
+  exit(pid++, kKilled);  // ...and its own death is no start-up failure
+  for (int i = 0; i < 3 * 4 - 1; ++i) exit(pid++, kKilled);
+  EXPECT_FALSE(core_->broken());
+  exit(pid++, kKilled);  // the 12th in a row
+  EXPECT_TRUE(core_->broken());
+}
+
+TEST_F(RouterTest, ChunksQueuedBehindACrashingOneKeepTheirRetries) {
+  config_.pure_retries = 1;
+  start();
+  ready_quietly(1000);
+  Header a = make(Type::kSubmit, 7, 0, 1, "square");
+  a.flags = wire::kFlagPure;
+  client("S1", a, "crashes");
+  Header b = make(Type::kSubmit, 7, 1, 1, "square");
+  b.flags = wire::kFlagPure;
+  client("S1", b, "fine");
+  io_.take();
+  exit(1000, SIGSEGV);  // attempt 1 of the first chunk; the second had not started
+  ready_quietly(1001);
+  exit(1001, SIGSEGV);  // the first chunk's retry dies too: it is lost, the second is not
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kLost);
+  EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{0, 1}}));
+  EXPECT_EQ(core_->queued(), 1u);
+}
+
+TEST_F(RouterTest, AChunkOverItsTimeBudgetIsTimedOutAndItsWorkerReplaced) {
+  config_.task_timeout = milliseconds(100);
+  start();
+  ready_quietly(1000);
+  submit("1", 7, 0, 2);  // 2 items: a budget of 200 ms
+  submit("1", 7, 2, 1);  // queued behind it on the same worker
+  io_.take();
+  advance(milliseconds(150));
+  tick();
+  EXPECT_TRUE(io_.killed.empty()) << "within its budget";
+  EXPECT_LE(core_->next_tick(), now_ + milliseconds(50)) << "a tick is due when the budget ends";
+  advance(milliseconds(100));
+  tick();
+  ASSERT_EQ(io_.killed, (std::vector<pid_t>{1000}));
+  EXPECT_EQ(io_.spawned.size(), 2u) << "the replacement starts at once";
+  exit(1000, kKilled);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].type, Type::kLost);
+  EXPECT_EQ(sent[0].flags, wire::kFlagTimedOut);
+  EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{0, 2}}));
+  EXPECT_NE(decode_lost(sent[0].payload).first.find("ran longer than 100 ms per task"),
+            std::string::npos);
+  EXPECT_EQ(sent[1].type, Type::kLost);  // never started, but this task has no retries
+  EXPECT_EQ(sent[1].flags, 0);
+  EXPECT_EQ(decode_lost(sent[1].payload).second, (Ranges{{2, 1}}));
+}
+
+TEST_F(RouterTest, TheBudgetOfTheNextChunkStartsWithTheResultOfThePrevious) {
+  config_.task_timeout = milliseconds(100);
+  start();
+  ready_quietly(1000);
+  submit("1", 7, 0, 1);
+  submit("1", 7, 1, 1);
+  io_.take();
+  advance(milliseconds(90));
+  result(1000, 7, 0, 1);
+  advance(milliseconds(90));  // 180 ms after dispatch, 90 ms into the second chunk
+  tick();
+  EXPECT_TRUE(io_.killed.empty());
+}
+
+TEST_F(RouterTest, PureChunksAreRetriedAfterATimeout) {
+  config_.task_timeout = milliseconds(100);
+  config_.pure_retries = 1;
+  start();
+  ready_quietly(1000);
+  Header h = make(Type::kSubmit, 7, 0, 1, "square");
+  h.flags = wire::kFlagPure;
+  client("S1", h, "args");
+  io_.take();
+  advance(milliseconds(150));
+  tick();
+  exit(1000, kKilled);
+  EXPECT_TRUE(io_.take().empty()) << "run again, not reported";
+  EXPECT_EQ(core_->queued(), 1u);
+}
+
+TEST_F(RouterTest, OnlyPureChunksGetPureRetries) {
+  config_.pure_retries = 3;
+  start();
+  ready_quietly(1000);
+  Header pure = make(Type::kSubmit, 7, 0, 1, "square");
+  pure.flags = wire::kFlagPure;
+  client("S1", pure, "args");
+  submit("1", 8, 0, 1);
+  io_.take();
+  exit(1000, kKilled);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kLost);
+  EXPECT_EQ(sent[0].call_id, 8u);
+  EXPECT_EQ(core_->queued(), 1u);
+}
+
+TEST_F(RouterTest, ABusyWorkerStoppedLongerThanTheHeartbeatTimeoutIsReplaced) {
+  start();
+  ready_quietly(1000);
+  submit("1", 7, 0, 1);
+  io_.take();
+  io_.stopped.insert(1000);
+  tick();  // first seen stopped
+  advance(milliseconds(900));
+  tick();
+  EXPECT_TRUE(io_.killed.empty());
+  advance(milliseconds(200));
+  tick();
+  ASSERT_EQ(io_.killed, (std::vector<pid_t>{1000}));
+  exit(1000, kKilled);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kLost);
+  EXPECT_EQ(sent[0].flags, 0);
+  EXPECT_NE(decode_lost(sent[0].payload).first.find("stopped"), std::string::npos);
+}
+
+TEST_F(RouterTest, ABusyWorkerThatResumesIsKept) {
+  start();
+  ready_quietly(1000);
+  submit("1", 7, 0, 1);
+  io_.take();
+  io_.stopped.insert(1000);
+  tick();
+  advance(milliseconds(900));
+  io_.stopped.clear();  // SIGCONT
+  tick();
+  io_.stopped.insert(1000);
+  advance(milliseconds(900));
+  tick();
+  advance(milliseconds(200));
+  tick();
+  EXPECT_TRUE(io_.killed.empty()) << "the stop clock restarts after it ran again";
 }
 
 TEST_F(RouterTest, RetriesRunALostChunkAgainThenReportIt) {
@@ -522,10 +675,11 @@ TEST_F(RouterTest, RetriesRunALostChunkAgainThenReportIt) {
   // ready_quietly discarded what was sent: check the order through a second worker death.
   exit(1001, kKilled);
   auto sent = io_.take();
-  ASSERT_EQ(sent.size(), 1u) << "the second death exhausts the single retry";
+  ASSERT_EQ(sent.size(), 1u) << "the second death exhausts the single retry of the first";
   EXPECT_EQ(sent[0].type, Type::kLost);
   EXPECT_EQ(sent[0].call_id, 7u);
-  EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{0, 3}, {3, 3}}));
+  EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{0, 3}}));
+  EXPECT_EQ(core_->queued(), 1u) << "the second chunk never ran: its retry is unspent";
 }
 
 TEST_F(RouterTest, RetriedChunksKeepTheirOrderAndPayload) {
@@ -584,12 +738,12 @@ TEST_F(RouterTest, RepeatedStartupDeathsBreakThePool) {
   start();
   hello("1");
   io_.take();
-  exit(1000);  // 1 -> spawns 1002
-  exit(1001);  // 2 -> spawns 1003
+  exit(1000, SIGSEGV);  // 1 -> spawns 1002
+  exit(1001, SIGSEGV);  // 2 -> spawns 1003
   EXPECT_FALSE(core_->broken());
   EXPECT_TRUE(io_.sent.empty());
   submit("1", 4, 0, 2);  // queued while the pool is still starting
-  exit(1002);            // 3: broken
+  exit(1002, SIGSEGV);   // 3: broken
   EXPECT_TRUE(core_->broken());
   EXPECT_EQ(io_.spawned.size(), 4u);
   EXPECT_EQ(io_.killed, (std::vector<pid_t>{1003}));
@@ -623,14 +777,14 @@ TEST_F(RouterTest, RepeatedStartupDeathsBreakThePool) {
 
 TEST_F(RouterTest, StartupDeathsMustBeConsecutive) {
   start();
-  exit(1000);    // 1
-  exit(1001);    // 2
+  exit(1000, SIGSEGV);  // 1
+  exit(1001, SIGSEGV);  // 2
   ready_quietly(1002);  // resets the count
   exit(1002);    // a ready worker's death is not a start-up failure
-  exit(1003);    // 1
-  exit(1004);    // 2
+  exit(1003, SIGSEGV);  // 1
+  exit(1004, SIGSEGV);  // 2
   EXPECT_FALSE(core_->broken());
-  exit(1005);    // 3
+  exit(1005, SIGSEGV);  // 3
   EXPECT_TRUE(core_->broken());
 }
 
@@ -1163,6 +1317,8 @@ TEST(RouterConfigTest, EncodeDecodeRoundTrip) {
   c.heartbeat_timeout = milliseconds(345);
   c.stop_grace = milliseconds(67);
   c.max_startup_failures = 5;
+  c.pure_retries = 6;
+  c.task_timeout = milliseconds(89);
   const Config d = Config::decode(c.encode());
   EXPECT_EQ(d.front_endpoint, c.front_endpoint);
   EXPECT_EQ(d.back_endpoint, c.back_endpoint);
@@ -1176,6 +1332,8 @@ TEST(RouterConfigTest, EncodeDecodeRoundTrip) {
   EXPECT_EQ(d.heartbeat_timeout, milliseconds(345));
   EXPECT_EQ(d.stop_grace, milliseconds(67));
   EXPECT_EQ(d.max_startup_failures, 5);
+  EXPECT_EQ(d.pure_retries, 6);
+  EXPECT_EQ(d.task_timeout, milliseconds(89));
 }
 
 TEST(RouterConfigTest, DecodeRejectsGarbage) {

@@ -52,6 +52,8 @@ const char* type_name(Type t);
 
 // Flag bits.
 constexpr std::uint8_t kFlagHasErrors = 1;  // kResult: an error list follows the results
+constexpr std::uint8_t kFlagPure = 2;       // kSubmit, kTask: an MPX_PURE_TASK (retried)
+constexpr std::uint8_t kFlagTimedOut = 4;   // kLost: the chunk ran over its time budget
 
 struct Header {
   Type type = Type::kHello;

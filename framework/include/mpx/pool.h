@@ -85,17 +85,31 @@ class PoolOptions {
     return *this;
   }
 
-  // A chunk whose worker dies (crash, kill, exit) is run again, up to n times, before
-  // its items fail with WorkerLost; default 0 (Python's Pool has no retries). Retried
-  // tasks run at least once instead of at most once: use it for tasks without side
-  // effects, or idempotent ones. Each retry can cost a worker if the task itself crashes.
+  // A chunk whose worker dies (crash, kill, exit, timeout) is run again, up to n times,
+  // before its items fail with WorkerLost (or TimeoutError). Retried tasks run at least
+  // once instead of at most once. By default tasks registered with MPX_PURE_TASK get 3
+  // retries and MPX_TASK ones none (Python's Pool has no retries); setting n applies it
+  // to every task. Each retry can cost a worker if the task itself crashes.
   PoolOptions& max_retries(int n) {
     max_retries_ = n;
+    max_retries_set_ = true;
+    return *this;
+  }
+
+  // A chunk of k items still running after k * timeout (chunksize 1 for an exact
+  // per-task limit) is timed out: its worker is killed and replaced, and its items
+  // fail with mpx::TimeoutError, or run again if retries allow. Default: none.
+  PoolOptions& task_timeout(std::chrono::milliseconds timeout) {
+    task_timeout_ = timeout;
     return *this;
   }
 
   int processes() const { return processes_; }
   int max_retries() const { return max_retries_; }
+  // false: the default applies (kDefaultPureRetries for pure tasks, 0 for the others).
+  bool max_retries_set() const { return max_retries_set_; }
+  std::chrono::milliseconds task_timeout() const { return task_timeout_; }
+  static constexpr int kDefaultPureRetries = 3;
   std::chrono::milliseconds heartbeat_timeout() const { return heartbeat_timeout_; }
   std::size_t maxtasksperchild() const { return maxtasksperchild_; }
   const std::string& initializer_name() const { return initializer_; }
@@ -113,6 +127,8 @@ class PoolOptions {
   int prefetch_ = 2;
   std::chrono::milliseconds heartbeat_timeout_{10000};
   int max_retries_ = 0;
+  bool max_retries_set_ = false;
+  std::chrono::milliseconds task_timeout_{0};
 };
 
 // The result of an asynchronous call (apply_async, map_async, starmap_async).

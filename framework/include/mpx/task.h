@@ -9,6 +9,9 @@
 //   pool.map(square, xs);              // works: square is registered
 //   pool.map(cube, xs);                // throws mpx::NotRegistered naming the fix
 //
+//   MPX_PURE_TASK(parse);              // no side effects: a pool re-runs it when the
+//                                      // worker running it dies (see PoolOptions)
+//
 // Parameters and results travel as msgpack: built-in types, standard containers,
 // and your own structs with MSGPACK_DEFINE(...). Overloaded functions cannot be
 // registered by name; wrap them in a uniquely named function.
@@ -67,6 +70,9 @@ struct TaskEntry {
                     std::uint32_t expected, Buffer& out, bool& had_errors);
   // Runs one call whose payload is the full argument array; exceptions propagate.
   void (*run_call)(const TaskEntry& self, const char* data, std::size_t size);
+  // Registered with MPX_PURE_TASK: running it twice is harmless, so a pool runs it
+  // again when its worker dies (PoolOptions::max_retries).
+  bool pure = false;
 };
 
 // Registry (registry.cc). register_task keeps the pointer: entries have static storage.
@@ -171,9 +177,9 @@ struct TaskImpl {
 };
 
 template <auto F>
-constexpr TaskEntry make_task_entry(const char* name) {
+constexpr TaskEntry make_task_entry(const char* name, bool pure = false) {
   return TaskEntry{name, nullptr, FunctionTraits<decltype(F)>::kArity, &TaskImpl<F>::run_chunk,
-                   &TaskImpl<F>::run_call};
+                   &TaskImpl<F>::run_call, pure};
 }
 
 struct TaskRegistration {
@@ -191,10 +197,14 @@ struct TaskRegistration {
 
 // Registers a free function under its spelled name (e.g. "square", "ns::f"). Use once
 // per function at namespace scope; every process of the program then knows it.
-#define MPX_TASK(fn)                                                                     \
+#define MPX_DETAIL_TASK(fn, pure)                                                        \
   static ::mpx::detail::TaskEntry MPX_DETAIL_CONCAT(mpx_task_entry_, __LINE__) =         \
-      ::mpx::detail::make_task_entry<&fn>(#fn);                                          \
+      ::mpx::detail::make_task_entry<&fn>(#fn, pure);                                    \
   static const ::mpx::detail::TaskRegistration MPX_DETAIL_CONCAT(mpx_task_reg_, __LINE__)( \
       &MPX_DETAIL_CONCAT(mpx_task_entry_, __LINE__), ::mpx::detail::function_address(&fn))
+#define MPX_TASK(fn) MPX_DETAIL_TASK(fn, false)
+// A task without side effects (or an idempotent one): when its worker dies, a Pool
+// runs its chunk again, by default up to 3 times (PoolOptions::max_retries).
+#define MPX_PURE_TASK(fn) MPX_DETAIL_TASK(fn, true)
 
 #endif  // MPX_TASK_H_

@@ -47,8 +47,9 @@ class CallBase {
   // ask the router to drop what is still queued.
   virtual bool accept_results(std::uint64_t start, std::uint32_t count, const char* data,
                               std::size_t size, bool has_errors, pid_t worker_pid) = 0;
+  // timed_out: the tasks ran over PoolOptions::task_timeout (TimeoutError).
   virtual bool accept_lost(const std::vector<std::uint64_t>& indices, pid_t worker_pid,
-                           const std::string& reason) = 0;
+                           const std::string& reason, bool timed_out) = 0;
   // The pool can deliver nothing more (router died, terminated, shut down).
   virtual void accept_failure(std::exception_ptr error) = 0;
 
@@ -66,7 +67,7 @@ class CallBase {
   std::exception_ptr make_remote_error(std::uint64_t start, const ItemError& e,
                                        pid_t worker_pid) const;
   std::exception_ptr make_lost_error(std::vector<std::uint64_t> indices, pid_t worker_pid,
-                                     const std::string& reason) const;
+                                     const std::string& reason, bool timed_out) const;
 
  private:
   const TaskEntry& task_;
@@ -200,8 +201,8 @@ class GatherCall final : public ResultCall<T> {
     return done_;
   }
   bool accept_lost(const std::vector<std::uint64_t>& indices, pid_t worker_pid,
-                   const std::string& reason) override {
-    auto error = this->make_lost_error(indices, worker_pid, reason);
+                   const std::string& reason, bool timed_out) override {
+    auto error = this->make_lost_error(indices, worker_pid, reason, timed_out);
     std::lock_guard<std::mutex> lock(mu());
     if (!error_) error_ = error;
     done_ = true;
@@ -273,8 +274,8 @@ class StreamCall final : public CallBase {
     return publish(start, std::move(slots));
   }
   bool accept_lost(const std::vector<std::uint64_t>& indices, pid_t worker_pid,
-                   const std::string& reason) override {
-    auto error = make_lost_error(indices, worker_pid, reason);
+                   const std::string& reason, bool timed_out) override {
+    auto error = make_lost_error(indices, worker_pid, reason, timed_out);
     // Lost indices arrive as whole chunks: publish each contiguous run as one chunk.
     bool done = false;
     std::size_t i = 0;
