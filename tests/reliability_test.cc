@@ -50,6 +50,17 @@ int always_crash_on_five(int x) {
   if (x == 5) raise(SIGKILL);
   return x;
 }
+std::string text_of(int n) { return std::string(static_cast<std::size_t>(n), 'x'); }
+std::size_t length_of(std::string s) { return s.size(); }
+// Allocates mb megabytes and touches them; returns how many it got.
+int allocate_mb(int mb) {
+  std::vector<std::vector<char>> blocks;
+  for (int i = 0; i < mb; ++i) blocks.emplace_back(std::size_t{1} << 20, 'm');
+  return static_cast<int>(blocks.size());
+}
+MPX_TASK(text_of);
+MPX_TASK(length_of);
+MPX_TASK(allocate_mb);
 MPX_TASK(hang_on);
 MPX_TASK(square);
 MPX_TASK(sleep_ms);
@@ -182,6 +193,54 @@ TEST_F(ReliabilityTest, ExhaustedRetriesNameExactlyTheLostItems) {
   // With retries off, the first death is final.
   mpx::Pool strict(mpx::PoolOptions().processes(1).max_retries(0));
   EXPECT_THROW(strict.map(always_crash_on_five, xs, 1), mpx::WorkerLost);
+}
+
+TEST_F(ReliabilityTest, AChunkOverTheMessageLimitIsRefusedBeforeSending) {
+  mpx::Pool pool(mpx::PoolOptions().processes(1).max_message_bytes(4096));
+  try {
+    pool.map(length_of, std::vector<std::string>{"short", std::string(8192, 'y')}, 1);
+    FAIL() << "expected mpx::Error";
+  } catch (const mpx::RemoteError&) {
+    FAIL() << "the chunk was sent";
+  } catch (const mpx::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("more than the pool's max_message_bytes (4096)"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(pool.apply(length_of, std::string("fine")), 4u);
+}
+
+TEST_F(ReliabilityTest, ResultsOverTheMessageLimitFailTheirItems) {
+  mpx::Pool pool(mpx::PoolOptions().processes(1).max_message_bytes(4096));
+  try {
+    pool.apply(text_of, 10000);
+    FAIL() << "expected RemoteError";
+  } catch (const mpx::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "mpx::Error");
+    EXPECT_NE(e.message().find("max_message_bytes (4096)"), std::string::npos) << e.message();
+  }
+  EXPECT_EQ(pool.apply(text_of, 3), "xxx");
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define MPX_UNDER_SANITIZER 1
+#endif
+
+TEST_F(ReliabilityTest, AWorkerMemoryLimitTurnsABlowUpIntoAnError) {
+#ifdef MPX_UNDER_SANITIZER
+  GTEST_SKIP() << "sanitizers reserve terabytes of address space: RLIMIT_AS cannot apply";
+#else
+  mpx::Pool pool(mpx::PoolOptions().processes(1).worker_memory_limit(std::size_t{512} << 20));
+  try {
+    pool.apply(allocate_mb, 4096);
+    FAIL() << "a 4 GiB allocation succeeded under a 512 MiB limit";
+  } catch (const mpx::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "std::bad_alloc");
+  } catch (const mpx::WorkerLost& e) {
+    SUCCEED() << "the worker died of it, and the call says so: " << e.reason();
+  }
+  EXPECT_EQ(pool.apply(allocate_mb, 16), 16) << "the pool goes on";
+#endif
 }
 
 }  // namespace

@@ -56,6 +56,9 @@ PoolCore::PoolCore(const PoolOptions& options)
   config.pure_retries =
       options.max_retries_set() ? options.max_retries() : PoolOptions::kDefaultPureRetries;
   config.task_timeout = options.task_timeout();
+  config.max_message_bytes = options.max_message_bytes();
+  config.worker_memory_limit = options.worker_memory_limit();
+  max_message_bytes_ = options.max_message_bytes();
   if (config.task_timeout.count() < 0) throw Error("Pool: task_timeout must be >= 0");
   if (config.heartbeat_timeout.count() <= 0) throw Error("Pool: heartbeat_timeout must be positive");
 
@@ -157,6 +160,13 @@ void PoolCore::begin_call(const std::shared_ptr<CallBase>& call) {
 
 void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t count,
                           Buffer&& payload) {
+  if (payload.size() > max_message_bytes_) {
+    throw Error("task '" + std::string(call.task().name) + "': a chunk of " +
+                std::to_string(count) + " item(s) from index " + std::to_string(start) +
+                " encodes to " + std::to_string(payload.size()) +
+                " bytes, more than the pool's max_message_bytes (" +
+                std::to_string(max_message_bytes_) + "); use a smaller chunksize or raise the limit");
+  }
   wire::Header h;
   h.type = wire::Type::kSubmit;
   h.call_id = call.id();

@@ -66,6 +66,7 @@ class PoolCore {
   std::string token_;
   // Shared objects among the initializer's arguments: respawned workers open them too.
   Pins initializer_pins_;
+  std::size_t max_message_bytes_ = 0;  // immutable after construction
   spawn::Child router_;  // reaped by the pumping thread or by stop_router (under mu_)
   pid_t router_pid_ = 0;
 

@@ -41,7 +41,8 @@ std::string Config::encode() const {
                                      static_cast<std::int64_t>(credit_window.count()),
                                      static_cast<std::int64_t>(startup_timeout.count()),
                                      max_retries, pure_retries,
-                                     static_cast<std::int64_t>(task_timeout.count())));
+                                     static_cast<std::int64_t>(task_timeout.count()),
+                                     max_message_bytes, worker_memory_limit));
   return std::string(buf.data(), buf.size());
 }
 
@@ -50,14 +51,14 @@ Config Config::decode(const std::string& bytes) {
     auto oh = msgpack::unpack(bytes.data(), bytes.size());
     std::tuple<std::string, std::string, int, std::uint64_t, int, std::string, std::string,
                std::int64_t, std::int64_t, std::int64_t, int, int, std::int64_t, std::int64_t,
-               int, int, std::int64_t>
+               int, int, std::int64_t, std::uint64_t, std::uint64_t>
         t;
     oh.get().convert(t);
     Config c;
     std::tie(c.front_endpoint, c.back_endpoint, c.workers, c.maxtasksperchild, c.prefetch,
              c.initializer, c.initializer_args, std::ignore, std::ignore, std::ignore,
              c.max_startup_failures, std::ignore, std::ignore, std::ignore, c.max_retries,
-             c.pure_retries, std::ignore) = t;
+             c.pure_retries, std::ignore, c.max_message_bytes, c.worker_memory_limit) = t;
     c.task_timeout = std::chrono::milliseconds(std::get<16>(t));
     c.heartbeat_interval = std::chrono::milliseconds(std::get<7>(t));
     c.heartbeat_timeout = std::chrono::milliseconds(std::get<8>(t));
@@ -94,14 +95,16 @@ void RouterCore::enter(Worker& w, State state) {
 void RouterCore::spawn_one() {
   const std::string name = "PoolWorker-" + std::to_string(next_worker_number_++);
   pid_t pid;
+  std::string routing_id;
   try {
-    pid = io_.spawn_worker(name);
+    pid = io_.spawn_worker(name, &routing_id);
   } catch (const std::exception& e) {
     break_pool(std::string("cannot start a worker: ") + e.what());
     return;
   }
   Worker& w = workers_[pid];
   w.pid = pid;
+  w.id = std::move(routing_id);
   w.name = name;
   w.last_seen = w.last_ping = w.since = now_;
   logger().debug("router: spawned {} (pid {})", name, pid);
@@ -116,7 +119,7 @@ std::string RouterCore::reply_id(std::string_view sender) {
 RouterCore::Worker* RouterCore::worker_by_id(std::string_view id) {
   for (auto* table : {&workers_, &draining_}) {
     for (auto& [pid, w] : *table) {
-      if (w.id == id) return &w;
+      if (w.id == id && w.state != State::kStarting) return &w;
     }
   }
   return nullptr;
@@ -146,6 +149,13 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
       if (stopping_) return;
       if (h.count == 0) {
         logger().warn("router: dropped an empty SUBMIT of call {}", h.call_id);
+        return;
+      }
+      // Every item takes at least one byte: a larger count is a lie that would make
+      // the worker build an error reply of that many items.
+      if (h.count > in.payload.size()) {
+        logger().warn("router: dropped a SUBMIT of call {} announcing {} items in {} bytes",
+                      h.call_id, h.count, in.payload.size());
         return;
       }
       if (broken()) {
@@ -196,7 +206,11 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
       return;
     }
     Worker& w = it->second;
-    w.id = std::string(in.sender());
+    if (in.sender() != w.id) {
+      logger().warn("router: dropped READY for {} (pid {}) from a peer that is not it", w.name,
+                    h.pid);
+      return;
+    }
     enter(w, State::kReady);
     w.last_seen = w.last_ping = now;
     if (stopping_) {
@@ -206,6 +220,8 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
     wire::Header config;
     config.type = wire::Type::kConfig;
     config.name = config_.initializer;
+    config.start = config_.max_message_bytes;
+    config.call_id = config_.worker_memory_limit;
     io_.send_worker(w.id, config,
                     zmq::message_t(config_.initializer_args.data(), config_.initializer_args.size()));
     dispatch();

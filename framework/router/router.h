@@ -63,6 +63,11 @@ struct Config {
   // A chunk of n items still running after n * task_timeout is timed out: its worker is
   // killed and replaced, the chunk reported with kFlagTimedOut (or retried). 0: none.
   std::chrono::milliseconds task_timeout{0};
+  // Payload frames larger than this are refused (ZMQ_MAXMSGSIZE disconnects the
+  // sender); workers learn it in CONFIG (header start) and fail oversized results.
+  std::uint64_t max_message_bytes = std::uint64_t{1} << 30;
+  // RLIMIT_AS of each worker, 0 for none; sent in CONFIG (header call_id).
+  std::uint64_t worker_memory_limit = 0;
 
   std::string encode() const;
   static Config decode(const std::string& bytes);  // throws mpx::DecodeError
@@ -77,8 +82,10 @@ class RouterIo {
   virtual void send_worker(std::string_view worker, const wire::Header& h, zmq::message_t&& payload) = 0;
   virtual void forward_worker(std::string_view worker, zmq::message_t&& header_frame,
                               zmq::message_t&& payload) = 0;
-  // Starts a worker process named name; returns its pid. Throws on failure.
-  virtual pid_t spawn_worker(const std::string& name) = 0;
+  // Starts a worker process named name; returns its pid and sets *routing_id to the
+  // identity it will connect with (unguessable, so no other peer can pose as it).
+  // Throws on failure.
+  virtual pid_t spawn_worker(const std::string& name, std::string* routing_id) = 0;
   virtual void kill_worker(pid_t pid) = 0;
   // Whether the process is stopped (SIGSTOP, SIGTSTP, a tracer): it can neither run
   // its task nor answer a ping.
@@ -138,7 +145,7 @@ class RouterCore {
   enum class State { kStarting, kReady, kRetiring, kStopping };
   struct Worker {
     pid_t pid = 0;
-    std::string id;  // routing id, known after READY
+    std::string id;  // routing id, trusted once its READY came from it
     std::string name;
     State state = State::kStarting;
     Clock::time_point since;  // when the worker entered `state`

@@ -7,6 +7,7 @@
 
 #include <deque>
 #include <map>
+#include <random>
 #include <vector>
 
 #include "framework/router/router.h"
@@ -16,6 +17,15 @@
 namespace mpx {
 namespace router {
 namespace {
+
+// 16 random letters and digits: a worker's routing identity.
+std::string random_id() {
+  static const char kAlphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+  std::random_device rd;
+  std::string id(16, '0');
+  for (char& c : id) c = kAlphabet[rd() % 36];
+  return id;
+}
 
 class ProcessIo final : public RouterIo {
  public:
@@ -36,11 +46,12 @@ class ProcessIo final : public RouterIo {
                       zmq::message_t&& payload) override {
     transport::forward_to(back_, worker, std::move(header_frame), std::move(payload));
   }
-  pid_t spawn_worker(const std::string& name) override {
+  pid_t spawn_worker(const std::string& name, std::string* routing_id) override {
+    *routing_id = "W" + random_id();
     spawn::Spec spec;
     spec.role = Role::kWorker;
     spec.name = name;
-    spec.bootstrap = back_endpoint_;
+    spec.bootstrap = back_endpoint_ + '\n' + *routing_id;
     spec.driver = driver_;
     spawn::Child child = spawn::spawn_self(spec);
     children_[child.pid] = child;
@@ -89,6 +100,11 @@ int run_router(const spawn::Bootstrap& boot) {
 
   zmq::socket_t front = transport::make_socket(zmq::socket_type::router);
   zmq::socket_t back = transport::make_socket(zmq::socket_type::router);
+  // A frame over the limit disconnects its sender instead of being buffered whole.
+  const auto frame_limit = static_cast<std::int64_t>(
+      std::min<std::uint64_t>(config.max_message_bytes + wire::kMaxHeaderSize, INT64_MAX));
+  front.set(zmq::sockopt::maxmsgsize, frame_limit);
+  back.set(zmq::sockopt::maxmsgsize, frame_limit);
   front.bind(config.front_endpoint);
   back.bind(config.back_endpoint);
   // Clients may connect now and succeed at once (no reconnect back-off to wait out).

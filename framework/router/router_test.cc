@@ -64,9 +64,10 @@ class FakeIo final : public RouterIo {
                       zmq::message_t&& payload) override {
     forward(Sent::kForwardWorker, worker, header_frame, payload);
   }
-  pid_t spawn_worker(const std::string& name) override {
+  pid_t spawn_worker(const std::string& name, std::string* routing_id) override {
     if (fail_spawns) throw ProcessError("posix_spawn: Resource temporarily unavailable");
     spawned.push_back(name);
+    *routing_id = "W" + std::to_string(next_pid);
     return next_pid++;
   }
   void kill_worker(pid_t pid) override { killed.push_back(pid); }
@@ -170,8 +171,11 @@ class RouterTest : public ::testing::Test {
     core_->on_worker(in, now_);
   }
   void hello(const std::string& token) { client("R" + token, make(Type::kHello)); }
+  // The payload is padded to count bytes: the router refuses a chunk announcing more
+  // items than it has bytes.
   void submit(const std::string& token, std::uint64_t call_id, std::uint64_t start,
-              std::uint32_t count, const std::string& payload = "args") {
+              std::uint32_t count, std::string payload = "args") {
+    if (payload.size() < count) payload.resize(count, '.');
     client("S" + token, make(Type::kSubmit, call_id, start, count, "square"), payload);
   }
   void ready(pid_t pid) {
@@ -545,6 +549,26 @@ TEST_F(RouterTest, ChunksQueuedBehindACrashingOneKeepTheirRetries) {
   EXPECT_EQ(sent[0].type, Type::kLost);
   EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{0, 1}}));
   EXPECT_EQ(core_->queued(), 1u);
+}
+
+TEST_F(RouterTest, ASubmitAnnouncingMoreItemsThanBytesIsDropped) {
+  start();
+  ready_quietly(1000);
+  client("S1", make(Type::kSubmit, 7, 0, 1000, "square"), "tiny");
+  EXPECT_EQ(core_->queued(), 0u);
+  EXPECT_TRUE(io_.take().empty());
+}
+
+TEST_F(RouterTest, ReadyIsTakenOnlyFromTheWorkersOwnRoutingId) {
+  start();
+  Header h = make(Type::kReady, 0, 0, 0, "PoolWorker");
+  h.pid = 1000;
+  worker("Wimpostor", h);
+  EXPECT_TRUE(io_.take().empty()) << "no CONFIG for an impostor";
+  ready(1000);  // from W1000, the id the (fake) spawn handed out
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kConfig);
 }
 
 TEST_F(RouterTest, AChunkOverItsTimeBudgetIsTimedOutAndItsWorkerReplaced) {

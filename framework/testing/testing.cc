@@ -8,8 +8,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <string_view>
 #include <thread>
 
 extern char** environ;
@@ -165,6 +167,118 @@ std::vector<std::string> processes_mapping(const std::string& needle) {
   }
   closedir(proc);
   return found;
+}
+
+std::vector<std::string> listening_endpoints(pid_t pid) {
+  std::vector<std::string> out;
+  const std::string fd_dir = "/proc/" + std::to_string(pid) + "/fd";
+  std::vector<std::string> inodes;  // "socket:[123]" -> "123"
+  DIR* dir = opendir(fd_dir.c_str());
+  if (dir == nullptr) return out;
+  while (dirent* e = readdir(dir)) {
+    char target[64];
+    const ssize_t n = readlink((fd_dir + "/" + e->d_name).c_str(), target, sizeof target - 1);
+    if (n <= 0) continue;
+    const std::string link(target, static_cast<std::size_t>(n));
+    if (link.rfind("socket:[", 0) == 0 && link.back() == ']') {
+      inodes.push_back(link.substr(8, link.size() - 9));
+    }
+  }
+  closedir(dir);
+  // "Num RefCount Protocol Flags Type St Inode Path"; Flags 00010000: listening.
+  const std::string table = read_file("/proc/net/unix");
+  std::size_t begin = table.find('\n');
+  while (begin != std::string::npos && begin + 1 < table.size()) {
+    const std::size_t end = table.find('\n', begin + 1);
+    const std::string line =
+        table.substr(begin + 1, (end == std::string::npos ? table.size() : end) - begin - 1);
+    begin = end;
+    std::vector<std::string> fields;
+    std::size_t at = 0;
+    while (at < line.size()) {
+      const std::size_t start = line.find_first_not_of(' ', at);
+      if (start == std::string::npos) break;
+      const std::size_t stop = line.find(' ', start);
+      fields.push_back(line.substr(start, stop == std::string::npos ? std::string::npos : stop - start));
+      at = stop == std::string::npos ? line.size() : stop;
+    }
+    if (fields.size() < 8 || fields[3] != "00010000" || fields[7].empty() || fields[7][0] != '@') {
+      continue;
+    }
+    if (std::find(inodes.begin(), inodes.end(), fields[6]) == inodes.end()) continue;
+    out.push_back("ipc://" + fields[7]);
+  }
+  return out;
+}
+
+HelperRun run_helper(const std::string& gtest_filter, const std::vector<std::string>& env,
+                     std::chrono::milliseconds timeout) {
+  HelperRun run;
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return run;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+  std::vector<std::string> args = {"helper", "--gtest_filter=" + gtest_filter,
+                                   "--gtest_also_run_disabled_tests"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  // Bazel's result files belong to this test: a helper running as another user could
+  // not write them, and gtest would remove this test's premature-exit marker.
+  static const char* const kDropped[] = {"XML_OUTPUT_FILE=",       "TEST_PREMATURE_EXIT_FILE=",
+                                         "TEST_SHARD_STATUS_FILE=", "TEST_WARNINGS_OUTPUT_FILE=",
+                                         "TEST_SHARD_INDEX=",       "TEST_TOTAL_SHARDS=",
+                                         "GTEST_"};
+  std::vector<std::string> env_strings = env;
+  for (char** e = environ; *e; ++e) {
+    const std::string_view var(*e);
+    bool keep = true;
+    for (const char* prefix : kDropped) keep = keep && var.rfind(prefix, 0) != 0;
+    if (keep) env_strings.emplace_back(var);
+  }
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t pid = -1;
+  const int err = posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  if (err != 0) {
+    close(out[0]);
+    return run;
+  }
+  // Read until the helper has exited (not until EOF: a process it started may keep
+  // the pipe open), then take what is left in the pipe.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  fcntl(out[0], F_SETFL, O_NONBLOCK);
+  auto drain = [&] {
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(out[0], buf, sizeof buf)) > 0) run.output.append(buf, static_cast<std::size_t>(n));
+  };
+  for (;;) {
+    pollfd p{out[0], POLLIN, 0};
+    poll(&p, 1, 20);
+    drain();
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      drain();
+      run.wait_status = status;
+      break;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      drain();
+      run.wait_status = status;
+      run.timed_out = true;
+      break;
+    }
+  }
+  close(out[0]);
+  return run;
 }
 
 }  // namespace testing

@@ -51,6 +51,24 @@ HelperDriver start_helper_driver(const std::string& gtest_filter, const std::str
 // "pid: map line". Scans every /proc/<pid>/maps this user can read.
 std::vector<std::string> processes_mapping(const std::string& needle);
 
+// ZeroMQ endpoints ("ipc://@name") of the abstract unix sockets process pid listens
+// on: how a test finds a live router's sockets (names end in "-front" and "-back").
+// Reads /proc/<pid>/fd and /proc/net/unix; empty if pid is gone or not readable.
+std::vector<std::string> listening_endpoints(pid_t pid);
+
+// Runs a copy of this test binary to completion with only gtest_filter (a DISABLED_
+// test), env (NAME=value) added to this process's environment, minus the variables
+// through which Bazel collects a test's results (the helper must not write or remove
+// this test's XML or premature-exit files). Killed after timeout. wait_status is -1 if
+// the helper could not be started.
+struct HelperRun {
+  int wait_status = -1;
+  std::string output;  // stdout and stderr
+  bool timed_out = false;
+};
+HelperRun run_helper(const std::string& gtest_filter, const std::vector<std::string>& env,
+                     std::chrono::milliseconds timeout);
+
 }  // namespace testing
 }  // namespace mpx
 

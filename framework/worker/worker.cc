@@ -3,9 +3,13 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
 #include <utility>
 
 #include "framework/transport/transport.h"
@@ -53,9 +57,17 @@ int run_worker(const spawn::Bootstrap& boot) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   const int parent_fd = spawn::open_parent_or_exit(boot.parent);
   const pid_t pid = getpid();
-  const std::string id = "W" + std::to_string(pid);
+  // The bootstrap is "<router endpoint>\n<routing id>"; the router accepts this
+  // worker's READY only from that (unguessable) id.
+  const auto newline = boot.payload.find('\n');
+  if (newline == std::string::npos) {
+    logger().error("worker: malformed bootstrap");
+    return 1;
+  }
+  const std::string endpoint = boot.payload.substr(0, newline);
+  const std::string id = boot.payload.substr(newline + 1);
   zmq::socket_t socket = transport::make_socket(zmq::socket_type::dealer, id);
-  socket.connect(boot.payload);
+  socket.connect(endpoint);
 
   wire::Header ready;
   ready.type = wire::Type::kReady;
@@ -65,6 +77,7 @@ int run_worker(const spawn::Bootstrap& boot) {
 
   transport::Incoming in;
   std::string why;
+  std::uint64_t max_message_bytes = UINT64_MAX;  // from CONFIG
   zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, parent_fd, ZMQ_POLLIN, 0}};
   for (;;) {
     transport::poll(items, 2, std::chrono::milliseconds(-1));
@@ -81,6 +94,15 @@ int run_worker(const spawn::Bootstrap& boot) {
         case wire::Type::kTask: {
           bool has_errors = false;
           detail::Buffer out = run_task(h, in.payload.data<char>(), in.payload.size(), &has_errors);
+          if (out.size() > max_message_bytes) {
+            // The router would disconnect us for it: the items fail instead.
+            const std::string why = "the results of this chunk encode to " +
+                                    std::to_string(out.size()) +
+                                    " bytes, more than the pool's max_message_bytes (" +
+                                    std::to_string(max_message_bytes) + ")";
+            out = fail_all(h.count, "mpx::Error", why);
+            has_errors = true;
+          }
           wire::Header result;
           result.type = wire::Type::kResult;
           result.call_id = h.call_id;
@@ -92,6 +114,14 @@ int run_worker(const spawn::Bootstrap& boot) {
           break;
         }
         case wire::Type::kConfig: {
+          if (h.start > 0) max_message_bytes = h.start;
+          if (h.call_id > 0) {
+            const rlimit limit{static_cast<rlim_t>(h.call_id), static_cast<rlim_t>(h.call_id)};
+            if (setrlimit(RLIMIT_AS, &limit) != 0) {
+              logger().warn("could not set the memory limit to {} bytes: {}", h.call_id,
+                            std::strerror(errno));
+            }
+          }
           wire::Header configured;
           configured.type = wire::Type::kConfigured;
           configured.pid = pid;

@@ -105,6 +105,24 @@ class PoolOptions {
   }
 
   int processes() const { return processes_; }
+  // Largest message (a chunk of arguments, a chunk of results) the pool carries;
+  // default 1 GiB. A call whose chunk is larger throws mpx::Error before anything is
+  // sent; a result chunk larger fails its items; a peer that sends the router a larger
+  // frame is disconnected.
+  PoolOptions& max_message_bytes(std::size_t n) {
+    max_message_bytes_ = n;
+    return *this;
+  }
+  // Address-space limit (RLIMIT_AS) of each worker, 0 (default) for none: a task that
+  // allocates past it gets std::bad_alloc (a RemoteError), or, if it cannot cope, its
+  // worker dies and is replaced.
+  PoolOptions& worker_memory_limit(std::size_t bytes) {
+    worker_memory_limit_ = bytes;
+    return *this;
+  }
+  std::size_t max_message_bytes() const { return max_message_bytes_; }
+  std::size_t worker_memory_limit() const { return worker_memory_limit_; }
+
   int max_retries() const { return max_retries_; }
   // false: the default applies (kDefaultPureRetries for pure tasks, 0 for the others).
   bool max_retries_set() const { return max_retries_set_; }
@@ -129,6 +147,8 @@ class PoolOptions {
   int max_retries_ = 0;
   bool max_retries_set_ = false;
   std::chrono::milliseconds task_timeout_{0};
+  std::size_t max_message_bytes_ = std::size_t{1} << 30;
+  std::size_t worker_memory_limit_ = 0;
 };
 
 // The result of an asynchronous call (apply_async, map_async, starmap_async).

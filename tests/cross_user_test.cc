@@ -1,0 +1,259 @@
+// Another user gets nothing: a process that dropped to uid/gid 65534 ("nobody") can
+// neither talk to a live pool's router (ZMQ_IPC_FILTER_UID: the router drops the
+// connection) nor map a shared object of this user (/proc/<owner>/fd is closed to it),
+// while the same attempts from this user succeed.
+//
+// The other user is a copy of this binary started with posix_spawn (never a fork of a
+// process whose ZeroMQ context has threads) running one DISABLED_ helper test, which
+// drops its privileges first. Needs root; skipped, with the reason, otherwise.
+#include <grp.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <msgpack.hpp>
+#include <zmq.hpp>
+
+#include "framework/testing/testing.h"
+#include "framework/wire/wire.h"
+#include "mpx/mpx.h"
+
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr uid_t kNobody = 65534;
+constexpr char kEndpointVar[] = "MPX_CROSS_USER_ENDPOINT";
+constexpr char kHandleVar[] = "MPX_CROSS_USER_HANDLE";
+constexpr char kKeepUserVar[] = "MPX_CROSS_USER_KEEP_USER";  // control run: no drop
+
+int square(int x) { return x * x; }
+MPX_TASK(square);
+
+std::string hex(const std::string& bytes) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  return out;
+}
+
+std::string unhex(const std::string& text) {
+  std::string out;
+  for (std::size_t i = 0; i + 1 < text.size(); i += 2) {
+    out += static_cast<char>(std::stoi(text.substr(i, 2), nullptr, 16));
+  }
+  return out;
+}
+
+// Drops every privilege for good: supplementary groups, then gid, then uid. Returns
+// an empty string on success, else what failed.
+std::string drop_to_nobody() {
+  if (geteuid() != 0) return "not running as root (uid " + std::to_string(geteuid()) + ")";
+  if (setgroups(0, nullptr) != 0) return std::string("setgroups: ") + std::strerror(errno);
+  if (setgid(kNobody) != 0) return std::string("setgid(65534): ") + std::strerror(errno);
+  if (setuid(kNobody) != 0) return std::string("setuid(65534): ") + std::strerror(errno);
+  if (getuid() != kNobody || geteuid() != kNobody || getgid() != kNobody || setuid(0) == 0) {
+    return "privileges were not dropped for good";
+  }
+  return "";
+}
+
+// In the helper: becomes nobody unless this is the control run.
+void become_other_user_or_skip() {
+  if (std::getenv(kKeepUserVar) != nullptr) return;
+  const std::string failed = drop_to_nobody();
+  if (!failed.empty()) GTEST_SKIP() << "cannot drop to uid 65534: " << failed;
+}
+
+std::string hello() {
+  mpx::wire::Header h;
+  h.type = mpx::wire::Type::kHello;
+  h.pid = getpid();
+  return mpx::wire::encode(h);
+}
+
+// Sends HELLO from a fresh DEALER of a fresh context and waits up to timeout for an
+// answer; returns its header type, or -1 if none came. Counts the connections the
+// peer dropped (ZMQ_EVENT_DISCONNECTED) in *disconnects.
+int hello_answer(const std::string& endpoint, milliseconds timeout, int* disconnects) {
+  zmq::context_t ctx(1);
+  zmq::socket_t socket(ctx, zmq::socket_type::dealer);
+  socket.set(zmq::sockopt::linger, 0);
+  socket.set(zmq::sockopt::routing_id, "Rcrossuser" + std::to_string(getpid()));
+  socket.set(zmq::sockopt::reconnect_ivl, 50);
+  const std::string monitor_endpoint = "inproc://monitor";
+  if (zmq_socket_monitor(socket.handle(), monitor_endpoint.c_str(), ZMQ_EVENT_DISCONNECTED) != 0) {
+    throw zmq::error_t();
+  }
+  zmq::socket_t monitor(ctx, zmq::socket_type::pair);
+  monitor.set(zmq::sockopt::linger, 0);
+  monitor.connect(monitor_endpoint);
+  socket.connect(endpoint);
+  const std::string h = hello();
+  socket.send(zmq::buffer(h), zmq::send_flags::sndmore);
+  socket.send(zmq::message_t(), zmq::send_flags::none);
+
+  int answer = -1;
+  *disconnects = 0;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
+                               {monitor.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 2, left);
+    if (items[1].revents & ZMQ_POLLIN) {
+      zmq::message_t event;
+      while (monitor.recv(event, zmq::recv_flags::dontwait)) {
+        if (!event.more() || event.size() < 2) continue;  // the address frame
+        std::uint16_t id;
+        std::memcpy(&id, event.data(), sizeof id);
+        if (id == ZMQ_EVENT_DISCONNECTED) ++*disconnects;
+      }
+    }
+    if (items[0].revents & ZMQ_POLLIN) {
+      zmq::message_t frame;
+      if (socket.recv(frame, zmq::recv_flags::none)) {
+        std::string why;
+        auto decoded = mpx::wire::decode(frame.data<char>(), frame.size(), &why);
+        answer = decoded ? static_cast<int>(decoded->type) : 0;
+        while (frame.more() && socket.recv(frame, zmq::recv_flags::none)) {
+        }
+        break;
+      }
+    }
+  }
+  zmq_socket_monitor(socket.handle(), nullptr, 0);
+  return answer;
+}
+
+// Runs helper_test and turns its outcome into this test's: a skip there is a skip
+// here (with its reason), a failure there is a failure here (with its output).
+void run_as_other_user(const std::string& helper_test, std::vector<std::string> env) {
+  const auto run = mpx::testing::run_helper("CrossUserHelper.DISABLED_" + helper_test,
+                                            std::move(env), seconds(20));
+  ASSERT_FALSE(run.timed_out) << run.output;
+  const auto skipped = run.output.find("Skipped\n");
+  if (skipped != std::string::npos || run.output.find("[  SKIPPED ]") != std::string::npos) {
+    const auto reason = run.output.find("cannot drop");
+    const std::string why = reason == std::string::npos
+                                ? run.output
+                                : run.output.substr(reason, run.output.find('\n', reason) - reason);
+    GTEST_SKIP() << why;
+  }
+  ASSERT_TRUE(WIFEXITED(run.wait_status) && WEXITSTATUS(run.wait_status) == 0) << run.output;
+  ASSERT_NE(run.output.find("[  PASSED  ] 1 test"), std::string::npos) << run.output;
+}
+
+std::string front_endpoint(const mpx::Pool& pool) {
+  for (const std::string& e : mpx::testing::listening_endpoints(pool.router_pid())) {
+    if (e.size() > 6 && e.compare(e.size() - 6, 6, "-front") == 0) return e;
+  }
+  return "";
+}
+
+// ---- helpers: run in a separate process (see run_as_other_user) -------------------
+
+TEST(CrossUserHelper, DISABLED_TalkToRouter) {
+  const char* endpoint = std::getenv(kEndpointVar);
+  if (endpoint == nullptr) GTEST_SKIP() << "helper: run by CrossUserTest only";
+  become_other_user_or_skip();
+  if (IsSkipped()) return;
+  EXPECT_EQ(getuid(), kNobody);
+  // ZeroMQ itself works for this user: a private pair of sockets talks.
+  {
+    zmq::context_t ctx(1);
+    zmq::socket_t server(ctx, zmq::socket_type::router);
+    zmq::socket_t client(ctx, zmq::socket_type::dealer);
+    server.set(zmq::sockopt::linger, 0);
+    client.set(zmq::sockopt::linger, 0);
+    const std::string own = "ipc://@mpx-cross-user-control-" + std::to_string(getpid());
+    server.bind(own);
+    client.connect(own);
+    client.send(zmq::str_buffer("ping"), zmq::send_flags::none);
+    zmq::pollitem_t item{server.handle(), 0, ZMQ_POLLIN, 0};
+    ASSERT_EQ(zmq::poll(&item, 1, milliseconds(10000)), 1) << "ZeroMQ does not work as nobody at all";
+  }
+  // The pool's router: no WELCOME within 2 s, and it drops the connection.
+  int disconnects = 0;
+  EXPECT_EQ(hello_answer(endpoint, milliseconds(2000), &disconnects), -1)
+      << "the router answered uid " << getuid();
+  EXPECT_GT(disconnects, 0) << "the router never dropped the connection";
+}
+
+TEST(CrossUserHelper, DISABLED_MapSharedValue) {
+  const char* handle = std::getenv(kHandleVar);
+  if (handle == nullptr) GTEST_SKIP() << "helper: run by CrossUserTest only";
+  become_other_user_or_skip();
+  if (IsSkipped()) return;
+  const std::string bytes = unhex(handle);
+  msgpack::object_handle oh = msgpack::unpack(bytes.data(), bytes.size());
+  if (std::getenv(kKeepUserVar) != nullptr) {
+    // Control: the same user maps it and reads the parent's value.
+    auto value = oh.get().as<mpx::Value<int>>();
+    EXPECT_EQ(value.load(), 42);
+    return;
+  }
+  try {
+    auto value = oh.get().as<mpx::Value<int>>();
+    ADD_FAILURE() << "uid " << getuid() << " mapped another user's Value, reading " << value.load();
+  } catch (const mpx::SharedMemoryError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("permission denied"), std::string::npos) << what;
+    EXPECT_NE(what.find("one user"), std::string::npos) << what;
+  }
+}
+
+// ---- the tests --------------------------------------------------------------------
+
+class CrossUserTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to become another user (uid " << geteuid() << ")";
+  }
+  void TearDown() override {
+    auto left = mpx::testing::wait_no_descendants(seconds(10));
+    for (const auto& d : left) ADD_FAILURE() << "left running: pid " << d.pid << " " << d.cmdline;
+  }
+};
+
+TEST_F(CrossUserTest, RouterRefusesAnotherUser) {
+  mpx::Pool pool(1);
+  const std::string endpoint = front_endpoint(pool);
+  ASSERT_FALSE(endpoint.empty()) << "no front endpoint among the router's sockets";
+  // This user is welcome (bounded so a missing answer fails here, not at the timeout).
+  int disconnects = 0;
+  EXPECT_EQ(hello_answer(endpoint, milliseconds(10000), &disconnects),
+            static_cast<int>(mpx::wire::Type::kWelcome));
+  EXPECT_EQ(disconnects, 0);
+  run_as_other_user("TalkToRouter", {std::string(kEndpointVar) + "=" + endpoint});
+  if (IsSkipped()) return;
+  EXPECT_EQ(pool.map(square, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
+}
+
+TEST_F(CrossUserTest, SharedMemoryRefusesAnotherUser) {
+  mpx::Value<int> value(42);
+  msgpack::sbuffer buf;
+  msgpack::pack(buf, value);
+  const std::string handle = std::string(kHandleVar) + "=" + hex(std::string(buf.data(), buf.size()));
+  // Control: the same handle in a process of this user maps fine.
+  run_as_other_user("MapSharedValue", {handle, std::string(kKeepUserVar) + "=1"});
+  if (HasFatalFailure()) return;
+  run_as_other_user("MapSharedValue", {handle});
+  if (IsSkipped()) return;
+  EXPECT_EQ(value.load(), 42);
+}
+
+}  // namespace
