@@ -61,6 +61,12 @@ int allocate_mb(int mb) {
   for (int i = 0; i < mb; ++i) blocks.emplace_back(std::size_t{1} << 20, 'm');
   return static_cast<int>(blocks.size());
 }
+std::size_t count_and_measure(mpx::Value<int> done, std::string s) {
+  std::this_thread::sleep_for(milliseconds(5));
+  done.fetch_add(1);
+  return s.size();
+}
+MPX_TASK(count_and_measure);
 MPX_TASK(text_of);
 MPX_TASK(length_of);
 MPX_TASK(allocate_mb);
@@ -225,6 +231,20 @@ TEST_F(ReliabilityTest, AMillionTinyTasksAndLargePayloadsComeBackExact) {
   }
   std::printf("router peak RSS after 1M tiny tasks and 200 x 1 MiB: %ld MiB\n",
               peak_rss_mib(pool.router_pid()));
+}
+
+// A driver submitting faster than its workers drain is held: once map_async has
+// returned, everything but the window (3 chunks of 1 MiB) has been answered.
+TEST_F(ReliabilityTest, BackpressureHoldsASubmitterThatOutrunsTheWorkers) {
+  mpx::Pool pool(mpx::PoolOptions().processes(1).max_inflight_bytes(std::size_t{3} << 20));
+  mpx::Value<int> done(0);
+  std::vector<std::tuple<mpx::Value<int>, std::string>> items;
+  for (int i = 0; i < 60; ++i) items.emplace_back(done, std::string((std::size_t{1} << 20) - 64, 'b'));
+  auto result = pool.starmap_async(count_and_measure, items, 1);
+  EXPECT_GE(done.load(), 60 - 3) << "the submitter ran ahead of the window";
+  const auto sizes = result.get();
+  EXPECT_EQ(sizes.size(), 60u);
+  EXPECT_EQ(done.load(), 60);
 }
 
 TEST_F(ReliabilityTest, AChunkOverTheMessageLimitIsRefusedBeforeSending) {

@@ -59,6 +59,7 @@ PoolCore::PoolCore(const PoolOptions& options)
   config.max_message_bytes = options.max_message_bytes();
   config.worker_memory_limit = options.worker_memory_limit();
   max_message_bytes_ = options.max_message_bytes();
+  max_inflight_bytes_ = options.max_inflight_bytes();
   if (config.task_timeout.count() < 0) throw Error("Pool: task_timeout must be >= 0");
   if (config.heartbeat_timeout.count() <= 0) throw Error("Pool: heartbeat_timeout must be positive");
 
@@ -167,6 +168,20 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
                 " bytes, more than the pool's max_message_bytes (" +
                 std::to_string(max_message_bytes_) + "); use a smaller chunksize or raise the limit");
   }
+  // Backpressure: wait, collecting results, until the chunk fits in the window.
+  const std::size_t size = payload.size();
+  wait(
+      [&] {
+        return state_ == State::kBroken || inflight_bytes_ == 0 ||
+               inflight_bytes_ + size <= max_inflight_bytes_;
+      },
+      Clock::time_point::max());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ == State::kBroken) throw PoolBroken("Pool is broken: " + broken_reason_);
+    inflight_[{call.id(), start}] = size;
+    inflight_bytes_ += size;
+  }
   wire::Header h;
   h.type = wire::Type::kSubmit;
   h.call_id = call.id();
@@ -178,9 +193,25 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
   transport::send(send_socket_, h, transport::adopt(std::move(payload)));
 }
 
+void PoolCore::release_chunk(std::uint64_t call_id, std::uint64_t start) {
+  auto it = inflight_.find({call_id, start});
+  if (it == inflight_.end()) return;
+  inflight_bytes_ -= it->second;
+  inflight_.erase(it);
+}
+
+void PoolCore::release_call(std::uint64_t call_id) {
+  auto it = inflight_.lower_bound({call_id, 0});
+  while (it != inflight_.end() && it->first.first == call_id) {
+    inflight_bytes_ -= it->second;
+    it = inflight_.erase(it);
+  }
+}
+
 void PoolCore::abandon_call(CallBase& call) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    release_call(call.id());  // the router drops what it still queues
     if (calls_.erase(call.id()) == 0) return;
   }
   send_control(wire::Type::kCancel, call.id());
@@ -273,8 +304,26 @@ void PoolCore::dispatch(transport::Incoming& in) {
   std::shared_ptr<CallBase> call;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    // Whatever the call's state, an answered chunk leaves the backpressure window.
+    if (h.type == wire::Type::kResult) {
+      release_chunk(h.call_id, h.start);
+    } else if (h.type == wire::Type::kLost) {
+      try {
+        auto oh = msgpack::unpack(in.payload.data<char>(), in.payload.size());
+        std::pair<std::string, std::vector<std::pair<std::uint64_t, std::uint32_t>>> lost;
+        oh.get().convert(lost);
+        for (const auto& range : lost.second) release_chunk(h.call_id, range.first);
+      } catch (const std::exception&) {
+        release_call(h.call_id);  // unreadable: the call fails below, as a whole
+      }
+    } else if (h.type == wire::Type::kPoolError) {
+      release_call(h.call_id);
+    }
     auto it = calls_.find(h.call_id);
-    if (it == calls_.end()) return;  // a late answer for a call that already finished
+    if (it == calls_.end()) {  // a late answer for a call that already finished
+      cv_.notify_all();        // it may have opened the window for a submitter
+      return;
+    }
     call = it->second;
   }
   bool done = false;
@@ -345,6 +394,8 @@ void PoolCore::fail_all(std::exception_ptr error) {
       }
     }
     calls.swap(calls_);
+    inflight_.clear();
+    inflight_bytes_ = 0;
   }
   for (auto& [id, call] : calls) call->accept_failure(error);
   cv_.notify_all();

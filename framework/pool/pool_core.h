@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -66,7 +67,15 @@ class PoolCore {
   std::string token_;
   // Shared objects among the initializer's arguments: respawned workers open them too.
   Pins initializer_pins_;
-  std::size_t max_message_bytes_ = 0;  // immutable after construction
+  std::size_t max_message_bytes_ = 0;   // immutable after construction
+  std::size_t max_inflight_bytes_ = 0;  // immutable after construction
+  // Sizes of the argument chunks sent and not yet answered, by (call id, start), and
+  // their sum: the backpressure window. Guarded by mu_.
+  std::map<std::pair<std::uint64_t, std::uint64_t>, std::size_t> inflight_;
+  std::size_t inflight_bytes_ = 0;
+  // Forgets one chunk, or every chunk of a call. mu_ held.
+  void release_chunk(std::uint64_t call_id, std::uint64_t start);
+  void release_call(std::uint64_t call_id);
   spawn::Child router_;  // reaped by the pumping thread or by stop_router (under mu_)
   pid_t router_pid_ = 0;
 

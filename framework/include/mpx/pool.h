@@ -120,6 +120,16 @@ class PoolOptions {
     worker_memory_limit_ = bytes;
     return *this;
   }
+  // Backpressure: bytes of argument chunks sent but not yet answered. A submission
+  // that would exceed it waits (collecting results meanwhile) until enough come back,
+  // so a driver submitting faster than the workers drain holds still instead of
+  // queueing everything in the router. Default 256 MiB; a single larger chunk still
+  // goes when nothing else is in flight.
+  PoolOptions& max_inflight_bytes(std::size_t n) {
+    max_inflight_bytes_ = n;
+    return *this;
+  }
+  std::size_t max_inflight_bytes() const { return max_inflight_bytes_; }
   std::size_t max_message_bytes() const { return max_message_bytes_; }
   std::size_t worker_memory_limit() const { return worker_memory_limit_; }
 
@@ -148,6 +158,7 @@ class PoolOptions {
   bool max_retries_set_ = false;
   std::chrono::milliseconds task_timeout_{0};
   std::size_t max_message_bytes_ = std::size_t{1} << 30;
+  std::size_t max_inflight_bytes_ = std::size_t{256} << 20;
   std::size_t worker_memory_limit_ = 0;
 };
 
