@@ -39,7 +39,9 @@ struct MutexState {
   // Set by a holder that recovered the mutex from a dead owner, cleared by its final
   // unlock. Only the holder reads or writes it.
   std::uint32_t recovered;
-  std::int32_t holder_pid;  // diagnostics only: who took it last
+  // Diagnostics only: who took it last. Atomic because a holder that died never
+  // released it, so no lock orders its write before the next holder's read.
+  std::atomic<std::int32_t> holder_pid;
   std::atomic<std::uint32_t> sleepers;      // waiters asleep on wake_seq (or died there)
   std::atomic<std::uint32_t> wake_seq;      // futex word; bumped by unlocks seen by sleepers
   // When the last wake-up was sent (coarse_now_us()), 0 once a sleeper picked it up.
