@@ -137,13 +137,16 @@ TEST_F(ReliabilityTest, AStoppedBusyWorkerIsReplaced) {
 // worker the first time they run: with pure tasks' default retries, every result of a
 // 100,000-item call still arrives, exactly once.
 TEST_F(ReliabilityTest, RandomKillsDuringALongMapLoseNothing) {
-  constexpr std::int64_t kItems = 100000;
+  const std::int64_t kItems = std::getenv("MPX_SOAK_KILLS") != nullptr ? 2000000 : 100000;
   mpx::Array<std::uint8_t> tried(kItems);
   mpx::Pool pool(3);
   std::vector<std::tuple<mpx::Array<std::uint8_t>, std::int64_t>> items;
   items.reserve(kItems);
   for (std::int64_t x = 0; x < kItems; ++x) items.emplace_back(tried, x);
 
+  // tools/soak raises the number of kills (MPX_SOAK_KILLS) and repeats the test.
+  const char* soak = std::getenv("MPX_SOAK_KILLS");
+  const int max_kills = soak != nullptr ? std::atoi(soak) : 15;
   std::atomic<bool> done{false};
   std::atomic<int> kills{0};
   // Kills only workers it has known for 150 ms: three workers killed in a row while
@@ -160,7 +163,7 @@ TEST_F(ReliabilityTest, RandomKillsDuringALongMapLoseNothing) {
         auto it = first_seen.emplace(pid, now).first;
         if (now - it->second >= milliseconds(150)) settled.push_back(pid);
       }
-      if (settled.empty() || kills >= 15) continue;
+      if (settled.empty() || kills >= max_kills) continue;
       if (kill(settled[rng() % settled.size()], SIGKILL) == 0) ++kills;
     }
   });
@@ -215,6 +218,29 @@ long peak_rss_mib(pid_t pid) {
   return -1;
 }
 
+// n strings of about 1 MiB, each built only when the pool reads it.
+struct MegabyteStrings {
+  std::size_t n;
+  static std::size_t size_of(std::size_t i) { return (std::size_t{1} << 20) + i % 97; }
+  struct iterator {
+    using iterator_category = std::random_access_iterator_tag;
+    using value_type = std::string;
+    using difference_type = std::ptrdiff_t;
+    using pointer = void;
+    using reference = std::string;
+    std::size_t i;
+    std::string operator*() const { return std::string(size_of(i), 'p'); }
+    iterator& operator++() { return ++i, *this; }
+    difference_type operator-(const iterator& o) const {
+      return static_cast<difference_type>(i) - static_cast<difference_type>(o.i);
+    }
+    bool operator==(const iterator& o) const { return i == o.i; }
+    bool operator!=(const iterator& o) const { return i != o.i; }
+  };
+  iterator begin() const { return {0}; }
+  iterator end() const { return {n}; }
+};
+
 TEST_F(ReliabilityTest, AMillionTinyTasksAndLargePayloadsComeBackExact) {
   mpx::Pool pool(2);
   std::vector<int> xs(1000000);
@@ -223,14 +249,17 @@ TEST_F(ReliabilityTest, AMillionTinyTasksAndLargePayloadsComeBackExact) {
   ASSERT_EQ(squares.size(), xs.size());
   for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(squares[i], xs[i] * xs[i]) << i;
 
-  std::vector<std::string> big;
-  for (int i = 0; i < 200; ++i) big.emplace_back((std::size_t{1} << 20) + static_cast<std::size_t>(i), 'p');
-  const auto lengths = pool.map(length_of, big, 1);
-  for (int i = 0; i < 200; ++i) {
-    ASSERT_EQ(lengths[static_cast<std::size_t>(i)], (std::size_t{1} << 20) + static_cast<std::size_t>(i));
-  }
-  std::printf("router peak RSS after 1M tiny tasks and 200 x 1 MiB: %ld MiB\n",
-              peak_rss_mib(pool.router_pid()));
+  // 10,000 payloads of 1 MiB (10 GiB in all), made one at a time as the pool takes
+  // them: backpressure must keep the driver and the router far below that.
+  const auto lengths = pool.map(length_of, MegabyteStrings{10000}, 1);
+  ASSERT_EQ(lengths.size(), 10000u);
+  for (std::size_t i = 0; i < lengths.size(); ++i) ASSERT_EQ(lengths[i], MegabyteStrings::size_of(i));
+  const long router_mib = peak_rss_mib(pool.router_pid());
+  const long driver_mib = peak_rss_mib(getpid());
+  std::printf("peak RSS after 1M tiny tasks and 10,000 x 1 MiB: router %ld MiB, driver %ld MiB\n",
+              router_mib, driver_mib);
+  EXPECT_LT(router_mib, 1024);
+  EXPECT_LT(driver_mib, 2048);
 }
 
 // A driver submitting faster than its workers drain is held: once map_async has
