@@ -364,17 +364,23 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
   // or in its initializer (a crash there would otherwise respawn workers forever).
   // A SIGKILL the router did not send came from outside (an operator, a chaos test,
   // the OOM killer): a few in a row say little about the program, so they are allowed
-  // more often before the pool gives up.
+  // more often before the pool gives up. And while another worker serves, deaths of
+  // starting ones cannot be a crash loop of the whole program: the pool goes on.
   const bool unconfigured = !w.configured && w.state != State::kStopping;
   const bool killed_from_outside = wait_status >= 0 && WIFSIGNALED(wait_status) &&
                                    WTERMSIG(wait_status) == SIGKILL && w.killed_because.empty();
-  if (unconfigured &&
-      (killed_from_outside
-           ? ++startup_kills_ >= kStartupKillsFactor * config_.max_startup_failures
-           : ++startup_failures_ >= config_.max_startup_failures)) {
-    break_pool("workers keep dying before they are ready (starting, or in the initializer); "
-               "the last one (pid " + std::to_string(pid) + ") " + how);
-    return;
+  if (unconfigured) {
+    const int failures = killed_from_outside ? ++startup_kills_ : ++startup_failures_;
+    const int limit = killed_from_outside ? kStartupKillsFactor * config_.max_startup_failures
+                                          : config_.max_startup_failures;
+    const bool someone_serves = std::any_of(workers_.begin(), workers_.end(), [](const auto& e) {
+      return e.second.configured && e.second.state == State::kReady;
+    });
+    if (failures >= limit && !someone_serves) {
+      break_pool("workers keep dying before they are ready (starting, or in the initializer); "
+                 "the last one (pid " + std::to_string(pid) + ") " + how);
+      return;
+    }
   }
   // A retiring worker's replacement was started when it retired.
   if (w.state != State::kStopping && w.state != State::kRetiring) spawn_one();

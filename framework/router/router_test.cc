@@ -530,6 +530,18 @@ TEST_F(RouterTest, OutsideKillsOfStartingWorkersAreToleratedLonger) {
   EXPECT_TRUE(core_->broken());
 }
 
+TEST_F(RouterTest, StartupDeathsWhileAnotherWorkerServesDoNotBreakThePool) {
+  config_.workers = 2;
+  start();                      // 1000 and 1001
+  ready_quietly(1000);          // serves
+  pid_t pid = 1001;
+  for (int i = 0; i < 30; ++i) exit(pid++, SIGSEGV);  // the other slot keeps dying
+  EXPECT_FALSE(core_->broken());
+  exit(1000, kKilled);          // nobody serves any more: the next failures count
+  for (int i = 0; i < 3 && !core_->broken(); ++i) exit(pid++, SIGSEGV);
+  EXPECT_TRUE(core_->broken());
+}
+
 TEST_F(RouterTest, ChunksQueuedBehindACrashingOneKeepTheirRetries) {
   config_.pure_retries = 1;
   start();
