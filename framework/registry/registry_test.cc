@@ -510,5 +510,78 @@ TEST(RunTaskTest, MutatedPayloadsNeverCrashAndAlwaysAnswerEveryItem) {
   }
 }
 
+// Found by tools/fuzz/payload_fuzz (its heap-growth property): containers nested in
+// one item, each claiming every byte left, passed read_object's per-container limit,
+// and msgpack-c allocated each claim up front, so n such bytes cost ~n * n / 5 objects
+// (a 64 KB payload took 2 s, a 1 MB one 41 s and 800 MB). The claims of an item are now
+// added up before anything is allocated: more elements than bytes cannot be real.
+TEST(RunTaskTest, NestedOverclaimingContainersFailFast) {
+  auto be32 = [](std::uint32_t v) {
+    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16),
+                       static_cast<char>(v >> 8), static_cast<char>(v)};
+  };
+  constexpr std::uint32_t kLinks = 13000;  // 65,000 bytes after the first item
+  std::vector<std::string> chains;
+  std::string arrays, maps;
+  for (std::uint32_t i = 0; i < kLinks; ++i) {
+    arrays += "\xdd" + be32(5 * kLinks);      // array32 claiming every byte left
+    maps += "\xdf" + be32(5 * kLinks / 2);    // map32: each pair claims two
+  }
+  chains.push_back(arrays);
+  chains.push_back(maps);
+  chains.push_back(std::string(5 * kLinks, '\x9f'));  // fixarrays, 15 claimed per byte
+  for (const std::string& chain : chains) {
+    SCOPED_TRACE(::testing::PrintToString(chain.substr(0, 10)));
+    // [1, <chain>]: the first item keeps its result, the second fails on its own.
+    const auto o = run<int>("square", 2, std::string("\x92\x01", 2) + chain);
+    ASSERT_TRUE(o.values[0].has_value());
+    EXPECT_EQ(*o.values[0], 1);
+    ASSERT_EQ(o.errors.size(), 1u);
+    EXPECT_EQ(o.errors[0].index, 1u);
+    EXPECT_EQ(o.errors[0].type, "mpx::DecodeError");
+    EXPECT_NE(o.errors[0].message.find("claim more elements"), std::string::npos)
+        << o.errors[0].message;
+    // The driver reads result chunks with the same reader.
+    const std::string results = std::string("\x92\x01", 2) + chain;
+    try {
+      detail::read_results(results.data(), results.size(), 2, false,
+                           [](std::uint32_t, const msgpack::object&) {});
+      FAIL() << "read_results accepted the chain";
+    } catch (const DecodeError& e) {
+      EXPECT_NE(std::string(e.what()).find("claim more elements"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// The check above rejects only claims no bytes could back: deep nesting and large
+// containers whose elements are all there decode as before.
+TEST(RunTaskTest, DeepOrLargeContainersBackedByBytesStillDecode) {
+  std::string deep(2000, '\x91');  // [[[...[7]...]]], 2000 levels
+  deep += '\x07';
+  msgpack::zone zone;
+  std::size_t off = 0;
+  msgpack::object obj = detail::read_object(zone, deep.data(), deep.size(), off);
+  EXPECT_EQ(off, deep.size());
+  for (int level = 0; level < 2000; ++level) {
+    ASSERT_EQ(obj.type, msgpack::type::ARRAY) << level;
+    ASSERT_EQ(obj.via.array.size, 1u);
+    obj = obj.via.array.ptr[0];
+  }
+  EXPECT_EQ(obj.as<int>(), 7);
+
+  std::map<int, int> wide;
+  for (int i = 0; i < 70000; ++i) wide[i] = i;
+  msgpack::sbuffer buf;
+  // The tightest case: the 70000 ones take one byte each.
+  msgpack::pack(buf, std::make_tuple(std::vector<int>(70000, 1), wide));
+  off = 0;
+  zone.clear();
+  const auto both = detail::read_object(zone, buf.data(), buf.size(), off)
+                        .as<std::tuple<std::vector<int>, std::map<int, int>>>();
+  EXPECT_EQ(off, buf.size());
+  EXPECT_EQ(std::get<0>(both).size(), 70000u);
+  EXPECT_EQ(std::get<1>(both), wide);
+}
+
 }  // namespace
 }  // namespace mpx
