@@ -246,7 +246,8 @@ const char kMalformedClient[] = "router: dropped a malformed client message: ";
 const char kMalformedWorker[] = "router: dropped a malformed worker message: ";
 
 TEST_F(HostileInputTest, GarbageAsOneFrame) {
-  drop_from_client({std::string("\xde\xad\xbe\xef garbage \x00\xff", 17)},
+  static const char kGarbage[] = "\xde\xad\xbe\xef garbage \x00\xff";  // 15 bytes + NUL
+  drop_from_client({std::string(kGarbage, sizeof kGarbage - 1)},
                    std::string(kMalformedClient) + "message has no payload frame");
   EXPECT_TRUE(pool_works());
   // Garbage in both frames of a well-formed envelope.
