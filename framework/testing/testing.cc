@@ -44,6 +44,56 @@ bool is_zombie(pid_t pid) {
          stat[close + 2] == 'X';
 }
 
+struct Spawned {
+  pid_t pid = -1;
+  int out = -1;  // read end of the helper's stdout (and stderr, if asked)
+};
+
+// Starts this test binary running only gtest_filter (disabled tests included), with
+// env added to this process's environment minus Bazel's and GoogleTest's result-file
+// variables: the results belong to this test (a helper running as another user could
+// not write them, and gtest would remove this test's premature-exit marker).
+Spawned spawn_helper(const std::string& gtest_filter, const std::vector<std::string>& env,
+                     bool with_stderr) {
+  Spawned spawned;
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return spawned;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  if (with_stderr) posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+  std::vector<std::string> args = {"helper", "--gtest_filter=" + gtest_filter,
+                                   "--gtest_also_run_disabled_tests"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  static const char* const kDropped[] = {"XML_OUTPUT_FILE=",       "TEST_PREMATURE_EXIT_FILE=",
+                                         "TEST_SHARD_STATUS_FILE=", "TEST_WARNINGS_OUTPUT_FILE=",
+                                         "TEST_SHARD_INDEX=",       "TEST_TOTAL_SHARDS=",
+                                         "GTEST_"};
+  std::vector<std::string> env_strings = env;
+  for (char** e = environ; *e; ++e) {
+    const std::string_view var(*e);
+    bool keep = true;
+    for (const char* prefix : kDropped) keep = keep && var.rfind(prefix, 0) != 0;
+    if (keep) env_strings.emplace_back(var);
+  }
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t pid = -1;
+  const int err = posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  if (err != 0) {
+    close(out[0]);
+    return spawned;
+  }
+  spawned.pid = pid;
+  spawned.out = out[0];
+  return spawned;
+}
+
 }  // namespace
 
 std::vector<Descendant> descendants(pid_t driver) {
@@ -107,37 +157,18 @@ std::vector<pid_t> worker_pids(pid_t driver) {
 
 HelperDriver start_helper_driver(const std::string& gtest_filter, const std::string& env_flag) {
   HelperDriver helper;
-  int out[2];
-  if (pipe2(out, O_CLOEXEC) != 0) return helper;
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-  std::vector<std::string> args = {"helper-driver", "--gtest_filter=" + gtest_filter,
-                                   "--gtest_also_run_disabled_tests"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env_strings = {env_flag + "=1"};
-  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
-  std::vector<char*> envp;
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  pid_t pid = -1;
-  const int err = posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  close(out[1]);
-  if (err != 0) {
-    close(out[0]);
-    return helper;
-  }
-  pollfd p{out[0], POLLIN, 0};
+  const Spawned spawned = spawn_helper(gtest_filter, {env_flag + "=1"}, false);
+  if (spawned.pid < 0) return helper;
+  const pid_t pid = spawned.pid;
+  const int fd = spawned.out;
+  pollfd p{fd, POLLIN, 0};
   while (helper.output.find("READY") == std::string::npos && poll(&p, 1, 30000) > 0) {
     char buf[256];
-    const ssize_t n = read(out[0], buf, sizeof buf);
+    const ssize_t n = read(fd, buf, sizeof buf);
     if (n <= 0) break;
     helper.output.append(buf, static_cast<std::size_t>(n));
   }
-  close(out[0]);
+  close(fd);
   if (helper.output.find("READY") != std::string::npos) {
     helper.pid = pid;
   } else {
@@ -214,52 +245,21 @@ std::vector<std::string> listening_endpoints(pid_t pid) {
 HelperRun run_helper(const std::string& gtest_filter, const std::vector<std::string>& env,
                      std::chrono::milliseconds timeout) {
   HelperRun run;
-  int out[2];
-  if (pipe2(out, O_CLOEXEC) != 0) return run;
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 2);
-  std::vector<std::string> args = {"helper", "--gtest_filter=" + gtest_filter,
-                                   "--gtest_also_run_disabled_tests"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  // Bazel's result files belong to this test: a helper running as another user could
-  // not write them, and gtest would remove this test's premature-exit marker.
-  static const char* const kDropped[] = {"XML_OUTPUT_FILE=",       "TEST_PREMATURE_EXIT_FILE=",
-                                         "TEST_SHARD_STATUS_FILE=", "TEST_WARNINGS_OUTPUT_FILE=",
-                                         "TEST_SHARD_INDEX=",       "TEST_TOTAL_SHARDS=",
-                                         "GTEST_"};
-  std::vector<std::string> env_strings = env;
-  for (char** e = environ; *e; ++e) {
-    const std::string_view var(*e);
-    bool keep = true;
-    for (const char* prefix : kDropped) keep = keep && var.rfind(prefix, 0) != 0;
-    if (keep) env_strings.emplace_back(var);
-  }
-  std::vector<char*> envp;
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  pid_t pid = -1;
-  const int err = posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  close(out[1]);
-  if (err != 0) {
-    close(out[0]);
-    return run;
-  }
+  const Spawned spawned = spawn_helper(gtest_filter, env, true);
+  if (spawned.pid < 0) return run;
+  const pid_t pid = spawned.pid;
+  const int fd = spawned.out;
   // Read until the helper has exited (not until EOF: a process it started may keep
   // the pipe open), then take what is left in the pipe.
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  fcntl(out[0], F_SETFL, O_NONBLOCK);
+  fcntl(fd, F_SETFL, O_NONBLOCK);
   auto drain = [&] {
     char buf[4096];
     ssize_t n;
-    while ((n = read(out[0], buf, sizeof buf)) > 0) run.output.append(buf, static_cast<std::size_t>(n));
+    while ((n = read(fd, buf, sizeof buf)) > 0) run.output.append(buf, static_cast<std::size_t>(n));
   };
   for (;;) {
-    pollfd p{out[0], POLLIN, 0};
+    pollfd p{fd, POLLIN, 0};
     poll(&p, 1, 20);
     drain();
     int status = 0;
@@ -277,7 +277,7 @@ HelperRun run_helper(const std::string& gtest_filter, const std::vector<std::str
       break;
     }
   }
-  close(out[0]);
+  close(fd);
   return run;
 }
 
