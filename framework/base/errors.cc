@@ -45,4 +45,12 @@ WorkerLost::WorkerLost(std::string task_name, std::vector<std::uint64_t> lost_ta
       worker_pid_(worker_pid),
       reason_(std::move(reason)) {}
 
+ActorDied::ActorDied(std::string actor_name, std::string reason, bool restarted)
+    : Error("actor " + actor_name + ": " + reason +
+            (restarted ? "; it was restarted from its constructor arguments and its state was lost"
+                       : "")),
+      actor_name_(std::move(actor_name)),
+      reason_(std::move(reason)),
+      restarted_(restarted) {}
+
 }  // namespace mpx

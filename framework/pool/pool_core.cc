@@ -67,13 +67,13 @@ PoolCore::PoolCore(const PoolOptions& options)
   // would fail and leave ZeroMQ to retry on its own back-off schedule.
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) throw PoolBroken(std::string("Pool: pipe2: ") + std::strerror(errno));
-  spawn::Spec spec;
+  spawning::Spec spec;
   spec.role = Role::kRouter;
   spec.name = "Router";
   spec.bootstrap = config.encode();
   spec.ready_fd = ready[1];
   try {
-    router_ = spawn::spawn_self(spec);
+    router_ = spawning::spawn_self(spec);
   } catch (...) {
     ::close(ready[0]);
     ::close(ready[1]);
@@ -92,7 +92,7 @@ PoolCore::PoolCore(const PoolOptions& options)
     if (ready[0] >= 0) ::close(ready[0]);
     if (router_.pid > 0) {
       ::kill(router_.pid, SIGKILL);
-      spawn::reap(router_, true);
+      spawning::reap(router_, true);
     }
     throw;
   }
@@ -122,9 +122,9 @@ void PoolCore::connect_and_greet(const std::string& endpoint) {
       return;
     }
     if (items[1].revents & ZMQ_POLLIN) {
-      auto status = spawn::reap(router_, true);
+      auto status = spawning::reap(router_, true);
       throw PoolBroken("Pool: the router process failed to start: it " +
-                       spawn::describe(status.value_or(0)));
+                       spawning::describe(status.value_or(0)));
     }
     if (Clock::now() > deadline) {
       throw PoolBroken("Pool: the router process did not answer within 30 s");
@@ -143,9 +143,9 @@ void PoolCore::wait_for_router_ready(int ready_fd) {
   if (n == 0) throw PoolBroken("Pool: the router process did not start within 30 s");
   // Closed without a byte, or the router ended: it failed during start-up.
   ::kill(router_.pid, SIGKILL);
-  auto status = spawn::reap(router_, true);
+  auto status = spawning::reap(router_, true);
   throw PoolBroken("Pool: the router process failed to start: it " +
-                   spawn::describe(status.value_or(0)));
+                   spawning::describe(status.value_or(0)));
 }
 
 void PoolCore::begin_call(const std::shared_ptr<CallBase>& call) {
@@ -286,10 +286,10 @@ std::string PoolCore::stop_reason() {
 
 void PoolCore::check_router_exit() {
   const pid_t pid = router_.pid;
-  auto status = spawn::reap(router_, false);
+  auto status = spawning::reap(router_, false);
   if (!status) return;
   std::string why = stop_reason();
-  if (why.empty()) why = "the pool's router process (pid " + std::to_string(pid) + ") " + spawn::describe(*status);
+  if (why.empty()) why = "the pool's router process (pid " + std::to_string(pid) + ") " + spawning::describe(*status);
   fail_all(std::make_exception_ptr(PoolBroken(why)));
 }
 
@@ -438,9 +438,9 @@ void PoolCore::stop_router(wire::Type how, std::chrono::milliseconds grace, cons
     pumping_ = true;
   }
   if (router_.pid > 0) {
-    if (!spawn::reap_for(router_, grace)) {
+    if (!spawning::reap_for(router_, grace)) {
       ::kill(router_.pid, SIGKILL);
-      spawn::reap(router_, true);
+      spawning::reap(router_, true);
     }
   }
   {

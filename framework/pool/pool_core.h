@@ -76,7 +76,7 @@ class PoolCore {
   // Forgets one chunk, or every chunk of a call. mu_ held.
   void release_chunk(std::uint64_t call_id, std::uint64_t start);
   void release_call(std::uint64_t call_id);
-  spawn::Child router_;  // reaped by the pumping thread or by stop_router (under mu_)
+  spawning::Child router_;  // reaped by the pumping thread or by stop_router (under mu_)
   pid_t router_pid_ = 0;
 
   std::mutex send_mu_;

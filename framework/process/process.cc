@@ -20,7 +20,7 @@ struct ProcessState {
   std::string args;
   Pins pins;  // shared objects named in args; kept for the life of this Process object
   std::string name;
-  spawn::Child child;
+  spawning::Child child;
   pid_t pid = 0;
   bool started = false;
   std::optional<int> status;  // wait status once reaped
@@ -68,35 +68,35 @@ void Process::start() {
   base::require_init("mpx::Process::start");
   if (!state_) throw ProcessError("Process::start: this Process was moved from");
   if (state_->started) throw ProcessError("Process::start: " + state_->name + " was already started");
-  spawn::Spec spec;
+  spawning::Spec spec;
   spec.role = Role::kProcess;
   spec.name = state_->name;
   spec.bootstrap = process_child::encode_bootstrap(*state_->task, state_->args);
-  state_->child = spawn::spawn_self(spec);
+  state_->child = spawning::spawn_self(spec);
   state_->pid = state_->child.pid;
   state_->started = true;
 }
 
 void Process::join() {
   if (!state_ || !state_->started) throw ProcessError("Process::join: the process was not started");
-  if (!state_->status) state_->record(spawn::reap(state_->child, true));
+  if (!state_->status) state_->record(spawning::reap(state_->child, true));
 }
 
 bool Process::join(std::chrono::milliseconds timeout) {
   if (!state_ || !state_->started) throw ProcessError("Process::join: the process was not started");
-  if (!state_->status) state_->record(spawn::reap_for(state_->child, timeout));
+  if (!state_->status) state_->record(spawning::reap_for(state_->child, timeout));
   return state_->status.has_value();
 }
 
 bool Process::is_alive() {
   if (!state_ || !state_->started || state_->status) return false;
-  state_->record(spawn::reap(state_->child, false));
+  state_->record(spawning::reap(state_->child, false));
   return !state_->status;
 }
 
 std::optional<int> Process::exitcode() const {
   if (!state_ || !state_->status) return std::nullopt;
-  return spawn::exitcode(*state_->status);
+  return spawning::exitcode(*state_->status);
 }
 
 pid_t Process::pid() const { return state_ ? state_->pid : 0; }

@@ -17,10 +17,10 @@ std::string encode_bootstrap(const detail::TaskEntry& task, const std::string& a
   return std::string(buf.data(), buf.size());
 }
 
-int run_process(const spawn::Bootstrap& boot) {
+int run_process(const spawning::Bootstrap& boot) {
   // The driver may run this Process from any thread, so PR_SET_PDEATHSIG (which follows
   // the spawning thread) is not reliable: watch the parent's pidfd instead.
-  spawn::kill_self_when_gone(spawn::open_parent_or_exit(boot.parent));
+  spawning::kill_self_when_gone(spawning::open_parent_or_exit(boot.parent));
   std::string name;
   std::string args;
   try {

@@ -14,7 +14,7 @@ namespace process_child {
 std::string encode_bootstrap(const detail::TaskEntry& task, const std::string& args);
 
 // Runs the call; returns the exit code: 0, or 1 when it threw (logged here).
-int run_process(const spawn::Bootstrap& boot);
+int run_process(const spawning::Bootstrap& boot);
 
 }  // namespace process_child
 }  // namespace mpx

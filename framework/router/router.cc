@@ -310,7 +310,7 @@ void RouterCore::on_worker_exit(pid_t pid, int wait_status, Clock::time_point no
   if (it == draining_.end()) return;
   Worker w = std::move(it->second);
   draining_.erase(it);
-  finalize(std::move(w), spawn::describe(wait_status), wait_status);
+  finalize(std::move(w), spawning::describe(wait_status), wait_status);
 }
 
 void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status) {

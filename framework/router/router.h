@@ -204,7 +204,7 @@ class RouterCore {
 
 // The router role's main: binds, spawns workers, serves until shutdown or the driver's
 // death. Returns the process exit code.
-int run_router(const spawn::Bootstrap& boot);
+int run_router(const spawning::Bootstrap& boot);
 
 }  // namespace router
 }  // namespace mpx

@@ -48,12 +48,12 @@ class ProcessIo final : public RouterIo {
   }
   pid_t spawn_worker(const std::string& name, std::string* routing_id) override {
     *routing_id = "W" + random_id();
-    spawn::Spec spec;
+    spawning::Spec spec;
     spec.role = Role::kWorker;
     spec.name = name;
     spec.bootstrap = back_endpoint_ + '\n' + *routing_id;
     spec.driver = driver_;
-    spawn::Child child = spawn::spawn_self(spec);
+    spawning::Child child = spawning::spawn_self(spec);
     children_[child.pid] = child;
     return child.pid;
   }
@@ -76,14 +76,14 @@ class ProcessIo final : public RouterIo {
            (stat[paren + 2] == 'T' || stat[paren + 2] == 't');
   }
 
-  std::map<pid_t, spawn::Child>& children() { return children_; }
+  std::map<pid_t, spawning::Child>& children() { return children_; }
 
  private:
   zmq::socket_t& front_;
   zmq::socket_t& back_;
   std::string back_endpoint_;
   pid_t driver_;
-  std::map<pid_t, spawn::Child> children_;
+  std::map<pid_t, spawning::Child> children_;
 };
 
 // Handles at most this many messages per socket per loop turn, so neither side starves.
@@ -93,9 +93,9 @@ constexpr auto kExitDrain = std::chrono::milliseconds(20);
 
 }  // namespace
 
-int run_router(const spawn::Bootstrap& boot) {
+int run_router(const spawning::Bootstrap& boot) {
   const Config config = Config::decode(boot.payload);
-  const int driver_fd = spawn::open_parent_or_exit(boot.parent);
+  const int driver_fd = spawning::open_parent_or_exit(boot.parent);
   signal(SIGPIPE, SIG_IGN);
 
   zmq::socket_t front = transport::make_socket(zmq::socket_type::router);
@@ -108,7 +108,7 @@ int run_router(const spawn::Bootstrap& boot) {
   front.bind(config.front_endpoint);
   back.bind(config.back_endpoint);
   // Clients may connect now and succeed at once (no reconnect back-off to wait out).
-  spawn::signal_ready(boot.ready_fd);
+  spawning::signal_ready(boot.ready_fd);
 
   ProcessIo io(front, back, config.back_endpoint, boot.driver);
   RouterCore core(config, io);
@@ -165,7 +165,7 @@ int run_router(const spawn::Bootstrap& boot) {
       if (!(items[3 + k].revents & ZMQ_POLLIN)) continue;
       auto it = io.children().find(item_pids[k]);
       if (it == io.children().end()) continue;
-      auto status = spawn::reap(it->second, false);
+      auto status = spawning::reap(it->second, false);
       if (!status) continue;
       io.children().erase(it);
       core.on_worker_died(item_pids[k]);
@@ -191,7 +191,7 @@ int run_router(const spawn::Bootstrap& boot) {
   }
   for (auto& [pid, child] : io.children()) {
     ::kill(pid, SIGKILL);
-    spawn::reap(child, true);
+    spawning::reap(child, true);
   }
   return 0;
 }

@@ -420,7 +420,7 @@ TEST_F(RouterTest, WorkerDeathReportsExactlyItsChunksPerCall) {
   ASSERT_EQ(by_client.count("R1"), 1u);
   ASSERT_EQ(by_client.count("R2"), 1u);
   const auto lost1 = decode_lost(by_client["R1"]->payload);
-  EXPECT_EQ(lost1.first, spawn::describe(kKilled));
+  EXPECT_EQ(lost1.first, spawning::describe(kKilled));
   EXPECT_NE(lost1.first.find("signal 9"), std::string::npos) << lost1.first;
   EXPECT_EQ(lost1.second, (Ranges{{5, 5}, {10, 5}}));
   const auto lost2 = decode_lost(by_client["R2"]->payload);

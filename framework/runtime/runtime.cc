@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "framework/actor/actor_internal.h"
 #include "framework/base/base.h"
 #include "framework/process/process_child.h"
 #include "framework/registry/registry.h"
@@ -27,9 +28,9 @@ namespace {
 }  // namespace
 
 void init(int argc, char** argv) {
-  std::optional<spawn::Bootstrap> boot;
+  std::optional<spawning::Bootstrap> boot;
   try {
-    boot = spawn::parse_child_args(argc, argv);
+    boot = spawning::parse_child_args(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mpx: %s\n", e.what());
     throw;
@@ -60,6 +61,7 @@ void init(int argc, char** argv) {
       case Role::kRouter: code = router::run_router(*boot); break;
       case Role::kWorker: code = worker::run_worker(*boot); break;
       case Role::kProcess: code = process_child::run_process(*boot); break;
+      case Role::kActor: code = actor::run_actor(*boot); break;
       case Role::kDriver: break;
     }
   } catch (const std::exception& e) {

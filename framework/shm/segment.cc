@@ -123,6 +123,7 @@ const char* segment_kind_name(SegmentKind kind) {
     case SegmentKind::kEvent: return "Event";
     case SegmentKind::kBarrier: return "Barrier";
     case SegmentKind::kQueue: return "Queue";
+    case SegmentKind::kActor: return "Actor";
   }
   return "shared object";
 }
@@ -387,7 +388,7 @@ std::shared_ptr<Segment> unpack_segment(const msgpack::object& o, SegmentKind ki
   SegmentRef ref;
   const auto k = f[0].as<std::uint32_t>();
   if (k < static_cast<std::uint32_t>(SegmentKind::kValue) ||
-      k > static_cast<std::uint32_t>(SegmentKind::kQueue)) {
+      k > static_cast<std::uint32_t>(SegmentKind::kActor)) {
     throw msgpack::type_error();
   }
   ref.kind = static_cast<SegmentKind>(k);

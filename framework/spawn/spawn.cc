@@ -23,7 +23,7 @@
 extern char** environ;
 
 namespace mpx {
-namespace spawn {
+namespace spawning {
 namespace {
 
 constexpr int kBootstrapFd = 3;
@@ -34,6 +34,7 @@ const char* role_flag(Role role) {
     case Role::kRouter: return "router";
     case Role::kWorker: return "worker";
     case Role::kProcess: return "process";
+    case Role::kActor: return "actor";
     case Role::kDriver: return "driver";
   }
   return "driver";
@@ -211,6 +212,7 @@ std::optional<Bootstrap> parse_child_args(int argc, char** argv) {
       if (value == "router") b.role = Role::kRouter;
       else if (value == "worker") b.role = Role::kWorker;
       else if (value == "process") b.role = Role::kProcess;
+      else if (value == "actor") b.role = Role::kActor;
       else throw Error("mpx: unknown --mpx-role '" + std::string(value) + "'");
     } else if (key == "--mpx-name") {
       b.name = std::string(value);
@@ -266,5 +268,5 @@ void kill_self_when_gone(int pidfd) {
   }).detach();
 }
 
-}  // namespace spawn
+}  // namespace spawning
 }  // namespace mpx

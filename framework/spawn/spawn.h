@@ -20,7 +20,7 @@
 #include "mpx/runtime.h"
 
 namespace mpx {
-namespace spawn {
+namespace spawning {
 
 struct Spec {
   Role role = Role::kWorker;
@@ -79,7 +79,7 @@ int open_parent_or_exit(pid_t parent);
 // ends. For children that run user code and cannot poll.
 void kill_self_when_gone(int pidfd);
 
-}  // namespace spawn
+}  // namespace spawning
 }  // namespace mpx
 
 #endif  // MPX_FRAMEWORK_SPAWN_SPAWN_H_

@@ -147,6 +147,8 @@ const char* type_name(Type t) {
     case Type::kPing: return "PING";
     case Type::kPong: return "PONG";
     case Type::kConfigured: return "CONFIGURED";
+    case Type::kCall: return "CALL";
+    case Type::kReply: return "REPLY";
   }
   return "UNKNOWN";
 }

@@ -45,7 +45,11 @@ enum class Type : std::uint8_t {
   kPing,
   kPong,
   kConfigured,  // worker -> router: the initializer finished; heartbeats apply from now
-  kLastType = kConfigured,
+  // caller <-> actor (framework/actor); kHello/kWelcome/kStop are reused there
+  kCall,        // caller -> actor: call_id, start = incarnation, count = method index,
+                // name = the caller's reply socket id; kFlagNoReply for a tell
+  kReply,       // actor -> caller: call_id; kFlagHasErrors: payload = [type, message]
+  kLastType = kReply,
 };
 
 const char* type_name(Type t);
@@ -54,6 +58,7 @@ const char* type_name(Type t);
 constexpr std::uint8_t kFlagHasErrors = 1;  // kResult: an error list follows the results
 constexpr std::uint8_t kFlagPure = 2;       // kSubmit, kTask: an MPX_PURE_TASK (retried)
 constexpr std::uint8_t kFlagTimedOut = 4;   // kLost: the chunk ran over its time budget
+constexpr std::uint8_t kFlagNoReply = 8;    // kCall: a tell, nobody waits for an answer
 
 struct Header {
   Type type = Type::kHello;

@@ -52,10 +52,10 @@ detail::Buffer run_task(const wire::Header& task, const char* payload, std::size
   }
 }
 
-int run_worker(const spawn::Bootstrap& boot) {
+int run_worker(const spawning::Bootstrap& boot) {
   // The router is single-threaded, so the parent-death signal is reliable here.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  const int parent_fd = spawn::open_parent_or_exit(boot.parent);
+  const int parent_fd = spawning::open_parent_or_exit(boot.parent);
   const pid_t pid = getpid();
   // The bootstrap is "<router endpoint>\n<routing id>"; the router accepts this
   // worker's READY only from that (unguessable) id.

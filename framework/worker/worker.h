@@ -22,7 +22,7 @@ detail::Buffer run_task(const wire::Header& task, const char* payload, std::size
                         bool* has_errors);
 
 // The worker role's main; returns the process exit code.
-int run_worker(const spawn::Bootstrap& boot);
+int run_worker(const spawning::Bootstrap& boot);
 
 }  // namespace worker
 }  // namespace mpx

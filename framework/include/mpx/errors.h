@@ -121,6 +121,23 @@ class BrokenBarrierError : public Error {
   using Error::Error;
 };
 
+// An actor's process died before answering a call, or a call was made to an actor that
+// is dead or stopped. restarted() says whether a new instance (constructed again, its
+// state lost) serves the calls made from now on.
+class ActorDied : public Error {
+ public:
+  ActorDied(std::string actor_name, std::string reason, bool restarted);
+  // The actor's name ("Counter-1").
+  const std::string& actor_name() const noexcept { return actor_name_; }
+  // How it ended, e.g. "killed by signal 9 (Killed)" or "stopped".
+  const std::string& reason() const noexcept { return reason_; }
+  bool restarted() const noexcept { return restarted_; }
+
+ private:
+  std::string actor_name_, reason_;
+  bool restarted_;
+};
+
 }  // namespace mpx
 
 #endif  // MPX_ERRORS_H_

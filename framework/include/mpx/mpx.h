@@ -13,6 +13,7 @@
 #ifndef MPX_MPX_H_
 #define MPX_MPX_H_
 
+#include "mpx/actor.h"
 #include "mpx/errors.h"
 #include "mpx/pool.h"
 #include "mpx/process.h"

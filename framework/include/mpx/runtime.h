@@ -28,11 +28,12 @@ namespace mpx {
 // when the program's task registry is inconsistent (a name registered twice).
 void init(int argc, char** argv);
 
-enum class Role { kDriver, kRouter, kWorker, kProcess };
+enum class Role { kDriver, kRouter, kWorker, kProcess, kActor };
 
 struct ProcessInfo {
   // "MainProcess" in the driver, "PoolWorker-N", "Process-N" or the name given to
-  // mpx::Process in children, "Router" in a pool's router.
+  // mpx::Process in children, "Router" in a pool's router, "<Class>-N" (or the name
+  // given in ActorOptions) in an actor.
   std::string name;
   pid_t pid;
   Role role;

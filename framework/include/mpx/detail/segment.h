@@ -39,6 +39,7 @@ enum class SegmentKind : std::uint32_t {
   kEvent,
   kBarrier,
   kQueue,
+  kActor,  // an actor's control block (framework/actor)
 };
 const char* segment_kind_name(SegmentKind kind);
 
