@@ -1,0 +1,363 @@
+// Actors with real processes: calls, ordering, failures, deaths, restarts, timeouts,
+// handles travelling to pool tasks and other actors, stop and scope exit.
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "framework/testing/testing.h"
+#include "mpx/mpx.h"
+
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+#if defined(__SANITIZE_THREAD__)
+constexpr int kSlow = 10;
+#elif defined(__SANITIZE_ADDRESS__)
+constexpr int kSlow = 4;
+#else
+constexpr int kSlow = 1;
+#endif
+
+bool process_exists(pid_t pid) { return pid > 0 && kill(pid, 0) == 0; }
+
+}  // namespace
+
+class Counter {
+ public:
+  explicit Counter(int start) : n_(start) {}
+  int add(int k) { return n_ += k; }
+  int get() const { return n_; }
+  void reset() { n_ = 0; }
+  int fail(const std::string& why) { throw std::invalid_argument(why); }
+  int crash() {
+    raise(SIGKILL);
+    return 0;
+  }
+  int slow_add(int k, int ms) {
+    std::this_thread::sleep_for(milliseconds(ms));
+    return n_ += k;
+  }
+  pid_t pid() const { return getpid(); }
+  std::string whoami() const { return mpx::current_process().name; }
+
+ private:
+  int n_;
+};
+MPX_ACTOR(Counter, add, get, reset, fail, crash, slow_add, pid, whoami);
+
+namespace shop {
+// Constructor overloads, strings, vectors and a destructor with an effect.
+class Ledger {
+ public:
+  Ledger(std::string owner, mpx::Value<int> destroyed) : owner_(std::move(owner)), destroyed_(destroyed) {}
+  explicit Ledger(std::vector<int> opening) : owner_("anon"), destroyed_(0), entries_(std::move(opening)) {}
+  ~Ledger() { destroyed_.store(destroyed_.load() + 1); }
+  void record(int amount) { entries_.push_back(amount); }
+  std::vector<int> entries() const { return entries_; }
+  std::string owner() const { return owner_; }
+
+ private:
+  std::string owner_;
+  mpx::Value<int> destroyed_;
+  std::vector<int> entries_;
+};
+MPX_ACTOR(Ledger, record, entries, owner);
+}  // namespace shop
+
+class Picky {
+ public:
+  explicit Picky(int n) {
+    if (n < 0) throw std::out_of_range("Picky needs n >= 0, got " + std::to_string(n));
+  }
+  int ok() const { return 1; }
+};
+MPX_ACTOR(Picky, ok);
+
+// Forwards to another actor: handles travel to actors too.
+class Relay {
+ public:
+  explicit Relay(mpx::Actor<Counter> target) : target_(std::move(target)) {}
+  int forward(int k) { return target_.call(&Counter::add, k).get(); }
+
+ private:
+  mpx::Actor<Counter> target_;
+};
+MPX_ACTOR(Relay, forward);
+
+int add_through(mpx::Actor<Counter> c, int k) { return c.call(&Counter::add, k).get(); }
+MPX_TASK(add_through);
+
+std::string call_dead(mpx::Actor<Counter> c) {
+  try {
+    c.call(&Counter::get).get();
+  } catch (const mpx::ActorDied& e) {
+    return std::string("ActorDied: ") + e.what();
+  }
+  return "answered";
+}
+MPX_TASK(call_dead);
+
+TEST(Actor, CallTellAndOrderFromOneSender) {
+  auto c = mpx::spawn<Counter>(10);
+  EXPECT_EQ(c.call(&Counter::add, 5).get(), 15);
+  for (int i = 0; i < 1000; ++i) c.tell(&Counter::add, 1);
+  // Tells are not answered, but a later call from the same process runs after them.
+  EXPECT_EQ(c.call(&Counter::get).get(), 1015);
+  c.tell(&Counter::reset);
+  EXPECT_EQ(c.call(&Counter::get).get(), 0);
+  EXPECT_TRUE(c.is_alive());
+  EXPECT_NE(c.pid(), getpid());
+  EXPECT_EQ(c.call(&Counter::pid).get(), c.pid());
+  EXPECT_EQ(c.call(&Counter::whoami).get(), c.name());
+}
+
+TEST(Actor, PipelinedFuturesAllAnswerInOrder) {
+  auto c = mpx::spawn<Counter>(0);
+  std::vector<mpx::Future<int>> fs;
+  for (int i = 1; i <= 2000; ++i) fs.push_back(c.call(&Counter::add, 1));
+  // Waited in reverse: the pump delivers every answer, not only the awaited one.
+  for (int i = 2000; i >= 1; --i) EXPECT_EQ(fs[i - 1].get(), i);
+}
+
+TEST(Actor, ManyThreadsShareOneActor) {
+  auto c = mpx::spawn<Counter>(0);
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      int last = 0;
+      for (int i = 0; i < 500; ++i) {
+        const int now = c.call(&Counter::add, 1).get();
+        if (now <= last) ++wrong;  // one thread's calls run in its order
+        last = now;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(c.call(&Counter::get).get(), 2000);
+}
+
+TEST(Actor, ConstructorsStringsVectorsAndDestructorOnStop) {
+  mpx::Value<int> destroyed(0);
+  auto a = mpx::spawn<shop::Ledger>("alice", destroyed);
+  auto b = mpx::spawn<shop::Ledger>(std::vector<int>{1, 2});
+  a.tell(&shop::Ledger::record, 7);
+  a.tell(&shop::Ledger::record, 8);
+  b.call(&shop::Ledger::record, 3).get();
+  EXPECT_EQ(a.call(&shop::Ledger::owner).get(), "alice");
+  EXPECT_EQ(b.call(&shop::Ledger::entries).get(), (std::vector<int>{1, 2, 3}));
+  a.tell(&shop::Ledger::record, 9);
+  a.stop();  // the tell before it runs, then the destructor
+  EXPECT_FALSE(a.is_alive());
+  EXPECT_EQ(a.pid(), 0);
+  EXPECT_EQ(destroyed.load(), 1);
+  EXPECT_THROW(a.call(&shop::Ledger::entries).get(), mpx::ActorDied);
+  EXPECT_THROW(a.tell(&shop::Ledger::record, 1), mpx::ActorDied);
+  a.stop();  // a second stop is a no-op
+}
+
+TEST(Actor, MethodThatThrowsFailsItsCallOnly) {
+  auto c = mpx::spawn<Counter>(1);
+  c.call(&Counter::add, 1).get();
+  try {
+    c.call(&Counter::fail, std::string("bad input 42")).get();
+    FAIL() << "no exception";
+  } catch (const mpx::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "std::invalid_argument");
+    EXPECT_EQ(e.message(), "bad input 42");
+    EXPECT_EQ(e.task_name(), "Counter::fail");
+    EXPECT_EQ(e.worker_pid(), c.pid());
+  }
+  EXPECT_EQ(c.call(&Counter::get).get(), 2);  // state kept, actor alive
+  c.tell(&Counter::fail, std::string("told"));  // logged by the actor
+  EXPECT_EQ(c.call(&Counter::add, 1).get(), 3);
+}
+
+TEST(Actor, ConstructorThatThrowsFailsSpawn) {
+  try {
+    mpx::spawn<Picky>(-3);
+    FAIL() << "no exception";
+  } catch (const mpx::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "std::out_of_range");
+    EXPECT_NE(e.message().find("got -3"), std::string::npos) << e.message();
+    EXPECT_NE(std::string(e.what()).find("Picky::Picky"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(mpx::spawn<Picky>(1).call(&Picky::ok).get(), 1);
+}
+
+TEST(Actor, HandlesTravelToPoolTasksAndOtherActors) {
+  auto c = mpx::spawn<Counter>(0);
+  mpx::Pool pool(2);
+  std::vector<std::tuple<mpx::Actor<Counter>, int>> work;
+  for (int k = 1; k <= 100; ++k) work.emplace_back(c, k);
+  const auto got = pool.starmap(add_through, work);
+  EXPECT_EQ(got.size(), 100u);
+  EXPECT_EQ(c.call(&Counter::get).get(), 5050);
+
+  auto relay = mpx::spawn<Relay>(c);
+  EXPECT_EQ(relay.call(&Relay::forward, 10).get(), 5060);
+  EXPECT_EQ(c.call(&Counter::get).get(), 5060);
+}
+
+TEST(Actor, DeathFailsPendingAndLaterCalls) {
+  auto c = mpx::spawn<Counter>(0);
+  const pid_t first = c.pid();
+  auto slow = c.call(&Counter::slow_add, 1, 200);
+  auto crash = c.call(&Counter::crash);
+  auto after = c.call(&Counter::get);  // queued behind the crash
+  EXPECT_EQ(slow.get(), 1);
+  try {
+    crash.get();
+    FAIL() << "no exception";
+  } catch (const mpx::ActorDied& e) {
+    EXPECT_FALSE(e.restarted());
+    EXPECT_NE(e.reason().find("Counter::crash"), std::string::npos) << e.what();
+    EXPECT_NE(e.reason().find("signal 9"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(after.get(), mpx::ActorDied);
+  EXPECT_FALSE(c.is_alive());
+  EXPECT_THROW(c.call(&Counter::get).get(), mpx::ActorDied);
+  EXPECT_FALSE(process_exists(first));
+  // A pool task holding the handle learns it too, instead of waiting.
+  mpx::Pool pool(1);
+  const std::string seen = pool.apply(call_dead, c);
+  EXPECT_EQ(seen.rfind("ActorDied", 0), 0u) << seen;
+}
+
+TEST(Actor, KilledFromOutsideWhileBusy) {
+  auto c = mpx::spawn<Counter>(0);
+  auto busy = c.call(&Counter::slow_add, 1, 60000);
+  std::this_thread::sleep_for(milliseconds(50));
+  ASSERT_EQ(kill(c.pid(), SIGKILL), 0);
+  EXPECT_TRUE(busy.wait_for(seconds(10 * kSlow)));  // no hang
+  EXPECT_THROW(busy.get(), mpx::ActorDied);
+}
+
+TEST(Actor, RestartOnFailureRebuildsFromConstructorArguments) {
+  auto c = mpx::spawn<Counter>(mpx::ActorOptions().restart(mpx::Restart::on_failure).max_restarts(2), 100);
+  EXPECT_EQ(c.call(&Counter::add, 5).get(), 105);
+  const pid_t first = c.pid();
+  try {
+    c.call(&Counter::crash).get();
+    FAIL() << "no exception";
+  } catch (const mpx::ActorDied& e) {
+    EXPECT_TRUE(e.restarted()) << e.what();
+    EXPECT_NE(std::string(e.what()).find("state was lost"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(c.call(&Counter::get).get(), 100);  // a fresh Counter(100)
+  EXPECT_NE(c.pid(), first);
+  EXPECT_EQ(c.restarts(), 1);
+  c.kill();
+  EXPECT_EQ(c.call(&Counter::add, 1).get(), 101);
+  EXPECT_EQ(c.restarts(), 2);
+  c.kill();  // the third death is one too many
+  EXPECT_FALSE(c.is_alive());
+  try {
+    c.call(&Counter::get).get();
+    FAIL() << "no exception";
+  } catch (const mpx::ActorDied& e) {
+    EXPECT_NE(std::string(e.what()).find("max_restarts"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Actor, CallTimeoutAndWaitFor) {
+  auto c = mpx::spawn<Counter>(0);
+  auto late = c.call(&Counter::slow_add, 1, 400 * kSlow, milliseconds(50));
+  EXPECT_THROW(late.get(), mpx::TimeoutError);
+  auto f = c.call(&Counter::slow_add, 1, 200 * kSlow);
+  EXPECT_FALSE(f.wait_for(milliseconds(10)));
+  EXPECT_FALSE(f.ready());
+  EXPECT_TRUE(f.wait_for(seconds(30)));
+  EXPECT_EQ(f.get(), 2);  // the timed-out call still ran; its answer was dropped
+  EXPECT_THROW(c.call(&Counter::slow_add, 1, 300 * kSlow).get(milliseconds(20)), mpx::TimeoutError);
+  EXPECT_EQ(c.call(&Counter::get).get(), 3);
+}
+
+TEST(Actor, LastHandleStopsTheActor) {
+  pid_t pid = 0;
+  {
+    auto c = mpx::spawn<Counter>(0);
+    pid = c.pid();
+    auto copy = c;
+    copy.tell(&Counter::add, 1);
+  }
+  EXPECT_FALSE(process_exists(pid));  // reaped by its spawner: no zombie either
+  EXPECT_TRUE(mpx::testing::wait_no_descendants(seconds(10)).empty());
+}
+
+TEST(Actor, StopWithGraceKillsAStuckActor) {
+  auto c = mpx::spawn<Counter>(0);
+  c.tell(&Counter::slow_add, 1, 60000);
+  EXPECT_FALSE(c.stop(milliseconds(100)));
+  EXPECT_FALSE(c.is_alive());
+  EXPECT_THROW(c.call(&Counter::get).get(), mpx::ActorDied);
+}
+
+TEST(Actor, HundredActorsOnTwoCores) {
+  const int n = 100 / kSlow;
+  std::vector<mpx::Actor<Counter>> actors;
+  for (int i = 0; i < n; ++i) actors.push_back(mpx::spawn<Counter>(i));
+  std::vector<mpx::Future<int>> fs;
+  for (int i = 0; i < n; ++i) fs.push_back(actors[i].call(&Counter::add, 1000));
+  for (int i = 0; i < n; ++i) EXPECT_EQ(fs[i].get(), 1000 + i);
+  long rss_kb = 0;
+  for (auto& a : actors) {
+    std::ifstream status("/proc/" + std::to_string(a.pid()) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) rss_kb += std::atol(line.c_str() + 6);
+    }
+  }
+  std::printf("%d idle actors: %ld KiB RSS in total, %ld KiB each\n", n, rss_kb, rss_kb / n);
+  actors.clear();
+  EXPECT_TRUE(mpx::testing::wait_no_descendants(seconds(30)).empty());
+}
+
+TEST(ActorHelper, DISABLED_DriverWithActors) {
+  if (!std::getenv("MPX_ACTOR_HELPER")) GTEST_SKIP();
+  auto a = mpx::spawn<Counter>(0);
+  auto b = mpx::spawn<Counter>(mpx::ActorOptions().restart(mpx::Restart::on_failure), 0);
+  a.call(&Counter::get).get();
+  b.call(&Counter::get).get();
+  std::printf("READY %d %d\n", a.pid(), b.pid());
+  std::fflush(stdout);
+  pause();
+}
+
+TEST(Actor, DriverKilledTakesItsActorsAlong) {
+  auto helper = mpx::testing::start_helper_driver("ActorHelper.DISABLED_DriverWithActors",
+                                                  "MPX_ACTOR_HELPER");
+  ASSERT_GT(helper.pid, 0) << helper.output;
+  EXPECT_EQ(mpx::testing::descendants(helper.pid).size(), 2u);
+  kill(helper.pid, SIGKILL);
+  waitpid(helper.pid, nullptr, 0);
+  const auto left = mpx::testing::wait_no_descendants(seconds(10), helper.pid);
+  for (const auto& d : left) ADD_FAILURE() << "orphan: pid " << d.pid << " " << d.cmdline;
+}
+
+TEST(Actor, ForeignHandleIsRefused) {
+  auto c = mpx::spawn<Counter>(0);
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack(c);
+  auto oh = msgpack::unpack(buf.data(), buf.size());
+  EXPECT_THROW(oh.get().as<mpx::Actor<Picky>>(), mpx::DecodeError);
+  EXPECT_EQ(oh.get().as<mpx::Actor<Counter>>().call(&Counter::add, 2).get(), 2);
+  auto bad = msgpack::unpack("\x93\xa3" "abc\x01\x02", 7);
+  EXPECT_ANY_THROW(bad.get().as<mpx::Actor<Counter>>());
+}
