@@ -311,7 +311,9 @@ TEST(Actor, StopWithGraceKillsAStuckActor) {
 TEST(Actor, HundredActorsOnTwoCores) {
   const int n = 100 / kSlow;
   std::vector<mpx::Actor<Counter>> actors;
+  const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < n; ++i) actors.push_back(mpx::spawn<Counter>(i));
+  const auto t1 = std::chrono::steady_clock::now();
   std::vector<mpx::Future<int>> fs;
   for (int i = 0; i < n; ++i) fs.push_back(actors[i].call(&Counter::add, 1000));
   for (int i = 0; i < n; ++i) EXPECT_EQ(fs[i].get(), 1000 + i);
@@ -324,7 +326,12 @@ TEST(Actor, HundredActorsOnTwoCores) {
     }
   }
   std::printf("%d idle actors: %ld KiB RSS in total, %ld KiB each\n", n, rss_kb, rss_kb / n);
+  const auto t2 = std::chrono::steady_clock::now();
   actors.clear();
+  const auto t3 = std::chrono::steady_clock::now();
+  std::printf("spawning %d actors took %lld ms, stopping them %lld ms\n", n,
+              static_cast<long long>(std::chrono::duration_cast<milliseconds>(t1 - t0).count()),
+              static_cast<long long>(std::chrono::duration_cast<milliseconds>(t3 - t2).count()));
   EXPECT_TRUE(mpx::testing::wait_no_descendants(seconds(30)).empty());
 }
 

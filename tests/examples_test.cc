@@ -341,6 +341,23 @@ TEST(ExamplesTest, ProducerConsumer) {
             "queue empty afterwards: yes\n");
 }
 
+TEST(ExamplesTest, ActorCounter) {
+  const RunResult r = RunClean("actor/counter");
+  EXPECT_EQ(r.out,
+            "add(5) -> 15\n"
+            "get() -> 16\n"
+            "after 10 pool tasks added 1..10: 71\n"
+            "get() with a 1 s timeout -> 71\n"
+            "stopped: alive=no\n");
+}
+
+TEST(ExamplesTest, ActorTraining) {
+  const RunResult r = RunClean("actor/training");
+  EXPECT_CONTAINS(r.out, "12 fits on ");
+  EXPECT_LINE(r.out, "best: lr=0.8 l2=0 log-loss 0.2997");
+  EXPECT_LINE(r.out, "serial check: same winner");
+}
+
 TEST(ExamplesTest, Flagship) {
   const RunResult r = RunClean("pool/flagship");
   EXPECT_LINE(r.out, "map: 0 1 4 9 16 25 36 49 64 81");
