@@ -128,6 +128,8 @@ TEST(ConsumerWorkspaceTest, BuildsAndRunsAgainstMpx) {
   EXPECT_EQ(run.exit_code, 0) << "consumer output:\n" << run.output;
   EXPECT_NE(run.output.find("consumer sum 30"), std::string::npos)
       << "consumer output:\n" << run.output;
+  EXPECT_NE(run.output.find("consumer actor total 30"), std::string::npos)
+      << "consumer output:\n" << run.output;
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 // A user program in its own Bazel workspace, depending on @mpx//framework:mpx.
-// Squares 1..4 in a pool of two worker processes; prints "consumer sum 30".
+// Squares 1..4 in a pool of two worker processes, then adds them up in an actor that
+// the pool tasks reach through its handle; prints "consumer sum 30" and
+// "consumer actor total 30".
 #include "mpx/mpx.h"
 
 #include <cstdio>
@@ -8,6 +10,24 @@
 int square(int x) { return x * x; }
 MPX_TASK(square);
 
+namespace consumer {
+class Tally {
+ public:
+  explicit Tally(int start) : total_(start) {}
+  int add(int k) { return total_ += k; }
+  int total() const { return total_; }
+
+ private:
+  int total_;
+};
+MPX_ACTOR(Tally, add, total);
+}  // namespace consumer
+
+int add_square(mpx::Actor<consumer::Tally> tally, int x) {
+  return tally.call(&consumer::Tally::add, x * x).get();
+}
+MPX_TASK(add_square);
+
 int main(int argc, char** argv) {
   mpx::init(argc, argv);
   mpx::Pool pool(2);
@@ -15,5 +35,12 @@ int main(int argc, char** argv) {
   int sum = 0;
   for (int v : out) sum += v;
   std::printf("consumer sum %d\n", sum);  // 30
-  return sum == 30 ? 0 : 1;
+
+  auto tally = mpx::spawn<consumer::Tally>(0);
+  std::vector<std::tuple<mpx::Actor<consumer::Tally>, int>> work;
+  for (int x = 1; x <= 4; ++x) work.emplace_back(tally, x);
+  pool.starmap(add_square, work);
+  const int total = tally.call(&consumer::Tally::total).get();
+  std::printf("consumer actor total %d\n", total);  // 30
+  return sum == 30 && total == 30 ? 0 : 1;
 }
