@@ -1,18 +1,33 @@
-// The actor role: construct the object, then serve its mailbox one message at a time.
+// The actor role: construct the object, then serve its callers one message at a time.
+//
+// One thread: an epoll loop over the listening socket and one stream per caller
+// process. Answers are queued per caller and written without blocking, so a caller
+// that stops reading cannot stall the others.
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "framework/actor/actor_internal.h"
-#include "framework/transport/transport.h"
+#include "framework/actor/stream.h"
 #include "mpx/actor.h"
 #include "mpx/runtime.h"
 
 namespace mpx {
 namespace actor {
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// After serving a message the loop polls without sleeping this long: a caller that
+// sends its next call within it (a tight call loop does) finds the actor awake.
+constexpr std::chrono::microseconds kSpin(50);
 
 void write_all(int fd, const std::string& bytes) {
   std::size_t off = 0;
@@ -30,20 +45,207 @@ void report(int ready_fd, const std::string& bytes) {
   ::close(ready_fd);
 }
 
-void reply_error(zmq::socket_t& socket, std::string_view to, std::uint64_t call_id,
-                 const std::string& type, const std::string& message) {
-  detail::Buffer out;
-  msgpack::packer<detail::Buffer> pk(out);
-  pk.pack_array(2);
-  pk.pack(type);
-  pk.pack(message);
-  wire::Header h;
-  h.type = wire::Type::kReply;
-  h.call_id = call_id;
-  h.flags = wire::kFlagHasErrors;
-  h.pid = getpid();
-  transport::send_to(socket, to, h, transport::adopt(std::move(out)));
-}
+struct Caller {
+  int fd = -1;
+  FrameReader reader;
+  std::string out;  // answers not yet written
+  bool watching_out = false;
+};
+
+class Server {
+ public:
+  Server(const detail::ActorFactoryEntry& factory, void* object, std::uint32_t incarnation,
+         int listener)
+      : factory_(factory), object_(object), incarnation_(incarnation), listener_(listener) {}
+
+  // Serves until STOP; returns the exit code.
+  int run() {
+    epfd_ = epoll_create1(EPOLL_CLOEXEC);
+    add(listener_, EPOLLIN);
+    epoll_event events[64];
+    Clock::time_point spin_until{};
+    for (;;) {
+      const bool spinning = Clock::now() < spin_until;
+      const int n = epoll_wait(epfd_, events, 64, spinning ? 0 : -1);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        logger().critical("epoll_wait: {}", std::strerror(errno));
+        return 1;
+      }
+      bool served = false;
+      for (int i = 0; i < n; ++i) {
+        const int fd = events[i].data.fd;
+        if (fd == listener_) {
+          accept_all();
+          continue;
+        }
+        auto it = callers_.find(fd);
+        if (it == callers_.end()) continue;
+        Caller& c = *it->second;
+        if (events[i].events & EPOLLOUT) flush(c);
+        if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+          const auto fill = c.reader.fill(fd);
+          if (fill == FrameReader::Fill::kData) {
+            served = true;
+            if (serve(c)) return 0;  // STOP
+          }
+          if (fill == FrameReader::Fill::kClosed || dropped_) {
+            dropped_ = false;
+            drop(fd);
+            continue;
+          }
+          flush(c);
+        }
+      }
+      if (served) spin_until = Clock::now() + kSpin;
+    }
+  }
+
+ private:
+  void add(int fd, std::uint32_t events) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.fd = fd;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+  }
+
+  void accept_all() {
+    for (;;) {
+      const int fd = ::accept4(listener_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR) continue;
+        return;  // EAGAIN, or out of fds: the caller sees its connection refused or closed
+      }
+      // Same trust boundary as the pools: only this user's processes may call.
+      if (peer_uid(fd) != static_cast<long>(getuid())) {
+        logger().warn("refused a connection from uid {}: actors serve their own user only",
+                      peer_uid(fd));
+        ::close(fd);
+        continue;
+      }
+      auto c = std::make_unique<Caller>();
+      c->fd = fd;
+      add(fd, EPOLLIN);
+      callers_.emplace(fd, std::move(c));
+    }
+  }
+
+  void drop(int fd) {
+    epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+    ::close(fd);
+    callers_.erase(fd);
+  }
+
+  void flush(Caller& c) {
+    while (!c.out.empty()) {
+      const ssize_t n = ::send(c.fd, c.out.data(), c.out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) {
+        c.out.erase(0, static_cast<std::size_t>(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      c.out.clear();  // the caller is gone: its answers have nobody to go to
+      break;
+    }
+    const bool want = !c.out.empty();
+    if (want != c.watching_out) {
+      epoll_event ev{};
+      ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
+      ev.data.fd = c.fd;
+      epoll_ctl(epfd_, EPOLL_CTL_MOD, c.fd, &ev);
+      c.watching_out = want;
+    }
+  }
+
+  void answer_error(Caller& c, std::uint64_t call_id, const std::string& type,
+                    const std::string& message) {
+    detail::Buffer out;
+    msgpack::packer<detail::Buffer> pk(out);
+    pk.pack_array(2);
+    pk.pack(type);
+    pk.pack(message);
+    wire::Header h;
+    h.type = wire::Type::kReply;
+    h.call_id = call_id;
+    h.flags = wire::kFlagHasErrors;
+    h.pid = pid_;
+    append_frame(c.out, h, std::string_view(out.data(), out.size()));
+  }
+
+  // Runs every complete message the caller sent; true on STOP.
+  bool serve(Caller& c) {
+    wire::Header h;
+    std::string_view payload;
+    bool bad = false;
+    std::string why;
+    while (c.reader.next(h, payload, &bad, &why)) {
+      switch (h.type) {
+        case wire::Type::kCall:
+          call(c, h, payload);
+          // Each answer leaves at once: the next method may run long, or kill the
+          // process, and must not take an answer already computed with it.
+          flush(c);
+          break;
+        case wire::Type::kStop:
+          for (auto& [fd, other] : callers_) flush(*other);
+          factory_.destroy(object_);
+          return true;
+        default:
+          logger().warn("dropped a {} message: actors take CALL and STOP", wire::type_name(h.type));
+      }
+    }
+    if (bad) {
+      logger().warn("dropped a caller that sent a malformed message: {}", why);
+      dropped_ = true;
+    }
+    return false;
+  }
+
+  void call(Caller& c, const wire::Header& h, std::string_view payload) {
+    const bool tell = (h.flags & wire::kFlagNoReply) != 0;
+    if (h.start != incarnation_) {
+      logger().debug("dropped call {} addressed to incarnation {}", h.call_id, h.start);
+      return;
+    }
+    if (h.count >= factory_.method_count) {
+      logger().warn("dropped a call to method #{}: {} has {} methods", h.count,
+                    factory_.class_name, factory_.method_count);
+      if (!tell) answer_error(c, h.call_id, "mpx::DecodeError", "no method #" + std::to_string(h.count));
+      return;
+    }
+    out_.clear();
+    try {
+      factory_.methods[h.count](object_, payload.data(), payload.size(), out_);
+    } catch (...) {
+      const std::string type = detail::current_exception_type();
+      const std::string message = detail::current_exception_message();
+      if (tell) {
+        logger().error("{}::{} (told, nobody waits for it) raised {}: {}", factory_.class_name,
+                       (*factory_.method_names)[h.count], type, message);
+      } else {
+        answer_error(c, h.call_id, type, message);
+      }
+      return;
+    }
+    if (tell) return;
+    wire::Header r;
+    r.type = wire::Type::kReply;
+    r.call_id = h.call_id;
+    r.pid = pid_;
+    append_frame(c.out, r, std::string_view(out_.data(), out_.size()));
+  }
+
+  const detail::ActorFactoryEntry& factory_;
+  void* object_;
+  const std::uint32_t incarnation_;
+  const int listener_;
+  const pid_t pid_ = getpid();
+  int epfd_ = -1;
+  bool dropped_ = false;
+  detail::Buffer out_;
+  std::unordered_map<int, std::unique_ptr<Caller>> callers_;
+};
 
 }  // namespace
 
@@ -65,10 +267,12 @@ int run_actor(const spawning::Bootstrap& boot) {
                               b.factory_key + "' is registered in this program");
     return 1;
   }
-  zmq::socket_t socket = transport::make_socket(zmq::socket_type::router);
-  socket.set(zmq::sockopt::router_mandatory, 1);
-  socket.bind(b.endpoint);
-
+  const int listener = listen_on(b.endpoint);
+  if (listener < 0) {
+    report(boot.ready_fd, std::string(1, kFailedByte) + "mpx::ProcessError\ncannot listen on " +
+                              b.endpoint + ": " + std::strerror(errno));
+    return 1;
+  }
   void* object = nullptr;
   try {
     object = factory->create(b.args.data(), b.args.size());
@@ -78,97 +282,8 @@ int run_actor(const spawning::Bootstrap& boot) {
     return 3;
   }
   report(boot.ready_fd, std::string(1, kReadyByte));
-
-  const auto& names = *factory->method_names;
-  transport::Incoming in;
-  std::string why;
-  const pid_t pid = getpid();
-  for (;;) {
-    zmq::pollitem_t item{static_cast<void*>(socket), 0, ZMQ_POLLIN, 0};
-    transport::poll(&item, 1, std::chrono::milliseconds(-1));
-    for (;;) {
-      const auto status = transport::receive(socket, true, in, &why);
-      if (status == transport::RecvStatus::kNothing) break;
-      if (status == transport::RecvStatus::kMalformed) {
-        logger().warn("dropped a malformed message: {}", why);
-        continue;
-      }
-      const wire::Header& h = in.header;
-      switch (h.type) {
-        case wire::Type::kHello: {
-          wire::Header w;
-          w.type = wire::Type::kWelcome;
-          w.pid = pid;
-          w.start = b.incarnation;
-          try {
-            transport::send_to(socket, in.sender(), w, zmq::message_t());
-          } catch (const zmq::error_t&) {
-            // The caller disconnected before the answer: nothing to do.
-          }
-          break;
-        }
-        case wire::Type::kCall: {
-          const bool tell = (h.flags & wire::kFlagNoReply) != 0;
-          const std::string reply_to(h.name);
-          if (h.start != b.incarnation) {
-            // Sent to an earlier incarnation: its caller already got ActorDied.
-            logger().debug("dropped call {} addressed to incarnation {}", h.call_id, h.start);
-            break;
-          }
-          if (h.count >= factory->method_count) {
-            logger().warn("dropped a call to method #{}: {} has {} methods", h.count,
-                          factory->class_name, factory->method_count);
-            if (!tell) {
-              try {
-                reply_error(socket, reply_to, h.call_id, "mpx::DecodeError",
-                            "no method #" + std::to_string(h.count));
-              } catch (const zmq::error_t&) {
-              }
-            }
-            break;
-          }
-          detail::Buffer out;
-          bool failed = false;
-          std::string type, message;
-          try {
-            factory->methods[h.count](object, in.payload.data<char>(), in.payload.size(), out);
-          } catch (...) {
-            failed = true;
-            type = detail::current_exception_type();
-            message = detail::current_exception_message();
-          }
-          if (tell) {
-            if (failed) {
-              logger().error("{}::{} (told, nobody waits for it) raised {}: {}",
-                             factory->class_name, names[h.count], type, message);
-            }
-            break;
-          }
-          try {
-            if (failed) {
-              reply_error(socket, reply_to, h.call_id, type, message);
-            } else {
-              wire::Header r;
-              r.type = wire::Type::kReply;
-              r.call_id = h.call_id;
-              r.pid = pid;
-              transport::send_to(socket, reply_to, r, transport::adopt(std::move(out)));
-            }
-          } catch (const zmq::error_t& e) {
-            // EHOSTUNREACH: the caller's reply socket is gone (it exited or timed out).
-            logger().debug("answer to call {} undeliverable: {}", h.call_id, e.what());
-          }
-          break;
-        }
-        case wire::Type::kStop:
-          factory->destroy(object);
-          return 0;
-        default:
-          logger().warn("dropped a {} message: actors take CALL, HELLO and STOP",
-                        wire::type_name(h.type));
-      }
-    }
-  }
+  Server server(*factory, object, b.incarnation, listener);
+  return server.run();
 }
 
 }  // namespace actor
