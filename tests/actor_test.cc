@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include "framework/actor/stream.h"
 #include "framework/testing/testing.h"
 #include "mpx/mpx.h"
 
@@ -367,4 +368,54 @@ TEST(Actor, ForeignHandleIsRefused) {
   EXPECT_EQ(oh.get().as<mpx::Actor<Counter>>().call(&Counter::add, 2).get(), 2);
   auto bad = msgpack::unpack("\x93\xa3" "abc\x01\x02", 7);
   EXPECT_ANY_THROW(bad.get().as<mpx::Actor<Counter>>());
+}
+
+// Anything a same-user process can write to an actor's socket: the actor drops it
+// (and the connection, when the stream cannot be resynchronised) and serves on.
+TEST(Actor, HostileInputIsDroppedAndTheActorServes) {
+  auto c = mpx::spawn<Counter>(0);
+  const auto endpoints = mpx::testing::listening_endpoints(c.pid());
+  ASSERT_EQ(endpoints.size(), 1u);
+  const std::string endpoint = endpoints[0];
+  auto frame = [](mpx::wire::Type type, std::uint32_t count, std::uint64_t start,
+                  const std::string& payload) {
+    mpx::wire::Header h;
+    h.type = type;
+    h.call_id = 7;
+    h.count = count;
+    h.start = start;
+    std::string out;
+    mpx::actor::append_frame(out, h, payload);
+    return out;
+  };
+  auto u32 = [](std::uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); };
+  msgpack::sbuffer one;
+  msgpack::pack(one, std::make_tuple(1));
+  const std::string args(one.data(), one.size());
+  std::string flood;
+  for (int i = 0; i < 5000; ++i) flood += frame(mpx::wire::Type::kSubmit, 1, 1, args);
+  const std::vector<std::pair<std::string, std::string>> inputs = {
+      {"garbage", std::string(4096, '\xc1')},
+      {"header length 0", u32(0) + u32(0)},
+      {"header length over the limit", u32(100000) + u32(0) + std::string(64, 'x')},
+      {"payload length over the limit", u32(10) + u32(0x7fffffff) + std::string(64, 'x')},
+      {"header that is not a header", u32(4) + u32(0) + "\x93\x01\x02\x03"},
+      {"truncated frame", frame(mpx::wire::Type::kCall, 0, 1, args).substr(0, 12)},
+      {"method out of range", frame(mpx::wire::Type::kCall, 99, 1, args)},
+      {"arguments of the wrong shape", frame(mpx::wire::Type::kCall, 0, 1, "\xa3" "abc")},
+      {"arguments that are not msgpack", frame(mpx::wire::Type::kCall, 0, 1, "\xc1\xc1")},
+      {"wrong incarnation", frame(mpx::wire::Type::kCall, 0, 9, args)},
+      {"a flood of messages actors do not take", flood},
+  };
+  int expected = 0;
+  for (const auto& [what, bytes] : inputs) {
+    const int fd = mpx::actor::connect_to(endpoint);
+    ASSERT_GE(fd, 0) << what;
+    ASSERT_EQ(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size())) << what;
+    std::this_thread::sleep_for(milliseconds(20));
+    close(fd);
+    ++expected;
+    EXPECT_EQ(c.call(&Counter::add, 1).get(seconds(10 * kSlow)), expected) << "after " << what;
+  }
+  EXPECT_EQ(c.call(&Counter::get).get(), expected);  // none of the bad calls ran
 }

@@ -50,7 +50,10 @@ struct Caller {
   FrameReader reader;
   std::string out;  // answers not yet written
   bool watching_out = false;
+  unsigned ignored = 0;  // messages dropped; only the first few are logged one by one
 };
+
+constexpr unsigned kLoggedDrops = 3;
 
 class Server {
  public:
@@ -131,6 +134,10 @@ class Server {
   }
 
   void drop(int fd) {
+    auto it = callers_.find(fd);
+    if (it != callers_.end() && it->second->ignored > kLoggedDrops) {
+      logger().warn("dropped {} more messages from that caller", it->second->ignored - kLoggedDrops);
+    }
     epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
     ::close(fd);
     callers_.erase(fd);
@@ -192,7 +199,9 @@ class Server {
           factory_.destroy(object_);
           return true;
         default:
-          logger().warn("dropped a {} message: actors take CALL and STOP", wire::type_name(h.type));
+          if (++c.ignored <= kLoggedDrops) {
+            logger().warn("dropped a {} message: actors take CALL and STOP", wire::type_name(h.type));
+          }
       }
     }
     if (bad) {
@@ -209,7 +218,7 @@ class Server {
       return;
     }
     if (h.count >= factory_.method_count) {
-      logger().warn("dropped a call to method #{}: {} has {} methods", h.count,
+      if (++c.ignored <= kLoggedDrops) logger().warn("dropped a call to method #{}: {} has {} methods", h.count,
                     factory_.class_name, factory_.method_count);
       if (!tell) answer_error(c, h.call_id, "mpx::DecodeError", "no method #" + std::to_string(h.count));
       return;
