@@ -315,6 +315,7 @@ void RouterCore::on_worker_exit(pid_t pid, int wait_status, Clock::time_point no
 
 void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status) {
   const pid_t pid = w.pid;
+  const std::optional<std::uint64_t> mark = io_.take_running_mark(pid);
   const std::string how =
       w.killed_because.empty() ? exit_how : "was killed: " + w.killed_because;
   if (!w.in_flight.empty()) {
@@ -333,10 +334,18 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
     }
     std::vector<InFlight> lost;
     // Back to front, so that requeued chunks keep their order at the queue's head. Only
-    // the first chunk was running (a worker runs its chunks in order): it alone spends
-    // an attempt; retryable chunks queued behind it go back for free, so that a task
-    // that crashes its worker does not use up the retries of its neighbours.
+    // the chunk that was running spends an attempt; retryable chunks queued behind it
+    // go back for free, so that a task that crashes its worker does not use up the
+    // retries of its neighbours, and so do chunks before it that had finished but
+    // whose results died in flight with the worker. The worker's shared mark says which
+    // one ran; without it, the first one held (a worker runs its chunks in order).
     const InFlight* running = w.in_flight.empty() ? nullptr : &w.in_flight.front();
+    if (mark) {
+      running = nullptr;
+      for (const InFlight& f : w.in_flight) {
+        if (*mark != 0 && wire::chunk_mark(f.call_id, f.start) == *mark) running = &f;
+      }
+    }
     for (auto it = w.in_flight.rbegin(); it != w.in_flight.rend(); ++it) {
       if (!it->cancelled && it->attempts < retries_for(*it) && !stopping_ && !broken()) {
         const bool spends = &*it == running;
@@ -344,7 +353,7 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
                       it->start + it->count - 1,
                       spends ? " (attempt " + std::to_string(it->attempts + 2) + " of " +
                                    std::to_string(retries_for(*it) + 1) + ")"
-                             : std::string(" (it had not started)"));
+                             : std::string(" (not the chunk that was running)"));
         Task task{std::move(*it), zmq::message_t(), zmq::message_t()};
         task.header_frame = std::move(task.what.retry_header);
         task.payload = std::move(task.what.retry_payload);

@@ -20,6 +20,7 @@
 #include <deque>
 #include <map>
 #include <set>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -76,6 +77,10 @@ struct Config {
 class RouterIo {
  public:
   virtual ~RouterIo() = default;
+  // After a worker ended: the wire::chunk_mark of the chunk it was running when it
+  // died, 0 if it was between chunks, nullopt if unknown (then the first chunk it held
+  // is presumed running). Called once per worker; releases what tracked it.
+  virtual std::optional<std::uint64_t> take_running_mark(pid_t) { return std::nullopt; }
   virtual void send_client(std::string_view client, const wire::Header& h, zmq::message_t&& payload) = 0;
   virtual void forward_client(std::string_view client, zmq::message_t&& header_frame,
                               zmq::message_t&& payload) = 0;

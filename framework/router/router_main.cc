@@ -2,9 +2,11 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <deque>
 #include <map>
 #include <random>
@@ -53,9 +55,34 @@ class ProcessIo final : public RouterIo {
     spec.name = name;
     spec.bootstrap = back_endpoint_ + '\n' + *routing_id;
     spec.driver = driver_;
-    spawning::Child child = spawning::spawn_self(spec);
+    // One shared word per worker: the chunk it is running (wire::chunk_mark). Memory
+    // writes survive the worker's death, unlike a message still in its ZeroMQ queue.
+    const int memfd = ::memfd_create("mpx-worker-mark", MFD_CLOEXEC);
+    void* map = MAP_FAILED;
+    if (memfd >= 0 && ::ftruncate(memfd, kMarkBytes) == 0) {
+      map = ::mmap(nullptr, kMarkBytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    }
+    if (map != MAP_FAILED) spec.share_fd = memfd;
+    spawning::Child child;
+    try {
+      child = spawning::spawn_self(spec);
+    } catch (...) {
+      if (memfd >= 0) ::close(memfd);
+      if (map != MAP_FAILED) ::munmap(map, kMarkBytes);
+      throw;
+    }
+    if (memfd >= 0) ::close(memfd);
+    if (map != MAP_FAILED) marks_[child.pid] = static_cast<std::atomic<std::uint64_t>*>(map);
     children_[child.pid] = child;
     return child.pid;
+  }
+  std::optional<std::uint64_t> take_running_mark(pid_t pid) override {
+    auto it = marks_.find(pid);
+    if (it == marks_.end()) return std::nullopt;
+    const std::uint64_t mark = it->second->load(std::memory_order_acquire);
+    ::munmap(it->second, kMarkBytes);
+    marks_.erase(it);
+    return mark;
   }
   void kill_worker(pid_t pid) override {
     if (children_.count(pid)) ::kill(pid, SIGKILL);
@@ -77,6 +104,7 @@ class ProcessIo final : public RouterIo {
   }
 
   std::map<pid_t, spawning::Child>& children() { return children_; }
+  static constexpr std::size_t kMarkBytes = 4096;
 
  private:
   zmq::socket_t& front_;
@@ -84,6 +112,7 @@ class ProcessIo final : public RouterIo {
   std::string back_endpoint_;
   pid_t driver_;
   std::map<pid_t, spawning::Child> children_;
+  std::map<pid_t, std::atomic<std::uint64_t>*> marks_;
 };
 
 // Handles at most this many messages per socket per loop turn, so neither side starves.

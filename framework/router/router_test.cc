@@ -13,6 +13,7 @@
 #include <map>
 #include <set>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -72,6 +73,13 @@ class FakeIo final : public RouterIo {
   }
   void kill_worker(pid_t pid) override { killed.push_back(pid); }
   bool is_stopped(pid_t pid) override { return stopped.count(pid) != 0; }
+  std::optional<std::uint64_t> take_running_mark(pid_t pid) override {
+    auto it = marks.find(pid);
+    if (it == marks.end()) return std::nullopt;
+    const std::uint64_t mark = it->second;
+    marks.erase(it);
+    return mark;
+  }
 
   // Returns and forgets everything sent so far.
   std::vector<Sent> take() { return std::exchange(sent, {}); }
@@ -80,6 +88,7 @@ class FakeIo final : public RouterIo {
   std::vector<std::string> spawned;
   std::vector<pid_t> killed;
   std::set<pid_t> stopped;  // pids is_stopped reports as stopped
+  std::map<pid_t, std::uint64_t> marks;  // what take_running_mark reports, per worker
   pid_t next_pid = 1000;
   bool fail_spawns = false;
 
@@ -561,6 +570,61 @@ TEST_F(RouterTest, ChunksQueuedBehindACrashingOneKeepTheirRetries) {
   EXPECT_EQ(sent[0].type, Type::kLost);
   EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{0, 1}}));
   EXPECT_EQ(core_->queued(), 1u);
+}
+
+// A worker killed microseconds after sending a result can lose that result with its
+// process: the chunk it had finished still looks held. Its shared mark says which chunk
+// ran: that one alone spends a retry, the finished one runs again for free.
+TEST_F(RouterTest, TheRunningMarkNamesTheChunkThatSpendsARetry) {
+  config_.pure_retries = 1;
+  start();
+  ready_quietly(1000);
+  for (std::uint64_t start = 0; start < 3; ++start) {
+    Header h = make(Type::kSubmit, 7, start, 1, "square");
+    h.flags = wire::kFlagPure;
+    client("S1", h, "x");
+  }
+  io_.take();
+  io_.marks[1000] = wire::chunk_mark(7, 1);  // chunk 0 finished, its result died in flight
+  exit(1000, SIGSEGV);
+  EXPECT_EQ(core_->queued(), 3u) << "every chunk goes back: one retry left for chunk 1";
+  ready_quietly(1001);
+  io_.take();
+  io_.marks[1001] = wire::chunk_mark(7, 1);  // chunk 1 kills its worker again
+  exit(1001, SIGSEGV);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kLost);
+  EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{1, 1}}))
+      << "chunk 0 spent nothing although it was the first one held";
+  EXPECT_EQ(core_->queued(), 2u);
+}
+
+// Mark 0: the worker died between chunks (after sending a result, before starting the
+// next one): no chunk killed it, so none spends a retry.
+TEST_F(RouterTest, ADeathBetweenChunksSpendsNoRetry) {
+  config_.pure_retries = 1;
+  start();
+  ready_quietly(1000);
+  Header h = make(Type::kSubmit, 7, 0, 1, "square");
+  h.flags = wire::kFlagPure;
+  client("S1", h, "x");
+  io_.take();
+  io_.marks[1000] = 0;
+  exit(1000, kKilled);
+  EXPECT_EQ(core_->queued(), 1u);
+  ready_quietly(1001);
+  io_.take();
+  io_.marks[1001] = wire::chunk_mark(7, 0);
+  exit(1001, SIGSEGV);  // spends the one retry...
+  EXPECT_EQ(core_->queued(), 1u) << "the first death was free";
+  ready_quietly(1002);
+  io_.take();
+  io_.marks[1002] = wire::chunk_mark(7, 0);
+  exit(1002, SIGSEGV);  // ...and this one finds none left
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kLost);
 }
 
 TEST_F(RouterTest, ASubmitAnnouncingMoreItemsThanBytesIsDropped) {

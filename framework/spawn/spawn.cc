@@ -28,6 +28,7 @@ namespace {
 
 constexpr int kBootstrapFd = 3;
 constexpr int kReadyFd = 4;
+constexpr int kShareFd = 5;
 
 const char* role_flag(Role role) {
   switch (role) {
@@ -108,6 +109,18 @@ Child spawn_self(const Spec& spec) {
       "--mpx-bootstrap-fd=" + std::to_string(kBootstrapFd),
   };
   if (spec.ready_fd >= 0) args.push_back("--mpx-ready-fd=" + std::to_string(kReadyFd));
+  // Moved above the fixed slots first, like ready, so no dup2 lands on itself.
+  int share = spec.share_fd;
+  if (share >= 0 && share <= kShareFd) {
+    share = fcntl(spec.share_fd, F_DUPFD_CLOEXEC, 16);
+    if (share < 0) {
+      const int err = errno;
+      close(boot);
+      if (ready != spec.ready_fd) close(ready);
+      throw ProcessError(errno_text("fcntl(F_DUPFD_CLOEXEC)", err));
+    }
+  }
+  if (share >= 0) args.push_back("--mpx-share-fd=" + std::to_string(kShareFd));
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -119,7 +132,13 @@ Child spawn_self(const Spec& spec) {
   // Both sources are above kReadyFd (see make_bootstrap_fd and the caller's pipe), so a
   // dup2 never lands on itself and always clears FD_CLOEXEC.
   if (ready >= 0) posix_spawn_file_actions_adddup2(&actions, ready, kReadyFd);
-  posix_spawn_file_actions_addclosefrom_np(&actions, (ready >= 0 ? kReadyFd : kBootstrapFd) + 1);
+  if (share >= 0) {
+    // The slot before it must not stay empty for the child to reuse by accident.
+    if (ready < 0) posix_spawn_file_actions_addopen(&actions, kReadyFd, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, share, kShareFd);
+  }
+  posix_spawn_file_actions_addclosefrom_np(
+      &actions, (share >= 0 ? kShareFd : ready >= 0 ? kReadyFd : kBootstrapFd) + 1);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   // The child starts with default signal handling and an empty mask whatever the
@@ -137,6 +156,7 @@ Child spawn_self(const Spec& spec) {
   posix_spawnattr_destroy(&attr);
   close(boot);
   if (ready != spec.ready_fd) close(ready);
+  if (share != spec.share_fd) close(share);
   if (rc != 0) throw ProcessError(errno_text("posix_spawn of /proc/self/exe", rc));
   Child child;
   child.pid = pid;
@@ -224,6 +244,8 @@ std::optional<Bootstrap> parse_child_args(int argc, char** argv) {
       boot_fd = static_cast<int>(parse_long(value, "--mpx-bootstrap-fd"));
     } else if (key == "--mpx-ready-fd") {
       b.ready_fd = static_cast<int>(parse_long(value, "--mpx-ready-fd"));
+    } else if (key == "--mpx-share-fd") {
+      b.share_fd = static_cast<int>(parse_long(value, "--mpx-share-fd"));
     } else {
       throw Error("mpx: unknown flag '" + std::string(a) + "'");
     }

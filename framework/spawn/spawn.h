@@ -30,6 +30,9 @@ struct Spec {
   // Optional: the write end of a pipe the child signals on (fd 4 in the child, named
   // by --mpx-ready-fd); the spawner keeps the read end.
   int ready_fd = -1;
+  // Optional: a descriptor the child inherits as fd 5 (--mpx-share-fd), e.g. a memfd
+  // both sides map. The spawner keeps (and closes) its own.
+  int share_fd = -1;
 };
 
 // A spawned child, owned by the process that spawned it (only it can reap it).
@@ -62,6 +65,7 @@ struct Bootstrap {
   pid_t parent = 0;
   std::string payload;
   int ready_fd = -1;  // see Spec::ready_fd
+  int share_fd = -1;  // see Spec::share_fd
 };
 
 // Child side: writes one byte to the ready pipe (ready_fd < 0: none) and closes it.

@@ -60,6 +60,18 @@ constexpr std::uint8_t kFlagPure = 2;       // kSubmit, kTask: an MPX_PURE_TASK 
 constexpr std::uint8_t kFlagTimedOut = 4;   // kLost: the chunk ran over its time budget
 constexpr std::uint8_t kFlagNoReply = 8;    // kCall: a tell, nobody waits for an answer
 
+// What a worker writes in the memory it shares with its router while it runs the chunk
+// (call_id, start), so that, if it dies, the router knows which chunk killed it and
+// which ones had merely finished (their results possibly lost with it). Never 0, which
+// means "between chunks".
+inline std::uint64_t chunk_mark(std::uint64_t call_id, std::uint64_t start) {
+  std::uint64_t h = call_id * 0x9E3779B97F4A7C15ull ^ (start + 0x632BE59BD9B4E019ull);
+  h ^= h >> 31;
+  h *= 0xBF58476D1CE4E5B9ull;
+  h ^= h >> 29;
+  return h | 1;
+}
+
 struct Header {
   Type type = Type::kHello;
   std::uint64_t call_id = 0;

@@ -3,10 +3,12 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -64,6 +66,16 @@ int run_worker(const spawning::Bootstrap& boot) {
     logger().error("worker: malformed bootstrap");
     return 1;
   }
+  // The word this worker shares with its router (see router_main.cc): which chunk runs.
+  std::atomic<std::uint64_t>* running = nullptr;
+  static std::atomic<std::uint64_t> unshared{0};
+  if (boot.share_fd >= 0) {
+    void* map = ::mmap(nullptr, sizeof(std::uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED,
+                       boot.share_fd, 0);
+    ::close(boot.share_fd);
+    if (map != MAP_FAILED) running = static_cast<std::atomic<std::uint64_t>*>(map);
+  }
+  if (running == nullptr) running = &unshared;
   const std::string endpoint = boot.payload.substr(0, newline);
   const std::string id = boot.payload.substr(newline + 1);
   zmq::socket_t socket = transport::make_socket(zmq::socket_type::dealer, id);
@@ -93,7 +105,9 @@ int run_worker(const spawning::Bootstrap& boot) {
       switch (h.type) {
         case wire::Type::kTask: {
           bool has_errors = false;
+          running->store(wire::chunk_mark(h.call_id, h.start), std::memory_order_release);
           detail::Buffer out = run_task(h, in.payload.data<char>(), in.payload.size(), &has_errors);
+          running->store(0, std::memory_order_release);
           if (out.size() > max_message_bytes) {
             // The router would disconnect us for it: the items fail instead.
             const std::string why = "the results of this chunk encode to " +
