@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iterator>
 #include <map>
+#include <optional>
 #include <tuple>
 #include <utility>
 
@@ -346,6 +348,15 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
         if (*mark != 0 && wire::chunk_mark(f.call_id, f.start) == *mark) running = &f;
       }
     }
+    // Which chunk killed the worker, kept past the moves below.
+    std::optional<std::pair<std::uint64_t, std::uint64_t>> culprit;
+    std::string culprit_items;
+    if (running) {
+      culprit.emplace(running->call_id, running->start);
+      culprit_items = running->count == 1 ? "item " + std::to_string(running->start)
+                                          : "items " + std::to_string(running->start) + "-" +
+                                                std::to_string(running->start + running->count - 1);
+    }
     for (auto it = w.in_flight.rbegin(); it != w.in_flight.rend(); ++it) {
       if (!it->cancelled && it->attempts < retries_for(*it) && !stopping_ && !broken()) {
         const bool spends = &*it == running;
@@ -364,7 +375,25 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
       }
     }
     std::reverse(lost.begin(), lost.end());  // report in the order they were sent
-    if (!lost.empty()) fail_lost(lost, pid, how);
+    // The chunk that was running is reported first and on its own: a caller that keeps
+    // the first error (map, a pipeline) names the item that killed the worker, not a
+    // neighbour that had finished or not started and was lost with it.
+    // (Not when the pool stops: the callers then hear of the stop, not of the deaths.)
+    if (stopping_ || broken()) culprit.reset();
+    auto is_culprit = [&](const InFlight& f) {
+      return culprit && f.call_id == culprit->first && f.start == culprit->second;
+    };
+    auto first_other = std::stable_partition(lost.begin(), lost.end(), is_culprit);
+    if (first_other != lost.begin()) {
+      fail_lost(std::vector<InFlight>(std::make_move_iterator(lost.begin()),
+                                      std::make_move_iterator(first_other)),
+                pid, how);
+    }
+    if (first_other != lost.end()) {
+      fail_lost(std::vector<InFlight>(std::make_move_iterator(first_other),
+                                      std::make_move_iterator(lost.end())),
+                pid, culprit ? how + " while running " + culprit_items : how);
+    }
   } else if (w.state != State::kStopping && !stopping_) {
     logger().warn("router: {} (pid {}) {}", w.name, pid, how);
   }

@@ -417,23 +417,27 @@ TEST_F(RouterTest, WorkerDeathReportsExactlyItsChunksPerCall) {
 
   exit(1000, kKilled);
   auto sent = io_.take();
-  ASSERT_EQ(sent.size(), 2u);
-  std::map<std::string, const Sent*> by_client;
+  // The running chunk (the first held: no mark here) first and alone, then the others
+  // per client, saying what was running.
+  ASSERT_EQ(sent.size(), 3u);
   for (const Sent& s : sent) {
     EXPECT_EQ(s.kind, Sent::kSendClient);
     EXPECT_EQ(s.type, Type::kLost);
     EXPECT_EQ(s.call_id, 1u);
     EXPECT_EQ(s.pid, 1000);
-    by_client[s.to] = &s;
   }
-  ASSERT_EQ(by_client.count("R1"), 1u);
-  ASSERT_EQ(by_client.count("R2"), 1u);
-  const auto lost1 = decode_lost(by_client["R1"]->payload);
-  EXPECT_EQ(lost1.first, spawning::describe(kKilled));
-  EXPECT_NE(lost1.first.find("signal 9"), std::string::npos) << lost1.first;
-  EXPECT_EQ(lost1.second, (Ranges{{5, 5}, {10, 5}}));
-  const auto lost2 = decode_lost(by_client["R2"]->payload);
-  EXPECT_EQ(lost2.second, (Ranges{{0, 4}}));
+  EXPECT_EQ(sent[0].to, "R1");
+  const auto running = decode_lost(sent[0].payload);
+  EXPECT_EQ(running.first, spawning::describe(kKilled));
+  EXPECT_NE(running.first.find("signal 9"), std::string::npos) << running.first;
+  EXPECT_EQ(running.second, (Ranges{{5, 5}}));
+  std::map<std::string, std::pair<std::string, Ranges>> others;
+  for (std::size_t i = 1; i < sent.size(); ++i) others[sent[i].to] = decode_lost(sent[i].payload);
+  ASSERT_EQ(others.count("R1"), 1u);
+  ASSERT_EQ(others.count("R2"), 1u);
+  EXPECT_EQ(others["R1"].second, (Ranges{{10, 5}}));
+  EXPECT_EQ(others["R2"].second, (Ranges{{0, 4}}));
+  EXPECT_EQ(others["R2"].first, spawning::describe(kKilled) + " while running items 5-9");
 
   // A replacement was spawned; the other worker's chunk is untouched.
   EXPECT_EQ(io_.spawned.size(), 3u);
@@ -625,6 +629,28 @@ TEST_F(RouterTest, ADeathBetweenChunksSpendsNoRetry) {
   auto sent = io_.take();
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].type, Type::kLost);
+}
+
+// Without retries everything a dead worker held is lost; the chunk that was running is
+// reported first, on its own, so the first error a caller sees names the item that
+// killed the worker. The others say what was running.
+TEST_F(RouterTest, TheRunningChunkIsReportedLostFirst) {
+  start();
+  ready_quietly(1000);
+  submit("1", 7, 5, 1);
+  submit("1", 7, 7, 1);
+  io_.take();
+  io_.marks[1000] = wire::chunk_mark(7, 7);  // chunk 5 finished; its result died in flight
+  exit(1000, kKilled);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  ASSERT_EQ(sent[0].type, Type::kLost);
+  ASSERT_EQ(sent[1].type, Type::kLost);
+  EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{7, 1}}));
+  EXPECT_EQ(decode_lost(sent[1].payload).second, (Ranges{{5, 1}}));
+  EXPECT_EQ(decode_lost(sent[0].payload).first.find("while running"), std::string::npos);
+  EXPECT_NE(decode_lost(sent[1].payload).first.find("while running item 7"), std::string::npos)
+      << decode_lost(sent[1].payload).first;
 }
 
 TEST_F(RouterTest, ASubmitAnnouncingMoreItemsThanBytesIsDropped) {
