@@ -72,14 +72,14 @@ const TaskEntry* find_task(const std::string& name) {
   return it == m.end() ? nullptr : it->second;
 }
 
-const TaskEntry* find_task(const void* function) {
+const TaskEntry* find_task_at(const void* function) {
   auto& m = tables().by_function;
   auto it = m.find(function);
   return it == m.end() ? nullptr : it->second;
 }
 
 const TaskEntry& require_task(const void* function, const char* what) {
-  if (const TaskEntry* e = find_task(function)) return *e;
+  if (const TaskEntry* e = find_task_at(function)) return *e;
   char address[32];
   std::snprintf(address, sizeof address, "%p", function);
   throw NotRegistered(std::string(what) + ": the function at " + address +

@@ -154,17 +154,17 @@ TEST(RegistryTest, FindTaskByNameAndPointer) {
   EXPECT_STREQ(by_name->name, "square");
   EXPECT_EQ(by_name->arity, 1u);
   EXPECT_EQ(by_name->function, detail::function_address(&t::square));
-  EXPECT_EQ(detail::find_task(detail::function_address(&t::square)), by_name);
+  EXPECT_EQ(detail::find_task_at(detail::function_address(&t::square)), by_name);
 
   const detail::TaskEntry* mul = detail::find_task(std::string("multiply"));
   ASSERT_NE(mul, nullptr);
   EXPECT_EQ(mul->arity, 2u);
-  EXPECT_EQ(detail::find_task(detail::function_address(&t::multiply)), mul);
+  EXPECT_EQ(detail::find_task_at(detail::function_address(&t::multiply)), mul);
   EXPECT_EQ(&detail::require_task(detail::function_address(&t::multiply), "map"), mul);
 
   EXPECT_EQ(detail::find_task(std::string("no_such_task")), nullptr);
   EXPECT_EQ(detail::find_task(std::string("never_registered")), nullptr);
-  EXPECT_EQ(detail::find_task(detail::function_address(&t::never_registered)), nullptr);
+  EXPECT_EQ(detail::find_task_at(detail::function_address(&t::never_registered)), nullptr);
   EXPECT_TRUE(detail::duplicate_task_names().empty());
 }
 

@@ -78,7 +78,9 @@ struct TaskEntry {
 // Registry (registry.cc). register_task keeps the pointer: entries have static storage.
 void register_task(const TaskEntry* entry);
 const TaskEntry* find_task(const std::string& name);
-const TaskEntry* find_task(const void* function);
+// By the registered function's address (a separate name: a string literal must never
+// silently pick this overload through its conversion to const void*).
+const TaskEntry* find_task_at(const void* function);
 // Throws NotRegistered with advice when function was not registered.
 const TaskEntry& require_task(const void* function, const char* what);
 
