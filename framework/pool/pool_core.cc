@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -65,8 +66,14 @@ PoolCore::PoolCore(const PoolOptions& options)
 
   // The router says on this pipe when it has bound its sockets: connecting earlier
   // would fail and leave ZeroMQ to retry on its own back-off schedule.
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) throw PoolBroken(std::string("Pool: eventfd: ") + std::strerror(errno));
   int ready[2];
-  if (pipe2(ready, O_CLOEXEC) != 0) throw PoolBroken(std::string("Pool: pipe2: ") + std::strerror(errno));
+  if (pipe2(ready, O_CLOEXEC) != 0) {
+    const int err = errno;
+    ::close(wake_fd_);
+    throw PoolBroken(std::string("Pool: pipe2: ") + std::strerror(err));
+  }
   spawning::Spec spec;
   spec.role = Role::kRouter;
   spec.name = "Router";
@@ -77,6 +84,7 @@ PoolCore::PoolCore(const PoolOptions& options)
   } catch (...) {
     ::close(ready[0]);
     ::close(ready[1]);
+    ::close(wake_fd_);
     throw;
   }
   ::close(ready[1]);
@@ -90,6 +98,7 @@ PoolCore::PoolCore(const PoolOptions& options)
     connect_and_greet(config.front_endpoint);
   } catch (...) {
     if (ready[0] >= 0) ::close(ready[0]);
+    if (wake_fd_ >= 0) ::close(wake_fd_);
     if (router_.pid > 0) {
       ::kill(router_.pid, SIGKILL);
       spawning::reap(router_, true);
@@ -99,7 +108,20 @@ PoolCore::PoolCore(const PoolOptions& options)
   logger().debug("pool: router pid {} with {} workers", router_pid_, processes_);
 }
 
-PoolCore::~PoolCore() { shutdown(); }
+PoolCore::~PoolCore() {
+  shutdown();
+  ::close(wake_fd_);
+}
+
+void PoolCore::interrupt() {
+  // Taking mu_ orders this after the caller's state change for every waiter: one that
+  // evaluated its predicate before it is already in cv_.wait (and gets notified).
+  { std::lock_guard<std::mutex> lock(mu_); }
+  cv_.notify_all();
+  const std::uint64_t one = 1;
+  // EAGAIN only when the counter is full: a wake-up is pending anyway.
+  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+}
 
 void PoolCore::connect_and_greet(const std::string& endpoint) {
   result_socket_ = client_socket("R" + token_, endpoint);
@@ -263,8 +285,13 @@ void PoolCore::pump(Clock::time_point deadline) {
                        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now));
   }
   zmq::pollitem_t items[] = {{result_socket_.handle(), 0, ZMQ_POLLIN, 0},
+                             {nullptr, wake_fd_, ZMQ_POLLIN, 0},
                              {nullptr, router_.pidfd, ZMQ_POLLIN, 0}};
-  transport::poll(items, router_.pidfd >= 0 ? 2 : 1, timeout);
+  transport::poll(items, router_.pidfd >= 0 ? 3 : 2, timeout);
+  if (items[1].revents & ZMQ_POLLIN) {
+    std::uint64_t count;
+    [[maybe_unused]] ssize_t n = ::read(wake_fd_, &count, sizeof count);
+  }
   transport::Incoming in;
   std::string why;
   for (;;) {
@@ -276,7 +303,7 @@ void PoolCore::pump(Clock::time_point deadline) {
     }
     dispatch(in);
   }
-  if (router_.pidfd >= 0 && (items[1].revents & ZMQ_POLLIN)) check_router_exit();
+  if (router_.pidfd >= 0 && (items[2].revents & ZMQ_POLLIN)) check_router_exit();
 }
 
 std::string PoolCore::stop_reason() {

@@ -37,6 +37,11 @@ class PoolCore {
   void send_chunk(CallBase& call, std::uint64_t start, std::uint32_t count, Buffer&& payload);
   void abandon_call(CallBase& call);
   bool wait(const std::function<bool()>& ready, Clock::time_point deadline);
+  // Wakes every thread in wait() so it evaluates its predicate again, also the one
+  // blocked in the pump's poll: for predicates that depend on state outside the pool
+  // (a pipeline's failure, its other stages). Callable from any thread, with mu_ not
+  // held; the state the predicates read must be changed before calling it.
+  void interrupt();
 
   void close();
   void join();
@@ -83,6 +88,8 @@ class PoolCore {
   zmq::socket_t send_socket_;  // guarded by send_mu_
 
   zmq::socket_t result_socket_;  // used only by the thread with pumping_ set
+  // An eventfd in the pump's poll set: interrupt() writes it, the pump drains it.
+  int wake_fd_ = -1;
 
   std::mutex mu_;
   std::condition_variable cv_;

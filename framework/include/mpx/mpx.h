@@ -15,6 +15,7 @@
 
 #include "mpx/actor.h"
 #include "mpx/errors.h"
+#include "mpx/pipeline.h"
 #include "mpx/pool.h"
 #include "mpx/process.h"
 #include "mpx/queue.h"
