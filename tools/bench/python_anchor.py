@@ -1,9 +1,18 @@
-"""Python multiprocessing side of tools/bench: same scenarios, same JSON lines."""
+"""Python multiprocessing side of tools/bench: same scenarios, same JSON lines.
+
+    python3 python_anchor.py [--quick] [--suite=pool|actor|all]   (default: all)
+
+pool:  Pool(2), Process, Value/Lock/Queue scenarios (anchor of pool_bench.cc).
+actor: a Counter served by a multiprocessing Manager and called through its proxy
+       (anchor of actor_bench.cc), with the scenario names actor_bench emits.
+"""
 import json
 import multiprocessing as mp
 import statistics
 import sys
 import time
+from multiprocessing.managers import BaseManager
+from multiprocessing.pool import ThreadPool
 
 
 def square(x):
@@ -75,8 +84,120 @@ def emit(scenario, unit, values):
     print(json.dumps({"scenario": scenario, "unit": unit, "values": values}), flush=True)
 
 
+# --- actors: Manager proxies --------------------------------------------------------
+# Python's closest thing to an mpx actor: an object living in a Manager's server
+# process (one process per Manager, started with the default start method), called
+# through a proxy; each call is a synchronous request/reply on the calling thread's
+# connection to the server.
+
+
+class Counter:
+    def __init__(self, start=0):
+        self.n = start
+
+    def add(self, k):
+        self.n += k
+        return self.n
+
+
+class CounterManager(BaseManager):
+    pass
+
+
+CounterManager.register("Counter", Counter)
+
+
+def pss_kib(pid):
+    """Proportional set size, as actor_bench.cc reads it."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+# Proxies have no asynchronous call. The closest honest equivalent of "1000 calls in
+# flight" is what a Python program would write to overlap calls: a thread pool whose
+# threads call the same proxy (a proxy opens one connection per thread, and the
+# manager serves each connection on a thread of its own), fed 1,000 apply_async calls
+# at a time. At most PIPELINE_THREADS calls are really in flight; more threads do not
+# help (both processes hold the GIL): on the 2-core machine 4 measured best among 1-32
+# threads, at about the rate of one thread calling in a loop (1 / round trip).
+PIPELINE_THREADS = 4
+
+
+def actor_scenarios(quick):
+    reps = 5
+    calls = 2000 if quick else 10000
+    window, total = 1000, calls * 5
+    round_trip, pipelined = [], []
+    for _ in range(reps):
+        m = CounterManager()
+        m.start()
+        c = m.Counter(0)
+        for _ in range(200):  # warm up, as actor_bench does
+            c.add(1)
+        lat = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            c.add(1)
+            lat.append((time.perf_counter() - t0) * 1e6)
+        round_trip.append(statistics.median(lat))
+        with ThreadPool(PIPELINE_THREADS) as tp:
+            tp.map(lambda _: c.add(1), range(PIPELINE_THREADS * 10))  # connect every thread
+            t0 = time.perf_counter()
+            for _ in range(0, total, window):
+                results = [tp.apply_async(c.add, (1,)) for _ in range(window)]
+                for r in results:
+                    r.get()
+            pipelined.append(total / (time.perf_counter() - t0))
+        m.shutdown()
+    emit("actor call round trip p50", "us", round_trip)
+    emit("actor calls, 1000 in flight", "calls/s", pipelined)
+
+    spawn_ms = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        m = CounterManager()
+        m.start()
+        m.Counter(0).add(1)
+        m.shutdown()  # waits for the server process to exit
+        spawn_ms.append((time.perf_counter() - t0) * 1e3)
+    emit("actor spawn + first call + stop", "ms", spawn_ms)
+
+    idle = 20 if quick else 100
+    memory = []
+    for _ in range(1 if quick else 5):
+        managers = []
+        for _ in range(idle):
+            m = CounterManager()
+            m.start()
+            c = m.Counter(0)
+            c.add(1)
+            managers.append((m, c))
+        # BaseManager has no public pid: _process is its server process.
+        total_kib = sum(pss_kib(m._process.pid) for m, _ in managers)
+        memory.append(total_kib / idle / 1024.0)
+        for m, _ in managers:
+            m.shutdown()
+    emit("idle actor memory (PSS per actor process)", "MiB", memory)
+
+
 def main():
     quick = "--quick" in sys.argv
+    suite = "all"
+    for a in sys.argv[1:]:
+        if a.startswith("--suite="):
+            suite = a.split("=", 1)[1]
+    if suite not in ("pool", "actor", "all"):
+        sys.exit(f"python_anchor.py: unknown suite {suite!r} (pool, actor, all)")
+    if suite in ("pool", "all"):
+        pool_scenarios(quick)
+    if suite in ("actor", "all"):
+        actor_scenarios(quick)
+
+
+def pool_scenarios(quick):
     reps = 3 if quick else 5
     scale = 0.1 if quick else 1.0
     # Start-up scenarios first, while the process is small: fork copies page tables,

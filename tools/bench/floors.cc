@@ -1,0 +1,263 @@
+// Physical floors of tools/bench: the p50 round trip of a tiny message between two
+// processes of this machine over each kind of hop the frameworks use, with nothing of
+// mpx (or of CAF, or of Python) on the path. One JSON line per hop on stdout,
+//   {"scenario": ..., "unit": "us", "floor": true, "values": [...]},
+// one value (the p50 of that repetition's round trips) per repetition.
+//
+// Each floor forks a child that echoes 8-byte messages back; the parent times each
+// send-then-receive. Neither process is pinned to a CPU and both block in the kernel
+// while waiting (as the mpx router and ZeroMQ do), except in the busy-poll row, where
+// both spin on non-blocking receives (as mpx's actor streams do, for a bounded time,
+// before they block): on a 2-core machine that row shows what spinning can buy.
+//
+//   pipe pair              two pipe(2)s, read/write
+//   unix stream socketpair socketpair(AF_UNIX, SOCK_STREAM), blocking
+//   unix stream, busy-poll same, both ends spin on recv(MSG_DONTWAIT)
+//   TCP loopback           a connected 127.0.0.1 TCP pair, TCP_NODELAY (CAF's remoting)
+//   ZeroMQ ipc DEALER/ROUTER  abstract ipc:// endpoint, the parent is the ROUTER
+//                          (mpx's pool hops)
+//
+// Usage: floors [--quick]. 5 repetitions; --quick makes each repetition shorter.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <zmq.h>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::size_t kMessage = 8;
+constexpr int kWarmup = 500;
+
+[[noreturn]] void die(const char* what) {
+  std::fprintf(stderr, "floors: %s: %s\n", what, std::strerror(errno));
+  std::exit(1);
+}
+
+void emit(const std::string& scenario, const std::vector<double>& values) {
+  std::printf("{\"scenario\": \"%s\", \"unit\": \"us\", \"floor\": true, \"values\": [",
+              scenario.c_str());
+  for (std::size_t i = 0; i < values.size(); ++i) std::printf("%s%.6g", i ? ", " : "", values[i]);
+  std::printf("]}\n");
+  std::fflush(stdout);
+}
+
+double median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+// Reads or writes exactly n bytes (blocking fds).
+void read_all(int fd, char* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t r = read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) die("read");
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+}
+void write_all(int fd, const char* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t r = write(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) die("write");
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+}
+// Spins on a non-blocking receive until n bytes have arrived.
+void spin_read_all(int fd, char* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t r = recv(fd, p, n, MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (r <= 0) die("recv");
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+}
+
+// Forks; the child runs `echo` and exits. Returns the child's pid.
+pid_t fork_child(const std::function<void()>& echo) {
+  std::fflush(stdout);
+  const pid_t pid = fork();
+  if (pid < 0) die("fork");
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    echo();
+    _exit(0);
+  }
+  return pid;
+}
+
+void reap(pid_t pid) {
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "floors: echo child failed\n");
+    std::exit(1);
+  }
+}
+
+// Times `rounds` ping-pongs (after a warm-up); returns their p50 in microseconds.
+double time_rounds(int rounds, const std::function<void()>& ping_pong) {
+  for (int i = 0; i < kWarmup; ++i) ping_pong();
+  std::vector<double> us;
+  us.reserve(rounds);
+  for (int i = 0; i < rounds; ++i) {
+    const auto t0 = Clock::now();
+    ping_pong();
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+  }
+  return median(std::move(us));
+}
+
+// Ping-pong over two fds to the child (to_child, from_child) and the child's two ends.
+double fd_floor(int rounds, int parent_out, int parent_in, int child_in, int child_out,
+                const std::vector<int>& parent_only, const std::vector<int>& child_only,
+                bool spin) {
+  const int total = kWarmup + rounds;
+  const pid_t pid = fork_child([&] {
+    for (int fd : parent_only) close(fd);
+    char buf[kMessage];
+    for (int i = 0; i < total; ++i) {
+      if (spin) spin_read_all(child_in, buf, kMessage);
+      else read_all(child_in, buf, kMessage);
+      write_all(child_out, buf, kMessage);
+    }
+  });
+  for (int fd : child_only) close(fd);
+  char buf[kMessage] = "ping";
+  const double p50 = time_rounds(rounds, [&] {
+    write_all(parent_out, buf, kMessage);
+    if (spin) spin_read_all(parent_in, buf, kMessage);
+    else read_all(parent_in, buf, kMessage);
+  });
+  for (int fd : parent_only) close(fd);
+  reap(pid);
+  return p50;
+}
+
+double pipe_floor(int rounds) {
+  int down[2], up[2];
+  if (pipe(down) != 0 || pipe(up) != 0) die("pipe");
+  return fd_floor(rounds, down[1], up[0], down[0], up[1], {down[1], up[0]}, {down[0], up[1]},
+                  false);
+}
+
+double socketpair_floor(int rounds, bool spin) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
+  return fd_floor(rounds, sv[0], sv[0], sv[1], sv[1], {sv[0]}, {sv[1]}, spin);
+}
+
+double tcp_floor(int rounds) {
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listener < 0) die("socket");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) die("bind");
+  if (listen(listener, 1) != 0) die("listen");
+  if (getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) die("getsockname");
+  const int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (client < 0) die("socket");
+  if (connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) die("connect");
+  const int server = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  if (server < 0) die("accept");
+  close(listener);
+  const int one = 1;
+  setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd_floor(rounds, client, client, server, server, {client}, {server}, false);
+}
+
+// ZeroMQ: the parent binds a ROUTER, the child connects a DEALER, says hello, then
+// echoes every message. Each process makes its own context after the fork.
+double zmq_floor(int rounds, int n) {
+  const std::string endpoint =
+      "ipc://@mpx-floor-" + std::to_string(getpid()) + "-" + std::to_string(n);
+  const int total = kWarmup + rounds;
+  void* ctx = zmq_ctx_new();
+  void* router = zmq_socket(ctx, ZMQ_ROUTER);
+  if (zmq_bind(router, endpoint.c_str()) != 0) die("zmq_bind");
+  const pid_t pid = fork_child([&] {
+    // The parent's context must not be touched (or closed) in the child.
+    void* cctx = zmq_ctx_new();
+    void* dealer = zmq_socket(cctx, ZMQ_DEALER);
+    if (zmq_connect(dealer, endpoint.c_str()) != 0) die("zmq_connect");
+    char buf[kMessage] = "hello";
+    zmq_send(dealer, buf, kMessage, 0);
+    for (int i = 0; i < total; ++i) {
+      if (zmq_recv(dealer, buf, kMessage, 0) < 0) die("zmq_recv");
+      if (zmq_send(dealer, buf, kMessage, 0) < 0) die("zmq_send");
+    }
+    int linger = 1000;
+    zmq_setsockopt(dealer, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(dealer);
+    zmq_ctx_term(cctx);
+  });
+  char id[256];
+  char buf[kMessage];
+  const int id_size = zmq_recv(router, id, sizeof id, 0);
+  if (id_size < 0) die("zmq_recv identity");
+  if (zmq_recv(router, buf, kMessage, 0) < 0) die("zmq_recv hello");
+  const double p50 = time_rounds(rounds, [&] {
+    char rid[256];
+    if (zmq_send(router, id, static_cast<std::size_t>(id_size), ZMQ_SNDMORE) < 0) die("zmq_send");
+    if (zmq_send(router, buf, kMessage, 0) < 0) die("zmq_send");
+    if (zmq_recv(router, rid, sizeof rid, 0) < 0) die("zmq_recv");
+    if (zmq_recv(router, buf, kMessage, 0) < 0) die("zmq_recv");
+  });
+  reap(pid);
+  zmq_close(router);
+  zmq_ctx_term(ctx);
+  return p50;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) quick |= std::strcmp(argv[i], "--quick") == 0;
+  const int reps = 5;
+  const int rounds = quick ? 2000 : 10000;
+  struct Floor {
+    const char* scenario;
+    std::function<double(int)> run;
+  };
+  const std::vector<Floor> floors = {
+      {"floor: pipe pair ping-pong p50, 2 processes", [&](int) { return pipe_floor(rounds); }},
+      {"floor: unix stream socketpair ping-pong p50, 2 processes",
+       [&](int) { return socketpair_floor(rounds, false); }},
+      {"floor: unix stream socketpair ping-pong p50, 2 processes, both busy-polling",
+       [&](int) { return socketpair_floor(rounds, true); }},
+      {"floor: TCP loopback ping-pong p50, 2 processes", [&](int) { return tcp_floor(rounds); }},
+      {"floor: ZeroMQ ipc DEALER/ROUTER ping-pong p50, 2 processes",
+       [&](int r) { return zmq_floor(rounds, r); }},
+  };
+  for (const auto& f : floors) {
+    std::vector<double> values;
+    for (int r = 0; r < reps; ++r) values.push_back(f.run(r));
+    emit(f.scenario, values);
+  }
+  return 0;
+}
