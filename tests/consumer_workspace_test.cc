@@ -130,6 +130,8 @@ TEST(ConsumerWorkspaceTest, BuildsAndRunsAgainstMpx) {
       << "consumer output:\n" << run.output;
   EXPECT_NE(run.output.find("consumer actor total 30"), std::string::npos)
       << "consumer output:\n" << run.output;
+  EXPECT_NE(run.output.find("consumer pipeline sum -30"), std::string::npos)
+      << "consumer output:\n" << run.output;
 }
 
 }  // namespace

@@ -358,6 +358,24 @@ TEST(ExamplesTest, ActorTraining) {
   EXPECT_LINE(r.out, "serial check: same winner");
 }
 
+TEST(ExamplesTest, WordCountPipeline) {
+  const RunResult r = RunClean("pipeline/word_count");
+  EXPECT_EQ(r.out,
+            "24 files, 96000 words, 40 distinct\n"
+            "1. the 4898\n"
+            "2. of 4669\n"
+            "3. and 4505\n"
+            "serial check: same counts\n");
+}
+
+TEST(ExamplesTest, CrawlerPipeline) {
+  const RunResult r = RunClean("pipeline/crawler");
+  EXPECT_CONTAINS(r.out, "crawled 100 pages and 11 broken links from http://127.0.0.1:");
+  EXPECT_LINE(r.out, "fetched 111 URLs for 111 distinct links: each once");
+  EXPECT_LINE(r.out, "serial check: same pages");
+  EXPECT_CONTAINS(r.err, "site process exitcode 0");
+}
+
 TEST(ExamplesTest, Flagship) {
   const RunResult r = RunClean("pool/flagship");
   EXPECT_LINE(r.out, "map: 0 1 4 9 16 25 36 49 64 81");

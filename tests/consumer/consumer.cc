@@ -1,7 +1,8 @@
 // A user program in its own Bazel workspace, depending on @mpx//framework:mpx.
 // Squares 1..4 in a pool of two worker processes, then adds them up in an actor that
-// the pool tasks reach through its handle; prints "consumer sum 30" and
-// "consumer actor total 30".
+// the pool tasks reach through its handle, then runs a two-stage pipeline (square,
+// then negate) over 1..4 and sums it; prints "consumer sum 30", "consumer actor total
+// 30" and "consumer pipeline sum -30".
 #include "mpx/mpx.h"
 
 #include <cstdio>
@@ -23,6 +24,9 @@ class Tally {
 MPX_ACTOR(Tally, add, total);
 }  // namespace consumer
 
+int negate(int x) { return -x; }
+MPX_TASK(negate);
+
 int add_square(mpx::Actor<consumer::Tally> tally, int x) {
   return tally.call(&consumer::Tally::add, x * x).get();
 }
@@ -42,5 +46,11 @@ int main(int argc, char** argv) {
   pool.starmap(add_square, work);
   const int total = tally.call(&consumer::Tally::total).get();
   std::printf("consumer actor total %d\n", total);  // 30
-  return sum == 30 && total == 30 ? 0 : 1;
+
+  const int piped = mpx::Pipeline::from(std::vector<int>{1, 2, 3, 4})
+                        .map(square, 2)
+                        .map(negate, 1)
+                        .reduce([](int acc, int x) { return acc + x; }, 0);
+  std::printf("consumer pipeline sum %d\n", piped);  // -30
+  return sum == 30 && total == 30 && piped == -30 ? 0 : 1;
 }
