@@ -61,6 +61,7 @@ int fail_on_three(int x) {
   return x;
 }
 int worker_pid(int) { return static_cast<int>(getpid()); }
+bool is_even(int x) { return x % 2 == 0; }
 std::string worker_name(int) { return mpx::current_process().name; }
 int slow_square(int x) {
   std::this_thread::sleep_for(std::chrono::milliseconds(x));
@@ -89,6 +90,7 @@ MPX_TASK(multiply);
 MPX_TASK(shout);
 MPX_TASK(fail_on_three);
 MPX_TASK(worker_pid);
+MPX_TASK(is_even);
 MPX_TASK(worker_name);
 MPX_TASK(slow_square);
 MPX_TASK(nothing);
@@ -125,6 +127,18 @@ TEST_P(PoolSizes, MapMatchesSerialForEveryChunksize) {
   EXPECT_EQ(pool.map(square, xs, 1), expected);
   EXPECT_EQ(pool.map(square, xs, 7), expected);
   EXPECT_EQ(pool.map(square, xs, 5000), expected);
+}
+
+// bool results land in std::vector<bool>, whose elements are proxies, not bool&.
+TEST_P(PoolSizes, BoolResults) {
+  mpx::Pool pool(GetParam());
+  const std::vector<bool> even = pool.map(is_even, iota(9), 2);
+  EXPECT_EQ(even, (std::vector<bool>{true, false, true, false, true, false, true, false, true}));
+  EXPECT_TRUE(pool.apply(is_even, 4));
+  EXPECT_FALSE(pool.apply_async(is_even, 3).get());
+  int trues = 0;
+  for (bool b : pool.imap_unordered(is_even, iota(10))) trues += b;
+  EXPECT_EQ(trues, 5);
 }
 
 TEST_P(PoolSizes, StarmapApplyAndImap) {

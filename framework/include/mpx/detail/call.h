@@ -188,7 +188,14 @@ class GatherCall final : public ResultCall<T> {
       if (start + count > total()) throw DecodeError("result chunk outside the call's range");
       auto errors = read_results(data, size, count, has_errors,
                                  [&](std::uint32_t i, const msgpack::object& obj) {
-                                   convert_result<R>(obj, out_[start + i], task());
+                                   if constexpr (std::is_same_v<Stored<R>, bool>) {
+                                     // std::vector<bool> hands out proxies, not bool&.
+                                     bool v = false;
+                                     convert_result<R>(obj, v, task());
+                                     out_[start + i] = v;
+                                   } else {
+                                     convert_result<R>(obj, out_[start + i], task());
+                                   }
                                  });
       if (!errors.empty()) error = this->make_remote_error(start, errors.front(), worker_pid);
     } catch (...) {
