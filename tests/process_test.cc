@@ -46,6 +46,11 @@ void throws() { throw std::runtime_error("boom"); }
 void exits_with(int code) { std::exit(code); }
 void sleeps(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 void not_registered() {}
+bool maps_libzmq() { return slurp("/proc/self/maps").find("/libzmq.so") != std::string::npos; }
+// Exit code 3 when this process has libzmq mapped.
+void exit_3_if_libzmq() { std::exit(maps_libzmq() ? 3 : 0); }
+MPX_TASK(maps_libzmq);
+MPX_TASK(exit_3_if_libzmq);
 MPX_TASK(write_identity);
 MPX_TASK(write_job);
 MPX_TASK(throws);
@@ -136,6 +141,17 @@ TEST_F(ProcessTest, DestructorJoins) {
     pid = p.pid();
   }
   EXPECT_NE(kill(pid, 0), 0) << "the child was reaped by the destructor";
+}
+
+// libzmq and its dependency tree are loaded at the first ZeroMQ call, not at exec: a
+// Process child never makes one, so it starts without them; a pool worker does.
+TEST_F(ProcessTest, ChildrenLoadZeroMQOnlyWhenTheyUseIt) {
+  mpx::Process p(exit_3_if_libzmq);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0) << "a Process child mapped libzmq";
+  mpx::Pool pool(1);
+  EXPECT_TRUE(pool.apply(maps_libzmq)) << "a pool worker talks ZeroMQ: it must have loaded it";
 }
 
 }  // namespace
