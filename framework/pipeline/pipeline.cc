@@ -223,6 +223,11 @@ class PipelineRunCore {
   bool cancelled_ = false;      // guarded by failure_mu_
   std::mutex teardown_mu_;
   bool torn_down_ = false;  // guarded by teardown_mu_
+  // progress() reads the stages under their pools' mutexes, which die with the pools:
+  // teardown takes the final figures first. Taken before any pool mutex.
+  mutable std::mutex progress_mu_;
+  std::optional<std::vector<StageProgress>> final_progress_;  // guarded by progress_mu_
+  std::vector<StageProgress> live_progress() const;  // pools alive, progress_mu_ held
 };
 
 // The one open-ended call each stage has on its pool: answers go to the run.
@@ -759,12 +764,17 @@ bool PipelineRunCore::next_batch(OutputBatch& out) {
 }
 
 std::vector<StageProgress> PipelineRunCore::progress() const {
+  std::lock_guard<std::mutex> lock(progress_mu_);
+  return final_progress_ ? *final_progress_ : live_progress();
+}
+
+std::vector<StageProgress> PipelineRunCore::live_progress() const {
   std::vector<StageProgress> out;
   for (const auto& s : stages_) {
     StageProgress p;
     p.name = s->name;
     p.workers = s->workers;
-    if (s->call) {
+    if (s->call && s->pool) {
       std::lock_guard<std::mutex> lock(s->mu());
       p.in = s->submitted;
       p.done = s->done;
@@ -835,6 +845,10 @@ void PipelineRunCore::teardown(bool abort) {
   }
   for (auto& t : movers_) {
     if (t.joinable()) t.join();
+  }
+  {
+    std::lock_guard<std::mutex> lock(progress_mu_);
+    final_progress_ = live_progress();
   }
   // The routers stop their workers and exit; in parallel, each takes a few ms.
   std::vector<std::thread> stoppers;
