@@ -215,6 +215,25 @@ TEST(Actor, HandlesTravelToPoolTasksAndOtherActors) {
   EXPECT_EQ(c.call(&Counter::get).get(), 5060);
 }
 
+// An actor whose last handle sits in another actor's constructor arguments may be
+// stopped by the supervisor thread: when the other actor's handle goes first, the
+// supervisor can hold its record (and so those arguments) last. That stop must not make
+// the supervisor wait for itself. The window is narrow: the pattern runs many times,
+// and after each the supervisor must still see an actor die.
+TEST(Actor, TheLastHandleDroppedByTheSupervisorDoesNotStallIt) {
+  for (int round = 0; round < 40; ++round) {
+    {
+      auto inner = mpx::spawn<Counter>(0);
+      auto relay = mpx::spawn<Relay>(inner);
+      ASSERT_EQ(relay.call(&Relay::forward, 3).get(), 3);
+    }  // relay goes first (its stop waits for the supervisor), then inner's handle
+    auto c = mpx::spawn<Counter>(0);
+    auto crash = c.call(&Counter::crash);
+    ASSERT_TRUE(crash.wait_for(seconds(10 * kSlow))) << "the supervisor stalled in round " << round;
+    EXPECT_THROW(crash.get(), mpx::ActorDied);
+  }
+}
+
 TEST(Actor, DeathFailsPendingAndLaterCalls) {
   auto c = mpx::spawn<Counter>(0);
   const pid_t first = c.pid();

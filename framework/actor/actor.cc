@@ -200,6 +200,9 @@ std::optional<StartFailure> start_incarnation(Supervised& s, std::uint32_t incar
 
 // ---- The supervisor: one thread per process that spawned actors ---------------------
 
+// Set on the supervisor thread: what runs there must never wait for the supervisor.
+thread_local bool t_on_supervisor = false;
+
 class Supervisor {
  public:
   static Supervisor& get() {
@@ -231,6 +234,7 @@ class Supervisor {
   }
 
   void loop() {
+    t_on_supervisor = true;
     epoll_event events[16];
     for (;;) {
       const int n = epoll_wait(epfd_, events, 16, -1);
@@ -767,16 +771,27 @@ class ActorOwner {
   ActorOwner(std::shared_ptr<ActorClient> client, std::shared_ptr<actor::Supervised> supervised)
       : client_(std::move(client)), supervised_(std::move(supervised)) {}
   ~ActorOwner() {
-    try {
-      ActorLink link{client_, nullptr};
-      actor_stop(link);
-    } catch (const std::exception& e) {
-      logger().error("actor {}: stopping it failed: {}", client_->name(), e.what());
+    if (actor::t_on_supervisor) {
+      // The supervisor dropped the last handle (pinned by another actor's constructor
+      // arguments). A stop waits for the supervisor to see the actor exit: it must
+      // wait on another thread, or the supervisor would wait for itself.
+      std::thread([client = client_] { stop(client); }).detach();
+      return;
     }
-    forget_expired(client_->segment()->ref().id);
+    stop(client_);
   }
 
  private:
+  static void stop(const std::shared_ptr<ActorClient>& client) {
+    try {
+      ActorLink link{client, nullptr};
+      actor_stop(link);
+    } catch (const std::exception& e) {
+      logger().error("actor {}: stopping it failed: {}", client->name(), e.what());
+    }
+    forget_expired(client->segment()->ref().id);
+  }
+
   std::shared_ptr<ActorClient> client_;
   std::shared_ptr<actor::Supervised> supervised_;
 };
