@@ -16,7 +16,7 @@
 
 #include <gtest/gtest.h>
 
-#include "framework/actor/stream.h"
+#include "framework/transport/transport.h"
 #include "framework/testing/testing.h"
 #include "mpx/mpx.h"
 
@@ -404,7 +404,7 @@ TEST(Actor, HostileInputIsDroppedAndTheActorServes) {
     h.count = count;
     h.start = start;
     std::string out;
-    mpx::actor::append_frame(out, h, payload);
+    mpx::transport::append_frame(out, h, payload);
     return out;
   };
   auto u32 = [](std::uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); };
@@ -428,7 +428,7 @@ TEST(Actor, HostileInputIsDroppedAndTheActorServes) {
   };
   int expected = 0;
   for (const auto& [what, bytes] : inputs) {
-    const int fd = mpx::actor::connect_to(endpoint);
+    const int fd = mpx::transport::connect_to(endpoint);
     ASSERT_GE(fd, 0) << what;
     ASSERT_EQ(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size())) << what;
     std::this_thread::sleep_for(milliseconds(20));

@@ -1,12 +1,14 @@
 // Another user gets nothing: a process that dropped to uid/gid 65534 ("nobody") can
-// neither talk to a live pool's router (ZMQ_IPC_FILTER_UID: the router drops the
-// connection) nor map a shared object of this user (/proc/<owner>/fd is closed to it),
-// while the same attempts from this user succeed.
+// neither talk to a live pool's router (the router reads the peer's uid with
+// SO_PEERCRED and closes the connection) nor map a shared object of this user
+// (/proc/<owner>/fd is closed to it), while the same attempts from this user succeed.
 //
-// The other user is a copy of this binary started with posix_spawn (never a fork of a
-// process whose ZeroMQ context has threads) running one DISABLED_ helper test, which
-// drops its privileges first. Needs root; skipped, with the reason, otherwise.
+// The other user is a copy of this binary started with posix_spawn running one
+// DISABLED_ helper test, which drops its privileges first. Needs root; skipped, with
+// the reason, otherwise.
 #include <grp.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,9 +21,9 @@
 
 #include <gtest/gtest.h>
 #include <msgpack.hpp>
-#include <zmq.hpp>
 
 #include "framework/testing/testing.h"
+#include "framework/transport/transport.h"
 #include "framework/wire/wire.h"
 #include "mpx/mpx.h"
 
@@ -83,59 +85,40 @@ std::string hello() {
   return mpx::wire::encode(h);
 }
 
-// Sends HELLO from a fresh DEALER of a fresh context and waits up to timeout for an
-// answer; returns its header type, or -1 if none came. Counts the connections the
-// peer dropped (ZMQ_EVENT_DISCONNECTED) in *disconnects.
-int hello_answer(const std::string& endpoint, milliseconds timeout, int* disconnects) {
-  zmq::context_t ctx(1);
-  zmq::socket_t socket(ctx, zmq::socket_type::dealer);
-  socket.set(zmq::sockopt::linger, 0);
-  socket.set(zmq::sockopt::routing_id, "Rcrossuser" + std::to_string(getpid()));
-  socket.set(zmq::sockopt::reconnect_ivl, 50);
-  const std::string monitor_endpoint = "inproc://monitor";
-  if (zmq_socket_monitor(socket.handle(), monitor_endpoint.c_str(), ZMQ_EVENT_DISCONNECTED) != 0) {
-    throw zmq::error_t();
+// Connects to endpoint as a client, sends HELLO and waits up to timeout for an answer;
+// returns its header type, or -1 if none came. *disconnected says whether the peer
+// closed the connection meanwhile.
+int hello_answer(const std::string& endpoint, milliseconds timeout, bool* disconnected) {
+  *disconnected = false;
+  const int fd = mpx::transport::connect_as(endpoint, "Rcrossuser" + std::to_string(getpid()));
+  if (fd < 0) {
+    *disconnected = true;  // refused outright
+    return -1;
   }
-  zmq::socket_t monitor(ctx, zmq::socket_type::pair);
-  monitor.set(zmq::sockopt::linger, 0);
-  monitor.connect(monitor_endpoint);
-  socket.connect(endpoint);
   const std::string h = hello();
-  socket.send(zmq::buffer(h), zmq::send_flags::sndmore);
-  socket.send(zmq::message_t(), zmq::send_flags::none);
-
+  mpx::transport::write_frame(fd, h, "");
+  mpx::transport::Reader reader;
   int answer = -1;
-  *disconnects = 0;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
+    mpx::wire::Header header;
+    std::string_view header_bytes, payload;
+    std::string why;
+    if (reader.next(header, header_bytes, payload, &why) == mpx::transport::Reader::Next::kFrame) {
+      answer = static_cast<int>(header.type);
+      break;
+    }
     const auto left =
         std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) break;
-    zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
-                               {monitor.handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 2, left);
-    if (items[1].revents & ZMQ_POLLIN) {
-      zmq::message_t event;
-      while (monitor.recv(event, zmq::recv_flags::dontwait)) {
-        if (!event.more() || event.size() < 2) continue;  // the address frame
-        std::uint16_t id;
-        std::memcpy(&id, event.data(), sizeof id);
-        if (id == ZMQ_EVENT_DISCONNECTED) ++*disconnects;
-      }
-    }
-    if (items[0].revents & ZMQ_POLLIN) {
-      zmq::message_t frame;
-      if (socket.recv(frame, zmq::recv_flags::none)) {
-        std::string why;
-        auto decoded = mpx::wire::decode(frame.data<char>(), frame.size(), &why);
-        answer = decoded ? static_cast<int>(decoded->type) : 0;
-        while (frame.more() && socket.recv(frame, zmq::recv_flags::none)) {
-        }
-        break;
-      }
+    pollfd p{fd, POLLIN, 0};
+    mpx::transport::poll(&p, 1, left);
+    if (reader.fill(fd) == mpx::transport::Reader::Fill::kClosed) {
+      *disconnected = true;
+      break;
     }
   }
-  zmq_socket_monitor(socket.handle(), nullptr, 0);
+  ::close(fd);
   return answer;
 }
 
@@ -172,25 +155,23 @@ TEST(CrossUserHelper, DISABLED_TalkToRouter) {
   become_other_user_or_skip();
   if (IsSkipped()) return;
   EXPECT_EQ(getuid(), kNobody);
-  // ZeroMQ itself works for this user: a private pair of sockets talks.
+  // Unix streams themselves work for this user: a private listener of its own talks.
   {
-    zmq::context_t ctx(1);
-    zmq::socket_t server(ctx, zmq::socket_type::router);
-    zmq::socket_t client(ctx, zmq::socket_type::dealer);
-    server.set(zmq::sockopt::linger, 0);
-    client.set(zmq::sockopt::linger, 0);
     const std::string own = "ipc://@mpx-cross-user-control-" + std::to_string(getpid());
-    server.bind(own);
-    client.connect(own);
-    client.send(zmq::str_buffer("ping"), zmq::send_flags::none);
-    zmq::pollitem_t item{server.handle(), 0, ZMQ_POLLIN, 0};
-    ASSERT_EQ(zmq::poll(&item, 1, milliseconds(10000)), 1) << "ZeroMQ does not work as nobody at all";
+    const int listener = mpx::transport::listen_on(own);
+    ASSERT_GE(listener, 0) << std::strerror(errno);
+    const int client = mpx::transport::connect_as(own, "ping");
+    ASSERT_GE(client, 0) << "unix streams do not work as nobody at all: " << std::strerror(errno);
+    pollfd p{listener, POLLIN, 0};
+    ASSERT_EQ(mpx::transport::poll(&p, 1, milliseconds(10000)), 1);
+    ::close(client);
+    ::close(listener);
   }
-  // The pool's router: no WELCOME within 2 s, and it drops the connection.
-  int disconnects = 0;
-  EXPECT_EQ(hello_answer(endpoint, milliseconds(2000), &disconnects), -1)
+  // The pool's router: no WELCOME, and it drops the connection.
+  bool disconnected = false;
+  EXPECT_EQ(hello_answer(endpoint, milliseconds(10000), &disconnected), -1)
       << "the router answered uid " << getuid();
-  EXPECT_GT(disconnects, 0) << "the router never dropped the connection";
+  EXPECT_TRUE(disconnected) << "the router never dropped the connection";
 }
 
 TEST(CrossUserHelper, DISABLED_MapSharedValue) {
@@ -234,10 +215,10 @@ TEST_F(CrossUserTest, RouterRefusesAnotherUser) {
   const std::string endpoint = front_endpoint(pool);
   ASSERT_FALSE(endpoint.empty()) << "no front endpoint among the router's sockets";
   // This user is welcome (bounded so a missing answer fails here, not at the timeout).
-  int disconnects = 0;
-  EXPECT_EQ(hello_answer(endpoint, milliseconds(10000), &disconnects),
+  bool disconnected = false;
+  EXPECT_EQ(hello_answer(endpoint, milliseconds(10000), &disconnected),
             static_cast<int>(mpx::wire::Type::kWelcome));
-  EXPECT_EQ(disconnects, 0);
+  EXPECT_FALSE(disconnected);
   run_as_other_user("TalkToRouter", {std::string(kEndpointVar) + "=" + endpoint});
   if (IsSkipped()) return;
   EXPECT_EQ(pool.map(square, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));

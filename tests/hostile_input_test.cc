@@ -1,13 +1,18 @@
-// Hostile input to a live router, for real: a raw ZeroMQ DEALER of this test connects
-// to the router of a running Pool, on the driver-facing (front) and on the
-// worker-facing (back) socket, and sends what no mpx process ever sends — garbage,
-// truncated and oversized headers, wrong versions and types, extra or missing frames,
-// messages meant for the other direction, work for tasks that do not exist, and a
-// "worker" that announces itself and then never answers. After every case the pool
+// Hostile input to a live router, for real: a raw unix-stream peer of this test
+// connects to the router of a running Pool, on the driver-facing (front) and on the
+// worker-facing (back) socket, and sends what no mpx process ever sends — garbage
+// bytes, connections without or with a stolen identity, lying frame lengths, truncated
+// and oversized headers, wrong versions and types, messages meant for the other
+// direction, work for tasks that do not exist, and a "worker" that announces itself
+// and then never answers. A frame whose header is bad is dropped on its own (its
+// length keeps the stream in step); bytes that break the framing cost the sender its
+// connection. After every case the pool
 // must still return exact results, and the router must have said why it dropped the
 // message (its stderr is captured to a file). Nothing may hang: Bazel's timeout is the
 // judge of that, not a clock in the test.
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -15,6 +20,9 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <utility>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -29,9 +37,9 @@
 
 #include <gtest/gtest.h>
 #include <msgpack.hpp>
-#include <zmq.hpp>
 
 #include "framework/testing/testing.h"
+#include "framework/transport/transport.h"
 #include "framework/wire/wire.h"
 #include "mpx/mpx.h"
 
@@ -91,51 +99,71 @@ std::size_t count_of(const std::string& haystack, const std::string& needle) {
   return n;
 }
 
-// One raw peer of the router: a DEALER with a chosen routing id, in this test's own
-// ZeroMQ context (mpx's context is not ours to use).
+// One raw peer of the router: a unix-stream connection that announced a chosen
+// identity (or none), sending whole frames or any bytes at all.
 class Peer {
  public:
-  Peer(zmq::context_t& ctx, const std::string& endpoint, const std::string& id)
-      : socket_(ctx, zmq::socket_type::dealer) {
-    socket_.set(zmq::sockopt::linger, 0);
-    socket_.set(zmq::sockopt::sndhwm, 0);
-    socket_.set(zmq::sockopt::rcvhwm, 0);
-    if (!id.empty()) socket_.set(zmq::sockopt::routing_id, id);
-    socket_.connect(endpoint);
+  Peer(const std::string& endpoint, const std::optional<std::string>& id) {
+    fd_ = id ? mpx::transport::connect_as(endpoint, *id) : mpx::transport::connect_to(endpoint);
+    if (fd_ < 0) throw std::runtime_error("cannot connect to " + endpoint + ": " + std::strerror(errno));
   }
+  ~Peer() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Peer(Peer&& o) noexcept : fd_(std::exchange(o.fd_, -1)), reader_(std::move(o.reader_)) {}
+  Peer& operator=(Peer&&) = delete;
 
-  void send(const std::vector<std::string>& frames) {
-    for (std::size_t i = 0; i < frames.size(); ++i) {
-      socket_.send(zmq::buffer(frames[i]),
-                   i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  // One frame: a header's bytes (need not be valid) and a payload.
+  void send(const std::string& header_bytes, const std::string& payload) {
+    mpx::transport::write_frame(fd_, header_bytes, payload);
+  }
+  // Bytes as they are, framing or not.
+  void raw(const std::string& bytes) { ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL); }
+
+  // The next whole message (header bytes, payload), or nullopt if none arrives in time.
+  std::optional<std::pair<std::string, std::string>> receive(milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      mpx::wire::Header h;
+      std::string_view header_bytes, payload;
+      std::string why;
+      if (reader_.next(h, header_bytes, payload, &why) == mpx::transport::Reader::Next::kFrame) {
+        return std::make_pair(std::string(header_bytes), std::string(payload));
+      }
+      const auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() < 0) return std::nullopt;
+      pollfd p{fd_, POLLIN, 0};
+      mpx::transport::poll(&p, 1, left);
+      if (reader_.fill(fd_) == mpx::transport::Reader::Fill::kClosed) return std::nullopt;
     }
   }
 
-  // The next whole message, or nullopt if none arrives within timeout.
-  std::optional<std::vector<std::string>> receive(milliseconds timeout) {
-    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-    if (zmq::poll(&item, 1, timeout) == 0) return std::nullopt;
-    std::vector<std::string> frames;
-    zmq::message_t msg;
-    do {
-      if (!socket_.recv(msg, zmq::recv_flags::none)) return std::nullopt;
-      frames.emplace_back(msg.data<char>(), msg.size());
-    } while (msg.more());
-    return frames;
+  // Whether the router closes this connection within timeout (what it sends is read
+  // and dropped).
+  bool closed_by_router(milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    char buf[4096];
+    for (;;) {
+      const auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() < 0) return false;
+      pollfd p{fd_, POLLIN, 0};
+      if (mpx::transport::poll(&p, 1, left) == 0) return false;
+      const ssize_t n = ::recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return true;
+    }
   }
 
   // HELLO, then waits for its WELCOME: the router has handled everything this peer
   // sent before (one connection's messages are read in order). Other messages that
   // arrive first (answers to earlier work) are collected in *others.
-  bool sync(std::vector<std::vector<std::string>>* others = nullptr) {
-    send({header(Type::kHello), ""});
+  bool sync(std::vector<std::pair<std::string, std::string>>* others = nullptr) {
+    send(header(Type::kHello), "");
     // Bounded only so that a lost WELCOME fails here rather than at Bazel's timeout.
     for (int i = 0; i < 600; ++i) {
       auto m = receive(milliseconds(100));
       if (!m) continue;
       std::string why;
-      auto h = m->size() == 2 ? mpx::wire::decode((*m)[0].data(), (*m)[0].size(), &why)
-                              : std::nullopt;
+      auto h = mpx::wire::decode(m->first.data(), m->first.size(), &why);
       if (h && h->type == Type::kWelcome) return true;
       if (others) others->push_back(std::move(*m));
     }
@@ -143,7 +171,8 @@ class Peer {
   }
 
  private:
-  zmq::socket_t socket_;
+  int fd_ = -1;
+  mpx::transport::Reader reader_;
 };
 
 class HostileInputTest : public ::testing::Test {
@@ -218,23 +247,36 @@ class HostileInputTest : public ::testing::Test {
     EXPECT_TRUE(seen) << "the router did not log \"" << needle << "\" " << times << " time(s)";
   }
 
-  // A client peer whose routing id passes the router's "S"/"R" check.
+  // A client peer whose identity passes the router's "S"/"R" check.
   Peer client(char role = 'S') {
-    return Peer(ctx_, front_, std::string(1, role) + "hostile" + std::to_string(next_id_++));
+    return Peer(front_, std::string(1, role) + "hostile" + std::to_string(next_id_++));
   }
 
-  // Sends frames from a fresh client, waits until the router handled them, and
-  // checks that it logged why it dropped them.
-  void drop_from_client(const std::vector<std::string>& frames, const std::string& reason) {
+  // Sends one frame from a fresh client, waits until the router handled it, and checks
+  // that it logged why it dropped it: the connection goes on.
+  void drop_from_client(const std::string& header_bytes, const std::string& payload,
+                        const std::string& reason) {
     SCOPED_TRACE(reason);
     Peer peer = client();
     const std::size_t before = mark(reason);
-    peer.send(frames);
+    peer.send(header_bytes, payload);
     ASSERT_TRUE(peer.sync()) << "no WELCOME after the hostile message";
     expect_logged(reason, before);
   }
 
-  zmq::context_t ctx_{1};
+  // Sends bytes that break the framing from a fresh peer (with an identity unless
+  // told otherwise) and checks that the router closed that connection, saying why.
+  void cut_off(const std::string& endpoint, const std::string& bytes, const std::string& reason,
+               std::optional<std::string> id = std::string()) {
+    SCOPED_TRACE(reason);
+    if (id && id->empty()) id = "Shostile" + std::to_string(next_id_++);
+    Peer peer(endpoint, id);
+    const std::size_t before = mark(reason);
+    peer.raw(bytes);
+    EXPECT_TRUE(peer.closed_by_router(seconds(10))) << "the router kept the connection";
+    expect_logged(reason, before);
+  }
+
   std::optional<mpx::Pool> pool_;
   std::string log_path_;
   std::string front_;
@@ -244,89 +286,136 @@ class HostileInputTest : public ::testing::Test {
 
 const char kMalformedClient[] = "router: dropped a malformed client message: ";
 const char kMalformedWorker[] = "router: dropped a malformed worker message: ";
+const char kClientCutOff[] = "router: dropped the connection of a client: ";
+const char kWorkerCutOff[] = "router: dropped the connection of a worker: ";
 
-TEST_F(HostileInputTest, GarbageAsOneFrame) {
+// A frame's length prefix as the transport writes it (little-endian u32 twice).
+std::string prefix(std::uint32_t header_length, std::uint32_t payload_length) {
+  std::string p(8, '\0');
+  for (int i = 0; i < 4; ++i) {
+    p[i] = static_cast<char>((header_length >> (8 * i)) & 0xff);
+    p[4 + i] = static_cast<char>((payload_length >> (8 * i)) & 0xff);
+  }
+  return p;
+}
+
+TEST_F(HostileInputTest, GarbageBytesCostTheirSenderTheConnection) {
   static const char kGarbage[] = "\xde\xad\xbe\xef garbage \x00\xff";  // 15 bytes + NUL
-  drop_from_client({std::string(kGarbage, sizeof kGarbage - 1)},
-                   std::string(kMalformedClient) + "message has no payload frame");
+  const std::string garbage(kGarbage, sizeof kGarbage - 1);
+  // After an identity: its first 4 bytes are no header length.
+  cut_off(front_, garbage, std::string(kClientCutOff) + "header length 4022250974 out of range");
   EXPECT_TRUE(pool_works());
-  // Garbage in both frames of a well-formed envelope.
-  drop_from_client({std::string("\xc1\xc1\xc1\xc1", 4), "payload"},
+  // Instead of an identity.
+  cut_off(front_, garbage, "router: dropped a connection: the connection did not start with an identity",
+          std::nullopt);
+  cut_off(back_, garbage, "router: dropped a connection: the connection did not start with an identity",
+          std::nullopt);
+  // An empty identity.
+  cut_off(front_, std::string("mpx1\0", 5), "router: dropped a connection: empty identity", std::nullopt);
+  EXPECT_TRUE(pool_works());
+}
+
+TEST_F(HostileInputTest, GarbageInAWellFramedMessageIsDroppedAlone) {
+  drop_from_client(std::string("\xc1\xc1\xc1\xc1", 4), "payload",
                    std::string(kMalformedClient) + "header is not a msgpack array");
   EXPECT_TRUE(pool_works());
 }
 
 TEST_F(HostileInputTest, TruncatedHeaders) {
   const std::string full = header(Type::kSubmit, 7, 1, "square");
-  for (std::size_t n = 0; n < full.size(); ++n) {
-    drop_from_client({full.substr(0, n), packed(std::vector<int>{3})}, kMalformedClient);
+  for (std::size_t n = 1; n < full.size(); ++n) {
+    drop_from_client(full.substr(0, n), packed(std::vector<int>{3}), kMalformedClient);
   }
+  // No header at all breaks the framing.
+  cut_off(front_, prefix(0, 1) + "x", std::string(kClientCutOff) + "header length 0 out of range");
   EXPECT_TRUE(pool_works());
 }
 
 TEST_F(HostileInputTest, ValidMsgpackOfTheWrongShape) {
-  drop_from_client({packed(std::map<std::string, int>{{"type", 2}}), ""},
+  drop_from_client(packed(std::map<std::string, int>{{"type", 2}}), "",
                    std::string(kMalformedClient) + "header is not a msgpack array");
-  drop_from_client({packed(std::vector<std::string>{"a", "b", "c"}), ""},
+  drop_from_client(packed(std::vector<std::string>{"a", "b", "c"}), "",
                    std::string(kMalformedClient) + "header array must have 8 fields");
-  drop_from_client({packed(std::vector<std::string>(8, "x")), ""},
+  drop_from_client(packed(std::vector<std::string>(8, "x")), "",
                    std::string(kMalformedClient) + "bad version field");
   // Right version and type, a string where the call id belongs.
-  drop_from_client({packed(std::make_tuple(1, 2, "call", 0, 1, 0, 0, "square")), ""},
+  drop_from_client(packed(std::make_tuple(1, 2, "call", 0, 1, 0, 0, "square")), "",
                    std::string(kMalformedClient) + "bad call id");
   // Negative count, pid out of range, a nil name, trailing bytes.
-  drop_from_client({packed(std::make_tuple(1, 2, 1, 0, -1, 0, 0, "square")), ""},
+  drop_from_client(packed(std::make_tuple(1, 2, 1, 0, -1, 0, 0, "square")), "",
                    std::string(kMalformedClient) + "bad count");
-  drop_from_client({packed(std::make_tuple(1, 2, 1, 0, 1, 1LL << 40, 0, "square")), ""},
+  drop_from_client(packed(std::make_tuple(1, 2, 1, 0, 1, 1LL << 40, 0, "square")), "",
                    std::string(kMalformedClient) + "bad pid");
-  drop_from_client({packed(std::make_tuple(1, 2, 1, 0, 1, 0, 0, msgpack::type::nil_t())), ""},
+  drop_from_client(packed(std::make_tuple(1, 2, 1, 0, 1, 0, 0, msgpack::type::nil_t())), "",
                    std::string(kMalformedClient) + "bad name");
-  drop_from_client({header(Type::kHello) + "x", ""},
+  drop_from_client(header(Type::kHello) + "x", "",
                    std::string(kMalformedClient) + "trailing bytes after header");
   EXPECT_TRUE(pool_works());
 }
 
 TEST_F(HostileInputTest, WrongProtocolVersion) {
   for (std::uint8_t version : {0, 2, 127, 255}) {
-    drop_from_client({raw_header(version, static_cast<std::uint8_t>(Type::kHello)), ""},
+    drop_from_client(raw_header(version, static_cast<std::uint8_t>(Type::kHello)), "",
                      std::string(kMalformedClient) + "unsupported protocol version");
   }
   EXPECT_TRUE(pool_works());
 }
 
-TEST_F(HostileInputTest, HeaderLargerThanTheLimit) {
-  // A real header padded past kMaxHeaderSize, and frames far larger still.
-  for (std::size_t size : {mpx::wire::kMaxHeaderSize + 1, std::size_t{64} << 10, std::size_t{4} << 20}) {
-    std::string big = header(Type::kSubmit, 1, 1, "square");
-    big.resize(size, '\x00');
-    drop_from_client({big, packed(std::vector<int>{1})},
-                     std::string(kMalformedClient) + "header frame too large");
+TEST_F(HostileInputTest, LyingFrameLengths) {
+  // A header longer than any header may be, and payloads over the pool's limit
+  // (max_message_bytes, 1 GiB): the sender is cut off before anything is buffered.
+  for (std::uint32_t size : {static_cast<std::uint32_t>(mpx::wire::kMaxHeaderSize + 1), 64u << 10, 0xffffffffu}) {
+    cut_off(front_, prefix(size, 0), std::string(kClientCutOff) + "header length " +
+                                         std::to_string(size) + " out of range");
   }
+  cut_off(front_, prefix(20, (1u << 30) + 1),
+          std::string(kClientCutOff) + "payload of 1073741825 bytes is over the limit");
+  // A frame announcing more than it sends, then silence, then a close: it simply never
+  // completes; a frame split into single bytes is served.
+  {
+    Peer quiet = client();
+    quiet.raw(prefix(10, 1000) + "abc");
+  }
+  Peer slow = client('R');
+  std::string hello = prefix(static_cast<std::uint32_t>(header(Type::kHello).size()), 0) + header(Type::kHello);
+  for (char c : hello) slow.raw(std::string(1, c));
+  auto answer = slow.receive(seconds(20));
+  ASSERT_TRUE(answer) << "a frame written a byte at a time was not served";
   EXPECT_TRUE(pool_works());
 }
 
 TEST_F(HostileInputTest, UnknownMessageTypes) {
   for (int type : {0, static_cast<int>(Type::kLastType) + 1, 100, 255}) {
-    drop_from_client({raw_header(mpx::wire::kVersion, static_cast<std::uint8_t>(type)), ""},
+    drop_from_client(raw_header(mpx::wire::kVersion, static_cast<std::uint8_t>(type)), "",
                      std::string(kMalformedClient) + "unknown message type");
   }
   EXPECT_TRUE(pool_works());
 }
 
-TEST_F(HostileInputTest, ThreeOrMoreFrames) {
-  for (int frames : {3, 4, 100}) {
-    std::vector<std::string> message = {header(Type::kSubmit, 1, 1, "square"),
-                                        packed(std::vector<int>{2})};
-    message.resize(static_cast<std::size_t>(frames), "extra");
-    // sync() right behind it proves the extra frames did not swallow the next message.
-    drop_from_client(message, std::string(kMalformedClient) + "message has more than two frames");
+TEST_F(HostileInputTest, ManyFramesInOneWrite) {
+  // A hundred bad headers and one HELLO in a single write: each is handled on its own.
+  Peer peer = client('R');
+  std::string burst;
+  for (int i = 0; i < 100; ++i) {
+    const std::string bad = raw_header(2, static_cast<std::uint8_t>(Type::kHello));
+    burst += prefix(static_cast<std::uint32_t>(bad.size()), 0) + bad;
   }
+  const std::size_t before = mark(std::string(kMalformedClient) + "unsupported protocol version");
+  peer.raw(burst);
+  ASSERT_TRUE(peer.sync());
+  expect_logged(std::string(kMalformedClient) + "unsupported protocol version", before, 100);
   EXPECT_TRUE(pool_works());
 }
 
-TEST_F(HostileInputTest, EmptyMessages) {
-  drop_from_client({""}, std::string(kMalformedClient) + "message has no payload frame");
-  drop_from_client({"", ""}, std::string(kMalformedClient) + "header is not a msgpack array");
+TEST_F(HostileInputTest, AnIdentityInUseIsRefused) {
+  Peer first(front_, std::string("Rtaken"));
+  ASSERT_TRUE(first.sync());
+  const std::string reason = "router: refused a second connection claiming an identity in use";
+  const std::size_t before = mark(reason);
+  Peer second(front_, std::string("Rtaken"));
+  EXPECT_TRUE(second.closed_by_router(seconds(10)));
+  expect_logged(reason, before);
+  EXPECT_TRUE(first.sync()) << "the first holder of the identity lost it";
   EXPECT_TRUE(pool_works());
 }
 
@@ -336,22 +425,22 @@ TEST_F(HostileInputTest, MessagesForTheOtherDirection) {
                     Type::kConfig, Type::kInitFailed, Type::kTask, Type::kStop, Type::kPing,
                     Type::kPong, Type::kConfigured}) {
     // A RESULT naming a call the pool really has in flight changes nothing either.
-    drop_from_client({header(type, 1, 1, "square", getpid()), packed(std::vector<int>{999})},
+    drop_from_client(header(type, 1, 1, "square", getpid()), packed(std::vector<int>{999}),
                      std::string("router: dropped unexpected ") + mpx::wire::type_name(type) +
                          " from a client");
   }
   EXPECT_TRUE(pool_works());
 }
 
-TEST_F(HostileInputTest, PeerWithAnUnexpectedRoutingId) {
-  // ZeroMQ's own generated id (starts with a zero byte) and ids of other shapes.
-  for (std::string id : {std::string(), std::string("S"), std::string("Xworker"), std::string("W1")}) {
-    Peer peer(ctx_, front_, id);
+TEST_F(HostileInputTest, PeerWithAnUnexpectedIdentity) {
+  // Identities of other shapes than a client's "S<token>" / "R<token>".
+  for (std::string id : {std::string("S"), std::string("Xworker"), std::string("W1"), std::string("\0x", 2)}) {
+    Peer peer(front_, id);
     const std::string reason = "router: dropped SUBMIT from a peer with an unexpected routing id";
     const std::size_t before = mark(reason);
-    peer.send({header(Type::kSubmit, 1, 1, "square"), packed(std::vector<int>{5})});
+    peer.send(header(Type::kSubmit, 1, 1, "square"), packed(std::vector<int>{5}));
     expect_logged(reason, before);
-    EXPECT_FALSE(peer.receive(milliseconds(0))) << "id '" << id << "' was answered";
+    EXPECT_FALSE(peer.receive(milliseconds(0))) << "identity '" << id << "' was answered";
   }
   EXPECT_TRUE(pool_works());
 }
@@ -360,29 +449,28 @@ TEST_F(HostileInputTest, SubmitForATaskThatDoesNotExistIsAnsweredWithAnError) {
   Peer results = client('R');
   ASSERT_TRUE(results.sync());
   // The same token as `results`, so answers come to it: "S<token>" sends, "R<token>" hears.
-  Peer sender(ctx_, front_, "Shostile" + std::to_string(next_id_ - 1));
-  sender.send({header(Type::kSubmit, 41, 3, "no_such_task"), packed(std::vector<int>{1, 2, 3})});
+  Peer sender(front_, std::string("Shostile" + std::to_string(next_id_ - 1)));
+  sender.send(header(Type::kSubmit, 41, 3, "no_such_task"), packed(std::vector<int>{1, 2, 3}));
   auto answer = results.receive(seconds(20));
   ASSERT_TRUE(answer);
-  ASSERT_EQ(answer->size(), 2u);
   std::string why;
-  auto h = mpx::wire::decode((*answer)[0].data(), (*answer)[0].size(), &why);
+  auto h = mpx::wire::decode(answer->first.data(), answer->first.size(), &why);
   ASSERT_TRUE(h) << why;
   EXPECT_EQ(h->type, Type::kResult);
   EXPECT_EQ(h->call_id, 41u);
   EXPECT_EQ(h->count, 3u);
   EXPECT_TRUE(h->flags & mpx::wire::kFlagHasErrors);
-  EXPECT_NE((*answer)[1].find("mpx::NotRegistered"), std::string::npos);
-  EXPECT_NE((*answer)[1].find("no_such_task"), std::string::npos);
+  EXPECT_NE(answer->second.find("mpx::NotRegistered"), std::string::npos);
+  EXPECT_NE(answer->second.find("no_such_task"), std::string::npos);
   // A real task with arguments it cannot decode: an error per item, not a dead worker.
-  sender.send({header(Type::kSubmit, 42, 2, "square"), std::string("\xc1\xc1", 2)});
+  sender.send(header(Type::kSubmit, 42, 2, "square"), std::string("\xc1\xc1", 2));
   answer = results.receive(seconds(20));
   ASSERT_TRUE(answer);
-  EXPECT_NE((*answer)[1].find("mpx::DecodeError"), std::string::npos);
+  EXPECT_NE(answer->second.find("mpx::DecodeError"), std::string::npos);
   // An empty SUBMIT is dropped with a reason.
   const std::string reason = "router: dropped an empty SUBMIT of call 43";
   const std::size_t before = mark(reason);
-  sender.send({header(Type::kSubmit, 43, 0, "square"), packed(std::vector<int>{})});
+  sender.send(header(Type::kSubmit, 43, 0, "square"), packed(std::vector<int>{}));
   expect_logged(reason, before);
   EXPECT_TRUE(pool_works());
 }
@@ -391,17 +479,17 @@ TEST_F(HostileInputTest, ForeignButValidEncodingIsServedCorrectly) {
   // msgpack's compact integer forms instead of the router's fixed layout.
   Peer results = client('R');
   ASSERT_TRUE(results.sync());
-  Peer sender(ctx_, front_, "Shostile" + std::to_string(next_id_ - 1));
-  sender.send({packed(std::make_tuple(1, static_cast<int>(Type::kSubmit), 5, 0, 2, 0, 0, "square")),
-               packed(std::vector<int>{7, 8})});
+  Peer sender(front_, std::string("Shostile" + std::to_string(next_id_ - 1)));
+  sender.send(packed(std::make_tuple(1, static_cast<int>(Type::kSubmit), 5, 0, 2, 0, 0, "square")),
+               packed(std::vector<int>{7, 8}));
   auto answer = results.receive(seconds(20));
   ASSERT_TRUE(answer);
   std::string why;
-  auto h = mpx::wire::decode((*answer)[0].data(), (*answer)[0].size(), &why);
+  auto h = mpx::wire::decode(answer->first.data(), answer->first.size(), &why);
   ASSERT_TRUE(h) << why;
   EXPECT_EQ(h->type, Type::kResult);
   EXPECT_EQ(h->call_id, 5u);
-  EXPECT_EQ((*answer)[1], packed(std::vector<int>{49, 64}));
+  EXPECT_EQ(answer->second, packed(std::vector<int>{49, 64}));
   EXPECT_TRUE(pool_works());
 }
 
@@ -412,8 +500,8 @@ TEST_F(HostileInputTest, CancelOfCallsThatAreNotOursChangesNothing) {
   std::iota(xs.begin(), xs.end(), 0);
   auto pending = pool_->map_async(square, xs, 1);
   Peer peer = client();
-  for (std::uint64_t id = 0; id < 200; ++id) peer.send({header(Type::kCancel, id), ""});
-  peer.send({header(Type::kCancel, UINT64_MAX), ""});
+  for (std::uint64_t id = 0; id < 200; ++id) peer.send(header(Type::kCancel, id), "");
+  peer.send(header(Type::kCancel, UINT64_MAX), "");
   ASSERT_TRUE(peer.sync());
   std::vector<int> want;
   for (int x : xs) want.push_back(x * x);
@@ -424,56 +512,54 @@ TEST_F(HostileInputTest, CancelOfCallsThatAreNotOursChangesNothing) {
 // ---- the worker-facing socket -----------------------------------------------------
 
 TEST_F(HostileInputTest, GarbageOnTheWorkerSocket) {
-  Peer peer(ctx_, back_, "Wgarbage");
-  const std::string no_payload = std::string(kMalformedWorker) + "message has no payload frame";
+  Peer peer(back_, std::string("Wgarbage"));
   const std::string not_array = std::string(kMalformedWorker) + "header is not a msgpack array";
-  const std::string too_large = std::string(kMalformedWorker) + "header frame too large";
-  const std::string frames = std::string(kMalformedWorker) + "message has more than two frames";
-  const std::size_t b1 = mark(no_payload), b2 = mark(not_array), b3 = mark(too_large), b4 = mark(frames);
-  peer.send({"garbage"});
-  peer.send({"\xc1", "garbage"});
-  peer.send({std::string(1 << 20, 'x'), ""});
-  peer.send({header(Type::kResult, 1, 1), "", "", ""});
-  expect_logged(no_payload, b1);
-  expect_logged(not_array, b2);
-  expect_logged(too_large, b3);
-  expect_logged(frames, b4);
+  const std::string truncated = std::string(kMalformedWorker);
+  const std::size_t b1 = mark(not_array), b2 = mark(truncated);
+  peer.send("\xc1", "garbage");
+  peer.send(header(Type::kResult, 1, 1).substr(0, 7), "");
+  expect_logged(not_array, b1);
+  expect_logged(truncated, b2, 2);
+  // Framing garbage and oversized headers cost a "worker" its connection too.
+  cut_off(back_, "garbage!", std::string(kWorkerCutOff) + "header length", std::string("Wgarbage2"));
+  cut_off(back_, prefix(1 << 20, 0), std::string(kWorkerCutOff) + "header length 1048576 out of range",
+          std::string("Wgarbage3"));
   EXPECT_TRUE(pool_works());
 }
 
 TEST_F(HostileInputTest, FakeWorkerThatAnnouncesItselfAndNeverAnswers) {
   // READY naming a pid the router never spawned (this test's, a free one, a negative
   // one), then silence: the router must not count it as a worker or send it work.
-  Peer fake(ctx_, back_, "Wfake");
+  Peer fake(back_, std::string("Wfake"));
   const std::string reason = "router: dropped READY from unknown worker pid";
   const std::size_t before = mark(reason);
   for (std::int32_t pid : {static_cast<std::int32_t>(getpid()), 0x3ffffff0, -5, 0}) {
-    fake.send({header(Type::kReady, 0, 0, "PoolWorker-9", pid), ""});
+    fake.send(header(Type::kReady, 0, 0, "PoolWorker-9", pid), "");
   }
   // READY naming a live worker that is already serving: also refused. (One still
   // starting: see FakeReadyForAStartingWorkerIsRefused.)
   const std::vector<pid_t> workers = all_workers_serving();
-  fake.send({header(Type::kReady, 0, 0, "PoolWorker-1", workers[0]), ""});
+  fake.send(header(Type::kReady, 0, 0, "PoolWorker-1", workers[0]), "");
   expect_logged(reason, before, 5);
   // It then claims to be configured; the pool must not hand it any work.
-  fake.send({header(Type::kConfigured, 0, 0, {}, workers[0]), ""});
+  fake.send(header(Type::kConfigured, 0, 0, {}, workers[0]), "");
   for (int i = 0; i < 5; ++i) EXPECT_TRUE(pool_works());
   EXPECT_FALSE(fake.receive(milliseconds(0))) << "the router sent work to an impostor";
   EXPECT_EQ(mpx::testing::worker_pids(), workers);
 }
 
 TEST_F(HostileInputTest, ResultsAndReportsForCallsNobodyMade) {
-  Peer fake(ctx_, back_, "Wnobody");
+  Peer fake(back_, std::string("Wnobody"));
   const std::string result = "router: dropped RESULT from an unknown worker";
   const std::string failed = "router: dropped INIT_FAILED from an unknown worker";
   const std::string configured = "router: dropped CONFIGURED from an unknown worker";
   const std::string pong = "router: dropped PONG from an unknown worker";
   const std::size_t b1 = mark(result), b2 = mark(failed), b3 = mark(configured), b4 = mark(pong);
   // Call 1 is a plausible id of the pool's own calls.
-  fake.send({header(Type::kResult, 1, 1, {}, 0, 0), packed(std::vector<int>{12345})});
-  fake.send({header(Type::kInitFailed), packed(std::make_pair(std::string("E"), std::string("boom")))});
-  fake.send({header(Type::kConfigured), ""});
-  fake.send({header(Type::kPong), ""});
+  fake.send(header(Type::kResult, 1, 1, {}, 0, 0), packed(std::vector<int>{12345}));
+  fake.send(header(Type::kInitFailed), packed(std::make_pair(std::string("E"), std::string("boom"))));
+  fake.send(header(Type::kConfigured), "");
+  fake.send(header(Type::kPong), "");
   expect_logged(result, b1);
   expect_logged(failed, b2);
   expect_logged(configured, b3);
@@ -485,10 +571,10 @@ TEST_F(HostileInputTest, ImpostorWithALiveWorkersRoutingIdIsIgnored) {
   // Workers connect with random routing ids; a peer claiming the predictable "W<pid>"
   // is an unknown peer: its INIT_FAILED or RESULT must never reach the router's state.
   const std::vector<pid_t> workers = all_workers_serving();
-  Peer fake(ctx_, back_, "W" + std::to_string(workers[0]));
-  fake.send({header(Type::kInitFailed, 0, 0, {}, workers[0]),
-             packed(std::make_pair(std::string("E"), std::string("impostor")))});
-  fake.send({header(Type::kResult, 1, 1, {}, workers[0]), packed(std::vector<int>{1})});
+  Peer fake(back_, std::string("W" + std::to_string(workers[0])));
+  fake.send(header(Type::kInitFailed, 0, 0, {}, workers[0]),
+             packed(std::make_pair(std::string("E"), std::string("impostor"))));
+  fake.send(header(Type::kResult, 1, 1, {}, workers[0]), packed(std::vector<int>{1}));
   for (int i = 0; i < 5; ++i) EXPECT_TRUE(pool_works());
   EXPECT_EQ(read_all(log_path_).find("impostor"), std::string::npos);
 }
@@ -496,30 +582,31 @@ TEST_F(HostileInputTest, ImpostorWithALiveWorkersRoutingIdIsIgnored) {
 // ---- everything at once -----------------------------------------------------------
 
 TEST_F(HostileInputTest, InterleavedFloodWhileThePoolIsBusy) {
+  // Everything a peer can send without breaking its connection's framing; what breaks
+  // it (and so ends that connection) is flooded from fresh connections below.
   std::vector<std::function<void(Peer&, Peer&)>> cases = {
-      [](Peer& c, Peer&) { c.send({"garbage"}); },
-      [](Peer& c, Peer&) { c.send({"\xc1\xc1", "x"}); },
-      [](Peer& c, Peer&) { c.send({header(Type::kSubmit, 9, 1, "square").substr(0, 11), "x"}); },
-      [](Peer& c, Peer&) { c.send({packed(std::vector<std::string>{"a", "b", "c"}), ""}); },
-      [](Peer& c, Peer&) { c.send({raw_header(2, 1), ""}); },
-      [](Peer& c, Peer&) { c.send({std::string(600, '\x98'), ""}); },
-      [](Peer& c, Peer&) { c.send({raw_header(1, 200), ""}); },
-      [](Peer& c, Peer&) { c.send({header(Type::kHello), "", "", ""}); },
-      [](Peer& c, Peer&) { c.send({""}); },
-      [](Peer& c, Peer&) { c.send({"", ""}); },
-      [](Peer& c, Peer&) { c.send({header(Type::kResult, 1, 1), packed(std::vector<int>{0})}); },
-      [](Peer& c, Peer&) { c.send({header(Type::kReady, 0, 0, "x", getpid()), ""}); },
-      [](Peer& c, Peer&) { c.send({header(Type::kPong), ""}); },
+      [](Peer& c, Peer&) { c.send("garbage", ""); },
+      [](Peer& c, Peer&) { c.send("\xc1\xc1", "x"); },
+      [](Peer& c, Peer&) { c.send(header(Type::kSubmit, 9, 1, "square").substr(0, 11), "x"); },
+      [](Peer& c, Peer&) { c.send(packed(std::vector<std::string>{"a", "b", "c"}), ""); },
+      [](Peer& c, Peer&) { c.send(raw_header(2, 1), ""); },
+      [](Peer& c, Peer&) { c.send(std::string(500, '\x98'), ""); },
+      [](Peer& c, Peer&) { c.send(raw_header(1, 200), ""); },
+      [](Peer& c, Peer&) { c.send(header(Type::kHello) + "xx", ""); },
+      [](Peer& c, Peer&) { c.send("\x98", ""); },
+      [](Peer& c, Peer&) { c.send(header(Type::kResult, 1, 1), packed(std::vector<int>{0})); },
+      [](Peer& c, Peer&) { c.send(header(Type::kReady, 0, 0, "x", getpid()), ""); },
+      [](Peer& c, Peer&) { c.send(header(Type::kPong), ""); },
       [](Peer& c, Peer&) {
-        c.send({header(Type::kSubmit, 3, 2, "no_such_task"), packed(std::vector<int>{1, 2})});
+        c.send(header(Type::kSubmit, 3, 2, "no_such_task"), packed(std::vector<int>{1, 2}));
       },
-      [](Peer& c, Peer&) { c.send({header(Type::kSubmit, 4, 1, "square"), std::string("\xc1", 1)}); },
-      [](Peer& c, Peer&) { c.send({header(Type::kCancel, 1), ""}); },
-      [](Peer&, Peer& w) { w.send({"garbage"}); },
-      [](Peer&, Peer& w) { w.send({header(Type::kReady, 0, 0, "fake", 0x3ffffff0), ""}); },
-      [](Peer&, Peer& w) { w.send({header(Type::kResult, 1, 1), packed(std::vector<int>{7})}); },
-      [](Peer&, Peer& w) { w.send({header(Type::kConfigured), ""}); },
-      [](Peer&, Peer& w) { w.send({header(Type::kPong), "", ""}); },
+      [](Peer& c, Peer&) { c.send(header(Type::kSubmit, 4, 1, "square"), std::string("\xc1", 1)); },
+      [](Peer& c, Peer&) { c.send(header(Type::kCancel, 1), ""); },
+      [](Peer&, Peer& w) { w.send("garbage", ""); },
+      [](Peer&, Peer& w) { w.send(header(Type::kReady, 0, 0, "fake", 0x3ffffff0), ""); },
+      [](Peer&, Peer& w) { w.send(header(Type::kResult, 1, 1), packed(std::vector<int>{7})); },
+      [](Peer&, Peer& w) { w.send(header(Type::kConfigured), ""); },
+      [](Peer&, Peer& w) { w.send(header(Type::kPong), ""); },
   };
   constexpr int kThreads = 3;
   constexpr int kMessages = 2000;
@@ -527,7 +614,7 @@ TEST_F(HostileInputTest, InterleavedFloodWhileThePoolIsBusy) {
   std::vector<std::thread> flooders;
   for (int t = 0; t < kThreads; ++t) {
     Peer* c = new Peer(client());  // owned by its thread
-    Peer* w = new Peer(ctx_, back_, "Wflood" + std::to_string(t));
+    Peer* w = new Peer(back_, std::string("Wflood" + std::to_string(t)));
     flooders.emplace_back([&cases, &synced, c, w, t] {
       std::mt19937 rng(1234 + t);
       for (int i = 0; i < kMessages; ++i) cases[rng() % cases.size()](*c, *w);
@@ -536,6 +623,13 @@ TEST_F(HostileInputTest, InterleavedFloodWhileThePoolIsBusy) {
       delete w;
     });
   }
+  // Connections that break their framing, opened and cut off all along.
+  flooders.emplace_back([this] {
+    for (int i = 0; i < 200; ++i) {
+      Peer p(i % 2 ? front_ : back_, std::optional<std::string>(i % 3 ? std::optional<std::string>("Xcut" + std::to_string(i)) : std::nullopt));
+      p.raw(i % 4 ? std::string("\xff\xff\xff\xff garbage") : prefix(0, 0));
+    }
+  });
   // The pool's own work runs through the flood.
   for (int i = 0; i < 10; ++i) EXPECT_TRUE(pool_works());
   for (auto& f : flooders) f.join();
@@ -574,11 +668,11 @@ const bool kSlowStarter = [] {
 TEST_F(HostileInputTest, SubmitCountLargerThanItsPayloadIsDropped) {
   Peer results = client('R');
   ASSERT_TRUE(results.sync());
-  Peer sender(ctx_, front_, "Shostile" + std::to_string(next_id_ - 1));
+  Peer sender(front_, std::string("Shostile" + std::to_string(next_id_ - 1)));
   const std::string reason = "announcing 262144 items in";
   const std::size_t before = mark(reason);
-  sender.send({header(Type::kSubmit, 1, 1u << 18, std::string(200, 'n')),
-               packed(std::vector<int>{1})});
+  sender.send(header(Type::kSubmit, 1, 1u << 18, std::string(200, 'n')),
+               packed(std::vector<int>{1}));
   expect_logged(reason, before);
   EXPECT_FALSE(results.receive(milliseconds(200))) << "the router answered a lying SUBMIT";
   EXPECT_TRUE(pool_works());
@@ -598,7 +692,7 @@ TEST_F(HostileInputTest, FakeReadyForAStartingWorkerIsRefused) {
   ASSERT_FALSE(back_.empty());
   const std::vector<pid_t> before = mpx::testing::worker_pids();
   ASSERT_EQ(before.size(), 1u);
-  Peer fake(ctx_, back_, "Xhijack");
+  Peer fake(back_, std::string("Xhijack"));
   std::ofstream(slow_start_marker(std::to_string(getpid()))) << "slow";
   ASSERT_EQ(kill(before[0], SIGKILL), 0);
   pid_t replacement = 0;
@@ -610,8 +704,8 @@ TEST_F(HostileInputTest, FakeReadyForAStartingWorkerIsRefused) {
         return replacement != 0;
       },
       seconds(10)));
-  fake.send({header(Type::kReady, 0, 0, "PoolWorker-2", replacement), ""});
-  fake.send({header(Type::kConfigured, 0, 0, {}, replacement), ""});
+  fake.send(header(Type::kReady, 0, 0, "PoolWorker-2", replacement), "");
+  fake.send(header(Type::kConfigured, 0, 0, {}, replacement), "");
   auto pending = pool_->map_async(square, std::vector<int>{1, 2, 3});
   EXPECT_FALSE(fake.receive(seconds(1))) << "the router talked to the fake worker";
   EXPECT_EQ(pending.get(), (std::vector<int>{1, 4, 9})) << "the real worker served the call";

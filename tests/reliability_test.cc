@@ -59,8 +59,8 @@ std::int64_t crash_once(mpx::Array<std::uint8_t> tried, std::int64_t x) {
   }
   return x * x;
 }
-// Dies microseconds after the previous item's result was sent, typically before
-// ZeroMQ's I/O thread has written it: that result dies with the worker. The router must
+// Dies microseconds after the previous item's result was sent: that result must still
+// reach the router (it was written before this task began), and the router must
 // still blame item 5 alone (the worker's shared mark says what ran) and run the
 // finished item again for free.
 int always_crash_on_five(int x) {

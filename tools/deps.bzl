@@ -160,7 +160,8 @@ def mpx_dependencies():
     )
     _maybe(coverage_tools_stand_in, name = "remote_coverage_tools")
 
-    # ZeroMQ, msgpack-c, spdlog, GoogleTest, Google Benchmark from Debian packages.
+    # msgpack-c, spdlog, GoogleTest, Google Benchmark (and ZeroMQ, CAF for the benchmark
+    # anchors) from Debian packages.
     _maybe(
         native.new_local_repository,
         name = "mpx_system",

@@ -3,8 +3,8 @@
 //
 // Topology: every actor process listens on an abstract unix socket of its own (one per
 // incarnation). A process that talks to an actor has one stream connection to it
-// (ActorClient), shared by all its handles and threads (stream.h says why not
-// ZeroMQ here): any thread writes calls, and the thread that waits reads answers for
+// (ActorClient), shared by all its handles and threads (framework/transport says why
+// unix streams): any thread writes calls, and the thread that waits reads answers for
 // everybody (leader/follower, as the pool's driver does). The process that spawned the
 // actor (its owner) runs one supervisor thread that reaps its actors and restarts
 // them; everybody else learns of a death from the actor's pidfd and of the outcome
@@ -34,7 +34,6 @@
 
 #include "framework/actor/actor_internal.h"
 #include "framework/base/base.h"
-#include "framework/actor/stream.h"
 #include "framework/transport/transport.h"
 #include "mpx/actor.h"
 #include "mpx/runtime.h"
@@ -449,7 +448,7 @@ class ActorClient {
   std::vector<std::pair<std::uint64_t, Pins>> tell_pins_;
   std::uint64_t next_id_ = 1;
   // Pump holder only.
-  actor::FrameReader reader_;
+  transport::Reader reader_;
   std::chrono::microseconds spin_{50};
   unsigned pumps_ = 0;
 };
@@ -521,7 +520,7 @@ void ActorClient::ensure_connected(std::unique_lock<std::mutex>& lk) {
       const int pidfd = spawning::pidfd_open(pid);
       // The pidfd is opened before connecting and the incarnation checked after: a
       // connection that succeeds then belongs to that very process.
-      const int fd = pidfd < 0 ? -1 : actor::connect_to(actor::incarnation_endpoint(control_, incarnation));
+      const int fd = pidfd < 0 ? -1 : transport::connect_to(actor::incarnation_endpoint(control_, incarnation));
       if (fd >= 0 && control_.incarnation.load() == incarnation) {
         pidfd_ = pidfd;
         conn_ = std::make_shared<Connection>(fd);
@@ -579,7 +578,7 @@ std::shared_ptr<ActorCall> ActorClient::send(std::uint32_t method, std::string_v
   const std::shared_ptr<Connection> conn = conn_;
   lk.unlock();
   // A failed write means the actor is gone: its pidfd reports that to the waiters.
-  actor::write_frame(conn->fd, h, std::string_view(args.data(), args.size()));
+  transport::write_frame(conn->fd, h, std::string_view(args.data(), args.size()));
   return call;
 }
 
@@ -600,7 +599,7 @@ std::uint32_t ActorClient::send_stop() {
   const std::uint32_t incarnation = connected_;
   release_pump();
   lk.unlock();
-  actor::write_frame(conn->fd, h, {});
+  transport::write_frame(conn->fd, h, {});
   return incarnation;
 }
 
@@ -620,10 +619,16 @@ std::exception_ptr ActorClient::death_error(const std::string& method, std::uint
 // With the lock and the pump held: completes the calls whose answers reader_ holds.
 void ActorClient::deliver_frames() {
   wire::Header h;
-  std::string_view payload;
-  bool bad = false;
+  std::string_view header_bytes, payload;
   std::string why;
-  while (reader_.next(h, payload, &bad, &why)) {
+  bool bad = false;
+  for (;;) {
+    const auto got = reader_.next(h, header_bytes, payload, &why);
+    if (got == transport::Reader::Next::kNone) break;
+    if (got != transport::Reader::Next::kFrame) {
+      bad = true;  // an actor sends only what we understand: its stream is not to be trusted
+      break;
+    }
     if (h.type != wire::Type::kReply) continue;
     const std::uint64_t id = h.call_id;
     // Answers come in the order calls were sent: every tell sent before this call has
@@ -660,7 +665,7 @@ void ActorClient::incarnation_died(std::unique_lock<std::mutex>& lk) {
   // Whatever the actor wrote before it died is still in the socket: nothing is lost
   // in flight.
   if (conn_) {
-    while (reader_.fill(conn_->fd) == actor::FrameReader::Fill::kData) deliver_frames();
+    while (reader_.fill(conn_->fd) == transport::Reader::Fill::kData) deliver_frames();
   }
   // Let the owner's supervisor record how it ended (and whether it restarts), so the
   // error can say so; bounded, since the owner itself may be gone.
@@ -696,7 +701,7 @@ void ActorClient::pump(std::unique_lock<std::mutex>& lk, Clock::time_point until
   const std::shared_ptr<Connection> conn = conn_;
   const int pidfd = pidfd_;
   lk.unlock();
-  using Fill = actor::FrameReader::Fill;
+  using Fill = transport::Reader::Fill;
   Fill fill = reader_.fill(conn->fd);
   if (fill == Fill::kNothing && spin_.count() > 0) {
     // An answer usually comes within tens of microseconds: waiting for it awake saves

@@ -15,7 +15,7 @@
 #include <unordered_map>
 
 #include "framework/actor/actor_internal.h"
-#include "framework/actor/stream.h"
+#include "framework/transport/transport.h"
 #include "mpx/actor.h"
 #include "mpx/runtime.h"
 
@@ -47,7 +47,7 @@ void report(int ready_fd, const std::string& bytes) {
 
 struct Caller {
   int fd = -1;
-  FrameReader reader;
+  transport::Reader reader;
   std::string out;  // answers not yet written
   bool watching_out = false;
   unsigned ignored = 0;  // messages dropped; only the first few are logged one by one
@@ -88,11 +88,11 @@ class Server {
         if (events[i].events & EPOLLOUT) flush(c);
         if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
           const auto fill = c.reader.fill(fd);
-          if (fill == FrameReader::Fill::kData) {
+          if (fill == transport::Reader::Fill::kData) {
             served = true;
             if (serve(c)) return 0;  // STOP
           }
-          if (fill == FrameReader::Fill::kClosed || dropped_) {
+          if (fill == transport::Reader::Fill::kClosed || dropped_) {
             dropped_ = false;
             drop(fd);
             continue;
@@ -120,9 +120,9 @@ class Server {
         return;  // EAGAIN, or out of fds: the caller sees its connection refused or closed
       }
       // Same trust boundary as the pools: only this user's processes may call.
-      if (peer_uid(fd) != static_cast<long>(getuid())) {
+      if (transport::peer_uid(fd) != static_cast<long>(getuid())) {
         logger().warn("refused a connection from uid {}: actors serve their own user only",
-                      peer_uid(fd));
+                      transport::peer_uid(fd));
         ::close(fd);
         continue;
       }
@@ -177,16 +177,26 @@ class Server {
     h.call_id = call_id;
     h.flags = wire::kFlagHasErrors;
     h.pid = pid_;
-    append_frame(c.out, h, std::string_view(out.data(), out.size()));
+    transport::append_frame(c.out, h, std::string_view(out.data(), out.size()));
   }
 
   // Runs every complete message the caller sent; true on STOP.
   bool serve(Caller& c) {
     wire::Header h;
-    std::string_view payload;
+    std::string_view header_bytes, payload;
     bool bad = false;
     std::string why;
-    while (c.reader.next(h, payload, &bad, &why)) {
+    for (;;) {
+      const auto got = c.reader.next(h, header_bytes, payload, &why);
+      if (got == transport::Reader::Next::kNone) break;
+      if (got == transport::Reader::Next::kBadFrame) {
+        if (++c.ignored <= kLoggedDrops) logger().warn("dropped a malformed message: {}", why);
+        continue;
+      }
+      if (got == transport::Reader::Next::kBroken) {
+        bad = true;
+        break;
+      }
       switch (h.type) {
         case wire::Type::kCall:
           call(c, h, payload);
@@ -242,7 +252,7 @@ class Server {
     r.type = wire::Type::kReply;
     r.call_id = h.call_id;
     r.pid = pid_;
-    append_frame(c.out, r, std::string_view(out_.data(), out_.size()));
+    transport::append_frame(c.out, r, std::string_view(out_.data(), out_.size()));
   }
 
   const detail::ActorFactoryEntry& factory_;
@@ -276,7 +286,7 @@ int run_actor(const spawning::Bootstrap& boot) {
                               b.factory_key + "' is registered in this program");
     return 1;
   }
-  const int listener = listen_on(b.endpoint);
+  const int listener = transport::listen_on(b.endpoint);
   if (listener < 0) {
     report(boot.ready_fd, std::string(1, kFailedByte) + "mpx::ProcessError\ncannot listen on " +
                               b.endpoint + ": " + std::strerror(errno));

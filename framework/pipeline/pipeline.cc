@@ -512,6 +512,7 @@ void PipelineRunCore::submit(Stage& s, Chunk&& c) {
   }
   ++s.chunks_sent;
   pool_send_chunk(*s.pool, *s.call, start, count, std::move(c.buf));
+  pool_flush(*s.pool);
 }
 
 void PipelineRunCore::close_input(Stage& s) {

@@ -28,12 +28,6 @@ std::string random_token() {
   return t;
 }
 
-zmq::socket_t client_socket(const std::string& id, const std::string& endpoint) {
-  zmq::socket_t s = transport::make_socket(zmq::socket_type::dealer, id);
-  s.connect(endpoint);
-  return s;
-}
-
 }  // namespace
 
 PoolCore::PoolCore(const PoolOptions& options)
@@ -65,7 +59,7 @@ PoolCore::PoolCore(const PoolOptions& options)
   if (config.heartbeat_timeout.count() <= 0) throw Error("Pool: heartbeat_timeout must be positive");
 
   // The router says on this pipe when it has bound its sockets: connecting earlier
-  // would fail and leave ZeroMQ to retry on its own back-off schedule.
+  // would fail.
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) throw PoolBroken(std::string("Pool: eventfd: ") + std::strerror(errno));
   int ready[2];
@@ -99,6 +93,7 @@ PoolCore::PoolCore(const PoolOptions& options)
   } catch (...) {
     if (ready[0] >= 0) ::close(ready[0]);
     if (wake_fd_ >= 0) ::close(wake_fd_);
+    if (fd_ >= 0) ::close(fd_);
     if (router_.pid > 0) {
       ::kill(router_.pid, SIGKILL);
       spawning::reap(router_, true);
@@ -111,6 +106,7 @@ PoolCore::PoolCore(const PoolOptions& options)
 PoolCore::~PoolCore() {
   shutdown();
   ::close(wake_fd_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 void PoolCore::interrupt() {
@@ -124,34 +120,58 @@ void PoolCore::interrupt() {
 }
 
 void PoolCore::connect_and_greet(const std::string& endpoint) {
-  result_socket_ = client_socket("R" + token_, endpoint);
-  send_socket_ = client_socket("S" + token_, endpoint);
+  // "R" + token: the name the router sends this pool's results to.
+  fd_ = transport::connect_as(endpoint, "R" + token_);
+  if (fd_ < 0) {
+    throw PoolBroken(std::string("Pool: cannot connect to the router: ") + std::strerror(errno));
+  }
   wire::Header hello;
   hello.type = wire::Type::kHello;
   hello.pid = getpid();
-  transport::send(result_socket_, hello, zmq::message_t());
+  if (!send(hello, {})) throw PoolBroken("Pool: the router closed the connection at once");
 
-  // Results can reach the result socket only once the router knows it: HELLO/WELCOME.
+  // Results can reach this connection only once the router knows it: HELLO/WELCOME.
   const auto deadline = Clock::now() + std::chrono::seconds(30);
   transport::Incoming in;
   std::string why;
   for (;;) {
-    zmq::pollitem_t items[] = {{result_socket_.handle(), 0, ZMQ_POLLIN, 0},
-                               {nullptr, router_.pidfd, ZMQ_POLLIN, 0}};
+    pollfd items[] = {{fd_, POLLIN, 0}, {router_.pidfd, POLLIN, 0}};
     transport::poll(items, 2, std::chrono::milliseconds(100));
-    if (transport::receive(result_socket_, false, in, &why) == transport::RecvStatus::kMessage &&
-        in.header.type == wire::Type::kWelcome) {
-      return;
+    const auto fill = reader_.fill(fd_);
+    const auto got = reader_.next(in, &why);
+    if (got == transport::Reader::Next::kFrame && in.header.type == wire::Type::kWelcome) return;
+    if (got == transport::Reader::Next::kBroken || got == transport::Reader::Next::kBadFrame) {
+      throw PoolBroken("Pool: the router's greeting was malformed: " + why);
     }
-    if (items[1].revents & ZMQ_POLLIN) {
+    if (items[1].revents & POLLIN) {
       auto status = spawning::reap(router_, true);
       throw PoolBroken("Pool: the router process failed to start: it " +
                        spawning::describe(status.value_or(0)));
+    }
+    if (fill == transport::Reader::Fill::kClosed) {
+      throw PoolBroken("Pool: the router closed the connection before greeting");
     }
     if (Clock::now() > deadline) {
       throw PoolBroken("Pool: the router process did not answer within 30 s");
     }
   }
+}
+
+bool PoolCore::send(const wire::Header& h, std::string_view payload) {
+  std::lock_guard<std::mutex> lock(send_mu_);
+  return flush_locked() && fd_ >= 0 && transport::write_frame(fd_, h, payload);
+}
+
+bool PoolCore::flush_locked() {
+  if (out_.empty()) return true;
+  const bool ok = fd_ >= 0 && transport::write_frame_bytes(fd_, out_);
+  out_.clear();
+  return ok;
+}
+
+void PoolCore::flush() {
+  std::lock_guard<std::mutex> lock(send_mu_);
+  flush_locked();
 }
 
 void PoolCore::wait_for_router_ready(int ready_fd) {
@@ -190,8 +210,15 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
                 " bytes, more than the pool's max_message_bytes (" +
                 std::to_string(max_message_bytes_) + "); use a smaller chunksize or raise the limit");
   }
-  // Backpressure: wait, collecting results, until the chunk fits in the window.
+  // Backpressure: wait, collecting results, until the chunk fits in the window. What
+  // is buffered goes out first: those chunks are what the window waits for.
   const std::size_t size = payload.size();
+  bool full;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    full = state_ != State::kBroken && inflight_bytes_ != 0 && inflight_bytes_ + size > max_inflight_bytes_;
+  }
+  if (full) flush();
   wait(
       [&] {
         return state_ == State::kBroken || inflight_bytes_ == 0 ||
@@ -202,6 +229,7 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
     std::lock_guard<std::mutex> lock(mu_);
     if (state_ == State::kBroken) throw PoolBroken("Pool is broken: " + broken_reason_);
     inflight_[{call.id(), start}] = size;
+    inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
     inflight_bytes_ += size;
   }
   wire::Header h;
@@ -211,15 +239,26 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
   h.count = count;
   h.name = call.task().name;
   if (call.task().pure) h.flags = wire::kFlagPure;
+  // A router gone shows up at the pump (its pidfd), which fails every call with why.
+  constexpr std::size_t kBatchBytes = 64 << 10;
   std::lock_guard<std::mutex> lock(send_mu_);
-  transport::send(send_socket_, h, transport::adopt(std::move(payload)));
+  if (payload.size() >= kBatchBytes / 4) {
+    // Large: its own write, without a copy.
+    if (flush_locked() && fd_ >= 0) transport::write_frame(fd_, h, std::string_view(payload.data(), payload.size()));
+    return;
+  }
+  transport::append_frame(out_, h, std::string_view(payload.data(), payload.size()));
+  if (out_.size() >= kBatchBytes) flush_locked();
 }
+
+void pool_flush(PoolCore& core) { core.flush(); }
 
 void PoolCore::release_chunk(std::uint64_t call_id, std::uint64_t start) {
   auto it = inflight_.find({call_id, start});
   if (it == inflight_.end()) return;
   inflight_bytes_ -= it->second;
   inflight_.erase(it);
+  inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
 }
 
 void PoolCore::release_call(std::uint64_t call_id) {
@@ -228,6 +267,7 @@ void PoolCore::release_call(std::uint64_t call_id) {
     inflight_bytes_ -= it->second;
     it = inflight_.erase(it);
   }
+  inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
 }
 
 void PoolCore::abandon_call(CallBase& call) {
@@ -244,8 +284,7 @@ void PoolCore::send_control(wire::Type type, std::uint64_t call_id) {
   wire::Header h;
   h.type = type;
   h.call_id = call_id;
-  std::lock_guard<std::mutex> lock(send_mu_);
-  transport::send(send_socket_, h, zmq::message_t());
+  send(h, {});
 }
 
 bool PoolCore::wait(const std::function<bool()>& ready, Clock::time_point deadline) {
@@ -284,26 +323,56 @@ void PoolCore::pump(Clock::time_point deadline) {
     timeout = std::max(std::chrono::milliseconds(0),
                        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now));
   }
-  zmq::pollitem_t items[] = {{result_socket_.handle(), 0, ZMQ_POLLIN, 0},
-                             {nullptr, wake_fd_, ZMQ_POLLIN, 0},
-                             {nullptr, router_.pidfd, ZMQ_POLLIN, 0}};
-  transport::poll(items, router_.pidfd >= 0 ? 3 : 2, timeout);
-  if (items[1].revents & ZMQ_POLLIN) {
+  pollfd items[] = {{router_closed_ ? -1 : fd_, POLLIN, 0},
+                    {wake_fd_, POLLIN, 0},
+                    {router_.pidfd, POLLIN, 0}};
+  // A result is often tens of microseconds away: wait awake for a moment first, while
+  // few chunks are out (a caller waiting on an answer); bulk work leaves the CPU to
+  // the workers.
+  const std::size_t count = router_.pidfd >= 0 ? 3 : 2;
+  if (inflight_chunks_.load(std::memory_order_relaxed) <= static_cast<std::size_t>(processes_)) {
+    transport::poll_spinning(items, count, timeout, spin_);
+  } else {
+    transport::poll(items, count, timeout);
+  }
+  if (items[1].revents & POLLIN) {
     std::uint64_t count;
     [[maybe_unused]] ssize_t n = ::read(wake_fd_, &count, sizeof count);
   }
-  transport::Incoming in;
-  std::string why;
-  for (;;) {
-    const auto st = transport::receive(result_socket_, false, in, &why);
-    if (st == transport::RecvStatus::kNothing) break;
-    if (st == transport::RecvStatus::kMalformed) {
-      logger().warn("pool: dropped a malformed message from the router: {}", why);
-      continue;
+  if (!router_closed_ && (items[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+    const auto fill = reader_.fill(fd_);
+    transport::Incoming in;
+    std::string why;
+    bool broken = false;
+    for (;;) {
+      const auto got = reader_.next(in, &why);
+      if (got == transport::Reader::Next::kFrame) {
+        dispatch(in);
+      } else if (got == transport::Reader::Next::kBadFrame) {
+        logger().warn("pool: dropped a malformed message from the router: {}", why);
+      } else {
+        broken = got == transport::Reader::Next::kBroken;
+        break;
+      }
     }
-    dispatch(in);
+    std::string lost;
+    if (broken) {
+      // The stream cannot be resynchronised: nothing more can arrive on it.
+      lost = "Pool is broken: the router sent a malformed message (" + why + ")";
+    } else if (fill == transport::Reader::Fill::kClosed) {
+      lost = "Pool is broken: the router closed its connection";
+    }
+    if (!lost.empty()) {
+      router_closed_ = true;
+      // A router that is exiting says why below; one that lives on can reach no call.
+      pollfd exiting{router_.pidfd, POLLIN, 0};
+      if (router_.pidfd < 0 || transport::poll(&exiting, 1, std::chrono::milliseconds(100)) == 0) {
+        logger().error("pool: {}", lost);
+        fail_all(std::make_exception_ptr(PoolBroken(lost)));
+      }
+    }
   }
-  if (router_.pidfd >= 0 && (items[2].revents & ZMQ_POLLIN)) check_router_exit();
+  if (router_.pidfd >= 0 && (items[2].revents & POLLIN)) check_router_exit();
 }
 
 std::string PoolCore::stop_reason() {
@@ -423,6 +492,7 @@ void PoolCore::fail_all(std::exception_ptr error) {
     calls.swap(calls_);
     inflight_.clear();
     inflight_bytes_ = 0;
+    inflight_chunks_.store(0, std::memory_order_relaxed);
   }
   for (auto& [id, call] : calls) call->accept_failure(error);
   cv_.notify_all();

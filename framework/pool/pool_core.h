@@ -1,13 +1,14 @@
-// PoolCore: the driver's side of a pool — the router child, the two sockets to it,
-// and the table of calls waiting for results.
+// PoolCore: the driver's side of a pool — the router child, the connection to it, and
+// the table of calls waiting for results.
 //
-// Threads: any thread may submit (send socket under send_mu_). Results are pumped by
-// whichever waiting thread gets there first (leader/follower): it polls the result
-// socket without holding mu_, hands each message to its call, and wakes the others.
+// Threads: any thread may submit (whole frames written under send_mu_). Results are
+// pumped by whichever waiting thread gets there first (leader/follower): it polls the
+// connection without holding mu_, hands each message to its call, and wakes the others.
 // No background thread exists, so a result costs no extra wake-up in the driver.
 #ifndef MPX_FRAMEWORK_POOL_POOL_CORE_H_
 #define MPX_FRAMEWORK_POOL_POOL_CORE_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -17,8 +18,6 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
-
-#include <zmq.hpp>
 
 #include "framework/spawn/spawn.h"
 #include "framework/transport/transport.h"
@@ -59,13 +58,20 @@ class PoolCore {
   // Fails every pending call with error and refuses new ones. mu_ not held.
   void fail_all(std::exception_ptr error);
   void send_control(wire::Type type, std::uint64_t call_id = 0);
+  // Writes one frame to the router now (after what is buffered); false when it is gone.
+  bool send(const wire::Header& h, std::string_view payload);
+ public:
+  // Writes the chunks buffered by send_chunk (see out_).
+  void flush();
+ private:
+  bool flush_locked();  // send_mu_ held
   void stop_router(wire::Type how, std::chrono::milliseconds grace, const char* why);
   void check_router_exit();
   std::string stop_reason();
   // Blocks until the router signals on ready_fd that it has bound; throws PoolBroken
   // (after reaping it) if it dies or stays silent for 30 s.
   void wait_for_router_ready(int ready_fd);
-  // Connects both sockets and waits for the router's WELCOME to our HELLO.
+  // Connects and waits for the router's WELCOME to our HELLO.
   void connect_and_greet(const std::string& endpoint);
 
   int processes_;
@@ -78,16 +84,25 @@ class PoolCore {
   // their sum: the backpressure window. Guarded by mu_.
   std::map<std::pair<std::uint64_t, std::uint64_t>, std::size_t> inflight_;
   std::size_t inflight_bytes_ = 0;
+  // inflight_.size(), for the pump to read without mu_: it spins only while few
+  // chunks are unanswered (latency), not during bulk work (throughput).
+  std::atomic<std::size_t> inflight_chunks_{0};
   // Forgets one chunk, or every chunk of a call. mu_ held.
   void release_chunk(std::uint64_t call_id, std::uint64_t start);
   void release_call(std::uint64_t call_id);
   spawning::Child router_;  // reaped by the pumping thread or by stop_router (under mu_)
   pid_t router_pid_ = 0;
 
+  // The connection to the router: written whole frames at a time under send_mu_ (any
+  // thread), read only by the thread with pumping_ set (into reader_).
+  int fd_ = -1;
   std::mutex send_mu_;
-  zmq::socket_t send_socket_;  // guarded by send_mu_
-
-  zmq::socket_t result_socket_;  // used only by the thread with pumping_ set
+  // Small frames of the submission in progress, written together (one system call for
+  // many chunks) when it ends, before any wait, or once 64 KiB have gathered.
+  std::string out_;  // guarded by send_mu_
+  transport::Reader reader_;
+  bool router_closed_ = false;  // it closed the connection; only the pumper touches it
+  transport::Spin spin_;          // only the pumper touches it
   // An eventfd in the pump's poll set: interrupt() writes it, the pump drains it.
   int wake_fd_ = -1;
 

@@ -24,7 +24,7 @@ namespace {
 using Ranges = std::vector<std::pair<std::uint64_t, std::uint32_t>>;
 
 template <class T>
-zmq::message_t pack_message(const T& value) {
+transport::Message pack_message(const T& value) {
   msgpack::sbuffer buf;
   msgpack::pack(buf, value);
   return transport::adopt(std::move(buf));
@@ -143,7 +143,7 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
       welcome.type = wire::Type::kWelcome;
       welcome.count = static_cast<std::uint32_t>(config_.workers);
       welcome.pid = static_cast<std::int32_t>(getpid());
-      io_.send_client(sender, welcome, zmq::message_t());
+      io_.send_client(sender, welcome, transport::Message());
       if (broken()) send_pool_error(sender, 0, broken_reason_);
       return;
     }
@@ -225,7 +225,7 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
     config.start = config_.max_message_bytes;
     config.call_id = config_.worker_memory_limit;
     io_.send_worker(w.id, config,
-                    zmq::message_t(config_.initializer_args.data(), config_.initializer_args.size()));
+                    transport::Message(config_.initializer_args.data(), config_.initializer_args.size()));
     dispatch();
     return;
   }
@@ -365,7 +365,7 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
                       spends ? " (attempt " + std::to_string(it->attempts + 2) + " of " +
                                    std::to_string(retries_for(*it) + 1) + ")"
                              : std::string(" (not the chunk that was running)"));
-        Task task{std::move(*it), zmq::message_t(), zmq::message_t()};
+        Task task{std::move(*it), transport::Message(), transport::Message()};
         task.header_frame = std::move(task.what.retry_header);
         task.payload = std::move(task.what.retry_payload);
         if (spends) ++task.what.attempts;
@@ -444,7 +444,7 @@ void RouterCore::send_pool_error(std::string_view client, std::uint64_t call_id,
   wire::Header h;
   h.type = wire::Type::kPoolError;
   h.call_id = call_id;
-  io_.send_client(client, h, zmq::message_t(reason.data(), reason.size()));
+  io_.send_client(client, h, transport::Message(reason.data(), reason.size()));
 }
 
 void RouterCore::break_pool(const std::string& reason) {
@@ -504,7 +504,7 @@ void RouterCore::retire_if_done(Worker& w) {
   enter(w, State::kStopping);
   wire::Header stop;
   stop.type = wire::Type::kStop;
-  io_.send_worker(w.id, stop, zmq::message_t());
+  io_.send_worker(w.id, stop, transport::Message());
 }
 
 void RouterCore::stop_all(bool kill_now, Clock::time_point now) {
@@ -521,7 +521,7 @@ void RouterCore::stop_all(bool kill_now, Clock::time_point now) {
       enter(w, State::kStopping);
       wire::Header stop;
       stop.type = wire::Type::kStop;
-      io_.send_worker(w.id, stop, zmq::message_t());
+      io_.send_worker(w.id, stop, transport::Message());
     }
   }
 }
@@ -597,7 +597,7 @@ void RouterCore::on_tick(Clock::time_point now) {
                now - w.last_ping >= config_.heartbeat_interval) {
       wire::Header ping;
       ping.type = wire::Type::kPing;
-      io_.send_worker(w.id, ping, zmq::message_t());
+      io_.send_worker(w.id, ping, transport::Message());
       w.last_ping = now;
     }
   }

@@ -4,7 +4,8 @@
 //
 // RouterCore is the whole policy, free of sockets and processes: it reacts to
 // messages, exits and ticks, and acts through RouterIo. run_router wires it to real
-// ZeroMQ sockets and real child processes; tests drive RouterCore with a recording Io.
+// unix stream connections and real child processes; tests drive RouterCore with a
+// recording Io.
 //
 // Invariants: every chunk the router accepted is, at any time, in exactly one place —
 // the queue, one worker's in-flight list, or answered (result forwarded, or reported
@@ -25,7 +26,6 @@
 #include <string_view>
 #include <vector>
 
-#include <zmq.hpp>
 
 #include "framework/spawn/spawn.h"
 #include "framework/transport/transport.h"
@@ -64,8 +64,8 @@ struct Config {
   // A chunk of n items still running after n * task_timeout is timed out: its worker is
   // killed and replaced, the chunk reported with kFlagTimedOut (or retried). 0: none.
   std::chrono::milliseconds task_timeout{0};
-  // Payload frames larger than this are refused (ZMQ_MAXMSGSIZE disconnects the
-  // sender); workers learn it in CONFIG (header start) and fail oversized results.
+  // Payload frames larger than this are refused (the router disconnects the sender);
+  // workers learn it in CONFIG (header start) and fail oversized results.
   std::uint64_t max_message_bytes = std::uint64_t{1} << 30;
   // RLIMIT_AS of each worker, 0 for none; sent in CONFIG (header call_id).
   std::uint64_t worker_memory_limit = 0;
@@ -81,12 +81,12 @@ class RouterIo {
   // died, 0 if it was between chunks, nullopt if unknown (then the first chunk it held
   // is presumed running). Called once per worker; releases what tracked it.
   virtual std::optional<std::uint64_t> take_running_mark(pid_t) { return std::nullopt; }
-  virtual void send_client(std::string_view client, const wire::Header& h, zmq::message_t&& payload) = 0;
-  virtual void forward_client(std::string_view client, zmq::message_t&& header_frame,
-                              zmq::message_t&& payload) = 0;
-  virtual void send_worker(std::string_view worker, const wire::Header& h, zmq::message_t&& payload) = 0;
-  virtual void forward_worker(std::string_view worker, zmq::message_t&& header_frame,
-                              zmq::message_t&& payload) = 0;
+  virtual void send_client(std::string_view client, const wire::Header& h, transport::Message&& payload) = 0;
+  virtual void forward_client(std::string_view client, transport::Message&& header_frame,
+                              transport::Message&& payload) = 0;
+  virtual void send_worker(std::string_view worker, const wire::Header& h, transport::Message&& payload) = 0;
+  virtual void forward_worker(std::string_view worker, transport::Message&& header_frame,
+                              transport::Message&& payload) = 0;
   // Starts a worker process named name; returns its pid and sets *routing_id to the
   // identity it will connect with (unguessable, so no other peer can pose as it).
   // Throws on failure.
@@ -122,6 +122,13 @@ class RouterCore {
 
   // Introspection for tests.
   std::size_t queued() const { return queue_.size(); }
+  // Chunks queued or held by workers: few means callers wait on single answers
+  // (latency), many means bulk work (throughput).
+  std::size_t outstanding() const {
+    std::size_t n = queue_.size();
+    for (const auto& [pid, w] : workers_) n += w.in_flight.size();
+    return n;
+  }
   std::size_t live_workers() const { return workers_.size(); }
   bool broken() const { return !broken_reason_.empty(); }
 
@@ -137,15 +144,15 @@ class RouterCore {
     // When it became the first chunk its worker holds, i.e. began to run (a worker runs
     // its chunks in the order it received them).
     Clock::time_point started;
-    // With max_retries > 0: copies of the frames (reference-counted by ZeroMQ, no byte
-    // copy) so the chunk can be sent again if its worker dies.
-    zmq::message_t retry_header;
-    zmq::message_t retry_payload;
+    // With max_retries > 0: copies of the frames (reference-counted, no byte copy) so
+    // the chunk can be sent again if its worker dies.
+    transport::Message retry_header;
+    transport::Message retry_payload;
   };
   struct Task {
     InFlight what;
-    zmq::message_t header_frame;
-    zmq::message_t payload;
+    transport::Message header_frame;
+    transport::Message payload;
   };
   enum class State { kStarting, kReady, kRetiring, kStopping };
   struct Worker {

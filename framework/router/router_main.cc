@@ -1,14 +1,20 @@
-// The router process: real sockets and real children around RouterCore.
+// The router process: real sockets and real children around RouterCore. Clients and
+// workers connect over unix streams (framework/transport); each connection names
+// itself first, and RouterCore routes on those names.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <deque>
 #include <map>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -29,24 +35,44 @@ std::string random_id() {
   return id;
 }
 
+// A peer's queued frames are written at once from this size on (see deliver).
+constexpr std::size_t kWriteNowBytes = 64 << 10;
+
+// A stream connection to a client (a Pool's driver) or a worker.
+struct Conn {
+  int fd = -1;
+  bool front = false;  // accepted on the clients' endpoint
+  std::string id;      // its identity; empty until the preamble arrived
+  transport::Reader reader;
+  transport::Writer writer;
+  Clock::time_point opened;
+  bool dead = false;   // closed at the end of the loop turn
+  bool dirty = false;  // has frames queued this turn (ProcessIo::flush_all)
+  Conn(int f, bool is_front, std::size_t max_payload, Clock::time_point now)
+      : fd(f), front(is_front), reader(max_payload), opened(now) {}
+  ~Conn() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
 class ProcessIo final : public RouterIo {
  public:
-  ProcessIo(zmq::socket_t& front, zmq::socket_t& back, std::string back_endpoint, pid_t driver)
-      : front_(front), back_(back), back_endpoint_(std::move(back_endpoint)), driver_(driver) {}
+  ProcessIo(std::string back_endpoint, pid_t driver)
+      : back_endpoint_(std::move(back_endpoint)), driver_(driver) {}
 
-  void send_client(std::string_view client, const wire::Header& h, zmq::message_t&& payload) override {
-    transport::send_to(front_, client, h, std::move(payload));
+  void send_client(std::string_view client, const wire::Header& h, transport::Message&& payload) override {
+    deliver(client, transport::header_message(h), std::move(payload));
   }
-  void forward_client(std::string_view client, zmq::message_t&& header_frame,
-                      zmq::message_t&& payload) override {
-    transport::forward_to(front_, client, std::move(header_frame), std::move(payload));
+  void forward_client(std::string_view client, transport::Message&& header_frame,
+                      transport::Message&& payload) override {
+    deliver(client, std::move(header_frame), std::move(payload));
   }
-  void send_worker(std::string_view worker, const wire::Header& h, zmq::message_t&& payload) override {
-    transport::send_to(back_, worker, h, std::move(payload));
+  void send_worker(std::string_view worker, const wire::Header& h, transport::Message&& payload) override {
+    deliver(worker, transport::header_message(h), std::move(payload));
   }
-  void forward_worker(std::string_view worker, zmq::message_t&& header_frame,
-                      zmq::message_t&& payload) override {
-    transport::forward_to(back_, worker, std::move(header_frame), std::move(payload));
+  void forward_worker(std::string_view worker, transport::Message&& header_frame,
+                      transport::Message&& payload) override {
+    deliver(worker, std::move(header_frame), std::move(payload));
   }
   pid_t spawn_worker(const std::string& name, std::string* routing_id) override {
     *routing_id = "W" + random_id();
@@ -55,8 +81,8 @@ class ProcessIo final : public RouterIo {
     spec.name = name;
     spec.bootstrap = back_endpoint_ + '\n' + *routing_id;
     spec.driver = driver_;
-    // One shared word per worker: the chunk it is running (wire::chunk_mark). Memory
-    // writes survive the worker's death, unlike a message still in its ZeroMQ queue.
+    // One shared word per worker: the chunk it is running (wire::chunk_mark). It tells
+    // the chunk that killed a worker from the ones it had finished or not started.
     const int memfd = ::memfd_create("mpx-worker-mark", MFD_CLOEXEC);
     void* map = MAP_FAILED;
     if (memfd >= 0 && ::ftruncate(memfd, kMarkBytes) == 0) {
@@ -74,6 +100,7 @@ class ProcessIo final : public RouterIo {
     if (memfd >= 0) ::close(memfd);
     if (map != MAP_FAILED) marks_[child.pid] = static_cast<std::atomic<std::uint64_t>*>(map);
     children_[child.pid] = child;
+    ids_[child.pid] = *routing_id;
     return child.pid;
   }
   std::optional<std::uint64_t> take_running_mark(pid_t pid) override {
@@ -106,19 +133,90 @@ class ProcessIo final : public RouterIo {
   std::map<pid_t, spawning::Child>& children() { return children_; }
   static constexpr std::size_t kMarkBytes = 4096;
 
+  // ---- Connections ----
+  std::map<int, std::unique_ptr<Conn>>& conns() { return conns_; }
+  void add(std::unique_ptr<Conn> c) { conns_[c->fd] = std::move(c); }
+  // Registers c under id once its preamble arrived; false (and c is to be dropped)
+  // when that identity is taken already.
+  bool identify(Conn& c, std::string id) {
+    if (by_id_.count(id)) return false;
+    c.id = std::move(id);
+    by_id_[c.id] = &c;
+    return true;
+  }
+  // The live connection of worker pid, if it has one.
+  Conn* worker_conn(pid_t pid) {
+    auto it = ids_.find(pid);
+    if (it == ids_.end()) return nullptr;
+    auto c = by_id_.find(it->second);
+    return c == by_id_.end() ? nullptr : c->second;
+  }
+  void forget_worker(pid_t pid) {
+    children_.erase(pid);
+    ids_.erase(pid);
+  }
+  // Closes the connections marked dead.
+  void reap_conns() {
+    for (auto it = conns_.begin(); it != conns_.end();) {
+      if (!it->second->dead) {
+        ++it;
+        continue;
+      }
+      if (!it->second->id.empty()) by_id_.erase(it->second->id);
+      it = conns_.erase(it);
+    }
+  }
+
  private:
-  zmq::socket_t& front_;
-  zmq::socket_t& back_;
+  void deliver(std::string_view to, transport::Message&& header_frame, transport::Message&& payload) {
+    auto it = by_id_.find(std::string(to));
+    if (it == by_id_.end() || it->second->dead) {
+      // Its peer is gone (a driver that exited, a dead worker): the message has nobody
+      // to go to and is dropped.
+      logger().debug("router: dropped a message for {}, which is not connected", to);
+      return;
+    }
+    Conn& c = *it->second;
+    c.writer.push(std::move(header_frame), std::move(payload));
+    // Small frames are written at the end of the loop turn (flush_all): what one turn
+    // forwards to a peer leaves in one system call, and nothing waits longer than that
+    // turn. Large ones leave at once, so the peer works while the rest is read.
+    if (c.writer.pending_bytes() >= kWriteNowBytes) {
+      if (c.writer.flush(c.fd) == transport::Writer::Status::kGone) c.dead = true;
+      return;
+    }
+    if (!c.dirty) {
+      c.dirty = true;
+      dirty_.push_back(&c);
+    }
+  }
+
+ public:
+  // Writes what this turn queued for each peer.
+  void flush_all() {
+    for (Conn* c : dirty_) {
+      c->dirty = false;
+      if (!c->dead && c->writer.flush(c->fd) == transport::Writer::Status::kGone) c->dead = true;
+    }
+    dirty_.clear();
+  }
+
+ private:
+  std::vector<Conn*> dirty_;  // connections with frames queued this turn
+
   std::string back_endpoint_;
   pid_t driver_;
   std::map<pid_t, spawning::Child> children_;
+  std::map<pid_t, std::string> ids_;  // worker pid -> its identity
   std::map<pid_t, std::atomic<std::uint64_t>*> marks_;
+  std::map<int, std::unique_ptr<Conn>> conns_;  // by fd
+  std::map<std::string, Conn*, std::less<>> by_id_;
 };
 
-// Handles at most this many messages per socket per loop turn, so neither side starves.
-constexpr int kBatch = 256;
-// How long results of a dead worker are still awaited before its chunks are lost.
-constexpr auto kExitDrain = std::chrono::milliseconds(20);
+// Connections that announce no identity within this long are closed.
+constexpr auto kIdentityTimeout = std::chrono::seconds(10);
+// More connections than this at once are refused.
+constexpr std::size_t kMaxConns = 4096;
 
 }  // namespace
 
@@ -127,101 +225,189 @@ int run_router(const spawning::Bootstrap& boot) {
   const int driver_fd = spawning::open_parent_or_exit(boot.parent);
   signal(SIGPIPE, SIG_IGN);
 
-  zmq::socket_t front = transport::make_socket(zmq::socket_type::router);
-  zmq::socket_t back = transport::make_socket(zmq::socket_type::router);
-  // A frame over the limit disconnects its sender instead of being buffered whole.
-  const auto frame_limit = static_cast<std::int64_t>(
-      std::min<std::uint64_t>(config.max_message_bytes + wire::kMaxHeaderSize, INT64_MAX));
-  front.set(zmq::sockopt::maxmsgsize, frame_limit);
-  back.set(zmq::sockopt::maxmsgsize, frame_limit);
-  front.bind(config.front_endpoint);
-  back.bind(config.back_endpoint);
-  // Clients may connect now and succeed at once (no reconnect back-off to wait out).
+  const int front = transport::listen_on(config.front_endpoint);
+  const int back = transport::listen_on(config.back_endpoint);
+  if (front < 0 || back < 0) {
+    logger().error("router: cannot listen on its endpoints: {}", std::strerror(errno));
+    return 1;
+  }
+  // Clients may connect now and succeed at once.
   spawning::signal_ready(boot.ready_fd);
+  const long uid = static_cast<long>(getuid());
+  // A frame over the limit disconnects its sender instead of being buffered whole.
+  const std::size_t frame_limit = config.max_message_bytes;
 
-  ProcessIo io(front, back, config.back_endpoint, boot.driver);
+  ProcessIo io(config.back_endpoint, boot.driver);
   RouterCore core(config, io);
   core.start(Clock::now());
   logger().debug("router: serving {} workers", config.workers);
 
-  std::vector<zmq::pollitem_t> items;
-  std::vector<pid_t> item_pids;
-  struct Exit {
-    pid_t pid;
-    int status;
-    Clock::time_point report_at;
+  bool busy = false;  // this loop turn handled a message
+  transport::Spin spin;
+  // Reads what c has and hands every complete message to the core.
+  auto service = [&](Conn& c) {
+    if (c.dead) return;
+    const auto fill = c.reader.fill(c.fd);
+    std::string why;
+    bool bad = false;
+    if (c.id.empty()) {
+      std::string id;
+      if (c.reader.identity(&id, &bad, &why)) {
+        if (!io.identify(c, std::move(id))) {
+          logger().warn("router: refused a second connection claiming an identity in use");
+          c.dead = true;
+          return;
+        }
+      } else if (bad) {
+        logger().warn("router: dropped a connection: {}", why);
+        c.dead = true;
+        return;
+      }
+    }
+    if (!c.id.empty()) {
+      transport::Incoming in;
+      for (;;) {
+        const auto got = c.reader.next(in, &why);
+        if (got == transport::Reader::Next::kNone) break;
+        if (got == transport::Reader::Next::kBadFrame) {
+          logger().warn("router: dropped a malformed {} message: {}", c.front ? "client" : "worker", why);
+          continue;
+        }
+        if (got == transport::Reader::Next::kBroken) {
+          logger().warn("router: dropped the connection of {}: {}", c.front ? "a client" : "a worker", why);
+          c.dead = true;
+          return;
+        }
+        in.from = c.id;
+        busy = true;
+        if (c.front) {
+          core.on_client(in, Clock::now());
+        } else {
+          core.on_worker(in, Clock::now());
+        }
+        if (c.dead) return;
+      }
+    }
+    if (fill == transport::Reader::Fill::kClosed) c.dead = true;
   };
-  std::deque<Exit> exits;  // reaped workers whose lost chunks are not reported yet
+  auto accept_all = [&](int listener, bool is_front) {
+    for (;;) {
+      const int fd = ::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR) continue;
+        return;  // EAGAIN: none left; EMFILE and the like: retried next turn
+      }
+      const long peer = transport::peer_uid(fd);
+      if (peer != uid) {
+        logger().warn("router: refused a connection from uid {}: only uid {} may use this pool",
+                      peer, uid);
+        ::close(fd);
+        continue;
+      }
+      if (io.conns().size() >= kMaxConns) {
+        logger().warn("router: refused a connection: {} are open already", kMaxConns);
+        ::close(fd);
+        continue;
+      }
+      io.add(std::make_unique<Conn>(fd, is_front, frame_limit, Clock::now()));
+    }
+  };
+
+  std::vector<pollfd> fds;
+  std::vector<Conn*> fd_conns;
+  std::vector<pid_t> fd_pids;
   bool driver_gone = false;
-  transport::Incoming in;
-  std::string why;
   while (!core.finished()) {
-    items.clear();
-    item_pids.clear();
-    items.push_back({front.handle(), 0, ZMQ_POLLIN, 0});
-    items.push_back({back.handle(), 0, ZMQ_POLLIN, 0});
+    fds.clear();
+    fd_conns.clear();
+    fd_pids.clear();
+    fds.push_back({front, POLLIN, 0});
+    fds.push_back({back, POLLIN, 0});
     // Once the driver is gone its pidfd stays readable: stop watching it.
-    items.push_back({nullptr, driver_gone ? -1 : driver_fd, ZMQ_POLLIN, 0});
+    fds.push_back({driver_gone ? -1 : driver_fd, POLLIN, 0});
+    for (auto& [fd, c] : io.conns()) {
+      fds.push_back({fd, static_cast<short>(POLLIN | (c->writer.pending() ? POLLOUT : 0)), 0});
+      fd_conns.push_back(c.get());
+    }
+    const std::size_t first_child = fds.size();
     for (auto& [pid, child] : io.children()) {
-      items.push_back({nullptr, child.pidfd, ZMQ_POLLIN, 0});
-      item_pids.push_back(pid);
+      fds.push_back({child.pidfd, POLLIN, 0});
+      fd_pids.push_back(pid);
     }
     const auto now = Clock::now();
-    auto wake = core.next_tick();
-    if (!exits.empty()) wake = std::min(wake, exits.front().report_at);
-    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now);
-    transport::poll(items.data(), items.size(), std::chrono::milliseconds(std::max<long>(0, wait.count()) + 1));
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(core.next_tick() - now);
+    // Right after forwarding, the answer is usually microseconds away: wait awake for
+    // a moment first (see poll_spinning).
+    const std::chrono::milliseconds timeout(std::max<long>(0, wait.count()) + 1);
+    // Spinning pays while callers wait on a few answers; with bulk work queued the CPU
+    // is the workers'.
+    if (busy && core.outstanding() <= static_cast<std::size_t>(config.workers)) {
+      transport::poll_spinning(fds.data(), fds.size(), timeout, spin);
+    } else {
+      transport::poll(fds.data(), fds.size(), timeout);
+    }
+    busy = false;
 
-    for (int i = 0; i < kBatch; ++i) {
-      const auto st = transport::receive(front, true, in, &why);
-      if (st == transport::RecvStatus::kNothing) break;
-      if (st == transport::RecvStatus::kMalformed) {
-        logger().warn("router: dropped a malformed client message: {}", why);
-        continue;
+    if (fds[0].revents & POLLIN) accept_all(front, true);
+    if (fds[1].revents & POLLIN) accept_all(back, false);
+    for (std::size_t k = 0; k < fd_conns.size(); ++k) {
+      Conn& c = *fd_conns[k];
+      const short ev = fds[3 + k].revents;
+      if (ev & (POLLIN | POLLHUP | POLLERR)) service(c);
+      if (!c.dead && (ev & POLLOUT) && c.writer.flush(c.fd) == transport::Writer::Status::kGone) {
+        c.dead = true;
       }
-      core.on_client(in, Clock::now());
     }
-    for (int i = 0; i < kBatch; ++i) {
-      const auto st = transport::receive(back, true, in, &why);
-      if (st == transport::RecvStatus::kNothing) break;
-      if (st == transport::RecvStatus::kMalformed) {
-        logger().warn("router: dropped a malformed worker message: {}", why);
-        continue;
-      }
-      core.on_worker(in, Clock::now());
-    }
-    for (std::size_t k = 0; k < item_pids.size(); ++k) {
-      if (!(items[3 + k].revents & ZMQ_POLLIN)) continue;
-      auto it = io.children().find(item_pids[k]);
+    for (std::size_t k = 0; k < fd_pids.size(); ++k) {
+      if (!(fds[first_child + k].revents & POLLIN)) continue;
+      const pid_t pid = fd_pids[k];
+      auto it = io.children().find(pid);
       if (it == io.children().end()) continue;
       auto status = spawning::reap(it->second, false);
       if (!status) continue;
-      io.children().erase(it);
-      core.on_worker_died(item_pids[k]);
-      if (core.worth_draining(item_pids[k])) {
-        exits.push_back({item_pids[k], *status, Clock::now() + kExitDrain});
-      } else {
-        core.on_worker_exit(item_pids[k], *status, Clock::now());
+      // Everything the worker wrote before it died is in its connection's buffer now:
+      // read it all before its death is handled, so no result it sent is lost.
+      if (Conn* c = io.worker_conn(pid)) {
+        service(*c);
+        c->dead = true;
       }
+      io.forget_worker(pid);
+      core.on_worker_exit(pid, *status, Clock::now());
     }
-    // Results a dead worker sent just before it died may still be on their way; they
-    // were read above. What it still holds after the drain is reported lost.
-    // A stop makes every pending drain moot.
-    while (!exits.empty() && (Clock::now() >= exits.front().report_at || !core.worth_draining(exits.front().pid))) {
-      core.on_worker_exit(exits.front().pid, exits.front().status, Clock::now());
-      exits.pop_front();
-    }
-    if (!driver_gone && (items[2].revents & ZMQ_POLLIN)) {
+    if (!driver_gone && (fds[2].revents & POLLIN)) {
       logger().debug("router: driver {} is gone; stopping", boot.driver);
       driver_gone = true;
       core.terminate();
     }
-    if (Clock::now() >= core.next_tick()) core.on_tick(Clock::now());
+    const auto after = Clock::now();
+    for (auto& [fd, c] : io.conns()) {
+      if (c->id.empty() && after - c->opened > kIdentityTimeout) {
+        logger().warn("router: closed a connection that announced no identity in {} s",
+                      std::chrono::duration_cast<std::chrono::seconds>(kIdentityTimeout).count());
+        c->dead = true;
+      }
+    }
+    if (after >= core.next_tick()) core.on_tick(after);
+    io.flush_all();
+    io.reap_conns();
+  }
+  // What is still queued for the driver (the last results, POOL_ERRORs) goes out.
+  io.flush_all();
+  for (auto& [fd, c] : io.conns()) {
+    if (!c->dead && c->front && c->writer.pending()) {
+      const auto until = Clock::now() + std::chrono::seconds(1);
+      while (c->writer.flush(c->fd) == transport::Writer::Status::kPending && Clock::now() < until) {
+        pollfd p{c->fd, POLLOUT, 0};
+        ::poll(&p, 1, 10);
+      }
+    }
   }
   for (auto& [pid, child] : io.children()) {
     ::kill(pid, SIGKILL);
     spawning::reap(child, true);
   }
+  ::close(front);
+  ::close(back);
   return 0;
 }
 

@@ -51,18 +51,18 @@ struct Sent {
 
 class FakeIo final : public RouterIo {
  public:
-  void send_client(std::string_view client, const Header& h, zmq::message_t&& payload) override {
+  void send_client(std::string_view client, const Header& h, transport::Message&& payload) override {
     record(Sent::kSendClient, client, h, std::string(), payload);
   }
-  void forward_client(std::string_view client, zmq::message_t&& header_frame,
-                      zmq::message_t&& payload) override {
+  void forward_client(std::string_view client, transport::Message&& header_frame,
+                      transport::Message&& payload) override {
     forward(Sent::kForwardClient, client, header_frame, payload);
   }
-  void send_worker(std::string_view worker, const Header& h, zmq::message_t&& payload) override {
+  void send_worker(std::string_view worker, const Header& h, transport::Message&& payload) override {
     record(Sent::kSendWorker, worker, h, std::string(), payload);
   }
-  void forward_worker(std::string_view worker, zmq::message_t&& header_frame,
-                      zmq::message_t&& payload) override {
+  void forward_worker(std::string_view worker, transport::Message&& header_frame,
+                      transport::Message&& payload) override {
     forward(Sent::kForwardWorker, worker, header_frame, payload);
   }
   pid_t spawn_worker(const std::string& name, std::string* routing_id) override {
@@ -94,13 +94,13 @@ class FakeIo final : public RouterIo {
 
  private:
   void record(Sent::Kind kind, std::string_view to, const Header& h, std::string header_bytes,
-              const zmq::message_t& payload) {
+              const transport::Message& payload) {
     sent.push_back(Sent{kind, std::string(to), h.type, h.call_id, h.start, h.count, h.pid,
                         h.flags, std::string(h.name), std::move(header_bytes),
                         std::string(payload.data<char>(), payload.size()), payload.data()});
   }
-  void forward(Sent::Kind kind, std::string_view to, const zmq::message_t& header_frame,
-               const zmq::message_t& payload) {
+  void forward(Sent::Kind kind, std::string_view to, const transport::Message& header_frame,
+               const transport::Message& payload) {
     std::string why;
     const auto h = wire::decode(header_frame.data<char>(), header_frame.size(), &why);
     ASSERT_TRUE(h.has_value()) << "router forwarded an undecodable header: " << why;
@@ -112,10 +112,10 @@ class FakeIo final : public RouterIo {
 // name views into header_frame, so it is decoded after the frame is in its final spot.
 void fill(transport::Incoming& in, const std::string& from, const Header& h,
           const std::string& payload) {
-  in.from = zmq::message_t(from.data(), from.size());
+  in.from = from;
   const std::string bytes = wire::encode(h);
-  in.header_frame = zmq::message_t(bytes.data(), bytes.size());
-  in.payload = zmq::message_t(payload.data(), payload.size());
+  in.header_frame = transport::Message(bytes.data(), bytes.size());
+  in.payload = transport::Message(payload.data(), payload.size());
   std::string why;
   auto decoded = wire::decode(in.header_frame.data<char>(), in.header_frame.size(), &why);
   ASSERT_TRUE(decoded.has_value()) << why;

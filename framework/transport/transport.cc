@@ -1,69 +1,130 @@
 #include "framework/transport/transport.h"
 
+#include <sched.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <random>
+
+#include "mpx/errors.h"
 
 namespace mpx {
 namespace transport {
 namespace {
 
-void free_buffer(void* data, void*) { std::free(data); }
+// Identity preamble: this magic, one length byte, the identity.
+constexpr char kIdentityMagic[4] = {'m', 'p', 'x', '1'};
+constexpr std::size_t kIdentityPrefix = sizeof kIdentityMagic + 1;
 
-// ZeroMQ calls fail with EINTR when a signal handler runs during them (the caller's
-// program may use timers or profilers); the frame is untouched then, so retry.
-void send_frame(zmq::socket_t& socket, zmq::message_t& msg, zmq::send_flags flags) {
-  for (;;) {
-    try {
-      socket.send(msg, flags);
-      return;
-    } catch (const zmq::error_t& e) {
-      if (e.num() != EINTR) throw;
+socklen_t make_address(const std::string& endpoint, sockaddr_un& addr) {
+  std::string_view name = endpoint;
+  if (name.rfind("ipc://", 0) == 0) name.remove_prefix(6);
+  if (!name.empty() && name[0] == '@') name.remove_prefix(1);
+  std::memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  // Abstract namespace: a leading NUL, nothing on disk to clean up.
+  const std::size_t n = std::min(name.size(), sizeof addr.sun_path - 1);
+  std::memcpy(addr.sun_path + 1, name.data(), n);
+  return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
+}
+
+void put_u32(char* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+}
+std::uint32_t get_u32(const char* p) {
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<std::uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  return v;
+}
+
+// Writes iov fully, waiting while the socket is full.
+bool write_all(int fd, iovec* iov, int count) {
+  int first = 0;
+  while (first < count) {
+    msghdr msg{};
+    msg.msg_iov = iov + first;
+    msg.msg_iovlen = static_cast<std::size_t>(count - first);
+    const ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        pollfd p{fd, POLLOUT, 0};
+        ::poll(&p, 1, 100);
+        continue;
+      }
+      return false;
+    }
+    std::size_t left = static_cast<std::size_t>(n);
+    while (first < count && left >= iov[first].iov_len) {
+      left -= iov[first].iov_len;
+      ++first;
+    }
+    if (first < count) {
+      iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
+      iov[first].iov_len -= left;
     }
   }
+  return true;
 }
 
-void send_frame(zmq::socket_t& socket, zmq::message_t&& msg, zmq::send_flags flags) {
-  send_frame(socket, msg, flags);
-}
-
-bool recv_frame(zmq::socket_t& socket, zmq::message_t& msg, zmq::recv_flags flags) {
-  for (;;) {
-    try {
-      return socket.recv(msg, flags).has_value();
-    } catch (const zmq::error_t& e) {
-      if (e.num() != EINTR) throw;
-    }
-  }
-}
-
-zmq::message_t header_message(const wire::Header& header) {
-  char buf[wire::kMaxHeaderSize];
-  const std::size_t n = wire::encode(header, buf);
-  return zmq::message_t(buf, n);
-}
-
-// Consumes the remaining frames of a message that has already been judged bad.
-void drain(zmq::socket_t& socket, zmq::message_t& last) {
-  while (last.more()) {
-    if (!recv_frame(socket, last, zmq::recv_flags::dontwait)) return;
-  }
+// Our own encoding of a header (the layout set_type relies on): [0x98][0xcc v][0xcc t]...
+bool has_our_layout(const char* b, std::size_t n) {
+  const auto* u = reinterpret_cast<const unsigned char*>(b);
+  return n >= 5 && u[0] == 0x98 && u[1] == 0xcc && u[3] == 0xcc;
 }
 
 }  // namespace
 
-zmq::context_t& context() {
-  static zmq::context_t* ctx = [] {
-    auto* c = new zmq::context_t(1);
-    c->set(zmq::ctxopt::blocky, 0);
-    return c;
-  }();
-  return *ctx;
+// ---- Message --------------------------------------------------------------------------
+
+Message::Message(const void* data, std::size_t size) {
+  if (size == 0) return;
+  *this = allocate(size);
+  std::memcpy(data_, data, size);
 }
+
+Message Message::allocate(std::size_t size) {
+  Message m;
+  if (size == 0) return m;
+  m.storage_ = std::shared_ptr<char>(static_cast<char*>(std::malloc(size)), &std::free);
+  if (!m.storage_) throw std::bad_alloc();
+  m.data_ = m.storage_.get();
+  m.size_ = size;
+  return m;
+}
+
+Message Message::adopt(detail::Buffer&& buffer) {
+  Message m;
+  const std::size_t size = buffer.size();
+  char* data = buffer.release();
+  if (data == nullptr) return m;
+  m.storage_ = std::shared_ptr<char>(data, &std::free);
+  m.data_ = data;
+  m.size_ = size;
+  return m;
+}
+
+Message adopt(detail::Buffer&& buffer) { return Message::adopt(std::move(buffer)); }
+
+Message header_message(const wire::Header& header) {
+  char buf[wire::kMaxHeaderSize];
+  const std::size_t n = wire::encode(header, buf);
+  return Message(buf, n);
+}
+
+void set_type(Message& header_frame, wire::Type type) {
+  // Layout: [0x98][0xcc version][0xcc type]...: the type byte is at offset 4.
+  header_frame.data<std::uint8_t>()[4] = static_cast<std::uint8_t>(type);
+}
+
+// ---- Endpoints and connections --------------------------------------------------------
 
 std::string make_endpoint(std::string_view tag) {
   static std::atomic<unsigned> counter{0};
@@ -72,126 +133,315 @@ std::string make_endpoint(std::string_view tag) {
          std::to_string(rd()) + "-" + std::string(tag);
 }
 
-zmq::socket_t make_socket(zmq::socket_type type, std::string_view routing_id) {
-  zmq::socket_t s(context(), type);
-  s.set(zmq::sockopt::linger, 0);
-  s.set(zmq::sockopt::sndhwm, 0);
-  s.set(zmq::sockopt::rcvhwm, 0);
-  if (!routing_id.empty()) s.set(zmq::sockopt::routing_id, zmq::const_buffer(routing_id.data(), routing_id.size()));
-  if (type == zmq::socket_type::router) {
-    // Peers must be this user: the kernel's SO_PEERCRED check on ipc connections.
-    const int uid = static_cast<int>(getuid());
-    if (zmq_setsockopt(s.handle(), ZMQ_IPC_FILTER_UID, &uid, sizeof uid) != 0) {
-      // A libzmq built without peer-credential support: abstract sockets then have no
-      // access control at all, which callers must hear about.
-      throw zmq::error_t();
+int listen_on(const std::string& endpoint) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_un addr;
+  const socklen_t len = make_address(endpoint, addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd, 512) != 0) {
+    const int e = errno;
+    ::close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
+int connect_to(const std::string& endpoint) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_un addr;
+  const socklen_t len = make_address(endpoint, addr);
+  int r;
+  do {
+    r = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), len);
+  } while (r != 0 && errno == EINTR);
+  if (r != 0) {
+    const int e = errno;
+    ::close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
+int connect_as(const std::string& endpoint, std::string_view identity) {
+  if (identity.size() > kMaxIdentity) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  const int fd = connect_to(endpoint);
+  if (fd < 0) return -1;
+  char prefix[kIdentityPrefix];
+  std::memcpy(prefix, kIdentityMagic, sizeof kIdentityMagic);
+  prefix[sizeof kIdentityMagic] = static_cast<char>(identity.size());
+  iovec iov[2] = {{prefix, sizeof prefix}, {const_cast<char*>(identity.data()), identity.size()}};
+  if (!write_all(fd, iov, 2)) {
+    const int e = errno;
+    ::close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
+long peer_uid(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+  return static_cast<long>(cred.uid);
+}
+
+// ---- Reading --------------------------------------------------------------------------
+
+Reader::Fill Reader::fill(int fd) {
+  bool any = false;
+  // Bounded per call (a frame larger than that is read whole): a reader that handles
+  // what it read before reading on passes work on while more arrives.
+  const std::size_t budget = std::max<std::size_t>(need_, std::size_t{1} << 20);
+  std::size_t taken = 0;
+  for (;;) {
+    if (taken >= budget) return Fill::kData;
+    if (start_ == end_) start_ = end_ = 0;
+    // Room for the frame being read (need_) or a good read, whichever is larger.
+    const std::size_t want = std::max<std::size_t>(need_, 64 * 1024);
+    if (buf_.size() - start_ < want) {
+      std::memmove(buf_.data(), buf_.data() + start_, end_ - start_);
+      end_ -= start_;
+      start_ = 0;
+      if (buf_.size() < want) buf_.resize(want);
+    }
+    if (end_ == buf_.size()) buf_.resize(buf_.size() * 2);
+    const ssize_t n = ::recv(fd, buf_.data() + end_, buf_.size() - end_, MSG_DONTWAIT);
+    if (n > 0) {
+      end_ += static_cast<std::size_t>(n);
+      taken += static_cast<std::size_t>(n);
+      any = true;
+      if (end_ < buf_.size()) return Fill::kData;  // drained what was there
+      continue;
+    }
+    if (n == 0) return any ? Fill::kData : Fill::kClosed;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return any ? Fill::kData : Fill::kNothing;
+    return any ? Fill::kData : Fill::kClosed;
+  }
+}
+
+bool Reader::identity(std::string* id, bool* bad, std::string* why) {
+  *bad = false;
+  const std::size_t have = end_ - start_;
+  const char* p = buf_.data() + start_;
+  if (std::memcmp(p, kIdentityMagic, std::min(have, sizeof kIdentityMagic)) != 0) {
+    *bad = true;
+    *why = "the connection did not start with an identity";
+    return false;
+  }
+  if (have < kIdentityPrefix) return false;
+  const std::size_t n = static_cast<unsigned char>(p[sizeof kIdentityMagic]);
+  if (n == 0) {
+    *bad = true;
+    *why = "empty identity";
+    return false;
+  }
+  if (have < kIdentityPrefix + n) return false;
+  id->assign(p + kIdentityPrefix, n);
+  start_ += kIdentityPrefix + n;
+  return true;
+}
+
+Reader::Next Reader::next(wire::Header& header, std::string_view& header_bytes,
+                          std::string_view& payload, std::string* why) {
+  const std::size_t have = end_ - start_;
+  if (have < kFramePrefix) return Next::kNone;
+  const char* p = buf_.data() + start_;
+  const std::uint32_t hl = get_u32(p), pl = get_u32(p + 4);
+  if (hl == 0 || hl > wire::kMaxHeaderSize) {
+    *why = "header length " + std::to_string(hl) + " out of range";
+    return Next::kBroken;
+  }
+  if (pl > max_payload_) {
+    *why = "payload of " + std::to_string(pl) + " bytes is over the limit of " +
+           std::to_string(max_payload_);
+    return Next::kBroken;
+  }
+  const std::size_t total = kFramePrefix + hl + pl;
+  if (have < total) {
+    need_ = total;
+    return Next::kNone;
+  }
+  need_ = 0;
+  start_ += total;
+  auto h = wire::decode(p + kFramePrefix, hl, why);
+  if (!h) return Next::kBadFrame;
+  header = *h;
+  header_bytes = std::string_view(p + kFramePrefix, hl);
+  payload = std::string_view(p + kFramePrefix + hl, pl);
+  return Next::kFrame;
+}
+
+Reader::Next Reader::next(Incoming& in, std::string* why) {
+  wire::Header h;
+  std::string_view header_bytes, payload;
+  const Next got = next(h, header_bytes, payload, why);
+  if (got != Next::kFrame) return got;
+  if (has_our_layout(header_bytes.data(), header_bytes.size())) {
+    in.header_frame = Message(header_bytes.data(), header_bytes.size());
+  } else {
+    // A foreign but valid encoding: re-encoded, so that set_type stays correct.
+    in.header_frame = header_message(h);
+  }
+  in.payload = Message(payload.data(), payload.size());
+  // The header views into the frame kept, not into the read buffer.
+  in.header = *wire::decode(in.header_frame.data<char>(), in.header_frame.size(), why);
+  return Next::kFrame;
+}
+
+// ---- Writing --------------------------------------------------------------------------
+
+void append_frame(std::string& out, const wire::Header& header, std::string_view payload) {
+  char head[kFramePrefix + wire::kMaxHeaderSize];
+  const std::size_t hl = wire::encode(header, head + kFramePrefix);
+  put_u32(head, static_cast<std::uint32_t>(hl));
+  put_u32(head + 4, static_cast<std::uint32_t>(payload.size()));
+  out.append(head, kFramePrefix + hl);
+  out.append(payload.data(), payload.size());
+}
+
+bool write_frame(int fd, std::string_view header_bytes, std::string_view payload) {
+  char prefix[kFramePrefix];
+  put_u32(prefix, static_cast<std::uint32_t>(header_bytes.size()));
+  put_u32(prefix + 4, static_cast<std::uint32_t>(payload.size()));
+  iovec iov[3] = {{prefix, kFramePrefix},
+                  {const_cast<char*>(header_bytes.data()), header_bytes.size()},
+                  {const_cast<char*>(payload.data()), payload.size()}};
+  return write_all(fd, iov, 3);
+}
+
+bool write_frame_bytes(int fd, std::string_view frames) {
+  iovec iov{const_cast<char*>(frames.data()), frames.size()};
+  return write_all(fd, &iov, 1);
+}
+
+bool write_frame(int fd, const wire::Header& header, std::string_view payload) {
+  char head[wire::kMaxHeaderSize];
+  const std::size_t hl = wire::encode(header, head);
+  return write_frame(fd, std::string_view(head, hl), payload);
+}
+
+void Writer::push(const wire::Header& header, Message payload) {
+  push(header_message(header), std::move(payload));
+}
+
+void Writer::push(Message header_frame, Message payload) {
+  Entry e;
+  put_u32(e.prefix, static_cast<std::uint32_t>(header_frame.size()));
+  put_u32(e.prefix + 4, static_cast<std::uint32_t>(payload.size()));
+  e.header = std::move(header_frame);
+  e.payload = std::move(payload);
+  bytes_ += e.size();
+  queue_.push_back(std::move(e));
+}
+
+Writer::Status Writer::flush(int fd) {
+  constexpr int kMaxFrames = 64;
+  while (!queue_.empty()) {
+    iovec iov[3 * kMaxFrames];
+    int n = 0;
+    for (std::size_t k = 0; k < queue_.size() && k < kMaxFrames; ++k) {
+      Entry& e = queue_[k];
+      const std::pair<const char*, std::size_t> parts[3] = {
+          {e.prefix, kFramePrefix}, {e.header.data<char>(), e.header.size()},
+          {e.payload.data<char>(), e.payload.size()}};
+      std::size_t skip = k == 0 ? e.done : 0;
+      for (const auto& [data, size] : parts) {
+        if (skip >= size) {
+          skip -= size;
+          continue;
+        }
+        iov[n++] = {const_cast<char*>(data) + skip, size - skip};
+        skip = 0;
+      }
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<std::size_t>(n);
+    const ssize_t sent = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return Status::kPending;
+      return Status::kGone;
+    }
+    std::size_t left = static_cast<std::size_t>(sent);
+    bytes_ -= left;
+    while (left > 0) {
+      Entry& e = queue_.front();
+      const std::size_t rest = e.size() - e.done;
+      if (left >= rest) {
+        left -= rest;
+        queue_.pop_front();
+      } else {
+        e.done += left;
+        left = 0;
+      }
     }
   }
-  return s;
+  return Status::kDone;
 }
 
-zmq::message_t adopt(detail::Buffer&& buffer) {
-  const std::size_t size = buffer.size();
-  char* data = buffer.release();
-  if (data == nullptr) return zmq::message_t();
-  return zmq::message_t(data, size, &free_buffer, nullptr);
-}
-
-void send(zmq::socket_t& socket, const wire::Header& header, zmq::message_t&& payload) {
-  send_frame(socket, header_message(header), zmq::send_flags::sndmore);
-  send_frame(socket, payload, zmq::send_flags::none);
-}
-
-void send(zmq::socket_t& socket, const wire::Header& header, std::string_view payload) {
-  send(socket, header, zmq::message_t(payload.data(), payload.size()));
-}
-
-void send_to(zmq::socket_t& socket, std::string_view to, const wire::Header& header,
-             zmq::message_t&& payload) {
-  send_frame(socket, zmq::message_t(to.data(), to.size()), zmq::send_flags::sndmore);
-  send(socket, header, std::move(payload));
-}
-
-void send_to(zmq::socket_t& socket, std::string_view to, const wire::Header& header,
-             std::string_view payload) {
-  send_to(socket, to, header, zmq::message_t(payload.data(), payload.size()));
-}
-
-void forward_to(zmq::socket_t& socket, std::string_view to, zmq::message_t&& header_frame,
-                zmq::message_t&& payload) {
-  send_frame(socket, zmq::message_t(to.data(), to.size()), zmq::send_flags::sndmore);
-  send_frame(socket, header_frame, zmq::send_flags::sndmore);
-  send_frame(socket, payload, zmq::send_flags::none);
-}
-
-int poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout) {
+int poll(pollfd* fds, std::size_t count, std::chrono::milliseconds timeout) {
   using Clock = std::chrono::steady_clock;
   const bool forever = timeout.count() < 0;
   const auto deadline = forever ? Clock::time_point::max() : Clock::now() + timeout;
   for (;;) {
-    long left = -1;
+    int left = -1;
     if (!forever) {
-      left = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   deadline - Clock::now()).count());
+      // Rounded up: a poll that returns on its timeout has reached the deadline.
+      left = static_cast<int>(std::clamp<long long>(
+          std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count(), 0,
+          INT32_MAX));
     }
-    const int n = zmq_poll(items, static_cast<int>(count), left);
-    if (n >= 0) return n;
-    if (zmq_errno() != EINTR) throw zmq::error_t();
+    const int n = ::poll(fds, static_cast<nfds_t>(count), left);
+    if (n > 0 || (n == 0 && (forever || Clock::now() >= deadline))) return n;
+    if (n == 0) continue;  // woke a little early (timer slack): wait out the rest
+    if (errno != EINTR) throw Error(std::string("poll: ") + std::strerror(errno));
   }
 }
 
-void set_type(zmq::message_t& header_frame, wire::Type type) {
-  // Layout: [0x98][0xcc version][0xcc type]...: the type byte is at offset 4.
-  static_cast<std::uint8_t*>(header_frame.data())[4] = static_cast<std::uint8_t>(type);
+bool Spin::enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("MPX_SPIN");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
+  return on;
 }
 
-RecvStatus receive(zmq::socket_t& socket, bool routed, Incoming& in, std::string* why) {
-  if (routed) {
-    if (!recv_frame(socket, in.from, zmq::recv_flags::dontwait)) return RecvStatus::kNothing;
-    if (!in.from.more()) {
-      *why = "message without frames after the routing id";
-      return RecvStatus::kMalformed;
+int poll_spinning(pollfd* fds, std::size_t count, std::chrono::milliseconds timeout, Spin& spin) {
+  using Clock = std::chrono::steady_clock;
+  const auto budget = spin.budget();
+  if (budget.count() == 0 || timeout.count() == 0) {
+    const int n = poll(fds, count, timeout);
+    if (budget.count() == 0) spin.update(false);
+    return n;
+  }
+  const auto start = Clock::now();
+  const auto until = start + (timeout.count() < 0 ? Clock::duration(budget)
+                                                  : std::min<Clock::duration>(budget, timeout));
+  do {
+    const int n = ::poll(fds, static_cast<nfds_t>(count), 0);
+    if (n > 0) {
+      spin.update(true);
+      return n;
     }
-    if (!recv_frame(socket, in.header_frame, zmq::recv_flags::none)) return RecvStatus::kNothing;
-  } else {
-    if (!recv_frame(socket, in.header_frame, zmq::recv_flags::dontwait)) return RecvStatus::kNothing;
+    if (n < 0 && errno != EINTR) throw Error(std::string("poll: ") + std::strerror(errno));
+    sched_yield();
+  } while (Clock::now() < until);
+  spin.update(false);
+  if (timeout.count() > 0) {
+    timeout -= std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+    if (timeout.count() < 0) timeout = std::chrono::milliseconds(0);
   }
-  if (!in.header_frame.more()) {
-    *why = "message has no payload frame";
-    return RecvStatus::kMalformed;
-  }
-  if (!recv_frame(socket, in.payload, zmq::recv_flags::none)) return RecvStatus::kNothing;
-  if (in.payload.more()) {
-    *why = "message has more than two frames";
-    drain(socket, in.payload);
-    return RecvStatus::kMalformed;
-  }
-  auto header = wire::decode(in.header_frame.data<char>(), in.header_frame.size(), why);
-  if (!header) return RecvStatus::kMalformed;
-  // The rewritten-type fast path (set_type) relies on our own fixed layout; a foreign
-  // but valid encoding is re-encoded so forwarding stays correct.
-  const auto* b = in.header_frame.data<std::uint8_t>();
-  if (in.header_frame.size() < 5 || b[0] != 0x98 || b[1] != 0xcc || b[3] != 0xcc) {
-    std::string name(header->name);
-    wire::Header copy = *header;
-    copy.name = name;
-    in.header_frame = header_message(copy);
-    header = wire::decode(in.header_frame.data<char>(), in.header_frame.size(), why);
-  }
-  in.header = *header;
-  return RecvStatus::kMessage;
+  return poll(fds, count, timeout);
 }
 
 }  // namespace transport
 }  // namespace mpx
-
-#if defined(__SANITIZE_THREAD__)
-// Programs built with -fsanitize=thread (bazel test --config=tsan) link this: Debian's
-// libzmq is not TSan-instrumented, so the hand-over of messages through its lock-free
-// queues to its I/O thread is reported as races on memory libzmq itself synchronises.
-// Our own code stays fully checked.
-extern "C" const char* __tsan_default_suppressions() {
-  return "race:libzmq.so\n"
-         "called_from_lib:libzmq.so\n";
-}
-#endif

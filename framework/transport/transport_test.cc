@@ -1,13 +1,21 @@
-// Unit tests for the transport layer: a real ROUTER and DEALER pair inside this process
-// over an abstract ipc:// endpoint. Waiting is done by polling the socket (with a
-// generous upper bound), never by sleeping.
+// Unit tests for the transport: messages, framing over real unix stream sockets
+// (socketpairs and abstract listeners in this process), identities, malformed input,
+// queued writes against a full socket, and signals during blocking calls.
 #include "framework/transport/transport.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
 #include <chrono>
-#include <cstdint>
-#include <cstdlib>
+#include <cstring>
 #include <string>
-#include <tuple>
+#include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <msgpack.hpp>
@@ -16,345 +24,298 @@ namespace mpx {
 namespace transport {
 namespace {
 
+using std::chrono::milliseconds;
 using wire::Header;
 using wire::Type;
 
-constexpr char kDealerId[] = "W4242";
+struct Pair {
+  Pair() { EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fd), 0); }
+  ~Pair() {
+    for (int f : fd) {
+      if (f >= 0) ::close(f);
+    }
+  }
+  int fd[2] = {-1, -1};
+};
 
-// Waits until socket is readable (up to 10 s), then receives one message.
-RecvStatus wait_receive(zmq::socket_t& socket, bool routed, Incoming& in, std::string* why) {
-  zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-  zmq::poll(&item, 1, std::chrono::milliseconds(10000));
-  return receive(socket, routed, in, why);
-}
-
-std::string payload_of(const Incoming& in) {
-  return std::string(in.payload.data<char>(), in.payload.size());
-}
-
-Header sample(Type type, std::string_view name = "square") {
+Header make(Type type, std::uint64_t call_id = 0, std::string_view name = {}) {
   Header h;
   h.type = type;
-  h.call_id = 7;
-  h.start = 100;
-  h.count = 25;
-  h.pid = 4242;
-  h.flags = wire::kFlagHasErrors;
+  h.call_id = call_id;
   h.name = name;
   return h;
 }
 
-void expect_header(const Header& got, const Header& want) {
-  EXPECT_EQ(got.type, want.type);
-  EXPECT_EQ(got.call_id, want.call_id);
-  EXPECT_EQ(got.start, want.start);
-  EXPECT_EQ(got.count, want.count);
-  EXPECT_EQ(got.pid, want.pid);
-  EXPECT_EQ(got.flags, want.flags);
-  EXPECT_EQ(got.name, want.name);
+// Reads from fd until one frame is there (waiting in poll), or the peer closes.
+Reader::Next read_one(Reader& r, int fd, Incoming& in, std::string* why) {
+  for (;;) {
+    const Reader::Next got = r.next(in, why);
+    if (got != Reader::Next::kNone) return got;
+    pollfd p{fd, POLLIN, 0};
+    poll(&p, 1, milliseconds(5000));
+    if (r.fill(fd) == Reader::Fill::kClosed) return Reader::Next::kNone;
+  }
 }
 
-class TransportTest : public ::testing::Test {
- protected:
-  TransportTest()
-      : endpoint_(make_endpoint("t")),
-        router_(make_socket(zmq::socket_type::router)),
-        dealer_(make_socket(zmq::socket_type::dealer, kDealerId)) {
-    router_.bind(endpoint_);
-    dealer_.connect(endpoint_);
-  }
+TEST(Message, CopiesShareTheirBytes) {
+  Message a("hello", 5);
+  Message b;
+  b.copy(a);
+  EXPECT_EQ(b.data(), a.data()) << "a copy shares, it does not copy bytes";
+  EXPECT_EQ(b.view(), "hello");
+  b.data<char>()[0] = 'j';
+  EXPECT_EQ(a.view(), "jello");
+  EXPECT_TRUE(Message().empty());
+  EXPECT_EQ(Message(nullptr, 0).size(), 0u);
+}
 
-  // The ROUTER learns the dealer's routing id from its first message; after this the
-  // router can address the dealer.
-  void handshake() {
-    send(dealer_, sample(Type::kReady, "PoolWorker-1"), std::string_view("hi"));
+TEST(Message, AdoptsABufferWithoutCopying) {
+  detail::Buffer buf;
+  msgpack::pack(buf, std::vector<int>{1, 2, 3});
+  const char* storage = buf.data();
+  const std::size_t size = buf.size();
+  Message m = adopt(std::move(buf));
+  EXPECT_EQ(m.data<char>(), storage);
+  EXPECT_EQ(m.size(), size);
+  EXPECT_EQ(adopt(detail::Buffer()).size(), 0u);
+}
+
+TEST(Framing, FramesOfEverySizeRoundTrip) {
+  Pair p;
+  std::vector<std::string> payloads = {"", "x", std::string(65536, 'a'), std::string(1 << 20, 'b'),
+                                       std::string((4 << 20) + 3, 'c')};
+  std::thread writer([&] {
+    for (std::size_t i = 0; i < payloads.size(); ++i) {
+      ASSERT_TRUE(write_frame(p.fd[0], make(Type::kResult, i, "square"), payloads[i]));
+    }
+  });
+  Reader r;
+  for (std::size_t i = 0; i < payloads.size(); ++i) {
     Incoming in;
     std::string why;
-    ASSERT_EQ(wait_receive(router_, true, in, &why), RecvStatus::kMessage) << why;
-    ASSERT_EQ(in.sender(), kDealerId);
+    ASSERT_EQ(read_one(r, p.fd[1], in, &why), Reader::Next::kFrame) << why;
+    EXPECT_EQ(in.header.type, Type::kResult);
+    EXPECT_EQ(in.header.call_id, i);
+    EXPECT_EQ(in.header.name, "square");
+    EXPECT_EQ(in.payload.view(), payloads[i]) << i;
   }
+  writer.join();
+}
 
-  // Sends a good message dealer -> router and expects the router to receive it (after
-  // whatever bad messages were sent before it).
-  void expect_next_good(Incoming& in) {
-    std::string why;
-    RecvStatus st = wait_receive(router_, true, in, &why);
-    ASSERT_EQ(st, RecvStatus::kMessage) << why;
-    EXPECT_EQ(in.sender(), kDealerId);
-    EXPECT_EQ(in.header.type, Type::kPong);
-    EXPECT_EQ(payload_of(in), "good");
+TEST(Framing, AFrameWrittenAByteAtATimeIsWhole) {
+  Pair p;
+  std::string bytes;
+  append_frame(bytes, make(Type::kSubmit, 9, "f"), "payload");
+  Reader r;
+  Incoming in;
+  std::string why;
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    ASSERT_EQ(r.next(in, &why), Reader::Next::kNone) << "complete after " << i << " bytes";
+    ASSERT_EQ(::send(p.fd[0], bytes.data() + i, 1, 0), 1);
+    r.fill(p.fd[1]);
   }
-
-  std::string endpoint_;
-  zmq::socket_t router_;
-  zmq::socket_t dealer_;
-};
-
-TEST(EndpointTest, EndpointsAreAbstractIpcAndUnique) {
-  const std::string a = make_endpoint("t");
-  const std::string b = make_endpoint("t");
-  EXPECT_EQ(a.rfind("ipc://@", 0), 0u) << a;
-  EXPECT_NE(a, b);
-  EXPECT_EQ(a.substr(a.size() - 2), "-t");
+  ASSERT_EQ(r.next(in, &why), Reader::Next::kFrame) << why;
+  EXPECT_EQ(in.header.call_id, 9u);
+  EXPECT_EQ(in.payload.view(), "payload");
 }
 
-TEST_F(TransportTest, ReceiveReturnsNothingWhenEmpty) {
+TEST(Framing, IdentitiesComeFirst) {
+  const std::string endpoint = make_endpoint("identity-test");
+  const int listener = listen_on(endpoint);
+  ASSERT_GE(listener, 0);
+  const int client = connect_as(endpoint, "Rtoken42");
+  ASSERT_GE(client, 0);
+  ASSERT_TRUE(write_frame(client, make(Type::kHello), ""));
+  pollfd lp{listener, POLLIN, 0};
+  ASSERT_EQ(poll(&lp, 1, milliseconds(5000)), 1);
+  const int server = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(server, 0);
+  EXPECT_EQ(peer_uid(server), static_cast<long>(getuid()));
+  Reader r;
+  std::string id, why;
+  bool bad = false;
+  while (!r.identity(&id, &bad, &why)) {
+    ASSERT_FALSE(bad) << why;
+    pollfd p{server, POLLIN, 0};
+    poll(&p, 1, milliseconds(5000));
+    r.fill(server);
+  }
+  EXPECT_EQ(id, "Rtoken42");
+  Incoming in;
+  ASSERT_EQ(read_one(r, server, in, &why), Reader::Next::kFrame) << why;
+  EXPECT_EQ(in.header.type, Type::kHello);
+  // An identity too long to announce, and nobody listening.
+  EXPECT_EQ(connect_as(endpoint, std::string(256, 'x')), -1);
+  EXPECT_EQ(errno, ENAMETOOLONG);
+  EXPECT_EQ(connect_to(make_endpoint("nobody-listens")), -1);
+  EXPECT_EQ(errno, ECONNREFUSED);
+  ::close(server);
+  ::close(client);
+  ::close(listener);
+}
+
+TEST(Framing, AConnectionWithoutAnIdentityIsBad) {
+  Pair p;
+  ASSERT_EQ(::send(p.fd[0], "GET / HTTP/1.1\r\n", 16, 0), 16);
+  Reader r;
+  r.fill(p.fd[1]);
+  std::string id, why;
+  bool bad = false;
+  EXPECT_FALSE(r.identity(&id, &bad, &why));
+  EXPECT_TRUE(bad);
+  EXPECT_EQ(why, "the connection did not start with an identity");
+}
+
+TEST(Framing, ABadHeaderIsSkippedAndTheStreamStaysInStep) {
+  Pair p;
+  ASSERT_TRUE(write_frame(p.fd[0], std::string_view("\xc1\xc1\xc1", 3), "junk"));
+  ASSERT_TRUE(write_frame(p.fd[0], make(Type::kPing, 5), ""));
+  Reader r;
   Incoming in;
   std::string why;
-  EXPECT_EQ(receive(router_, true, in, &why), RecvStatus::kNothing);
-  EXPECT_EQ(receive(dealer_, false, in, &why), RecvStatus::kNothing);
-}
-
-TEST_F(TransportTest, DealerToRouterCarriesHeaderPayloadAndRoutingId) {
-  const Header h = sample(Type::kSubmit);
-  send(dealer_, h, std::string_view("payload bytes"));
-  Incoming in;
-  std::string why;
-  ASSERT_EQ(wait_receive(router_, true, in, &why), RecvStatus::kMessage) << why;
-  EXPECT_EQ(in.sender(), kDealerId);
-  expect_header(in.header, h);
-  EXPECT_EQ(payload_of(in), "payload bytes");
-  // The decoded name views into the received header frame.
-  const char* frame = in.header_frame.data<char>();
-  EXPECT_GE(in.header.name.data(), frame);
-  EXPECT_LE(in.header.name.data() + in.header.name.size(), frame + in.header_frame.size());
-  EXPECT_EQ(receive(router_, true, in, &why), RecvStatus::kNothing);
-}
-
-TEST_F(TransportTest, RouterToDealerBothSendForms) {
-  handshake();
-  const Header h = sample(Type::kTask, "multiply");
-  send_to(router_, kDealerId, h, std::string_view("abc"));
-  msgpack::sbuffer buf;
-  msgpack::pack(buf, std::make_tuple(1, 2, 3));
-  const std::string packed(buf.data(), buf.size());
-  send_to(router_, kDealerId, sample(Type::kConfig, "init"), adopt(std::move(buf)));
-
-  Incoming in;
-  std::string why;
-  ASSERT_EQ(wait_receive(dealer_, false, in, &why), RecvStatus::kMessage) << why;
-  expect_header(in.header, h);
-  EXPECT_EQ(payload_of(in), "abc");
-  ASSERT_EQ(wait_receive(dealer_, false, in, &why), RecvStatus::kMessage) << why;
-  expect_header(in.header, sample(Type::kConfig, "init"));
-  EXPECT_EQ(payload_of(in), packed);
-}
-
-TEST_F(TransportTest, EmptyPayloadAndMessagePayloadSend) {
-  send(dealer_, sample(Type::kPong, ""), zmq::message_t());
-  Incoming in;
-  std::string why;
-  ASSERT_EQ(wait_receive(router_, true, in, &why), RecvStatus::kMessage) << why;
-  EXPECT_EQ(in.header.type, Type::kPong);
-  EXPECT_EQ(in.header.name, "");
-  EXPECT_EQ(in.payload.size(), 0u);
-}
-
-TEST_F(TransportTest, ForwardToRewritesOnlyTheTypeByte) {
-  handshake();
-  const Header submit = sample(Type::kSubmit);
-  send(dealer_, submit, std::string_view("chunk"));
-  Incoming in;
-  std::string why;
-  ASSERT_EQ(wait_receive(router_, true, in, &why), RecvStatus::kMessage) << why;
-  set_type(in.header_frame, Type::kTask);
-  forward_to(router_, kDealerId, std::move(in.header_frame), std::move(in.payload));
-
-  Incoming out;
-  ASSERT_EQ(wait_receive(dealer_, false, out, &why), RecvStatus::kMessage) << why;
-  Header want = submit;
-  want.type = Type::kTask;
-  expect_header(out.header, want);
-  EXPECT_EQ(payload_of(out), "chunk");
-}
-
-TEST(AdoptTest, MovesTheBufferWithoutCopying) {
-  msgpack::sbuffer buf;
-  msgpack::pack(buf, std::string(1000, 'x'));
-  const char* data = buf.data();
-  const std::size_t size = buf.size();
-  zmq::message_t msg = adopt(std::move(buf));
-  EXPECT_EQ(msg.data<char>(), data);
-  EXPECT_EQ(msg.size(), size);
-  EXPECT_EQ(buf.data(), nullptr);  // ownership left the buffer
-  EXPECT_EQ(buf.size(), 0u);
-}
-
-TEST(AdoptTest, SmallBufferIsNotCopiedEither) {
-  msgpack::sbuffer buf;
-  msgpack::pack(buf, 1);  // smaller than ZeroMQ's inline message size
-  const char* data = buf.data();
-  zmq::message_t msg = adopt(std::move(buf));
-  EXPECT_EQ(msg.data<char>(), data);
-  EXPECT_EQ(msg.size(), 1u);
-}
-
-TEST(AdoptTest, ReleasedBufferGivesAnEmptyMessage) {
-  msgpack::sbuffer buf;
-  std::free(buf.release());
-  zmq::message_t msg = adopt(std::move(buf));
-  EXPECT_EQ(msg.size(), 0u);
-}
-
-TEST_F(TransportTest, AdoptedPayloadArrivesIntact) {
-  handshake();
-  msgpack::sbuffer buf;
-  msgpack::pack(buf, std::string(5000, 'p'));
-  const std::string expected(buf.data(), buf.size());
-  send_to(router_, kDealerId, sample(Type::kResult), adopt(std::move(buf)));
-  Incoming in;
-  std::string why;
-  ASSERT_EQ(wait_receive(dealer_, false, in, &why), RecvStatus::kMessage) << why;
-  EXPECT_EQ(payload_of(in), expected);
-}
-
-TEST_F(TransportTest, OneFrameMessageIsMalformedAndSocketStaysUsable) {
-  const std::string header = wire::encode(sample(Type::kSubmit));
-  dealer_.send(zmq::buffer(header), zmq::send_flags::none);  // header, no payload
-  send(dealer_, sample(Type::kPong), std::string_view("good"));
-
-  Incoming in;
-  std::string why;
-  ASSERT_EQ(wait_receive(router_, true, in, &why), RecvStatus::kMalformed);
-  EXPECT_NE(why.find("no payload frame"), std::string::npos) << why;
-  expect_next_good(in);
-}
-
-TEST_F(TransportTest, ThreeFrameMessageIsMalformedAndSocketStaysUsable) {
-  const std::string header = wire::encode(sample(Type::kSubmit));
-  dealer_.send(zmq::buffer(header), zmq::send_flags::sndmore);
-  dealer_.send(zmq::str_buffer("payload"), zmq::send_flags::sndmore);
-  dealer_.send(zmq::str_buffer("extra"), zmq::send_flags::none);
-  // More than one extra frame: every one must be drained.
-  dealer_.send(zmq::buffer(header), zmq::send_flags::sndmore);
-  for (int i = 0; i < 4; ++i) dealer_.send(zmq::str_buffer("x"), zmq::send_flags::sndmore);
-  dealer_.send(zmq::str_buffer("last"), zmq::send_flags::none);
-  send(dealer_, sample(Type::kPong), std::string_view("good"));
-
-  Incoming in;
-  std::string why;
-  ASSERT_EQ(wait_receive(router_, true, in, &why), RecvStatus::kMalformed);
-  EXPECT_NE(why.find("more than two frames"), std::string::npos) << why;
-  ASSERT_EQ(wait_receive(router_, true, in, &why), RecvStatus::kMalformed);
-  expect_next_good(in);
-}
-
-TEST_F(TransportTest, GarbageHeaderIsMalformedAndSocketStaysUsable) {
-  dealer_.send(zmq::str_buffer("\xc1 garbage"), zmq::send_flags::sndmore);
-  dealer_.send(zmq::str_buffer("payload"), zmq::send_flags::none);
-  // A well-formed msgpack header of the wrong version.
-  std::string bad_version = wire::encode(sample(Type::kSubmit));
-  bad_version[2] = 99;
-  dealer_.send(zmq::buffer(bad_version), zmq::send_flags::sndmore);
-  dealer_.send(zmq::str_buffer("payload"), zmq::send_flags::none);
-  send(dealer_, sample(Type::kPong), std::string_view("good"));
-
-  Incoming in;
-  std::string why;
-  ASSERT_EQ(wait_receive(router_, true, in, &why), RecvStatus::kMalformed);
-  EXPECT_FALSE(why.empty());
-  why.clear();
-  ASSERT_EQ(wait_receive(router_, true, in, &why), RecvStatus::kMalformed);
-  EXPECT_NE(why.find("version"), std::string::npos) << why;
-  expect_next_good(in);
-}
-
-TEST_F(TransportTest, DealerSideMalformedMessagesToo) {
-  handshake();
-  const std::string header = wire::encode(sample(Type::kTask));
-  // Router -> dealer: [id][header] only, then [id][header][a][b], then a good one.
-  router_.send(zmq::buffer(std::string(kDealerId)), zmq::send_flags::sndmore);
-  router_.send(zmq::buffer(header), zmq::send_flags::none);
-  router_.send(zmq::buffer(std::string(kDealerId)), zmq::send_flags::sndmore);
-  router_.send(zmq::buffer(header), zmq::send_flags::sndmore);
-  router_.send(zmq::str_buffer("a"), zmq::send_flags::sndmore);
-  router_.send(zmq::str_buffer("b"), zmq::send_flags::none);
-  send_to(router_, kDealerId, sample(Type::kPing), std::string_view("good"));
-
-  Incoming in;
-  std::string why;
-  ASSERT_EQ(wait_receive(dealer_, false, in, &why), RecvStatus::kMalformed);
-  ASSERT_EQ(wait_receive(dealer_, false, in, &why), RecvStatus::kMalformed);
-  ASSERT_EQ(wait_receive(dealer_, false, in, &why), RecvStatus::kMessage) << why;
+  ASSERT_EQ(read_one(r, p.fd[1], in, &why), Reader::Next::kBadFrame);
+  EXPECT_EQ(why, "header is not a msgpack array");
+  ASSERT_EQ(read_one(r, p.fd[1], in, &why), Reader::Next::kFrame) << why;
   EXPECT_EQ(in.header.type, Type::kPing);
-  EXPECT_EQ(payload_of(in), "good");
+  EXPECT_EQ(in.header.call_id, 5u);
 }
 
-TEST(SetTypeTest, RewritesTheTypeAndNothingElse) {
-  const Header h = sample(Type::kSubmit);
-  const std::string bytes = wire::encode(h);
-  for (int t = 1; t <= static_cast<int>(Type::kLastType); ++t) {
-    zmq::message_t frame(bytes.data(), bytes.size());
-    set_type(frame, static_cast<Type>(t));
+TEST(Framing, LengthsOutOfRangeBreakTheStream) {
+  struct Case {
+    std::uint32_t header_length, payload_length;
+    const char* why;
+  };
+  for (const Case& c : {Case{0, 0, "header length 0 out of range"},
+                        Case{static_cast<std::uint32_t>(wire::kMaxHeaderSize) + 1, 0,
+                             "header length 513 out of range"},
+                        Case{10, 1001, "payload of 1001 bytes is over the limit of 1000"}}) {
+    Pair p;
+    char prefix[kFramePrefix];
+    for (int i = 0; i < 4; ++i) {
+      prefix[i] = static_cast<char>((c.header_length >> (8 * i)) & 0xff);
+      prefix[4 + i] = static_cast<char>((c.payload_length >> (8 * i)) & 0xff);
+    }
+    ASSERT_EQ(::send(p.fd[0], prefix, sizeof prefix, 0), 8);
+    Reader r(/*max_payload=*/1000);
+    r.fill(p.fd[1]);
+    Incoming in;
     std::string why;
-    const auto back = wire::decode(frame.data<char>(), frame.size(), &why);
-    ASSERT_TRUE(back.has_value()) << why;
-    Header want = h;
-    want.type = static_cast<Type>(t);
-    expect_header(*back, want);
+    EXPECT_EQ(r.next(in, &why), Reader::Next::kBroken);
+    EXPECT_EQ(why, c.why);
   }
 }
 
-TEST_F(TransportTest, ForeignHeaderEncodingIsReencodedSoSetTypeWorks) {
-  handshake();
-  // msgpack-c's compact form: fixints, no 0xcc markers, so the type is not at offset 4.
-  msgpack::sbuffer buf;
-  msgpack::pack(buf, std::make_tuple(1, static_cast<int>(Type::kSubmit), 9, 3, 2, 77, 0,
-                                     std::string("foreign_task")));
-  const std::string foreign(buf.data(), buf.size());
-  ASSERT_NE(static_cast<unsigned char>(foreign[1]), 0xcc);
-  dealer_.send(zmq::buffer(foreign), zmq::send_flags::sndmore);
-  dealer_.send(zmq::str_buffer("args"), zmq::send_flags::none);
-
+TEST(Framing, AForeignButValidHeaderIsReEncoded) {
+  // Compact integers instead of the fixed layout set_type relies on.
+  msgpack::sbuffer foreign;
+  msgpack::pack(foreign, std::make_tuple(1, static_cast<int>(Type::kSubmit), 5, 0, 2, 0, 0, "square"));
+  Pair p;
+  ASSERT_TRUE(write_frame(p.fd[0], std::string_view(foreign.data(), foreign.size()), "ab"));
+  Reader r;
   Incoming in;
   std::string why;
-  ASSERT_EQ(wait_receive(router_, true, in, &why), RecvStatus::kMessage) << why;
-  Header want;
-  want.type = Type::kSubmit;
-  want.call_id = 9;
-  want.start = 3;
-  want.count = 2;
-  want.pid = 77;
-  want.flags = 0;
-  want.name = "foreign_task";
-  expect_header(in.header, want);
-  // Re-encoded into our fixed layout; the header still views into the (new) frame.
-  EXPECT_EQ(std::string(in.header_frame.data<char>(), in.header_frame.size()), wire::encode(want));
-  const char* frame = in.header_frame.data<char>();
-  EXPECT_GE(in.header.name.data(), frame);
-  EXPECT_LE(in.header.name.data() + in.header.name.size(), frame + in.header_frame.size());
-
+  ASSERT_EQ(read_one(r, p.fd[1], in, &why), Reader::Next::kFrame) << why;
   set_type(in.header_frame, Type::kTask);
-  auto rewritten = wire::decode(in.header_frame.data<char>(), in.header_frame.size(), &why);
-  ASSERT_TRUE(rewritten.has_value()) << why;
-  want.type = Type::kTask;
-  expect_header(*rewritten, want);
-
-  forward_to(router_, kDealerId, std::move(in.header_frame), std::move(in.payload));
-  Incoming out;
-  ASSERT_EQ(wait_receive(dealer_, false, out, &why), RecvStatus::kMessage) << why;
-  expect_header(out.header, want);
-  EXPECT_EQ(payload_of(out), "args");
+  auto h = wire::decode(in.header_frame.data<char>(), in.header_frame.size(), &why);
+  ASSERT_TRUE(h) << why;
+  EXPECT_EQ(h->type, Type::kTask);
+  EXPECT_EQ(h->call_id, 5u);
+  EXPECT_EQ(h->count, 2u);
+  EXPECT_EQ(h->name, "square");
 }
 
-TEST_F(TransportTest, OwnLayoutWithCompactLaterFieldsStillRewritesCorrectly) {
-  // Version and type in the 0xcc form but call id etc. compact: offset 4 is the type.
-  const unsigned char raw[] = {0x98, 0xcc, 0x01, 0xcc, 0x02, 0x05, 0x00, 0x01,
-                               0x00, 0x00, 0xa1, 'f'};
-  dealer_.send(zmq::buffer(raw, sizeof raw), zmq::send_flags::sndmore);
-  dealer_.send(zmq::str_buffer("p"), zmq::send_flags::none);
+TEST(Framing, TheReaderSaysWhenThePeerClosed) {
+  Pair p;
+  Reader r;
+  EXPECT_EQ(r.fill(p.fd[1]), Reader::Fill::kNothing);
+  ASSERT_TRUE(write_frame(p.fd[0], make(Type::kPong), ""));
+  ::close(p.fd[0]);
+  p.fd[0] = -1;
+  EXPECT_EQ(r.fill(p.fd[1]), Reader::Fill::kData) << "what was written before the close is read";
   Incoming in;
   std::string why;
-  ASSERT_EQ(wait_receive(router_, true, in, &why), RecvStatus::kMessage) << why;
-  EXPECT_EQ(in.header.type, Type::kSubmit);
-  EXPECT_EQ(in.header.call_id, 5u);
-  set_type(in.header_frame, Type::kTask);
-  auto back = wire::decode(in.header_frame.data<char>(), in.header_frame.size(), &why);
-  ASSERT_TRUE(back.has_value()) << why;
-  EXPECT_EQ(back->type, Type::kTask);
-  EXPECT_EQ(back->call_id, 5u);
-  EXPECT_EQ(back->count, 1u);
-  EXPECT_EQ(back->name, "f");
+  EXPECT_EQ(r.next(in, &why), Reader::Next::kFrame);
+  EXPECT_EQ(r.fill(p.fd[1]), Reader::Fill::kClosed);
+  EXPECT_FALSE(write_frame(p.fd[1], make(Type::kPing), "")) << "writing to a closed peer fails";
+}
+
+TEST(Writer, QueuesWhatAFullSocketDoesNotTakeAndDeliversItInOrder) {
+  Pair p;
+  int small = 4096;
+  ASSERT_EQ(::setsockopt(p.fd[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  ::fcntl(p.fd[0], F_SETFL, O_NONBLOCK);
+  Writer w;
+  constexpr int kFrames = 40;
+  for (int i = 0; i < kFrames; ++i) {
+    w.push(make(Type::kResult, static_cast<std::uint64_t>(i)), Message(std::string(100000, 'a' + i % 26).data(), 100000));
+  }
+  EXPECT_EQ(w.flush(p.fd[0]), Writer::Status::kPending) << "4 MB cannot fit a 4 KB socket buffer";
+  EXPECT_GT(w.pending_bytes(), 0u);
+  Reader r;
+  int got = 0;
+  while (got < kFrames) {
+    Incoming in;
+    std::string why;
+    const auto next = r.next(in, &why);
+    if (next == Reader::Next::kFrame) {
+      EXPECT_EQ(in.header.call_id, static_cast<std::uint64_t>(got));
+      EXPECT_EQ(in.payload.size(), 100000u);
+      EXPECT_EQ(in.payload.data<char>()[99999], static_cast<char>('a' + got % 26));
+      ++got;
+      continue;
+    }
+    ASSERT_NE(next, Reader::Next::kBroken) << why;
+    w.flush(p.fd[0]);
+    pollfd fds{p.fd[1], POLLIN, 0};
+    poll(&fds, 1, milliseconds(100));
+    r.fill(p.fd[1]);
+  }
+  EXPECT_FALSE(w.pending());
+  EXPECT_EQ(w.pending_bytes(), 0u);
+  ::close(p.fd[1]);
+  p.fd[1] = -1;
+  w.push(make(Type::kPing), Message());
+  EXPECT_EQ(w.flush(p.fd[0]), Writer::Status::kGone);
+}
+
+// Signal handlers interrupt poll and writes: the calls resume instead of failing.
+std::atomic<int> alarms{0};
+void on_alarm(int) { ++alarms; }
+
+TEST(Signals, PollAndWritesResumeAfterEintr) {
+  struct sigaction sa {};
+  sa.sa_handler = on_alarm;  // no SA_RESTART: system calls do fail with EINTR
+  ASSERT_EQ(sigaction(SIGALRM, &sa, nullptr), 0);
+  itimerval every_ms{{0, 1000}, {0, 1000}};
+  ASSERT_EQ(setitimer(ITIMER_REAL, &every_ms, nullptr), 0);
+  Pair p;
+  pollfd fds{p.fd[1], POLLIN, 0};
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(poll(&fds, 1, milliseconds(50)), 0);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, milliseconds(50)) << "poll gave up early";
+  std::thread reader([&] {
+    Reader r;
+    Incoming in;
+    std::string why;
+    for (int i = 0; i < 20; ++i) ASSERT_EQ(read_one(r, p.fd[1], in, &why), Reader::Next::kFrame) << why;
+  });
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(write_frame(p.fd[0], make(Type::kResult), std::string(1 << 18, 'z')));
+  reader.join();
+  itimerval off{};
+  setitimer(ITIMER_REAL, &off, nullptr);
+  signal(SIGALRM, SIG_DFL);
+  EXPECT_GT(alarms.load(), 0);
+}
+
+TEST(Endpoints, AreUniqueAndAbstract) {
+  const std::string a = make_endpoint("x"), b = make_endpoint("x");
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a.rfind("ipc://@mpx-", 0), 0u);
+  const int fd = listen_on(a);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(listen_on(a), -1) << "the same name twice";
+  EXPECT_EQ(errno, EADDRINUSE);
+  ::close(fd);
 }
 
 }  // namespace

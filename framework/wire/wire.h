@@ -1,7 +1,7 @@
 // Wire header: the small msgpack frame in front of every payload frame.
 //
-// Every mpx message is two ZeroMQ frames: this header and an opaque payload. Routers
-// decode headers only; payloads pass through untouched. The header is a fixed-shape
+// Every mpx message is this header and an opaque payload, framed by the transport
+// (framework/transport). Routers decode headers only; payloads pass through untouched. The header is a fixed-shape
 // msgpack array so it can be decoded without allocation:
 //   [version, type, call_id, start, count, pid, flags, name]
 // Decoding validates everything (version, type, integer ranges, name length) and

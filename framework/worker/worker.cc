@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -78,36 +79,58 @@ int run_worker(const spawning::Bootstrap& boot) {
   if (running == nullptr) running = &unshared;
   const std::string endpoint = boot.payload.substr(0, newline);
   const std::string id = boot.payload.substr(newline + 1);
-  zmq::socket_t socket = transport::make_socket(zmq::socket_type::dealer, id);
-  socket.connect(endpoint);
-
+  const int fd = transport::connect_as(endpoint, id);
+  if (fd < 0) {
+    logger().error("worker: cannot connect to the router: {}", std::strerror(errno));
+    return 1;
+  }
+  // Every message leaves whole before the next task starts: a result, once a task is
+  // done, is in the router's socket buffer even if the next task kills this process.
+  // A peer gone is the router gone, which the parent pidfd below also reports.
+  auto send = [fd](const wire::Header& h, std::string_view payload) {
+    if (!transport::write_frame(fd, h, payload)) std::_Exit(0);
+  };
+  constexpr auto kQuickTask = std::chrono::microseconds(50);
   wire::Header ready;
   ready.type = wire::Type::kReady;
   ready.pid = pid;
   ready.name = boot.name;
-  transport::send(socket, ready, zmq::message_t());
+  send(ready, {});
 
-  transport::Incoming in;
+  transport::Reader reader;
   std::string why;
   std::uint64_t max_message_bytes = UINT64_MAX;  // from CONFIG
-  zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, parent_fd, ZMQ_POLLIN, 0}};
+  pollfd items[] = {{fd, POLLIN, 0}, {parent_fd, POLLIN, 0}};
+  // After a task another one often follows within microseconds (a map's next chunk,
+  // a caller's next apply): wait for it awake for a moment (see transport::Spin).
+  transport::Spin spin;
+  bool served = false;  // since the last wait
   for (;;) {
-    transport::poll(items, 2, std::chrono::milliseconds(-1));
-    if (items[1].revents & ZMQ_POLLIN) return 0;  // router gone
+    if (served) {
+      transport::poll_spinning(items, 2, std::chrono::milliseconds(-1), spin);
+    } else {
+      transport::poll(items, 2, std::chrono::milliseconds(-1));
+    }
+    served = false;
+    if (items[1].revents & POLLIN) return 0;  // router gone
+    const auto fill = reader.fill(fd);
     for (;;) {
-      const auto st = transport::receive(socket, false, in, &why);
-      if (st == transport::RecvStatus::kNothing) break;
-      if (st == transport::RecvStatus::kMalformed) {
-        logger().warn("dropped a malformed message: {}", why);
-        continue;
+      wire::Header h;
+      std::string_view header_bytes, payload;
+      const auto got = reader.next(h, header_bytes, payload, &why);
+      if (got == transport::Reader::Next::kNone) break;
+      if (got != transport::Reader::Next::kFrame) {
+        logger().error("worker: the router sent a malformed message: {}", why);
+        return 1;
       }
-      const wire::Header& h = in.header;
       switch (h.type) {
         case wire::Type::kTask: {
           bool has_errors = false;
+          const auto began = std::chrono::steady_clock::now();
           running->store(wire::chunk_mark(h.call_id, h.start), std::memory_order_release);
-          detail::Buffer out = run_task(h, in.payload.data<char>(), in.payload.size(), &has_errors);
+          detail::Buffer out = run_task(h, payload.data(), payload.size(), &has_errors);
           running->store(0, std::memory_order_release);
+          const bool quick = std::chrono::steady_clock::now() - began < kQuickTask;
           if (out.size() > max_message_bytes) {
             // The router would disconnect us for it: the items fail instead.
             const std::string why = "the results of this chunk encode to " +
@@ -124,7 +147,8 @@ int run_worker(const spawning::Bootstrap& boot) {
           result.count = h.count;
           result.pid = pid;
           result.flags = has_errors ? wire::kFlagHasErrors : 0;
-          transport::send(socket, result, transport::adopt(std::move(out)));
+          served = quick;  // after a long task the next one is no sooner for waiting awake
+          send(result, std::string_view(out.data(), out.size()));
           break;
         }
         case wire::Type::kConfig: {
@@ -140,7 +164,7 @@ int run_worker(const spawning::Bootstrap& boot) {
           configured.type = wire::Type::kConfigured;
           configured.pid = pid;
           if (h.name.empty()) {
-            transport::send(socket, configured, zmq::message_t());
+            send(configured, {});
             break;
           }
           const std::string name(h.name);
@@ -150,8 +174,8 @@ int run_worker(const spawning::Bootstrap& boot) {
             error = {"mpx::NotRegistered", "no task named '" + name + "' is registered"};
           } else {
             try {
-              entry->run_call(*entry, in.payload.data<char>(), in.payload.size());
-              transport::send(socket, configured, zmq::message_t());
+              entry->run_call(*entry, payload.data(), payload.size());
+              send(configured, {});
               break;
             } catch (...) {
               error = {detail::current_exception_type(), detail::current_exception_message()};
@@ -163,14 +187,14 @@ int run_worker(const spawning::Bootstrap& boot) {
           wire::Header failed;
           failed.type = wire::Type::kInitFailed;
           failed.pid = pid;
-          transport::send(socket, failed, transport::adopt(std::move(buf)));
+          send(failed, std::string_view(buf.data(), buf.size()));
           break;  // the router breaks the pool and kills us
         }
         case wire::Type::kPing: {
           wire::Header pong;
           pong.type = wire::Type::kPong;
           pong.pid = pid;
-          transport::send(socket, pong, zmq::message_t());
+          send(pong, {});
           break;
         }
         case wire::Type::kStop:
@@ -179,6 +203,7 @@ int run_worker(const spawning::Bootstrap& boot) {
           logger().warn("dropped unexpected {}", wire::type_name(h.type));
       }
     }
+    if (fill == transport::Reader::Fill::kClosed) return 0;  // the router closed on us
   }
 }
 

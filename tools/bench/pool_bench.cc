@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <numeric>
 #include <string>
 #include <tuple>
@@ -20,9 +22,46 @@ namespace {
 std::int64_t square(std::int64_t x) { return x * x; }
 std::int64_t multiply(std::int64_t x, std::int64_t y) { return x * y; }
 void nothing() {}
+std::int64_t add_one(std::int64_t x) { return x + 1; }
+std::int64_t negate(std::int64_t x) { return -x; }
+std::size_t length_of(std::string s) { return s.size(); }
 MPX_TASK(square);
 MPX_TASK(multiply);
 MPX_TASK(nothing);
+MPX_TASK(add_one);
+MPX_TASK(negate);
+MPX_TASK(length_of);
+
+// n strings of 1 MiB, each made only when the pool reads it.
+struct MegabyteStrings {
+  std::size_t n;
+  struct iterator {
+    using iterator_category = std::random_access_iterator_tag;
+    using value_type = std::string;
+    using difference_type = std::ptrdiff_t;
+    using pointer = void;
+    using reference = std::string;
+    std::size_t i;
+    std::string operator*() const { return std::string(std::size_t{1} << 20, 'p'); }
+    iterator& operator++() { return ++i, *this; }
+    difference_type operator-(const iterator& o) const {
+      return static_cast<difference_type>(i) - static_cast<difference_type>(o.i);
+    }
+    bool operator==(const iterator& o) const { return i == o.i; }
+    bool operator!=(const iterator& o) const { return i != o.i; }
+  };
+  iterator begin() const { return {0}; }
+  iterator end() const { return {n}; }
+};
+
+// Peak resident memory of a process (VmHWM), in MiB.
+double peak_rss_mib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;
+  }
+  return -1;
+}
 
 // Shared-state workloads: each child meets the driver at a barrier, so the timing
 // starts when both children are running and excludes process start-up.
@@ -50,8 +89,11 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-void emit(const char* scenario, const char* unit, const std::vector<double>& values) {
-  std::printf("{\"scenario\": \"%s\", \"unit\": \"%s\", \"values\": [", scenario, unit);
+// mpx_only: a figure without an anchor (Python has no router), shown for the record.
+void emit(const char* scenario, const char* unit, const std::vector<double>& values,
+          bool mpx_only = false) {
+  std::printf("{\"scenario\": \"%s\", \"unit\": \"%s\", %s\"values\": [", scenario, unit,
+              mpx_only ? "\"mpx_only\": true, " : "");
   for (std::size_t i = 0; i < values.size(); ++i) std::printf("%s%.6g", i ? ", " : "", values[i]);
   std::printf("]}\n");
   std::fflush(stdout);
@@ -191,6 +233,40 @@ int main(int argc, char** argv) {
     v.push_back(lat[lat.size() / 2]);
   }
   emit("apply_async(square).get() round trip p50", "us", v);
+
+  // Large payloads through the pool, generated as it reads them: throughput, and how
+  // much memory the router needed for it (backpressure keeps it bounded).
+  const std::size_t megabytes = static_cast<std::size_t>(2000 * scale);
+  v.clear();
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = Clock::now();
+    std::size_t total = 0;
+    for (std::size_t n : pool.imap_unordered(length_of, MegabyteStrings{megabytes}, 1)) total += n;
+    v.push_back(static_cast<double>(total >> 20) / seconds_since(t0));
+    if (total != megabytes << 20) {
+      std::fprintf(stderr, "pool_bench: lost payloads\n");
+      std::exit(1);
+    }
+  }
+  emit("imap_unordered(len, 2,000 x 1 MiB strings, chunksize=1)", "MiB/s", v);
+  emit("peak RSS of the pool's router after the 1 MiB payloads", "MiB",
+       {peak_rss_mib(pool.router_pid())}, /*mpx_only=*/true);
+
+  // Three stages, each a pool of 2 workers, from start to end: pools included, as a
+  // pipeline starts its own.
+  const std::vector<std::int64_t> piped(xs.begin(), xs.begin() + static_cast<std::ptrdiff_t>(200000 * scale));
+  v.clear();
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = Clock::now();
+    const auto out =
+        mpx::Pipeline::from(piped).map(square, 2).map(add_one, 2).map(negate, 2).collect();
+    v.push_back(out.size() / seconds_since(t0));
+    if (out.size() != piped.size() || out.back() != -(piped.back() * piped.back() + 1)) {
+      std::fprintf(stderr, "pool_bench: pipeline lost items\n");
+      std::exit(1);
+    }
+  }
+  emit("pipeline of 3 map stages (2 workers each), 200k ints, start to end", "items/s", v);
 
   return 0;
 }

@@ -27,6 +27,19 @@ def nothing():
     pass
 
 
+def add_one(x):
+    return x + 1
+
+
+def negate(x):
+    return -x
+
+
+def megabyte_strings(n):
+    for _ in range(n):
+        yield "p" * (1 << 20)
+
+
 def locked_increments(v, start, n):
     start.wait()
     for _ in range(n):
@@ -258,6 +271,26 @@ def pool_scenarios(quick):
                 lat.append((time.perf_counter() - t0) * 1e6)
             v.append(statistics.median(lat))
         emit("apply_async(square).get() round trip p50", "us", v)
+        megabytes = int(2000 * scale)
+        v = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            total = sum(pool.imap_unordered(len, megabyte_strings(megabytes), 1))
+            v.append((total >> 20) / (time.perf_counter() - t0))
+            assert total == megabytes << 20
+        emit("imap_unordered(len, 2,000 x 1 MiB strings, chunksize=1)", "MiB/s", v)
+
+    # Python's pipeline of pools: imap over imap over imap, each stage a Pool(2). imap's
+    # default chunksize (1) is 30x slower; 128 matches mpx's automatic batch here.
+    piped = xs[: int(200_000 * scale)]
+    v = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        with mp.Pool(2) as a, mp.Pool(2) as b, mp.Pool(2) as c:
+            out = list(c.imap(negate, b.imap(add_one, a.imap(square, piped, 128), 128), 128))
+        v.append(len(out) / (time.perf_counter() - t0))
+        assert out[-1] == -(piped[-1] ** 2 + 1)
+    emit("pipeline of 3 map stages (2 workers each), 200k ints, start to end", "items/s", v)
 
 
 if __name__ == "__main__":

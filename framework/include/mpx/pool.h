@@ -9,7 +9,7 @@
 //   for (int v : pool.imap_unordered(square, xs)) use(v);
 //
 // Architecture: the pool spawns a router process, which spawns the workers (fresh
-// processes of this same program) and hands them chunks of work over ZeroMQ. A worker
+// processes of this same program) and hands them chunks of work over unix streams. A worker
 // that dies is replaced; the tasks it held fail with mpx::WorkerLost. If the driver
 // dies, the router and its workers exit on their own.
 //
@@ -417,7 +417,9 @@ class Pool {
                                   [&](std::uint64_t start, std::uint32_t count, detail::Buffer&& buf) {
                                     detail::pool_send_chunk(*core_, *call, start, count, std::move(buf));
                                   });
+      detail::pool_flush(*core_);
     } catch (...) {
+      detail::pool_flush(*core_);
       detail::pool_abandon_call(*core_, *call);
       throw;
     }

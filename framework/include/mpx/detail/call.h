@@ -79,9 +79,11 @@ class CallBase {
 
 // Pool operations the templates use; defined in framework/pool/pool_core.cc.
 void pool_begin_call(PoolCore& core, const std::shared_ptr<CallBase>& call);
-// Sends one chunk of call; payload is moved into the transport without a copy.
+// Sends one chunk of call. Small chunks may wait in a buffer until pool_flush (or
+// until enough gather): a submission sends its chunks, then flushes.
 void pool_send_chunk(PoolCore& core, CallBase& call, std::uint64_t start, std::uint32_t count,
                      Buffer&& payload);
+void pool_flush(PoolCore& core);
 // Waits until ready() (evaluated under the pool mutex) or the deadline; returns ready().
 // While waiting, the caller may become the thread that pumps results.
 bool pool_wait(PoolCore& core, const std::function<bool()>& ready, Clock::time_point deadline);
