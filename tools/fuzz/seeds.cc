@@ -81,6 +81,33 @@ void wire_seeds() {
 }
 
 // Payload seeds: byte 0 = task index (low 3 bits) | item count << 3 (see payload_fuzz.cc).
+// frame_fuzz: [piece size][identity first?] then a connection's bytes.
+void frame_seeds() {
+  auto frame = [](wire::Type type, const std::string& name, const std::string& payload) {
+    wire::Header h;
+    h.type = type;
+    h.name = name;
+    h.count = 1;
+    const std::string head = wire::encode(h);
+    std::string out(8, '\0');
+    for (int i = 0; i < 4; ++i) {
+      out[i] = static_cast<char>((head.size() >> (8 * i)) & 0xff);
+      out[4 + i] = static_cast<char>((payload.size() >> (8 * i)) & 0xff);
+    }
+    return out + head + payload;
+  };
+  const std::string identity = std::string("mpx1") + char(9) + "Rtoken123";
+  write("frame_fuzz", "hello-whole", std::string("\xff\x01", 2) + identity + frame(wire::Type::kHello, "", ""));
+  write("frame_fuzz", "submit-bytewise",
+        std::string("\x00\x01", 2) + identity + frame(wire::Type::kSubmit, "square", "\x91\x07"));
+  write("frame_fuzz", "two-frames-no-identity",
+        std::string("\x10\x00", 2) + frame(wire::Type::kResult, "", "\x91\x31") + frame(wire::Type::kPong, "", ""));
+  write("frame_fuzz", "bad-header-then-good",
+        std::string("\x20\x00", 2) + std::string("\x03\0\0\0\x02\0\0\0\xc1\xc1\xc1" "ab", 13) +
+            frame(wire::Type::kPing, "", ""));
+  write("frame_fuzz", "payload-over-limit", std::string("\x40\x00", 2) + std::string("\x05\0\0\0\x01\x20\0\0", 8));
+}
+
 void payload_seed(const std::string& name, int task, int count, const std::string& payload) {
   write("payload_fuzz", name, std::string(1, static_cast<char>(task | (count << 3))) + payload);
 }
@@ -180,6 +207,7 @@ int main(int argc, char** argv) {
   g_root = argv[1];
   mkdir(g_root.c_str(), 0755);
   wire_seeds();
+  frame_seeds();
   payload_seeds();
   results_seeds();
   segment_seeds();
