@@ -155,12 +155,17 @@ int main(int argc, char** argv) {
   mpx::init(argc, argv);
   int reps = 5;
   double scale = 1.0;
+  std::string only;  // --only=<text>: just the scenarios whose name contains it (profiling)
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) reps = 3, scale = 0.1;
+    if (std::strncmp(argv[i], "--only=", 7) == 0) only = argv[i] + 7;
   }
+  auto want = [&only](const char* scenario) {
+    return only.empty() || std::string(scenario).find(only) != std::string::npos;
+  };
   // Start-up scenarios first, in a small process, as the Python side does.
   std::vector<double> v;
-  for (int r = 0; r < reps; ++r) {
+  for (int r = 0; r < reps && want("Process start + join"); ++r) {
     const int n = 20;
     auto t0 = Clock::now();
     for (int i = 0; i < n; ++i) {
@@ -170,10 +175,10 @@ int main(int argc, char** argv) {
     }
     v.push_back(seconds_since(t0) * 1e3 / n);
   }
-  emit("Process start + join", "ms", v);
+  if (want("Process start + join")) emit("Process start + join", "ms", v);
 
   v.clear();
-  for (int r = 0; r < reps; ++r) {
+  for (int r = 0; r < reps && want("Pool(2) create"); ++r) {
     const int n = 5;
     auto t0 = Clock::now();
     for (int i = 0; i < n; ++i) {
@@ -182,9 +187,9 @@ int main(int argc, char** argv) {
     }
     v.push_back(seconds_since(t0) * 1e3 / n);
   }
-  emit("Pool(2) create + first task + teardown", "ms", v);
+  if (want("Pool(2) create")) emit("Pool(2) create + first task + teardown", "ms", v);
 
-  shared_state_scenarios(reps, scale);
+  if (want("Value") || want("Queue")) shared_state_scenarios(reps, scale);
 
   const int n_map = static_cast<int>(1000000 * scale);
   const int n_small = static_cast<int>(100000 * scale);
@@ -198,31 +203,31 @@ int main(int argc, char** argv) {
   pool.map(square, small);  // warm up: workers started and connected
 
   v.clear();
-  for (int r = 0; r < reps; ++r) {
+  for (int r = 0; r < reps && want("map(square, 1M"); ++r) {
     auto t0 = Clock::now();
     auto out = pool.map(square, xs);
     v.push_back(out.size() / seconds_since(t0));
   }
-  emit("map(square, 1M ints), default chunks", "items/s", v);
+  if (want("map(square, 1M")) emit("map(square, 1M ints), default chunks", "items/s", v);
 
   v.clear();
-  for (int r = 0; r < reps; ++r) {
+  for (int r = 0; r < reps && want("chunksize=1)"); ++r) {
     auto t0 = Clock::now();
     auto out = pool.map(square, small, 1);
     v.push_back(out.size() / seconds_since(t0));
   }
-  emit("map(square, 100k ints, chunksize=1)", "items/s", v);
+  if (want("chunksize=1)")) emit("map(square, 100k ints, chunksize=1)", "items/s", v);
 
   v.clear();
-  for (int r = 0; r < reps; ++r) {
+  for (int r = 0; r < reps && want("starmap"); ++r) {
     auto t0 = Clock::now();
     auto out = pool.starmap(multiply, pairs);
     v.push_back(out.size() / seconds_since(t0));
   }
-  emit("starmap(multiply, 1M pairs)", "items/s", v);
+  if (want("starmap")) emit("starmap(multiply, 1M pairs)", "items/s", v);
 
   v.clear();
-  for (int r = 0; r < reps; ++r) {
+  for (int r = 0; r < reps && want("round trip"); ++r) {
     std::vector<double> lat;
     for (int i = 0; i < 2000 * scale + 200; ++i) {
       auto t0 = Clock::now();
@@ -232,13 +237,13 @@ int main(int argc, char** argv) {
     std::nth_element(lat.begin(), lat.begin() + lat.size() / 2, lat.end());
     v.push_back(lat[lat.size() / 2]);
   }
-  emit("apply_async(square).get() round trip p50", "us", v);
+  if (want("round trip")) emit("apply_async(square).get() round trip p50", "us", v);
 
   // Large payloads through the pool, generated as it reads them: throughput, and how
   // much memory the router needed for it (backpressure keeps it bounded).
   const std::size_t megabytes = static_cast<std::size_t>(2000 * scale);
   v.clear();
-  for (int r = 0; r < reps; ++r) {
+  for (int r = 0; r < reps && want("1 MiB"); ++r) {
     auto t0 = Clock::now();
     std::size_t total = 0;
     for (std::size_t n : pool.imap_unordered(length_of, MegabyteStrings{megabytes}, 1)) total += n;
@@ -248,15 +253,17 @@ int main(int argc, char** argv) {
       std::exit(1);
     }
   }
-  emit("imap_unordered(len, 2,000 x 1 MiB strings, chunksize=1)", "MiB/s", v);
-  emit("peak RSS of the pool's router after the 1 MiB payloads", "MiB",
-       {peak_rss_mib(pool.router_pid())}, /*mpx_only=*/true);
+  if (want("1 MiB")) {
+    emit("imap_unordered(len, 2,000 x 1 MiB strings, chunksize=1)", "MiB/s", v);
+    emit("peak RSS of the pool's router after the 1 MiB payloads", "MiB",
+         {peak_rss_mib(pool.router_pid())}, /*mpx_only=*/true);
+  }
 
   // Three stages, each a pool of 2 workers, from start to end: pools included, as a
   // pipeline starts its own.
   const std::vector<std::int64_t> piped(xs.begin(), xs.begin() + static_cast<std::ptrdiff_t>(200000 * scale));
   v.clear();
-  for (int r = 0; r < reps; ++r) {
+  for (int r = 0; r < reps && want("pipeline"); ++r) {
     auto t0 = Clock::now();
     const auto out =
         mpx::Pipeline::from(piped).map(square, 2).map(add_one, 2).map(negate, 2).collect();
@@ -266,7 +273,7 @@ int main(int argc, char** argv) {
       std::exit(1);
     }
   }
-  emit("pipeline of 3 map stages (2 workers each), 200k ints, start to end", "items/s", v);
+  if (want("pipeline")) emit("pipeline of 3 map stages (2 workers each), 200k ints, start to end", "items/s", v);
 
   return 0;
 }
