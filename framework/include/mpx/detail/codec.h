@@ -37,7 +37,9 @@ using Buffer = msgpack::sbuffer;
 std::uint32_t read_array_header(const char* data, std::size_t size, std::size_t& off);
 
 // Decodes one object at data[off] into zone; advances off. Throws DecodeError on
-// truncated or malformed input.
+// truncated or malformed input. A string or binary may point into data (scalars are
+// decoded without msgpack-c's parser, which allocates per call): use the object while
+// data lives.
 msgpack::object read_object(msgpack::zone& zone, const char* data, std::size_t size,
                             std::size_t& off);
 
