@@ -164,7 +164,7 @@ class RouterCore {
     // Its initializer finished (CONFIGURED): it gets work and answers pings. Until then
     // a death counts as a start-up failure.
     bool configured = false;
-    std::vector<InFlight> in_flight;
+    std::deque<InFlight> in_flight;  // first: running; results mostly retire the front
     std::uint64_t assigned = 0;  // chunks ever given
     Clock::time_point last_seen;
     Clock::time_point last_ping;

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <random>
 
 #include "mpx/errors.h"
@@ -93,9 +94,10 @@ Message::Message(const void* data, std::size_t size) {
 Message Message::allocate(std::size_t size) {
   Message m;
   if (size == 0) return m;
-  m.storage_ = std::shared_ptr<char>(static_cast<char*>(std::malloc(size)), &std::free);
-  if (!m.storage_) throw std::bad_alloc();
-  m.data_ = m.storage_.get();
+  void* raw = std::malloc(sizeof(Block) + size);
+  if (raw == nullptr) throw std::bad_alloc();
+  m.block_ = new (raw) Block();
+  m.data_ = reinterpret_cast<char*>(m.block_ + 1);
   m.size_ = size;
   return m;
 }
@@ -105,10 +107,26 @@ Message Message::adopt(detail::Buffer&& buffer) {
   const std::size_t size = buffer.size();
   char* data = buffer.release();
   if (data == nullptr) return m;
-  m.storage_ = std::shared_ptr<char>(data, &std::free);
+  void* raw = std::malloc(sizeof(Block));
+  if (raw == nullptr) {
+    std::free(data);
+    throw std::bad_alloc();
+  }
+  m.block_ = new (raw) Block();
+  m.block_->adopted = data;
   m.data_ = data;
   m.size_ = size;
   return m;
+}
+
+void Message::release() noexcept {
+  if (block_ == nullptr) return;
+  if (block_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    std::free(block_->adopted);
+    block_->~Block();
+    std::free(block_);
+  }
+  block_ = nullptr;
 }
 
 Message adopt(detail::Buffer&& buffer) { return Message::adopt(std::move(buffer)); }

@@ -23,6 +23,7 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -30,6 +31,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "framework/wire/wire.h"
@@ -51,6 +53,20 @@ constexpr std::size_t kMaxIdentity = 255;
 class Message {
  public:
   Message() = default;
+  Message(const Message& other) noexcept : block_(other.block_), data_(other.data_), size_(other.size_) {
+    if (block_) block_->refs.fetch_add(1, std::memory_order_relaxed);
+  }
+  Message(Message&& other) noexcept
+      : block_(std::exchange(other.block_, nullptr)),
+        data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)) {}
+  Message& operator=(Message other) noexcept {
+    std::swap(block_, other.block_);
+    std::swap(data_, other.data_);
+    std::swap(size_, other.size_);
+    return *this;
+  }
+  ~Message() { release(); }
   // Copies size bytes from data.
   Message(const void* data, std::size_t size);
   // Takes a finished msgpack buffer's storage without copying.
@@ -73,7 +89,14 @@ class Message {
   void copy(const Message& other) { *this = other; }
 
  private:
-  std::shared_ptr<char> storage_;
+  // One allocation per message: the count, then the bytes (or, for an adopted buffer,
+  // the count and a pointer to the buffer it frees).
+  struct Block {
+    std::atomic<long> refs{1};
+    void* adopted = nullptr;
+  };
+  void release() noexcept;
+  Block* block_ = nullptr;
   char* data_ = nullptr;
   std::size_t size_ = 0;
 };
