@@ -11,6 +11,7 @@
 // from the control block (actor_internal.h).
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iterator>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -100,15 +102,48 @@ void copy_text(char* dst, std::size_t cap, const std::string& text) {
 }
 
 // Only the owner's supervisor thread (and spawn, before anybody else sees the block)
-// writes the control block.
+// writes the control block: seq goes odd, the reason and state are written, seq goes
+// even again (see Control::reason).
 void publish(Control& c, State state, const std::string& reason) {
-  if (!reason.empty()) copy_text(c.reason, sizeof c.reason, reason);
-  c.state.store(static_cast<std::uint32_t>(state), std::memory_order_release);
   c.seq.fetch_add(1, std::memory_order_acq_rel);
+  if (!reason.empty()) {
+    char text[sizeof c.reason] = {};
+    copy_text(text, sizeof text, reason);
+    for (std::size_t i = 0; i < std::size(c.reason); ++i) {
+      std::uint64_t word;
+      std::memcpy(&word, text + 8 * i, 8);
+      c.reason[i].store(word, std::memory_order_relaxed);
+    }
+  }
+  c.state.store(static_cast<std::uint32_t>(state), std::memory_order_release);
+  c.seq.fetch_add(1, std::memory_order_release);
   futex_wake_all(&c.seq);
 }
 
 bool process_exists(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
+
+}  // namespace
+
+std::string read_reason(const Control& c) {
+  char text[sizeof c.reason];
+  for (;;) {
+    const std::uint32_t before = c.seq.load(std::memory_order_acquire);
+    if (before & 1) {  // a publish is under way: it is a few stores long
+      sched_yield();
+      continue;
+    }
+    for (std::size_t i = 0; i < std::size(c.reason); ++i) {
+      const std::uint64_t word = c.reason[i].load(std::memory_order_relaxed);
+      std::memcpy(text + 8 * i, &word, 8);
+    }
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (c.seq.load(std::memory_order_relaxed) == before) break;
+  }
+  text[sizeof text - 1] = '\0';
+  return std::string(text);
+}
+
+namespace {
 
 
 }  // namespace
@@ -489,7 +524,7 @@ void ActorClient::close_connection() {
 
 ActorDied ActorClient::dead_error(const std::string& doing) {
   const State s = state_of(control_);
-  std::string reason = s == State::kStopped ? "stopped" : std::string(control_.reason);
+  std::string reason = s == State::kStopped ? "stopped" : actor::read_reason(control_);
   if (reason.empty()) reason = "its process is gone";
   return ActorDied(name_, doing + (s == State::kStopped ? " after it was " : " after it died: ") + reason,
                    false);
@@ -607,7 +642,7 @@ std::exception_ptr ActorClient::death_error(const std::string& method, std::uint
   const State s = state_of(control_);
   const bool restarted = s == State::kRestarting ||
                          (s == State::kAlive && control_.incarnation.load() > incarnation);
-  std::string reason = control_.reason;
+  std::string reason = actor::read_reason(control_);
   if (reason.empty()) reason = "its process ended";
   if (s == State::kStopped) {
     return std::make_exception_ptr(ActorDied(name_, "stopped before answering " + method, false));

@@ -39,8 +39,15 @@ struct Control {
   std::atomic<std::uint32_t> stop_requested;  // set by whoever sends STOP, any process
   char endpoint[160];                          // base; "-<incarnation>" is appended
   char name[128];
-  char reason[256];  // how the last incarnation ended ("killed by signal 9 (Killed)")
+  // How the last incarnation ended ("killed by signal 9 (Killed)"), NUL-terminated
+  // text in atomic words: the owner's supervisor rewrites it while handles anywhere may
+  // read it. seq is odd while publish() writes; read_reason() retries until it read the
+  // words between two equal, even seq values (a seqlock).
+  std::atomic<std::uint64_t> reason[32];
 };
+
+// The reason text of c, never torn by a concurrent publish.
+std::string read_reason(const Control& c);
 
 std::string incarnation_endpoint(const Control& control, std::uint32_t incarnation);
 
