@@ -690,6 +690,9 @@ TEST_F(HostileInputTest, FakeReadyForAStartingWorkerIsRefused) {
     if (e.size() > 5 && e.compare(e.size() - 5, 5, "-back") == 0) back_ = e;
   }
   ASSERT_FALSE(back_.empty());
+  // The router signals ready before it spawns its workers: wait for this one.
+  ASSERT_TRUE(mpx::testing::wait_until([] { return mpx::testing::worker_pids().size() == 1; },
+                                       seconds(10)));
   const std::vector<pid_t> before = mpx::testing::worker_pids();
   ASSERT_EQ(before.size(), 1u);
   Peer fake(back_, std::string("Xhijack"));
