@@ -224,9 +224,11 @@ Reader::Fill Reader::fill(int fd) {
     // Room for the frame being read (need_) or a good read, whichever is larger.
     const std::size_t want = std::max<std::size_t>(need_, 64 * 1024);
     if (buf_.size() - start_ < want) {
-      std::memmove(buf_.data(), buf_.data() + start_, end_ - start_);
-      end_ -= start_;
-      start_ = 0;
+      if (start_ > 0) {  // (a move of the bytes onto themselves would still copy them)
+        std::memmove(buf_.data(), buf_.data() + start_, end_ - start_);
+        end_ -= start_;
+        start_ = 0;
+      }
       if (buf_.size() < want) buf_.resize(want);
     }
     if (end_ == buf_.size()) buf_.resize(buf_.size() * 2);
