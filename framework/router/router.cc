@@ -21,6 +21,9 @@ namespace mpx {
 namespace router {
 namespace {
 
+// See InFlight::free_requeues.
+constexpr int kMaxFreeRequeues = 3;
+
 using Ranges = std::vector<std::pair<std::uint64_t, std::uint32_t>>;
 
 template <class T>
@@ -323,9 +326,11 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
   if (!w.in_flight.empty()) {
     logger().warn("router: {} (pid {}) {} holding {} chunk(s)", w.name, pid, how,
                   w.in_flight.size());
-    if (w.timed_out) {
-      // The chunk that ran over its budget fails as timed out unless it may run again;
-      // the ones queued behind it follow the usual rules below.
+    if (w.timed_out && w.in_flight.front().call_id == w.timed_out_chunk.first &&
+        w.in_flight.front().start == w.timed_out_chunk.second) {
+      // The chunk that ran over its budget (still held: its result did not come after
+      // all) fails as timed out unless it may run again; the ones queued behind it
+      // follow the usual rules below.
       InFlight& first = w.in_flight.front();
       if (first.cancelled || first.attempts >= retries_for(first) || stopping_ || broken()) {
         std::vector<InFlight> timed_out;
@@ -359,7 +364,8 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
     }
     for (auto it = w.in_flight.rbegin(); it != w.in_flight.rend(); ++it) {
       if (!it->cancelled && it->attempts < retries_for(*it) && !stopping_ && !broken()) {
-        const bool spends = &*it == running;
+        const bool spends = &*it == running || it->free_requeues >= kMaxFreeRequeues;
+        if (!spends) ++it->free_requeues;
         logger().info("router: running call {} items {}-{} again{}", it->call_id, it->start,
                       it->start + it->count - 1,
                       spends ? " (attempt " + std::to_string(it->attempts + 2) + " of " +
@@ -608,6 +614,9 @@ void RouterCore::kill_running(Worker& w, std::string why, bool timed_out) {
   logger().warn("router: {} (pid {}) {}; killing and replacing it", w.name, w.pid, why);
   w.killed_because = std::move(why);
   w.timed_out = timed_out;
+  if (timed_out && !w.in_flight.empty()) {
+    w.timed_out_chunk = {w.in_flight.front().call_id, w.in_flight.front().start};
+  }
   io_.kill_worker(w.pid);
   // Its exit (pidfd) finalizes it: what it held is retried or reported. It gets no
   // more work, and its replacement starts now.

@@ -139,6 +139,11 @@ class RouterCore {
     std::uint64_t start;
     std::uint32_t count;
     int attempts = 0;  // earlier runs lost with a dead worker
+    // Times it went back to the queue without spending an attempt (its worker died
+    // running another chunk, or between chunks). Capped (kMaxFreeRequeues): a worker
+    // that dies outside any task (reading an oversized chunk under a memory limit) must
+    // not be replaced forever for the same chunk.
+    int free_requeues = 0;
     bool pure = false;       // from MPX_PURE_TASK: retried config.pure_retries times
     bool cancelled = false;  // its call was cancelled: never run again
     // When it became the first chunk its worker holds, i.e. began to run (a worker runs
@@ -172,7 +177,10 @@ class RouterCore {
     double service_us = -1;  // moving average of a chunk's service time; < 0: unknown
     // Why the router killed it while it ran a chunk (timeout, stopped), for finalize.
     std::string killed_because;
-    bool timed_out = false;  // its first chunk ran over its time budget
+    bool timed_out = false;  // killed because a chunk ran over its time budget
+    // That chunk (call id, start), as it was when the worker was killed: its result may
+    // still arrive before the worker is gone, and then it did not time out.
+    std::pair<std::uint64_t, std::uint64_t> timed_out_chunk{0, 0};
     Clock::time_point stopped_since;  // epoch while not seen stopped
   };
   int retries_for(const InFlight& f) const { return f.pure ? config_.pure_retries : config_.max_retries; }

@@ -653,6 +653,54 @@ TEST_F(RouterTest, TheRunningChunkIsReportedLostFirst) {
       << decode_lost(sent[1].payload).first;
 }
 
+// A worker that dies between chunks (mark 0) charges no chunk; but a chunk whose
+// workers keep dying that way (its payload alone kills them) is charged from the fourth
+// death on, so it is lost after its retries instead of killing workers forever.
+TEST_F(RouterTest, FreeRequeuesOfOneChunkAreBounded) {
+  config_.pure_retries = 1;
+  start();
+  Header h = make(Type::kSubmit, 7, 0, 1, "square");
+  h.flags = wire::kFlagPure;
+  pid_t pid = 1000;
+  ready_quietly(pid);
+  client("S1", h, "x");
+  io_.take();
+  bool lost = false;
+  for (int death = 0; death < 10 && !lost; ++death) {
+    io_.marks[pid] = 0;
+    exit(pid, 70 << 8);  // exit(70): bad_alloc outside any task
+    for (const Sent& s : io_.take()) lost = lost || s.type == Type::kLost;
+    if (!lost) {
+      ready_quietly(++pid);
+      io_.take();
+    }
+  }
+  EXPECT_TRUE(lost) << "the chunk was requeued for free forever";
+  EXPECT_LE(pid - 1000, 5) << "3 free requeues, then the 1 retry, then lost";
+}
+
+// The chunk over its budget answers after all, between the kill and the worker's
+// exit: it did not time out, and the chunk behind it must not be blamed for it.
+TEST_F(RouterTest, AResultArrivingAfterATimeoutKillClearsTheTimeout) {
+  config_.task_timeout = milliseconds(100);
+  start();
+  ready_quietly(1000);
+  submit("1", 7, 0, 1);
+  submit("1", 7, 1, 1);
+  io_.take();
+  advance(milliseconds(150));
+  tick();
+  ASSERT_EQ(io_.killed, (std::vector<pid_t>{1000}));
+  result(1000, 7, 0, 1);  // chunk 0's result was on its way
+  io_.take();
+  exit(1000, kKilled);
+  for (const Sent& s : io_.take()) {
+    if (s.type != Type::kLost) continue;
+    EXPECT_FALSE(s.flags & wire::kFlagTimedOut) << "chunk 1 did not time out";
+    EXPECT_EQ(decode_lost(s.payload).second, (Ranges{{1, 1}}));
+  }
+}
+
 TEST_F(RouterTest, ASubmitAnnouncingMoreItemsThanBytesIsDropped) {
   start();
   ready_quietly(1000);
