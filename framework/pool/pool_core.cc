@@ -56,6 +56,12 @@ PoolCore::PoolCore(const PoolOptions& options)
   max_message_bytes_ = options.max_message_bytes();
   max_inflight_bytes_ = options.max_inflight_bytes();
   if (config.task_timeout.count() < 0) throw Error("Pool: task_timeout must be >= 0");
+  // Frames carry 32-bit lengths and every reader refuses payloads over kMaxPayload.
+  if (config.max_message_bytes == 0 || config.max_message_bytes > transport::kMaxPayload) {
+    throw Error("Pool: max_message_bytes must be between 1 and " +
+                std::to_string(transport::kMaxPayload) + " (1 GiB), got " +
+                std::to_string(config.max_message_bytes));
+  }
   if (config.heartbeat_timeout.count() <= 0) throw Error("Pool: heartbeat_timeout must be positive");
 
   // The router says on this pipe when it has bound its sockets: connecting earlier
@@ -317,6 +323,25 @@ bool PoolCore::wait(const std::function<bool()>& ready, Clock::time_point deadli
 }
 
 void PoolCore::pump(Clock::time_point deadline) {
+  // Frames read with an earlier one (with the WELCOME, say) are handled first; if
+  // there were any, the waiters look at what they did before anybody polls.
+  {
+    transport::Incoming in;
+    std::string why;
+    bool handled = false;
+    for (;;) {
+      const auto got = reader_.next(in, &why);
+      if (got == transport::Reader::Next::kFrame) {
+        dispatch(in);
+        handled = true;
+      } else if (got == transport::Reader::Next::kBadFrame) {
+        logger().warn("pool: dropped a malformed message from the router: {}", why);
+      } else {
+        break;  // kNone, or kBroken: read again below, where it is handled
+      }
+    }
+    if (handled) return;
+  }
   const auto now = Clock::now();
   auto timeout = std::chrono::milliseconds(1000);
   if (deadline - now < timeout) {

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -245,8 +246,8 @@ int run_router(const spawning::Bootstrap& boot) {
   bool busy = false;  // this loop turn handled a message
   transport::Spin spin;
   // Reads what c has and hands every complete message to the core.
-  auto service = [&](Conn& c) {
-    if (c.dead) return;
+  auto service = [&](Conn& c) -> transport::Reader::Fill {
+    if (c.dead) return transport::Reader::Fill::kClosed;
     const auto fill = c.reader.fill(c.fd);
     std::string why;
     bool bad = false;
@@ -256,12 +257,12 @@ int run_router(const spawning::Bootstrap& boot) {
         if (!io.identify(c, std::move(id))) {
           logger().warn("router: refused a second connection claiming an identity in use");
           c.dead = true;
-          return;
+          return fill;
         }
       } else if (bad) {
         logger().warn("router: dropped a connection: {}", why);
         c.dead = true;
-        return;
+        return fill;
       }
     }
     if (!c.id.empty()) {
@@ -276,7 +277,7 @@ int run_router(const spawning::Bootstrap& boot) {
         if (got == transport::Reader::Next::kBroken) {
           logger().warn("router: dropped the connection of {}: {}", c.front ? "a client" : "a worker", why);
           c.dead = true;
-          return;
+          return fill;
         }
         in.from = c.id;
         busy = true;
@@ -285,17 +286,32 @@ int run_router(const spawning::Bootstrap& boot) {
         } else {
           core.on_worker(in, Clock::now());
         }
-        if (c.dead) return;
+        if (c.dead) return fill;
       }
     }
     if (fill == transport::Reader::Fill::kClosed) c.dead = true;
+    return fill;
   };
+  // At most this many connections: below the descriptor limit, with room for the
+  // workers' pidfds and the router's own.
+  std::size_t max_conns = kMaxConns;
+  if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+    const std::size_t reserve = 2 * static_cast<std::size_t>(config.workers) + 64;
+    max_conns = std::min<std::size_t>(max_conns, nofile.rlim_cur > reserve ? nofile.rlim_cur - reserve : 16);
+  }
+  Clock::time_point listen_again{};  // after EMFILE: the listeners rest until then
   auto accept_all = [&](int listener, bool is_front) {
     for (;;) {
       const int fd = ::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EINTR) continue;
-        return;  // EAGAIN: none left; EMFILE and the like: retried next turn
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          // The listener stays readable: polling it now would spin.
+          logger().warn("router: cannot accept a connection: {}; pausing accepts for 100 ms",
+                        std::strerror(errno));
+          listen_again = Clock::now() + std::chrono::milliseconds(100);
+        }
+        return;  // EAGAIN: none left
       }
       const long peer = transport::peer_uid(fd);
       if (peer != uid) {
@@ -304,8 +320,8 @@ int run_router(const spawning::Bootstrap& boot) {
         ::close(fd);
         continue;
       }
-      if (io.conns().size() >= kMaxConns) {
-        logger().warn("router: refused a connection: {} are open already", kMaxConns);
+      if (io.conns().size() >= max_conns) {
+        logger().warn("router: refused a connection: {} are open already", max_conns);
         ::close(fd);
         continue;
       }
@@ -321,8 +337,9 @@ int run_router(const spawning::Bootstrap& boot) {
     fds.clear();
     fd_conns.clear();
     fd_pids.clear();
-    fds.push_back({front, POLLIN, 0});
-    fds.push_back({back, POLLIN, 0});
+    const bool listening = Clock::now() >= listen_again;
+    fds.push_back({listening ? front : -1, POLLIN, 0});
+    fds.push_back({listening ? back : -1, POLLIN, 0});
     // Once the driver is gone its pidfd stays readable: stop watching it.
     fds.push_back({driver_gone ? -1 : driver_fd, POLLIN, 0});
     for (auto& [fd, c] : io.conns()) {
@@ -335,7 +352,9 @@ int run_router(const spawning::Bootstrap& boot) {
       fd_pids.push_back(pid);
     }
     const auto now = Clock::now();
-    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(core.next_tick() - now);
+    auto wake = core.next_tick();
+    if (!listening) wake = std::min(wake, listen_again);
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now);
     // Right after forwarding, the answer is usually microseconds away: wait awake for
     // a moment first (see poll_spinning).
     const std::chrono::milliseconds timeout(std::max<long>(0, wait.count()) + 1);
@@ -368,7 +387,8 @@ int run_router(const spawning::Bootstrap& boot) {
       // Everything the worker wrote before it died is in its connection's buffer now:
       // read it all before its death is handled, so no result it sent is lost.
       if (Conn* c = io.worker_conn(pid)) {
-        service(*c);
+        while (!c->dead && service(*c) == transport::Reader::Fill::kData) {
+        }
         c->dead = true;
       }
       io.forget_worker(pid);

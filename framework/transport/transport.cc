@@ -212,6 +212,33 @@ long peer_uid(int fd) {
 
 // ---- Reading --------------------------------------------------------------------------
 
+constexpr std::size_t kReadChunk = 64 * 1024;
+
+Reader::~Reader() { std::free(buf_); }
+
+Reader::Reader(Reader&& other) noexcept
+    : max_payload_(other.max_payload_),
+      buf_(std::exchange(other.buf_, nullptr)),
+      cap_(std::exchange(other.cap_, 0)),
+      start_(std::exchange(other.start_, 0)),
+      end_(std::exchange(other.end_, 0)),
+      need_(std::exchange(other.need_, 0)) {}
+
+void Reader::grow() {
+  if (start_ > 0) {  // room at the front first (a move of bytes onto themselves still copies)
+    std::memmove(buf_, buf_ + start_, end_ - start_);
+    end_ -= start_;
+    start_ = 0;
+    if (end_ < cap_) return;
+  }
+  std::size_t cap = cap_ == 0 ? kReadChunk : cap_ * 2;
+  if (need_ > cap_) cap = std::min(cap, need_);
+  char* grown = static_cast<char*>(std::realloc(buf_, cap));
+  if (grown == nullptr) throw std::bad_alloc();
+  buf_ = grown;
+  cap_ = cap;
+}
+
 Reader::Fill Reader::fill(int fd) {
   bool any = false;
   // Bounded per call (a frame larger than that is read whole): a reader that handles
@@ -219,25 +246,22 @@ Reader::Fill Reader::fill(int fd) {
   const std::size_t budget = std::max<std::size_t>(need_, std::size_t{1} << 20);
   std::size_t taken = 0;
   for (;;) {
-    if (taken >= budget) return Fill::kData;
-    if (start_ == end_) start_ = end_ = 0;
-    // Room for the frame being read (need_) or a good read, whichever is larger.
-    const std::size_t want = std::max<std::size_t>(need_, 64 * 1024);
-    if (buf_.size() - start_ < want) {
-      if (start_ > 0) {  // (a move of the bytes onto themselves would still copy them)
-        std::memmove(buf_.data(), buf_.data() + start_, end_ - start_);
-        end_ -= start_;
-        start_ = 0;
+    if (start_ == end_) {
+      start_ = end_ = 0;
+      if (cap_ > (std::size_t{1} << 20)) {  // a large frame is gone: give its memory back
+        std::free(buf_);
+        buf_ = nullptr;
+        cap_ = 0;
       }
-      if (buf_.size() < want) buf_.resize(want);
     }
-    if (end_ == buf_.size()) buf_.resize(buf_.size() * 2);
-    const ssize_t n = ::recv(fd, buf_.data() + end_, buf_.size() - end_, MSG_DONTWAIT);
+    if (taken >= budget || (need_ > 0 && end_ - start_ >= need_)) return Fill::kData;
+    if (end_ == cap_) grow();
+    const ssize_t n = ::recv(fd, buf_ + end_, cap_ - end_, MSG_DONTWAIT);
     if (n > 0) {
       end_ += static_cast<std::size_t>(n);
       taken += static_cast<std::size_t>(n);
       any = true;
-      if (end_ < buf_.size()) return Fill::kData;  // drained what was there
+      if (end_ < cap_) return Fill::kData;  // drained what was there
       continue;
     }
     if (n == 0) return any ? Fill::kData : Fill::kClosed;
@@ -250,7 +274,8 @@ Reader::Fill Reader::fill(int fd) {
 bool Reader::identity(std::string* id, bool* bad, std::string* why) {
   *bad = false;
   const std::size_t have = end_ - start_;
-  const char* p = buf_.data() + start_;
+  if (have == 0) return false;
+  const char* p = buf_ + start_;
   if (std::memcmp(p, kIdentityMagic, std::min(have, sizeof kIdentityMagic)) != 0) {
     *bad = true;
     *why = "the connection did not start with an identity";
@@ -273,7 +298,7 @@ Reader::Next Reader::next(wire::Header& header, std::string_view& header_bytes,
                           std::string_view& payload, std::string* why) {
   const std::size_t have = end_ - start_;
   if (have < kFramePrefix) return Next::kNone;
-  const char* p = buf_.data() + start_;
+  const char* p = buf_ + start_;
   const std::uint32_t hl = get_u32(p), pl = get_u32(p + 4);
   if (hl == 0 || hl > wire::kMaxHeaderSize) {
     *why = "header length " + std::to_string(hl) + " out of range";

@@ -133,6 +133,10 @@ class Reader {
  public:
   enum class Fill { kData, kNothing, kClosed };
   explicit Reader(std::size_t max_payload = kMaxPayload) : max_payload_(max_payload) {}
+  ~Reader();
+  Reader(Reader&& other) noexcept;
+  Reader& operator=(Reader&&) = delete;
+  Reader(const Reader&) = delete;
   // Reads what the socket has without blocking: kClosed once the peer closed (or the
   // socket failed) and nothing more was read.
   Fill fill(int fd);
@@ -157,8 +161,13 @@ class Reader {
   void reset() { start_ = end_ = 0; }
 
  private:
+  // The buffer grows only when full, by doubling, never beyond the frame being read
+  // (as far as its prefix says), so memory follows the bytes that really arrived, not
+  // a length a peer announced; it shrinks back once a large frame is gone.
+  void grow();
   std::size_t max_payload_;
-  std::vector<char> buf_ = std::vector<char>(64 * 1024);
+  char* buf_ = nullptr;  // malloc'd: no zero-filling of large frames
+  std::size_t cap_ = 0;
   std::size_t start_ = 0, end_ = 0;
   std::size_t need_ = 0;  // bytes the frame being read needs in total
 };

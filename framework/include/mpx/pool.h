@@ -106,7 +106,7 @@ class PoolOptions {
 
   int processes() const { return processes_; }
   // Largest message (a chunk of arguments, a chunk of results) the pool carries;
-  // default 1 GiB. A call whose chunk is larger throws mpx::Error before anything is
+  // default and most 1 GiB (a larger value makes the Pool constructor throw). A call whose chunk is larger throws mpx::Error before anything is
   // sent; a result chunk larger fails its items; a peer that sends the router a larger
   // frame is disconnected.
   PoolOptions& max_message_bytes(std::size_t n) {
