@@ -245,6 +245,22 @@ TEST_F(PipelineTest, AThrowingTaskEndsTheRunNamingStageAndItem) {
   }
 }
 
+TEST_F(PipelineTest, ARunThatThrewIsOver) {
+  std::vector<int> xs(30);
+  std::iota(xs.begin(), xs.end(), 0);
+  auto run = mpx::Pipeline::from(xs).map(fail_on_13, 1).start();
+  bool threw = false;
+  try {
+    while (run.next()) {
+    }
+  } catch (const mpx::PipelineError&) {
+    threw = true;
+  }
+  EXPECT_TRUE(threw);
+  EXPECT_FALSE(run.next().has_value()) << "asking again is safe, and says the run is over";
+  EXPECT_FALSE(run.progress().empty()) << "progress() still answers";
+}
+
 TEST_F(PipelineTest, SkipErrorsDropsFailedItemsAndCountsThem) {
   std::vector<int> xs(100);
   std::iota(xs.begin(), xs.end(), 0);

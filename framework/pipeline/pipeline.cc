@@ -304,7 +304,9 @@ void PipelineRunCore::start() {
     pool_begin_call(*s->pool, s->call);
   }
   source_ = plan_->open_source();
-  source_buffer_.capacity = 2 * source_batch(*stages_.front());
+  // Two of the largest chunks the first stage takes (not the first, slow-start one: an
+  // unsized source's chunks grow from 1).
+  source_buffer_.capacity = 2 * batch_cap(*stages_.front());
   for (std::size_t k = 0; k < stages_.size(); ++k) {
     movers_.emplace_back([this, k] {
       name_thread("mpx-stage-" + std::to_string(k + 1));
@@ -727,6 +729,16 @@ void PipelineRunCore::on_pool_failure(Stage& s, std::exception_ptr error) {
 // ---- The caller's side ----------------------------------------------------------------
 
 bool PipelineRunCore::next_batch(OutputBatch& out) {
+  {
+    // Over already (a failure thrown once, the end reached, a cancel): the pools are
+    // gone; say so again rather than touch them.
+    std::lock_guard<std::mutex> lock(teardown_mu_);
+    if (torn_down_) {
+      std::lock_guard<std::mutex> failure(failure_mu_);
+      if (failure_) std::rethrow_exception(failure_);
+      return false;
+    }
+  }
   Stage& last = *stages_.back();
   pool_wait(
       *last.pool, [&] { return failed() || !last.ready.empty() || last.finished_locked(); },

@@ -331,7 +331,8 @@ class PipelineRun {
     if (core_) detail::pipeline_cancel(*core_);
   }
 
-  // The next result, or nullopt after the last one. Throws PipelineError.
+  // The next result, or nullopt after the last one. Throws PipelineError (once: the
+  // run is over then, and later calls return nullopt).
   std::optional<T> next() {
     if (!core_) {
       if (!direct_) return std::nullopt;
@@ -343,7 +344,14 @@ class PipelineRun {
       if (ended_) return std::nullopt;
       batch_.spans.clear();
       at_ = 0;
-      if (!detail::pipeline_next_batch(*core_, batch_)) {
+      bool more;
+      try {
+        more = detail::pipeline_next_batch(*core_, batch_);
+      } catch (...) {
+        ended_ = true;  // the run is over: later calls return nullopt
+        throw;
+      }
+      if (!more) {
         ended_ = true;
         return std::nullopt;
       }
@@ -358,6 +366,8 @@ class PipelineRun {
       std::size_t off = 0;
       return detail::read_object(*zone_, batch_.bytes.data() + begin, size, off).template as<T>();
     } catch (const std::exception& e) {
+      ended_ = true;
+      at_ = batch_.spans.size();
       detail::pipeline_fail_output(*core_, index, origin, e);
     }
   }
