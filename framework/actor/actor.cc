@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
 #include <iterator>
 #include <atomic>
 #include <cerrno>
@@ -105,7 +106,8 @@ void copy_text(char* dst, std::size_t cap, const std::string& text) {
 // writes the control block: seq goes odd, the reason and state are written, seq goes
 // even again (see Control::reason).
 void publish(Control& c, State state, const std::string& reason) {
-  c.seq.fetch_add(1, std::memory_order_acq_rel);
+  c.seq.fetch_add(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);  // seq odd before any word changes
   if (!reason.empty()) {
     char text[sizeof c.reason] = {};
     copy_text(text, sizeof text, reason);
@@ -126,9 +128,11 @@ bool process_exists(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno
 
 std::string read_reason(const Control& c) {
   char text[sizeof c.reason];
-  for (;;) {
+  // A publish is a few stores long; one that never ends had its process (the actor's
+  // owner) die in the middle of it: after a while the text is read as it is.
+  for (int tries = 0;; ++tries) {
     const std::uint32_t before = c.seq.load(std::memory_order_acquire);
-    if (before & 1) {  // a publish is under way: it is a few stores long
+    if ((before & 1) && tries < 10000) {
       sched_yield();
       continue;
     }
@@ -137,7 +141,7 @@ std::string read_reason(const Control& c) {
       std::memcpy(text + 8 * i, &word, 8);
     }
     std::atomic_thread_fence(std::memory_order_acquire);
-    if (c.seq.load(std::memory_order_relaxed) == before) break;
+    if (c.seq.load(std::memory_order_relaxed) == before || tries >= 10000) break;
   }
   text[sizeof text - 1] = '\0';
   return std::string(text);
@@ -806,6 +810,44 @@ bool ActorClient::wait(ActorCall& call, Clock::time_point deadline) {
 
 // ---- Owner side ------------------------------------------------------------------------
 
+// One thread (started on first use, leaked like the supervisor: stops may come during
+// static destruction) that stops the actors whose last handle went on the supervisor
+// thread, one after another.
+class Stopper {
+ public:
+  static Stopper& get() {
+    static Stopper* s = new Stopper();
+    return *s;
+  }
+  void push(std::shared_ptr<ActorClient> client) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(std::move(client));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  Stopper() {
+    std::thread([this] {
+      for (;;) {
+        std::shared_ptr<ActorClient> client;
+        {
+          std::unique_lock<std::mutex> lock(mu_);
+          cv_.wait(lock, [this] { return !queue_.empty(); });
+          client = std::move(queue_.front());
+          queue_.pop_front();
+        }
+        stop_client(client);
+      }
+    }).detach();
+  }
+  static void stop_client(const std::shared_ptr<ActorClient>& client);
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<ActorClient>> queue_;  // guarded by mu_
+};
+
 class ActorOwner {
  public:
   ActorOwner(std::shared_ptr<ActorClient> client, std::shared_ptr<actor::Supervised> supervised)
@@ -815,13 +857,13 @@ class ActorOwner {
       // The supervisor dropped the last handle (pinned by another actor's constructor
       // arguments). A stop waits for the supervisor to see the actor exit: it must
       // wait on another thread, or the supervisor would wait for itself.
-      std::thread([client = client_] { stop(client); }).detach();
+      Stopper::get().push(client_);
       return;
     }
     stop(client_);
   }
 
- private:
+  // Stops the actor behind client and waits for it (what the owner's destructor does).
   static void stop(const std::shared_ptr<ActorClient>& client) {
     try {
       ActorLink link{client, nullptr};
@@ -832,9 +874,12 @@ class ActorOwner {
     forget_expired(client->segment()->ref().id);
   }
 
+ private:
   std::shared_ptr<ActorClient> client_;
   std::shared_ptr<actor::Supervised> supervised_;
 };
+
+void Stopper::stop_client(const std::shared_ptr<ActorClient>& client) { ActorOwner::stop(client); }
 
 namespace {
 
