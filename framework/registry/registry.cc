@@ -152,14 +152,16 @@ bool read_scalar(const char* data, std::size_t size, std::size_t& off, msgpack::
   };
   auto bytes = [&](msgpack::type::object_type type, std::size_t head, std::size_t n) {
     if (left < head || left - head < n) return false;
+    // Never null, even when empty (msgpack-c gives a zone pointer; its operator== and
+    // converters pass it to memcmp/memcpy).
     if (type == msgpack::type::STR) {
       out.type = msgpack::type::STR;
       out.via.str.size = static_cast<std::uint32_t>(n);
-      out.via.str.ptr = n ? data + off + head : nullptr;
+      out.via.str.ptr = data + off + head;
     } else {
       out.type = msgpack::type::BIN;
       out.via.bin.size = static_cast<std::uint32_t>(n);
-      out.via.bin.ptr = n ? data + off + head : nullptr;
+      out.via.bin.ptr = data + off + head;
     }
     return take(head + n);
   };
