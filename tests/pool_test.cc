@@ -172,6 +172,17 @@ TEST_P(PoolSizes, WorkSpreadsOverWorkers) {
 
 INSTANTIATE_TEST_SUITE_P(Workers, PoolSizes, ::testing::Values(1, 2, 5));
 
+TEST_F(PoolTest, MaxMessageBytesIsCheckedAgainstTheTransport) {
+  try {
+    mpx::Pool pool(mpx::PoolOptions().processes(1).max_message_bytes(std::size_t{2} << 30));
+    FAIL() << "a 2 GiB message limit was accepted";
+  } catch (const mpx::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("max_message_bytes must be between 1 and"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(mpx::Pool(mpx::PoolOptions().processes(1).max_message_bytes(0)), mpx::Error);
+}
+
 TEST_F(PoolTest, DefaultSizeIsCpuCount) {
   mpx::Pool pool;
   EXPECT_EQ(pool.processes(), mpx::cpu_count());

@@ -158,6 +158,8 @@ class Reader {
   // The same, copied into in (from is left as it is).
   Next next(Incoming& in, std::string* why);
   bool empty() const { return start_ == end_; }
+  // Bytes of buffer held now (for tests and diagnostics).
+  std::size_t capacity() const { return cap_; }
   void reset() { start_ = end_ = 0; }
 
  private:

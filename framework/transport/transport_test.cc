@@ -205,6 +205,32 @@ TEST(Framing, LengthsOutOfRangeBreakTheStream) {
   }
 }
 
+// Memory follows the bytes that arrived, not the length a prefix announces; and the
+// buffer of a large frame is given back once it is read.
+TEST(Framing, AnAnnouncedLengthCostsNothingUntilItsBytesArrive) {
+  Pair p;
+  char prefix[kFramePrefix] = {20, 0, 0, 0, 0, 0, 0, 0x20};  // a 512 MiB payload
+  ASSERT_EQ(::send(p.fd[0], prefix, sizeof prefix, 0), 8);
+  Reader r;
+  r.fill(p.fd[1]);
+  Incoming in;
+  std::string why;
+  EXPECT_EQ(r.next(in, &why), Reader::Next::kNone);
+  r.fill(p.fd[1]);
+  EXPECT_LE(r.capacity(), std::size_t{64} << 10);
+
+  Pair q;
+  std::thread writer([&] { ASSERT_TRUE(write_frame(q.fd[0], make(Type::kResult), std::string(8 << 20, 'x'))); });
+  Reader big;
+  ASSERT_EQ(read_one(big, q.fd[1], in, &why), Reader::Next::kFrame) << why;
+  writer.join();
+  EXPECT_EQ(in.payload.size(), std::size_t{8} << 20);
+  EXPECT_LE(big.capacity(), (std::size_t{8} << 20) + 64) << "no doubling past the frame";
+  ASSERT_TRUE(write_frame(q.fd[0], make(Type::kPing), ""));
+  ASSERT_EQ(read_one(big, q.fd[1], in, &why), Reader::Next::kFrame);
+  EXPECT_LE(big.capacity(), std::size_t{64} << 10) << "the large frame's buffer was kept";
+}
+
 TEST(Framing, AForeignButValidHeaderIsReEncoded) {
   // Compact integers instead of the fixed layout set_type relies on.
   msgpack::sbuffer foreign;
