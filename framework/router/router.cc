@@ -364,8 +364,17 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
     }
     for (auto it = w.in_flight.rbegin(); it != w.in_flight.rend(); ++it) {
       if (!it->cancelled && it->attempts < retries_for(*it) && !stopping_ && !broken()) {
-        const bool spends = &*it == running || it->free_requeues >= kMaxFreeRequeues;
-        if (!spends) ++it->free_requeues;
+        // A death while no chunk ran (between tasks: reading, decoding, or a kill from
+        // outside) charges nobody, at most kMaxFreeRequeues times per chunk; a death
+        // while another chunk ran was that chunk's doing and costs this one nothing.
+        bool spends = &*it == running;
+        if (!spends && running == nullptr) {
+          if (it->free_requeues >= kMaxFreeRequeues) {
+            spends = true;
+          } else {
+            ++it->free_requeues;
+          }
+        }
         logger().info("router: running call {} items {}-{} again{}", it->call_id, it->start,
                       it->start + it->count - 1,
                       spends ? " (attempt " + std::to_string(it->attempts + 2) + " of " +

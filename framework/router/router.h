@@ -139,10 +139,10 @@ class RouterCore {
     std::uint64_t start;
     std::uint32_t count;
     int attempts = 0;  // earlier runs lost with a dead worker
-    // Times it went back to the queue without spending an attempt (its worker died
-    // running another chunk, or between chunks). Capped (kMaxFreeRequeues): a worker
-    // that dies outside any task (reading an oversized chunk under a memory limit) must
-    // not be replaced forever for the same chunk.
+    // Times it went back to the queue, free, after its worker died running no chunk at
+    // all (between tasks). Capped (kMaxFreeRequeues): a worker that dies outside any
+    // task (reading an oversized chunk under a memory limit) must not be replaced
+    // forever for the same chunk.
     int free_requeues = 0;
     bool pure = false;       // from MPX_PURE_TASK: retried config.pure_retries times
     bool cancelled = false;  // its call was cancelled: never run again

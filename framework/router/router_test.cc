@@ -701,6 +701,30 @@ TEST_F(RouterTest, AResultArrivingAfterATimeoutKillClearsTheTimeout) {
   }
 }
 
+// A pure chunk held by workers that die running other chunks is never charged: those
+// deaths were the other chunks' doing, however many there are.
+TEST_F(RouterTest, DeathsRunningOtherChunksNeverChargeAHeldOne) {
+  config_.pure_retries = 1;
+  start();
+  Header held = make(Type::kSubmit, 7, 0, 1, "square");
+  held.flags = wire::kFlagPure;
+  client("S1", held, "x");
+  pid_t pid = 1000;
+  for (int death = 0; death < 8; ++death) {
+    ready_quietly(pid);
+    client("S1", make(Type::kSubmit, 7, 1 + static_cast<std::uint64_t>(death), 1, "square"), "y");
+    io_.take();
+    io_.marks[pid] = wire::chunk_mark(7, 1 + static_cast<std::uint64_t>(death));  // the other ran
+    exit(pid++, SIGSEGV);
+    for (const Sent& s : io_.take()) {
+      if (s.type == Type::kLost) {
+        EXPECT_EQ(decode_lost(s.payload).second, (Ranges{{1 + static_cast<std::uint64_t>(death), 1}}))
+            << "only the chunk that ran is lost, at death " << death;
+      }
+    }
+  }
+}
+
 TEST_F(RouterTest, ASubmitAnnouncingMoreItemsThanBytesIsDropped) {
   start();
   ready_quietly(1000);
