@@ -66,6 +66,7 @@
 #include <vector>
 
 #include "mpx/detail/codec.h"
+#include "mpx/detail/next_iterator.h"
 #include "mpx/detail/pins.h"
 #include "mpx/errors.h"
 #include "mpx/pool.h"
@@ -383,35 +384,9 @@ class PipelineRun {
     direct_ = nullptr;
   }
 
-  class iterator {
-   public:
-    using iterator_category = std::input_iterator_tag;
-    using value_type = T;
-    using difference_type = std::ptrdiff_t;
-    using pointer = const T*;
-    using reference = const T&;
-    reference operator*() const { return *current_; }
-    pointer operator->() const { return &*current_; }
-    iterator& operator++() {
-      current_.reset();
-      current_ = owner_->next();
-      return *this;
-    }
-    bool operator==(const iterator& o) const { return current_.has_value() == o.current_.has_value(); }
-    bool operator!=(const iterator& o) const { return !(*this == o); }
-
-   private:
-    friend class PipelineRun;
-    PipelineRun* owner_ = nullptr;
-    std::optional<T> current_;
-  };
-  iterator begin() {
-    iterator it;
-    it.owner_ = this;
-    it.current_ = next();
-    return it;
-  }
-  iterator end() { return iterator{}; }
+  using iterator = detail::NextIterator<PipelineRun, T>;
+  iterator begin() { return iterator(this); }
+  iterator end() { return iterator(); }
 
  private:
   friend class Flow<T>;

@@ -35,6 +35,7 @@
 
 #include "mpx/detail/call.h"
 #include "mpx/detail/codec.h"
+#include "mpx/detail/next_iterator.h"
 #include "mpx/errors.h"
 #include "mpx/task.h"
 
@@ -229,35 +230,9 @@ class ImapIterator {
   }
   std::size_t size() const { return static_cast<std::size_t>(call_->total()); }
 
-  class iterator {
-   public:
-    using iterator_category = std::input_iterator_tag;
-    using value_type = detail::Stored<R>;
-    using difference_type = std::ptrdiff_t;
-    using pointer = const value_type*;
-    using reference = const value_type&;
-    reference operator*() const { return *current_; }
-    pointer operator->() const { return &*current_; }
-    iterator& operator++() {
-      current_.reset();
-      current_ = owner_->next();
-      return *this;
-    }
-    bool operator==(const iterator& o) const { return current_.has_value() == o.current_.has_value(); }
-    bool operator!=(const iterator& o) const { return !(*this == o); }
-
-   private:
-    friend class ImapIterator;
-    ImapIterator* owner_ = nullptr;
-    std::optional<value_type> current_;
-  };
-  iterator begin() {
-    iterator it;
-    it.owner_ = this;
-    it.current_ = next();
-    return it;
-  }
-  iterator end() { return iterator{}; }
+  using iterator = detail::NextIterator<ImapIterator, detail::Stored<R>>;
+  iterator begin() { return iterator(this); }
+  iterator end() { return iterator(); }
 
  private:
   friend class Pool;
