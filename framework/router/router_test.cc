@@ -187,6 +187,12 @@ class RouterTest : public ::testing::Test {
     if (payload.size() < count) payload.resize(count, '.');
     client("S" + token, make(Type::kSubmit, call_id, start, count, "square"), payload);
   }
+  // One item of an MPX_PURE_TASK, from client S1: the chunks pure retries apply to.
+  void submit_pure(std::uint64_t call_id, std::uint64_t start, const std::string& payload) {
+    Header h = make(Type::kSubmit, call_id, start, 1, "square");
+    h.flags = wire::kFlagPure;
+    client("S1", h, payload);
+  }
   void ready(pid_t pid) {
     Header h = make(Type::kReady, 0, 0, 0, "PoolWorker");
     h.pid = pid;
@@ -559,12 +565,8 @@ TEST_F(RouterTest, ChunksQueuedBehindACrashingOneKeepTheirRetries) {
   config_.pure_retries = 1;
   start();
   ready_quietly(1000);
-  Header a = make(Type::kSubmit, 7, 0, 1, "square");
-  a.flags = wire::kFlagPure;
-  client("S1", a, "crashes");
-  Header b = make(Type::kSubmit, 7, 1, 1, "square");
-  b.flags = wire::kFlagPure;
-  client("S1", b, "fine");
+  submit_pure(7, 0, "crashes");
+  submit_pure(7, 1, "fine");
   io_.take();
   exit(1000, SIGSEGV);  // attempt 1 of the first chunk; the second had not started
   ready_quietly(1001);
@@ -583,11 +585,7 @@ TEST_F(RouterTest, TheRunningMarkNamesTheChunkThatSpendsARetry) {
   config_.pure_retries = 1;
   start();
   ready_quietly(1000);
-  for (std::uint64_t start = 0; start < 3; ++start) {
-    Header h = make(Type::kSubmit, 7, start, 1, "square");
-    h.flags = wire::kFlagPure;
-    client("S1", h, "x");
-  }
+  for (std::uint64_t start = 0; start < 3; ++start) submit_pure(7, start, "x");
   io_.take();
   io_.marks[1000] = wire::chunk_mark(7, 1);  // chunk 0 finished, its result died in flight
   exit(1000, SIGSEGV);
@@ -610,9 +608,7 @@ TEST_F(RouterTest, ADeathBetweenChunksSpendsNoRetry) {
   config_.pure_retries = 1;
   start();
   ready_quietly(1000);
-  Header h = make(Type::kSubmit, 7, 0, 1, "square");
-  h.flags = wire::kFlagPure;
-  client("S1", h, "x");
+  submit_pure(7, 0, "x");
   io_.take();
   io_.marks[1000] = 0;
   exit(1000, kKilled);
@@ -659,11 +655,9 @@ TEST_F(RouterTest, TheRunningChunkIsReportedLostFirst) {
 TEST_F(RouterTest, FreeRequeuesOfOneChunkAreBounded) {
   config_.pure_retries = 1;
   start();
-  Header h = make(Type::kSubmit, 7, 0, 1, "square");
-  h.flags = wire::kFlagPure;
   pid_t pid = 1000;
   ready_quietly(pid);
-  client("S1", h, "x");
+  submit_pure(7, 0, "x");
   io_.take();
   bool lost = false;
   for (int death = 0; death < 10 && !lost; ++death) {
@@ -706,9 +700,7 @@ TEST_F(RouterTest, AResultArrivingAfterATimeoutKillClearsTheTimeout) {
 TEST_F(RouterTest, DeathsRunningOtherChunksNeverChargeAHeldOne) {
   config_.pure_retries = 1;
   start();
-  Header held = make(Type::kSubmit, 7, 0, 1, "square");
-  held.flags = wire::kFlagPure;
-  client("S1", held, "x");
+  submit_pure(7, 0, "x");
   pid_t pid = 1000;
   for (int death = 0; death < 8; ++death) {
     ready_quietly(pid);
@@ -792,9 +784,7 @@ TEST_F(RouterTest, PureChunksAreRetriedAfterATimeout) {
   config_.pure_retries = 1;
   start();
   ready_quietly(1000);
-  Header h = make(Type::kSubmit, 7, 0, 1, "square");
-  h.flags = wire::kFlagPure;
-  client("S1", h, "args");
+  submit_pure(7, 0, "args");
   io_.take();
   advance(milliseconds(150));
   tick();
@@ -807,9 +797,7 @@ TEST_F(RouterTest, OnlyPureChunksGetPureRetries) {
   config_.pure_retries = 3;
   start();
   ready_quietly(1000);
-  Header pure = make(Type::kSubmit, 7, 0, 1, "square");
-  pure.flags = wire::kFlagPure;
-  client("S1", pure, "args");
+  submit_pure(7, 0, "args");
   submit("1", 8, 0, 1);
   io_.take();
   exit(1000, kKilled);
