@@ -80,6 +80,13 @@ std::size_t count_and_measure(mpx::Value<int> done, std::string s) {
   done.fetch_add(1);
   return s.size();
 }
+// A pure task that counts its runs: an item run twice shows as one run too many.
+std::size_t count_runs_slowly(mpx::Value<int> runs, std::string s) {
+  std::this_thread::sleep_for(milliseconds(300 * kSlow));
+  runs.fetch_add(1);
+  return s.size();
+}
+MPX_PURE_TASK(count_runs_slowly);
 MPX_TASK(count_and_measure);
 MPX_TASK(text_of);
 MPX_TASK(length_of);
@@ -125,6 +132,46 @@ TEST_F(ReliabilityTest, TasksWithinTheirBudgetAreNotTouched) {
   // Ten chunks of 50 ms each, back to back on one worker: the budget is per chunk.
   pool.map(sleep_ms, std::vector<int>(10, 50), 1);
   EXPECT_EQ(pool.map(square, std::vector<int>{5}), std::vector<int>{25});
+}
+
+// A worker writes two results and dies before its router reads them (the router is
+// stopped meanwhile). Reading the first frees the worker's credit, and the router's
+// write of the next chunk (large, so written at once) fails with EPIPE before it reads
+// the second. A failed write must not end the reading: the second result is in the
+// socket buffer and must be delivered, not run again.
+TEST_F(ReliabilityTest, AFailedWriteToADeadWorkerDoesNotDropWhatItWrote) {
+  mpx::Pool pool(mpx::PoolOptions().processes(1).prefetch(2));
+  pool.apply(square, 1);
+  const auto workers = mpx::testing::worker_pids();
+  ASSERT_EQ(workers.size(), 1u);
+  mpx::Value<int> runs(0);
+  std::vector<std::tuple<mpx::Value<int>, std::string>> items;
+  std::vector<std::size_t> expected;
+  for (std::size_t i = 0; i < 6; ++i) {
+    items.emplace_back(runs, std::string((100 << 10) + i, 'p'));  // over 64 KiB
+    expected.push_back((100 << 10) + i);
+  }
+  auto result = pool.starmap_async(count_runs_slowly, items, 1);
+  std::this_thread::sleep_for(milliseconds(100 * kSlow));  // the first two chunks are out
+  ASSERT_EQ(kill(pool.router_pid(), SIGSTOP), 0);
+  const int before = runs.load();
+  // The worker finishes the two chunks it holds, writes both results, and waits.
+  ASSERT_TRUE(mpx::testing::wait_until([&] { return runs.load() == before + 2; },
+                                       seconds(10 * kSlow)));
+  std::this_thread::sleep_for(milliseconds(50));  // the second result is written
+  ASSERT_EQ(kill(workers[0], SIGKILL), 0);
+  EXPECT_TRUE(mpx::testing::wait_until(
+      [&] {  // a zombie (its parent is stopped): its socket is closed
+        std::ifstream stat("/proc/" + std::to_string(workers[0]) + "/stat");
+        std::string line;
+        std::getline(stat, line);
+        const auto paren = line.rfind(')');
+        return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
+      },
+      seconds(10)));
+  ASSERT_EQ(kill(pool.router_pid(), SIGCONT), 0);
+  EXPECT_EQ(result.get(), expected);
+  EXPECT_EQ(runs.load(), 6) << "a result the dead worker had written was thrown away and its item run again";
 }
 
 TEST_F(ReliabilityTest, AStoppedBusyWorkerIsReplaced) {

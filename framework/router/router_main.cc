@@ -48,6 +48,9 @@ struct Conn {
   transport::Writer writer;
   Clock::time_point opened;
   bool dead = false;   // closed at the end of the loop turn
+  // Writing failed (EPIPE: the peer closed). Not dead: what the peer wrote before it
+  // closed is still read, to the end of the stream, so no result it sent is lost.
+  bool write_gone = false;
   bool dirty = false;  // has frames queued this turn (ProcessIo::flush_all)
   Conn(int f, bool is_front, std::size_t max_payload, Clock::time_point now)
       : fd(f), front(is_front), reader(max_payload), opened(now) {}
@@ -157,6 +160,14 @@ class ProcessIo final : public RouterIo {
     ids_.erase(pid);
   }
   // Closes the connections marked dead.
+  // Writes what c's writer holds; a peer that is gone for writing gets nothing more.
+  static void flush(Conn& c) {
+    if (c.dead || c.write_gone) return;
+    if (c.writer.flush(c.fd) == transport::Writer::Status::kGone) {
+      c.write_gone = true;
+      c.writer.discard();
+    }
+  }
   void reap_conns() {
     for (auto it = conns_.begin(); it != conns_.end();) {
       if (!it->second->dead) {
@@ -170,8 +181,8 @@ class ProcessIo final : public RouterIo {
 
  private:
   void deliver(std::string_view to, transport::Message&& header_frame, transport::Message&& payload) {
-    auto it = by_id_.find(std::string(to));
-    if (it == by_id_.end() || it->second->dead) {
+    auto it = by_id_.find(to);
+    if (it == by_id_.end() || it->second->dead || it->second->write_gone) {
       // Its peer is gone (a driver that exited, a dead worker): the message has nobody
       // to go to and is dropped.
       logger().debug("router: dropped a message for {}, which is not connected", to);
@@ -183,7 +194,7 @@ class ProcessIo final : public RouterIo {
     // forwards to a peer leaves in one system call, and nothing waits longer than that
     // turn. Large ones leave at once, so the peer works while the rest is read.
     if (c.writer.pending_bytes() >= kWriteNowBytes) {
-      if (c.writer.flush(c.fd) == transport::Writer::Status::kGone) c.dead = true;
+      flush(c);
       return;
     }
     if (!c.dirty) {
@@ -197,7 +208,7 @@ class ProcessIo final : public RouterIo {
   void flush_all() {
     for (Conn* c : dirty_) {
       c->dirty = false;
-      if (!c->dead && c->writer.flush(c->fd) == transport::Writer::Status::kGone) c->dead = true;
+      flush(*c);
     }
     dirty_.clear();
   }
@@ -373,9 +384,7 @@ int run_router(const spawning::Bootstrap& boot) {
       Conn& c = *fd_conns[k];
       const short ev = fds[3 + k].revents;
       if (ev & (POLLIN | POLLHUP | POLLERR)) service(c);
-      if (!c.dead && (ev & POLLOUT) && c.writer.flush(c.fd) == transport::Writer::Status::kGone) {
-        c.dead = true;
-      }
+      if (ev & POLLOUT) ProcessIo::flush(c);
     }
     for (std::size_t k = 0; k < fd_pids.size(); ++k) {
       if (!(fds[first_child + k].revents & POLLIN)) continue;

@@ -194,6 +194,11 @@ class Writer {
   Status flush(int fd);
   bool pending() const { return !queue_.empty(); }
   std::size_t pending_bytes() const { return bytes_; }
+  // Drops what is queued (for a peer that is gone).
+  void discard() {
+    queue_.clear();
+    bytes_ = 0;
+  }
 
  private:
   struct Entry {
