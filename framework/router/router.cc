@@ -326,6 +326,9 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
   if (!w.in_flight.empty()) {
     logger().warn("router: {} (pid {}) {} holding {} chunk(s)", w.name, pid, how,
                   w.in_flight.size());
+    // The chunk that ran (it timed out) has failed already: the others held were not
+    // running, and this death was its doing, not theirs.
+    bool runner_failed = false;
     if (w.timed_out && w.in_flight.front().call_id == w.timed_out_chunk.first &&
         w.in_flight.front().start == w.timed_out_chunk.second) {
       // The chunk that ran over its budget (still held: its result did not come after
@@ -337,6 +340,7 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
         timed_out.push_back(std::move(first));
         fail_lost(timed_out, pid, w.killed_because, /*timed_out=*/true);
         w.in_flight.erase(w.in_flight.begin());
+        runner_failed = true;
       }
     }
     std::vector<InFlight> lost;
@@ -346,8 +350,8 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
     // retries of its neighbours, and so do chunks before it that had finished but
     // whose results died in flight with the worker. The worker's shared mark says which
     // one ran; without it, the first one held (a worker runs its chunks in order).
-    const InFlight* running = w.in_flight.empty() ? nullptr : &w.in_flight.front();
-    if (mark) {
+    const InFlight* running = w.in_flight.empty() || runner_failed ? nullptr : &w.in_flight.front();
+    if (mark && !runner_failed) {
       running = nullptr;
       for (const InFlight& f : w.in_flight) {
         if (*mark != 0 && wire::chunk_mark(f.call_id, f.start) == *mark) running = &f;
@@ -368,7 +372,7 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
         // outside) charges nobody, at most kMaxFreeRequeues times per chunk; a death
         // while another chunk ran was that chunk's doing and costs this one nothing.
         bool spends = &*it == running;
-        if (!spends && running == nullptr) {
+        if (!spends && running == nullptr && !runner_failed) {
           if (it->free_requeues >= kMaxFreeRequeues) {
             spends = true;
           } else {

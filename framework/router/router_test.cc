@@ -793,6 +793,39 @@ TEST_F(RouterTest, PureChunksAreRetriedAfterATimeout) {
   EXPECT_EQ(core_->queued(), 1u);
 }
 
+// A chunk that timed out and may not run again fails at once; the pure chunk held
+// behind it did not run, so the kill costs it nothing, with or without a mark.
+class TimedOutChunkTest : public RouterTest {
+ protected:
+  void fail_one_then_crash_the_next(bool with_mark) {
+    config_.task_timeout = milliseconds(100);
+    config_.pure_retries = 1;
+    start();
+    ready_quietly(1000);
+    submit("1", 8, 0, 1);    // not pure: no retries
+    submit_pure(7, 0, "x");  // held behind it
+    io_.take();
+    advance(milliseconds(150));
+    tick();
+    ASSERT_EQ(io_.killed, (std::vector<pid_t>{1000}));
+    if (with_mark) io_.marks[1000] = wire::chunk_mark(8, 0);
+    exit(1000, kKilled);
+    auto sent = io_.take();
+    ASSERT_EQ(sent.size(), 1u);
+    EXPECT_EQ(sent[0].flags, wire::kFlagTimedOut);
+    EXPECT_EQ(core_->queued(), 1u);
+    // The pure chunk runs on the replacement and kills it: its one retry is still there.
+    ready_quietly(1001);
+    io_.take();
+    io_.marks[1001] = wire::chunk_mark(7, 0);
+    exit(1001, SIGSEGV);
+    EXPECT_TRUE(io_.take().empty()) << "the pure chunk was charged for the timeout";
+    EXPECT_EQ(core_->queued(), 1u);
+  }
+};
+TEST_F(TimedOutChunkTest, ChargesNothingBehindItWithoutAMark) { fail_one_then_crash_the_next(false); }
+TEST_F(TimedOutChunkTest, ChargesNothingBehindItWithTheWorkersMark) { fail_one_then_crash_the_next(true); }
+
 TEST_F(RouterTest, OnlyPureChunksGetPureRetries) {
   config_.pure_retries = 3;
   start();
