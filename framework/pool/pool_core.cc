@@ -138,14 +138,15 @@ void PoolCore::connect_and_greet(const std::string& endpoint) {
 
   // Results can reach this connection only once the router knows it: HELLO/WELCOME.
   const auto deadline = Clock::now() + std::chrono::seconds(30);
-  transport::Incoming in;
+  wire::Header h;
+  std::string_view header_bytes, payload;
   std::string why;
   for (;;) {
     pollfd items[] = {{fd_, POLLIN, 0}, {router_.pidfd, POLLIN, 0}};
     transport::poll(items, 2, std::chrono::milliseconds(100));
     const auto fill = reader_.fill(fd_);
-    const auto got = reader_.next(in, &why);
-    if (got == transport::Reader::Next::kFrame && in.header.type == wire::Type::kWelcome) return;
+    const auto got = reader_.next(h, header_bytes, payload, &why);
+    if (got == transport::Reader::Next::kFrame && h.type == wire::Type::kWelcome) return;
     if (got == transport::Reader::Next::kBroken || got == transport::Reader::Next::kBadFrame) {
       throw PoolBroken("Pool: the router's greeting was malformed: " + why);
     }
@@ -326,13 +327,14 @@ void PoolCore::pump(Clock::time_point deadline) {
   // Frames read with an earlier one (with the WELCOME, say) are handled first; if
   // there were any, the waiters look at what they did before anybody polls.
   {
-    transport::Incoming in;
+    wire::Header h;
+    std::string_view header_bytes, payload;
     std::string why;
     bool handled = false;
     for (;;) {
-      const auto got = reader_.next(in, &why);
+      const auto got = reader_.next(h, header_bytes, payload, &why);
       if (got == transport::Reader::Next::kFrame) {
-        dispatch(in);
+        dispatch(h, payload);
         handled = true;
       } else if (got == transport::Reader::Next::kBadFrame) {
         logger().warn("pool: dropped a malformed message from the router: {}", why);
@@ -366,13 +368,14 @@ void PoolCore::pump(Clock::time_point deadline) {
   }
   if (!router_closed_ && (items[0].revents & (POLLIN | POLLHUP | POLLERR))) {
     const auto fill = reader_.fill(fd_);
-    transport::Incoming in;
+    wire::Header h;
+    std::string_view header_bytes, payload;
     std::string why;
     bool broken = false;
     for (;;) {
-      const auto got = reader_.next(in, &why);
+      const auto got = reader_.next(h, header_bytes, payload, &why);
       if (got == transport::Reader::Next::kFrame) {
-        dispatch(in);
+        dispatch(h, payload);
       } else if (got == transport::Reader::Next::kBadFrame) {
         logger().warn("pool: dropped a malformed message from the router: {}", why);
       } else {
@@ -414,12 +417,11 @@ void PoolCore::check_router_exit() {
   fail_all(std::make_exception_ptr(PoolBroken(why)));
 }
 
-void PoolCore::dispatch(transport::Incoming& in) {
-  const wire::Header& h = in.header;
+void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
   if (h.type == wire::Type::kWelcome) return;
   if (h.type == wire::Type::kPoolError && h.call_id == 0) {
     fail_all(std::make_exception_ptr(
-        PoolBroken("Pool is broken: " + std::string(in.payload.data<char>(), in.payload.size()))));
+        PoolBroken("Pool is broken: " + std::string(payload.data(), payload.size()))));
     return;
   }
   std::shared_ptr<CallBase> call;
@@ -430,7 +432,7 @@ void PoolCore::dispatch(transport::Incoming& in) {
       release_chunk(h.call_id, h.start);
     } else if (h.type == wire::Type::kLost) {
       try {
-        auto oh = msgpack::unpack(in.payload.data<char>(), in.payload.size());
+        auto oh = msgpack::unpack(payload.data(), payload.size());
         std::pair<std::string, std::vector<std::pair<std::uint64_t, std::uint32_t>>> lost;
         oh.get().convert(lost);
         for (const auto& range : lost.second) release_chunk(h.call_id, range.first);
@@ -450,7 +452,7 @@ void PoolCore::dispatch(transport::Incoming& in) {
   bool done = false;
   switch (h.type) {
     case wire::Type::kResult:
-      done = call->accept_results(h.start, h.count, in.payload.data<char>(), in.payload.size(),
+      done = call->accept_results(h.start, h.count, payload.data(), payload.size(),
                                   (h.flags & wire::kFlagHasErrors) != 0, h.pid);
       break;
     case wire::Type::kLost: {
@@ -463,7 +465,7 @@ void PoolCore::dispatch(transport::Incoming& in) {
       std::vector<std::uint64_t> indices;
       std::string reason;
       try {
-        auto oh = msgpack::unpack(in.payload.data<char>(), in.payload.size());
+        auto oh = msgpack::unpack(payload.data(), payload.size());
         std::pair<std::string, std::vector<std::pair<std::uint64_t, std::uint32_t>>> lost;
         oh.get().convert(lost);
         reason = lost.first;
@@ -486,7 +488,7 @@ void PoolCore::dispatch(transport::Incoming& in) {
     }
     case wire::Type::kPoolError:
       call->accept_failure(std::make_exception_ptr(
-          PoolBroken(std::string(in.payload.data<char>(), in.payload.size()))));
+          PoolBroken(std::string(payload.data(), payload.size()))));
       done = true;
       break;
     default:

@@ -54,7 +54,9 @@ class PoolCore {
   enum class State { kRunning, kClosed, kBroken };
   // One poll of the result socket and the router's pidfd, up to deadline.
   void pump(Clock::time_point deadline);
-  void dispatch(transport::Incoming& in);
+  // One frame from the router; payload views into reader_ (only the pumping thread
+  // reads it, and nothing here reads it again before this returns).
+  void dispatch(const wire::Header& h, std::string_view payload);
   // Fails every pending call with error and refuses new ones. mu_ not held.
   void fail_all(std::exception_ptr error);
   void send_control(wire::Type type, std::uint64_t call_id = 0);

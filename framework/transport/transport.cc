@@ -329,15 +329,20 @@ Reader::Next Reader::next(Incoming& in, std::string* why) {
   std::string_view header_bytes, payload;
   const Next got = next(h, header_bytes, payload, why);
   if (got != Next::kFrame) return got;
+  in.payload = Message(payload.data(), payload.size());
   if (has_our_layout(header_bytes.data(), header_bytes.size())) {
     in.header_frame = Message(header_bytes.data(), header_bytes.size());
+    // The header views into the frame kept, not into the read buffer: same offset.
+    in.header = h;
+    if (!h.name.empty()) {
+      in.header.name = std::string_view(
+          in.header_frame.data<char>() + (h.name.data() - header_bytes.data()), h.name.size());
+    }
   } else {
     // A foreign but valid encoding: re-encoded, so that set_type stays correct.
     in.header_frame = header_message(h);
+    in.header = *wire::decode(in.header_frame.data<char>(), in.header_frame.size(), why);
   }
-  in.payload = Message(payload.data(), payload.size());
-  // The header views into the frame kept, not into the read buffer.
-  in.header = *wire::decode(in.header_frame.data<char>(), in.header_frame.size(), why);
   return Next::kFrame;
 }
 
