@@ -247,10 +247,8 @@ class HostileInputTest : public ::testing::Test {
     EXPECT_TRUE(seen) << "the router did not log \"" << needle << "\" " << times << " time(s)";
   }
 
-  // A client peer whose identity passes the router's "S"/"R" check.
-  Peer client(char role = 'S') {
-    return Peer(front_, std::string(1, role) + "hostile" + std::to_string(next_id_++));
-  }
+  // A client peer whose identity passes the router's check ("R<token>", as a Pool's).
+  Peer client() { return Peer(front_, "Rhostile" + std::to_string(next_id_++)); }
 
   // Sends one frame from a fresh client, waits until the router handled it, and checks
   // that it logged why it dropped it: the connection goes on.
@@ -269,7 +267,7 @@ class HostileInputTest : public ::testing::Test {
   void cut_off(const std::string& endpoint, const std::string& bytes, const std::string& reason,
                std::optional<std::string> id = std::string()) {
     SCOPED_TRACE(reason);
-    if (id && id->empty()) id = "Shostile" + std::to_string(next_id_++);
+    if (id && id->empty()) id = "Rhostile" + std::to_string(next_id_++);
     Peer peer(endpoint, id);
     const std::size_t before = mark(reason);
     peer.raw(bytes);
@@ -376,7 +374,7 @@ TEST_F(HostileInputTest, LyingFrameLengths) {
     Peer quiet = client();
     quiet.raw(prefix(10, 1000) + "abc");
   }
-  Peer slow = client('R');
+  Peer slow = client();
   std::string hello = prefix(static_cast<std::uint32_t>(header(Type::kHello).size()), 0) + header(Type::kHello);
   for (char c : hello) slow.raw(std::string(1, c));
   auto answer = slow.receive(seconds(20));
@@ -394,7 +392,7 @@ TEST_F(HostileInputTest, UnknownMessageTypes) {
 
 TEST_F(HostileInputTest, ManyFramesInOneWrite) {
   // A hundred bad headers and one HELLO in a single write: each is handled on its own.
-  Peer peer = client('R');
+  Peer peer = client();
   std::string burst;
   for (int i = 0; i < 100; ++i) {
     const std::string bad = raw_header(2, static_cast<std::uint8_t>(Type::kHello));
@@ -433,8 +431,9 @@ TEST_F(HostileInputTest, MessagesForTheOtherDirection) {
 }
 
 TEST_F(HostileInputTest, PeerWithAnUnexpectedIdentity) {
-  // Identities of other shapes than a client's "S<token>" / "R<token>".
-  for (std::string id : {std::string("S"), std::string("Xworker"), std::string("W1"), std::string("\0x", 2)}) {
+  // Identities of other shapes than a client's "R<token>" (an "S<token>" sender was
+  // ZeroMQ's second socket: pools have one connection now).
+  for (std::string id : {std::string("R"), std::string("Shostile"), std::string("Xworker"), std::string("W1"), std::string("\0x", 2)}) {
     Peer peer(front_, id);
     const std::string reason = "router: dropped SUBMIT from a peer with an unexpected routing id";
     const std::size_t before = mark(reason);
@@ -446,10 +445,9 @@ TEST_F(HostileInputTest, PeerWithAnUnexpectedIdentity) {
 }
 
 TEST_F(HostileInputTest, SubmitForATaskThatDoesNotExistIsAnsweredWithAnError) {
-  Peer results = client('R');
+  Peer results = client();
   ASSERT_TRUE(results.sync());
-  // The same token as `results`, so answers come to it: "S<token>" sends, "R<token>" hears.
-  Peer sender(front_, std::string("Shostile" + std::to_string(next_id_ - 1)));
+  Peer& sender = results;
   sender.send(header(Type::kSubmit, 41, 3, "no_such_task"), packed(std::vector<int>{1, 2, 3}));
   auto answer = results.receive(seconds(20));
   ASSERT_TRUE(answer);
@@ -477,9 +475,9 @@ TEST_F(HostileInputTest, SubmitForATaskThatDoesNotExistIsAnsweredWithAnError) {
 
 TEST_F(HostileInputTest, ForeignButValidEncodingIsServedCorrectly) {
   // msgpack's compact integer forms instead of the router's fixed layout.
-  Peer results = client('R');
+  Peer results = client();
   ASSERT_TRUE(results.sync());
-  Peer sender(front_, std::string("Shostile" + std::to_string(next_id_ - 1)));
+  Peer& sender = results;
   sender.send(packed(std::make_tuple(1, static_cast<int>(Type::kSubmit), 5, 0, 2, 0, 0, "square")),
                packed(std::vector<int>{7, 8}));
   auto answer = results.receive(seconds(20));
@@ -666,9 +664,9 @@ const bool kSlowStarter = [] {
 // (70 MB, 8 s of a worker; 2^32-1 would have needed a terabyte). A chunk of n items
 // needs at least n payload bytes, so the router now drops such a SUBMIT.
 TEST_F(HostileInputTest, SubmitCountLargerThanItsPayloadIsDropped) {
-  Peer results = client('R');
+  Peer results = client();
   ASSERT_TRUE(results.sync());
-  Peer sender(front_, std::string("Shostile" + std::to_string(next_id_ - 1)));
+  Peer& sender = results;
   const std::string reason = "announcing 262144 items in";
   const std::size_t before = mark(reason);
   sender.send(header(Type::kSubmit, 1, 1u << 18, std::string(200, 'n')),

@@ -115,17 +115,9 @@ void RouterCore::spawn_one() {
   logger().debug("router: spawned {} (pid {})", name, pid);
 }
 
-std::string RouterCore::reply_id(std::string_view sender) {
-  std::string id(sender);
-  id[0] = 'R';
-  return id;
-}
-
 RouterCore::Worker* RouterCore::worker_by_id(std::string_view id) {
-  for (auto* table : {&workers_, &draining_}) {
-    for (auto& [pid, w] : *table) {
-      if (w.id == id && w.state != State::kStarting) return &w;
-    }
+  for (auto& [pid, w] : workers_) {
+    if (w.id == id && w.state != State::kStarting) return &w;
   }
   return nullptr;
 }
@@ -133,7 +125,7 @@ RouterCore::Worker* RouterCore::worker_by_id(std::string_view id) {
 void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
   now_ = now;
   const std::string_view sender = in.sender();
-  if (sender.size() < 2 || (sender[0] != 'S' && sender[0] != 'R')) {
+  if (sender.size() < 2 || sender[0] != 'R') {
     logger().warn("router: dropped {} from a peer with an unexpected routing id",
                   wire::type_name(in.header.type));
     return;
@@ -164,23 +156,21 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
         return;
       }
       if (broken()) {
-        send_pool_error(reply_id(sender), h.call_id, broken_reason_);
+        send_pool_error(sender, h.call_id, broken_reason_);
         return;
       }
-      InFlight what{reply_id(sender), h.call_id, h.start, h.count};
+      InFlight what{std::string(sender), h.call_id, h.start, h.count};
       what.pure = (h.flags & wire::kFlagPure) != 0;
       queue_.push_back(Task{std::move(what), std::move(in.header_frame), std::move(in.payload)});
       dispatch();
       return;
     }
     case wire::Type::kCancel: {
-      const std::string client = reply_id(sender);
+      const std::string_view client = sender;
       // In-flight chunks finish or die as they are; a dead one is not run again.
-      for (auto* table : {&workers_, &draining_}) {
-        for (auto& [pid, w] : *table) {
-          for (auto& f : w.in_flight) {
-            if (f.call_id == h.call_id && f.client == client) f.cancelled = true;
-          }
+      for (auto& [pid, w] : workers_) {
+        for (auto& f : w.in_flight) {
+          if (f.call_id == h.call_id && f.client == client) f.cancelled = true;
         }
       }
       queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
@@ -290,31 +280,12 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
   }
 }
 
-void RouterCore::on_worker_died(pid_t pid) {
-  auto it = workers_.find(pid);
-  if (it == workers_.end()) return;
-  auto old = draining_.find(pid);
-  if (old != draining_.end()) {  // the pid was reused within a drain: close the old one
-    Worker prior = std::move(old->second);
-    draining_.erase(old);
-    finalize(std::move(prior), "ended");
-  }
-  draining_.emplace(pid, std::move(it->second));
-  workers_.erase(it);
-}
-
-bool RouterCore::worth_draining(pid_t pid) const {
-  auto it = draining_.find(pid);
-  return it != draining_.end() && !it->second.in_flight.empty() && !stopping_ && !broken();
-}
-
 void RouterCore::on_worker_exit(pid_t pid, int wait_status, Clock::time_point now) {
   now_ = now;
-  if (draining_.count(pid) == 0) on_worker_died(pid);
-  auto it = draining_.find(pid);
-  if (it == draining_.end()) return;
+  auto it = workers_.find(pid);
+  if (it == workers_.end()) return;
   Worker w = std::move(it->second);
-  draining_.erase(it);
+  workers_.erase(it);
   finalize(std::move(w), spawning::describe(wait_status), wait_status);
 }
 

@@ -9,8 +9,8 @@
 //
 // Invariants: every chunk the router accepted is, at any time, in exactly one place —
 // the queue, one worker's in-flight list, or answered (result forwarded, or reported
-// lost / failed to its client). A client's routing id "S<token>" sends; results go to
-// "R<token>", the socket that said HELLO.
+// lost / failed to its client). A client is one connection, routing id "R<token>":
+// it submits, and what its calls produce goes back to it.
 #ifndef MPX_FRAMEWORK_ROUTER_ROUTER_H_
 #define MPX_FRAMEWORK_ROUTER_ROUTER_H_
 
@@ -104,13 +104,9 @@ class RouterCore {
   void start(Clock::time_point now);  // spawns the workers
   void on_client(transport::Incoming& in, Clock::time_point now);
   void on_worker(transport::Incoming& in, Clock::time_point now);
-  // A worker process ended (its pidfd fired). It gets no more work, but results it
-  // sent before dying may still be in the socket: the caller keeps reading them for a
-  // short drain period, then calls on_worker_exit, which reports what is still held.
-  void on_worker_died(pid_t pid);
-  // Whether a dead worker's drain can change anything: it held chunks and the pool is
-  // not stopping. Otherwise its exit is final at once (no 20 ms wait at shutdown).
-  bool worth_draining(pid_t pid) const;
+  // A worker process ended (its pidfd fired). The caller first hands over every
+  // result it wrote (they are in its connection's buffer); what it still holds then is
+  // run again or reported lost.
   void on_worker_exit(pid_t pid, int wait_status, Clock::time_point now);
   // The driver is gone or asked to terminate: kill everything.
   void terminate();
@@ -118,7 +114,7 @@ class RouterCore {
   // When the next on_tick is due.
   Clock::time_point next_tick() const { return next_tick_; }
   // All workers have ended after a shutdown or terminate: the router may exit.
-  bool finished() const { return stopping_ && workers_.empty() && draining_.empty(); }
+  bool finished() const { return stopping_ && workers_.empty(); }
 
   // Introspection for tests.
   std::size_t queued() const { return queue_.size(); }
@@ -201,14 +197,10 @@ class RouterCore {
   void send_pool_error(std::string_view client, std::uint64_t call_id, const std::string& reason);
   void retire_if_done(Worker& w);
   void stop_all(bool kill_now, Clock::time_point now);
-  static std::string reply_id(std::string_view sender);
 
   Config config_;
   RouterIo& io_;
   std::map<pid_t, Worker> workers_;
-  // Workers whose process ended but whose last results may still arrive (see
-  // on_worker_died). Kept apart so a new worker that reuses the pid is not confused.
-  std::map<pid_t, Worker> draining_;
   std::deque<Task> queue_;
   std::set<std::string> clients_;  // result sockets that said HELLO
   int next_worker_number_ = 1;

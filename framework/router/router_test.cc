@@ -185,13 +185,13 @@ class RouterTest : public ::testing::Test {
   void submit(const std::string& token, std::uint64_t call_id, std::uint64_t start,
               std::uint32_t count, std::string payload = "args") {
     if (payload.size() < count) payload.resize(count, '.');
-    client("S" + token, make(Type::kSubmit, call_id, start, count, "square"), payload);
+    client("R" + token, make(Type::kSubmit, call_id, start, count, "square"), payload);
   }
   // One item of an MPX_PURE_TASK, from client S1: the chunks pure retries apply to.
   void submit_pure(std::uint64_t call_id, std::uint64_t start, const std::string& payload) {
     Header h = make(Type::kSubmit, call_id, start, 1, "square");
     h.flags = wire::kFlagPure;
-    client("S1", h, payload);
+    client("R1", h, payload);
   }
   void ready(pid_t pid) {
     Header h = make(Type::kReady, 0, 0, 0, "PoolWorker");
@@ -268,7 +268,7 @@ TEST_F(RouterTest, SubmitWaitsForReadyThenConfigThenTask) {
   start();
   const std::string payload(100, 'p');  // large enough to live outside the message
   transport::Incoming in;
-  fill(in, "S1", make(Type::kSubmit, 5, 40, 10, "square"), payload);
+  fill(in, "R1", make(Type::kSubmit, 5, 40, 10, "square"), payload);
   const std::string submitted(in.header_frame.data<char>(), in.header_frame.size());
   const void* payload_data = in.payload.data();
   core_->on_client(in, now_);
@@ -454,17 +454,14 @@ TEST_F(RouterTest, WorkerDeathReportsExactlyItsChunksPerCall) {
   EXPECT_EQ(sent[0].kind, Sent::kForwardClient);
 }
 
-TEST_F(RouterTest, ResultsDrainedAfterDeathAreDeliveredNotLost) {
+TEST_F(RouterTest, ResultsReadBeforeTheExitAreDeliveredNotLost) {
   config_.workers = 2;
   start();
   ready_quietly(1000);
   submit("1", 1, 0, 1);
   submit("1", 1, 1, 1);
   io_.take();
-  core_->on_worker_died(1000);
-  submit("1", 1, 2, 1);
-  EXPECT_TRUE(io_.take().empty()) << "a dead worker gets no new chunk";
-  result(1000, 1, 0, 1);  // sent just before it died
+  result(1000, 1, 0, 1);  // sent just before it died, read before its exit is handled
   auto sent = io_.take();
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].kind, Sent::kForwardClient);
@@ -474,24 +471,6 @@ TEST_F(RouterTest, ResultsDrainedAfterDeathAreDeliveredNotLost) {
   EXPECT_EQ(sent[0].type, Type::kLost);
   EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{1, 1}})) << "only what it still held";
   EXPECT_EQ(io_.spawned.size(), 3u) << "replaced";
-  ready_quietly(1001);
-  EXPECT_EQ(core_->queued(), 0u) << "the queued chunk went to a live worker";
-}
-
-TEST_F(RouterTest, OnlyADeadWorkerHoldingChunksIsWorthDraining) {
-  config_.workers = 2;
-  start();
-  ready_quietly(1000);
-  ready_quietly(1001);
-  submit("1", 1, 0, 1);
-  io_.take();
-  const pid_t busy = 1000;  // both idle: the first ready worker gets the chunk
-  core_->on_worker_died(busy);
-  core_->on_worker_died(1001);
-  EXPECT_TRUE(core_->worth_draining(busy));
-  EXPECT_FALSE(core_->worth_draining(1001)) << "it held nothing";
-  client("S1", make(Type::kShutdown));
-  EXPECT_FALSE(core_->worth_draining(busy)) << "a stopping pool waits for nothing";
 }
 
 TEST_F(RouterTest, ACancelledCallIsNotRetried) {
@@ -500,7 +479,7 @@ TEST_F(RouterTest, ACancelledCallIsNotRetried) {
   ready_quietly(1000);
   submit("1", 7, 0, 1);
   io_.take();
-  client("S1", make(Type::kCancel, 7));
+  client("R1", make(Type::kCancel, 7));
   exit(1000, kKilled);
   EXPECT_EQ(core_->queued(), 0u);
   auto sent = io_.take();
@@ -508,14 +487,13 @@ TEST_F(RouterTest, ACancelledCallIsNotRetried) {
   EXPECT_EQ(sent[0].type, Type::kLost);
 }
 
-TEST_F(RouterTest, APidReusedDuringADrainIsANewWorker) {
+TEST_F(RouterTest, APidReusedByTheReplacementIsANewWorker) {
   start();
   ready_quietly(1000);
   submit("1", 1, 0, 1);
   io_.take();
-  core_->on_worker_died(1000);  // draining; its replacement comes on exit
-  io_.next_pid = 1000;          // the kernel hands the same pid out again
-  exit(1000, kKilled);          // replacement spawned as pid 1000
+  io_.next_pid = 1000;  // the kernel hands the same pid out again
+  exit(1000, kKilled);  // replacement spawned as pid 1000
   EXPECT_EQ(core_->live_workers(), 1u);
   ready_quietly(1000);
   submit("1", 2, 0, 1);
@@ -704,7 +682,7 @@ TEST_F(RouterTest, DeathsRunningOtherChunksNeverChargeAHeldOne) {
   pid_t pid = 1000;
   for (int death = 0; death < 8; ++death) {
     ready_quietly(pid);
-    client("S1", make(Type::kSubmit, 7, 1 + static_cast<std::uint64_t>(death), 1, "square"), "y");
+    client("R1", make(Type::kSubmit, 7, 1 + static_cast<std::uint64_t>(death), 1, "square"), "y");
     io_.take();
     io_.marks[pid] = wire::chunk_mark(7, 1 + static_cast<std::uint64_t>(death));  // the other ran
     exit(pid++, SIGSEGV);
@@ -720,7 +698,7 @@ TEST_F(RouterTest, DeathsRunningOtherChunksNeverChargeAHeldOne) {
 TEST_F(RouterTest, ASubmitAnnouncingMoreItemsThanBytesIsDropped) {
   start();
   ready_quietly(1000);
-  client("S1", make(Type::kSubmit, 7, 0, 1000, "square"), "tiny");
+  client("R1", make(Type::kSubmit, 7, 0, 1000, "square"), "tiny");
   EXPECT_EQ(core_->queued(), 0u);
   EXPECT_TRUE(io_.take().empty());
 }
@@ -1073,7 +1051,7 @@ TEST_F(RouterTest, CancelDropsOnlyThatCallsQueuedChunks) {
   io_.take();
   EXPECT_EQ(core_->queued(), 4u);
 
-  client("S1", make(Type::kCancel, 1));
+  client("R1", make(Type::kCancel, 1));
   EXPECT_EQ(core_->queued(), 2u);
   EXPECT_TRUE(io_.sent.empty());
 
@@ -1154,7 +1132,7 @@ TEST_F(RouterTest, ShutdownStopsReadyWorkersAndKillsStartingOnes) {
   submit("1", 1, 0, 1);  // in flight on 1000
   io_.take();
 
-  client("S1", make(Type::kShutdown));
+  client("R1", make(Type::kShutdown));
   auto sent = io_.take();
   ASSERT_EQ(sent.size(), 2u);
   for (const Sent& s : sent) {
@@ -1186,7 +1164,7 @@ TEST_F(RouterTest, ShutdownStopsReadyWorkersAndKillsStartingOnes) {
 
 TEST_F(RouterTest, ReadyDuringShutdownIsKilled) {
   start();
-  client("S1", make(Type::kShutdown));
+  client("R1", make(Type::kShutdown));
   EXPECT_EQ(io_.killed, (std::vector<pid_t>{1000}));
   ready(1000);  // raced the kill
   EXPECT_TRUE(io_.sent.empty());
@@ -1198,7 +1176,7 @@ TEST_F(RouterTest, StopGraceThenKill) {
   start();
   ready_quietly(1000);
   ready_quietly(1001);
-  client("S1", make(Type::kShutdown));
+  client("R1", make(Type::kShutdown));
   io_.take();
   EXPECT_LE(core_->next_tick(), now_ + config_.stop_grace);
   exit(1001, kExited0);
@@ -1229,7 +1207,7 @@ TEST_F(RouterTest, TerminateKillsEveryWorker) {
   submit("1", 1, 3, 1);
   submit("1", 1, 4, 1);  // queued
   io_.take();
-  client("S1", make(Type::kTerminate));
+  client("R1", make(Type::kTerminate));
   EXPECT_TRUE(io_.sent.empty());  // no STOP: kills
   std::vector<pid_t> killed = io_.killed;
   std::sort(killed.begin(), killed.end());
@@ -1249,7 +1227,7 @@ TEST_F(RouterTest, TerminateKillsEveryWorker) {
 TEST_F(RouterTest, TerminateAfterShutdownKillsToo) {
   start();
   ready_quietly(1000);
-  client("S1", make(Type::kShutdown));
+  client("R1", make(Type::kShutdown));
   io_.take();
   EXPECT_TRUE(io_.killed.empty());
   core_->terminate();
@@ -1379,7 +1357,7 @@ TEST_F(RouterTest, FastWorkersEarnDeeperCreditSlowOnesKeepThePrefetch) {
   fill(in, wid(1000), c, "");
   core2.on_worker(in, t);
   for (std::uint64_t i = 0; i < 10; ++i) {
-    fill(in, "S1", make(Type::kSubmit, 1, i, 1, "square"), "args");
+    fill(in, "R1", make(Type::kSubmit, 1, i, 1, "square"), "args");
     core2.on_client(in, t);
   }
   for (std::uint64_t i = 0; i < 4; ++i) {
@@ -1436,15 +1414,16 @@ TEST_F(RouterTest, BusyWorkerIsNeitherPingedNorKilled) {
 TEST_F(RouterTest, UnknownPeersAndUnexpectedTypesAreDropped) {
   start();
   ready_quietly(1000);
-  // Clients with routing ids that are not S<token> / R<token>.
+  // Clients with routing ids that are not R<token>.
   client("X1", make(Type::kSubmit, 1, 0, 1, "square"));
-  client("S", make(Type::kSubmit, 1, 0, 1, "square"));
+  client("S1", make(Type::kSubmit, 1, 0, 1, "square"));
+  client("R", make(Type::kSubmit, 1, 0, 1, "square"));
   client("", make(Type::kHello));
   // Types a client never sends.
   for (Type t : {Type::kWelcome, Type::kResult, Type::kLost, Type::kPoolError, Type::kReady,
                  Type::kConfig, Type::kInitFailed, Type::kTask, Type::kStop, Type::kPing,
                  Type::kPong}) {
-    client("S1", make(t, 1, 0, 1, "square"));
+    client("R1", make(t, 1, 0, 1, "square"));
   }
   // Empty SUBMIT.
   submit("1", 1, 0, 0);
