@@ -84,8 +84,15 @@ int crash_once(int x) {
   return x;
 }
 int unregistered(int x) { return x; }
+double halve(double x) { return x / 2; }
+std::string slow_echo(std::string s) {
+  std::this_thread::sleep_for(milliseconds(2));
+  return s;
+}
 
 MPX_TASK(square);
+MPX_TASK(halve);
+MPX_TASK(slow_echo);
 MPX_TASK(add_one);
 MPX_TASK(split_words);
 MPX_TASK(upper);
@@ -324,6 +331,113 @@ TEST_F(PipelineTest, AThrowingSourceEndsTheRun) {
     EXPECT_EQ(e.item(), std::optional<std::uint64_t>(25));
     EXPECT_THROW(e.rethrow_cause(), std::out_of_range);
   }
+}
+
+TEST_F(PipelineTest, AThrowingSourceWithoutStagesEndsTheRunTheSameWay) {
+  int n = 0;
+  auto run = mpx::Pipeline::generate([&n]() -> std::optional<std::int64_t> {
+               if (n == 3) throw std::out_of_range("source ran dry badly");
+               return n++;
+             }).start();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(run.next().has_value());
+  try {
+    run.next();
+    FAIL() << "expected PipelineError";
+  } catch (const mpx::PipelineError& e) {
+    EXPECT_EQ(e.stage(), 0u);
+    EXPECT_EQ(e.stage_name(), "source");
+    EXPECT_EQ(e.item(), std::optional<std::uint64_t>(3));
+    EXPECT_NE(std::string(e.what()).find("source ran dry badly"), std::string::npos) << e.what();
+    EXPECT_THROW(e.rethrow_cause(), std::out_of_range);
+  }
+  EXPECT_FALSE(run.next().has_value()) << "the run is over";
+}
+
+TEST_F(PipelineTest, SkipErrorsAlsoDropsTheItemsOfAKilledWorker) {
+  std::vector<int> xs(30);
+  std::iota(xs.begin(), xs.end(), 0);
+  auto run = mpx::Pipeline::from(xs)
+                 .map(kill_on_7, mpx::StageOptions().workers(2).batch(1).skip_errors())
+                 .start();
+  std::vector<int> out;
+  while (auto x = run.next()) out.push_back(*x);
+  EXPECT_TRUE(std::find(out.begin(), out.end(), 7) == out.end());
+  EXPECT_TRUE(std::is_sorted(out.begin(), out.end()));
+  const auto p = run.progress();
+  ASSERT_EQ(p.size(), 1u);
+  // 7 and, this task not being pure, what its worker held besides (never half-run).
+  EXPECT_GE(p[0].failed, 1u);
+  EXPECT_EQ(out.size() + p[0].failed, 30u);
+  EXPECT_TRUE(p[0].finished);
+}
+
+TEST_F(PipelineTest, AChunkOverThePoolsMessageLimitEndsTheRunNamingTheStage) {
+  std::vector<std::string> texts(4, std::string(4096, 't'));
+  try {
+    mpx::Pipeline::from(texts)
+        .map(upper, mpx::StageOptions().workers(1).pool(mpx::PoolOptions().max_message_bytes(1024)))
+        .collect();
+    FAIL() << "expected PipelineError";
+  } catch (const mpx::PipelineError& e) {
+    EXPECT_EQ(e.stage(), 1u);
+    EXPECT_NE(std::string(e.what()).find("max_message_bytes"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(PipelineTest, StagesMustAgreeOnTheirTypesAsMsgpackDoes) {
+  // int64 results read as double by the next stage: msgpack converts them.
+  EXPECT_EQ(mpx::Pipeline::from(iota64(4)).map(square, 1).map(halve, 1).collect(),
+            (std::vector<double>{0, 0.5, 2, 4.5}));
+  // double results read as int64: every item would fail in the worker; refused at once.
+  try {
+    mpx::Pipeline::from(std::vector<double>{1.0}).map(halve, 1).map(square, 1);
+    FAIL() << "expected mpx::Error";
+  } catch (const mpx::PipelineError&) {
+    FAIL() << "refused while building, not while running";
+  } catch (const mpx::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Flow::map(square)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not the result type of the stage before it"),
+              std::string::npos)
+        << e.what();
+  }
+  // The source's items are converted in C++: ints feed a double stage.
+  EXPECT_EQ(mpx::Pipeline::from(std::vector<int>{3}).map(halve, 1).collect(), std::vector<double>{1.5});
+}
+
+TEST_F(PipelineTest, BufferBytesBoundsAStageOfLargeItems) {
+  constexpr std::size_t kItem = 16 << 10, kBytes = 4 * kItem;
+  std::atomic<int> produced{0}, consumed{0}, max_lead{0};
+  auto run = mpx::Pipeline::generate([&]() -> std::optional<std::string> {
+               if (produced.load() == 100) return std::nullopt;
+               const int lead = ++produced - consumed.load();
+               int seen = max_lead.load();
+               while (lead > seen && !max_lead.compare_exchange_weak(seen, lead)) {
+               }
+               return std::string(kItem, 'b');
+             })
+                 .map(slow_echo, mpx::StageOptions().workers(2).buffer(1000).buffer_bytes(kBytes).batch(1))
+                 .start();
+  int got = 0;
+  for (;;) {
+    // Let the stage fill up to its byte bound before taking each item.
+    mpx::testing::wait_until(
+        [&] {
+          const auto p = run.progress();
+          return produced.load() == 100 || (p[0].in_flight + p[0].buffered) * kItem >= kBytes;
+        },
+        seconds(2));
+    for (const auto& stage : run.progress()) {
+      // Admitted while under kBytes: at most one item of kItem beyond it.
+      EXPECT_LE((stage.in_flight + stage.buffered) * kItem, kBytes + kItem) << stage.name;
+    }
+    auto x = run.next();
+    if (!x) break;
+    ASSERT_EQ(x->size(), kItem);
+    ++got;
+    ++consumed;
+  }
+  EXPECT_EQ(got, 100);
+  EXPECT_LT(max_lead.load(), 20) << "the byte bound, not the 1000-item buffer, held the source back";
 }
 
 TEST_F(PipelineTest, AKilledRouterEndsTheRunWithPoolBroken) {

@@ -147,11 +147,6 @@ std::string read_reason(const Control& c) {
   return std::string(text);
 }
 
-namespace {
-
-
-}  // namespace
-
 // ---- Spawning one incarnation --------------------------------------------------------
 
 struct Supervised {

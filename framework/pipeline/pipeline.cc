@@ -40,6 +40,17 @@ namespace mpx {
 namespace detail {
 namespace {
 
+// An error's message, for the messages that wrap it.
+std::string what_of(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an exception not derived from std::exception";
+  }
+}
+
 // A stage's call accepts chunks for as long as the run lasts.
 constexpr std::uint64_t kOpenEnded = std::numeric_limits<std::uint64_t>::max();
 constexpr std::size_t kMaxAutoBatch = 512;
@@ -126,7 +137,6 @@ struct Stage {
   std::uint64_t done = 0;                   // items answered or lost
   std::uint64_t failed = 0;                 // items dropped by skip_errors
   std::uint64_t out = 0;                    // items passed on
-  std::uint64_t taken = 0;                  // items taken by the next stage or the caller
   std::uint64_t buffered = 0;               // items in finished and ready
   bool input_closed = false;
 
@@ -338,18 +348,7 @@ void PipelineRunCore::read_source() {
       PinScope scope(pins);
       got = source_.pack(pk);
     } catch (...) {
-      std::exception_ptr cause = std::current_exception();
-      std::string what;
-      try {
-        std::rethrow_exception(cause);
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
-        what = "an exception not derived from std::exception";
-      }
-      fail(std::make_exception_ptr(PipelineError(
-          "pipeline source failed at item " + std::to_string(position) + ": " + what, 0, "source",
-          position, position, cause)));
+      fail(pipeline_source_error(position, std::current_exception()));
       return;
     }
     {
@@ -392,14 +391,17 @@ void PipelineRunCore::mover(std::size_t k) {
 
 std::size_t PipelineRunCore::wait_capacity(Stage& s) {
   std::unique_lock<std::mutex> lock(s.cap_mu);
+  // The count the predicate saw: read again, it could be over the buffer already (a
+  // flat_map's answers add items while this returns) and the room would wrap around.
+  std::uint64_t items = 0;
   s.cap_cv.wait(lock, [&] {
     if (failed()) return true;
-    const std::uint64_t items = s.held_items.load(std::memory_order_acquire);
+    items = s.held_items.load(std::memory_order_acquire);
     return items < s.buffer_items &&
            (items == 0 || s.held_bytes.load(std::memory_order_acquire) < s.buffer_bytes);
   });
   if (failed()) throw Stopped{};
-  return s.buffer_items - s.held_items.load(std::memory_order_acquire);
+  return s.buffer_items - items;
 }
 
 std::size_t PipelineRunCore::batch_cap(const Stage& s) const {
@@ -485,7 +487,6 @@ bool PipelineRunCore::take_from_stage(Stage& up, std::size_t limit, Chunk& c) {
       p.taken = end;
       if (p.left() == 0) up.ready.pop_front();
     }
-    up.taken += c.count;
     up.buffered -= c.count;
     up.held_items.fetch_sub(c.count, std::memory_order_acq_rel);
     up.held_bytes.fetch_sub(bytes, std::memory_order_acq_rel);
@@ -710,12 +711,7 @@ void PipelineRunCore::on_lost(Stage& s, const std::vector<std::uint64_t>& indice
     fail(stage_error(s, lost.front().first, lost.front().second.origins.at(0), cause));
     return;
   }
-  std::string why;
-  try {
-    std::rethrow_exception(cause);
-  } catch (const std::exception& e) {
-    why = e.what();
-  }
+  const std::string why = what_of(cause);
   for (const auto& [start, chunk] : lost) {
     for (std::uint32_t i = 0; i < chunk.count; ++i) note_skipped(s, start + i, chunk.origins[i], why);
   }
@@ -749,15 +745,14 @@ bool PipelineRunCore::next_batch(OutputBatch& out) {
     if (!failed() && !last.ready.empty()) {
       Piece p = std::move(last.ready.front());
       last.ready.pop_front();
-      const auto from = static_cast<std::ptrdiff_t>(p.taken);
-      out.spans.assign(p.spans.begin() + from, p.spans.end());
-      out.origins.assign(p.origins.begin() + from, p.origins.end());
-      out.first_index = p.first_index + p.taken;
+      // Nothing takes part of the last stage's pieces: they are handed over whole.
+      out.spans = std::move(p.spans);
+      out.origins = std::move(p.origins);
+      out.first_index = p.first_index;
       out.bytes = std::move(p.bytes);
       std::uint64_t bytes = 0;
       for (const auto& span : out.spans) bytes += span.second;
       const std::uint64_t n = out.spans.size();
-      last.taken += n;
       last.buffered -= n;
       last.held_items.fetch_sub(n, std::memory_order_acq_rel);
       last.held_bytes.fetch_sub(bytes, std::memory_order_acq_rel);
@@ -889,16 +884,17 @@ std::exception_ptr PipelineRunCore::stage_error(const Stage& s, std::optional<st
   std::string what = "pipeline stage " + std::to_string(s.number) + " " + s.name + " failed";
   if (item) what += " at item " + std::to_string(*item);
   if (origin) what += " (source item " + std::to_string(*origin) + ")";
-  try {
-    std::rethrow_exception(cause);
-  } catch (const std::exception& e) {
-    what += std::string(": ") + e.what();
-  } catch (...) {
-  }
+  what += ": " + what_of(cause);
   return std::make_exception_ptr(PipelineError(what, s.number, s.name, item, origin, cause));
 }
 
 // ---- The functions the templates call -------------------------------------------------
+
+std::exception_ptr pipeline_source_error(std::uint64_t position, std::exception_ptr cause) {
+  return std::make_exception_ptr(
+      PipelineError("pipeline source failed at item " + std::to_string(position) + ": " + what_of(cause),
+                    0, "source", position, position, cause));
+}
 
 std::shared_ptr<PipelineRunCore> pipeline_start(std::shared_ptr<const PipelinePlan> plan) {
   auto run = std::make_shared<PipelineRunCore>(std::move(plan));

@@ -250,9 +250,24 @@ std::vector<StageProgress> pipeline_progress(const PipelineRunCore& run);
 // Stops every stage at once (pending work is dropped); idempotent. Waits for the
 // stage threads and processes to end.
 void pipeline_cancel(PipelineRunCore& run);
+// The PipelineError of a source that threw cause at its item position.
+std::exception_ptr pipeline_source_error(std::uint64_t position, std::exception_ptr cause);
 // A final item did not decode as the last stage's type: ends the run, throws.
 [[noreturn]] void pipeline_fail_output(PipelineRunCore& run, std::uint64_t index,
                                        std::uint64_t origin, const std::exception& e);
+
+// Whether msgpack decodes a packed From as a To by itself: the same type, or numbers
+// (integers to any number, floating point to floating point).
+template <class From, class To>
+constexpr bool kSameOnTheWire =
+    std::is_same_v<From, To> ||
+    (std::is_arithmetic_v<From> && std::is_arithmetic_v<To> && !std::is_same_v<From, bool> &&
+     !std::is_same_v<To, bool> && (std::is_integral_v<From> || std::is_floating_point_v<To>));
+
+// Sequences msgpack packs as bytes (BIN), not as an array of elements.
+template <class C>
+constexpr bool kPacksAsBytes =
+    std::is_same_v<typename C::value_type, char> || std::is_same_v<typename C::value_type, unsigned char>;
 
 template <class C, class = void>
 struct IsMapLike : std::false_type {};
@@ -337,8 +352,18 @@ class PipelineRun {
   std::optional<T> next() {
     if (!core_) {
       if (!direct_) return std::nullopt;
-      std::optional<T> v = direct_();
-      if (!v) direct_ = nullptr;
+      std::optional<T> v;
+      try {
+        v = direct_();
+      } catch (...) {
+        direct_ = nullptr;  // the run is over, as one with stages is after its error
+        std::rethrow_exception(detail::pipeline_source_error(direct_read_, std::current_exception()));
+      }
+      if (v) {
+        ++direct_read_;
+      } else {
+        direct_ = nullptr;
+      }
       return v;
     }
     while (at_ >= batch_.spans.size()) {
@@ -395,6 +420,7 @@ class PipelineRun {
 
   std::shared_ptr<detail::PipelineRunCore> core_;
   std::function<std::optional<T>()> direct_;  // a pipeline without stages: the source
+  std::uint64_t direct_read_ = 0;             // items it gave
   detail::OutputBatch batch_;
   std::unique_ptr<msgpack::zone> zone_;  // reused for every item
   std::size_t at_ = 0;
@@ -428,6 +454,9 @@ class Flow {
                       !std::is_same_v<detail::Bare<C>, std::string>,
                   "Flow::flat_map: the task must return a sequence (std::vector, std::list, "
                   "...), not a map or a string");
+    static_assert(!detail::kPacksAsBytes<detail::Bare<C>>,
+                  "Flow::flat_map: a sequence of char or unsigned char travels as bytes, not "
+                  "as items: return std::vector<std::string> or std::vector<int> instead");
     return add_stage<typename detail::Bare<C>::value_type, P>(fn, detail::StageKind::kFlatMap,
                                                               std::move(options), "flat_map");
   }
@@ -505,7 +534,15 @@ class Flow {
                   "Flow: this stage's task takes a parameter that the items of the stage "
                   "before it (or of the source) do not convert to");
     const detail::TaskEntry& task = detail::require_task(detail::function_address(fn), what);
-    if (task.arity != 1) throw Error(std::string("Flow::") + what + ": a stage's task takes one parameter");
+    // Source items are converted in C++ before they are packed; a stage's results go on
+    // to the next stage as the bytes its worker packed, so only what msgpack converts
+    // by itself can differ there (else every item would fail in the worker).
+    if (!plan_->stages.empty() && !detail::kSameOnTheWire<T, detail::Bare<P>>) {
+      throw Error(std::string("Flow::") + what + "(" + task.name +
+                  "): its parameter type is not the result type of the stage before it; "
+                  "results reach the next stage as msgpack, so the types must be the same "
+                  "(or both numbers, not bool)");
+    }
     auto plan = std::make_shared<detail::PipelinePlan>(*plan_);
     if (plan->stages.empty()) {
       // The first stage fixes how source items are packed: as its parameter type.
