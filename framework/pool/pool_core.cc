@@ -295,6 +295,9 @@ void PoolCore::send_control(wire::Type type, std::uint64_t call_id) {
 }
 
 bool PoolCore::wait(const std::function<bool()>& ready, Clock::time_point deadline) {
+  // Nobody waits on chunks still in this process's buffer (a submitter that did not
+  // flush would wait forever for their answers).
+  flush();
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     if (ready()) return true;
