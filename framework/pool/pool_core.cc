@@ -295,12 +295,20 @@ void PoolCore::send_control(wire::Type type, std::uint64_t call_id) {
 }
 
 bool PoolCore::wait(const std::function<bool()>& ready, Clock::time_point deadline) {
-  // Nobody waits on chunks still in this process's buffer (a submitter that did not
-  // flush would wait forever for their answers).
-  flush();
   std::unique_lock<std::mutex> lock(mu_);
+  bool flushed = false;
   for (;;) {
     if (ready()) return true;
+    if (!flushed) {
+      // Nobody waits on chunks still in this process's buffer (a submitter that did
+      // not flush would wait forever for their answers). Only a wait that waits: the
+      // submitter's window check comes here for every chunk it buffers.
+      flushed = true;
+      lock.unlock();
+      flush();
+      lock.lock();
+      continue;
+    }
     const bool expired = Clock::now() >= deadline;
     if (!pumping_ && !stopping_) {
       // Pump even when the deadline has passed: with no background thread, a
