@@ -588,19 +588,7 @@ void PipelineRunCore::on_results(Stage& s, std::uint64_t start, std::uint32_t co
       if (!skip_object(data, size, off)) throw DecodeError("a result chunk is truncated or malformed");
       values.emplace_back(begin, off - begin);
     }
-    if (has_errors) {
-      msgpack::zone zone;
-      try {
-        read_object(zone, data, size, off).convert(errors);
-      } catch (const msgpack::type_error&) {
-        throw DecodeError("a result chunk's error list is unreadable");
-      }
-      for (std::size_t k = 0; k < errors.size(); ++k) {
-        if (errors[k].index >= count || (k > 0 && errors[k].index <= errors[k - 1].index)) {
-          throw DecodeError("a result chunk's error list names an item outside the chunk");
-        }
-      }
-    }
+    if (has_errors) errors = read_error_list(data, size, off, count);
   } catch (...) {
     unreadable = std::current_exception();
   }

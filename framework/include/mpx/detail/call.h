@@ -103,6 +103,25 @@ inline std::size_t auto_chunksize(std::size_t n, int workers) {
 template <class R>
 using Stored = std::conditional_t<std::is_void_v<R>, std::nullptr_t, R>;
 
+// The error list that follows a chunk's values (at off), checked: its indices name
+// distinct items of the chunk, in order (see ChunkWriter). Throws DecodeError.
+inline std::vector<ItemError> read_error_list(const char* data, std::size_t size, std::size_t& off,
+                                              std::uint32_t count) {
+  msgpack::zone zone;
+  std::vector<ItemError> errors;
+  try {
+    read_object(zone, data, size, off).convert(errors);
+  } catch (const msgpack::type_error&) {
+    throw DecodeError("result chunk: unreadable error list");
+  }
+  for (std::size_t k = 0; k < errors.size(); ++k) {
+    if (errors[k].index >= count || (k > 0 && errors[k].index <= errors[k - 1].index)) {
+      throw DecodeError("result chunk: error list names an item outside the chunk");
+    }
+  }
+  return errors;
+}
+
 // Decodes a results chunk; calls on_value(i, obj) per successful item and returns the
 // failures in chunk order. Throws DecodeError when the payload is malformed.
 template <class OnValue>
@@ -120,20 +139,7 @@ std::vector<ItemError> read_results(const char* data, std::size_t size, std::uin
     zone.clear();
     read_object(zone, data, size, off);
   }
-  if (has_errors) {
-    zone.clear();
-    try {
-      read_object(zone, data, size, off).convert(errors);
-    } catch (const msgpack::type_error&) {
-      throw DecodeError("result chunk: unreadable error list");
-    }
-    // Indices must name distinct items of this chunk, in order (see ChunkWriter).
-    for (std::size_t k = 0; k < errors.size(); ++k) {
-      if (errors[k].index >= count || (k > 0 && errors[k].index <= errors[k - 1].index)) {
-        throw DecodeError("result chunk: error list names an item outside the chunk");
-      }
-    }
-  }
+  if (has_errors) errors = read_error_list(data, size, off, count);
   off = values_off;
   std::size_t next_error = 0;
   for (std::uint32_t i = 0; i < count; ++i) {
