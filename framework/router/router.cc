@@ -30,7 +30,7 @@ template <class T>
 transport::Message pack_message(const T& value) {
   msgpack::sbuffer buf;
   msgpack::pack(buf, value);
-  return transport::adopt(std::move(buf));
+  return transport::Message::adopt(std::move(buf));
 }
 
 }  // namespace
@@ -469,8 +469,8 @@ void RouterCore::dispatch() {
     queue_.pop_front();
     transport::set_type(task.header_frame, wire::Type::kTask);
     if (retries_for(task.what) > task.what.attempts) {
-      task.what.retry_header.copy(task.header_frame);
-      task.what.retry_payload.copy(task.payload);
+      task.what.retry_header = task.header_frame;  // shares the bytes
+      task.what.retry_payload = task.payload;
     }
     if (best->in_flight.empty()) {
       task.what.started = now_;

@@ -129,7 +129,6 @@ void Message::release() noexcept {
   block_ = nullptr;
 }
 
-Message adopt(detail::Buffer&& buffer) { return Message::adopt(std::move(buffer)); }
 
 Message header_message(const wire::Header& header) {
   char buf[wire::kMaxHeaderSize];

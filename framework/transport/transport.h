@@ -85,8 +85,6 @@ class Message {
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   std::string_view view() const { return {data_, size_}; }
-  // Shares other's bytes (the name cppzmq gave this).
-  void copy(const Message& other) { *this = other; }
 
  private:
   // One allocation per message: the count, then the bytes (or, for an adopted buffer,
@@ -101,8 +99,6 @@ class Message {
   std::size_t size_ = 0;
 };
 
-// Moves a finished msgpack buffer into a message without copying.
-Message adopt(detail::Buffer&& buffer);
 // The encoded header, as a frame.
 Message header_message(const wire::Header& header);
 

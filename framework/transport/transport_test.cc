@@ -60,7 +60,7 @@ Reader::Next read_one(Reader& r, int fd, Incoming& in, std::string* why) {
 TEST(Message, CopiesShareTheirBytes) {
   Message a("hello", 5);
   Message b;
-  b.copy(a);
+  b = a;
   EXPECT_EQ(b.data(), a.data()) << "a copy shares, it does not copy bytes";
   EXPECT_EQ(b.view(), "hello");
   b.data<char>()[0] = 'j';
@@ -74,10 +74,10 @@ TEST(Message, AdoptsABufferWithoutCopying) {
   msgpack::pack(buf, std::vector<int>{1, 2, 3});
   const char* storage = buf.data();
   const std::size_t size = buf.size();
-  Message m = adopt(std::move(buf));
+  Message m = Message::adopt(std::move(buf));
   EXPECT_EQ(m.data<char>(), storage);
   EXPECT_EQ(m.size(), size);
-  EXPECT_EQ(adopt(detail::Buffer()).size(), 0u);
+  EXPECT_EQ(Message::adopt(detail::Buffer()).size(), 0u);
 }
 
 TEST(Framing, FramesOfEverySizeRoundTrip) {
