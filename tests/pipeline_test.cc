@@ -467,6 +467,25 @@ TEST_F(PipelineTest, AKilledRouterEndsTheRunWithPoolBroken) {
   }
 }
 
+TEST_F(PipelineTest, AStageNameAndAFeedsSizeAreWhatTheUserSees) {
+  mpx::Feed<int> feed;
+  for (int x : {1, 13, 2}) feed.put(x);
+  EXPECT_EQ(feed.size(), 3u);
+  feed.close();
+  EXPECT_THROW(feed.put(4), mpx::Error);
+  try {
+    mpx::Pipeline::from(feed).map(fail_on_13, mpx::StageOptions().workers(1).name("lucky numbers")).collect();
+    FAIL() << "expected PipelineError";
+  } catch (const mpx::PipelineError& e) {
+    EXPECT_EQ(e.stage_name(), "lucky numbers");
+    EXPECT_NE(std::string(e.what()).find("lucky numbers"), std::string::npos) << e.what();
+  }
+  auto run = mpx::Pipeline::from(std::vector<int>{1}).map(slow_identity, mpx::StageOptions().workers(1).name("slow")).start();
+  ASSERT_EQ(run.progress().size(), 1u);
+  EXPECT_EQ(run.progress()[0].name, "slow");
+  EXPECT_EQ(run.next(), std::optional<int>(1));
+}
+
 TEST_F(PipelineTest, ASlowConsumerHoldsTheSourceBack) {
   constexpr std::size_t kBuffer = 8, kBatch = 4;
   // Items can only be: read by the source thread ahead of stage 1 (two batches), held

@@ -37,8 +37,11 @@
 //   is stopped, and the run throws mpx::PipelineError naming the stage, the item, the
 //   source item it came from, and the original error. Nothing downstream waits forever.
 //   StageOptions::skip_errors drops failed items instead (counted in progress()).
-// - Items travel as msgpack: the same types a Pool task takes. A stage's result type
-//   must convert to the next stage's parameter type.
+// - Items travel as msgpack: the same types a Pool task takes. The source's items are
+//   converted to the first stage's parameter type in C++; after that, a stage's
+//   parameter type must be the previous stage's result type, or both must be numbers
+//   that msgpack converts (integers to any number, floating point to floating point):
+//   the bytes go on undecoded. Anything else throws mpx::Error while building.
 //
 // Threads: a run uses one thread per stage in the calling process, and one that reads
 // the source (a range or a generator must not need the calling thread, and must not
