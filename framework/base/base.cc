@@ -55,6 +55,13 @@ std::atomic<bool> initialized{false};
 void mark_initialized() { initialized = true; }
 
 void require_init(const char* what) {
+  if (!initialized && identity().role != Role::kDriver) {
+    // mpx::init was called: it ran this process's role instead of returning.
+    throw Error(std::string(what) + ": cannot be started in " + identity().name +
+                ", a process that mpx spawned: starting processes, pools or actors from "
+                "spawned processes is not supported yet; start them in the main program and "
+                "pass their handles (actor handles, shared objects) to the tasks instead");
+  }
   if (!initialized) {
     throw Error(std::string(what) +
                 ": call mpx::init(argc, argv) first thing in main; spawned processes re-run "

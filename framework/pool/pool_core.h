@@ -68,6 +68,9 @@ class PoolCore {
  private:
   bool flush_locked();  // send_mu_ held
   void stop_router(wire::Type how, std::chrono::milliseconds grace, const char* why);
+  // Sends the router a stop (with what is buffered) if that can be done at once;
+  // false when it cannot (see stop_router).
+  bool ask_router(wire::Type how);
   void check_router_exit();
   std::string stop_reason();
   // Blocks until the router signals on ready_fd that it has bound; throws PoolBroken
@@ -98,7 +101,7 @@ class PoolCore {
   // The connection to the router: written whole frames at a time under send_mu_ (any
   // thread), read only by the thread with pumping_ set (into reader_).
   int fd_ = -1;
-  std::mutex send_mu_;
+  std::timed_mutex send_mu_;
   // Small frames of the submission in progress, written together (one system call for
   // many chunks) when it ends, before any wait, or once 64 KiB have gathered.
   std::string out_;  // guarded by send_mu_
