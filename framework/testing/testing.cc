@@ -53,15 +53,23 @@ struct Spawned {
 // env added to this process's environment minus Bazel's and GoogleTest's result-file
 // variables: the results belong to this test (a helper running as another user could
 // not write them, and gtest would remove this test's premature-exit marker).
+enum class Output { kStdout, kStdoutAndStderr, kNone };
+
 Spawned spawn_helper(const std::string& gtest_filter, const std::vector<std::string>& env,
-                     bool with_stderr) {
+                     Output output) {
   Spawned spawned;
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return spawned;
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-  if (with_stderr) posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+  if (output == Output::kNone) {
+    // As a daemon or a service starts: no stdout, no stderr at all.
+    posix_spawn_file_actions_addclose(&actions, 1);
+    posix_spawn_file_actions_addclose(&actions, 2);
+  } else {
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    if (output == Output::kStdoutAndStderr) posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+  }
   std::vector<std::string> args = {"helper", "--gtest_filter=" + gtest_filter,
                                    "--gtest_also_run_disabled_tests"};
   std::vector<char*> argv;
@@ -157,7 +165,7 @@ std::vector<pid_t> worker_pids(pid_t driver) {
 
 HelperDriver start_helper_driver(const std::string& gtest_filter, const std::string& env_flag) {
   HelperDriver helper;
-  const Spawned spawned = spawn_helper(gtest_filter, {env_flag + "=1"}, false);
+  const Spawned spawned = spawn_helper(gtest_filter, {env_flag + "=1"}, Output::kStdout);
   if (spawned.pid < 0) return helper;
   const pid_t pid = spawned.pid;
   const int fd = spawned.out;
@@ -243,9 +251,10 @@ std::vector<std::string> listening_endpoints(pid_t pid) {
 }
 
 HelperRun run_helper(const std::string& gtest_filter, const std::vector<std::string>& env,
-                     std::chrono::milliseconds timeout) {
+                     std::chrono::milliseconds timeout, bool stdio_closed) {
   HelperRun run;
-  const Spawned spawned = spawn_helper(gtest_filter, env, true);
+  const Spawned spawned =
+      spawn_helper(gtest_filter, env, stdio_closed ? Output::kNone : Output::kStdoutAndStderr);
   if (spawned.pid < 0) return run;
   const pid_t pid = spawned.pid;
   const int fd = spawned.out;

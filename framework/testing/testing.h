@@ -60,14 +60,15 @@ std::vector<std::string> listening_endpoints(pid_t pid);
 // test), env (NAME=value) added to this process's environment, minus the variables
 // through which Bazel collects a test's results (the helper must not write or remove
 // this test's XML or premature-exit files). Killed after timeout. wait_status is -1 if
-// the helper could not be started.
+// the helper could not be started. stdio_closed: the helper starts with fds 1 and 2
+// closed, as daemons do (output then stays empty).
 struct HelperRun {
   int wait_status = -1;
   std::string output;  // stdout and stderr
   bool timed_out = false;
 };
 HelperRun run_helper(const std::string& gtest_filter, const std::vector<std::string>& env,
-                     std::chrono::milliseconds timeout);
+                     std::chrono::milliseconds timeout, bool stdio_closed = false);
 
 }  // namespace testing
 }  // namespace mpx
