@@ -1,5 +1,6 @@
 // mpx/detail/codec.h — msgpack helpers shared by the task templates and the runtime.
-// Internal: not part of the public API, may change without notice.
+// Internal: not part of the public API, may change without notice. The functions
+// declared here are defined in framework/codec/codec.cc.
 //
 // Payload layouts (both ends are the same program, so both use these templates):
 //   chunk of arguments : msgpack array of N items; an item is the bare argument for

@@ -1,0 +1,140 @@
+// Unit tests for the msgpack readers of mpx/detail/codec.h (framework/codec): their
+// fast paths must build exactly the objects msgpack-c builds, and refuse what it
+// refuses.
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <msgpack.hpp>
+
+#include "mpx/detail/codec.h"
+#include "mpx/errors.h"
+
+namespace mpx {
+namespace {
+
+// Deep equality of two msgpack objects. (msgpack-c's operator== hands an empty
+// string's null pointer to memcmp, which UBSan rightly refuses.)
+bool same_object(const msgpack::object& a, const msgpack::object& b) {
+  if (a.type != b.type) return false;
+  switch (a.type) {
+    case msgpack::type::NIL: return true;
+    case msgpack::type::BOOLEAN: return a.via.boolean == b.via.boolean;
+    case msgpack::type::POSITIVE_INTEGER: return a.via.u64 == b.via.u64;
+    case msgpack::type::NEGATIVE_INTEGER: return a.via.i64 == b.via.i64;
+    case msgpack::type::FLOAT32:
+    case msgpack::type::FLOAT64: return a.via.f64 == b.via.f64;
+    case msgpack::type::STR:
+      return a.via.str.size == b.via.str.size &&
+             (a.via.str.size == 0 || std::memcmp(a.via.str.ptr, b.via.str.ptr, a.via.str.size) == 0);
+    case msgpack::type::BIN:
+      return a.via.bin.size == b.via.bin.size &&
+             (a.via.bin.size == 0 || std::memcmp(a.via.bin.ptr, b.via.bin.ptr, a.via.bin.size) == 0);
+    case msgpack::type::ARRAY:
+      if (a.via.array.size != b.via.array.size) return false;
+      for (std::uint32_t i = 0; i < a.via.array.size; ++i) {
+        if (!same_object(a.via.array.ptr[i], b.via.array.ptr[i])) return false;
+      }
+      return true;
+    default:
+      return false;  // maps and ext do not take the fast path
+  }
+}
+
+// read_object decodes scalars itself (msgpack-c's parser allocates on every call): the
+// objects must be exactly what msgpack-c builds, for every encoding and its limits.
+TEST(ReadObjectTest, ScalarsDecodeAsMsgpackDoes) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  std::vector<std::pair<std::size_t, std::size_t>> spans;
+  auto mark = [&](auto&& pack) {
+    const std::size_t begin = buf.size();
+    pack();
+    spans.emplace_back(begin, buf.size() - begin);
+  };
+  for (std::uint64_t v : {0ull, 1ull, 127ull, 128ull, 255ull, 256ull, 65535ull, 65536ull,
+                          4294967295ull, 4294967296ull, 18446744073709551615ull}) {
+    mark([&] { pk.pack(v); });
+  }
+  for (std::int64_t v : {-1ll, -32ll, -33ll, -128ll, -129ll, -32768ll, -32769ll, -2147483648ll,
+                         -2147483649ll, static_cast<long long>(std::numeric_limits<std::int64_t>::min())}) {
+    mark([&] { pk.pack(v); });
+  }
+  // Signed encodings of non-negative values (other encoders emit them).
+  mark([&] { pk.pack_int8(5); });
+  mark([&] { pk.pack_int16(300); });
+  mark([&] { pk.pack_int32(70000); });
+  mark([&] { pk.pack_int64(5000000000ll); });
+  mark([&] { pk.pack_float(1.5f); });
+  mark([&] { pk.pack_float(-0.1f); });
+  mark([&] { pk.pack_double(3.141592653589793); });
+  mark([&] { pk.pack_double(std::numeric_limits<double>::infinity()); });
+  mark([&] { pk.pack(true); });
+  mark([&] { pk.pack(false); });
+  mark([&] { pk.pack_nil(); });
+  for (std::size_t n : {0u, 1u, 31u, 32u, 255u, 256u, 65535u, 65536u}) {
+    mark([&] { pk.pack(std::string(n, 's')); });
+    mark([&] {
+      pk.pack_bin(static_cast<std::uint32_t>(n));
+      pk.pack_bin_body(std::string(n, 'b').data(), static_cast<std::uint32_t>(n));
+    });
+  }
+  for (const auto& [begin, length] : spans) {
+    msgpack::zone zone;
+    std::size_t off = 0;
+    const msgpack::object ours = detail::read_object(zone, buf.data() + begin, length, off);
+    EXPECT_EQ(off, length) << "at " << begin;
+    msgpack::object_handle theirs = msgpack::unpack(buf.data() + begin, length);
+    EXPECT_EQ(ours.type, theirs.get().type) << "at " << begin;
+    EXPECT_TRUE(same_object(ours, theirs.get())) << "at " << begin;
+    // Every proper prefix is truncated input: an error, as before.
+    for (std::size_t cut : {std::size_t{0}, length / 2, length - 1}) {
+      if (cut >= length) continue;
+      std::size_t o = 0;
+      EXPECT_THROW(detail::read_object(zone, buf.data() + begin, cut, o), DecodeError)
+          << "a " << cut << "-byte prefix of the " << length << "-byte object at " << begin;
+    }
+  }
+  // The reserved byte 0xc1 is no object at all.
+  msgpack::zone zone;
+  std::size_t off = 0;
+  EXPECT_THROW(detail::read_object(zone, "\xc1", 1, off), DecodeError);
+}
+
+// Small arrays of scalars (argument tuples) decode without msgpack-c too; mixed ones
+// (a nested container inside) are left to it. Both must match msgpack-c.
+TEST(ReadObjectTest, SmallArraysOfScalarsDecodeAsMsgpackDoes) {
+  std::vector<std::string> encoded;
+  auto add = [&](const auto& value) {
+    msgpack::sbuffer b;
+    msgpack::pack(b, value);
+    encoded.emplace_back(b.data(), b.size());
+  };
+  add(std::make_tuple());
+  add(std::make_tuple(1, -2));
+  add(std::make_tuple(std::int64_t{1} << 40, 2.5, std::string("x"), true));
+  add(std::vector<int>(15, 7));
+  add(std::vector<int>(16, 7));                        // array16: msgpack-c's
+  add(std::make_tuple(1, std::vector<int>{2, 3}));     // nested: msgpack-c's
+  add(std::make_tuple(std::string(300, 'q'), msgpack::type::nil_t()));
+  for (const std::string& bytes : encoded) {
+    msgpack::zone zone;
+    std::size_t off = 0;
+    const msgpack::object ours = detail::read_object(zone, bytes.data(), bytes.size(), off);
+    EXPECT_EQ(off, bytes.size());
+    msgpack::object_handle theirs = msgpack::unpack(bytes.data(), bytes.size());
+    EXPECT_TRUE(same_object(ours, theirs.get()));
+    std::size_t o = 0;
+    if (bytes.size() > 1) {
+      EXPECT_THROW(detail::read_object(zone, bytes.data(), bytes.size() - 1, o), DecodeError);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mpx
