@@ -15,8 +15,6 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
-#include <linux/futex.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,7 +27,6 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -37,6 +34,7 @@
 
 #include "framework/actor/actor_internal.h"
 #include "framework/base/base.h"
+#include "framework/base/futex.h"
 #include "framework/transport/transport.h"
 #include "mpx/actor.h"
 #include "mpx/runtime.h"
@@ -80,18 +78,10 @@ namespace {
 
 using detail::Clock;
 
-bool futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
-                std::chrono::milliseconds timeout) {
-  timespec ts{static_cast<time_t>(timeout.count() / 1000),
-              static_cast<long>((timeout.count() % 1000) * 1000000)};
-  const long r = syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT,
-                         expected, &ts, nullptr, 0);
-  return r == 0;
-}
-
-void futex_wake_all(std::atomic<std::uint32_t>* word) {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, INT32_MAX, nullptr,
-          nullptr, 0);
+// Sleeps while word holds expected, at most for slice.
+void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                std::chrono::milliseconds slice) {
+  base::futex_wait(word, expected, Clock::now() + slice);
 }
 
 State state_of(const Control& c) { return static_cast<State>(c.state.load(std::memory_order_acquire)); }
@@ -119,7 +109,7 @@ void publish(Control& c, State state, const std::string& reason) {
   }
   c.state.store(static_cast<std::uint32_t>(state), std::memory_order_release);
   c.seq.fetch_add(1, std::memory_order_release);
-  futex_wake_all(&c.seq);
+  base::futex_wake(&c.seq, INT32_MAX);
 }
 
 bool process_exists(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }

@@ -3,6 +3,7 @@
 #include "mpx/errors.h"
 
 #include <sched.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -67,6 +68,30 @@ void require_init(const char* what) {
                 ": call mpx::init(argc, argv) first thing in main; spawned processes re-run "
                 "this program and must find their role there");
   }
+}
+
+std::uint64_t random_u64() {
+  std::uint64_t v = 0;
+  if (getrandom(&v, sizeof v, 0) != static_cast<ssize_t>(sizeof v)) {
+    // No entropy to be had (a very early boot, a seccomp filter): unique, not secret.
+    static std::atomic<std::uint64_t> counter{0};
+    v = (static_cast<std::uint64_t>(getpid()) << 32) ^ reinterpret_cast<std::uintptr_t>(&v) ^
+        (counter.fetch_add(1) * 0x9E3779B97F4A7C15ull);
+  }
+  return v;
+}
+
+std::string random_token(std::size_t n) {
+  static const char kAlphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+  std::string out(n, '0');
+  // Six bits a letter, values past the alphabet drawn again: no letter is likelier.
+  for (std::size_t i = 0; i < n;) {
+    std::uint64_t bits = random_u64();
+    for (int k = 0; k < 10 && i < n; ++k, bits >>= 6) {
+      if ((bits & 63) < 36) out[i++] = kAlphabet[bits & 63];
+    }
+  }
+  return out;
 }
 
 }  // namespace base

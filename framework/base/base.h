@@ -2,6 +2,8 @@
 #ifndef MPX_FRAMEWORK_BASE_BASE_H_
 #define MPX_FRAMEWORK_BASE_BASE_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "mpx/runtime.h"
@@ -17,6 +19,12 @@ void set_identity(std::string name, Role role);
 // mpx::Error naming `what` instead.
 void mark_initialized();
 void require_init(const char* what);
+
+// The one source of unguessable ids (routing identities, pool tokens, endpoint names,
+// shared-memory segment ids): 64 bits from the kernel's random pool (getrandom).
+std::uint64_t random_u64();
+// n random letters and digits.
+std::string random_token(std::size_t n);
 
 }  // namespace base
 }  // namespace mpx

@@ -1,8 +1,16 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <set>
+#include <string>
+
 #include <gtest/gtest.h>
 
+#include "framework/base/base.h"
+#include "framework/base/futex.h"
 #include "mpx/errors.h"
 #include "mpx/runtime.h"
 
@@ -47,6 +55,31 @@ TEST(Errors, AllDeriveFromOneBaseAndDescribeThemselves) {
   EXPECT_THROW(throw mpx::NotRegistered("n"), mpx::Error);
   EXPECT_THROW(throw mpx::DecodeError("d"), mpx::Error);
   EXPECT_THROW(throw mpx::ProcessError("x"), mpx::Error);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(RandomIds, TokensUseTheAlphabetAndDoNotRepeat) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string t = mpx::base::random_token(16);
+    ASSERT_EQ(t.size(), 16u);
+    for (char c : t) EXPECT_TRUE((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')) << t;
+    EXPECT_TRUE(seen.insert(t).second) << "repeated: " << t;
+  }
+  EXPECT_NE(mpx::base::random_u64(), mpx::base::random_u64());
+  EXPECT_EQ(mpx::base::random_token(0), "");
+}
+
+TEST(Futex, WaitReturnsAtOnceWhenTheWordChangedAndTimesOutOtherwise) {
+  std::atomic<std::uint32_t> word{1};
+  const auto soon = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+  EXPECT_TRUE(mpx::base::futex_wait(&word, 0, soon)) << "word is not 0: no sleep";
+  EXPECT_FALSE(mpx::base::futex_wait(&word, 1, soon)) << "nobody wakes it: the deadline passes";
+  EXPECT_FALSE(mpx::base::futex_wait(&word, 1, std::chrono::steady_clock::time_point{}));
+  EXPECT_EQ(mpx::base::futex_wake(&word, 1), 0) << "nobody sleeps";
 }
 
 }  // namespace

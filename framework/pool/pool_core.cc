@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "framework/base/base.h"
@@ -20,19 +19,11 @@ namespace mpx {
 namespace detail {
 namespace {
 
-std::string random_token() {
-  static const char kAlphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
-  std::random_device rd;
-  std::string t(10, '0');
-  for (char& c : t) c = kAlphabet[rd() % 36];
-  return t;
-}
-
 }  // namespace
 
 PoolCore::PoolCore(const PoolOptions& options)
     : processes_(options.processes() > 0 ? options.processes() : cpu_count()),
-      token_(random_token()),
+      token_(base::random_token(10)),
       initializer_pins_(options.initializer_pins()) {
   base::require_init("mpx::Pool");
   if (options.processes() < 0) throw Error("Pool: processes must be at least 1 (or 0 for cpu_count())");

@@ -16,9 +16,9 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <random>
 #include <vector>
 
+#include "framework/base/base.h"
 #include "framework/router/router.h"
 #include "mpx/errors.h"
 #include "mpx/runtime.h"
@@ -26,15 +26,6 @@
 namespace mpx {
 namespace router {
 namespace {
-
-// 16 random letters and digits: a worker's routing identity.
-std::string random_id() {
-  static const char kAlphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
-  std::random_device rd;
-  std::string id(16, '0');
-  for (char& c : id) c = kAlphabet[rd() % 36];
-  return id;
-}
 
 // A peer's queued frames are written at once from this size on (see deliver).
 constexpr std::size_t kWriteNowBytes = 64 << 10;
@@ -79,7 +70,7 @@ class ProcessIo final : public RouterIo {
     deliver(worker, std::move(header_frame), std::move(payload));
   }
   pid_t spawn_worker(const std::string& name, std::string* routing_id) override {
-    *routing_id = "W" + random_id();
+    *routing_id = "W" + base::random_token(16);
     spawning::Spec spec;
     spec.role = Role::kWorker;
     spec.name = name;

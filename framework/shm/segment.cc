@@ -6,7 +6,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,6 +19,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "framework/base/base.h"
 #include "mpx/errors.h"
 #include "mpx/runtime.h"
 
@@ -78,15 +78,6 @@ std::string describe(SegmentKind kind, std::string_view type_name) {
   return (text[0] == 'A' || text[0] == 'E' ? "an " : "a ") + text;
 }
 
-std::uint64_t random_base() {
-  std::uint64_t base = 0;
-  if (getrandom(&base, sizeof base, 0) != static_cast<ssize_t>(sizeof base)) {
-    base = static_cast<std::uint64_t>(getpid()) << 32 ^
-           static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&base));
-  }
-  return base;
-}
-
 struct Registry {
   std::mutex mu;
   // Segments this process created, by id (guarded by mu).
@@ -96,7 +87,7 @@ struct Registry {
   std::deque<std::shared_ptr<Segment>> recent;  // guarded by mu
   std::size_t recent_bytes = 0;                 // body bytes of recent; guarded by mu
   std::uint64_t next = 1;                       // guarded by mu
-  const std::uint64_t base = random_base();
+  const std::uint64_t base = base::random_u64();
 };
 
 Registry& registry() {

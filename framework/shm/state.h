@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 
+#include "framework/base/futex.h"
 #include "mpx/detail/deadline.h"
 
 namespace mpx {
@@ -100,12 +101,9 @@ inline bool wake_due(std::uint32_t woken_at, std::uint32_t now) {
   return woken_at == 0 || now - woken_at >= kWakeGraceUs;
 }
 
-// Blocks while *word == expected, at most until deadline (time_point::max(): forever).
-// Returns false only when the deadline passed.
-bool futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
-                Clock::time_point deadline);
-// Returns how many sleepers it woke.
-int futex_wake(std::atomic<std::uint32_t>* word, int count);
+// Waits and wake-ups go through the one futex wrapper (framework/base/futex.h).
+using base::futex_wait;
+using base::futex_wake;
 
 // The longest any waiter sleeps before looking again. It bounds the delay caused by a
 // process killed at the wrong moment: a lock holder (the kernel marks the mutex but

@@ -1,7 +1,6 @@
 // Robust mutexes, futexes, and Lock, RLock, Semaphore, Event and Barrier on them.
 #include "mpx/sync.h"
 
-#include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -158,29 +157,6 @@ void unlock_robust(MutexState* state) {
       state->woken_at.compare_exchange_strong(sent, 0);
     }
   }
-}
-
-bool futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
-                Clock::time_point deadline) {
-  timespec ts{};
-  timespec* abs = nullptr;
-  if (deadline != Clock::time_point::max()) {
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch());
-    if (ns.count() <= 0) return false;
-    ts = {static_cast<time_t>(ns.count() / 1000000000), static_cast<long>(ns.count() % 1000000000)};
-    abs = &ts;
-  }
-  // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time (steady_clock's clock).
-  // Shared, not FUTEX_PRIVATE: the word is in memory other processes map.
-  const long r = syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_BITSET,
-                         expected, abs, nullptr, FUTEX_BITSET_MATCH_ANY);
-  return !(r == -1 && errno == ETIMEDOUT);
-}
-
-int futex_wake(std::atomic<std::uint32_t>* word, int count) {
-  const long woken = syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, count,
-                             nullptr, nullptr, 0);
-  return woken > 0 ? static_cast<int>(woken) : 0;
 }
 
 static_assert(sizeof(MutexState) <= kMutexBytes, "MutexState outgrew its slot");

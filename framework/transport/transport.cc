@@ -12,8 +12,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <random>
 
+#include "framework/base/base.h"
 #include "mpx/errors.h"
 
 namespace mpx {
@@ -150,9 +150,8 @@ void set_type(Message& header_frame, wire::Type type) {
 
 std::string make_endpoint(std::string_view tag) {
   static std::atomic<unsigned> counter{0};
-  std::random_device rd;
   return "ipc://@mpx-" + std::to_string(getpid()) + "-" + std::to_string(counter++) + "-" +
-         std::to_string(rd()) + "-" + std::string(tag);
+         base::random_token(8) + "-" + std::string(tag);
 }
 
 int listen_on(const std::string& endpoint) {
