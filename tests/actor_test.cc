@@ -428,11 +428,11 @@ TEST(Actor, HostileInputIsDroppedAndTheActorServes) {
   };
   int expected = 0;
   for (const auto& [what, bytes] : inputs) {
-    const int fd = mpx::transport::connect_to(endpoint);
-    ASSERT_GE(fd, 0) << what;
-    ASSERT_EQ(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size())) << what;
+    mpx::transport::Connection conn = mpx::transport::Connection::dial(mpx::transport::Endpoint::from(endpoint));
+    ASSERT_TRUE(conn) << what;
+    ASSERT_EQ(send(conn.fd(), bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size())) << what;
     std::this_thread::sleep_for(milliseconds(20));
-    close(fd);
+    conn.close();
     ++expected;
     EXPECT_EQ(c.call(&Counter::add, 1).get(seconds(10 * kSlow)), expected) << "after " << what;
   }

@@ -23,6 +23,7 @@
 #include <msgpack.hpp>
 
 #include "framework/testing/testing.h"
+#include "framework/transport/loop.h"
 #include "framework/transport/transport.h"
 #include "framework/wire/wire.h"
 #include "mpx/mpx.h"
@@ -78,47 +79,41 @@ void become_other_user_or_skip() {
   if (!failed.empty()) GTEST_SKIP() << "cannot drop to uid 65534: " << failed;
 }
 
-std::string hello() {
-  mpx::wire::Header h;
-  h.type = mpx::wire::Type::kHello;
-  h.pid = getpid();
-  return mpx::wire::encode(h);
-}
-
 // Connects to endpoint as a client, sends HELLO and waits up to timeout for an answer;
 // returns its header type, or -1 if none came. *disconnected says whether the peer
 // closed the connection meanwhile.
 int hello_answer(const std::string& endpoint, milliseconds timeout, bool* disconnected) {
   *disconnected = false;
-  const int fd = mpx::transport::connect_as(endpoint, "Rcrossuser" + std::to_string(getpid()));
-  if (fd < 0) {
+  mpx::transport::Connection conn = mpx::transport::Connection::dial(
+      mpx::transport::Endpoint::from(endpoint), "Rcrossuser" + std::to_string(getpid()));
+  if (!conn) {
     *disconnected = true;  // refused outright
     return -1;
   }
-  const std::string h = hello();
-  mpx::transport::write_frame(fd, h, "");
-  mpx::transport::Reader reader;
+  mpx::wire::Header h;
+  h.type = mpx::wire::Type::kHello;
+  h.pid = getpid();
+  conn.send(h, "");
   int answer = -1;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     mpx::wire::Header header;
     std::string_view header_bytes, payload;
     std::string why;
-    if (reader.next(header, header_bytes, payload, &why) == mpx::transport::Reader::Next::kFrame) {
+    if (conn.next(header, header_bytes, payload, &why) == mpx::transport::Reader::Next::kFrame) {
       answer = static_cast<int>(header.type);
       break;
     }
     const auto left =
         std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) break;
-    pollfd p{fd, POLLIN, 0};
+    pollfd p{conn.fd(), POLLIN, 0};
     mpx::transport::poll(&p, 1, left);
-    if (reader.fill(fd) == mpx::transport::Reader::Fill::kClosed) {
+    if (conn.fill() == mpx::transport::Reader::Fill::kClosed) {
       *disconnected = true;
       break;
     }
   }
-  ::close(fd);
   return answer;
 }
 
@@ -157,15 +152,13 @@ TEST(CrossUserHelper, DISABLED_TalkToRouter) {
   EXPECT_EQ(getuid(), kNobody);
   // Unix streams themselves work for this user: a private listener of its own talks.
   {
-    const std::string own = "ipc://@mpx-cross-user-control-" + std::to_string(getpid());
-    const int listener = mpx::transport::listen_on(own);
-    ASSERT_GE(listener, 0) << std::strerror(errno);
-    const int client = mpx::transport::connect_as(own, "ping");
-    ASSERT_GE(client, 0) << "unix streams do not work as nobody at all: " << std::strerror(errno);
-    pollfd p{listener, POLLIN, 0};
+    const auto own = mpx::transport::Endpoint::from("unix://@mpx-cross-user-control-" + std::to_string(getpid()));
+    mpx::transport::Listener listener = mpx::transport::Listener::bind(own);
+    ASSERT_TRUE(listener) << std::strerror(errno);
+    mpx::transport::Connection client = mpx::transport::Connection::dial(own, "ping");
+    ASSERT_TRUE(client) << "unix streams do not work as nobody at all: " << std::strerror(errno);
+    pollfd p{listener.fd(), POLLIN, 0};
     ASSERT_EQ(mpx::transport::poll(&p, 1, milliseconds(10000)), 1);
-    ::close(client);
-    ::close(listener);
   }
   // The pool's router: no WELCOME, and it drops the connection.
   bool disconnected = false;

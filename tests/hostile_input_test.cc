@@ -39,6 +39,7 @@
 #include <msgpack.hpp>
 
 #include "framework/testing/testing.h"
+#include "framework/transport/loop.h"
 #include "framework/transport/transport.h"
 #include "framework/wire/wire.h"
 #include "mpx/mpx.h"
@@ -103,22 +104,19 @@ std::size_t count_of(const std::string& haystack, const std::string& needle) {
 // identity (or none), sending whole frames or any bytes at all.
 class Peer {
  public:
-  Peer(const std::string& endpoint, const std::optional<std::string>& id) {
-    fd_ = id ? mpx::transport::connect_as(endpoint, *id) : mpx::transport::connect_to(endpoint);
-    if (fd_ < 0) throw std::runtime_error("cannot connect to " + endpoint + ": " + std::strerror(errno));
+  Peer(const std::string& endpoint, const std::optional<std::string>& id)
+      : conn_(mpx::transport::Connection::dial(mpx::transport::Endpoint::from(endpoint), id.value_or(""))) {
+    if (!conn_) throw std::runtime_error("cannot connect to " + endpoint + ": " + std::strerror(errno));
   }
-  ~Peer() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Peer(Peer&& o) noexcept : fd_(std::exchange(o.fd_, -1)), reader_(std::move(o.reader_)) {}
-  Peer& operator=(Peer&&) = delete;
 
   // One frame: a header's bytes (need not be valid) and a payload.
   void send(const std::string& header_bytes, const std::string& payload) {
-    mpx::transport::write_frame(fd_, header_bytes, payload);
+    std::string frame;
+    mpx::transport::append_frame(frame, header_bytes, payload);
+    conn_.send_bytes(frame);
   }
   // Bytes as they are, framing or not.
-  void raw(const std::string& bytes) { ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL); }
+  void raw(const std::string& bytes) { ::send(conn_.fd(), bytes.data(), bytes.size(), MSG_NOSIGNAL); }
 
   // The next whole message (header bytes, payload), or nullopt if none arrives in time.
   std::optional<std::pair<std::string, std::string>> receive(milliseconds timeout) {
@@ -127,14 +125,14 @@ class Peer {
       mpx::wire::Header h;
       std::string_view header_bytes, payload;
       std::string why;
-      if (reader_.next(h, header_bytes, payload, &why) == mpx::transport::Reader::Next::kFrame) {
+      if (conn_.next(h, header_bytes, payload, &why) == mpx::transport::Reader::Next::kFrame) {
         return std::make_pair(std::string(header_bytes), std::string(payload));
       }
       const auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() < 0) return std::nullopt;
-      pollfd p{fd_, POLLIN, 0};
+      pollfd p{conn_.fd(), POLLIN, 0};
       mpx::transport::poll(&p, 1, left);
-      if (reader_.fill(fd_) == mpx::transport::Reader::Fill::kClosed) return std::nullopt;
+      if (conn_.fill() == mpx::transport::Reader::Fill::kClosed) return std::nullopt;
     }
   }
 
@@ -146,9 +144,9 @@ class Peer {
     for (;;) {
       const auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() < 0) return false;
-      pollfd p{fd_, POLLIN, 0};
+      pollfd p{conn_.fd(), POLLIN, 0};
       if (mpx::transport::poll(&p, 1, left) == 0) return false;
-      const ssize_t n = ::recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
+      const ssize_t n = ::recv(conn_.fd(), buf, sizeof buf, MSG_DONTWAIT);
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return true;
     }
   }
@@ -171,8 +169,7 @@ class Peer {
   }
 
  private:
-  int fd_ = -1;
-  mpx::transport::Reader reader_;
+  mpx::transport::Connection conn_;
 };
 
 class HostileInputTest : public ::testing::Test {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "framework/spawn/spawn.h"
+#include "framework/transport/endpoint.h"
 
 namespace mpx {
 namespace actor {
@@ -49,7 +50,8 @@ struct Control {
 // The reason text of c, never torn by a concurrent publish.
 std::string read_reason(const Control& c);
 
-std::string incarnation_endpoint(const Control& control, std::uint32_t incarnation);
+// Where incarnation `incarnation` listens: the base endpoint with "-<incarnation>".
+transport::Endpoint incarnation_endpoint(const Control& control, std::uint32_t incarnation);
 
 // What the actor process gets on fd 3.
 struct Bootstrap {

@@ -1,10 +1,9 @@
 // The actor role: construct the object, then serve its callers one message at a time.
 //
-// One thread: an epoll loop over the listening socket and one stream per caller
-// process. Answers are queued per caller and written without blocking, so a caller
-// that stops reading cannot stall the others.
-#include <sys/epoll.h>
-#include <sys/socket.h>
+// One thread: a Loop over the listening socket and one stream per caller process.
+// Answers are queued per caller and written without blocking, so a caller that stops
+// reading cannot stall the others.
+#include <poll.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +14,7 @@
 #include <unordered_map>
 
 #include "framework/actor/actor_internal.h"
+#include "framework/transport/loop.h"
 #include "framework/transport/transport.h"
 #include "mpx/actor.h"
 #include "mpx/runtime.h"
@@ -22,12 +22,6 @@
 namespace mpx {
 namespace actor {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// After serving a message the loop polls without sleeping this long: a caller that
-// sends its next call within it (a tight call loop does) finds the actor awake.
-constexpr std::chrono::microseconds kSpin(50);
 
 void write_all(int fd, const std::string& bytes) {
   std::size_t off = 0;
@@ -46,8 +40,8 @@ void report(int ready_fd, const std::string& bytes) {
 }
 
 struct Caller {
-  int fd = -1;
-  transport::Reader reader;
+  transport::Connection conn;
+  transport::Loop::Id watch = 0;
   std::string out;  // answers not yet written
   bool watching_out = false;
   unsigned ignored = 0;  // messages dropped; only the first few are logged one by one
@@ -58,114 +52,86 @@ constexpr unsigned kLoggedDrops = 3;
 class Server {
  public:
   Server(const detail::ActorFactoryEntry& factory, void* object, std::uint32_t incarnation,
-         int listener)
-      : factory_(factory), object_(object), incarnation_(incarnation), listener_(listener) {}
+         transport::Listener listener)
+      : factory_(factory), object_(object), incarnation_(incarnation), listener_(std::move(listener)) {}
 
   // Serves until STOP; returns the exit code.
   int run() {
-    epfd_ = epoll_create1(EPOLL_CLOEXEC);
-    add(listener_, EPOLLIN);
-    epoll_event events[64];
-    Clock::time_point spin_until{};
-    for (;;) {
-      const bool spinning = Clock::now() < spin_until;
-      const int n = epoll_wait(epfd_, events, 64, spinning ? 0 : -1);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        logger().critical("epoll_wait: {}", std::strerror(errno));
-        return 1;
-      }
-      bool served = false;
-      for (int i = 0; i < n; ++i) {
-        const int fd = events[i].data.fd;
-        if (fd == listener_) {
-          accept_all();
-          continue;
-        }
-        auto it = callers_.find(fd);
-        if (it == callers_.end()) continue;
-        Caller& c = *it->second;
-        if (events[i].events & EPOLLOUT) flush(c);
-        if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-          const auto fill = c.reader.fill(fd);
-          if (fill == transport::Reader::Fill::kData) {
-            served = true;
-            if (serve(c)) return 0;  // STOP
-          }
-          if (fill == transport::Reader::Fill::kClosed || dropped_) {
-            dropped_ = false;
-            drop(fd);
-            continue;
-          }
-          flush(c);
-        }
-      }
-      if (served) spin_until = Clock::now() + kSpin;
+    loop_.watch(listener_.fd(), POLLIN, [this](short) { accept_all(); });
+    // After serving a message the loop checks awake for a moment (transport::Spin): a
+    // caller that sends its next call within it (a tight call loop does) finds the
+    // actor awake.
+    bool served = false;
+    while (!stopped_) {
+      served_ = false;
+      loop_.run_once(transport::Clock::time_point::max(), /*spin=*/served);
+      served = served_;
     }
+    return 0;
   }
 
  private:
-  void add(int fd, std::uint32_t events) {
-    epoll_event ev{};
-    ev.events = events;
-    ev.data.fd = fd;
-    epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
-  }
-
   void accept_all() {
     for (;;) {
-      const int fd = ::accept4(listener_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) {
-        if (errno == EINTR) continue;
-        return;  // EAGAIN, or out of fds: the caller sees its connection refused or closed
-      }
-      // Same trust boundary as the pools: only this user's processes may call.
-      if (transport::peer_uid(fd) != static_cast<long>(getuid())) {
-        logger().warn("refused a connection from uid {}: actors serve their own user only",
-                      transport::peer_uid(fd));
-        ::close(fd);
+      auto c = std::make_unique<Caller>();
+      long uid = -1;
+      const auto got = listener_.accept(&c->conn, &uid);
+      // kNone, or out of fds: the caller sees its connection refused or closed.
+      if (got == transport::Listener::Accept::kNone || got == transport::Listener::Accept::kFailed) return;
+      if (got == transport::Listener::Accept::kForeign) {
+        // Same trust boundary as the pools: only this user's processes may call.
+        logger().warn("refused a connection from uid {}: actors serve their own user only", uid);
         continue;
       }
-      auto c = std::make_unique<Caller>();
-      c->fd = fd;
-      add(fd, EPOLLIN);
+      Caller* raw = c.get();
+      const int fd = raw->conn.fd();
+      raw->watch = loop_.watch(fd, POLLIN, [this, raw](short ev) { on_ready(*raw, ev); });
       callers_.emplace(fd, std::move(c));
     }
   }
 
-  void drop(int fd) {
-    auto it = callers_.find(fd);
-    if (it != callers_.end() && it->second->ignored > kLoggedDrops) {
-      logger().warn("dropped {} more messages from that caller", it->second->ignored - kLoggedDrops);
+  void on_ready(Caller& c, short ev) {
+    if (stopped_) return;
+    if (ev & POLLOUT) flush(c);
+    if (!(ev & (POLLIN | POLLHUP | POLLERR))) return;
+    const auto fill = c.conn.fill();
+    if (fill == transport::Reader::Fill::kData) {
+      served_ = true;
+      if (serve(c)) {  // STOP
+        stopped_ = true;
+        return;
+      }
     }
-    epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
-    ::close(fd);
-    callers_.erase(fd);
+    if (fill == transport::Reader::Fill::kClosed || dropped_) {
+      dropped_ = false;
+      drop(c);
+      return;
+    }
+    flush(c);
+  }
+
+  void drop(Caller& c) {
+    if (c.ignored > kLoggedDrops) {
+      logger().warn("dropped {} more messages from that caller", c.ignored - kLoggedDrops);
+    }
+    loop_.unwatch(c.watch);
+    callers_.erase(c.conn.fd());  // closes it
   }
 
   void flush(Caller& c) {
-    while (!c.out.empty()) {
-      const ssize_t n = ::send(c.fd, c.out.data(), c.out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (n > 0) {
-        c.out.erase(0, static_cast<std::size_t>(n));
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-      c.out.clear();  // the caller is gone: its answers have nobody to go to
-      break;
+    if (!c.out.empty()) {
+      bool gone = false;
+      c.out.erase(0, c.conn.send_some(c.out, &gone));
+      if (gone) c.out.clear();  // the caller is gone: its answers have nobody to go to
     }
     const bool want = !c.out.empty();
     if (want != c.watching_out) {
-      epoll_event ev{};
-      ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
-      ev.data.fd = c.fd;
-      epoll_ctl(epfd_, EPOLL_CTL_MOD, c.fd, &ev);
+      loop_.set_events(c.watch, static_cast<short>(POLLIN | (want ? POLLOUT : 0)));
       c.watching_out = want;
     }
   }
 
-  void answer_error(Caller& c, std::uint64_t call_id, const std::string& type,
+void answer_error(Caller& c, std::uint64_t call_id, const std::string& type,
                     const std::string& message) {
     detail::Buffer out;
     msgpack::packer<detail::Buffer> pk(out);
@@ -187,7 +153,7 @@ class Server {
     bool bad = false;
     std::string why;
     for (;;) {
-      const auto got = c.reader.next(h, header_bytes, payload, &why);
+      const auto got = c.conn.next(h, header_bytes, payload, &why);
       if (got == transport::Reader::Next::kNone) break;
       if (got == transport::Reader::Next::kBadFrame) {
         if (++c.ignored <= kLoggedDrops) logger().warn("dropped a malformed message: {}", why);
@@ -258,9 +224,11 @@ class Server {
   const detail::ActorFactoryEntry& factory_;
   void* object_;
   const std::uint32_t incarnation_;
-  const int listener_;
+  transport::Listener listener_;
   const pid_t pid_ = getpid();
-  int epfd_ = -1;
+  transport::Loop loop_;
+  bool stopped_ = false;  // STOP came: the object is destroyed, the process exits
+  bool served_ = false;   // this turn ran a message
   bool dropped_ = false;
   detail::Buffer out_;
   std::unordered_map<int, std::unique_ptr<Caller>> callers_;
@@ -286,10 +254,16 @@ int run_actor(const spawning::Bootstrap& boot) {
                               b.factory_key + "' is registered in this program");
     return 1;
   }
-  const int listener = transport::listen_on(b.endpoint);
-  if (listener < 0) {
+  std::string why;
+  const auto endpoint = transport::Endpoint::parse(b.endpoint, &why);
+  transport::Listener listener;
+  if (endpoint) {
+    listener = transport::Listener::bind(*endpoint);
+    if (!listener) why = std::strerror(errno);
+  }
+  if (!listener) {
     report(boot.ready_fd, std::string(1, kFailedByte) + "mpx::ProcessError\ncannot listen on " +
-                              b.endpoint + ": " + std::strerror(errno));
+                              b.endpoint + ": " + why);
     return 1;
   }
   void* object = nullptr;
@@ -301,7 +275,7 @@ int run_actor(const spawning::Bootstrap& boot) {
     return 3;
   }
   report(boot.ready_fd, std::string(1, kReadyByte));
-  Server server(*factory, object, b.incarnation, listener);
+  Server server(*factory, object, b.incarnation, std::move(listener));
   return server.run();
 }
 

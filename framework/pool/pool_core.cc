@@ -2,11 +2,11 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <system_error>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -17,20 +17,80 @@
 
 namespace mpx {
 namespace detail {
-namespace {
 
-}  // namespace
+RouterProcess::~RouterProcess() {
+  if (!running()) return;
+  kill();
+  reap(true);
+}
+
+void RouterProcess::kill() {
+  if (running()) ::kill(child_.pid, SIGKILL);
+}
+
+std::optional<int> RouterProcess::reap(bool block) { return spawning::reap(child_, block); }
+
+std::optional<int> RouterProcess::reap_within(std::chrono::milliseconds grace) {
+  if (!running()) return std::nullopt;
+  if (auto status = spawning::reap_for(child_, grace)) return status;
+  kill();
+  return reap(true);
+}
+
+void RouterProcess::start(const router::Config& config) {
+  // The router says on this pipe when it has bound its sockets: connecting earlier
+  // would fail.
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) {
+    const int err = errno;
+    throw PoolBroken(std::string("Pool: pipe2: ") + std::strerror(err) +
+                     spawning::descriptor_advice(err));
+  }
+  spawning::Spec spec;
+  spec.role = Role::kRouter;
+  spec.name = "Router";
+  spec.bootstrap = config.encode();
+  spec.ready_fd = ready[1];
+  try {
+    child_ = spawning::spawn_self(spec);
+  } catch (...) {
+    ::close(ready[0]);
+    ::close(ready[1]);
+    throw;
+  }
+  ::close(ready[1]);
+  bool signalled = false, ended = false;
+  {
+    transport::Loop starting;
+    starting.watch(ready[0], POLLIN, [&](short) {
+      char byte;
+      signalled = ::read(ready[0], &byte, 1) == 1;
+      ended = !signalled;  // closed without a byte: it failed during start-up
+    });
+    starting.watch(child_.pidfd, POLLIN, [&](short) { ended = true; });
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (!signalled && !ended && Clock::now() < deadline) starting.run_once(deadline);
+  }
+  ::close(ready[0]);
+  if (signalled) return;
+  kill();
+  const auto status = reap(true);
+  if (!ended) throw PoolBroken("Pool: the router process did not start within 30 s");
+  throw PoolBroken("Pool: the router process failed to start: it " +
+                   spawning::describe(status.value_or(0)));
+}
 
 PoolCore::PoolCore(const PoolOptions& options)
     : processes_(options.processes() > 0 ? options.processes() : cpu_count()),
       token_(base::random_token(10)),
-      initializer_pins_(options.initializer_pins()) {
+      initializer_pins_(options.initializer_pins()),
+      pump_([this](Clock::time_point deadline) { turn(deadline); }) {
   base::require_init("mpx::Pool");
   if (options.processes() < 0) throw Error("Pool: processes must be at least 1 (or 0 for cpu_count())");
   if (options.prefetch() < 1) throw Error("Pool: prefetch must be at least 1");
   router::Config config;
-  config.front_endpoint = transport::make_endpoint("front");
-  config.back_endpoint = transport::make_endpoint("back");
+  config.front_endpoint = transport::Endpoint::unique("front").str();
+  config.back_endpoint = transport::Endpoint::unique("back").str();
   config.workers = processes_;
   config.maxtasksperchild = options.maxtasksperchild();
   config.prefetch = options.prefetch();
@@ -55,75 +115,36 @@ PoolCore::PoolCore(const PoolOptions& options)
   }
   if (config.heartbeat_timeout.count() <= 0) throw Error("Pool: heartbeat_timeout must be positive");
 
-  // The router says on this pipe when it has bound its sockets: connecting earlier
-  // would fail.
-  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) {
-    throw PoolBroken(std::string("Pool: eventfd: ") + std::strerror(errno) +
-                     spawning::descriptor_advice(errno));
-  }
-  int ready[2];
-  if (pipe2(ready, O_CLOEXEC) != 0) {
-    const int err = errno;
-    ::close(wake_fd_);
-    throw PoolBroken(std::string("Pool: pipe2: ") + std::strerror(err) +
-                     spawning::descriptor_advice(err));
-  }
-  spawning::Spec spec;
-  spec.role = Role::kRouter;
-  spec.name = "Router";
-  spec.bootstrap = config.encode();
-  spec.ready_fd = ready[1];
   try {
-    router_ = spawning::spawn_self(spec);
-  } catch (...) {
-    ::close(ready[0]);
-    ::close(ready[1]);
-    ::close(wake_fd_);
-    throw;
+    loop_ = std::make_unique<transport::Loop>(/*wakeable=*/true);
+  } catch (const std::system_error& e) {
+    throw PoolBroken(std::string("Pool: ") + e.what() + spawning::descriptor_advice(e.code().value()));
   }
-  ::close(ready[1]);
-  router_pid_ = router_.pid;
+  router_.start(config);
+  router_pid_ = router_.pid();
   // From here on a failure must not leave the router (and so its workers) running:
-  // the destructor does not run for a constructor that throws.
-  try {
-    wait_for_router_ready(ready[0]);
-    ::close(ready[0]);
-    ready[0] = -1;
-    connect_and_greet(config.front_endpoint);
-  } catch (...) {
-    if (ready[0] >= 0) ::close(ready[0]);
-    if (wake_fd_ >= 0) ::close(wake_fd_);
-    if (fd_ >= 0) ::close(fd_);
-    if (router_.pid > 0) {
-      ::kill(router_.pid, SIGKILL);
-      spawning::reap(router_, true);
-    }
-    throw;
-  }
+  // RouterProcess's destructor kills it.
+  connect_and_greet(config.front_endpoint);
+  conn_watch_ = loop_->watch(conn_.fd(), POLLIN, [this](short) { read_router(); });
+  router_watch_ = loop_->watch(router_.pidfd(), POLLIN, [this](short) { check_router_exit(); });
+  router_watched_ = true;
   logger().debug("pool: router pid {} with {} workers", router_pid_, processes_);
 }
 
-PoolCore::~PoolCore() {
-  shutdown();
-  ::close(wake_fd_);
-  if (fd_ >= 0) ::close(fd_);
-}
+PoolCore::~PoolCore() { shutdown(); }
 
 void PoolCore::interrupt() {
-  // Taking mu_ orders this after the caller's state change for every waiter: one that
-  // evaluated its predicate before it is already in cv_.wait (and gets notified).
-  { std::lock_guard<std::mutex> lock(mu_); }
-  cv_.notify_all();
-  const std::uint64_t one = 1;
-  // EAGAIN only when the counter is full: a wake-up is pending anyway.
-  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+  // Taking the mutex orders this after the caller's state change for every waiter: one
+  // that evaluated its predicate before it is already asleep (and gets notified).
+  { std::lock_guard<std::mutex> lock(pump_.mu()); }
+  pump_.notify();
+  loop_->wake();
 }
 
 void PoolCore::connect_and_greet(const std::string& endpoint) {
   // "R" + token: the name the router sends this pool's results to.
-  fd_ = transport::connect_as(endpoint, "R" + token_);
-  if (fd_ < 0) {
+  conn_ = transport::Connection::dial(transport::Endpoint::from(endpoint), "R" + token_);
+  if (!conn_) {
     throw PoolBroken(std::string("Pool: cannot connect to the router: ") + std::strerror(errno) +
                      spawning::descriptor_advice(errno));
   }
@@ -134,20 +155,23 @@ void PoolCore::connect_and_greet(const std::string& endpoint) {
 
   // Results can reach this connection only once the router knows it: HELLO/WELCOME.
   const auto deadline = Clock::now() + std::chrono::seconds(30);
+  bool ended = false;
+  transport::Loop greeting;
+  greeting.watch(conn_.fd(), POLLIN, [](short) {});
+  greeting.watch(router_.pidfd(), POLLIN, [&](short) { ended = true; });
   wire::Header h;
   std::string_view header_bytes, payload;
   std::string why;
   for (;;) {
-    pollfd items[] = {{fd_, POLLIN, 0}, {router_.pidfd, POLLIN, 0}};
-    transport::poll(items, 2, std::chrono::milliseconds(100));
-    const auto fill = reader_.fill(fd_);
-    const auto got = reader_.next(h, header_bytes, payload, &why);
+    greeting.run_once(Clock::now() + std::chrono::milliseconds(100));
+    const auto fill = conn_.fill();
+    const auto got = conn_.next(h, header_bytes, payload, &why);
     if (got == transport::Reader::Next::kFrame && h.type == wire::Type::kWelcome) return;
     if (got == transport::Reader::Next::kBroken || got == transport::Reader::Next::kBadFrame) {
       throw PoolBroken("Pool: the router's greeting was malformed: " + why);
     }
-    if (items[1].revents & POLLIN) {
-      auto status = spawning::reap(router_, true);
+    if (ended) {
+      auto status = router_.reap(true);
       throw PoolBroken("Pool: the router process failed to start: it " +
                        spawning::describe(status.value_or(0)));
     }
@@ -162,12 +186,12 @@ void PoolCore::connect_and_greet(const std::string& endpoint) {
 
 bool PoolCore::send(const wire::Header& h, std::string_view payload) {
   std::lock_guard<std::timed_mutex> lock(send_mu_);
-  return flush_locked() && fd_ >= 0 && transport::write_frame(fd_, h, payload);
+  return flush_locked() && conn_ && conn_.send(h, payload);
 }
 
 bool PoolCore::flush_locked() {
   if (out_.empty()) return true;
-  const bool ok = fd_ >= 0 && transport::write_frame_bytes(fd_, out_);
+  const bool ok = conn_ && conn_.send_bytes(out_);
   out_.clear();
   return ok;
 }
@@ -177,30 +201,14 @@ void PoolCore::flush() {
   flush_locked();
 }
 
-void PoolCore::wait_for_router_ready(int ready_fd) {
-  pollfd fds[2] = {{ready_fd, POLLIN, 0}, {router_.pidfd, POLLIN, 0}};
-  int n;
-  do {
-    n = poll(fds, 2, 30000);
-  } while (n < 0 && errno == EINTR);
-  char byte;
-  if (n > 0 && (fds[0].revents & POLLIN) && read(ready_fd, &byte, 1) == 1) return;
-  if (n == 0) throw PoolBroken("Pool: the router process did not start within 30 s");
-  // Closed without a byte, or the router ended: it failed during start-up.
-  ::kill(router_.pid, SIGKILL);
-  auto status = spawning::reap(router_, true);
-  throw PoolBroken("Pool: the router process failed to start: it " +
-                   spawning::describe(status.value_or(0)));
-}
-
 void PoolCore::begin_call(const std::shared_ptr<CallBase>& call) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(pump_.mu());
   if (state_ != State::kRunning) {
     throw PoolBroken(state_ == State::kClosed ? "Pool is closed: no new work is accepted"
                                               : "Pool is broken: " + broken_reason_);
   }
   const std::uint64_t id = next_call_id_++;
-  call->set_id(id, &mu_);
+  call->set_id(id, &pump_.mu());
   if (call->total() > 0) calls_.emplace(id, call);
 }
 
@@ -218,7 +226,7 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
   const std::size_t size = payload.size();
   bool full;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(pump_.mu());
     full = state_ != State::kBroken && inflight_bytes_ != 0 && inflight_bytes_ + size > max_inflight_bytes_;
   }
   if (full) flush();
@@ -229,7 +237,7 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
       },
       Clock::time_point::max());
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(pump_.mu());
     if (state_ == State::kBroken) throw PoolBroken("Pool is broken: " + broken_reason_);
     inflight_[{call.id(), start}] = size;
     inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
@@ -250,8 +258,7 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
     if (payload.size() >= kBatchBytes / 4) {
       // Large: its own write, without a copy. It may block for as long as the router
       // takes to read it; a terminate() meanwhile kills the router, which ends it.
-      sent = flush_locked() && fd_ >= 0 &&
-             transport::write_frame(fd_, h, std::string_view(payload.data(), payload.size()));
+      sent = flush_locked() && conn_ && conn_.send(h, std::string_view(payload.data(), payload.size()));
     } else {
       transport::append_frame(out_, h, std::string_view(payload.data(), payload.size()));
       if (out_.size() >= kBatchBytes) sent = flush_locked();
@@ -288,12 +295,12 @@ void PoolCore::release_call(std::uint64_t call_id) {
 
 void PoolCore::abandon_call(CallBase& call) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(pump_.mu());
     release_call(call.id());  // the router drops what it still queues
     if (calls_.erase(call.id()) == 0) return;
   }
   send_control(wire::Type::kCancel, call.id());
-  cv_.notify_all();
+  pump_.notify();
 }
 
 void PoolCore::send_control(wire::Type type, std::uint64_t call_id) {
@@ -304,137 +311,99 @@ void PoolCore::send_control(wire::Type type, std::uint64_t call_id) {
 }
 
 bool PoolCore::wait(const std::function<bool()>& ready, Clock::time_point deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
-  bool flushed = false;
+  std::unique_lock<std::mutex> lock(pump_.mu());
+  if (ready()) return true;
+  // Nobody waits on chunks still in this process's buffer (a submitter that did not
+  // flush would wait forever for their answers). Only a wait that waits: the
+  // submitter's window check comes here for every chunk it buffers.
+  lock.unlock();
+  flush();
+  lock.lock();
+  // Pumps even when the deadline has passed: with no background thread, a non-blocking
+  // check (ready(), wait_for(0)) must still collect what arrived.
+  return pump_.wait(lock, ready, deadline);
+}
+
+void PoolCore::turn(Clock::time_point deadline) {
+  // Frames read with an earlier one (with the WELCOME, say) are handled first; if
+  // there were any, the waiters look at what they did before anybody waits.
+  bool broken = false;
+  std::string why;
+  if (dispatch_buffered(&broken, &why)) return;
+  // A result is often tens of microseconds away: wait awake for a moment first, while
+  // few chunks are out (a caller waiting on an answer); bulk work leaves the CPU to
+  // the workers. At most a second at a time: the waiters' predicates are looked at
+  // again.
+  const bool spin = inflight_chunks_.load(std::memory_order_relaxed) <= static_cast<std::size_t>(processes_);
+  loop_->run_once(std::min(deadline, Clock::now() + std::chrono::seconds(1)), spin);
+}
+
+bool PoolCore::dispatch_buffered(bool* broken, std::string* why) {
+  wire::Header h;
+  std::string_view header_bytes, payload;
+  bool handled = false;
   for (;;) {
-    if (ready()) return true;
-    if (!flushed) {
-      // Nobody waits on chunks still in this process's buffer (a submitter that did
-      // not flush would wait forever for their answers). Only a wait that waits: the
-      // submitter's window check comes here for every chunk it buffers.
-      flushed = true;
-      lock.unlock();
-      flush();
-      lock.lock();
-      continue;
-    }
-    const bool expired = Clock::now() >= deadline;
-    if (!pumping_ && !stopping_) {
-      // Pump even when the deadline has passed: with no background thread, a
-      // non-blocking check (ready(), wait_for(0)) must still collect what arrived.
-      pumping_ = true;
-      lock.unlock();
-      try {
-        pump(deadline);
-      } catch (...) {
-        lock.lock();
-        pumping_ = false;
-        cv_.notify_all();
-        throw;
-      }
-      lock.lock();
-      pumping_ = false;
-      cv_.notify_all();
-      if (expired) return ready();
+    const auto got = conn_.next(h, header_bytes, payload, why);
+    if (got == transport::Reader::Next::kFrame) {
+      dispatch(h, payload);
+      handled = true;
+    } else if (got == transport::Reader::Next::kBadFrame) {
+      logger().warn("pool: dropped a malformed message from the router: {}", *why);
     } else {
-      if (expired) return false;
-      cv_.wait_until(lock, deadline);
+      *broken = got == transport::Reader::Next::kBroken;
+      return handled;
     }
   }
 }
 
-void PoolCore::pump(Clock::time_point deadline) {
-  // Frames read with an earlier one (with the WELCOME, say) are handled first; if
-  // there were any, the waiters look at what they did before anybody polls.
-  {
-    wire::Header h;
-    std::string_view header_bytes, payload;
-    std::string why;
-    bool handled = false;
-    for (;;) {
-      const auto got = reader_.next(h, header_bytes, payload, &why);
-      if (got == transport::Reader::Next::kFrame) {
-        dispatch(h, payload);
-        handled = true;
-      } else if (got == transport::Reader::Next::kBadFrame) {
-        logger().warn("pool: dropped a malformed message from the router: {}", why);
-      } else {
-        break;  // kNone, or kBroken: read again below, where it is handled
-      }
-    }
-    if (handled) return;
+void PoolCore::read_router() {
+  if (router_closed_) return;
+  const auto fill = conn_.fill();
+  bool broken = false;
+  std::string why;
+  dispatch_buffered(&broken, &why);
+  std::string lost;
+  if (broken) {
+    // The stream cannot be resynchronised: nothing more can arrive on it.
+    lost = "Pool is broken: the router sent a malformed message (" + why + ")";
+  } else if (fill == transport::Reader::Fill::kClosed) {
+    lost = "Pool is broken: the router closed its connection";
   }
-  const auto now = Clock::now();
-  auto timeout = std::chrono::milliseconds(1000);
-  if (deadline - now < timeout) {
-    timeout = std::max(std::chrono::milliseconds(0),
-                       std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now));
+  if (lost.empty()) return;
+  router_closed_ = true;
+  loop_->set_events(conn_watch_, 0);
+  // A router that is exiting says why (its pidfd); one that lives on can reach no call.
+  bool exiting = !router_watched_;
+  if (router_watched_) {
+    transport::Loop ending;
+    ending.watch(router_.pidfd(), POLLIN, [&](short) { exiting = true; });
+    ending.run_once(Clock::now() + std::chrono::milliseconds(100));
   }
-  pollfd items[] = {{router_closed_ ? -1 : fd_, POLLIN, 0},
-                    {wake_fd_, POLLIN, 0},
-                    {router_.pidfd, POLLIN, 0}};
-  // A result is often tens of microseconds away: wait awake for a moment first, while
-  // few chunks are out (a caller waiting on an answer); bulk work leaves the CPU to
-  // the workers.
-  const std::size_t count = router_.pidfd >= 0 ? 3 : 2;
-  if (inflight_chunks_.load(std::memory_order_relaxed) <= static_cast<std::size_t>(processes_)) {
-    transport::poll_spinning(items, count, timeout, spin_);
-  } else {
-    transport::poll(items, count, timeout);
+  if (!exiting) {
+    logger().error("pool: {}", lost);
+    fail_all(std::make_exception_ptr(PoolBroken(lost)));
   }
-  if (items[1].revents & POLLIN) {
-    std::uint64_t count;
-    [[maybe_unused]] ssize_t n = ::read(wake_fd_, &count, sizeof count);
-  }
-  if (!router_closed_ && (items[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-    const auto fill = reader_.fill(fd_);
-    wire::Header h;
-    std::string_view header_bytes, payload;
-    std::string why;
-    bool broken = false;
-    for (;;) {
-      const auto got = reader_.next(h, header_bytes, payload, &why);
-      if (got == transport::Reader::Next::kFrame) {
-        dispatch(h, payload);
-      } else if (got == transport::Reader::Next::kBadFrame) {
-        logger().warn("pool: dropped a malformed message from the router: {}", why);
-      } else {
-        broken = got == transport::Reader::Next::kBroken;
-        break;
-      }
-    }
-    std::string lost;
-    if (broken) {
-      // The stream cannot be resynchronised: nothing more can arrive on it.
-      lost = "Pool is broken: the router sent a malformed message (" + why + ")";
-    } else if (fill == transport::Reader::Fill::kClosed) {
-      lost = "Pool is broken: the router closed its connection";
-    }
-    if (!lost.empty()) {
-      router_closed_ = true;
-      // A router that is exiting says why below; one that lives on can reach no call.
-      pollfd exiting{router_.pidfd, POLLIN, 0};
-      if (router_.pidfd < 0 || transport::poll(&exiting, 1, std::chrono::milliseconds(100)) == 0) {
-        logger().error("pool: {}", lost);
-        fail_all(std::make_exception_ptr(PoolBroken(lost)));
-      }
-    }
-  }
-  if (router_.pidfd >= 0 && (items[2].revents & POLLIN)) check_router_exit();
 }
 
 std::string PoolCore::stop_reason() {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(pump_.mu());
   return stop_reason_;
 }
 
 void PoolCore::check_router_exit() {
-  const pid_t pid = router_.pid;
-  auto status = spawning::reap(router_, false);
+  const pid_t pid = router_.pid();
+  auto status = router_.reap(false);
   if (!status) return;
+  router_reaped();
   std::string why = stop_reason();
   if (why.empty()) why = "the pool's router process (pid " + std::to_string(pid) + ") " + spawning::describe(*status);
   fail_all(std::make_exception_ptr(PoolBroken(why)));
+}
+
+void PoolCore::router_reaped() {
+  // Its pidfd is closed with the reap: the Loop must not wait on it any more.
+  if (router_watched_) loop_->unwatch(router_watch_);
+  router_watched_ = false;
 }
 
 void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
@@ -446,7 +415,7 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
   }
   std::shared_ptr<CallBase> call;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(pump_.mu());
     // Whatever the call's state, an answered chunk leaves the backpressure window.
     if (h.type == wire::Type::kResult) {
       release_chunk(h.call_id, h.start);
@@ -464,7 +433,7 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
     }
     auto it = calls_.find(h.call_id);
     if (it == calls_.end()) {  // a late answer for a call that already finished
-      cv_.notify_all();        // it may have opened the window for a submitter
+      pump_.notify();        // it may have opened the window for a submitter
       return;
     }
     call = it->second;
@@ -518,16 +487,16 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
   if (done) {
     // A call that failed fast is not cancelled: as in Python, its remaining items still
     // run (their side effects happen) and their results are dropped on arrival.
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(pump_.mu());
     calls_.erase(h.call_id);
   }
-  cv_.notify_all();
+  pump_.notify();
 }
 
 void PoolCore::fail_all(std::exception_ptr error) {
   std::unordered_map<std::uint64_t, std::shared_ptr<CallBase>> calls;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(pump_.mu());
     if (state_ != State::kBroken) {
       state_ = State::kBroken;
       try {
@@ -542,17 +511,17 @@ void PoolCore::fail_all(std::exception_ptr error) {
     inflight_chunks_.store(0, std::memory_order_relaxed);
   }
   for (auto& [id, call] : calls) call->accept_failure(error);
-  cv_.notify_all();
+  pump_.notify();
 }
 
 void PoolCore::close() {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(pump_.mu());
   if (state_ == State::kRunning) state_ = State::kClosed;
 }
 
 void PoolCore::join() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(pump_.mu());
     if (state_ == State::kRunning) throw Error("Pool::join: call close() or terminate() first");
   }
   wait([this] { return calls_.empty(); }, Clock::time_point::max());
@@ -568,47 +537,42 @@ void PoolCore::shutdown() {
 }
 
 bool PoolCore::ask_router(wire::Type how) {
-  if (router_.pid <= 0 || spawning::is_stopped(router_.pid)) return false;
+  if (!router_.running() || router_.is_stopped()) return false;
   // Another thread may hold the connection for a long write (a large argument to a
   // router that does not read): a stop never waits for it.
   std::unique_lock<std::timed_mutex> lock(send_mu_, std::chrono::milliseconds(20));
-  if (!lock.owns_lock() || fd_ < 0) return false;
+  if (!lock.owns_lock() || !conn_) return false;
   std::string bytes = std::move(out_);
   out_.clear();
   wire::Header h;
   h.type = how;
   transport::append_frame(bytes, h, {});
-  return transport::write_frame_bytes(fd_, bytes, Clock::now() + std::chrono::milliseconds(50));
+  return conn_.send_bytes(bytes, Clock::now() + std::chrono::milliseconds(50));
 }
 
 void PoolCore::stop_router(wire::Type how, std::chrono::milliseconds grace, const char* why) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(pump_.mu());
     if (stop_reason_.empty()) stop_reason_ = why;
   }
   // terminate() kills at once: the workers die with the router (their parent-death
   // signal). A graceful stop is asked for; a router that cannot be asked promptly (it
   // is stopped, its connection is busy or full) is killed instead, so that no stop
   // waits on what the router or another thread does. Either happens before the pump
-  // token is taken: a thread pumping results wakes up when the router exits.
+  // is held: a thread pumping results wakes up when the router exits.
   const bool asked = how != wire::Type::kTerminate && ask_router(how);
-  if (!asked && router_.pid > 0) ::kill(router_.pid, SIGKILL);
+  if (!asked) router_.kill();
   {
-    std::unique_lock<std::mutex> lock(mu_);
-    stopping_ = true;
-    cv_.wait(lock, [this] { return !pumping_; });
-    pumping_ = true;
+    std::unique_lock<std::mutex> lock(pump_.mu());
+    pump_.hold(lock);
   }
-  if (router_.pid > 0) {
-    if (!spawning::reap_for(router_, grace)) {
-      ::kill(router_.pid, SIGKILL);
-      spawning::reap(router_, true);
-    }
+  if (router_.running()) {
+    router_.reap_within(grace);
+    router_reaped();
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    pumping_ = false;
-    stopping_ = false;
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    pump_.release();
   }
   fail_all(std::make_exception_ptr(PoolBroken(why)));
 }

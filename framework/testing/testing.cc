@@ -245,7 +245,7 @@ std::vector<std::string> listening_endpoints(pid_t pid) {
       continue;
     }
     if (std::find(inodes.begin(), inodes.end(), fields[6]) == inodes.end()) continue;
-    out.push_back("ipc://" + fields[7]);
+    out.push_back("unix://" + fields[7]);
   }
   return out;
 }

@@ -51,7 +51,7 @@ HelperDriver start_helper_driver(const std::string& gtest_filter, const std::str
 // "pid: map line". Scans every /proc/<pid>/maps this user can read.
 std::vector<std::string> processes_mapping(const std::string& needle);
 
-// Endpoints ("ipc://@name") of the abstract unix sockets process pid listens
+// Endpoints ("unix://@name") of the abstract unix sockets process pid listens
 // on: how a test finds a live router's sockets (names end in "-front" and "-back").
 // Reads /proc/<pid>/fd and /proc/net/unix; empty if pid is gone or not readable.
 std::vector<std::string> listening_endpoints(pid_t pid);

@@ -1,6 +1,6 @@
 #include "framework/transport/transport.h"
 
-#include <sched.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -13,7 +13,6 @@
 #include <cstring>
 #include <new>
 
-#include "framework/base/base.h"
 #include "mpx/errors.h"
 
 namespace mpx {
@@ -24,16 +23,19 @@ namespace {
 constexpr char kIdentityMagic[4] = {'m', 'p', 'x', '1'};
 constexpr std::size_t kIdentityPrefix = sizeof kIdentityMagic + 1;
 
-socklen_t make_address(const std::string& endpoint, sockaddr_un& addr) {
-  std::string_view name = endpoint;
-  if (name.rfind("ipc://", 0) == 0) name.remove_prefix(6);
-  if (!name.empty() && name[0] == '@') name.remove_prefix(1);
+// Only unix-abstract endpoints are served; EPROTONOSUPPORT for the others.
+bool make_address(const Endpoint& endpoint, sockaddr_un& addr, socklen_t* len) {
+  if (endpoint.scheme() != Endpoint::Scheme::kUnixAbstract) {
+    errno = EPROTONOSUPPORT;
+    return false;
+  }
+  const std::string_view name = endpoint.name();  // Endpoint checked its length
   std::memset(&addr, 0, sizeof addr);
   addr.sun_family = AF_UNIX;
   // Abstract namespace: a leading NUL, nothing on disk to clean up.
-  const std::size_t n = std::min(name.size(), sizeof addr.sun_path - 1);
-  std::memcpy(addr.sun_path + 1, name.data(), n);
-  return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  return true;
 }
 
 void put_u32(char* p, std::uint32_t v) {
@@ -146,73 +148,6 @@ void set_type(Message& header_frame, wire::Type type) {
   header_frame.data<std::uint8_t>()[4] = static_cast<std::uint8_t>(type);
 }
 
-// ---- Endpoints and connections --------------------------------------------------------
-
-std::string make_endpoint(std::string_view tag) {
-  static std::atomic<unsigned> counter{0};
-  return "ipc://@mpx-" + std::to_string(getpid()) + "-" + std::to_string(counter++) + "-" +
-         base::random_token(8) + "-" + std::string(tag);
-}
-
-int listen_on(const std::string& endpoint) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_un addr;
-  const socklen_t len = make_address(endpoint, addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd, 512) != 0) {
-    const int e = errno;
-    ::close(fd);
-    errno = e;
-    return -1;
-  }
-  return fd;
-}
-
-int connect_to(const std::string& endpoint) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_un addr;
-  const socklen_t len = make_address(endpoint, addr);
-  int r;
-  do {
-    r = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), len);
-  } while (r != 0 && errno == EINTR);
-  if (r != 0) {
-    const int e = errno;
-    ::close(fd);
-    errno = e;
-    return -1;
-  }
-  return fd;
-}
-
-int connect_as(const std::string& endpoint, std::string_view identity) {
-  if (identity.size() > kMaxIdentity) {
-    errno = ENAMETOOLONG;
-    return -1;
-  }
-  const int fd = connect_to(endpoint);
-  if (fd < 0) return -1;
-  char prefix[kIdentityPrefix];
-  std::memcpy(prefix, kIdentityMagic, sizeof kIdentityMagic);
-  prefix[sizeof kIdentityMagic] = static_cast<char>(identity.size());
-  iovec iov[2] = {{prefix, sizeof prefix}, {const_cast<char*>(identity.data()), identity.size()}};
-  if (!write_all(fd, iov, 2)) {
-    const int e = errno;
-    ::close(fd);
-    errno = e;
-    return -1;
-  }
-  return fd;
-}
-
-long peer_uid(int fd) {
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
-  return static_cast<long>(cred.uid);
-}
-
 // ---- Reading --------------------------------------------------------------------------
 
 constexpr std::size_t kReadChunk = 64 * 1024;
@@ -226,6 +161,19 @@ Reader::Reader(Reader&& other) noexcept
       start_(std::exchange(other.start_, 0)),
       end_(std::exchange(other.end_, 0)),
       need_(std::exchange(other.need_, 0)) {}
+
+Reader& Reader::operator=(Reader&& other) noexcept {
+  if (this != &other) {
+    std::free(buf_);
+    max_payload_ = other.max_payload_;
+    buf_ = std::exchange(other.buf_, nullptr);
+    cap_ = std::exchange(other.cap_, 0);
+    start_ = std::exchange(other.start_, 0);
+    end_ = std::exchange(other.end_, 0);
+    need_ = std::exchange(other.need_, 0);
+  }
+  return *this;
+}
 
 void Reader::grow() {
   if (start_ > 0) {  // room at the front first (a move of bytes onto themselves still copies)
@@ -389,6 +337,15 @@ Reader::Next Reader::next(Incoming& in, std::string* why) {
 
 // ---- Writing --------------------------------------------------------------------------
 
+void append_frame(std::string& out, std::string_view header_bytes, std::string_view payload) {
+  char prefix[kFramePrefix];
+  put_u32(prefix, static_cast<std::uint32_t>(header_bytes.size()));
+  put_u32(prefix + 4, static_cast<std::uint32_t>(payload.size()));
+  out.append(prefix, kFramePrefix);
+  out.append(header_bytes.data(), header_bytes.size());
+  out.append(payload.data(), payload.size());
+}
+
 void append_frame(std::string& out, const wire::Header& header, std::string_view payload) {
   char head[kFramePrefix + wire::kMaxHeaderSize];
   const std::size_t hl = wire::encode(header, head + kFramePrefix);
@@ -396,28 +353,6 @@ void append_frame(std::string& out, const wire::Header& header, std::string_view
   put_u32(head + 4, static_cast<std::uint32_t>(payload.size()));
   out.append(head, kFramePrefix + hl);
   out.append(payload.data(), payload.size());
-}
-
-bool write_frame(int fd, std::string_view header_bytes, std::string_view payload) {
-  char prefix[kFramePrefix];
-  put_u32(prefix, static_cast<std::uint32_t>(header_bytes.size()));
-  put_u32(prefix + 4, static_cast<std::uint32_t>(payload.size()));
-  iovec iov[3] = {{prefix, kFramePrefix},
-                  {const_cast<char*>(header_bytes.data()), header_bytes.size()},
-                  {const_cast<char*>(payload.data()), payload.size()}};
-  return write_all(fd, iov, 3);
-}
-
-bool write_frame_bytes(int fd, std::string_view frames,
-                       std::chrono::steady_clock::time_point deadline) {
-  iovec iov{const_cast<char*>(frames.data()), frames.size()};
-  return write_all(fd, &iov, 1, deadline);
-}
-
-bool write_frame(int fd, const wire::Header& header, std::string_view payload) {
-  char head[wire::kMaxHeaderSize];
-  const std::size_t hl = wire::encode(header, head);
-  return write_frame(fd, std::string_view(head, hl), payload);
 }
 
 void Writer::push(const wire::Header& header, Message payload) {
@@ -480,59 +415,159 @@ Writer::Status Writer::flush(int fd) {
   return Status::kDone;
 }
 
-int poll(pollfd* fds, std::size_t count, std::chrono::milliseconds timeout) {
-  using Clock = std::chrono::steady_clock;
-  const bool forever = timeout.count() < 0;
-  const auto deadline = forever ? Clock::time_point::max() : Clock::now() + timeout;
-  for (;;) {
-    int left = -1;
-    if (!forever) {
-      // Rounded up: a poll that returns on its timeout has reached the deadline.
-      left = static_cast<int>(std::clamp<long long>(
-          std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count(), 0,
-          INT32_MAX));
-    }
-    const int n = ::poll(fds, static_cast<nfds_t>(count), left);
-    if (n > 0 || (n == 0 && (forever || Clock::now() >= deadline))) return n;
-    if (n == 0) continue;  // woke a little early (timer slack): wait out the rest
-    if (errno != EINTR) throw Error(std::string("poll: ") + std::strerror(errno));
+// ---- Connections ------------------------------------------------------------------------
+
+Connection::Connection(Connection&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)),
+      identity_(std::move(other.identity_)),
+      reader_(std::move(other.reader_)),
+      writer_(std::move(other.writer_)) {}
+
+Connection& Connection::operator=(Connection&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = std::exchange(other.fd_, -1);
+    identity_ = std::move(other.identity_);
+    reader_ = std::move(other.reader_);
+    writer_ = std::move(other.writer_);
   }
+  return *this;
 }
 
-bool Spin::enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("MPX_SPIN");
-    return v == nullptr || std::string_view(v) != "0";
-  }();
-  return on;
+void Connection::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  reader_.reset();
+  writer_.discard();
 }
 
-int poll_spinning(pollfd* fds, std::size_t count, std::chrono::milliseconds timeout, Spin& spin) {
-  using Clock = std::chrono::steady_clock;
-  const auto budget = spin.budget();
-  if (budget.count() == 0 || timeout.count() == 0) {
-    const int n = poll(fds, count, timeout);
-    if (budget.count() == 0) spin.update(false);
-    return n;
+Connection Connection::dial(const Endpoint& to, std::string_view identity) {
+  if (identity.size() > kMaxIdentity) {
+    errno = ENAMETOOLONG;
+    return Connection();
   }
-  const auto start = Clock::now();
-  const auto until = start + (timeout.count() < 0 ? Clock::duration(budget)
-                                                  : std::min<Clock::duration>(budget, timeout));
+  sockaddr_un addr;
+  socklen_t len;
+  if (!make_address(to, addr, &len)) return Connection();
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Connection();
+  int r;
   do {
-    const int n = ::poll(fds, static_cast<nfds_t>(count), 0);
-    if (n > 0) {
-      spin.update(true);
-      return n;
-    }
-    if (n < 0 && errno != EINTR) throw Error(std::string("poll: ") + std::strerror(errno));
-    sched_yield();
-  } while (Clock::now() < until);
-  spin.update(false);
-  if (timeout.count() > 0) {
-    timeout -= std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-    if (timeout.count() < 0) timeout = std::chrono::milliseconds(0);
+    r = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), len);
+  } while (r != 0 && errno == EINTR);
+  if (r != 0) {
+    const int e = errno;
+    ::close(fd);
+    errno = e;
+    return Connection();
   }
-  return poll(fds, count, timeout);
+  Connection c(fd);
+  if (!identity.empty()) {
+    char prefix[kIdentityPrefix];
+    std::memcpy(prefix, kIdentityMagic, sizeof kIdentityMagic);
+    prefix[sizeof kIdentityMagic] = static_cast<char>(identity.size());
+    iovec iov[2] = {{prefix, sizeof prefix}, {const_cast<char*>(identity.data()), identity.size()}};
+    if (!write_all(fd, iov, 2)) {
+      const int e = errno;
+      c.close();
+      errno = e;
+      return Connection();
+    }
+    c.identity_ = std::string(identity);
+  }
+  return c;
+}
+
+long Connection::peer_uid() const {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd_, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+  return static_cast<long>(cred.uid);
+}
+
+bool Connection::read_identity(bool* bad, std::string* why) {
+  std::string id;
+  if (!reader_.identity(&id, bad, why)) return false;
+  identity_ = std::move(id);
+  return true;
+}
+
+bool Connection::send(const wire::Header& header, std::string_view payload) {
+  char head[kFramePrefix + wire::kMaxHeaderSize];
+  const std::size_t hl = wire::encode(header, head + kFramePrefix);
+  put_u32(head, static_cast<std::uint32_t>(hl));
+  put_u32(head + 4, static_cast<std::uint32_t>(payload.size()));
+  iovec iov[2] = {{head, kFramePrefix + hl}, {const_cast<char*>(payload.data()), payload.size()}};
+  return fd_ >= 0 && write_all(fd_, iov, 2);
+}
+
+bool Connection::send_bytes(std::string_view frames, std::chrono::steady_clock::time_point deadline) {
+  iovec iov{const_cast<char*>(frames.data()), frames.size()};
+  return fd_ >= 0 && write_all(fd_, &iov, 1, deadline);
+}
+
+std::size_t Connection::send_some(std::string_view bytes, bool* gone) {
+  std::size_t done = 0;
+  *gone = false;
+  while (done < bytes.size()) {
+    const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      done += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    *gone = true;
+    break;
+  }
+  return done;
+}
+
+// ---- Listeners --------------------------------------------------------------------------
+
+Listener::~Listener() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Listener& Listener::operator=(Listener&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+Listener Listener::bind(const Endpoint& at) {
+  Listener l;
+  sockaddr_un addr;
+  socklen_t len;
+  if (!make_address(at, addr, &len)) return l;
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return l;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd, 512) != 0) {
+    const int e = errno;
+    ::close(fd);
+    errno = e;
+    return l;
+  }
+  l.fd_ = fd;
+  return l;
+}
+
+Listener::Accept Listener::accept(Connection* out, long* peer_uid, std::size_t max_payload) {
+  for (;;) {
+    const int fd = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK ? Accept::kNone : Accept::kFailed;
+    }
+    Connection c(fd, max_payload);
+    *peer_uid = c.peer_uid();
+    // Same trust boundary everywhere: only this user's processes may talk to us.
+    if (*peer_uid != static_cast<long>(getuid())) return Accept::kForeign;
+    *out = std::move(c);
+    return Accept::kAccepted;
+  }
 }
 
 }  // namespace transport

@@ -1,26 +1,26 @@
 // Transport: messages over unix stream sockets, the one layer that touches them.
 //
 // Every message is a frame: u32 header length, u32 payload length (little-endian), the
-// wire header (framework/wire), the payload. A connection starts with an identity
-// preamble (connect_as), the peer's name for the listener: a pool's router routes on
-// those names (a worker's is unguessable, handed to it at spawn). Listening sockets live
-// in Linux's abstract namespace (nothing on disk) and the listener accepts only peers of
-// its own uid (SO_PEERCRED, see peer_uid).
+// wire header (framework/wire), the payload. A Connection owns one stream: its socket,
+// the bytes read and not yet handled (Reader), the frames queued and not yet written
+// (Writer), and the identity the peer announced in its preamble (a pool's router routes
+// on those names; a worker's is unguessable, handed to it at spawn). A Listener accepts
+// only peers of its own uid (SO_PEERCRED). Endpoints are typed (endpoint.h); the Loop
+// that waits on connections is in loop.h, the leader/follower result pump in pump.h.
 //
-// Why not ZeroMQ (which mpx used first): every ZeroMQ hop passes through an I/O thread
-// on both sides, so a message costs three thread hand-offs and its receiver can never be
-// found awake; on the 2-core machine a two-process ping-pong measured 105-115 us over
-// ZeroMQ ipc and 44-58 us over a unix stream, and a pool task's four hops 216-305 us
-// against 33 us for the same relay over streams (BENCHMARKS.md). A write to a unix
-// stream also lands in the receiver's kernel buffer before it returns, so what a worker
-// sent before dying is still read after its death: nothing is lost in an I/O thread.
+// Why not ZeroMQ (which mpx used first) within a host: every ZeroMQ hop passes through
+// an I/O thread on both sides, so a message costs three thread hand-offs and its
+// receiver can never be found awake; on the 2-core machine a two-process ping-pong
+// measured 105-115 us over ZeroMQ ipc and 44-58 us over a unix stream, and a pool task's
+// four hops 216-305 us against 33 us for the same relay over streams (BENCHMARKS.md). A
+// write to a unix stream also lands in the receiver's kernel buffer before it returns,
+// so what a worker sent before dying is still read after its death: nothing is lost in
+// an I/O thread. (Between hosts ZeroMQ is the plan: DESIGN.md.)
 //
 // "Would block", "nothing yet" and "peer gone" are ordinary outcomes (statuses), never
 // exceptions.
 #ifndef MPX_FRAMEWORK_TRANSPORT_TRANSPORT_H_
 #define MPX_FRAMEWORK_TRANSPORT_TRANSPORT_H_
-
-#include <poll.h>
 
 #include <algorithm>
 #include <atomic>
@@ -35,6 +35,7 @@
 #include <utility>
 #include <vector>
 
+#include "framework/transport/endpoint.h"
 #include "framework/wire/wire.h"
 #include "mpx/detail/codec.h"
 
@@ -103,19 +104,6 @@ class Message {
 // The encoded header, as a frame.
 Message header_message(const wire::Header& header);
 
-// A fresh endpoint name ("ipc://@mpx-<pid>-<n>-<random>-<tag>") in Linux's abstract
-// socket namespace: nothing on disk to leak, unique per process, call and chance.
-std::string make_endpoint(std::string_view tag);
-
-// A non-blocking listening socket bound to endpoint, or -1 with errno set.
-int listen_on(const std::string& endpoint);
-// A blocking socket connected to endpoint, or -1 with errno set (ECONNREFUSED: nobody
-// listens). connect_as sends identity first: what the listener knows this peer by.
-int connect_to(const std::string& endpoint);
-int connect_as(const std::string& endpoint, std::string_view identity);
-// The uid of the peer process (SO_PEERCRED), or -1.
-long peer_uid(int fd);
-
 // One received message. header views into header_frame.
 struct Incoming {
   std::string from;  // the sending connection's identity (the router's side)
@@ -132,7 +120,7 @@ class Reader {
   explicit Reader(std::size_t max_payload = kMaxPayload) : max_payload_(max_payload) {}
   ~Reader();
   Reader(Reader&& other) noexcept;
-  Reader& operator=(Reader&&) = delete;
+  Reader& operator=(Reader&& other) noexcept;
   Reader(const Reader&) = delete;
   // Reads what the socket has without blocking: kClosed once the peer closed (or the
   // socket failed) and nothing more was read.
@@ -177,18 +165,10 @@ class Reader {
   std::size_t need_ = 0;  // bytes the frame being read needs in total
 };
 
-// Writes one whole frame on a blocking or non-blocking socket, waiting while it is
-// full. false when the peer is gone (EPIPE, ECONNRESET) or the socket failed.
-bool write_frame(int fd, const wire::Header& header, std::string_view payload);
-bool write_frame(int fd, std::string_view header_bytes, std::string_view payload);
 // Encodes a frame into out (for a later write).
 void append_frame(std::string& out, const wire::Header& header, std::string_view payload);
-// Writes bytes that hold whole frames (append_frame), waiting while the socket is full
-// (until deadline, if given: then false, possibly after a part was written).
-bool write_frame_bytes(int fd, std::string_view frames,
-                       std::chrono::steady_clock::time_point deadline =
-                           std::chrono::steady_clock::time_point::max());
-
+// The same with header bytes as they are (tests and tools that send foreign headers).
+void append_frame(std::string& out, std::string_view header_bytes, std::string_view payload);
 // Frames queued for a non-blocking socket, written as far as it takes them: a router
 // never waits for a slow peer.
 class Writer {
@@ -221,46 +201,100 @@ class Writer {
 // Rewrites the type byte of an encoded header in place (fixed layout, see wire.cc).
 void set_type(Message& header_frame, wire::Type type);
 
-// poll that resumes after signal handlers (EINTR) with the time that is left, as
-// Python does since PEP 475; a negative timeout waits forever. Returns the number of
-// ready descriptors (0 on timeout); throws mpx::Error on a real failure.
-int poll(pollfd* fds, std::size_t count, std::chrono::milliseconds timeout);
-// How long a waiter checks for its message awake before it sleeps. Spinning pays when
-// messages follow each other within microseconds (a call's reply, a map's next chunk):
-// on a virtual machine a cross-CPU wake-up costs ~20 us, several times the message. It
-// costs when they do not: the CPU it takes is the workers'. So the budget follows what
-// spinning achieved lately: doubled (up to 100 us) when the message came while
-// spinning, halved when it did not, and tried again now and then once it reached 0.
-//
-// MPX_SPIN=0 in the environment turns spinning off (for a machine whose CPUs are all
-// busy with other work, where every spin is stolen from it).
-class Spin {
+// One stream to one peer. Not thread-safe: its owner serialises use (a router's loop,
+// a pool's send lock and pump, a worker's only thread). Movable; closes its socket.
+class Connection {
  public:
-  Spin() : budget_(enabled() ? std::chrono::microseconds(50) : std::chrono::microseconds(0)) {}
-  std::chrono::microseconds budget() const { return budget_; }
-  void update(bool caught) {
-    if (!enabled()) return;
-    if (caught) {
-      budget_ = std::min(std::max(budget_ * 2, std::chrono::microseconds(10)), kMax);
-    } else if (budget_.count() > 0) {
-      budget_ /= 2;
-      if (budget_ < std::chrono::microseconds(4)) budget_ = std::chrono::microseconds(0);
-    } else if (++idle_ % 64 == 0) {
-      budget_ = std::chrono::microseconds(20);
-    }
+  Connection() = default;
+  // Adopts fd, a connected stream socket.
+  explicit Connection(int fd, std::size_t max_payload = kMaxPayload) : fd_(fd), reader_(max_payload) {}
+  ~Connection() { close(); }
+  Connection(Connection&& other) noexcept;
+  Connection& operator=(Connection&& other) noexcept;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Connects to a unix-abstract endpoint, announcing identity first unless it is empty.
+  // On failure the Connection is invalid (!conn) and errno says why: ECONNREFUSED
+  // (nobody listens), ENAMETOOLONG (identity over kMaxIdentity), EPROTONOSUPPORT (ipc://
+  // and tcp:// endpoints are not served yet), or the socket call's own error.
+  static Connection dial(const Endpoint& to, std::string_view identity = {});
+
+  explicit operator bool() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+  // The identity the peer announced (read_identity) or this side announced (dial).
+  const std::string& identity() const { return identity_; }
+  // The uid of the peer process (SO_PEERCRED), or -1.
+  long peer_uid() const;
+  void close();
+
+  // ---- Reading (see Reader)
+  Reader::Fill fill() { return reader_.fill(fd_); }
+  // The peer's identity preamble: true once it is read (identity() has it), false while
+  // it is incomplete; on a malformed one sets *bad and *why.
+  bool read_identity(bool* bad, std::string* why);
+  Reader::Next next(wire::Header& header, std::string_view& header_bytes, std::string_view& payload,
+                    std::string* why) {
+    return reader_.next(header, header_bytes, payload, why);
   }
+  Reader::Next next(Incoming& in, std::string* why) { return reader_.next(in, why); }
+  std::optional<std::pair<std::string, std::size_t>> discard_frame(std::string* why) {
+    return reader_.discard_frame(fd_, why);
+  }
+  Reader& reader() { return reader_; }
+
+  // ---- Writing now: whole frames, waiting while the socket is full (until deadline,
+  // for send_bytes: then false, possibly after a part was written). false when the peer
+  // is gone (EPIPE, ECONNRESET) or the socket failed.
+  bool send(const wire::Header& header, std::string_view payload);
+  bool send_bytes(std::string_view frames, std::chrono::steady_clock::time_point deadline =
+                                               std::chrono::steady_clock::time_point::max());
+
+  // What the socket takes of bytes (whole frames, append_frame) now, without waiting:
+  // how many it took; *gone once the peer is gone (EPIPE) or the socket failed.
+  std::size_t send_some(std::string_view bytes, bool* gone);
+
+  // ---- Writing when the socket takes it: frames queued, written by flush() as far as
+  // the socket takes them without waiting (a router never waits for a slow peer).
+  void queue(Message header_frame, Message payload) { writer_.push(std::move(header_frame), std::move(payload)); }
+  void queue(const wire::Header& header, Message payload) { writer_.push(header, std::move(payload)); }
+  Writer::Status flush() { return writer_.flush(fd_); }
+  bool pending() const { return writer_.pending(); }
+  std::size_t pending_bytes() const { return writer_.pending_bytes(); }
+  void discard_pending() { writer_.discard(); }
 
  private:
-  static bool enabled();
-  static constexpr std::chrono::microseconds kMax{100};
-  std::chrono::microseconds budget_;
-  unsigned idle_ = 0;
+  int fd_ = -1;
+  std::string identity_;
+  Reader reader_;
+  Writer writer_;
 };
 
-// poll that first checks for up to spin.budget() without sleeping (yielding the CPU
-// between checks to whatever else is runnable), then sleeps for the rest of timeout;
-// tells spin whether spinning caught what came.
-int poll_spinning(pollfd* fds, std::size_t count, std::chrono::milliseconds timeout, Spin& spin);
+// A listening unix-abstract socket, non-blocking.
+class Listener {
+ public:
+  Listener() = default;
+  ~Listener();
+  Listener(Listener&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  Listener& operator=(Listener&& other) noexcept;
+  // Binds and listens; invalid (!listener) with errno set on failure (EADDRINUSE,
+  // EPROTONOSUPPORT for the schemes not served yet, ...).
+  static Listener bind(const Endpoint& at);
+  explicit operator bool() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+
+  enum class Accept {
+    kAccepted,  // *out is the new connection
+    kNone,      // nobody is waiting
+    kForeign,   // a peer of another uid (*peer_uid): its connection was closed
+    kFailed,    // accept failed; errno says why (EMFILE, ENFILE, ENOBUFS, ENOMEM, ...)
+  };
+  // Accepts one waiting peer without blocking: only peers of this process's uid.
+  Accept accept(Connection* out, long* peer_uid, std::size_t max_payload = kMaxPayload);
+
+ private:
+  int fd_ = -1;
+};
 
 }  // namespace transport
 }  // namespace mpx

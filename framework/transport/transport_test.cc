@@ -3,6 +3,8 @@
 // queued writes against a full socket, and signals during blocking calls.
 #include "framework/transport/transport.h"
 
+#include "framework/transport/loop.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -19,6 +21,8 @@
 
 #include <gtest/gtest.h>
 #include <msgpack.hpp>
+
+#include "mpx/errors.h"
 
 namespace mpx {
 namespace transport {
@@ -44,6 +48,23 @@ Header make(Type type, std::uint64_t call_id = 0, std::string_view name = {}) {
   h.call_id = call_id;
   h.name = name;
   return h;
+}
+
+// Writes one frame on a blocking socket (header bytes as given: they may be foreign or
+// malformed); false once the peer is gone.
+bool write_frame(int fd, std::string_view header_bytes, std::string_view payload) {
+  std::string bytes;
+  append_frame(bytes, header_bytes, payload);
+  for (std::size_t off = 0; off < bytes.size();) {
+    const ssize_t n = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+bool write_frame(int fd, const Header& h, std::string_view payload) {
+  return write_frame(fd, wire::encode(h), payload);
 }
 
 // Reads from fd until one frame is there (waiting in poll), or the peer closes.
@@ -119,39 +140,68 @@ TEST(Framing, AFrameWrittenAByteAtATimeIsWhole) {
   EXPECT_EQ(in.payload.view(), "payload");
 }
 
-TEST(Framing, IdentitiesComeFirst) {
-  const std::string endpoint = make_endpoint("identity-test");
-  const int listener = listen_on(endpoint);
-  ASSERT_GE(listener, 0);
-  const int client = connect_as(endpoint, "Rtoken42");
-  ASSERT_GE(client, 0);
-  ASSERT_TRUE(write_frame(client, make(Type::kHello), ""));
-  pollfd lp{listener, POLLIN, 0};
+TEST(Connections, IdentitiesComeFirstAndOnlyThisUidIsAccepted) {
+  const Endpoint endpoint = Endpoint::unique("identity-test");
+  Listener listener = Listener::bind(endpoint);
+  ASSERT_TRUE(listener) << std::strerror(errno);
+  Connection client = Connection::dial(endpoint, "Rtoken42");
+  ASSERT_TRUE(client) << std::strerror(errno);
+  EXPECT_EQ(client.identity(), "Rtoken42");
+  ASSERT_TRUE(client.send(make(Type::kHello), ""));
+  pollfd lp{listener.fd(), POLLIN, 0};
   ASSERT_EQ(poll(&lp, 1, milliseconds(5000)), 1);
-  const int server = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-  ASSERT_GE(server, 0);
-  EXPECT_EQ(peer_uid(server), static_cast<long>(getuid()));
-  Reader r;
-  std::string id, why;
+  Connection server;
+  long uid = -1;
+  ASSERT_EQ(listener.accept(&server, &uid), Listener::Accept::kAccepted);
+  EXPECT_EQ(uid, static_cast<long>(getuid()));
+  EXPECT_EQ(server.peer_uid(), static_cast<long>(getuid()));
+  EXPECT_EQ(listener.accept(&server, &uid), Listener::Accept::kNone) << "nobody else waits";
+  std::string why;
   bool bad = false;
-  while (!r.identity(&id, &bad, &why)) {
+  while (!server.read_identity(&bad, &why)) {
     ASSERT_FALSE(bad) << why;
-    pollfd p{server, POLLIN, 0};
+    pollfd p{server.fd(), POLLIN, 0};
     poll(&p, 1, milliseconds(5000));
-    r.fill(server);
+    server.fill();
   }
-  EXPECT_EQ(id, "Rtoken42");
+  EXPECT_EQ(server.identity(), "Rtoken42");
   Incoming in;
-  ASSERT_EQ(read_one(r, server, in, &why), Reader::Next::kFrame) << why;
+  ASSERT_EQ(read_one(server.reader(), server.fd(), in, &why), Reader::Next::kFrame) << why;
   EXPECT_EQ(in.header.type, Type::kHello);
-  // An identity too long to announce, and nobody listening.
-  EXPECT_EQ(connect_as(endpoint, std::string(256, 'x')), -1);
+  // An identity too long to announce, nobody listening, a scheme not served yet.
+  EXPECT_FALSE(Connection::dial(endpoint, std::string(256, 'x')));
   EXPECT_EQ(errno, ENAMETOOLONG);
-  EXPECT_EQ(connect_to(make_endpoint("nobody-listens")), -1);
+  EXPECT_FALSE(Connection::dial(Endpoint::unique("nobody-listens")));
   EXPECT_EQ(errno, ECONNREFUSED);
-  ::close(server);
-  ::close(client);
-  ::close(listener);
+  EXPECT_FALSE(Connection::dial(Endpoint::from("tcp://127.0.0.1:5555")));
+  EXPECT_EQ(errno, EPROTONOSUPPORT);
+  EXPECT_FALSE(Listener::bind(Endpoint::from("ipc:///tmp/mpx-test")));
+  EXPECT_EQ(errno, EPROTONOSUPPORT);
+}
+
+TEST(Connections, MoveKeepsTheSocketAndWhatWasRead) {
+  Pair p;
+  Connection a(p.fd[0]);
+  p.fd[0] = -1;
+  Connection b(p.fd[1]);
+  p.fd[1] = -1;
+  ASSERT_TRUE(a.send(make(Type::kPing, 1), "x"));
+  ASSERT_TRUE(a.send(make(Type::kPing, 2), "y"));
+  Incoming in;
+  std::string why;
+  ASSERT_EQ(read_one(b.reader(), b.fd(), in, &why), Reader::Next::kFrame) << why;
+  EXPECT_EQ(in.header.call_id, 1u);
+  Connection moved(std::move(b));
+  EXPECT_FALSE(b);
+  ASSERT_EQ(read_one(moved.reader(), moved.fd(), in, &why), Reader::Next::kFrame) << why;
+  EXPECT_EQ(in.header.call_id, 2u);
+  Connection assigned;
+  assigned = std::move(moved);
+  EXPECT_FALSE(moved);
+  a.close();
+  pollfd pf{assigned.fd(), POLLIN, 0};
+  poll(&pf, 1, milliseconds(5000));
+  EXPECT_EQ(assigned.fill(), Reader::Fill::kClosed);
 }
 
 TEST(Framing, AConnectionWithoutAnIdentityIsBad) {
@@ -325,7 +375,9 @@ TEST(Signals, PollAndWritesResumeAfterEintr) {
     std::string why;
     for (int i = 0; i < 20; ++i) ASSERT_EQ(read_one(r, p.fd[1], in, &why), Reader::Next::kFrame) << why;
   });
-  for (int i = 0; i < 20; ++i) ASSERT_TRUE(write_frame(p.fd[0], make(Type::kResult), std::string(1 << 18, 'z')));
+  Connection writer(p.fd[0]);
+  p.fd[0] = -1;
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(writer.send(make(Type::kResult), std::string(1 << 18, 'z')));
   reader.join();
   itimerval off{};
   setitimer(ITIMER_REAL, &off, nullptr);
@@ -334,14 +386,53 @@ TEST(Signals, PollAndWritesResumeAfterEintr) {
 }
 
 TEST(Endpoints, AreUniqueAndAbstract) {
-  const std::string a = make_endpoint("x"), b = make_endpoint("x");
-  EXPECT_NE(a, b);
-  EXPECT_EQ(a.rfind("ipc://@mpx-", 0), 0u);
-  const int fd = listen_on(a);
-  ASSERT_GE(fd, 0);
-  EXPECT_EQ(listen_on(a), -1) << "the same name twice";
+  const Endpoint a = Endpoint::unique("x"), b = Endpoint::unique("x");
+  EXPECT_NE(a.str(), b.str());
+  EXPECT_EQ(a.str().rfind("unix://@mpx-", 0), 0u);
+  EXPECT_EQ(a.scheme(), Endpoint::Scheme::kUnixAbstract);
+  EXPECT_EQ(a.name(), a.str().substr(8));
+  Listener first = Listener::bind(a);
+  ASSERT_TRUE(first);
+  EXPECT_FALSE(Listener::bind(a)) << "the same name twice";
   EXPECT_EQ(errno, EADDRINUSE);
-  ::close(fd);
+}
+
+TEST(Endpoints, UnknownSchemesAndOverlongNamesAreRefusedNeverCut) {
+  std::string why;
+  for (const char* bad : {"", "@name", "ipc://@old-spelling-is-zeromq-ipc-now-but-fine",
+                          "http://host:80", "unix://name-without-at", "unix://@", "tcp://host",
+                          "tcp://host:", "tcp://host:65536", "tcp://host:12x", "tcp://:80", "ipc://"}) {
+    const auto e = Endpoint::parse(bad, &why);
+    if (std::string_view(bad).rfind("ipc://@", 0) == 0) {
+      // A ZeroMQ ipc path that happens to start with '@' (ZeroMQ's abstract ipc).
+      ASSERT_TRUE(e.has_value()) << bad;
+      EXPECT_EQ(e->scheme(), Endpoint::Scheme::kIpc);
+      continue;
+    }
+    EXPECT_FALSE(e.has_value()) << bad;
+    EXPECT_FALSE(why.empty()) << bad;
+  }
+  EXPECT_FALSE(Endpoint::parse("http://host:80", &why));
+  EXPECT_NE(why.find("unknown scheme"), std::string::npos) << why;
+  const std::string longest = "unix://@" + std::string(Endpoint::kMaxAbstractName, 'n');
+  ASSERT_TRUE(Endpoint::parse(longest, &why)) << why;
+  EXPECT_FALSE(Endpoint::parse(longest + "n", &why));
+  EXPECT_NE(why.find("107"), std::string::npos) << why;
+  EXPECT_THROW(Endpoint::from(longest).with_suffix("-2"), Error);
+  try {
+    Endpoint::from("zmq://x");
+    ADD_FAILURE() << "no throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("zmq://x"), std::string::npos) << e.what();
+  }
+  const Endpoint tcp = Endpoint::from("tcp://head-node:7000");
+  EXPECT_EQ(tcp.scheme(), Endpoint::Scheme::kTcp);
+  EXPECT_EQ(tcp.name(), "head-node");
+  EXPECT_EQ(tcp.port(), 7000);
+  const Endpoint ipc = Endpoint::from("ipc:///run/mpx/agent");
+  EXPECT_EQ(ipc.scheme(), Endpoint::Scheme::kIpc);
+  EXPECT_EQ(ipc.name(), "/run/mpx/agent");
+  EXPECT_EQ(Endpoint::from("unix://@a").with_suffix("-2").str(), "unix://@a-2");
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <string>
 #include <utility>
 
+#include "framework/transport/loop.h"
 #include "framework/transport/transport.h"
 #include "mpx/runtime.h"
 #include "mpx/task.h"
@@ -35,10 +36,9 @@ detail::Buffer fail_all(std::uint32_t count, const std::string& type, const std:
 // was a chunk, answers it with every item failed as std::bad_alloc, saying why. false
 // when the stream cannot go on.
 template <class Send>
-bool fail_unreadable_chunk(transport::Reader& reader, int fd, Send& send,
-                           std::uint64_t memory_limit) {
+bool fail_unreadable_chunk(transport::Connection& router, Send& send, std::uint64_t memory_limit) {
   std::string why;
-  const auto dropped = reader.discard_frame(fd, &why);
+  const auto dropped = router.discard_frame(&why);
   if (!dropped) {
     logger().error("worker: out of memory reading a message from the router, and {}", why);
     return false;
@@ -120,18 +120,23 @@ int run_worker(const spawning::Bootstrap& boot) {
     if (map != MAP_FAILED) running = static_cast<std::atomic<std::uint64_t>*>(map);
   }
   if (running == nullptr) running = &unshared;
-  const std::string endpoint = boot.payload.substr(0, newline);
+  std::string why;
+  const auto endpoint = transport::Endpoint::parse(boot.payload.substr(0, newline), &why);
+  if (!endpoint) {
+    logger().error("worker: malformed bootstrap: {}", why);
+    return 1;
+  }
   const std::string id = boot.payload.substr(newline + 1);
-  const int fd = transport::connect_as(endpoint, id);
-  if (fd < 0) {
+  transport::Connection router = transport::Connection::dial(*endpoint, id);
+  if (!router) {
     logger().error("worker: cannot connect to the router: {}", std::strerror(errno));
     return 1;
   }
   // Every message leaves whole before the next task starts: a result, once a task is
   // done, is in the router's socket buffer even if the next task kills this process.
   // A peer gone is the router gone, which the parent pidfd below also reports.
-  auto send = [fd](const wire::Header& h, std::string_view payload) {
-    if (!transport::write_frame(fd, h, payload)) std::_Exit(0);
+  auto send = [&router](const wire::Header& h, std::string_view payload) {
+    if (!router.send(h, payload)) std::_Exit(0);
   };
   constexpr auto kQuickTask = std::chrono::microseconds(50);
   wire::Header ready;
@@ -140,36 +145,35 @@ int run_worker(const spawning::Bootstrap& boot) {
   ready.name = boot.name;
   send(ready, {});
 
-  transport::Reader reader;
-  std::string why;
   std::uint64_t max_message_bytes = UINT64_MAX;  // from CONFIG
   std::uint64_t memory_limit = 0;               // from CONFIG; 0: none
-  pollfd items[] = {{fd, POLLIN, 0}, {parent_fd, POLLIN, 0}};
+  bool router_gone = false;
+  bool readable = false;
+  transport::Loop loop;
+  loop.watch(router.fd(), POLLIN, [&](short) { readable = true; });
+  loop.watch(parent_fd, POLLIN, [&](short) { router_gone = true; });
   // After a task another one often follows within microseconds (a map's next chunk,
   // a caller's next apply): wait for it awake for a moment (see transport::Spin).
-  transport::Spin spin;
   bool served = false;  // since the last wait
   for (;;) {
-    if (served) {
-      transport::poll_spinning(items, 2, std::chrono::milliseconds(-1), spin);
-    } else {
-      transport::poll(items, 2, std::chrono::milliseconds(-1));
-    }
+    readable = false;
+    loop.run_once(transport::Clock::time_point::max(), /*spin=*/served);
     served = false;
-    if (items[1].revents & POLLIN) return 0;  // router gone
+    if (router_gone) return 0;
+    if (!readable) continue;
     transport::Reader::Fill fill;
     try {
-      fill = reader.fill(fd);
+      fill = router.fill();
     } catch (const std::bad_alloc&) {
       // A chunk too large for this worker's memory (its worker_memory_limit): its items
       // fail with a reason instead of the worker dying before the chunk even starts.
-      if (!fail_unreadable_chunk(reader, fd, send, memory_limit)) return 1;
+      if (!fail_unreadable_chunk(router, send, memory_limit)) return 1;
       continue;
     }
     for (;;) {
       wire::Header h;
       std::string_view header_bytes, payload;
-      const auto got = reader.next(h, header_bytes, payload, &why);
+      const auto got = router.next(h, header_bytes, payload, &why);
       if (got == transport::Reader::Next::kNone) break;
       if (got != transport::Reader::Next::kFrame) {
         logger().error("worker: the router sent a malformed message: {}", why);

@@ -1,0 +1,126 @@
+// Loop: the one way an mpx process waits for its descriptors — connections, listeners,
+// pidfds of the processes it watches, a wake-up from its other threads — with a bounded,
+// adaptive spin before it sleeps. The router, the pool worker, the pool driver's result
+// pump, the actor server, the actor caller's pump and the actor supervisor all wait in
+// one.
+//
+//   transport::Loop loop;
+//   loop.watch(conn.fd(), POLLIN, [&](short revents) { read(conn); });
+//   loop.watch(pidfd, POLLIN, [&](short) { reap(child); });
+//   for (;;) loop.run_once(next_deadline(), /*spin=*/answers_are_near);
+//
+// A handler runs on the thread that called run_once; it may watch, unwatch (itself
+// included) and change what other entries wait for. Only wake() may be called from
+// another thread. Timers are the deadline each turn is given: every role has at most a
+// couple of deadlines (a heartbeat tick, a call's timeout), which it knows best.
+#ifndef MPX_FRAMEWORK_TRANSPORT_LOOP_H_
+#define MPX_FRAMEWORK_TRANSPORT_LOOP_H_
+
+#include <poll.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <vector>
+
+namespace mpx {
+namespace transport {
+
+using Clock = std::chrono::steady_clock;
+
+// poll that resumes after signal handlers (EINTR) with the time that is left, as
+// Python does since PEP 475; a negative timeout waits forever. Returns the number of
+// ready descriptors (0 on timeout); throws mpx::Error on a real failure.
+int poll(pollfd* fds, std::size_t count, std::chrono::milliseconds timeout);
+
+// How long a waiter checks for its message awake before it sleeps — the one spin policy
+// of every mpx wait on a socket. Spinning pays when messages follow each other within
+// microseconds (a call's reply, a map's next chunk): on a virtual machine a cross-CPU
+// wake-up costs ~20 us, several times the message. It costs when they do not: the CPU
+// it takes is the workers'. So the budget follows what spinning achieved lately:
+// doubled (up to 100 us) when the message came while spinning, halved when it did not,
+// and tried again now and then once it reached 0.
+//
+// MPX_SPIN=0 in the environment turns spinning off (for a machine whose CPUs are all
+// busy with other work, where every spin is stolen from it).
+class Spin {
+ public:
+  Spin() : budget_(enabled() ? std::chrono::microseconds(50) : std::chrono::microseconds(0)) {}
+  std::chrono::microseconds budget() const { return budget_; }
+  void update(bool caught);
+  static bool enabled();
+
+ private:
+  static constexpr std::chrono::microseconds kMax{100};
+  std::chrono::microseconds budget_;
+  unsigned idle_ = 0;
+};
+
+class Loop {
+ public:
+  using Handler = std::function<void(short revents)>;
+  using Id = std::size_t;
+
+  // wakeable: wake() may be called (the loop then holds an eventfd; std::system_error
+  // when it cannot have one).
+  explicit Loop(bool wakeable = false);
+  ~Loop();
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  // Runs handler with the revents whenever fd has one of events (POLLHUP and POLLERR
+  // always count). The descriptor stays the caller's.
+  Id watch(int fd, short events, Handler handler);
+  // What entry id waits for from now on; 0 pauses it (not even a hang-up is reported).
+  void set_events(Id id, short events);
+  void unwatch(Id id);
+  // Runs id's handler on the next turn without waiting for its descriptor: for a
+  // source whose readiness is edge-triggered (a ZeroMQ socket's ZMQ_FD) and that has
+  // more to give than its descriptor says.
+  void ready_again(Id id);
+
+  // From any thread: the current or next run_once returns (having run no handler for
+  // it). Only for a wakeable loop.
+  void wake();
+
+  // One turn: waits until something is ready or deadline passes, spinning first (for
+  // spin().budget(), yielding the CPU between checks) when spin is true, then runs the
+  // handlers of what is ready, in the order they were watched. Returns how many ran
+  // (0: the deadline passed, or only a wake-up came). Throws mpx::Error if poll fails.
+  int run_once(Clock::time_point deadline, bool spin = false);
+
+  Spin& spin() { return spin_; }
+  std::size_t size() const { return live_; }
+
+ private:
+  struct Entry {
+    int fd = -1;
+    short events = 0;
+    Handler handler;
+    bool live = false;
+    bool again = false;  // ready_again: run on the next turn
+    std::size_t slot = 0;  // its index in fds_ while !dirty_
+  };
+  void rebuild();
+  int wait(int timeout_ms_or_forever, Clock::time_point deadline, bool spin);
+
+  std::deque<Entry> entries_;  // by Id; a deque, so a running handler never moves
+  std::vector<Id> free_;       // unwatched ids, reusable
+  std::vector<Id> freed_;      // unwatched during a turn: reusable after it
+  std::vector<pollfd> fds_;    // rebuilt from entries_ when dirty_
+  std::vector<Id> fd_ids_;     // fds_[i] belongs to entries_[fd_ids_[i]]
+  bool dirty_ = true;
+  bool dispatching_ = false;
+  std::size_t live_ = 0;
+  std::size_t again_ = 0;  // entries with again set
+  int wake_fd_ = -1;
+  Spin spin_;
+};
+
+}  // namespace transport
+}  // namespace mpx
+
+#endif  // MPX_FRAMEWORK_TRANSPORT_LOOP_H_
