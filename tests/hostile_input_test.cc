@@ -552,7 +552,7 @@ TEST_F(HostileInputTest, ResultsAndReportsForCallsNobodyMade) {
   const std::size_t b1 = mark(result), b2 = mark(failed), b3 = mark(configured), b4 = mark(pong);
   // Call 1 is a plausible id of the pool's own calls.
   fake.send(header(Type::kResult, 1, 1, {}, 0, 0), packed(std::vector<int>{12345}));
-  fake.send(header(Type::kInitFailed), packed(std::make_pair(std::string("E"), std::string("boom"))));
+  fake.send(header(Type::kInitFailed), mpx::detail::encode_error({"E", "boom", 0, 0, {}}));
   fake.send(header(Type::kConfigured), "");
   fake.send(header(Type::kPong), "");
   expect_logged(result, b1);
@@ -568,7 +568,7 @@ TEST_F(HostileInputTest, ImpostorWithALiveWorkersRoutingIdIsIgnored) {
   const std::vector<pid_t> workers = all_workers_serving();
   Peer fake(back_, std::string("W" + std::to_string(workers[0])));
   fake.send(header(Type::kInitFailed, 0, 0, {}, workers[0]),
-             packed(std::make_pair(std::string("E"), std::string("impostor"))));
+            mpx::detail::encode_error({"E", "impostor", 0, workers[0], {}}));
   fake.send(header(Type::kResult, 1, 1, {}, workers[0]), packed(std::vector<int>{1}));
   for (int i = 0; i < 5; ++i) EXPECT_TRUE(pool_works());
   EXPECT_EQ(read_all(log_path_).find("impostor"), std::string::npos);

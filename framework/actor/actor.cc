@@ -36,6 +36,7 @@
 #include "framework/transport/loop.h"
 #include "framework/transport/pump.h"
 #include "framework/transport/transport.h"
+#include "framework/wire/messages.h"
 #include "mpx/actor.h"
 #include "mpx/runtime.h"
 
@@ -205,10 +206,15 @@ std::optional<StartFailure> start_incarnation(Supervised& s, std::uint32_t incar
     return f;
   }
   if (!got.empty() && got[0] == kFailedByte) {
-    const auto nl = got.find('\n');
     f.constructor_threw = true;
-    f.type = got.substr(1, nl == std::string::npos ? std::string::npos : nl - 1);
-    f.message = nl == std::string::npos ? "" : got.substr(nl + 1);
+    try {
+      const detail::ErrorInfo error = detail::decode_error(got.data() + 1, got.size() - 1);
+      f.type = error.type;
+      f.message = error.message;
+    } catch (const std::exception& e) {
+      f.type = "mpx::DecodeError";
+      f.message = std::string("its report could not be decoded: ") + e.what();
+    }
   }
   auto status = spawning::reap_for(s.child, std::chrono::seconds(5));
   if (!status) {
@@ -570,13 +576,8 @@ std::shared_ptr<ActorCall> ActorClient::send(std::uint32_t method, std::string_v
   }
   call->id = next_id_++;
   call->incarnation = connected_;
-  wire::Header h;
-  h.type = wire::Type::kCall;
-  h.call_id = call->id;
-  h.start = connected_;
-  h.count = method;
-  h.pid = current_process().pid;
-  h.flags = want_reply ? 0 : wire::kFlagNoReply;
+  const wire::Header h =
+      wire::Call{call->id, connected_, method, current_process().pid, !want_reply}.header();
   if (want_reply) {
     call->pins = std::move(pins);
     // Registered before the write, so the answer always finds it; if the incarnation
@@ -604,9 +605,7 @@ std::uint32_t ActorClient::send_stop() {
     pump_.release();
     return 0;
   }
-  wire::Header h;
-  h.type = wire::Type::kStop;
-  h.pid = current_process().pid;
+  const wire::Header h = wire::Stop().header();
   const std::shared_ptr<transport::Connection> conn = conn_;
   const std::uint32_t incarnation = connected_;
   pump_.release();
@@ -650,18 +649,15 @@ void ActorClient::deliver_frames() {
     auto it = pending_.find(id);
     if (it == pending_.end()) continue;  // timed out meanwhile: dropped
     ActorCall& call = *it->second;
-    if (h.flags & wire::kFlagHasErrors) {
-      std::string type = "unknown", message;
+    if (wire::Reply::from(h).failed) {
+      detail::ErrorInfo error;
       try {
-        auto oh = msgpack::unpack(payload.data(), payload.size());
-        std::pair<std::string, std::string> e;
-        oh.get().convert(e);
-        type = e.first;
-        message = e.second;
+        error = detail::decode_error(payload.data(), payload.size());
       } catch (const std::exception& ex) {
-        message = std::string("(undecodable error: ") + ex.what() + ")";
+        error.type = "unknown";
+        error.message = std::string("(undecodable error: ") + ex.what() + ")";
       }
-      call.error = std::make_exception_ptr(RemoteError(call.method, type, message, 0, h.pid));
+      call.error = std::make_exception_ptr(RemoteError(call.method, error.type, error.message, 0, h.pid));
     } else {
       call.reply.assign(payload.data(), payload.size());
     }

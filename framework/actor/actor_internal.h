@@ -64,7 +64,7 @@ std::string encode_bootstrap(const Bootstrap& b);
 Bootstrap decode_bootstrap(const std::string& bytes);  // throws mpx::DecodeError
 
 // The ready pipe: the actor writes 'R' once constructed and listening, or 'E' followed
-// by "<type>\n<message>" when the constructor threw, then closes it.
+// by an ErrorInfo (mpx/detail/codec.h) when the constructor threw, then closes it.
 constexpr char kReadyByte = 'R';
 constexpr char kFailedByte = 'E';
 

@@ -16,6 +16,7 @@
 #include "framework/actor/actor_internal.h"
 #include "framework/transport/loop.h"
 #include "framework/transport/transport.h"
+#include "framework/wire/messages.h"
 #include "mpx/actor.h"
 #include "mpx/runtime.h"
 
@@ -37,6 +38,14 @@ void report(int ready_fd, const std::string& bytes) {
   if (ready_fd < 0) return;
   write_all(ready_fd, bytes);
   ::close(ready_fd);
+}
+
+void report_failure(int ready_fd, std::string type, std::string message) {
+  detail::ErrorInfo error;
+  error.type = std::move(type);
+  error.message = std::move(message);
+  error.pid = static_cast<std::int32_t>(getpid());
+  report(ready_fd, std::string(1, kFailedByte) + detail::encode_error(error));
 }
 
 struct Caller {
@@ -131,19 +140,9 @@ class Server {
     }
   }
 
-void answer_error(Caller& c, std::uint64_t call_id, const std::string& type,
-                    const std::string& message) {
-    detail::Buffer out;
-    msgpack::packer<detail::Buffer> pk(out);
-    pk.pack_array(2);
-    pk.pack(type);
-    pk.pack(message);
-    wire::Header h;
-    h.type = wire::Type::kReply;
-    h.call_id = call_id;
-    h.flags = wire::kFlagHasErrors;
-    h.pid = pid_;
-    transport::append_frame(c.out, h, std::string_view(out.data(), out.size()));
+  void answer_error(Caller& c, std::uint64_t call_id, const detail::ErrorInfo& error) {
+    transport::append_frame(c.out, wire::Reply{call_id, pid_, /*failed=*/true}.header(),
+                            detail::encode_error(error));
   }
 
   // Runs every complete message the caller sent; true on STOP.
@@ -188,44 +187,48 @@ void answer_error(Caller& c, std::uint64_t call_id, const std::string& type,
   }
 
   void call(Caller& c, const wire::Header& h, std::string_view payload) {
-    const bool tell = (h.flags & wire::kFlagNoReply) != 0;
+    const auto call = wire::Call::from(h);
     if (h.start != incarnation_) {
-      logger().debug("dropped call {} addressed to incarnation {}", h.call_id, h.start);
+      logger().debug("dropped call {} addressed to incarnation {}", call.call_id, h.start);
       return;
     }
-    if (h.count >= factory_.method_count) {
-      if (++c.ignored <= kLoggedDrops) logger().warn("dropped a call to method #{}: {} has {} methods", h.count,
-                    factory_.class_name, factory_.method_count);
-      if (!tell) answer_error(c, h.call_id, "mpx::DecodeError", "no method #" + std::to_string(h.count));
+    if (call.method >= factory_.method_count) {
+      if (++c.ignored <= kLoggedDrops) {
+        logger().warn("dropped a call to method #{}: {} has {} methods", call.method,
+                      factory_.class_name, factory_.method_count);
+      }
+      if (!call.tell) {
+        detail::ErrorInfo error;
+        error.type = "mpx::DecodeError";
+        error.message = "no method #" + std::to_string(call.method);
+        error.pid = pid_;
+        answer_error(c, call.call_id, error);
+      }
       return;
     }
     out_.clear();
     try {
-      factory_.methods[h.count](object_, payload.data(), payload.size(), out_);
+      factory_.methods[call.method](object_, payload.data(), payload.size(), out_);
     } catch (...) {
-      const std::string type = detail::current_exception_type();
-      const std::string message = detail::current_exception_message();
-      if (tell) {
+      const detail::ErrorInfo error = detail::current_error();
+      if (call.tell) {
         logger().error("{}::{} (told, nobody waits for it) raised {}: {}", factory_.class_name,
-                       (*factory_.method_names)[h.count], type, message);
+                       (*factory_.method_names)[call.method], error.type, error.message);
       } else {
-        answer_error(c, h.call_id, type, message);
+        answer_error(c, call.call_id, error);
       }
       return;
     }
-    if (tell) return;
-    wire::Header r;
-    r.type = wire::Type::kReply;
-    r.call_id = h.call_id;
-    r.pid = pid_;
-    transport::append_frame(c.out, r, std::string_view(out_.data(), out_.size()));
+    if (call.tell) return;
+    transport::append_frame(c.out, wire::Reply{call.call_id, pid_, false}.header(),
+                            std::string_view(out_.data(), out_.size()));
   }
 
   const detail::ActorFactoryEntry& factory_;
   void* object_;
   const std::uint32_t incarnation_;
   transport::Listener listener_;
-  const pid_t pid_ = getpid();
+  const std::int32_t pid_ = static_cast<std::int32_t>(getpid());
   transport::Loop loop_;
   bool stopped_ = false;  // STOP came: the object is destroyed, the process exits
   bool served_ = false;   // this turn ran a message
@@ -245,13 +248,13 @@ int run_actor(const spawning::Bootstrap& boot) {
   try {
     b = decode_bootstrap(boot.payload);
   } catch (const std::exception& e) {
-    report(boot.ready_fd, std::string(1, kFailedByte) + "mpx::DecodeError\n" + e.what());
+    report_failure(boot.ready_fd, "mpx::DecodeError", e.what());
     return 1;
   }
   const detail::ActorFactoryEntry* factory = detail::find_actor_factory(b.factory_key);
   if (factory == nullptr) {
-    report(boot.ready_fd, std::string(1, kFailedByte) + "mpx::NotRegistered\nno actor constructor '" +
-                              b.factory_key + "' is registered in this program");
+    report_failure(boot.ready_fd, "mpx::NotRegistered",
+                   "no actor constructor '" + b.factory_key + "' is registered in this program");
     return 1;
   }
   std::string why;
@@ -262,16 +265,14 @@ int run_actor(const spawning::Bootstrap& boot) {
     if (!listener) why = std::strerror(errno);
   }
   if (!listener) {
-    report(boot.ready_fd, std::string(1, kFailedByte) + "mpx::ProcessError\ncannot listen on " +
-                              b.endpoint + ": " + why);
+    report_failure(boot.ready_fd, "mpx::ProcessError", "cannot listen on " + b.endpoint + ": " + why);
     return 1;
   }
   void* object = nullptr;
   try {
     object = factory->create(b.args.data(), b.args.size());
   } catch (...) {
-    report(boot.ready_fd, std::string(1, kFailedByte) + detail::current_exception_type() + "\n" +
-                              detail::current_exception_message());
+    report(boot.ready_fd, std::string(1, kFailedByte) + detail::encode_error(detail::current_error()));
     return 3;
   }
   report(boot.ready_fd, std::string(1, kReadyByte));

@@ -3,6 +3,7 @@
 // fast paths (scalars and small arrays of scalars without msgpack-c's parser) and their
 // guards against hostile lengths, and the names of exceptions as they travel.
 #include <cxxabi.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -246,6 +247,72 @@ std::string current_exception_message() {
   } catch (...) {
     return "(exception not derived from std::exception)";
   }
+}
+
+std::int32_t process_id() { return static_cast<std::int32_t>(getpid()); }
+
+ErrorInfo current_error(std::uint64_t item) {
+  ErrorInfo e;
+  e.type = current_exception_type();
+  e.message = current_exception_message();
+  e.item = item;
+  e.pid = static_cast<std::int32_t>(getpid());
+  return e;
+}
+
+namespace {
+
+// Walks the chain of causes without recursion first: a hostile payload nesting them a
+// million deep must not overflow the stack of the recursive conversion.
+void check_error_depth(const msgpack::object& obj) {
+  const msgpack::object* at = &obj;
+  for (int depth = 0;; ++depth) {
+    if (at->type != msgpack::type::ARRAY || at->via.array.size != 5) {
+      throw DecodeError("an error payload is not [type, message, item, pid, cause]");
+    }
+    const msgpack::object& cause = at->via.array.ptr[4];
+    if (cause.type != msgpack::type::ARRAY || cause.via.array.size > 1) {
+      throw DecodeError("an error's cause is not a list of at most one error");
+    }
+    if (cause.via.array.size == 0) return;
+    if (depth + 1 >= kMaxErrorDepth) {
+      throw DecodeError("an error's causes nest deeper than " + std::to_string(kMaxErrorDepth));
+    }
+    at = &cause.via.array.ptr[0];
+  }
+}
+
+}  // namespace
+
+ErrorInfo error_from(const msgpack::object& obj) {
+  check_error_depth(obj);
+  try {
+    return obj.as<ErrorInfo>();
+  } catch (const std::exception& e) {
+    throw DecodeError(std::string("an error payload could not be decoded: ") + e.what());
+  }
+}
+
+std::vector<ErrorInfo> error_list_from(const msgpack::object& obj) {
+  if (obj.type != msgpack::type::ARRAY) throw DecodeError("an error list is not an array");
+  std::vector<ErrorInfo> out;
+  out.reserve(obj.via.array.size);
+  for (std::uint32_t i = 0; i < obj.via.array.size; ++i) out.push_back(error_from(obj.via.array.ptr[i]));
+  return out;
+}
+
+std::string encode_error(const ErrorInfo& error) {
+  Buffer buf(256);
+  msgpack::pack(buf, error);
+  return std::string(buf.data(), buf.size());
+}
+
+ErrorInfo decode_error(const char* data, std::size_t size) {
+  msgpack::zone zone;
+  std::size_t off = 0;
+  const msgpack::object obj = read_object(zone, data, size, off);
+  if (off != size) throw DecodeError("trailing bytes after an error payload");
+  return error_from(obj);
 }
 
 }  // namespace detail

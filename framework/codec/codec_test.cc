@@ -138,3 +138,56 @@ TEST(ReadObjectTest, SmallArraysOfScalarsDecodeAsMsgpackDoes) {
 
 }  // namespace
 }  // namespace mpx
+
+namespace mpx {
+namespace {
+
+TEST(ErrorInfoTest, RoundTripsWithItsCause) {
+  detail::ErrorInfo e{"mpx::PipelineError", "stage 2 failed", 7, 1234, {}};
+  e.cause.push_back({"std::invalid_argument", "negative", 3, 4321, {}});
+  const detail::ErrorInfo back = detail::decode_error(detail::encode_error(e).data(),
+                                                      detail::encode_error(e).size());
+  EXPECT_EQ(back.type, e.type);
+  EXPECT_EQ(back.message, e.message);
+  EXPECT_EQ(back.item, 7u);
+  EXPECT_EQ(back.pid, 1234);
+  ASSERT_EQ(back.cause.size(), 1u);
+  EXPECT_EQ(back.cause[0].type, "std::invalid_argument");
+  EXPECT_EQ(back.cause[0].item, 3u);
+}
+
+TEST(ErrorInfoTest, CurrentErrorNamesTheExceptionAndThisProcess) {
+  try {
+    throw std::out_of_range("index 9");
+  } catch (...) {
+    const detail::ErrorInfo e = detail::current_error(5);
+    EXPECT_EQ(e.type, "std::out_of_range");
+    EXPECT_EQ(e.message, "index 9");
+    EXPECT_EQ(e.item, 5u);
+    EXPECT_EQ(e.pid, detail::process_id());
+  }
+}
+
+TEST(ErrorInfoTest, MalformedOrTooDeepErrorsAreRefused) {
+  // Causes a million deep would overflow the recursive conversion's stack: refused
+  // after kMaxErrorDepth, before converting anything.
+  msgpack::sbuffer deep;
+  msgpack::packer<msgpack::sbuffer> pk(deep);
+  const int levels = 100000;
+  for (int i = 0; i < levels; ++i) {
+    pk.pack_array(5);
+    pk.pack(std::string("t"));
+    pk.pack(std::string("m"));
+    pk.pack(0);
+    pk.pack(0);
+    pk.pack_array(i + 1 < levels ? 1 : 0);
+  }
+  EXPECT_THROW(detail::decode_error(deep.data(), deep.size()), DecodeError);
+  for (const std::string& bad : {std::string(""), std::string("\xc1"), std::string("\x92\xa1t\xa1m"),
+                                 std::string("\x95\xa1t\xa1m\x00\x00\x01")}) {
+    EXPECT_THROW(detail::decode_error(bad.data(), bad.size()), DecodeError);
+  }
+}
+
+}  // namespace
+}  // namespace mpx

@@ -575,7 +575,7 @@ void PipelineRunCore::on_results(Stage& s, std::uint64_t start, std::uint32_t co
   }
   // Slice the answer: each value's bytes, and the failed items.
   std::vector<std::pair<std::size_t, std::size_t>> values;
-  std::vector<ItemError> errors;
+  std::vector<ErrorInfo> errors;
   std::exception_ptr unreadable;
   try {
     std::size_t off = 0;
@@ -609,8 +609,8 @@ void PipelineRunCore::on_results(Stage& s, std::uint64_t start, std::uint32_t co
     piece.bytes.assign(data + region_begin, region_end - region_begin);
     std::size_t next_error = 0;
     for (std::uint32_t i = 0; i < count; ++i) {
-      if (next_error < errors.size() && errors[next_error].index == i) {
-        const ItemError& e = errors[next_error++];
+      if (next_error < errors.size() && errors[next_error].item == i) {
+        const ErrorInfo& e = errors[next_error++];
         if (s.skip_errors) {
           dropped.emplace_back(i, e.type + ": " + e.message);
         } else if (!first_error) {

@@ -20,10 +20,10 @@ int pool_processes(const PoolCore& core) { return core.processes(); }
 
 void pool_abandon_call(PoolCore& core, CallBase& call) { core.abandon_call(call); }
 
-std::exception_ptr CallBase::make_remote_error(std::uint64_t start, const ItemError& e,
+std::exception_ptr CallBase::make_remote_error(std::uint64_t start, const ErrorInfo& e,
                                                pid_t worker_pid) const {
   return std::make_exception_ptr(
-      RemoteError(task_.name, e.type, e.message, start + e.index, worker_pid));
+      RemoteError(task_.name, e.type, e.message, start + e.item, worker_pid));
 }
 
 std::exception_ptr CallBase::make_lost_error(std::vector<std::uint64_t> indices, pid_t worker_pid,

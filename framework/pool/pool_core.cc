@@ -13,6 +13,7 @@
 
 #include "framework/base/base.h"
 #include "framework/router/router.h"
+#include "framework/wire/messages.h"
 #include "mpx/runtime.h"
 
 namespace mpx {
@@ -148,10 +149,9 @@ void PoolCore::connect_and_greet(const std::string& endpoint) {
     throw PoolBroken(std::string("Pool: cannot connect to the router: ") + std::strerror(errno) +
                      spawning::descriptor_advice(errno));
   }
-  wire::Header hello;
-  hello.type = wire::Type::kHello;
-  hello.pid = getpid();
-  if (!send(hello, {})) throw PoolBroken("Pool: the router closed the connection at once");
+  if (!send(wire::Hello{static_cast<std::int32_t>(getpid())}.header(), {})) {
+    throw PoolBroken("Pool: the router closed the connection at once");
+  }
 
   // Results can reach this connection only once the router knows it: HELLO/WELCOME.
   const auto deadline = Clock::now() + std::chrono::seconds(30);
@@ -243,13 +243,7 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
     inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
     inflight_bytes_ += size;
   }
-  wire::Header h;
-  h.type = wire::Type::kSubmit;
-  h.call_id = call.id();
-  h.start = start;
-  h.count = count;
-  h.name = call.task().name;
-  if (call.task().pure) h.flags = wire::kFlagPure;
+  const wire::Header h = wire::Submit{call.id(), start, count, call.task().pure, call.task().name}.header();
   // A router gone shows up at the pump (its pidfd), which fails every call with why.
   constexpr std::size_t kBatchBytes = 64 << 10;
   bool sent = true;
@@ -299,15 +293,8 @@ void PoolCore::abandon_call(CallBase& call) {
     release_call(call.id());  // the router drops what it still queues
     if (calls_.erase(call.id()) == 0) return;
   }
-  send_control(wire::Type::kCancel, call.id());
+  send(wire::Cancel{call.id()}.header(), {});
   pump_.notify();
-}
-
-void PoolCore::send_control(wire::Type type, std::uint64_t call_id) {
-  wire::Header h;
-  h.type = type;
-  h.call_id = call_id;
-  send(h, {});
 }
 
 bool PoolCore::wait(const std::function<bool()>& ready, Clock::time_point deadline) {
@@ -406,12 +393,34 @@ void PoolCore::router_reaped() {
   router_watched_ = false;
 }
 
+namespace {
+
+// What a POOL_ERROR says.
+std::string pool_error_text(std::string_view payload) {
+  try {
+    return detail::decode_error(payload.data(), payload.size()).message;
+  } catch (const std::exception& e) {
+    return std::string("(its router's report could not be decoded: ") + e.what() + ")";
+  }
+}
+
+}  // namespace
+
 void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
   if (h.type == wire::Type::kWelcome) return;
-  if (h.type == wire::Type::kPoolError && h.call_id == 0) {
-    fail_all(std::make_exception_ptr(
-        PoolBroken("Pool is broken: " + std::string(payload.data(), payload.size()))));
+  if (h.type == wire::Type::kPoolError && wire::PoolError::from(h).call_id == 0) {
+    fail_all(std::make_exception_ptr(PoolBroken("Pool is broken: " + pool_error_text(payload))));
     return;
+  }
+  // A LOST payload, decoded once; unreadable: the whole call fails.
+  std::optional<wire::LostChunks> lost;
+  std::string unreadable;
+  if (h.type == wire::Type::kLost) {
+    try {
+      lost = wire::decode_lost(payload);
+    } catch (const std::exception& e) {
+      unreadable = e.what();
+    }
   }
   std::shared_ptr<CallBase> call;
   {
@@ -419,32 +428,28 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
     // Whatever the call's state, an answered chunk leaves the backpressure window.
     if (h.type == wire::Type::kResult) {
       release_chunk(h.call_id, h.start);
-    } else if (h.type == wire::Type::kLost) {
-      try {
-        auto oh = msgpack::unpack(payload.data(), payload.size());
-        std::pair<std::string, std::vector<std::pair<std::uint64_t, std::uint32_t>>> lost;
-        oh.get().convert(lost);
-        for (const auto& range : lost.second) release_chunk(h.call_id, range.first);
-      } catch (const std::exception&) {
-        release_call(h.call_id);  // unreadable: the call fails below, as a whole
-      }
-    } else if (h.type == wire::Type::kPoolError) {
+    } else if (h.type == wire::Type::kLost && lost) {
+      for (const auto& range : lost->ranges) release_chunk(h.call_id, range.first);
+    } else if (h.type == wire::Type::kLost || h.type == wire::Type::kPoolError) {
       release_call(h.call_id);
     }
     auto it = calls_.find(h.call_id);
     if (it == calls_.end()) {  // a late answer for a call that already finished
-      pump_.notify();        // it may have opened the window for a submitter
+      pump_.notify();          // it may have opened the window for a submitter
       return;
     }
     call = it->second;
   }
   bool done = false;
   switch (h.type) {
-    case wire::Type::kResult:
-      done = call->accept_results(h.start, h.count, payload.data(), payload.size(),
-                                  (h.flags & wire::kFlagHasErrors) != 0, h.pid);
+    case wire::Type::kResult: {
+      const auto result = wire::Result::from(h);
+      done = call->accept_results(result.start, result.count, payload.data(), payload.size(),
+                                  result.has_errors, result.pid);
       break;
+    }
     case wire::Type::kLost: {
+      const auto header = wire::Lost::from(h);
       if (std::string why = stop_reason(); !why.empty()) {
         // Workers killed by our own terminate/shutdown: the stop is the reason.
         call->accept_failure(std::make_exception_ptr(PoolBroken(why)));
@@ -452,13 +457,9 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
         break;
       }
       std::vector<std::uint64_t> indices;
-      std::string reason;
       try {
-        auto oh = msgpack::unpack(payload.data(), payload.size());
-        std::pair<std::string, std::vector<std::pair<std::uint64_t, std::uint32_t>>> lost;
-        oh.get().convert(lost);
-        reason = lost.first;
-        for (const auto& [start, count] : lost.second) {
+        if (!lost) throw DecodeError(unreadable);
+        for (const auto& [start, count] : lost->ranges) {
           if (start + count > call->total() || start + count < start) throw DecodeError("range");
           for (std::uint32_t i = 0; i < count; ++i) indices.push_back(start + i);
         }
@@ -466,18 +467,17 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
       } catch (const std::exception& e) {
         // Which tasks died is unknown: the whole call fails rather than wait forever.
         call->accept_failure(std::make_exception_ptr(DecodeError(
-            "task '" + std::string(call->task().name) + "': worker pid " + std::to_string(h.pid) +
+            "task '" + std::string(call->task().name) + "': worker pid " + std::to_string(header.pid) +
             " died and the router's report of the lost tasks was unreadable (" + e.what() + ")")));
         done = true;
         break;
       }
       std::sort(indices.begin(), indices.end());
-      done = call->accept_lost(indices, h.pid, reason, (h.flags & wire::kFlagTimedOut) != 0);
+      done = call->accept_lost(indices, header.pid, lost->error.message, header.timed_out);
       break;
     }
     case wire::Type::kPoolError:
-      call->accept_failure(std::make_exception_ptr(
-          PoolBroken(std::string(payload.data(), payload.size()))));
+      call->accept_failure(std::make_exception_ptr(PoolBroken(pool_error_text(payload))));
       done = true;
       break;
     default:
@@ -545,7 +545,7 @@ bool PoolCore::ask_router(wire::Type how) {
   std::string bytes = std::move(out_);
   out_.clear();
   wire::Header h;
-  h.type = how;
+  h.type = how;  // SHUTDOWN or TERMINATE
   transport::append_frame(bytes, h, {});
   return conn_.send_bytes(bytes, Clock::now() + std::chrono::milliseconds(50));
 }

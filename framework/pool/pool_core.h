@@ -102,7 +102,6 @@ class PoolCore {
   void dispatch(const wire::Header& h, std::string_view payload);
   // Fails every pending call with error and refuses new ones. Pool mutex not held.
   void fail_all(std::exception_ptr error);
-  void send_control(wire::Type type, std::uint64_t call_id = 0);
   // Writes one frame to the router now (after what is buffered); false when it is gone.
   bool send(const wire::Header& h, std::string_view payload);
   bool flush_locked();  // send_mu_ held

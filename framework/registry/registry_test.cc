@@ -20,7 +20,7 @@
 
 #include "framework/testing/testing.h"
 
-#include "framework/wire/wire.h"
+#include "framework/wire/messages.h"
 #include "framework/worker/worker.h"
 #include "mpx/detail/call.h"
 #include "mpx/detail/codec.h"
@@ -85,7 +85,7 @@ namespace {
 
 namespace t = ::mpx_registry_test;
 using detail::Buffer;
-using detail::ItemError;
+using detail::ErrorInfo;
 
 template <auto F>
 using CodecOf = typename detail::FunctionTraits<decltype(F)>::Codec;
@@ -108,20 +108,19 @@ std::string encode_chunk(const Range& items) {
   return std::string(buf.data(), buf.size());
 }
 
-wire::Header task_header(std::string_view name, std::uint32_t count) {
-  wire::Header h;
-  h.type = wire::Type::kTask;
-  h.call_id = 1;
-  h.start = 0;
-  h.count = count;
-  h.name = name;
-  return h;
+wire::Task task_header(std::string_view name, std::uint32_t count) {
+  wire::Task t;
+  t.call_id = 1;
+  t.start = 0;
+  t.count = count;
+  t.task = name;
+  return t;
 }
 
 template <class R>
 struct Outcome {
   std::vector<std::optional<R>> values;  // nullopt where the item failed
-  std::vector<ItemError> errors;
+  std::vector<ErrorInfo> errors;
   bool has_errors = false;
 };
 
@@ -255,7 +254,7 @@ TEST(RunTaskTest, ExceptionsArePerItem) {
   ASSERT_EQ(o.errors.size(), 3u);
   const std::uint32_t failing[] = {0, 3, 6};
   for (std::size_t k = 0; k < 3; ++k) {
-    EXPECT_EQ(o.errors[k].index, failing[k]);
+    EXPECT_EQ(o.errors[k].item, failing[k]);
     EXPECT_EQ(o.errors[k].type, "std::runtime_error");
     EXPECT_EQ(o.errors[k].message, "bad input " + std::to_string(failing[k]));
   }
@@ -273,7 +272,7 @@ TEST(RunTaskTest, NonStandardExceptionsAreReported) {
   const std::vector<int> xs{0, 1, 2};
   const auto o = run<int>("throws_int", xs.size(), encode_chunk<&t::throws_int>(xs));
   ASSERT_EQ(o.errors.size(), 1u);
-  EXPECT_EQ(o.errors[0].index, 1u);
+  EXPECT_EQ(o.errors[0].item, 1u);
   EXPECT_EQ(o.errors[0].type, "int");
   EXPECT_FALSE(o.errors[0].message.empty());
   EXPECT_EQ(*o.values[0], 0);
@@ -286,7 +285,7 @@ TEST(RunTaskTest, UnknownTaskFailsEveryItem) {
   EXPECT_TRUE(o.has_errors);
   ASSERT_EQ(o.errors.size(), 3u);
   for (std::uint32_t i = 0; i < 3; ++i) {
-    EXPECT_EQ(o.errors[i].index, i);
+    EXPECT_EQ(o.errors[i].item, i);
     EXPECT_EQ(o.errors[i].type, "mpx::NotRegistered");
     EXPECT_NE(o.errors[i].message.find("'cube'"), std::string::npos) << o.errors[i].message;
     EXPECT_FALSE(o.values[i].has_value());
@@ -311,7 +310,7 @@ TEST(RunTaskTest, WrongArgumentTypesFailPerItem) {
   ASSERT_EQ(o.errors.size(), 3u);
   const std::uint32_t failing[] = {0, 2, 3};
   for (std::size_t k = 0; k < 3; ++k) {
-    EXPECT_EQ(o.errors[k].index, failing[k]);
+    EXPECT_EQ(o.errors[k].item, failing[k]);
     EXPECT_EQ(o.errors[k].type, "mpx::DecodeError");
     EXPECT_NE(o.errors[k].message.find("'square'"), std::string::npos) << o.errors[k].message;
   }
@@ -328,7 +327,7 @@ TEST(RunTaskTest, WrongArgumentTypesFailPerItem) {
   const auto m = run<int>("multiply", 3, std::string(buf.data(), buf.size()));
   ASSERT_EQ(m.errors.size(), 2u);
   for (std::uint32_t i = 0; i < 2; ++i) {
-    EXPECT_EQ(m.errors[i].index, i);
+    EXPECT_EQ(m.errors[i].item, i);
     EXPECT_EQ(m.errors[i].type, "mpx::DecodeError");
     EXPECT_NE(m.errors[i].message.find("'multiply'"), std::string::npos) << m.errors[i].message;
   }
@@ -346,9 +345,9 @@ TEST(RunTaskTest, WrongArgumentCountFailsPerItem) {
   pk.pack(std::make_tuple(6, 7));
   const auto m = run<int>("multiply", 3, std::string(buf.data(), buf.size()));
   ASSERT_EQ(m.errors.size(), 2u);
-  EXPECT_EQ(m.errors[0].index, 0u);
+  EXPECT_EQ(m.errors[0].item, 0u);
   EXPECT_EQ(m.errors[0].type, "mpx::DecodeError");
-  EXPECT_EQ(m.errors[1].index, 1u);
+  EXPECT_EQ(m.errors[1].item, 1u);
   EXPECT_EQ(m.errors[1].type, "mpx::DecodeError");
   EXPECT_NE(m.errors[0].message.find("expected 2 arguments, got 1"), std::string::npos)
       << m.errors[0].message;
@@ -366,7 +365,7 @@ TEST(RunTaskTest, PayloadNotAnArrayFailsEveryItem) {
     EXPECT_TRUE(o.has_errors);
     ASSERT_EQ(o.errors.size(), 3u);
     for (std::uint32_t i = 0; i < 3; ++i) {
-      EXPECT_EQ(o.errors[i].index, i);
+      EXPECT_EQ(o.errors[i].item, i);
       EXPECT_EQ(o.errors[i].type, "mpx::DecodeError");
       EXPECT_NE(o.errors[i].message.find("'square'"), std::string::npos) << o.errors[i].message;
     }
@@ -415,11 +414,11 @@ TEST(RunTaskTest, TruncatedPayloadKeepsEarlierResults) {
       }
     }
     std::size_t failed = 0;
-    for (const ItemError& e : o.errors) {
+    for (const ErrorInfo& e : o.errors) {
       EXPECT_EQ(e.type, "mpx::DecodeError");
       EXPECT_NE(e.message.find("'square'"), std::string::npos) << e.message;
-      EXPECT_LE(end[e.index], full.size());
-      EXPECT_GT(end[e.index], cut);
+      EXPECT_LE(end[e.item], full.size());
+      EXPECT_GT(end[e.item], cut);
       ++failed;
     }
     std::size_t expected_failed = 0;
@@ -461,9 +460,9 @@ TEST(RunTaskTest, ItemsClaimingHugeLengthsFailWithoutHugeAllocations) {
     ASSERT_TRUE(s.values[0].has_value());
     EXPECT_EQ(*s.values[0], 1);
     ASSERT_EQ(s.errors.size(), 2u);
-    EXPECT_EQ(s.errors[0].index, 1u);
+    EXPECT_EQ(s.errors[0].item, 1u);
     EXPECT_EQ(s.errors[0].type, "mpx::DecodeError");
-    EXPECT_EQ(s.errors[1].index, 2u);
+    EXPECT_EQ(s.errors[1].item, 2u);
   }
   // The driver's side decodes results with the same reader.
   Buffer out;
@@ -495,17 +494,17 @@ TEST(RunTaskTest, MutatedPayloadsNeverCrashAndAlwaysAnswerEveryItem) {
     bool has_errors = false;
     Buffer out = worker::run_task(task_header(names[which], 4), exact.get(), bytes.size(), &has_errors);
     std::vector<bool> seen(4, false);
-    std::vector<ItemError> errors;
+    std::vector<ErrorInfo> errors;
     ASSERT_NO_THROW(errors = detail::read_results(out.data(), out.size(), 4, has_errors,
                                                   [&](std::uint32_t i, const msgpack::object&) {
                                                     seen[i] = true;
                                                   }))
         << "iteration " << iter;
     EXPECT_EQ(has_errors, !errors.empty());
-    for (const ItemError& e : errors) {
-      ASSERT_LT(e.index, 4u);
-      EXPECT_FALSE(seen[e.index]);
-      seen[e.index] = true;
+    for (const ErrorInfo& e : errors) {
+      ASSERT_LT(e.item, 4u);
+      EXPECT_FALSE(seen[e.item]);
+      seen[e.item] = true;
     }
     for (int i = 0; i < 4; ++i) EXPECT_TRUE(seen[i]) << "iteration " << iter << " item " << i;
   }
@@ -538,7 +537,7 @@ TEST(RunTaskTest, NestedOverclaimingContainersFailFast) {
     ASSERT_TRUE(o.values[0].has_value());
     EXPECT_EQ(*o.values[0], 1);
     ASSERT_EQ(o.errors.size(), 1u);
-    EXPECT_EQ(o.errors[0].index, 1u);
+    EXPECT_EQ(o.errors[0].item, 1u);
     EXPECT_EQ(o.errors[0].type, "mpx::DecodeError");
     EXPECT_NE(o.errors[0].message.find("claim more elements"), std::string::npos)
         << o.errors[0].message;

@@ -1,5 +1,7 @@
 #include "framework/router/router.h"
 
+#include "framework/codec/fields.h"
+
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -24,64 +26,21 @@ namespace {
 // See InFlight::free_requeues.
 constexpr int kMaxFreeRequeues = 3;
 
-using Ranges = std::vector<std::pair<std::uint64_t, std::uint32_t>>;
-
-template <class T>
-transport::Message pack_message(const T& value) {
-  detail::Buffer buf;
-  msgpack::pack(buf, value);
-  return transport::Message::adopt(std::move(buf));
-}
+using wire::Ranges;
 
 }  // namespace
 
-std::string Config::encode() const {
-  msgpack::sbuffer buf;
-  msgpack::pack(buf, std::make_tuple(front_endpoint, back_endpoint, workers, maxtasksperchild,
-                                     prefetch, initializer, initializer_args,
-                                     static_cast<std::int64_t>(heartbeat_interval.count()),
-                                     static_cast<std::int64_t>(heartbeat_timeout.count()),
-                                     static_cast<std::int64_t>(stop_grace.count()),
-                                     max_startup_failures, max_prefetch,
-                                     static_cast<std::int64_t>(credit_window.count()),
-                                     static_cast<std::int64_t>(startup_timeout.count()),
-                                     max_retries, pure_retries,
-                                     static_cast<std::int64_t>(task_timeout.count()),
-                                     max_message_bytes, worker_memory_limit));
-  return std::string(buf.data(), buf.size());
-}
+std::string Config::encode() const { return detail::encode_fields(*this); }
 
 Config Config::decode(const std::string& bytes) {
-  try {
-    auto oh = msgpack::unpack(bytes.data(), bytes.size());
-    std::tuple<std::string, std::string, int, std::uint64_t, int, std::string, std::string,
-               std::int64_t, std::int64_t, std::int64_t, int, int, std::int64_t, std::int64_t,
-               int, int, std::int64_t, std::uint64_t, std::uint64_t>
-        t;
-    oh.get().convert(t);
-    Config c;
-    std::tie(c.front_endpoint, c.back_endpoint, c.workers, c.maxtasksperchild, c.prefetch,
-             c.initializer, c.initializer_args, std::ignore, std::ignore, std::ignore,
-             c.max_startup_failures, std::ignore, std::ignore, std::ignore, c.max_retries,
-             c.pure_retries, std::ignore, c.max_message_bytes, c.worker_memory_limit) = t;
-    c.task_timeout = std::chrono::milliseconds(std::get<16>(t));
-    c.heartbeat_interval = std::chrono::milliseconds(std::get<7>(t));
-    c.heartbeat_timeout = std::chrono::milliseconds(std::get<8>(t));
-    c.stop_grace = std::chrono::milliseconds(std::get<9>(t));
-    c.max_prefetch = std::get<11>(t);
-    c.credit_window = std::chrono::microseconds(std::get<12>(t));
-    c.startup_timeout = std::chrono::milliseconds(std::get<13>(t));
-    if (c.workers < 1 || c.prefetch < 1 || c.max_retries < 0 || c.pure_retries < 0 ||
-        c.task_timeout.count() < 0) {
-      throw DecodeError("router config: workers and prefetch must be >= 1, retries and "
-                        "task_timeout >= 0");
-    }
-    return c;
-  } catch (const DecodeError&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw DecodeError(std::string("router config could not be decoded: ") + e.what());
+  Config c;
+  detail::decode_fields(bytes, c, "router config");
+  if (c.workers < 1 || c.prefetch < 1 || c.max_retries < 0 || c.pure_retries < 0 ||
+      c.task_timeout.count() < 0) {
+    throw DecodeError("router config: workers and prefetch must be >= 1, retries and "
+                      "task_timeout >= 0");
   }
+  return c;
 }
 
 RouterCore::RouterCore(Config config, RouterIo& io) : config_(std::move(config)), io_(io) {}
@@ -134,48 +93,42 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
   switch (h.type) {
     case wire::Type::kHello: {
       clients_.emplace(sender);
-      wire::Header welcome;
-      welcome.type = wire::Type::kWelcome;
-      welcome.count = static_cast<std::uint32_t>(config_.workers);
-      welcome.pid = static_cast<std::int32_t>(getpid());
-      io_.send_client(sender, welcome, transport::Message());
+      const wire::Welcome welcome{static_cast<std::uint32_t>(config_.workers),
+                                  static_cast<std::int32_t>(getpid())};
+      io_.send_client(sender, welcome.header(), transport::Message());
       if (broken()) send_pool_error(sender, 0, broken_reason_);
       return;
     }
     case wire::Type::kSubmit: {
       if (stopping_) return;
-      if (h.count == 0) {
-        logger().warn("router: dropped an empty SUBMIT of call {}", h.call_id);
-        return;
-      }
-      // Every item takes at least one byte: a larger count is a lie that would make
-      // the worker build an error reply of that many items.
-      if (h.count > in.payload.size()) {
-        logger().warn("router: dropped a SUBMIT of call {} announcing {} items in {} bytes",
-                      h.call_id, h.count, in.payload.size());
+      const auto submit = wire::Submit::from(h);
+      std::string why;
+      if (!submit.valid(in.payload.size(), &why)) {
+        logger().warn("router: dropped {}", why);
         return;
       }
       if (broken()) {
-        send_pool_error(sender, h.call_id, broken_reason_);
+        send_pool_error(sender, submit.call_id, broken_reason_);
         return;
       }
-      InFlight what{std::string(sender), h.call_id, h.start, h.count};
-      what.pure = (h.flags & wire::kFlagPure) != 0;
+      InFlight what{std::string(sender), submit.call_id, submit.start, submit.count};
+      what.pure = submit.pure;
       queue_.push_back(Task{std::move(what), std::move(in.header_frame), std::move(in.payload)});
       dispatch();
       return;
     }
     case wire::Type::kCancel: {
       const std::string_view client = sender;
+      const std::uint64_t call_id = wire::Cancel::from(h).call_id;
       // In-flight chunks finish or die as they are; a dead one is not run again.
       for (auto& [pid, w] : workers_) {
         for (auto& f : w.in_flight) {
-          if (f.call_id == h.call_id && f.client == client) f.cancelled = true;
+          if (f.call_id == call_id && f.client == client) f.cancelled = true;
         }
       }
       queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
                                   [&](const Task& t) {
-                                    return t.what.call_id == h.call_id && t.what.client == client;
+                                    return t.what.call_id == call_id && t.what.client == client;
                                   }),
                    queue_.end());
       return;
@@ -212,13 +165,13 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
       io_.kill_worker(w.pid);
       return;
     }
-    wire::Header config;
-    config.type = wire::Type::kConfig;
-    config.name = config_.initializer;
-    config.start = config_.max_message_bytes;
-    config.call_id = config_.worker_memory_limit;
-    io_.send_worker(w.id, config,
-                    transport::Message(config_.initializer_args.data(), config_.initializer_args.size()));
+    wire::WorkerConfig config;
+    config.initializer = config_.initializer;
+    config.initializer_args = config_.initializer_args;
+    config.max_message_bytes = config_.max_message_bytes;
+    config.memory_limit = config_.worker_memory_limit;
+    const std::string payload = wire::encode(config);
+    io_.send_worker(w.id, wire::Config().header(), transport::Message(payload.data(), payload.size()));
     dispatch();
     return;
   }
@@ -255,12 +208,12 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
       return;
     }
     case wire::Type::kInitFailed: {
+      // The router decodes this payload (an ErrorInfo, from a worker it trusts as far as
+      // its identity), never a task's.
       std::string detail = "(undecodable error)";
       try {
-        auto oh = msgpack::unpack(in.payload.data<char>(), in.payload.size());
-        std::pair<std::string, std::string> e;
-        oh.get().convert(e);
-        detail = e.first + ": " + e.second;
+        const wire::ErrorInfo e = detail::decode_error(in.payload.data<char>(), in.payload.size());
+        detail = e.type + ": " + e.message;
       } catch (const std::exception&) {
       }
       break_pool("initializer '" + config_.initializer + "' raised " + detail + " in " + w->name +
@@ -432,21 +385,25 @@ void RouterCore::fail_lost(const std::vector<InFlight>& lost, pid_t pid, const s
   std::map<std::pair<std::string, std::uint64_t>, Ranges> by_call;
   for (const InFlight& f : lost) by_call[{f.client, f.call_id}].emplace_back(f.start, f.count);
   for (auto& [key, ranges] : by_call) {
-    wire::Header h;
-    h.type = wire::Type::kLost;
-    h.call_id = key.second;
-    h.pid = pid;
-    if (timed_out) h.flags = wire::kFlagTimedOut;
-    io_.send_client(key.first, h, pack_message(std::make_pair(reason, ranges)));
+    const wire::Lost lost{key.second, static_cast<std::int32_t>(pid), timed_out};
+    wire::LostChunks chunks;
+    chunks.error.type = timed_out ? "mpx::TimeoutError" : "mpx::WorkerLost";
+    chunks.error.message = reason;
+    chunks.error.pid = static_cast<std::int32_t>(pid);
+    chunks.ranges = std::move(ranges);
+    const std::string payload = wire::encode(chunks);
+    io_.send_client(key.first, lost.header(), transport::Message(payload.data(), payload.size()));
   }
 }
 
 void RouterCore::send_pool_error(std::string_view client, std::uint64_t call_id,
                                  const std::string& reason) {
-  wire::Header h;
-  h.type = wire::Type::kPoolError;
-  h.call_id = call_id;
-  io_.send_client(client, h, transport::Message(reason.data(), reason.size()));
+  detail::ErrorInfo error;
+  error.type = "mpx::PoolBroken";
+  error.message = reason;
+  error.pid = static_cast<std::int32_t>(getpid());
+  const std::string payload = detail::encode_error(error);
+  io_.send_client(client, wire::PoolError{call_id}.header(), transport::Message(payload.data(), payload.size()));
 }
 
 void RouterCore::break_pool(const std::string& reason) {
@@ -504,9 +461,7 @@ void RouterCore::dispatch() {
 void RouterCore::retire_if_done(Worker& w) {
   if (w.state != State::kRetiring || !w.in_flight.empty()) return;
   enter(w, State::kStopping);
-  wire::Header stop;
-  stop.type = wire::Type::kStop;
-  io_.send_worker(w.id, stop, transport::Message());
+  io_.send_worker(w.id, wire::Stop().header(), transport::Message());
 }
 
 void RouterCore::stop_all(bool kill_now, Clock::time_point now) {
@@ -521,9 +476,7 @@ void RouterCore::stop_all(bool kill_now, Clock::time_point now) {
       io_.kill_worker(pid);
     } else if (w.state != State::kStopping) {
       enter(w, State::kStopping);
-      wire::Header stop;
-      stop.type = wire::Type::kStop;
-      io_.send_worker(w.id, stop, transport::Message());
+      io_.send_worker(w.id, wire::Stop().header(), transport::Message());
     }
   }
 }
@@ -597,9 +550,7 @@ void RouterCore::on_tick(Clock::time_point now) {
       spawn_one();
     } else if (now - w.last_seen >= config_.heartbeat_interval &&
                now - w.last_ping >= config_.heartbeat_interval) {
-      wire::Header ping;
-      ping.type = wire::Type::kPing;
-      io_.send_worker(w.id, ping, transport::Message());
+      io_.send_worker(w.id, wire::Ping().header(), transport::Message());
       w.last_ping = now;
     }
   }

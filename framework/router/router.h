@@ -29,7 +29,7 @@
 
 #include "framework/spawn/spawn.h"
 #include "framework/transport/transport.h"
-#include "framework/wire/wire.h"
+#include "framework/wire/messages.h"
 
 namespace mpx {
 namespace router {
@@ -59,17 +59,40 @@ struct Config {
   // before it is reported lost. Tasks then run at least once rather than at most once:
   // for tasks without side effects, or with idempotent ones.
   int max_retries = 0;
-  // The same for chunks of tasks registered with MPX_PURE_TASK (SUBMIT flag kFlagPure).
+  // The same for chunks of tasks registered with MPX_PURE_TASK (wire::Submit::pure).
   int pure_retries = 0;
   // A chunk of n items still running after n * task_timeout is timed out: its worker is
-  // killed and replaced, the chunk reported with kFlagTimedOut (or retried). 0: none.
+  // killed and replaced, the chunk reported as timed out (or retried). 0: none.
   std::chrono::milliseconds task_timeout{0};
   // Payload frames larger than this are refused (the router disconnects the sender);
-  // workers learn it in CONFIG (header start) and fail oversized results.
+  // workers learn it in CONFIG and fail oversized results.
   std::uint64_t max_message_bytes = std::uint64_t{1} << 30;
-  // RLIMIT_AS of each worker, 0 for none; sent in CONFIG (header call_id).
+  // RLIMIT_AS of each worker, 0 for none; sent in CONFIG.
   std::uint64_t worker_memory_limit = 0;
 
+  // Travels as a msgpack map of these names (absent ones keep the defaults above).
+  template <class Self, class F>
+  static void fields(Self& self, F&& field) {
+    field("front_endpoint", self.front_endpoint);
+    field("back_endpoint", self.back_endpoint);
+    field("workers", self.workers);
+    field("maxtasksperchild", self.maxtasksperchild);
+    field("prefetch", self.prefetch);
+    field("max_prefetch", self.max_prefetch);
+    field("credit_window_us", self.credit_window);
+    field("initializer", self.initializer);
+    field("initializer_args", self.initializer_args);
+    field("heartbeat_interval_ms", self.heartbeat_interval);
+    field("heartbeat_timeout_ms", self.heartbeat_timeout);
+    field("stop_grace_ms", self.stop_grace);
+    field("startup_timeout_ms", self.startup_timeout);
+    field("max_startup_failures", self.max_startup_failures);
+    field("max_retries", self.max_retries);
+    field("pure_retries", self.pure_retries);
+    field("task_timeout_ms", self.task_timeout);
+    field("max_message_bytes", self.max_message_bytes);
+    field("worker_memory_limit", self.worker_memory_limit);
+  }
   std::string encode() const;
   static Config decode(const std::string& bytes);  // throws mpx::DecodeError
 };

@@ -22,6 +22,7 @@
 #include <gtest/gtest.h>
 #include <msgpack.hpp>
 
+#include "framework/wire/messages.h"
 #include "mpx/errors.h"
 
 namespace mpx {
@@ -140,11 +141,13 @@ constexpr int kExited0 = 0;       // wait status of exit(0)
 
 using Ranges = std::vector<std::pair<std::uint64_t, std::uint32_t>>;
 
+// A LOST payload as (reason, ranges), checking that its error says how the chunks
+// were lost.
 std::pair<std::string, Ranges> decode_lost(const std::string& payload) {
-  auto oh = msgpack::unpack(payload.data(), payload.size());
-  std::pair<std::string, Ranges> out;
-  oh.get().convert(out);
-  return out;
+  const wire::LostChunks lost = wire::decode_lost(payload);
+  EXPECT_TRUE(lost.error.type == "mpx::WorkerLost" || lost.error.type == "mpx::TimeoutError")
+      << lost.error.type;
+  return {lost.error.message, lost.ranges};
 }
 
 class RouterTest : public ::testing::Test {
@@ -281,8 +284,9 @@ TEST_F(RouterTest, SubmitWaitsForReadyThenConfigThenTask) {
   EXPECT_EQ(sent[0].kind, Sent::kSendWorker);
   EXPECT_EQ(sent[0].to, "W1000");
   EXPECT_EQ(sent[0].type, Type::kConfig);
-  EXPECT_EQ(sent[0].name, "setup");
-  EXPECT_EQ(sent[0].payload, "init-args");
+  const wire::WorkerConfig given = wire::decode_worker_config(sent[0].payload);
+  EXPECT_EQ(given.initializer, "setup");
+  EXPECT_EQ(given.initializer_args, "init-args");
   configured(1000);
   auto more = io_.take();
   ASSERT_EQ(more.size(), 1u);
@@ -304,8 +308,11 @@ TEST_F(RouterTest, ReadyWorkerGetsEmptyConfigWithoutInitializer) {
   auto sent = io_.take();
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].type, Type::kConfig);
-  EXPECT_EQ(sent[0].name, "");
-  EXPECT_EQ(sent[0].payload, "");
+  const wire::WorkerConfig given = wire::decode_worker_config(sent[0].payload);
+  EXPECT_EQ(given.initializer, "");
+  EXPECT_EQ(given.initializer_args, "");
+  EXPECT_EQ(given.max_message_bytes, config_.max_message_bytes);
+  EXPECT_EQ(given.memory_limit, 0u);
 }
 
 TEST_F(RouterTest, SubmitToAReadyWorkerIsDispatchedAtOnce) {
@@ -1023,11 +1030,13 @@ TEST_F(RouterTest, InitFailedBreaksThePoolWithTheInitializersError) {
   submit("1", 3, 8, 4);  // queued
   io_.take();
 
-  msgpack::sbuffer buf;
-  msgpack::pack(buf, std::make_pair(std::string("std::runtime_error"), std::string("no database")));
+  detail::ErrorInfo error;
+  error.type = "std::runtime_error";
+  error.message = "no database";
+  error.pid = 1000;
   Header h = make(Type::kInitFailed);
   h.pid = 1000;
-  worker("W1000", h, std::string(buf.data(), buf.size()));
+  worker("W1000", h, detail::encode_error(error));
 
   EXPECT_TRUE(core_->broken());
   auto sent = io_.take();
@@ -1559,6 +1568,43 @@ TEST(RouterConfigTest, EncodeDecodeRoundTrip) {
   EXPECT_EQ(d.max_startup_failures, 5);
   EXPECT_EQ(d.pure_retries, 6);
   EXPECT_EQ(d.task_timeout, milliseconds(89));
+}
+
+// The configuration is a map of named fields: a reader meets absent fields with their
+// defaults and ignores names it does not know, so either side may be newer.
+TEST(RouterConfigTest, NamedFieldsWithDefaults) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(3);
+  pk.pack(std::string("workers"));
+  pk.pack(5);
+  pk.pack(std::string("task_timeout_ms"));
+  pk.pack(250);
+  pk.pack(std::string("a_field_from_a_newer_driver"));
+  pk.pack(std::string("ignored"));
+  const Config d = Config::decode(std::string(buf.data(), buf.size()));
+  EXPECT_EQ(d.workers, 5);
+  EXPECT_EQ(d.task_timeout, milliseconds(250));
+  const Config defaults;
+  EXPECT_EQ(d.prefetch, defaults.prefetch);
+  EXPECT_EQ(d.heartbeat_timeout, defaults.heartbeat_timeout);
+  EXPECT_EQ(d.max_message_bytes, defaults.max_message_bytes);
+  // A field of the wrong type is refused, by name.
+  msgpack::sbuffer bad;
+  msgpack::packer<msgpack::sbuffer> bk(bad);
+  bk.pack_map(1);
+  bk.pack(std::string("workers"));
+  bk.pack(std::string("five"));
+  try {
+    Config::decode(std::string(bad.data(), bad.size()));
+    ADD_FAILURE() << "no throw";
+  } catch (const DecodeError& e) {
+    EXPECT_NE(std::string(e.what()).find("'workers'"), std::string::npos) << e.what();
+  }
+  // The old positional tuple is no map: refused, not misread.
+  msgpack::sbuffer tuple;
+  msgpack::pack(tuple, std::make_tuple(std::string("f"), std::string("b"), 2));
+  EXPECT_THROW(Config::decode(std::string(tuple.data(), tuple.size())), DecodeError);
 }
 
 TEST(RouterConfigTest, DecodeRejectsGarbage) {

@@ -1,8 +1,9 @@
 // Wire header: the small msgpack frame in front of every payload frame.
 //
-// Every mpx message is this header and an opaque payload, framed by the transport
-// (framework/transport). Routers decode headers only; payloads pass through untouched. The header is a fixed-shape
-// msgpack array so it can be decoded without allocation:
+// Every mpx message is this header and a payload, framed by the transport
+// (framework/transport); messages.h gives each type's fields their names. Routers
+// route on headers; task arguments and results pass through them untouched. The
+// header is a fixed-shape msgpack array so it can be decoded without allocation:
 //   [version, type, call_id, start, count, pid, flags, name]
 // Decoding validates everything (version, type, integer ranges, name length) and
 // reports a reason instead of throwing, since hostile or corrupt input is an ordinary
@@ -24,31 +25,27 @@ constexpr std::uint8_t kVersion = 1;
 constexpr std::size_t kMaxHeaderSize = 512;
 constexpr std::size_t kMaxNameSize = 255;
 
+// What each type's fields mean, and its payload: messages.h, one struct per type.
 enum class Type : std::uint8_t {
-  // driver -> router
-  kHello = 1,   // from the driver's result socket: "send results here"
-  kSubmit,      // a chunk of a call: call_id, start, count, name = task
-  kCancel,      // drop queued chunks of call_id
-  kShutdown,    // stop workers gracefully, then exit
-  kTerminate,   // kill workers now, then exit
-  // router -> driver
-  kWelcome,     // answer to kHello; count = number of workers
-  kResult,      // forwarded from a worker unchanged
-  kLost,        // chunks of call_id died with a worker; payload lists them
-  kPoolError,   // the pool is broken (initializer failed, workers cannot start)
-  // router <-> worker
-  kReady,       // worker -> router after connecting: pid, name
-  kConfig,      // router -> worker: payload = initializer, name = its task name
-  kInitFailed,  // worker -> router: initializer threw; payload = [type, message]
-  kTask,        // router -> worker: a kSubmit forwarded unchanged but for the type
-  kStop,        // router -> worker: exit now
+  kHello = 1,
+  kSubmit,
+  kCancel,
+  kShutdown,
+  kTerminate,
+  kWelcome,
+  kResult,
+  kLost,
+  kPoolError,
+  kReady,
+  kConfig,
+  kInitFailed,
+  kTask,
+  kStop,
   kPing,
   kPong,
-  kConfigured,  // worker -> router: the initializer finished; heartbeats apply from now
-  // caller <-> actor (framework/actor); kHello/kWelcome/kStop are reused there
-  kCall,        // caller -> actor: call_id, start = incarnation, count = method index,
-                // name = the caller's reply socket id; kFlagNoReply for a tell
-  kReply,       // actor -> caller: call_id; kFlagHasErrors: payload = [type, message]
+  kConfigured,
+  kCall,
+  kReply,
   kLastType = kReply,
 };
 
@@ -79,8 +76,8 @@ struct Header {
   std::uint32_t count = 0;
   std::int32_t pid = 0;
   std::uint8_t flags = 0;
-  // Task name (kSubmit, kTask, kConfig) or process name (kReady). Points into the
-  // buffer it was decoded from, or to storage the encoder's caller keeps alive.
+  // Task name (SUBMIT, TASK) or process name (READY). Points into the buffer it was
+  // decoded from, or to storage the encoder's caller keeps alive.
   std::string_view name;
 };
 

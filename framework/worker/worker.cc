@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "framework/transport/loop.h"
+#include "framework/wire/messages.h"
 #include "framework/transport/transport.h"
 #include "mpx/runtime.h"
 #include "mpx/task.h"
@@ -52,33 +53,29 @@ bool fail_unreadable_chunk(transport::Connection& router, Send& send, std::uint6
                    h ? wire::type_name(h->type) : "malformed", dropped->second);
     return false;
   }
+  const auto task = wire::Task::from(*h);
   const std::string limit =
       memory_limit > 0 ? "the pool's worker_memory_limit of " + std::to_string(memory_limit) + " bytes"
                        : "this worker's available memory";
   const std::string message =
-      "task '" + std::string(h->name) + "': the chunk's arguments (" +
-      std::to_string(dropped->second) + " bytes for " + std::to_string(h->count) +
+      "task '" + std::string(task.task) + "': the chunk's arguments (" +
+      std::to_string(dropped->second) + " bytes for " + std::to_string(task.count) +
       " item(s)) do not fit in " + limit +
       " (the worker must hold them and their decoded values at once); pass smaller "
       "arguments or a smaller chunksize, or raise worker_memory_limit";
   logger().error("{}", message);
-  detail::Buffer out = fail_all(h->count, "std::bad_alloc", message);
-  wire::Header result;
-  result.type = wire::Type::kResult;
-  result.call_id = h->call_id;
-  result.start = h->start;
-  result.count = h->count;
-  result.pid = getpid();
-  result.flags = h->count > 0 ? wire::kFlagHasErrors : 0;
-  send(result, std::string_view(out.data(), out.size()));
+  detail::Buffer out = fail_all(task.count, "std::bad_alloc", message);
+  const wire::Result result{task.call_id, task.start, task.count, static_cast<std::int32_t>(getpid()),
+                            task.count > 0};
+  send(result.header(), std::string_view(out.data(), out.size()));
   return true;
 }
 
 }  // namespace
 
-detail::Buffer run_task(const wire::Header& task, const char* payload, std::size_t size,
+detail::Buffer run_task(const wire::Task& task, const char* payload, std::size_t size,
                         bool* has_errors) {
-  const std::string name(task.name);
+  const std::string name(task.task);
   const detail::TaskEntry* entry = detail::find_task(name);
   if (entry == nullptr) {
     *has_errors = task.count > 0;
@@ -139,11 +136,7 @@ int run_worker(const spawning::Bootstrap& boot) {
     if (!router.send(h, payload)) std::_Exit(0);
   };
   constexpr auto kQuickTask = std::chrono::microseconds(50);
-  wire::Header ready;
-  ready.type = wire::Type::kReady;
-  ready.pid = pid;
-  ready.name = boot.name;
-  send(ready, {});
+  send(wire::Ready{pid, boot.name}.header(), {});
 
   std::uint64_t max_message_bytes = UINT64_MAX;  // from CONFIG
   std::uint64_t memory_limit = 0;               // from CONFIG; 0: none
@@ -181,10 +174,11 @@ int run_worker(const spawning::Bootstrap& boot) {
       }
       switch (h.type) {
         case wire::Type::kTask: {
+          const auto task = wire::Task::from(h);
           bool has_errors = false;
           const auto began = std::chrono::steady_clock::now();
-          running->store(wire::chunk_mark(h.call_id, h.start), std::memory_order_release);
-          detail::Buffer out = run_task(h, payload.data(), payload.size(), &has_errors);
+          running->store(wire::chunk_mark(task.call_id, task.start), std::memory_order_release);
+          detail::Buffer out = run_task(task, payload.data(), payload.size(), &has_errors);
           const bool quick = std::chrono::steady_clock::now() - began < kQuickTask;
           if (out.size() > max_message_bytes) {
             // The router would disconnect us for it: the items fail instead.
@@ -192,18 +186,12 @@ int run_worker(const spawning::Bootstrap& boot) {
                                     std::to_string(out.size()) +
                                     " bytes, more than the pool's max_message_bytes (" +
                                     std::to_string(max_message_bytes) + ")";
-            out = fail_all(h.count, "mpx::Error", why);
+            out = fail_all(task.count, "mpx::Error", why);
             has_errors = true;
           }
-          wire::Header result;
-          result.type = wire::Type::kResult;
-          result.call_id = h.call_id;
-          result.start = h.start;
-          result.count = h.count;
-          result.pid = pid;
-          result.flags = has_errors ? wire::kFlagHasErrors : 0;
+          const wire::Result result{task.call_id, task.start, task.count, pid, has_errors};
           served = quick;  // after a long task the next one is no sooner for waiting awake
-          send(result, std::string_view(out.data(), out.size()));
+          send(result.header(), std::string_view(out.data(), out.size()));
           // Cleared only once the result is in the router's socket buffer: a death with
           // the mark at 0 proves that every chunk this worker still held never started,
           // so the router requeues them free of charge.
@@ -211,52 +199,49 @@ int run_worker(const spawning::Bootstrap& boot) {
           break;
         }
         case wire::Type::kConfig: {
-          if (h.start > 0) max_message_bytes = h.start;
-          memory_limit = h.call_id;
-          if (h.call_id > 0) {
-            const rlimit limit{static_cast<rlim_t>(h.call_id), static_cast<rlim_t>(h.call_id)};
+          wire::WorkerConfig config;
+          try {
+            config = wire::decode_worker_config(payload);
+          } catch (const std::exception& e) {
+            logger().error("worker: the router sent a malformed CONFIG: {}", e.what());
+            return 1;
+          }
+          max_message_bytes = config.max_message_bytes;
+          memory_limit = config.memory_limit;
+          if (memory_limit > 0) {
+            const rlimit limit{static_cast<rlim_t>(memory_limit), static_cast<rlim_t>(memory_limit)};
             if (setrlimit(RLIMIT_AS, &limit) != 0) {
-              logger().warn("could not set the memory limit to {} bytes: {}", h.call_id,
+              logger().warn("could not set the memory limit to {} bytes: {}", memory_limit,
                             std::strerror(errno));
             }
           }
-          wire::Header configured;
-          configured.type = wire::Type::kConfigured;
-          configured.pid = pid;
-          if (h.name.empty()) {
-            send(configured, {});
+          const wire::Configured configured{pid};
+          if (config.initializer.empty()) {
+            send(configured.header(), {});
             break;
           }
-          const std::string name(h.name);
-          const detail::TaskEntry* entry = detail::find_task(name);
-          std::pair<std::string, std::string> error;
+          const detail::TaskEntry* entry = detail::find_task(config.initializer);
+          detail::ErrorInfo error;
           if (entry == nullptr) {
-            error = {"mpx::NotRegistered", "no task named '" + name + "' is registered"};
+            error.type = "mpx::NotRegistered";
+            error.message = "no task named '" + config.initializer + "' is registered";
+            error.pid = pid;
           } else {
             try {
-              entry->run_call(*entry, payload.data(), payload.size());
-              send(configured, {});
+              entry->run_call(*entry, config.initializer_args.data(), config.initializer_args.size());
+              send(configured.header(), {});
               break;
             } catch (...) {
-              error = {detail::current_exception_type(), detail::current_exception_message()};
+              error = detail::current_error();
             }
           }
-          logger().error("initializer '{}' failed: {}: {}", name, error.first, error.second);
-          msgpack::sbuffer buf;
-          msgpack::pack(buf, error);
-          wire::Header failed;
-          failed.type = wire::Type::kInitFailed;
-          failed.pid = pid;
-          send(failed, std::string_view(buf.data(), buf.size()));
+          logger().error("initializer '{}' failed: {}: {}", config.initializer, error.type, error.message);
+          send(wire::InitFailed{pid}.header(), detail::encode_error(error));
           break;  // the router breaks the pool and kills us
         }
-        case wire::Type::kPing: {
-          wire::Header pong;
-          pong.type = wire::Type::kPong;
-          pong.pid = pid;
-          send(pong, {});
+        case wire::Type::kPing:
+          send(wire::Pong{pid}.header(), {});
           break;
-        }
         case wire::Type::kStop:
           return 0;
         default:

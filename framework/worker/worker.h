@@ -10,7 +10,7 @@
 #include <string>
 
 #include "framework/spawn/spawn.h"
-#include "framework/wire/wire.h"
+#include "framework/wire/messages.h"
 #include "mpx/detail/codec.h"
 
 namespace mpx {
@@ -18,7 +18,7 @@ namespace worker {
 
 // Runs one TASK message: returns the result payload and sets *has_errors. Never throws:
 // an unknown task name or an unreadable payload fails every item of the chunk.
-detail::Buffer run_task(const wire::Header& task, const char* payload, std::size_t size,
+detail::Buffer run_task(const wire::Task& task, const char* payload, std::size_t size,
                         bool* has_errors);
 
 // The worker role's main; returns the process exit code.

@@ -129,7 +129,7 @@ template <class R>
 void check_answer(const detail::TaskEntry& task, const detail::Buffer& out, std::uint32_t count,
                   bool has_errors) {
   std::vector<bool> seen(count, false);
-  std::vector<detail::ItemError> errors;
+  std::vector<detail::ErrorInfo> errors;
   try {
     errors = detail::read_results(out.data(), out.size(), count, has_errors,
                                   [&](std::uint32_t i, const msgpack::object& obj) {
@@ -145,9 +145,9 @@ void check_answer(const detail::TaskEntry& task, const detail::Buffer& out, std:
     fail(std::string("the driver cannot read the worker's answer: ") + e.what());
   }
   if (has_errors != !errors.empty()) fail("has_errors does not match the error list");
-  for (const detail::ItemError& e : errors) {
-    if (e.index >= count || seen[e.index]) fail("an error names a bad or answered item");
-    seen[e.index] = true;
+  for (const detail::ErrorInfo& e : errors) {
+    if (e.item >= count || seen[e.item]) fail("an error names a bad or answered item");
+    seen[e.item] = true;
     if (e.type.empty()) fail("an error without a type");
   }
   for (std::uint32_t i = 0; i < count; ++i) {

@@ -53,7 +53,7 @@ template <class R>
 void read(const char* data, std::size_t size, std::uint32_t count, bool has_errors) {
   std::vector<bool> seen(count, false);
   std::int64_t last = -1;
-  std::vector<detail::ItemError> errors;
+  std::vector<detail::ErrorInfo> errors;
   try {
     errors = detail::read_results(data, size, count, has_errors,
                                   [&](std::uint32_t i, const msgpack::object& obj) {
@@ -74,9 +74,9 @@ void read(const char* data, std::size_t size, std::uint32_t count, bool has_erro
   }
   if (!has_errors && !errors.empty()) fail("an error list without the has-errors flag");
   for (std::size_t k = 0; k < errors.size(); ++k) {
-    const std::uint32_t i = errors[k].index;
+    const std::uint32_t i = errors[k].item;
     if (i >= count) fail("an error outside the chunk");
-    if (k > 0 && i <= errors[k - 1].index) fail("errors out of order or repeated");
+    if (k > 0 && i <= errors[k - 1].item) fail("errors out of order or repeated");
     if (seen[i]) fail("an item is both a value and an error");
     seen[i] = true;
   }

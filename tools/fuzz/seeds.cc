@@ -164,8 +164,8 @@ void results_seeds() {
     pk.pack_nil();
     pk.pack(3);
     pk.pack_nil();
-    pk.pack(std::vector<detail::ItemError>{{1, "std::runtime_error", "bad input"},
-                                           {3, "mpx::DecodeError", "could not decode"}});
+    pk.pack(std::vector<detail::ErrorInfo>{{"std::runtime_error", "bad input", 1, 4242, {}},
+                                           {"mpx::DecodeError", "could not decode", 3, 4242, {}}});
     results_seed("ints-with-errors", 4, true, 0, std::string(buf.data(), buf.size()));
   }
   results_seed("empty", 0, false, 0, packed(std::vector<int>{}));

@@ -45,7 +45,17 @@ class ChunkWriter {
   msgpack::packer<Buffer>& packer() { return packer_; }
   void fail(std::uint32_t index, std::string type, std::string message) {
     packer_.pack_nil();
-    errors_.push_back(ItemError{index, std::move(type), std::move(message)});
+    ErrorInfo e;
+    e.type = std::move(type);
+    e.message = std::move(message);
+    e.item = index;
+    e.pid = pid();
+    errors_.push_back(std::move(e));
+  }
+  // The exception being handled fails item index.
+  void fail_current(std::uint32_t index) {
+    packer_.pack_nil();
+    errors_.push_back(current_error(index));
   }
   // Appends the error list; returns whether any item failed.
   bool finish() {
@@ -56,7 +66,13 @@ class ChunkWriter {
 
  private:
   msgpack::packer<Buffer> packer_;
-  std::vector<ItemError> errors_;
+  // This process's pid, looked up once per chunk that fails anything.
+  std::int32_t pid() {
+    if (pid_ == 0) pid_ = process_id();
+    return pid_;
+  }
+  std::vector<ErrorInfo> errors_;
+  std::int32_t pid_ = 0;
 };
 
 struct TaskEntry {
@@ -167,7 +183,7 @@ struct TaskImpl {
         }
       } catch (...) {
         out.truncate(item_begins);
-        writer.fail(i, current_exception_type(), current_exception_message());
+        writer.fail_current(i);
       }
     }
     had_errors = writer.finish();

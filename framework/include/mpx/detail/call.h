@@ -64,7 +64,7 @@ class CallBase {
   // Shared objects named in this call's arguments: kept while the call lives.
   Pins& pins() { return pins_; }
 
-  std::exception_ptr make_remote_error(std::uint64_t start, const ItemError& e,
+  std::exception_ptr make_remote_error(std::uint64_t start, const ErrorInfo& e,
                                        pid_t worker_pid) const;
   std::exception_ptr make_lost_error(std::vector<std::uint64_t> indices, pid_t worker_pid,
                                      const std::string& reason, bool timed_out) const;
@@ -103,19 +103,19 @@ inline std::size_t auto_chunksize(std::size_t n, int workers) {
 template <class R>
 using Stored = std::conditional_t<std::is_void_v<R>, std::nullptr_t, R>;
 
-// The error list that follows a chunk's values (at off), checked: its indices name
+// The error list that follows a chunk's values (at off), checked: its items are
 // distinct items of the chunk, in order (see ChunkWriter). Throws DecodeError.
-inline std::vector<ItemError> read_error_list(const char* data, std::size_t size, std::size_t& off,
+inline std::vector<ErrorInfo> read_error_list(const char* data, std::size_t size, std::size_t& off,
                                               std::uint32_t count) {
   msgpack::zone zone;
-  std::vector<ItemError> errors;
+  std::vector<ErrorInfo> errors;
   try {
-    read_object(zone, data, size, off).convert(errors);
-  } catch (const msgpack::type_error&) {
-    throw DecodeError("result chunk: unreadable error list");
+    errors = error_list_from(read_object(zone, data, size, off));
+  } catch (const DecodeError& e) {
+    throw DecodeError(std::string("result chunk: unreadable error list: ") + e.what());
   }
   for (std::size_t k = 0; k < errors.size(); ++k) {
-    if (errors[k].index >= count || (k > 0 && errors[k].index <= errors[k - 1].index)) {
+    if (errors[k].item >= count || (k > 0 && errors[k].item <= errors[k - 1].item)) {
       throw DecodeError("result chunk: error list names an item outside the chunk");
     }
   }
@@ -125,14 +125,14 @@ inline std::vector<ItemError> read_error_list(const char* data, std::size_t size
 // Decodes a results chunk; calls on_value(i, obj) per successful item and returns the
 // failures in chunk order. Throws DecodeError when the payload is malformed.
 template <class OnValue>
-std::vector<ItemError> read_results(const char* data, std::size_t size, std::uint32_t count,
+std::vector<ErrorInfo> read_results(const char* data, std::size_t size, std::uint32_t count,
                                     bool has_errors, OnValue&& on_value) {
   std::size_t off = 0;
   if (read_array_header(data, size, off) != count) {
     throw DecodeError("result chunk size does not match its header");
   }
   msgpack::zone zone;
-  std::vector<ItemError> errors;
+  std::vector<ErrorInfo> errors;
   std::size_t values_off = off;
   for (std::uint32_t i = 0; i < count; ++i) {  // skip to the error list first if any
     if (!has_errors) break;
@@ -145,7 +145,7 @@ std::vector<ItemError> read_results(const char* data, std::size_t size, std::uin
   for (std::uint32_t i = 0; i < count; ++i) {
     zone.clear();
     const msgpack::object obj = read_object(zone, data, size, off);
-    if (next_error < errors.size() && errors[next_error].index == i) {
+    if (next_error < errors.size() && errors[next_error].item == i) {
       ++next_error;
       continue;
     }
@@ -281,7 +281,7 @@ class StreamCall final : public CallBase {
                                  [&](std::uint32_t i, const msgpack::object& obj) {
                                    convert_result<R>(obj, slots[i].value, task());
                                  });
-      for (const auto& e : errors) slots[e.index].error = make_remote_error(start, e, worker_pid);
+      for (const auto& e : errors) slots[e.item].error = make_remote_error(start, e, worker_pid);
     } catch (...) {
       auto error = std::current_exception();
       for (auto& s : slots) s.error = error;

@@ -8,7 +8,7 @@
 //   single call        : array of all the arguments (apply_async, Process, initializer).
 //   chunk of results   : msgpack array of N results (nil for void tasks and for items
 //                        that failed), followed — only when the header says so — by a
-//                        second object: array of [index_in_chunk, type, message].
+//                        second object: array of ErrorInfo (item = index in the chunk).
 #ifndef MPX_DETAIL_CODEC_H_
 #define MPX_DETAIL_CODEC_H_
 
@@ -119,13 +119,33 @@ std::string current_exception_message();
 // Demangled name of a type_info.
 std::string demangle(const char* mangled);
 
-// One failed item of a chunk, as it travels back to the caller.
-struct ItemError {
-  std::uint32_t index;  // position inside the chunk
-  std::string type;
-  std::string message;
-  MSGPACK_DEFINE(index, type, message);
+// One error as it travels between processes. Every error payload mpx sends is one:
+// an item that failed in a result chunk (item: its position in the chunk), an actor
+// method's or an initializer's exception, a chunk lost with its worker (mpx::WorkerLost,
+// mpx::TimeoutError), a broken pool (mpx::PoolBroken). On the wire: a msgpack array
+// [type, message, item, pid, cause], cause an array of at most one ErrorInfo.
+struct ErrorInfo {
+  std::string type;              // demangled exception type ("std::invalid_argument")
+  std::string message;           // its what()
+  std::uint64_t item = 0;        // position of the failed item in its chunk; else 0
+  std::int32_t pid = 0;          // the process it happened in; 0 if unknown
+  std::vector<ErrorInfo> cause;  // the error it wraps: none, or one
+  MSGPACK_DEFINE(type, message, item, pid, cause);
 };
+// Causes nest at most this deep; a decoder refuses deeper ones (DecodeError).
+constexpr int kMaxErrorDepth = 8;
+
+// getpid(), without <unistd.h> in public headers.
+std::int32_t process_id();
+// The exception being handled, as an ErrorInfo of this process (item as given).
+ErrorInfo current_error(std::uint64_t item = 0);
+// An ErrorInfo from a decoded msgpack object, checked (shape, cause depth); throws
+// DecodeError. error_list_from: an array of them.
+ErrorInfo error_from(const msgpack::object& obj);
+std::vector<ErrorInfo> error_list_from(const msgpack::object& obj);
+// One ErrorInfo as a whole payload, and back (throws DecodeError).
+std::string encode_error(const ErrorInfo& error);
+ErrorInfo decode_error(const char* data, std::size_t size);
 
 template <class T>
 using Bare = std::remove_cv_t<std::remove_reference_t<T>>;

@@ -1,0 +1,215 @@
+// Messages: one struct per message type over the fixed header (wire.h), and the payloads
+// that are not opaque, encoded and checked here and nowhere else.
+//
+// A header has the same eight fields for every type; what they mean depends on the
+// type. Each struct below names its fields and says how they map; header() builds the
+// header, from() reads it (wire::decode validated every field's range already), and the
+// types with a payload name its format. Task arguments and results stay opaque bytes:
+// only the driver and the workers decode them; the router reads headers, and of payloads
+// only the two that are its own business (a worker's INIT_FAILED error, its own CONFIG).
+//
+// | type        | from -> to       | fields                                  | payload            |
+// |-------------|------------------|-----------------------------------------|--------------------|
+// | HELLO       | driver -> router | pid                                     | -                  |
+// | WELCOME     | router -> driver | workers, router pid                     | -                  |
+// | SUBMIT      | driver -> router | call, start, count, pure, task name     | argument chunk     |
+// | CANCEL      | driver -> router | call                                    | -                  |
+// | SHUTDOWN    | driver -> router | -                                       | -                  |
+// | TERMINATE   | driver -> router | -                                       | -                  |
+// | READY       | worker -> router | pid, process name                       | -                  |
+// | CONFIG      | router -> worker | -                                       | WorkerConfig map   |
+// | CONFIGURED  | worker -> router | pid                                     | -                  |
+// | INIT_FAILED | worker -> router | pid                                     | ErrorInfo          |
+// | TASK        | router -> worker | a SUBMIT forwarded, type byte rewritten | argument chunk     |
+// | RESULT      | worker -> driver | call, start, count, pid, has_errors     | result chunk       |
+// | LOST        | router -> driver | call, worker pid, timed_out             | LostChunks         |
+// | POOL_ERROR  | router -> driver | call (0: the whole pool)                | ErrorInfo          |
+// | PING / PONG | router <-> worker| pid (PONG)                              | -                  |
+// | STOP        | router -> worker, caller -> actor | -                      | -                  |
+// | CALL        | caller -> actor  | call, incarnation, method, pid, tell    | arguments          |
+// | REPLY       | actor -> caller  | call, pid, failed                       | result / ErrorInfo |
+//
+// RESULT goes worker -> router -> driver unchanged.
+#ifndef MPX_FRAMEWORK_WIRE_MESSAGES_H_
+#define MPX_FRAMEWORK_WIRE_MESSAGES_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "framework/wire/wire.h"
+#include "mpx/detail/codec.h"
+
+namespace mpx {
+namespace wire {
+
+using detail::ErrorInfo;
+
+// A message that is its type alone: SHUTDOWN, TERMINATE, STOP, PING.
+template <Type T>
+struct Bare {
+  static constexpr Type kType = T;
+  Header header() const { return {T}; }
+  static Bare from(const Header&) { return {}; }
+};
+using Shutdown = Bare<Type::kShutdown>;
+using Terminate = Bare<Type::kTerminate>;
+using Stop = Bare<Type::kStop>;
+using Ping = Bare<Type::kPing>;
+
+// A message that names its sender's pid: HELLO, PONG, CONFIGURED, and INIT_FAILED
+// (payload: ErrorInfo).
+template <Type T>
+struct FromProcess {
+  static constexpr Type kType = T;
+  std::int32_t pid = 0;
+  Header header() const { return {T, 0, 0, 0, pid}; }
+  static FromProcess from(const Header& h) { return {h.pid}; }
+};
+using Hello = FromProcess<Type::kHello>;
+using Pong = FromProcess<Type::kPong>;
+using Configured = FromProcess<Type::kConfigured>;
+using InitFailed = FromProcess<Type::kInitFailed>;
+
+struct Welcome {
+  static constexpr Type kType = Type::kWelcome;
+  std::uint32_t workers = 0;   // count
+  std::int32_t router_pid = 0;  // pid
+  Header header() const { return {kType, 0, 0, workers, router_pid}; }
+  static Welcome from(const Header& h) { return {h.count, h.pid}; }
+};
+
+// SUBMIT, and TASK (the same chunk on its way to a worker). Payload: the chunk's
+// arguments, a msgpack array of count items (opaque to the router).
+template <Type T>
+struct Chunk {
+  static constexpr Type kType = T;
+  std::uint64_t call_id = 0;
+  std::uint64_t start = 0;   // index of the chunk's first item in its call
+  std::uint32_t count = 0;   // items in the chunk
+  bool pure = false;         // flags & kFlagPure: an MPX_PURE_TASK, run again if lost
+  std::string_view task;     // name: the registered task's name
+  Header header() const { return {T, call_id, start, count, 0, pure ? kFlagPure : std::uint8_t{0}, task}; }
+  static Chunk from(const Header& h) {
+    return {h.call_id, h.start, h.count, (h.flags & kFlagPure) != 0, h.name};
+  }
+  // A chunk names at least one item, and no more than it has bytes (each item takes
+  // one at least): a larger count is a lie that would make a worker build an error
+  // answer of that many items. false and *why otherwise.
+  bool valid(std::size_t payload_size, std::string* why) const;
+};
+using Submit = Chunk<Type::kSubmit>;
+using Task = Chunk<Type::kTask>;
+
+struct Cancel {
+  static constexpr Type kType = Type::kCancel;
+  std::uint64_t call_id = 0;
+  Header header() const { return {kType, call_id}; }
+  static Cancel from(const Header& h) { return {h.call_id}; }
+};
+
+// Payload: the chunk's results (see mpx/detail/codec.h), opaque to the router.
+struct Result {
+  static constexpr Type kType = Type::kResult;
+  std::uint64_t call_id = 0;
+  std::uint64_t start = 0;
+  std::uint32_t count = 0;
+  std::int32_t pid = 0;     // the worker that ran it
+  bool has_errors = false;  // flags & kFlagHasErrors: an error list follows the values
+  Header header() const {
+    return {kType, call_id, start, count, pid, has_errors ? kFlagHasErrors : std::uint8_t{0}};
+  }
+  static Result from(const Header& h) {
+    return {h.call_id, h.start, h.count, h.pid, (h.flags & kFlagHasErrors) != 0};
+  }
+};
+
+// Chunks of one call that died with their worker. Payload: LostChunks.
+struct Lost {
+  static constexpr Type kType = Type::kLost;
+  std::uint64_t call_id = 0;
+  std::int32_t pid = 0;     // the worker that died
+  bool timed_out = false;   // flags & kFlagTimedOut: it was killed for its time budget
+  Header header() const { return {kType, call_id, 0, 0, pid, timed_out ? kFlagTimedOut : std::uint8_t{0}}; }
+  static Lost from(const Header& h) { return {h.call_id, h.pid, (h.flags & kFlagTimedOut) != 0}; }
+};
+// (start, count) of each lost chunk.
+using Ranges = std::vector<std::pair<std::uint64_t, std::uint32_t>>;
+struct LostChunks {
+  // type "mpx::WorkerLost" or "mpx::TimeoutError", message: how the worker ended, pid.
+  ErrorInfo error;
+  Ranges ranges;
+  MSGPACK_DEFINE(error, ranges);
+};
+std::string encode(const LostChunks& lost);
+// Throws DecodeError.
+LostChunks decode_lost(std::string_view payload);
+
+// Payload: ErrorInfo (type "mpx::PoolBroken", message: why).
+struct PoolError {
+  static constexpr Type kType = Type::kPoolError;
+  std::uint64_t call_id = 0;  // 0: every call of the pool
+  Header header() const { return {kType, call_id}; }
+  static PoolError from(const Header& h) { return {h.call_id}; }
+};
+
+struct Ready {
+  static constexpr Type kType = Type::kReady;
+  std::int32_t pid = 0;
+  std::string_view name;  // the worker's process name
+  Header header() const { return {kType, 0, 0, 0, pid, 0, name}; }
+  static Ready from(const Header& h) { return {h.pid, h.name}; }
+};
+
+// Payload: WorkerConfig, a msgpack map of named fields.
+using Config = Bare<Type::kConfig>;
+struct WorkerConfig {
+  std::string initializer;        // task name; empty: none
+  std::string initializer_args;   // its msgpack argument array
+  std::uint64_t max_message_bytes = std::uint64_t{1} << 30;  // larger results fail
+  std::uint64_t memory_limit = 0;  // RLIMIT_AS the worker sets on itself; 0: none
+  template <class Self, class F>
+  static void fields(Self& self, F&& field) {
+    field("initializer", self.initializer);
+    field("initializer_args", self.initializer_args);
+    field("max_message_bytes", self.max_message_bytes);
+    field("memory_limit", self.memory_limit);
+  }
+};
+std::string encode(const WorkerConfig& config);
+// Absent fields keep their defaults, unknown ones are ignored; throws DecodeError.
+WorkerConfig decode_worker_config(std::string_view payload);
+
+// Payload: the arguments (msgpack array).
+struct Call {
+  static constexpr Type kType = Type::kCall;
+  std::uint64_t call_id = 0;
+  std::uint32_t incarnation = 0;  // start: the actor process it is meant for
+  std::uint32_t method = 0;       // count: the method's index in MPX_ACTOR's list
+  std::int32_t pid = 0;           // the caller
+  bool tell = false;              // flags & kFlagNoReply: nobody waits for an answer
+  Header header() const {
+    return {kType, call_id, incarnation, method, pid, tell ? kFlagNoReply : std::uint8_t{0}};
+  }
+  static Call from(const Header& h) {
+    return {h.call_id, static_cast<std::uint32_t>(h.start), h.count, h.pid, (h.flags & kFlagNoReply) != 0};
+  }
+};
+
+// Payload: the method's result (msgpack), or ErrorInfo when failed.
+struct Reply {
+  static constexpr Type kType = Type::kReply;
+  std::uint64_t call_id = 0;
+  std::int32_t pid = 0;  // the actor's process
+  bool failed = false;   // flags & kFlagHasErrors
+  Header header() const { return {kType, call_id, 0, 0, pid, failed ? kFlagHasErrors : std::uint8_t{0}}; }
+  static Reply from(const Header& h) { return {h.call_id, h.pid, (h.flags & kFlagHasErrors) != 0}; }
+};
+
+}  // namespace wire
+}  // namespace mpx
+
+#endif  // MPX_FRAMEWORK_WIRE_MESSAGES_H_
