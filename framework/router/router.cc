@@ -43,7 +43,8 @@ Config Config::decode(const std::string& bytes) {
   return c;
 }
 
-RouterCore::RouterCore(Config config, RouterIo& io) : config_(std::move(config)), io_(io) {}
+RouterCore::RouterCore(Config config, RouterIo& io, WorkerSupervisor& workers)
+    : config_(std::move(config)), io_(io), supervisor_(workers) {}
 
 void RouterCore::start(Clock::time_point now) {
   now_ = now;
@@ -58,27 +59,24 @@ void RouterCore::enter(Worker& w, State state) {
 
 void RouterCore::spawn_one() {
   const std::string name = "PoolWorker-" + std::to_string(next_worker_number_++);
-  pid_t pid;
-  std::string routing_id;
+  WorkerSupervisor::Started started;
   try {
-    pid = io_.spawn_worker(name, &routing_id);
+    started = supervisor_.spawn(name);
   } catch (const std::exception& e) {
     break_pool(std::string("cannot start a worker: ") + e.what());
     return;
   }
-  Worker& w = workers_[pid];
-  w.pid = pid;
-  w.id = std::move(routing_id);
+  Worker& w = workers_[started.id];
+  w.pid = started.pid;
+  w.id = std::move(started.id);
   w.name = name;
   w.last_seen = w.last_ping = w.since = now_;
-  logger().debug("router: spawned {} (pid {})", name, pid);
+  logger().debug("router: spawned {} (pid {})", name, w.pid);
 }
 
 RouterCore::Worker* RouterCore::worker_by_id(std::string_view id) {
-  for (auto& [pid, w] : workers_) {
-    if (w.id == id && w.state != State::kStarting) return &w;
-  }
-  return nullptr;
+  auto it = workers_.find(id);
+  return it == workers_.end() || it->second.state == State::kStarting ? nullptr : &it->second;
 }
 
 void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
@@ -121,7 +119,7 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
       const std::string_view client = sender;
       const std::uint64_t call_id = wire::Cancel::from(h).call_id;
       // In-flight chunks finish or die as they are; a dead one is not run again.
-      for (auto& [pid, w] : workers_) {
+      for (auto& [id, w] : workers_) {
         for (auto& f : w.in_flight) {
           if (f.call_id == call_id && f.client == client) f.cancelled = true;
         }
@@ -148,21 +146,25 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
   now_ = now;
   const wire::Header& h = in.header;
   if (h.type == wire::Type::kReady) {
-    auto it = workers_.find(static_cast<pid_t>(h.pid));
+    // A worker is known by the identity it connected with; a READY from any other
+    // peer, or a second one, is not taken.
+    const auto ready = wire::Ready::from(h);
+    auto it = workers_.find(in.sender());
     if (it == workers_.end() || it->second.state != State::kStarting) {
-      logger().warn("router: dropped READY from unknown worker pid {}", h.pid);
+      logger().warn("router: dropped READY from unknown worker pid {}", ready.pid);
       return;
     }
     Worker& w = it->second;
-    if (in.sender() != w.id) {
-      logger().warn("router: dropped READY for {} (pid {}) from a peer that is not it", w.name,
-                    h.pid);
+    if (w.pid != 0 && ready.pid != w.pid) {
+      logger().warn("router: dropped READY for {} (pid {}) naming another pid, {}", w.name, w.pid,
+                    ready.pid);
       return;
     }
+    if (w.pid == 0) w.pid = ready.pid;  // a worker whose supervisor did not know it
     enter(w, State::kReady);
     w.last_seen = w.last_ping = now;
     if (stopping_) {
-      io_.kill_worker(w.pid);
+      supervisor_.kill(w.id);
       return;
     }
     wire::WorkerConfig config;
@@ -233,18 +235,20 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
   }
 }
 
-void RouterCore::on_worker_exit(pid_t pid, int wait_status, Clock::time_point now) {
+void RouterCore::on_worker_exit(std::string_view id, int wait_status,
+                                std::optional<std::uint64_t> running_mark, Clock::time_point now) {
   now_ = now;
-  auto it = workers_.find(pid);
+  auto it = workers_.find(id);
   if (it == workers_.end()) return;
   Worker w = std::move(it->second);
   workers_.erase(it);
-  finalize(std::move(w), spawning::describe(wait_status), wait_status);
+  const std::string how = wait_status >= 0 ? spawning::describe(wait_status) : std::string("ended");
+  finalize(std::move(w), how, wait_status, running_mark);
 }
 
-void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status) {
+void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status,
+                          std::optional<std::uint64_t> mark) {
   const pid_t pid = w.pid;
-  const std::optional<std::uint64_t> mark = io_.take_running_mark(pid);
   const std::string how =
       w.killed_because.empty() ? exit_how : "was killed: " + w.killed_because;
   if (!w.in_flight.empty()) {
@@ -412,9 +416,9 @@ void RouterCore::break_pool(const std::string& reason) {
   logger().error("router: pool broken: {}", reason);
   for (const std::string& c : clients_) send_pool_error(c, 0, reason);
   queue_.clear();
-  for (auto& [pid, w] : workers_) {
+  for (auto& [id, w] : workers_) {
     w.in_flight.clear();  // their clients were just told the whole pool failed
-    io_.kill_worker(pid);
+    supervisor_.kill(id);
   }
 }
 
@@ -429,7 +433,7 @@ std::size_t RouterCore::credit(const Worker& w) const {
 void RouterCore::dispatch() {
   while (!queue_.empty() && !stopping_) {
     Worker* best = nullptr;
-    for (auto& [pid, w] : workers_) {
+    for (auto& [id, w] : workers_) {
       if (w.state != State::kReady || !w.configured || w.in_flight.size() >= credit(w)) continue;
       if (best == nullptr || w.in_flight.size() < best->in_flight.size()) best = &w;
     }
@@ -471,9 +475,9 @@ void RouterCore::stop_all(bool kill_now, Clock::time_point now) {
     next_tick_ = std::min(next_tick_, stop_deadline_);
   }
   queue_.clear();
-  for (auto& [pid, w] : workers_) {
+  for (auto& [id, w] : workers_) {
     if (kill_now || w.state == State::kStarting) {
-      io_.kill_worker(pid);
+      supervisor_.kill(id);
     } else if (w.state != State::kStopping) {
       enter(w, State::kStopping);
       io_.send_worker(w.id, wire::Stop().header(), transport::Message());
@@ -490,34 +494,34 @@ void RouterCore::on_tick(Clock::time_point now) {
   now_ = now;
   if (stopping_) {
     if (now >= stop_deadline_) {
-      for (auto& [pid, w] : workers_) io_.kill_worker(pid);
+      for (auto& [id, w] : workers_) supervisor_.kill(id);
       stop_deadline_ = now + config_.stop_grace;
     }
     next_tick_ = std::min(now + config_.heartbeat_interval, stop_deadline_);
     return;
   }
   Clock::time_point next_deadline = now + config_.heartbeat_interval;
-  for (auto& [pid, w] : workers_) {
+  for (auto& [id, w] : workers_) {
     // A worker that never announced itself, or ignores STOP, is killed: its exit
     // then follows the usual path (a start-up failure, or an expected stop).
     if (w.state == State::kStarting && now - w.since > config_.startup_timeout) {
-      logger().warn("router: {} (pid {}) did not start within {} ms; killing it", w.name, pid,
+      logger().warn("router: {} (pid {}) did not start within {} ms; killing it", w.name, w.pid,
                     config_.startup_timeout.count());
       w.killed_because = "did not start within " + std::to_string(config_.startup_timeout.count()) +
                          " ms";
-      io_.kill_worker(pid);
+      supervisor_.kill(id);
       w.since = now;  // kill again only after another timeout
       continue;
     }
     if (w.state == State::kStopping && now - w.since > config_.stop_grace) {
-      io_.kill_worker(pid);
+      supervisor_.kill(id);
       w.since = now;
       continue;
     }
     const bool busy = !w.configured || !w.in_flight.empty();
     if (busy && (w.state == State::kReady || w.state == State::kRetiring)) {
       // A busy worker cannot answer pings: watch its state and its time budget instead.
-      if (!io_.is_stopped(pid)) {
+      if (!supervisor_.is_stopped(id)) {
         w.stopped_since = Clock::time_point();
       } else if (w.stopped_since == Clock::time_point()) {
         w.stopped_since = now;
@@ -544,8 +548,8 @@ void RouterCore::on_tick(Clock::time_point now) {
     }
     if (w.state != State::kReady || busy) continue;
     if (now - w.last_seen > config_.heartbeat_timeout) {
-      logger().warn("router: {} (pid {}) stopped answering heartbeats; replacing it", w.name, pid);
-      io_.kill_worker(pid);
+      logger().warn("router: {} (pid {}) stopped answering heartbeats; replacing it", w.name, w.pid);
+      supervisor_.kill(id);
       enter(w, State::kStopping);  // its exit must not count as a start-up failure
       spawn_one();
     } else if (now - w.last_seen >= config_.heartbeat_interval &&
@@ -564,7 +568,7 @@ void RouterCore::kill_running(Worker& w, std::string why, bool timed_out) {
   if (timed_out && !w.in_flight.empty()) {
     w.timed_out_chunk = {w.in_flight.front().call_id, w.in_flight.front().start};
   }
-  io_.kill_worker(w.pid);
+  supervisor_.kill(w.id);
   // Its exit (pidfd) finalizes it: what it held is retried or reported. It gets no
   // more work, and its replacement starts now.
   enter(w, State::kStopping);

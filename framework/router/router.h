@@ -3,9 +3,9 @@
 // fail the tasks a dead worker held, detect idle workers that stopped answering).
 //
 // RouterCore is the whole policy, free of sockets and processes: it reacts to
-// messages, exits and ticks, and acts through RouterIo. run_router wires it to real
-// unix stream connections and real child processes; tests drive RouterCore with a
-// recording Io.
+// messages, exits and ticks, and acts through RouterIo (messages) and WorkerSupervisor
+// (processes). run_router wires it to real unix stream connections and LocalWorkers;
+// tests drive RouterCore with a recording fake of both.
 //
 // Invariants: every chunk the router accepted is, at any time, in exactly one place —
 // the queue, one worker's in-flight list, or answered (result forwarded, or reported
@@ -97,40 +97,55 @@ struct Config {
   static Config decode(const std::string& bytes);  // throws mpx::DecodeError
 };
 
+// How RouterCore reaches its peers: clients by their "R<token>" identity, workers by
+// their worker id (the identity each connects with). Messages to a peer that is gone
+// are dropped.
 class RouterIo {
  public:
   virtual ~RouterIo() = default;
-  // After a worker ended: the wire::chunk_mark of the chunk it was running when it
-  // died, 0 if it was between chunks, nullopt if unknown (then the first chunk it held
-  // is presumed running). Called once per worker; releases what tracked it.
-  virtual std::optional<std::uint64_t> take_running_mark(pid_t) { return std::nullopt; }
   virtual void send_client(std::string_view client, const wire::Header& h, transport::Message&& payload) = 0;
   virtual void forward_client(std::string_view client, transport::Message&& header_frame,
                               transport::Message&& payload) = 0;
   virtual void send_worker(std::string_view worker, const wire::Header& h, transport::Message&& payload) = 0;
   virtual void forward_worker(std::string_view worker, transport::Message&& header_frame,
                               transport::Message&& payload) = 0;
-  // Starts a worker process named name; returns its pid and sets *routing_id to the
-  // identity it will connect with (unguessable, so no other peer can pose as it).
-  // Throws on failure.
-  virtual pid_t spawn_worker(const std::string& name, std::string* routing_id) = 0;
-  virtual void kill_worker(pid_t pid) = 0;
+};
+
+// Where a pool's workers run and who watches them: RouterCore asks for workers, kills
+// them and asks whether one is stopped; the supervisor reports each death back through
+// RouterCore::on_worker_exit, with how the process ended and its running mark. The
+// local one (local_workers.h) runs them as this router's children; a node agent on
+// another host is the other kind. Workers are known by id, never by pid: a pid means
+// nothing off its host.
+class WorkerSupervisor {
+ public:
+  struct Started {
+    std::string id;  // the identity it will connect with: unguessable, so no other peer can pose as it
+    pid_t pid = 0;   // 0 when not known yet (RouterCore then takes READY's)
+  };
+  virtual ~WorkerSupervisor() = default;
+  // Starts a worker process named name. Throws on failure.
+  virtual Started spawn(const std::string& name) = 0;
+  virtual void kill(std::string_view id) = 0;
   // Whether the process is stopped (SIGSTOP, SIGTSTP, a tracer): it can neither run
   // its task nor answer a ping.
-  virtual bool is_stopped(pid_t pid) { return false; }
+  virtual bool is_stopped(std::string_view id) = 0;
 };
 
 class RouterCore {
  public:
-  RouterCore(Config config, RouterIo& io);
+  RouterCore(Config config, RouterIo& io, WorkerSupervisor& workers);
 
   void start(Clock::time_point now);  // spawns the workers
   void on_client(transport::Incoming& in, Clock::time_point now);
   void on_worker(transport::Incoming& in, Clock::time_point now);
-  // A worker process ended (its pidfd fired). The caller first hands over every
-  // result it wrote (they are in its connection's buffer); what it still holds then is
-  // run again or reported lost.
-  void on_worker_exit(pid_t pid, int wait_status, Clock::time_point now);
+  // Worker id ended. The caller first hands over every result it wrote (they are in
+  // its connection's buffer); what it still held is then run again or reported lost.
+  // running_mark: the wire::chunk_mark of the chunk it was running when it died, 0 if
+  // it was between chunks, nullopt if unknown (the first chunk it held is then presumed
+  // running). wait_status: how the process ended, -1 when unknown.
+  void on_worker_exit(std::string_view id, int wait_status, std::optional<std::uint64_t> running_mark,
+                      Clock::time_point now);
   // The driver is gone or asked to terminate: kill everything.
   void terminate();
   void on_tick(Clock::time_point now);
@@ -145,7 +160,7 @@ class RouterCore {
   // (latency), many means bulk work (throughput).
   std::size_t outstanding() const {
     std::size_t n = queue_.size();
-    for (const auto& [pid, w] : workers_) n += w.in_flight.size();
+    for (const auto& [id, w] : workers_) n += w.in_flight.size();
     return n;
   }
   std::size_t live_workers() const { return workers_.size(); }
@@ -180,7 +195,7 @@ class RouterCore {
   };
   enum class State { kStarting, kReady, kRetiring, kStopping };
   struct Worker {
-    pid_t pid = 0;
+    pid_t pid = 0;   // for messages and errors only: 0 until known
     std::string id;  // routing id, trusted once its READY came from it
     std::string name;
     State state = State::kStarting;
@@ -214,8 +229,7 @@ class RouterCore {
   void fail_lost(const std::vector<InFlight>& lost, pid_t pid, const std::string& reason,
                  bool timed_out = false);
   // Retries or reports what a worker that ended still held, and replaces it.
-  // wait_status: how the process ended, -1 when unknown.
-  void finalize(Worker w, const std::string& how, int wait_status = -1);
+  void finalize(Worker w, const std::string& how, int wait_status, std::optional<std::uint64_t> mark);
   void break_pool(const std::string& reason);
   void send_pool_error(std::string_view client, std::uint64_t call_id, const std::string& reason);
   void retire_if_done(Worker& w);
@@ -223,7 +237,8 @@ class RouterCore {
 
   Config config_;
   RouterIo& io_;
-  std::map<pid_t, Worker> workers_;
+  WorkerSupervisor& supervisor_;
+  std::map<std::string, Worker, std::less<>> workers_;  // by id
   std::deque<Task> queue_;
   std::set<std::string> clients_;  // result sockets that said HELLO
   int next_worker_number_ = 1;

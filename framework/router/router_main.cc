@@ -4,9 +4,7 @@
 // every connection, every worker's pidfd and the driver's.
 #include <poll.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -16,7 +14,7 @@
 #include <memory>
 #include <vector>
 
-#include "framework/base/base.h"
+#include "framework/router/local_workers.h"
 #include "framework/router/router.h"
 #include "framework/transport/loop.h"
 #include "mpx/errors.h"
@@ -45,10 +43,11 @@ struct Conn {
       : conn(std::move(c)), front(is_front), opened(now) {}
 };
 
+// Messages to peers by identity: what RouterCore sends is queued on the peer's
+// connection and written at the end of the loop turn (or at once when large).
 class ProcessIo final : public RouterIo {
  public:
-  ProcessIo(std::string back_endpoint, pid_t driver, transport::Loop& loop)
-      : back_endpoint_(std::move(back_endpoint)), driver_(driver), loop_(loop) {}
+  explicit ProcessIo(transport::Loop& loop) : loop_(loop) {}
 
   void send_client(std::string_view client, const wire::Header& h, transport::Message&& payload) override {
     deliver(client, transport::header_message(h), std::move(payload));
@@ -64,63 +63,19 @@ class ProcessIo final : public RouterIo {
                       transport::Message&& payload) override {
     deliver(worker, std::move(header_frame), std::move(payload));
   }
-  pid_t spawn_worker(const std::string& name, std::string* routing_id) override {
-    *routing_id = "W" + base::random_token(16);
-    spawning::Spec spec;
-    spec.role = Role::kWorker;
-    spec.name = name;
-    spec.bootstrap = back_endpoint_ + '\n' + *routing_id;
-    spec.driver = driver_;
-    // One shared word per worker: the chunk it is running (wire::chunk_mark). It tells
-    // the chunk that killed a worker from the ones it had finished or not started.
-    const int memfd = ::memfd_create("mpx-worker-mark", MFD_CLOEXEC);
-    void* map = MAP_FAILED;
-    if (memfd >= 0 && ::ftruncate(memfd, kMarkBytes) == 0) {
-      map = ::mmap(nullptr, kMarkBytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-    }
-    if (map != MAP_FAILED) spec.share_fd = memfd;
-    spawning::Child child;
-    try {
-      child = spawning::spawn_self(spec);
-    } catch (...) {
-      if (memfd >= 0) ::close(memfd);
-      if (map != MAP_FAILED) ::munmap(map, kMarkBytes);
-      throw;
-    }
-    if (memfd >= 0) ::close(memfd);
-    if (map != MAP_FAILED) marks_[child.pid] = static_cast<std::atomic<std::uint64_t>*>(map);
-    const pid_t pid = child.pid;
-    children_[pid] = Watched{child, loop_.watch(child.pidfd, POLLIN, [this, pid](short) { exited(pid); })};
-    ids_[pid] = *routing_id;
-    return pid;
-  }
-  std::optional<std::uint64_t> take_running_mark(pid_t pid) override {
-    auto it = marks_.find(pid);
-    if (it == marks_.end()) return std::nullopt;
-    const std::uint64_t mark = it->second->load(std::memory_order_acquire);
-    ::munmap(it->second, kMarkBytes);
-    marks_.erase(it);
-    return mark;
-  }
-  void kill_worker(pid_t pid) override {
-    if (children_.count(pid)) ::kill(pid, SIGKILL);
-  }
-  bool is_stopped(pid_t pid) override { return children_.count(pid) != 0 && spawning::is_stopped(pid); }
-  static constexpr std::size_t kMarkBytes = 4096;
-
-  // What to do once a worker ended: its pid and wait status (set by run_router).
-  std::function<void(pid_t, int)> on_exit;
   // Reads what c has and hands every complete message to the core (set by run_router).
   std::function<transport::Reader::Fill(Conn&)> service;
 
-  // Kills and reaps every worker left (the router is exiting).
-  void kill_all() {
-    for (auto& [pid, w] : children_) {
-      ::kill(pid, SIGKILL);
-      loop_.unwatch(w.watch);
-      spawning::reap(w.child, true);
+  // Worker id has ended: everything it wrote before it died is in its connection's
+  // buffer now; it is all read (and handed to the core) before its death is, so no
+  // result it sent is lost.
+  void drain(std::string_view id) {
+    auto c = by_id_.find(id);
+    if (c == by_id_.end()) return;
+    Conn& conn = *c->second;
+    while (!conn.dead && service(conn) == transport::Reader::Fill::kData) {
     }
-    children_.clear();
+    conn.dead = true;
   }
 
   // ---- Connections ----
@@ -177,35 +132,6 @@ class ProcessIo final : public RouterIo {
   }
 
  private:
-  struct Watched {
-    spawning::Child child;
-    transport::Loop::Id watch;
-  };
-
-  // The worker's pidfd fired.
-  void exited(pid_t pid) {
-    auto it = children_.find(pid);
-    if (it == children_.end()) return;
-    auto status = spawning::reap(it->second.child, false);
-    if (!status) return;
-    loop_.unwatch(it->second.watch);
-    children_.erase(it);
-    // Everything the worker wrote before it died is in its connection's buffer now:
-    // read it all before its death is handled, so no result it sent is lost.
-    auto id = ids_.find(pid);
-    if (id != ids_.end()) {
-      auto c = by_id_.find(id->second);
-      if (c != by_id_.end()) {
-        Conn& conn = *c->second;
-        while (!conn.dead && service(conn) == transport::Reader::Fill::kData) {
-        }
-        conn.dead = true;
-      }
-      ids_.erase(id);
-    }
-    on_exit(pid, *status);
-  }
-
   void deliver(std::string_view to, transport::Message&& header_frame, transport::Message&& payload) {
     auto it = by_id_.find(to);
     if (it == by_id_.end() || it->second->dead || it->second->write_gone) {
@@ -230,12 +156,7 @@ class ProcessIo final : public RouterIo {
   }
 
   std::vector<Conn*> dirty_;  // connections with frames queued this turn
-  std::string back_endpoint_;
-  pid_t driver_;
   transport::Loop& loop_;
-  std::map<pid_t, Watched> children_;
-  std::map<pid_t, std::string> ids_;  // worker pid -> its identity
-  std::map<pid_t, std::atomic<std::uint64_t>*> marks_;
   std::map<int, std::unique_ptr<Conn>> conns_;  // by fd
   std::map<std::string, Conn*, std::less<>> by_id_;
 };
@@ -264,8 +185,15 @@ int run_router(const spawning::Bootstrap& boot) {
   const std::size_t frame_limit = config.max_message_bytes;
 
   transport::Loop loop;
-  ProcessIo io(config.back_endpoint, boot.driver, loop);
-  RouterCore core(config, io);
+  ProcessIo io(loop);
+  RouterCore* core_ptr = nullptr;
+  LocalWorkers workers(config.back_endpoint, boot.driver, loop,
+                       [&](const std::string& id, int status, std::optional<std::uint64_t> mark) {
+                         io.drain(id);
+                         core_ptr->on_worker_exit(id, status, mark, Clock::now());
+                       });
+  RouterCore core(config, io, workers);
+  core_ptr = &core;
 
   bool busy = false;  // this loop turn handled a message
   io.service = [&](Conn& c) -> transport::Reader::Fill {
@@ -313,7 +241,6 @@ int run_router(const spawning::Bootstrap& boot) {
     if (fill == transport::Reader::Fill::kClosed) c.dead = true;
     return fill;
   };
-  io.on_exit = [&](pid_t pid, int status) { core.on_worker_exit(pid, status, Clock::now()); };
 
   // At most this many connections: below the descriptor limit, with room for the
   // workers' pidfds and the router's own.
@@ -405,7 +332,7 @@ int run_router(const spawning::Bootstrap& boot) {
       }
     }
   }
-  io.kill_all();
+  workers.kill_all();
   return 0;
 }
 

@@ -50,7 +50,8 @@ struct Sent {
   const void* payload_data;  // to see that payloads are moved, not copied
 };
 
-class FakeIo final : public RouterIo {
+// A recording RouterIo and WorkerSupervisor at once. Worker ids are "W<pid>".
+class FakeIo final : public RouterIo, public WorkerSupervisor {
  public:
   void send_client(std::string_view client, const Header& h, transport::Message&& payload) override {
     record(Sent::kSendClient, client, h, std::string(), payload);
@@ -66,21 +67,23 @@ class FakeIo final : public RouterIo {
                       transport::Message&& payload) override {
     forward(Sent::kForwardWorker, worker, header_frame, payload);
   }
-  pid_t spawn_worker(const std::string& name, std::string* routing_id) override {
+  Started spawn(const std::string& name) override {
     if (fail_spawns) throw ProcessError("posix_spawn: Resource temporarily unavailable");
     spawned.push_back(name);
-    *routing_id = "W" + std::to_string(next_pid);
-    return next_pid++;
+    const pid_t pid = next_pid++;
+    return {"W" + std::to_string(pid), unknown_pids ? 0 : pid};
   }
-  void kill_worker(pid_t pid) override { killed.push_back(pid); }
-  bool is_stopped(pid_t pid) override { return stopped.count(pid) != 0; }
-  std::optional<std::uint64_t> take_running_mark(pid_t pid) override {
+  void kill(std::string_view id) override { killed.push_back(pid_of(id)); }
+  bool is_stopped(std::string_view id) override { return stopped.count(pid_of(id)) != 0; }
+  // What the supervisor reports with the death of worker pid (marks, once).
+  std::optional<std::uint64_t> take_running_mark(pid_t pid) {
     auto it = marks.find(pid);
     if (it == marks.end()) return std::nullopt;
     const std::uint64_t mark = it->second;
     marks.erase(it);
     return mark;
   }
+  static pid_t pid_of(std::string_view id) { return static_cast<pid_t>(std::stol(std::string(id.substr(1)))); }
 
   // Returns and forgets everything sent so far.
   std::vector<Sent> take() { return std::exchange(sent, {}); }
@@ -92,6 +95,7 @@ class FakeIo final : public RouterIo {
   std::map<pid_t, std::uint64_t> marks;  // what take_running_mark reports, per worker
   pid_t next_pid = 1000;
   bool fail_spawns = false;
+  bool unknown_pids = false;  // spawn knows ids only, as a node agent's supervisor would
 
  private:
   void record(Sent::Kind kind, std::string_view to, const Header& h, std::string header_bytes,
@@ -166,7 +170,7 @@ class RouterTest : public ::testing::Test {
   // Every time RouterCore sees comes from the test, starting far from the real clock so
   // that nothing can depend on Clock::now().
   void start() {
-    core_ = std::make_unique<RouterCore>(config_, io_);
+    core_ = std::make_unique<RouterCore>(config_, io_, io_);
     now_ = Clock::now() + std::chrono::hours(1);
     core_->start(now_);
   }
@@ -207,7 +211,9 @@ class RouterTest : public ::testing::Test {
     h.pid = pid;
     worker(wid(pid), h, payload);
   }
-  void exit(pid_t pid, int status = kKilled) { core_->on_worker_exit(pid, status, now_); }
+  void exit(pid_t pid, int status = kKilled) {
+    core_->on_worker_exit(wid(pid), status, io_.take_running_mark(pid), now_);
+  }
   void tick() { core_->on_tick(now_); }
 
   void configured(pid_t pid) {
@@ -744,6 +750,32 @@ TEST_F(RouterTest, ReadyIsTakenOnlyFromTheWorkersOwnRoutingId) {
   auto sent = io_.take();
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].type, Type::kConfig);
+}
+
+// Workers are known by id: a supervisor that cannot tell their pids (one on another
+// host) leaves them to READY; a READY naming another pid than a known one is refused.
+TEST_F(RouterTest, AWorkerKnownOnlyByIdTakesItsPidFromReady) {
+  io_.unknown_pids = true;
+  start();
+  hello("1");
+  ready(1000);
+  configured(1000);
+  io_.take();
+  submit("1", 3, 0, 2);
+  ASSERT_EQ(io_.take().size(), 1u);
+  io_.unknown_pids = false;  // for its replacement
+  exit(1000);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kLost);
+  EXPECT_EQ(sent[0].pid, 1000) << "the lost chunks name the pid READY gave";
+  // Its replacement (W1001) is known by pid; a READY from its id naming another
+  // process is not it.
+  ASSERT_EQ(io_.spawned.size(), 2u);
+  Header h = make(Type::kReady, 0, 0, 0, "PoolWorker");
+  h.pid = 4242;
+  worker(wid(1001), h);
+  EXPECT_TRUE(io_.take().empty()) << "no CONFIG for a READY naming another pid";
 }
 
 TEST_F(RouterTest, AChunkOverItsTimeBudgetIsTimedOutAndItsWorkerReplaced) {
@@ -1380,7 +1412,7 @@ TEST_F(RouterTest, FastWorkersEarnDeeperCreditSlowOnesKeepThePrefetch) {
   // A slow worker (100 ms per chunk) is held to the prefetch floor.
   Config slow = config_;
   FakeIo io2;
-  RouterCore core2(slow, io2);
+  RouterCore core2(slow, io2, io2);
   auto t = now_;
   core2.start(t);
   transport::Incoming in;

@@ -1,0 +1,93 @@
+#include "framework/router/local_workers.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "framework/base/base.h"
+#include "mpx/runtime.h"
+
+namespace mpx {
+namespace router {
+namespace {
+
+constexpr std::size_t kMarkBytes = 4096;
+
+}  // namespace
+
+LocalWorkers::LocalWorkers(std::string endpoint, pid_t driver, transport::Loop& loop, OnExit on_exit)
+    : endpoint_(std::move(endpoint)), driver_(driver), loop_(loop), on_exit_(std::move(on_exit)) {}
+
+LocalWorkers::~LocalWorkers() { kill_all(); }
+
+WorkerSupervisor::Started LocalWorkers::spawn(const std::string& name) {
+  const std::string id = "W" + base::random_token(16);
+  spawning::Spec spec;
+  spec.role = Role::kWorker;
+  spec.name = name;
+  spec.bootstrap = endpoint_ + '\n' + id;
+  spec.driver = driver_;
+  // One shared word per worker: the chunk it is running (wire::chunk_mark). It tells
+  // the chunk that killed a worker from the ones it had finished or not started.
+  const int memfd = ::memfd_create("mpx-worker-mark", MFD_CLOEXEC);
+  void* map = MAP_FAILED;
+  if (memfd >= 0 && ::ftruncate(memfd, kMarkBytes) == 0) {
+    map = ::mmap(nullptr, kMarkBytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  }
+  if (map != MAP_FAILED) spec.share_fd = memfd;
+  Child child;
+  try {
+    child.process = spawning::spawn_self(spec);
+  } catch (...) {
+    if (memfd >= 0) ::close(memfd);
+    if (map != MAP_FAILED) ::munmap(map, kMarkBytes);
+    throw;
+  }
+  if (memfd >= 0) ::close(memfd);
+  if (map != MAP_FAILED) child.mark = static_cast<std::atomic<std::uint64_t>*>(map);
+  const pid_t pid = child.process.pid;
+  child.watch = loop_.watch(child.process.pidfd, POLLIN, [this, id](short) { exited(id); });
+  children_.emplace(id, child);
+  return {id, pid};
+}
+
+void LocalWorkers::kill(std::string_view id) {
+  auto it = children_.find(id);
+  if (it != children_.end()) ::kill(it->second.process.pid, SIGKILL);
+}
+
+bool LocalWorkers::is_stopped(std::string_view id) {
+  auto it = children_.find(id);
+  return it != children_.end() && spawning::is_stopped(it->second.process.pid);
+}
+
+void LocalWorkers::release(Child& child) {
+  loop_.unwatch(child.watch);
+  if (child.mark) ::munmap(child.mark, kMarkBytes);
+  child.mark = nullptr;
+}
+
+void LocalWorkers::exited(const std::string& id) {
+  auto it = children_.find(id);
+  if (it == children_.end()) return;
+  auto status = spawning::reap(it->second.process, false);
+  if (!status) return;
+  std::optional<std::uint64_t> mark;
+  if (it->second.mark) mark = it->second.mark->load(std::memory_order_acquire);
+  release(it->second);
+  children_.erase(it);
+  on_exit_(id, *status, mark);
+}
+
+void LocalWorkers::kill_all() {
+  for (auto& [id, child] : children_) {
+    ::kill(child.process.pid, SIGKILL);
+    release(child);
+    spawning::reap(child.process, true);
+  }
+  children_.clear();
+}
+
+}  // namespace router
+}  // namespace mpx

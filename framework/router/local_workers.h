@@ -1,0 +1,62 @@
+// LocalWorkers: a pool's workers as children of its router, on this host.
+//
+// Each worker is a posix_spawn of this program (framework/spawn) connecting back with
+// an unguessable identity, watched through its pidfd in the router's Loop, and sharing
+// one word of memory with the router: the wire::chunk_mark of the chunk it runs (0
+// between chunks), written by the worker, read here after its death, so the router
+// knows which chunk killed it even though the worker is gone. The memory limit is not
+// the supervisor's business: a worker sets it on itself from CONFIG, wherever it runs.
+#ifndef MPX_FRAMEWORK_ROUTER_LOCAL_WORKERS_H_
+#define MPX_FRAMEWORK_ROUTER_LOCAL_WORKERS_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "framework/router/router.h"
+#include "framework/spawn/spawn.h"
+#include "framework/transport/loop.h"
+
+namespace mpx {
+namespace router {
+
+class LocalWorkers final : public WorkerSupervisor {
+ public:
+  // Called from the Loop once a worker ended: its id, wait status and running mark.
+  using OnExit = std::function<void(const std::string& id, int wait_status,
+                                    std::optional<std::uint64_t> running_mark)>;
+  // Workers connect to endpoint; they belong to the pool of driver (killed with it).
+  LocalWorkers(std::string endpoint, pid_t driver, transport::Loop& loop, OnExit on_exit);
+  ~LocalWorkers() override;  // kills and reaps every worker left
+
+  Started spawn(const std::string& name) override;
+  void kill(std::string_view id) override;
+  bool is_stopped(std::string_view id) override;
+  void kill_all();
+
+ private:
+  struct Child {
+    spawning::Child process;
+    transport::Loop::Id watch = 0;
+    std::atomic<std::uint64_t>* mark = nullptr;  // the shared word; null if it could not be made
+  };
+  void exited(const std::string& id);
+  void release(Child& child);
+
+  const std::string endpoint_;
+  const pid_t driver_;
+  transport::Loop& loop_;
+  OnExit on_exit_;
+  std::map<std::string, Child, std::less<>> children_;  // by worker id
+};
+
+}  // namespace router
+}  // namespace mpx
+
+#endif  // MPX_FRAMEWORK_ROUTER_LOCAL_WORKERS_H_
