@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "framework/actor/actor_internal.h"
+#include "framework/actor/server.h"
 #include "framework/base/base.h"
 #include "framework/process/process_child.h"
 #include "framework/registry/registry.h"

@@ -1,13 +1,17 @@
-// Internals shared by the two sides of an actor: the spawning process (actor.cc) and
-// the actor process itself (actor_main.cc).
-#ifndef MPX_FRAMEWORK_ACTOR_ACTOR_INTERNAL_H_
-#define MPX_FRAMEWORK_ACTOR_ACTOR_INTERNAL_H_
+// What the two sides of an actor share: the control block (written by the spawning
+// process, read by every process holding a handle) and the bootstrap an actor process
+// starts from (server.cc).
+#ifndef MPX_FRAMEWORK_ACTOR_CONTROL_H_
+#define MPX_FRAMEWORK_ACTOR_CONTROL_H_
+
+#include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
-#include "framework/spawn/spawn.h"
 #include "framework/transport/endpoint.h"
 
 namespace mpx {
@@ -47,8 +51,20 @@ struct Control {
   std::atomic<std::uint64_t> reason[32];
 };
 
+inline State state_of(const Control& c) { return static_cast<State>(c.state.load(std::memory_order_acquire)); }
+
 // The reason text of c, never torn by a concurrent publish.
 std::string read_reason(const Control& c);
+// Only the owner's supervisor thread (and spawn, before anybody else sees the block)
+// writes the control block: seq goes odd, the reason and state are written, seq goes
+// even again (see Control::reason), and every waiter on seq is woken.
+void publish(Control& c, State state, const std::string& reason);
+// Sleeps while word (a control block's seq) holds expected, at most for slice.
+void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected, std::chrono::milliseconds slice);
+// text, cut to fit, NUL-terminated, into dst of cap bytes.
+void copy_text(char* dst, std::size_t cap, const std::string& text);
+// Whether a process with this pid exists (it may be another user's).
+bool process_exists(pid_t pid);
 
 // Where incarnation `incarnation` listens: the base endpoint with "-<incarnation>".
 transport::Endpoint incarnation_endpoint(const Control& control, std::uint32_t incarnation);
@@ -68,10 +84,7 @@ Bootstrap decode_bootstrap(const std::string& bytes);  // throws mpx::DecodeErro
 constexpr char kReadyByte = 'R';
 constexpr char kFailedByte = 'E';
 
-// Entry point of the actor role (mpx::init).
-int run_actor(const spawning::Bootstrap& boot);
-
 }  // namespace actor
 }  // namespace mpx
 
-#endif  // MPX_FRAMEWORK_ACTOR_ACTOR_INTERNAL_H_
+#endif  // MPX_FRAMEWORK_ACTOR_CONTROL_H_

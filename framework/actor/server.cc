@@ -13,7 +13,8 @@
 #include <string>
 #include <unordered_map>
 
-#include "framework/actor/actor_internal.h"
+#include "framework/actor/control.h"
+#include "framework/actor/server.h"
 #include "framework/transport/loop.h"
 #include "framework/transport/transport.h"
 #include "framework/wire/messages.h"
