@@ -268,7 +268,6 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
   }
 }
 
-void pool_flush(PoolCore& core) { core.flush(); }
 
 void PoolCore::release_chunk(std::uint64_t call_id, std::uint64_t start) {
   auto it = inflight_.find({call_id, start});
@@ -576,6 +575,25 @@ void PoolCore::stop_router(wire::Type how, std::chrono::milliseconds grace, cons
   }
   fail_all(std::make_exception_ptr(PoolBroken(why)));
 }
+
+// ---- What mpx/detail/call.h's templates call (mpx::Pool's submissions and waits) ----
+
+void pool_begin_call(PoolCore& core, const std::shared_ptr<CallBase>& call) { core.begin_call(call); }
+
+void pool_send_chunk(PoolCore& core, CallBase& call, std::uint64_t start, std::uint32_t count,
+                     Buffer&& payload) {
+  core.send_chunk(call, start, count, std::move(payload));
+}
+
+bool pool_wait(PoolCore& core, const std::function<bool()>& ready, Clock::time_point deadline) {
+  return core.wait(ready, deadline);
+}
+
+int pool_processes(const PoolCore& core) { return core.processes(); }
+
+void pool_abandon_call(PoolCore& core, CallBase& call) { core.abandon_call(call); }
+
+void pool_flush(PoolCore& core) { core.flush(); }
 
 }  // namespace detail
 }  // namespace mpx

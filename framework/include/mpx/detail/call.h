@@ -77,7 +77,8 @@ class CallBase {
   Pins pins_;  // written only by the submitting thread, before the call is shared
 };
 
-// Pool operations the templates use; defined in framework/pool/pool_core.cc.
+// Pool operations the templates use; defined in framework/pool/pool_core.cc (the
+// CallBase members above in framework/pool/call.cc).
 void pool_begin_call(PoolCore& core, const std::shared_ptr<CallBase>& call);
 // Sends one chunk of call. Small chunks may wait in a buffer until pool_flush (or
 // until enough gather): a submission sends its chunks, then flushes.
