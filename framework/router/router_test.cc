@@ -1606,14 +1606,8 @@ TEST(RouterConfigTest, EncodeDecodeRoundTrip) {
 // defaults and ignores names it does not know, so either side may be newer.
 TEST(RouterConfigTest, NamedFieldsWithDefaults) {
   msgpack::sbuffer buf;
-  msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_map(3);
-  pk.pack(std::string("workers"));
-  pk.pack(5);
-  pk.pack(std::string("task_timeout_ms"));
-  pk.pack(250);
-  pk.pack(std::string("a_field_from_a_newer_driver"));
-  pk.pack(std::string("ignored"));
+  msgpack::pack(buf, std::map<std::string, std::int64_t>{
+                         {"workers", 5}, {"task_timeout_ms", 250}, {"a_field_from_a_newer_driver", 1}});
   const Config d = Config::decode(std::string(buf.data(), buf.size()));
   EXPECT_EQ(d.workers, 5);
   EXPECT_EQ(d.task_timeout, milliseconds(250));
@@ -1623,10 +1617,7 @@ TEST(RouterConfigTest, NamedFieldsWithDefaults) {
   EXPECT_EQ(d.max_message_bytes, defaults.max_message_bytes);
   // A field of the wrong type is refused, by name.
   msgpack::sbuffer bad;
-  msgpack::packer<msgpack::sbuffer> bk(bad);
-  bk.pack_map(1);
-  bk.pack(std::string("workers"));
-  bk.pack(std::string("five"));
+  msgpack::pack(bad, std::map<std::string, std::string>{{"workers", "five"}});
   try {
     Config::decode(std::string(bad.data(), bad.size()));
     ADD_FAILURE() << "no throw";
