@@ -58,7 +58,8 @@ std::string errno_text(int err) { return std::strerror(err); }
 
 bool typed(SegmentKind kind) {
   return kind == SegmentKind::kValue || kind == SegmentKind::kArray ||
-         kind == SegmentKind::kQueue;
+         kind == SegmentKind::kQueue || kind == SegmentKind::kRawValue ||
+         kind == SegmentKind::kRawArray;
 }
 
 // "Value<int>", "Lock"; "Value" when the type is not known.
@@ -124,6 +125,10 @@ const char* segment_kind_name(SegmentKind kind) {
     case SegmentKind::kBarrier: return "Barrier";
     case SegmentKind::kQueue: return "Queue";
     case SegmentKind::kActor: return "Actor";
+    case SegmentKind::kCondition: return "Condition";
+    case SegmentKind::kRawValue: return "RawValue";
+    case SegmentKind::kRawArray: return "RawArray";
+    case SegmentKind::kSharedMemory: return "SharedMemory";
   }
   return "shared object";
 }
@@ -350,9 +355,19 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
 
 namespace {
 
-// Every kind but Semaphore and Event starts its body with a robust pthread mutex.
+// These kinds start their body with a robust pthread mutex.
 bool starts_with_mutex(SegmentKind kind) {
-  return kind != SegmentKind::kSemaphore && kind != SegmentKind::kEvent;
+  switch (kind) {
+    case SegmentKind::kValue:
+    case SegmentKind::kArray:
+    case SegmentKind::kLock:
+    case SegmentKind::kRLock:
+    case SegmentKind::kBarrier:
+    case SegmentKind::kQueue:
+      return true;
+    default:
+      return false;
+  }
 }
 
 // Whether a thread of this process holds the robust mutex at p. glibc links a held
@@ -388,7 +403,7 @@ std::shared_ptr<Segment> unpack_segment(const msgpack::object& o, SegmentKind ki
   SegmentRef ref;
   const auto k = f[0].as<std::uint32_t>();
   if (k < static_cast<std::uint32_t>(SegmentKind::kValue) ||
-      k > static_cast<std::uint32_t>(SegmentKind::kActor)) {
+      k > static_cast<std::uint32_t>(SegmentKind::kLastKind)) {
     throw msgpack::type_error();
   }
   ref.kind = static_cast<SegmentKind>(k);
