@@ -55,6 +55,7 @@ void init(int argc, char** argv) {
     return;
   }
   base::set_identity(boot->name, boot->role);
+  base::set_parent(boot->parent, boot->parent_name);
   int code = 70;
   try {
     switch (boot->role) {
