@@ -16,6 +16,8 @@ FdTransfers* fd_scope() { return t_fds; }
 PinScope::PinScope(Pins& out) : previous_(t_pins) { t_pins = &out; }
 PinScope::~PinScope() { t_pins = previous_; }
 
+bool pinning() { return t_pins != nullptr; }
+
 void pin(std::shared_ptr<const void> object) {
   // A map over N items naming one Value pins it once, not N times.
   if (t_pins == nullptr || (!t_pins->empty() && t_pins->back() == object)) return;

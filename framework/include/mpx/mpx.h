@@ -14,6 +14,7 @@
 #define MPX_MPX_H_
 
 #include "mpx/actor.h"
+#include "mpx/connection.h"
 #include "mpx/errors.h"
 #include "mpx/pipeline.h"
 #include "mpx/pool.h"

@@ -29,6 +29,8 @@ class PinScope {
 
 // Adds object to the innermost active PinScope of this thread; no-op without one.
 void pin(std::shared_ptr<const void> object);
+// Whether a PinScope is active on this thread.
+bool pinning();
 
 // A descriptor a message hands over (an end of an mpx::Pipe), and what keeps it open.
 struct FdTransfer {
