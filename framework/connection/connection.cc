@@ -147,7 +147,7 @@ ConnectionState::~ConnectionState() {
   if (it != registry().end() && it->second.expired()) registry().erase(it);
 }
 
-ExportedEnd ConnectionAccess::export_end(const Connection& c) {
+ExportedEnd HandleCodec<Connection>::export_end(const Connection& c) {
   ConnectionState& s = *c.state_;
   std::lock_guard<std::mutex> lock(s.send_mu);
   const int fd = s.fd.load();
@@ -175,7 +175,7 @@ ExportedEnd ConnectionAccess::export_end(const Connection& c) {
   return e;
 }
 
-Connection ConnectionAccess::unpack(const msgpack::object& o) {
+Connection HandleCodec<Connection>::unpack(const msgpack::object& o) {
   if (o.type != msgpack::type::ARRAY || o.via.array.size != 5 ||
       o.via.array.ptr[0].type != msgpack::type::STR ||
       std::string_view(o.via.array.ptr[0].via.str.ptr, o.via.array.ptr[0].via.str.size) != "mpx.Connection") {
@@ -358,7 +358,7 @@ std::vector<Waitable> wait(const std::vector<Waitable>& objects, std::chrono::mi
       if (w.is_connection()) {
         // Readable bytes may be half a message: a connection is ready once a whole one
         // (or the end of file) is there.
-        ConnectionState& s = *detail::ConnectionAccess::state(w.connection());
+        ConnectionState& s = *detail::HandleCodec<Connection>::state(w.connection());
         std::lock_guard<std::mutex> lock(s.recv_mu);
         is_ready = s.fd.load() < 0 || detail::fill_now(s);
       }

@@ -147,7 +147,7 @@ void Condition::notify_all() { notify(INT_MAX); }
 
 namespace detail {
 
-Condition ConditionAccess::unpack(const msgpack::object& o) {
+Condition HandleCodec<Condition>::unpack(const msgpack::object& o) {
   if (o.type != msgpack::type::ARRAY || o.via.array.size != 2 ||
       o.via.array.ptr[1].type != msgpack::type::ARRAY || o.via.array.ptr[1].via.array.size < 1) {
     throw msgpack::type_error();

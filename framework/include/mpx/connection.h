@@ -55,12 +55,12 @@
 #include <msgpack.hpp>
 
 #include "mpx/detail/deadline.h"
+#include "mpx/detail/handle.h"
 #include "mpx/errors.h"
 
 namespace mpx {
 namespace detail {
 struct ConnectionState;
-struct ConnectionAccess;
 }  // namespace detail
 
 class Connection {
@@ -120,7 +120,7 @@ class Connection {
   explicit Connection(std::shared_ptr<detail::ConnectionState> state) : state_(std::move(state)) {}
   bool poll_until(detail::Clock::time_point deadline);
   std::shared_ptr<detail::ConnectionState> state_;
-  friend struct detail::ConnectionAccess;
+  friend struct detail::HandleCodec<Connection>;
   friend std::pair<Connection, Connection> Pipe(bool duplex);
 };
 
@@ -168,51 +168,28 @@ struct ExportedEnd {
   std::uint64_t inode;
   std::uint32_t flags;
 };
-struct ConnectionAccess {
-  // Hands the descriptor to the active FdScope (a Process), or pins a copy of it while
-  // a PinScope is active (a Pool or actor call). Throws mpx::Error for a closed end.
-  static ExportedEnd export_end(const Connection& c);
+template <>
+struct HandleCodec<Connection> {
+  template <class Stream>
+  static void pack(msgpack::packer<Stream>& pk, const Connection& c) {
+    const ExportedEnd e = export_end(c);
+    pk.pack_array(5);
+    pk.pack(std::string_view("mpx.Connection"));
+    pk.pack(e.pid);
+    pk.pack(e.fd);
+    pk.pack(e.inode);
+    pk.pack(e.flags);
+  }
   // Throws msgpack::type_error for something else, SharedMemoryError when the end
   // cannot be obtained from the sender.
   static Connection unpack(const msgpack::object& o);
+  // Hands the descriptor to the active FdScope (a Process), or pins a copy of it while
+  // a PinScope is active (a Pool or actor call). Throws mpx::Error for a closed end.
+  static ExportedEnd export_end(const Connection& c);
   static const std::shared_ptr<ConnectionState>& state(const Connection& c) { return c.state_; }
 };
 }  // namespace detail
 
 }  // namespace mpx
-
-namespace msgpack {
-MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-  namespace adaptor {
-  template <>
-  struct pack<mpx::Connection> {
-    template <class Stream>
-    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& pk, const mpx::Connection& c) const {
-      const mpx::detail::ExportedEnd e = mpx::detail::ConnectionAccess::export_end(c);
-      pk.pack_array(5);
-      pk.pack(std::string_view("mpx.Connection"));
-      pk.pack(e.pid);
-      pk.pack(e.fd);
-      pk.pack(e.inode);
-      pk.pack(e.flags);
-      return pk;
-    }
-  };
-  template <>
-  struct as<mpx::Connection> {
-    mpx::Connection operator()(const msgpack::object& o) const {
-      return mpx::detail::ConnectionAccess::unpack(o);
-    }
-  };
-  template <>
-  struct convert<mpx::Connection> {
-    const msgpack::object& operator()(const msgpack::object& o, mpx::Connection& c) const {
-      c = mpx::detail::ConnectionAccess::unpack(o);
-      return o;
-    }
-  };
-  }  // namespace adaptor
-}  // MSGPACK_API_VERSION_NAMESPACE
-}  // namespace msgpack
 
 #endif  // MPX_CONNECTION_H_

@@ -164,7 +164,8 @@ std::optional<Lock> open_lock_choice(const std::shared_ptr<Segment>& segment);
 }  // namespace detail
 
 namespace detail {
-struct ConditionAccess;
+template <class H>
+struct HandleCodec;
 }
 
 // Python's Condition: wait() releases the lock, sleeps until notify(), and takes the
@@ -242,7 +243,7 @@ class Condition {
   detail::ConditionState* state_;
   detail::MutexHandle lock_;
 
-  friend struct detail::ConditionAccess;
+  friend struct detail::HandleCodec<Condition>;
   friend struct detail::HandleAccess;
 };
 
@@ -422,7 +423,8 @@ struct HandleTraits<Barrier> {
 };
 
 // A Condition travels as [its segment, its lock's segment].
-struct ConditionAccess {
+template <>
+struct HandleCodec<Condition> {
   template <class Stream>
   static void pack(msgpack::packer<Stream>& pk, const Condition& c) {
     pk.pack_array(2);
@@ -434,33 +436,5 @@ struct ConditionAccess {
 }  // namespace detail
 
 }  // namespace mpx
-
-namespace msgpack {
-MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-  namespace adaptor {
-  template <>
-  struct pack<mpx::Condition> {
-    template <class Stream>
-    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& pk, const mpx::Condition& c) const {
-      mpx::detail::ConditionAccess::pack(pk, c);
-      return pk;
-    }
-  };
-  template <>
-  struct as<mpx::Condition> {
-    mpx::Condition operator()(const msgpack::object& o) const {
-      return mpx::detail::ConditionAccess::unpack(o);
-    }
-  };
-  template <>
-  struct convert<mpx::Condition> {
-    const msgpack::object& operator()(const msgpack::object& o, mpx::Condition& c) const {
-      c = mpx::detail::ConditionAccess::unpack(o);
-      return o;
-    }
-  };
-  }  // namespace adaptor
-}  // MSGPACK_API_VERSION_NAMESPACE
-}  // namespace msgpack
 
 #endif  // MPX_SYNC_H_
