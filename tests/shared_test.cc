@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -191,6 +192,22 @@ MPX_TASK(get_until_shutdown);
 MPX_TASK(increment_pair);
 MPX_TASK(add_to_raw);
 MPX_TASK(lock_is_locked);
+
+void write_by_name(std::string name, int value) {
+  auto block = mpx::SharedMemory::attach(name);
+  std::memcpy(block.buf(), &value, sizeof value);
+}
+long sum_list_by_name(std::string name) {
+  long sum = 0;
+  for (long x : mpx::ShareableList<long>::attach(name).to_vector()) sum += x;
+  return sum;
+}
+void set_word(mpx::ShareableList<std::string> words, int i, std::string word) {
+  words.set(static_cast<std::size_t>(i), word);
+}
+MPX_TASK(write_by_name);
+MPX_TASK(sum_list_by_name);
+MPX_TASK(set_word);
 
 class SharedTest : public ::testing::Test {
  protected:
@@ -607,6 +624,66 @@ std::set<std::string> mpx_entries_in_dev_shm() {
     closedir(d);
   }
   return names;
+}
+
+// ---- SharedMemory by name, ShareableList ---------------------------------------------
+
+TEST_F(SharedTest, SharedMemoryFoundByNameInAChildAndAPoolWorker) {
+  const std::string name = "block-" + std::to_string(getpid());
+  auto block = mpx::SharedMemory::create(name, 64);
+  mpx::Process p(write_by_name, name, 1234);
+  p.start();
+  p.join();
+  ASSERT_EQ(p.exitcode(), 0);
+  int value = 0;
+  std::memcpy(&value, block.buf(), sizeof value);
+  EXPECT_EQ(value, 1234);
+
+  mpx::ShareableList<long> numbers({1, 2, 3, 4}, "numbers-" + std::to_string(getpid()));
+  mpx::Pool pool(1);
+  EXPECT_EQ(pool.apply(sum_list_by_name, numbers.shm().name()), 10);
+  mpx::ShareableList<std::string> words({"alpha", "beta"});
+  mpx::Process q(set_word, words, 1, std::string("gamma"));  // passed as a handle
+  q.start();
+  q.join();
+  EXPECT_EQ(words[1], "gamma");
+}
+
+// Runs as a separate driver (SharedMemoryCreatorKilled...); skipped otherwise.
+TEST(SharedHelper, DISABLED_DriverWithANamedBlock) {
+  if (std::getenv("MPX_BLOCK_HELPER") == nullptr) GTEST_SKIP();
+  auto block = mpx::SharedMemory::create("killed-" + std::to_string(getppid()), 1 << 20);
+  const int value = 4321;
+  std::memcpy(block.buf(), &value, sizeof value);
+  std::printf("READY\n");
+  std::fflush(stdout);
+  for (;;) pause();
+}
+
+// The creator of a named block is killed with SIGKILL: the name is gone at once, a
+// process that had attached keeps its mapping, and when it lets go nothing is left,
+// not in memory and not in /dev/shm (Python leaves the block in /dev/shm).
+TEST_F(SharedTest, SharedMemoryCreatorKilledLeavesNothingBehind) {
+  const auto shm_before = mpx_entries_in_dev_shm();
+  const std::string name = "killed-" + std::to_string(getpid());
+  const auto helper = mpx::testing::start_helper_driver("SharedHelper.DISABLED_DriverWithANamedBlock",
+                                                        "MPX_BLOCK_HELPER");
+  ASSERT_GT(helper.pid, 0) << helper.output;
+  const std::string prefix = "memfd:mpx-" + std::to_string(helper.pid) + "-SharedMemory";
+  {
+    auto attached = mpx::SharedMemory::attach(name);
+    kill(helper.pid, SIGKILL);
+    waitpid(helper.pid, nullptr, 0);
+    int value = 0;
+    std::memcpy(&value, attached.buf(), sizeof value);
+    EXPECT_EQ(value, 4321) << "an attached process keeps its mapping";
+    EXPECT_THROW(mpx::SharedMemory::attach(name), mpx::SharedMemoryError);
+    EXPECT_EQ(mpx::testing::processes_mapping(prefix).size(), 1u);  // this process only
+  }
+  EXPECT_TRUE(mpx::testing::processes_mapping(prefix).empty());
+  EXPECT_EQ(mpx_entries_in_dev_shm(), shm_before);
+  auto reused = mpx::SharedMemory::create(name, 8);  // the name is free
+  EXPECT_EQ(reused.size(), 8u);
 }
 
 TEST_F(SharedTest, KillingDriverRouterAndWorkerLeavesNoMemoryBehind) {

@@ -341,6 +341,9 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
   if (reg.opened.size() >= 2 * kRecentlyOpened && reg.opened.size() % kRecentlyOpened == 0) {
     sweep_expired(reg.opened);
   }
+  // A SharedMemory block is let go when its handles are (Python's close()): users size
+  // and hold those themselves.
+  if (kind == SegmentKind::kSharedMemory) return seg;
   reg.recent.push_back(seg);
   reg.recent_bytes += seg->body_bytes_;
   std::vector<std::shared_ptr<Segment>> evicted;  // unmapped after the lock is released

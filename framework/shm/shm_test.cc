@@ -27,6 +27,7 @@
 #include "mpx/errors.h"
 #include "mpx/queue.h"
 #include "mpx/shared.h"
+#include "mpx/shared_memory.h"
 #include "mpx/sync.h"
 #include "mpx/task.h"
 
@@ -975,6 +976,83 @@ TEST(QueueTest, SimpleQueue) {
   EXPECT_EQ(back.get(1ms), std::nullopt);
   q.close();
   EXPECT_THROW(q.put("y"), Error);
+}
+
+// ---- SharedMemory, ShareableList ------------------------------------------------------
+
+TEST(SharedMemoryTest, CreateAttachByNameAndUnlink) {
+  const std::string name = "shm-test-" + std::to_string(getpid());
+  auto block = SharedMemory::create(name, 100);
+  EXPECT_EQ(block.name(), name);
+  EXPECT_EQ(block.size(), 100u);
+  std::memcpy(block.buf(), "hello", 5);
+  auto same = SharedMemory::attach("/" + name);  // Python's leading slash is accepted
+  EXPECT_EQ(std::string(reinterpret_cast<char*>(same.buf()), 5), "hello");
+  EXPECT_EQ(SharedMemory(name).size(), 100u);     // Python's SharedMemory(name)
+  try {
+    SharedMemory::create(name, 10);
+    FAIL() << "expected SharedMemoryError";
+  } catch (const SharedMemoryError& e) {
+    EXPECT_NE(std::string(e.what()).find("exists already (Python's FileExistsError)"), std::string::npos);
+  }
+  // A handle travels like any other shared object.
+  auto copy = unpack<SharedMemory>(pack(block));
+  EXPECT_EQ(copy.buf()[0], 'h');
+  block.unlink();
+  EXPECT_THROW(SharedMemory::attach(name), SharedMemoryError);
+  EXPECT_EQ(same.buf()[1], 'e');  // the memory stays while handles do
+  auto reborn = SharedMemory::create(name, 8);  // the name is free again
+  EXPECT_EQ(reborn.buf()[0], 0);
+  block.close();
+  EXPECT_THROW(block.buf(), Error);
+}
+
+TEST(SharedMemoryTest, NamesGoWithTheirLastHandle) {
+  const std::string name = "shm-gone-" + std::to_string(getpid());
+  { auto block = SharedMemory::create(name, 16); }
+  try {
+    SharedMemory::attach(name);
+    FAIL() << "expected SharedMemoryError";
+  } catch (const SharedMemoryError& e) {
+    EXPECT_NE(std::string(e.what()).find("Python's FileNotFoundError"), std::string::npos);
+  }
+  auto fresh = SharedMemory::create(64);
+  EXPECT_EQ(fresh.name().rfind("psm_", 0), 0u);
+  EXPECT_THROW(SharedMemory::create("bad name!", 8), std::invalid_argument);
+  EXPECT_THROW(SharedMemory::create(std::string(201, 'x'), 8), std::invalid_argument);
+  EXPECT_THROW(SharedMemory::create("zero", 0), std::invalid_argument);
+  EXPECT_THROW(SharedMemory::attach(""), std::invalid_argument);
+}
+
+TEST(ShareableListTest, NumbersAndStrings) {
+  ShareableList<double> prices({1.5, 2.0, 7.25});
+  auto seen = ShareableList<double>::attach(prices.shm().name());
+  seen.set(0, 1.75);
+  EXPECT_EQ(prices[0], 1.75);
+  EXPECT_EQ(prices.size(), 3u);
+  EXPECT_EQ(prices.index(7.25), 2u);
+  EXPECT_EQ(prices.count(2.0), 1u);
+  EXPECT_THROW(prices.index(9.0), std::invalid_argument);
+  EXPECT_THROW(prices.get(3), std::out_of_range);
+
+  const std::string name = "words-" + std::to_string(getpid());
+  ShareableList<std::string> words({"alpha", "", "gamma"}, name);
+  auto other = unpack<ShareableList<std::string>>(pack(words));
+  other.set(1, "12345678");  // an empty item has 8 bytes of room
+  EXPECT_EQ(words.to_vector(), (std::vector<std::string>{"alpha", "12345678", "gamma"}));
+  EXPECT_THROW(other.set(1, "123456789"), std::length_error);
+  other.set(0, "a");
+  EXPECT_EQ(words[0], "a");
+  try {
+    ShareableList<int>::attach(name);
+    FAIL() << "expected SharedMemoryError";
+  } catch (const SharedMemoryError& e) {
+    EXPECT_NE(std::string(e.what()).find("holds another element type than int"), std::string::npos) << e.what();
+  }
+  auto raw = SharedMemory::create(64);
+  EXPECT_THROW(ShareableList<int>::attach(raw.name()), SharedMemoryError);
+  ShareableList<int> empty(std::vector<int>{});
+  EXPECT_EQ(empty.size(), 0u);
 }
 
 }  // namespace

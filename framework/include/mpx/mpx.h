@@ -22,6 +22,7 @@
 #include "mpx/queue.h"
 #include "mpx/runtime.h"
 #include "mpx/shared.h"
+#include "mpx/shared_memory.h"
 #include "mpx/sync.h"
 #include "mpx/task.h"
 
