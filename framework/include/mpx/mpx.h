@@ -16,6 +16,7 @@
 #include "mpx/actor.h"
 #include "mpx/connection.h"
 #include "mpx/errors.h"
+#include "mpx/manager.h"
 #include "mpx/pipeline.h"
 #include "mpx/pool.h"
 #include "mpx/process.h"
