@@ -72,6 +72,16 @@ void set_parent(pid_t pid, std::string name) {
 
 void set_daemon(bool daemon) { identity().daemon = daemon; }
 
+namespace {
+pid_t& driver_slot() {
+  static pid_t pid = getpid();
+  return pid;
+}
+}  // namespace
+
+void set_driver(pid_t pid) { driver_slot() = pid; }
+pid_t driver_pid() { return driver_slot(); }
+
 
 
 void mark_initialized() { initialized = true; }

@@ -14,6 +14,10 @@ void set_identity(std::string name, Role role);
 // Also by mpx::init (and the Process role, for daemon), before other threads exist.
 void set_parent(pid_t pid, std::string name);
 void set_daemon(bool daemon);
+// The user's process at the root of this program's process tree (this process in the
+// driver): names scoped to one program (named actors) are scoped by it.
+void set_driver(pid_t pid);
+pid_t driver_pid();
 
 // mpx::init marks the driver initialised. Spawning before that would re-run the
 // user's main in every child (each of which would spawn again): require_init throws
