@@ -144,7 +144,9 @@ void terminate_daemons_at_exit() {
 
 void Process::init(const detail::TaskEntry& task, std::string args, detail::Pins pins,
                    detail::FdTransfers fds) {
-  state_ = std::make_shared<ProcessState>();
+  // Not make_shared: the registry's weak references would keep the whole state's
+  // memory, not just its control block, until they are swept.
+  state_ = std::shared_ptr<ProcessState>(new ProcessState());
   state_->task = &task;
   state_->args = std::move(args);
   state_->pins = std::move(pins);
@@ -209,6 +211,13 @@ void Process::start() {
   }
   Children& c = children();
   std::lock_guard<std::mutex> lock(c.mu);
+  if (c.started.size() >= 64 && c.started.size() % 64 == 0) {
+    // A program that starts many processes and never asks for active_children():
+    // forget the ones whose Process object is gone.
+    c.started.erase(std::remove_if(c.started.begin(), c.started.end(),
+                                   [](const std::weak_ptr<ProcessState>& w) { return w.expired(); }),
+                    c.started.end());
+  }
   c.started.push_back(state_);
   if (s.daemon) {
     static const bool registered = (std::atexit(terminate_daemons_at_exit), true);
