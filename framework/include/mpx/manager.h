@@ -137,17 +137,24 @@ T decode(const std::string& bytes) {
                       std::string(pretty_type_name<T>()) + ": " + e.what());
   }
 }
-// [found, value bytes]
+// An answer [found, value bytes] as (found, value bytes).
+inline std::pair<bool, std::string> split_found(const std::string& bytes) {
+  try {
+    msgpack::object_handle oh = msgpack::unpack(bytes.data(), bytes.size());
+    const auto t = oh.get().as<std::tuple<bool, msgpack::type::raw_ref>>();
+    // Copied while oh lives: the reference points into its zone.
+    return {std::get<0>(t), std::string(std::get<1>(t).ptr, std::get<1>(t).size)};
+  } catch (const std::exception& e) {
+    throw DecodeError(std::string("mpx::Manager: a malformed answer: ") + e.what());
+  }
+}
 template <class T>
 std::optional<T> decode_found(const std::string& bytes) {
-  auto found = decode<std::tuple<bool, msgpack::type::raw_ref>>(bytes);
-  if (!std::get<0>(found)) return std::nullopt;
-  const auto& raw = std::get<1>(found);
-  return decode<T>(std::string(raw.ptr, raw.size));
+  auto [found, value] = split_found(bytes);
+  if (!found) return std::nullopt;
+  return decode<T>(value);
 }
-inline bool found(const std::string& bytes) {
-  return std::get<0>(decode<std::tuple<bool, msgpack::type::raw_ref>>(bytes));
-}
+inline bool found(const std::string& bytes) { return split_found(bytes).first; }
 std::string encode_items(const std::vector<std::string>& encoded);
 std::vector<std::string> decode_items(const std::string& bytes);
 
