@@ -204,7 +204,7 @@ class ShareableList {
         at += round8(values[i].size());
       }
     } else {
-      std::memcpy(shm.buf() + kHeader, values.data(), n * sizeof(T));
+      if (n > 0) std::memcpy(shm.buf() + kHeader, values.data(), n * sizeof(T));  // data() may be null
     }
     __atomic_store_n(&h->magic, detail::kShareableListMagic, __ATOMIC_RELEASE);
     return shm;
