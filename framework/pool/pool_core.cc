@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "framework/base/base.h"
@@ -170,7 +171,7 @@ void PoolCore::connect_and_greet(const std::string& endpoint) {
 }
 
 bool PoolCore::send(const wire::Header& h, std::string_view payload) {
-  std::lock_guard<std::timed_mutex> lock(send_mu_);
+  std::lock_guard<std::mutex> lock(send_mu_);
   return flush_locked() && fd_ >= 0 && transport::write_frame(fd_, h, payload);
 }
 
@@ -182,7 +183,7 @@ bool PoolCore::flush_locked() {
 }
 
 void PoolCore::flush() {
-  std::lock_guard<std::timed_mutex> lock(send_mu_);
+  std::lock_guard<std::mutex> lock(send_mu_);
   flush_locked();
 }
 
@@ -255,7 +256,7 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
   constexpr std::size_t kBatchBytes = 64 << 10;
   bool sent = true;
   {
-    std::lock_guard<std::timed_mutex> lock(send_mu_);
+    std::lock_guard<std::mutex> lock(send_mu_);
     if (payload.size() >= kBatchBytes / 4) {
       // Large: its own write, without a copy. It may block for as long as the router
       // takes to read it; a terminate() meanwhile kills the router, which ends it.
@@ -580,8 +581,14 @@ bool PoolCore::ask_router(wire::Type how) {
   if (router_.pid <= 0 || spawning::is_stopped(router_.pid)) return false;
   // Another thread may hold the connection for a long write (a large argument to a
   // router that does not read): a stop never waits for it.
-  std::unique_lock<std::timed_mutex> lock(send_mu_, std::chrono::milliseconds(20));
-  if (!lock.owns_lock() || fd_ < 0) return false;
+  // (Polled rather than std::timed_mutex: ThreadSanitizer does not see the clocklock
+  // that timed_mutex uses, and reports its unlock as one of an unlocked mutex.)
+  std::unique_lock<std::mutex> lock(send_mu_, std::defer_lock);
+  for (int tries = 0; !lock.try_lock(); ++tries) {
+    if (tries == 20) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (fd_ < 0) return false;
   std::string bytes = std::move(out_);
   out_.clear();
   wire::Header h;

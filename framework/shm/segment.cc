@@ -350,9 +350,26 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
 
 namespace {
 
-// Every kind but Semaphore and Event starts its body with a robust pthread mutex.
+// The kinds whose body starts with a robust pthread mutex. Semaphore and Event are bare
+// futexes, and an actor's control block starts with its seqlock and incarnation count,
+// which read as a mutex's owner would name a thread of this process once enough
+// restarts had happened (and keep a dead actor's block mapped forever).
+// A switch without default: a new kind must be placed here (-Wswitch says so).
 bool starts_with_mutex(SegmentKind kind) {
-  return kind != SegmentKind::kSemaphore && kind != SegmentKind::kEvent;
+  switch (kind) {
+    case SegmentKind::kValue:
+    case SegmentKind::kArray:
+    case SegmentKind::kLock:
+    case SegmentKind::kRLock:
+    case SegmentKind::kBarrier:
+    case SegmentKind::kQueue:
+      return true;
+    case SegmentKind::kSemaphore:
+    case SegmentKind::kEvent:
+    case SegmentKind::kActor:
+      return false;
+  }
+  return false;
 }
 
 // Whether a thread of this process holds the robust mutex at p. glibc links a held
