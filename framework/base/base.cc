@@ -92,6 +92,13 @@ void require_init(const char* what) {
                        ": a daemonic process cannot have children, as in Python (this process "
                        "is a Process started with set_daemon(true))");
   }
+  if (!initialized && identity().role != Role::kDriver) {
+    // mpx::init was called: it ran this process's role instead of returning.
+    throw Error(std::string(what) + ": cannot be started in " + identity().name +
+                ", a process that mpx spawned: starting processes, pools or actors from "
+                "spawned processes is not supported yet; start them in the main program and "
+                "pass their handles (actor handles, shared objects) to the tasks instead");
+  }
   if (!initialized) {
     throw Error(std::string(what) +
                 ": call mpx::init(argc, argv) first thing in main; spawned processes re-run "
@@ -148,3 +155,12 @@ bool ParentProcess::join(std::chrono::milliseconds timeout) const {
 
 }  // namespace mpx
 
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer does not see libstdc++'s exception_ptr reference counts (libstdc++
+// is not instrumented): an exception object
+// shared by several calls' errors and freed by whichever thread drops it last is
+// reported as a race with the catching thread's reads. The count is atomic.
+extern "C" const char* __tsan_default_suppressions() {
+  return "race:std::__exception_ptr::exception_ptr::_M_release\n";
+}
+#endif

@@ -28,6 +28,7 @@ namespace {
 }  // namespace
 
 void init(int argc, char** argv) {
+  spawning::ensure_standard_fds();
   std::optional<spawning::Bootstrap> boot;
   try {
     boot = spawning::parse_child_args(argc, argv);

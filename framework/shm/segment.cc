@@ -358,7 +358,11 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
 
 namespace {
 
-// These kinds start their body with a robust pthread mutex.
+// The kinds whose body starts with a robust pthread mutex. Semaphore and Event are bare
+// futexes, and an actor's control block starts with its seqlock and incarnation count,
+// which read as a mutex's owner would name a thread of this process once enough
+// restarts had happened (and keep a dead actor's block mapped forever).
+// A switch without default: a new kind must be placed here (-Wswitch says so).
 bool starts_with_mutex(SegmentKind kind) {
   switch (kind) {
     case SegmentKind::kValue:
@@ -368,9 +372,16 @@ bool starts_with_mutex(SegmentKind kind) {
     case SegmentKind::kBarrier:
     case SegmentKind::kQueue:
       return true;
-    default:
+    case SegmentKind::kSemaphore:
+    case SegmentKind::kEvent:
+    case SegmentKind::kActor:
+    case SegmentKind::kCondition:     // slots of futex words
+    case SegmentKind::kRawValue:      // the data alone
+    case SegmentKind::kRawArray:
+    case SegmentKind::kSharedMemory:  // a name, then the user's bytes
       return false;
   }
+  return false;
 }
 
 // Whether a thread of this process holds the robust mutex at p. glibc links a held

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -52,8 +53,12 @@ const char* role_flag(Role role) {
   return "driver";
 }
 
+// Above every fixed slot of the child: a descriptor moved there is never a dup2 onto
+// itself (which would keep FD_CLOEXEC).
+constexpr int kFirstFreeFd = kShareFd + 1;
+
 std::string errno_text(const char* what, int err) {
-  return std::string(what) + ": " + std::strerror(err);
+  return std::string(what) + ": " + std::strerror(err) + descriptor_advice(err);
 }
 
 // A memfd holding bytes, positioned at 0, at a descriptor number above the ones the
@@ -74,7 +79,7 @@ int make_bootstrap_fd(const std::string& bytes) {
   }
   lseek(fd, 0, SEEK_SET);
   if (fd <= kBootstrapFd + 1) {
-    int high = fcntl(fd, F_DUPFD_CLOEXEC, 16);
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, kFirstFreeFd);
     close(fd);
     if (high < 0) throw ProcessError(errno_text("fcntl(F_DUPFD_CLOEXEC)", errno));
     fd = high;
@@ -97,7 +102,47 @@ long parse_long(std::string_view v, const char* flag) {
 
 }  // namespace
 
+std::string descriptor_advice(int err) {
+  if (err != EMFILE && err != ENFILE) return "";
+  if (err == ENFILE) return " (the system's open-file table is full)";
+  rlimit limit{};
+  std::string now = "its limit";
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
+    now = std::to_string(limit.rlim_cur);
+  }
+  return " (this process may open " + now +
+         " descriptors; each pool needs about 3 per worker plus a few: raise the limit, e.g. "
+         "`ulimit -n 4096`, or use fewer processes)";
+}
+
 int pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+
+void ensure_standard_fds() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+    // open returns the lowest free descriptor: fd itself, as all below it are open.
+    const int opened = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (opened >= 0 && opened != fd) {
+      ::dup2(opened, fd);
+      ::close(opened);
+    }
+  }
+}
+
+bool is_stopped(pid_t pid) {
+  // /proc/<pid>/stat: "pid (comm) S ..."; comm may hold spaces or parentheses, the
+  // state follows the last ')'. T: stopped by a signal, t: stopped by a tracer.
+  char buf[512];
+  const int fd = ::open(("/proc/" + std::to_string(pid) + "/stat").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  const std::string_view stat(buf, static_cast<std::size_t>(n));
+  const auto paren = stat.rfind(')');
+  return paren != std::string_view::npos && paren + 2 < stat.size() &&
+         (stat[paren + 2] == 'T' || stat[paren + 2] == 't');
+}
 
 Child spawn_self(const Spec& spec) {
   const pid_t self = getpid();
@@ -111,7 +156,7 @@ Child spawn_self(const Spec& spec) {
   auto close_inherit = [&] {
     for (int fd : inherit) close(fd);
   };
-  const int above = std::max<int>(16, kInheritFd + static_cast<int>(spec.inherit_fds.size()) + 1);
+  const int above = kInheritFd + static_cast<int>(spec.inherit_fds.size());
   for (int fd : spec.inherit_fds) {
     const int high = fcntl(fd, F_DUPFD_CLOEXEC, above);
     if (high < 0) {
@@ -130,7 +175,7 @@ Child spawn_self(const Spec& spec) {
   }
   int ready = spec.ready_fd;
   if (ready >= 0 && ready <= kReadyFd) {
-    ready = fcntl(spec.ready_fd, F_DUPFD_CLOEXEC, 16);
+    ready = fcntl(spec.ready_fd, F_DUPFD_CLOEXEC, kFirstFreeFd);
     if (ready < 0) {
       const int err = errno;
       close(boot);
@@ -151,7 +196,7 @@ Child spawn_self(const Spec& spec) {
   // Moved above the fixed slots first, like ready, so no dup2 lands on itself.
   int share = spec.share_fd;
   if (share >= 0 && share <= kShareFd) {
-    share = fcntl(spec.share_fd, F_DUPFD_CLOEXEC, 16);
+    share = fcntl(spec.share_fd, F_DUPFD_CLOEXEC, kFirstFreeFd);
     if (share < 0) {
       const int err = errno;
       close(boot);

@@ -66,6 +66,20 @@ std::string describe(int wait_status);
 
 int pidfd_open(pid_t pid);
 
+// For a failure with errno err: when it is EMFILE or ENFILE, what the descriptor limit
+// is and how to raise it (" (...)"); "" otherwise.
+std::string descriptor_advice(int err);
+
+// Opens /dev/null on whichever of fds 0, 1, 2 is closed. A program started with
+// stdout or stderr closed (daemons, services) would otherwise get its next descriptors
+// there: a socket on fd 2 would receive the logger's lines. mpx::init calls it first,
+// in every role.
+void ensure_standard_fds();
+
+// Whether the process is stopped (SIGSTOP, SIGTSTP, a tracer): it can neither run nor
+// answer. false when it is gone or unreadable.
+bool is_stopped(pid_t pid);
+
 // What a spawned child learns from its command line and bootstrap fd.
 struct Bootstrap {
   Role role = Role::kDriver;

@@ -158,6 +158,7 @@ struct ActorMethods {
   static void run(void* object, const char* data, std::size_t size, Buffer& out) {
     constexpr auto method = std::get<I>(kAll);
     using Traits = MethodTraits<std::remove_const_t<decltype(method)>>;
+    static_assert((check_result_type<typename Traits::Result>(), true));
     msgpack::zone zone;
     std::size_t off = 0;
     const msgpack::object obj = read_object(zone, data, size, off);
