@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "framework/actor/client.h"
+#include "framework/actor/named.h"
 #include "framework/actor/supervisor.h"
 #include "framework/base/base.h"
 #include "mpx/actor.h"
@@ -167,6 +168,7 @@ std::shared_ptr<ActorLink> spawn_actor(const ActorFactoryEntry& factory, std::st
   supervised->args = std::move(args);
   supervised->options = options;
   supervised->pins = std::move(pins);
+  supervised->name = actor::claim_name(options.name(), *segment, factory.key);
   const auto failure = actor::start_incarnation(*supervised, 1);
   if (failure) {
     if (failure->constructor_threw) {

@@ -154,6 +154,7 @@ class Supervisor {
     if (c.stop_requested.load(std::memory_order_acquire) != 0) {
       const bool clean = status && spawning::exitcode(*status) == 0;
       publish(c, State::kStopped, clean ? "stopped" : "stopped (" + reason + ")");
+      s->name.reset();
       return;
     }
     const bool restart = s->options.restart() == Restart::on_failure;
@@ -165,6 +166,7 @@ class Supervisor {
                          " restart(s) (ActorOptions::max_restarts)";
       logger().error("actor {} died: {}", c.name, why);
       publish(c, State::kDead, why);
+      s->name.reset();
       return;
     }
     logger().warn("actor {} died ({}); restarting it from its constructor arguments: its "
@@ -199,6 +201,7 @@ class Supervisor {
     }
     publish(c, State::kDead, reason + "; not restarted again after " + std::to_string(restarts) +
                                  " restart(s) (ActorOptions::max_restarts)");
+    s->name.reset();
   }
 
   transport::Loop loop_;  // the actors' pidfds; touched by the supervisor thread only

@@ -28,6 +28,7 @@ struct Supervised {
   ActorOptions options;
   detail::Pins pins;  // shared objects among the constructor arguments (restarts reuse them)
   spawning::Child child;
+  std::shared_ptr<const void> name;  // its claim on ActorOptions::name (named.cc); supervisor thread
 };
 
 struct StartFailure {

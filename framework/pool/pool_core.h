@@ -139,7 +139,7 @@ class PoolCore {
   // The connection to the router: written whole frames at a time under send_mu_ (any
   // thread), read only by the pump holder.
   transport::Connection conn_;
-  std::timed_mutex send_mu_;
+  std::mutex send_mu_;
   // Small frames of the submission in progress, written together (one system call for
   // many chunks) when it ends, before any wait, or once 64 KiB have gathered.
   std::string out_;  // guarded by send_mu_

@@ -56,6 +56,8 @@ void init(int argc, char** argv) {
     return;
   }
   base::set_identity(boot->name, boot->role);
+  base::set_parent(boot->parent, boot->parent_name);
+  base::set_driver(boot->driver);
   int code = 70;
   try {
     switch (boot->role) {

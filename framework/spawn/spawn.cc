@@ -6,6 +6,7 @@
 #include <spawn.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,11 +16,13 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <string_view>
 #include <thread>
 #include <vector>
 
 #include "mpx/errors.h"
+#include "mpx/runtime.h"
 
 extern char** environ;
 
@@ -30,6 +33,14 @@ namespace {
 constexpr int kBootstrapFd = 3;
 constexpr int kReadyFd = 4;
 constexpr int kShareFd = 5;
+constexpr int kInheritFd = 6;
+
+// Descriptors inherited from the spawner (Spec::inherit_fds), until claimed.
+std::mutex inherited_mu;
+std::vector<int>& inherited() {
+  static auto* fds = new std::vector<int>();  // guarded by inherited_mu
+  return *fds;
+}
 
 const char* role_flag(Role role) {
   switch (role) {
@@ -135,13 +146,40 @@ bool is_stopped(pid_t pid) {
 
 Child spawn_self(const Spec& spec) {
   const pid_t self = getpid();
-  const int boot = make_bootstrap_fd(spec.bootstrap);
+  if (spec.inherit_fds.size() > kMaxInherited) {
+    throw ProcessError("cannot hand more than " + std::to_string(kMaxInherited) +
+                       " descriptors to a child (got " + std::to_string(spec.inherit_fds.size()) + ")");
+  }
+  // Copies above every slot the child's file actions fill, so that no dup2 lands on a
+  // source still to be copied (or on itself, which would keep FD_CLOEXEC).
+  std::vector<int> inherit;
+  auto close_inherit = [&] {
+    for (int fd : inherit) close(fd);
+  };
+  const int above = kInheritFd + static_cast<int>(spec.inherit_fds.size());
+  for (int fd : spec.inherit_fds) {
+    const int high = fcntl(fd, F_DUPFD_CLOEXEC, above);
+    if (high < 0) {
+      const int err = errno;
+      close_inherit();
+      throw ProcessError(errno_text("fcntl(F_DUPFD_CLOEXEC) of a descriptor to hand over", err));
+    }
+    inherit.push_back(high);
+  }
+  int boot;
+  try {
+    boot = make_bootstrap_fd(spec.bootstrap);
+  } catch (...) {
+    close_inherit();
+    throw;
+  }
   int ready = spec.ready_fd;
   if (ready >= 0 && ready <= kReadyFd) {
     ready = fcntl(spec.ready_fd, F_DUPFD_CLOEXEC, kFirstFreeFd);
     if (ready < 0) {
       const int err = errno;
       close(boot);
+      close_inherit();
       throw ProcessError(errno_text("fcntl(F_DUPFD_CLOEXEC)", err));
     }
   }
@@ -151,6 +189,7 @@ Child spawn_self(const Spec& spec) {
       "--mpx-name=" + spec.name,
       "--mpx-driver=" + std::to_string(spec.driver ? spec.driver : self),
       "--mpx-parent=" + std::to_string(self),
+      "--mpx-parent-name=" + current_process().name,
       "--mpx-bootstrap-fd=" + std::to_string(kBootstrapFd),
   };
   if (spec.ready_fd >= 0) args.push_back("--mpx-ready-fd=" + std::to_string(kReadyFd));
@@ -162,10 +201,12 @@ Child spawn_self(const Spec& spec) {
       const int err = errno;
       close(boot);
       if (ready != spec.ready_fd) close(ready);
+      close_inherit();
       throw ProcessError(errno_text("fcntl(F_DUPFD_CLOEXEC)", err));
     }
   }
   if (share >= 0) args.push_back("--mpx-share-fd=" + std::to_string(kShareFd));
+  if (!inherit.empty()) args.push_back("--mpx-inherit=" + std::to_string(inherit.size()));
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -177,13 +218,24 @@ Child spawn_self(const Spec& spec) {
   // Both sources are above kReadyFd (see make_bootstrap_fd and the caller's pipe), so a
   // dup2 never lands on itself and always clears FD_CLOEXEC.
   if (ready >= 0) posix_spawn_file_actions_adddup2(&actions, ready, kReadyFd);
-  if (share >= 0) {
-    // The slot before it must not stay empty for the child to reuse by accident.
-    if (ready < 0) posix_spawn_file_actions_addopen(&actions, kReadyFd, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&actions, share, kShareFd);
+  // The slots before a filled one must not stay empty for the child to reuse by accident.
+  const bool fill_share_slot = share >= 0 || !inherit.empty();
+  if (fill_share_slot && ready < 0) {
+    posix_spawn_file_actions_addopen(&actions, kReadyFd, "/dev/null", O_RDONLY, 0);
   }
-  posix_spawn_file_actions_addclosefrom_np(
-      &actions, (share >= 0 ? kShareFd : ready >= 0 ? kReadyFd : kBootstrapFd) + 1);
+  if (share >= 0) {
+    posix_spawn_file_actions_adddup2(&actions, share, kShareFd);
+  } else if (!inherit.empty()) {
+    posix_spawn_file_actions_addopen(&actions, kShareFd, "/dev/null", O_RDONLY, 0);
+  }
+  for (std::size_t i = 0; i < inherit.size(); ++i) {
+    posix_spawn_file_actions_adddup2(&actions, inherit[i], kInheritFd + static_cast<int>(i));
+  }
+  const int last = !inherit.empty() ? kInheritFd + static_cast<int>(inherit.size()) - 1
+                   : share >= 0     ? kShareFd
+                   : ready >= 0     ? kReadyFd
+                                    : kBootstrapFd;
+  posix_spawn_file_actions_addclosefrom_np(&actions, last + 1);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   // The child starts with default signal handling and an empty mask whatever the
@@ -202,6 +254,7 @@ Child spawn_self(const Spec& spec) {
   close(boot);
   if (ready != spec.ready_fd) close(ready);
   if (share != spec.share_fd) close(share);
+  close_inherit();
   if (rc != 0) throw ProcessError(errno_text("posix_spawn of /proc/self/exe", rc));
   Child child;
   child.pid = pid;
@@ -291,6 +344,15 @@ std::optional<Bootstrap> parse_child_args(int argc, char** argv) {
       b.ready_fd = static_cast<int>(parse_long(value, "--mpx-ready-fd"));
     } else if (key == "--mpx-share-fd") {
       b.share_fd = static_cast<int>(parse_long(value, "--mpx-share-fd"));
+    } else if (key == "--mpx-parent-name") {
+      b.parent_name = std::string(value);
+    } else if (key == "--mpx-inherit") {
+      const long n = parse_long(value, "--mpx-inherit");
+      if (n < 0 || n > static_cast<long>(kMaxInherited)) {
+        throw Error("mpx: malformed --mpx-inherit flag: '" + std::string(value) + "'");
+      }
+      std::lock_guard<std::mutex> lock(inherited_mu);
+      for (long i = 0; i < n; ++i) inherited().push_back(kInheritFd + static_cast<int>(i));
     } else {
       throw Error("mpx: unknown flag '" + std::string(a) + "'");
     }
@@ -324,6 +386,23 @@ int open_parent_or_exit(pid_t parent) {
   // Checked after opening: if the parent died before, we have been re-parented.
   if (fd < 0 || getppid() != parent) _exit(1);
   return fd;
+}
+
+int claim_inherited_fd(ino_t ino) {
+  std::lock_guard<std::mutex> lock(inherited_mu);
+  auto& fds = inherited();
+  for (auto it = fds.begin(); it != fds.end(); ++it) {
+    struct stat st {};
+    if (fstat(*it, &st) == 0 && st.st_ino == ino) {
+      const int fd = *it;
+      fds.erase(it);
+      // Hidden from any later spawn (the child's own children get only what they are
+      // handed).
+      fcntl(fd, F_SETFD, FD_CLOEXEC);
+      return fd;
+    }
+  }
+  return -1;
 }
 
 void kill_self_when_gone(int pidfd) {

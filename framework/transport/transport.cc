@@ -493,12 +493,16 @@ bool Connection::read_identity(bool* bad, std::string* why) {
 }
 
 bool Connection::send(const wire::Header& header, std::string_view payload) {
+  return fd_ >= 0 && write_frame(fd_, header, payload);
+}
+
+bool write_frame(int fd, const wire::Header& header, std::string_view payload) {
   char head[kFramePrefix + wire::kMaxHeaderSize];
   const std::size_t hl = wire::encode(header, head + kFramePrefix);
   put_u32(head, static_cast<std::uint32_t>(hl));
   put_u32(head + 4, static_cast<std::uint32_t>(payload.size()));
   iovec iov[2] = {{head, kFramePrefix + hl}, {const_cast<char*>(payload.data()), payload.size()}};
-  return fd_ >= 0 && write_all(fd_, iov, 2);
+  return write_all(fd, iov, 2);
 }
 
 bool Connection::send_bytes(std::string_view frames, std::chrono::steady_clock::time_point deadline) {

@@ -165,6 +165,10 @@ class Reader {
   std::size_t need_ = 0;  // bytes the frame being read needs in total
 };
 
+// Writes one whole frame on fd, waiting while the socket is full; false when the peer
+// is gone (EPIPE, ECONNRESET) or the socket failed. What Connection::send does, for
+// code that keeps its own descriptor (mpx::Connection's ends).
+bool write_frame(int fd, const wire::Header& header, std::string_view payload);
 // Encodes a frame into out (for a later write).
 void append_frame(std::string& out, const wire::Header& header, std::string_view payload);
 // The same with header bytes as they are (tests and tools that send foreign headers).

@@ -28,6 +28,7 @@
 // | STOP        | router -> worker, caller -> actor | -                      | -                  |
 // | CALL        | caller -> actor  | call, incarnation, method, pid, tell    | arguments          |
 // | REPLY       | actor -> caller  | call, pid, failed                       | result / ErrorInfo |
+// | DATA        | one end of an mpx::Pipe -> the other | pid                 | the message        |
 //
 // RESULT goes worker -> router -> driver unchanged.
 #ifndef MPX_FRAMEWORK_WIRE_MESSAGES_H_
@@ -60,8 +61,8 @@ using Terminate = Bare<Type::kTerminate>;
 using Stop = Bare<Type::kStop>;
 using Ping = Bare<Type::kPing>;
 
-// A message that names its sender's pid: HELLO, PONG, CONFIGURED, and INIT_FAILED
-// (payload: ErrorInfo).
+// A message that names its sender's pid: HELLO, PONG, CONFIGURED, INIT_FAILED
+// (payload: ErrorInfo) and DATA.
 template <Type T>
 struct FromProcess {
   static constexpr Type kType = T;
@@ -73,6 +74,7 @@ using Hello = FromProcess<Type::kHello>;
 using Pong = FromProcess<Type::kPong>;
 using Configured = FromProcess<Type::kConfigured>;
 using InitFailed = FromProcess<Type::kInitFailed>;
+using Data = FromProcess<Type::kData>;  // payload: the message, as the user sent it
 
 struct Welcome {
   static constexpr Type kType = Type::kWelcome;

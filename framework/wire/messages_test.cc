@@ -49,6 +49,7 @@ TEST(Messages, EveryStructSurvivesItsHeader) {
   EXPECT_EQ(through_the_wire(Pong{2}).pid, 2);
   EXPECT_EQ(through_the_wire(Configured{3}).pid, 3);
   EXPECT_EQ(through_the_wire(InitFailed{4}).pid, 4);
+  EXPECT_EQ(through_the_wire(Data{5}).pid, 5);
   const auto call = through_the_wire(Call{13, 2, 5, 999, true});
   EXPECT_EQ(std::make_tuple(call.call_id, call.incarnation, call.method, call.pid, call.tell),
             std::make_tuple(13ull, 2u, 5u, 999, true));

@@ -46,7 +46,8 @@ enum class Type : std::uint8_t {
   kConfigured,
   kCall,
   kReply,
-  kLastType = kReply,
+  kData,
+  kLastType = kData,
 };
 
 const char* type_name(Type t);

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "mpx/mpx.h"
@@ -23,6 +24,13 @@ class Counter {
   long n_;
 };
 MPX_ACTOR(Counter, add);
+
+// Appends n ints to the list once go is set (one of the Manager scenario's clients).
+void append_ints(mpx::ListProxy<long> out, mpx::Event go, int n) {
+  go.wait();
+  for (int i = 0; i < n; ++i) out.append(i);
+}
+MPX_TASK(append_ints);
 
 }  // namespace bench
 
@@ -111,5 +119,48 @@ int main(int argc, char** argv) {
     memory.push_back(static_cast<double>(total) / idle / 1024.0);
   }
   emit("idle actor memory (PSS per actor process)", "MiB", memory);
+
+  // Manager: the same scenarios as python_anchor.py's manager_scenarios.
+  std::vector<double> set_us, get_us, appends;
+  const int ops = quick ? 2000 : 10000;
+  for (int r = 0; r < reps; ++r) {
+    mpx::Manager manager;
+    auto d = manager.dict<std::string, long>();
+    for (int i = 0; i < 200; ++i) d.set("warm", i);
+    std::vector<double> us;
+    us.reserve(ops);
+    for (int i = 0; i < ops; ++i) {
+      const auto t0 = Clock::now();
+      d.set("key-" + std::to_string(i % 100), i);
+      us.push_back(seconds_since(t0) * 1e6);
+    }
+    std::nth_element(us.begin(), us.begin() + us.size() / 2, us.end());
+    set_us.push_back(us[us.size() / 2]);
+    us.clear();
+    long sum = 0;
+    for (int i = 0; i < ops; ++i) {
+      const auto t0 = Clock::now();
+      sum += *d.get("key-" + std::to_string(i % 100));
+      us.push_back(seconds_since(t0) * 1e6);
+    }
+    std::nth_element(us.begin(), us.begin() + us.size() / 2, us.end());
+    get_us.push_back(us[us.size() / 2]);
+
+    auto list = manager.list<long>();
+    mpx::Event go;
+    const int per_client = quick ? 1000 : 5000;
+    std::vector<mpx::Process> clients;
+    for (int c = 0; c < 2; ++c) clients.emplace_back(bench::append_ints, list, go, per_client);
+    for (auto& p : clients) p.start();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // both started, waiting
+    const auto t0 = Clock::now();
+    go.set();
+    for (auto& p : clients) p.join();
+    appends.push_back(2.0 * per_client / seconds_since(t0));
+    if (list.size() != static_cast<std::size_t>(2 * per_client)) std::abort();
+  }
+  emit("Manager dict d[k] = v round trip p50", "us", set_us);
+  emit("Manager dict d[k] round trip p50", "us", get_us);
+  emit("Manager list append, 2 client processes", "appends/s", appends);
   return 0;
 }
