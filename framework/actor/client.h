@@ -21,7 +21,6 @@
 
 #include "framework/actor/control.h"
 #include "framework/transport/loop.h"
-#include "framework/transport/pump.h"
 #include "framework/transport/transport.h"
 #include "mpx/actor.h"
 #include "mpx/errors.h"
@@ -52,7 +51,11 @@ class ActorClient {
         control_(*reinterpret_cast<Control*>(segment_->body())),
         class_name_(std::move(class_name)),
         name_(control_.name),
-        pump_([this](Clock::time_point until) { turn(until); }) {}
+        pump_([this](Clock::time_point until) { turn(until); }) {
+    // An actor answers from its own process, on another CPU: waiting for it awake
+    // needs no yield (which, on a loaded machine, gives the CPU away for a time slice).
+    loop_.set_spin_style(transport::Spin::Style::kPause);
+  }
   ~ActorClient();
 
   Control& control() { return control_; }
@@ -104,7 +107,7 @@ class ActorClient {
   std::vector<std::pair<std::uint64_t, Pins>> tell_pins_;
   std::uint64_t next_id_ = 1;
   // Pump holder only: the connection and the incarnation's pidfd, and what fired.
-  transport::Loop loop_;
+  transport::Loop loop_;  // spins pausing (Spin::Style::kPause): see the constructor
   transport::Loop::Id conn_watch_ = 0, pid_watch_ = 0;
   bool readable_ = false, pid_fired_ = false;
 };

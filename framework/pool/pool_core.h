@@ -28,7 +28,6 @@
 #include "framework/router/router.h"
 #include "framework/spawn/spawn.h"
 #include "framework/transport/loop.h"
-#include "framework/transport/pump.h"
 #include "framework/transport/transport.h"
 #include "mpx/detail/call.h"
 #include "mpx/pool.h"

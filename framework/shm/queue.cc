@@ -137,13 +137,7 @@ Wake claim_wake(const Waiters& w) {
 // wake-up take, so a waiter first spins for roughly this many pause instructions.
 constexpr int kSpinRounds = 2000;
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
+using base::cpu_relax;
 
 // Sends a claimed wake-up (lock released). If it reached nobody (the sleepers counted
 // had died), the stamp is withdrawn so that it does not silence the next wake-ups.

@@ -38,13 +38,7 @@ pid_t this_process_id() {
   return pid;
 }
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
+using base::cpu_relax;
 
 // A contended lock is usually released within a few hundred nanoseconds (the critical
 // sections guarding shared counters are tiny), far sooner than a futex sleep and wake

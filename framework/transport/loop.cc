@@ -12,6 +12,7 @@
 #include <string_view>
 #include <system_error>
 
+#include "framework/base/futex.h"
 #include "mpx/errors.h"
 
 namespace mpx {
@@ -53,6 +54,13 @@ void Spin::update(bool caught) {
   } else if (++idle_ % 64 == 0) {
     budget_ = std::chrono::microseconds(20);
   }
+  budget_ = std::max(budget_, floor_);
+}
+
+void Spin::set_floor(std::chrono::microseconds floor) {
+  if (!enabled()) return;
+  floor_ = std::min(floor, kMax);
+  budget_ = std::max(budget_, floor_);
 }
 
 Loop::Loop(bool wakeable) {
@@ -152,7 +160,7 @@ int Loop::wait(int timeout_ms, Clock::time_point deadline, bool spin) {
     if (spin && budget.count() == 0) spin_.update(false);
     return n;
   }
-  // Checks awake (yielding the CPU to whatever else is runnable between checks), then
+  // Checks awake (yielding the CPU, or pausing, between checks: see Spin::Style), then
   // sleeps for the rest of the time.
   const auto start = Clock::now();
   const auto until = std::min(deadline, start + Clock::duration(budget));
@@ -163,7 +171,11 @@ int Loop::wait(int timeout_ms, Clock::time_point deadline, bool spin) {
       return n;
     }
     if (n < 0 && errno != EINTR) throw Error(std::string("poll: ") + std::strerror(errno));
-    sched_yield();
+    if (style_ == Spin::Style::kYield) {
+      sched_yield();
+    } else {
+      for (int i = 0; i < 16; ++i) base::cpu_relax();
+    }
   } while (Clock::now() < until);
   spin_.update(false);
   if (timeout_ms < 0) return poll(fds_.data(), fds_.size(), timeout);
@@ -217,6 +229,47 @@ int Loop::run_once(Clock::time_point deadline, bool spin) {
     e.handler(revents);
   }
   return ran;
+}
+
+// ---- Pump ---------------------------------------------------------------------------
+
+bool Pump::wait(std::unique_lock<std::mutex>& lk, const std::function<bool()>& ready,
+                Clock::time_point deadline) {
+  for (;;) {
+    if (ready()) return true;
+    const bool expired = Clock::now() >= deadline;
+    if (!pumping_ && holders_waiting_ == 0) {
+      pumping_ = true;
+      lk.unlock();
+      try {
+        turn_(deadline);
+      } catch (...) {
+        lk.lock();
+        pumping_ = false;
+        cv_.notify_all();
+        throw;
+      }
+      lk.lock();
+      pumping_ = false;
+      cv_.notify_all();
+      if (expired) return ready();
+    } else {
+      if (expired) return false;
+      cv_.wait_until(lk, deadline);
+    }
+  }
+}
+
+void Pump::hold(std::unique_lock<std::mutex>& lk) {
+  ++holders_waiting_;
+  cv_.wait(lk, [this] { return !pumping_; });
+  --holders_waiting_;
+  pumping_ = true;
+}
+
+void Pump::release() {
+  pumping_ = false;
+  cv_.notify_all();
 }
 
 }  // namespace transport

@@ -1,3 +1,5 @@
+// How an mpx process waits: the Loop (below) and, on top of it, the Pump (at the end).
+//
 // Loop: the one way an mpx process waits for its descriptors — connections, listeners,
 // pidfds of the processes it watches, a wake-up from its other threads — with a bounded,
 // adaptive spin before it sleeps. The router, the pool worker, the pool driver's result
@@ -20,10 +22,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <mutex>
 #include <vector>
 
 namespace mpx {
@@ -46,16 +50,29 @@ int poll(pollfd* fds, std::size_t count, std::chrono::milliseconds timeout);
 //
 // MPX_SPIN=0 in the environment turns spinning off (for a machine whose CPUs are all
 // busy with other work, where every spin is stolen from it).
+//
+// Between two checks a spinning waiter either yields its CPU (kYield: a pool's driver,
+// router and workers are more processes than CPUs, and the one a waiter spins for may
+// need the waiter's CPU to answer) or only pauses (kPause: an actor and its caller, two
+// processes whose answer never waits for the spinner's CPU; yielding there hands the
+// CPU to whatever else runs, for a whole time slice, and a loaded machine then answers
+// late).
 class Spin {
  public:
+  enum class Style { kYield, kPause };
   Spin() : budget_(enabled() ? std::chrono::microseconds(50) : std::chrono::microseconds(0)) {}
   std::chrono::microseconds budget() const { return budget_; }
   void update(bool caught);
   static bool enabled();
+  // The budget never drops below floor: for a waiter whose next message is known to
+  // follow at once in the usual case, however often the machine delays it (an actor
+  // that just answered: its caller's next call).
+  void set_floor(std::chrono::microseconds floor);
 
  private:
   static constexpr std::chrono::microseconds kMax{100};
   std::chrono::microseconds budget_;
+  std::chrono::microseconds floor_{0};
   unsigned idle_ = 0;
 };
 
@@ -93,6 +110,8 @@ class Loop {
   int run_once(Clock::time_point deadline, bool spin = false);
 
   Spin& spin() { return spin_; }
+  // How this loop waits between checks while it spins (default kYield).
+  void set_spin_style(Spin::Style style) { style_ = style; }
   std::size_t size() const { return live_; }
 
  private:
@@ -118,6 +137,58 @@ class Loop {
   std::size_t again_ = 0;  // entries with again set
   int wake_fd_ = -1;
   Spin spin_;
+  Spin::Style style_ = Spin::Style::kYield;
+};
+
+// Pump: leader/follower waiting on one connection's answers, shared by the pool driver
+// (PoolCore) and the actor caller (ActorClient).
+//
+// A process has no background thread per pool or actor: whichever thread waits for an
+// answer reads the connection for everybody (the leader, running the turn its owner
+// gave), publishes what came under mu() and wakes the others (the followers), who
+// re-check their predicates. So an answer costs no extra thread wake-up.
+//
+//   transport::Pump pump([&](Clock::time_point until) { read_and_publish(until); });
+//   std::unique_lock<std::mutex> lk(pump.mu());
+//   pump.wait(lk, [&] { return call.done; }, deadline);
+//
+// Every waiter, a future's get() or wait_for() included, goes through wait(): a
+// future type shared by pools and actors is a handle on a Pump and a predicate.
+class Pump {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // Reads what came, until `until` at the latest, and publishes it under mu() (then
+  // notify()). Runs with mu() released, on one thread at a time.
+  using Turn = std::function<void(Clock::time_point until)>;
+
+  explicit Pump(Turn turn) : turn_(std::move(turn)) {}
+
+  // The mutex answers are published under; wait's predicates are evaluated under it.
+  std::mutex& mu() { return mu_; }
+
+  // Waits until ready() (evaluated with mu() held) or deadline; returns ready(). While
+  // nobody else runs the turn, this thread does. A turn runs at least once even past the
+  // deadline, so that a non-blocking check (deadline now) still collects what arrived.
+  // An exception from the turn propagates (the pump is released first). lk holds mu().
+  bool wait(std::unique_lock<std::mutex>& lk, const std::function<bool()>& ready,
+            Clock::time_point deadline);
+
+  // Wakes the followers after something was published. mu() need not be held.
+  void notify() { cv_.notify_all(); }
+
+  // Exclusive use of what the turn reads (to replace the connection, to stop the peer):
+  // waits for the running turn to end and keeps new ones from starting until release().
+  // lk holds mu().
+  void hold(std::unique_lock<std::mutex>& lk);
+  // mu() held.
+  void release();
+
+ private:
+  Turn turn_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool pumping_ = false;     // a thread runs the turn or holds the pump; guarded by mu_
+  int holders_waiting_ = 0;  // hold() calls waiting: no new turn starts; guarded by mu_
 };
 
 }  // namespace transport

@@ -15,7 +15,6 @@
 
 #include <gtest/gtest.h>
 
-#include "framework/transport/pump.h"
 
 namespace mpx {
 namespace transport {
@@ -164,6 +163,18 @@ TEST(Spin, BudgetDoublesHalvesAndIsProbedAgain) {
   EXPECT_EQ(s.budget(), std::chrono::microseconds(0));
   for (int i = 0; i < 63; ++i) s.update(false);
   EXPECT_EQ(s.budget(), std::chrono::microseconds(20)) << "probed again after 64 misses at 0";
+}
+
+TEST(Spin, AFloorKeepsTheBudgetUp) {
+  if (!Spin::enabled()) GTEST_SKIP() << "MPX_SPIN=0";
+  Spin s;
+  s.set_floor(std::chrono::microseconds(30));
+  for (int i = 0; i < 10; ++i) s.update(false);
+  EXPECT_EQ(s.budget(), std::chrono::microseconds(30));
+  s.update(true);
+  EXPECT_EQ(s.budget(), std::chrono::microseconds(60)) << "still doubles when it catches";
+  s.set_floor(std::chrono::seconds(1));
+  EXPECT_EQ(s.budget(), std::chrono::microseconds(100)) << "never past the ceiling";
 }
 
 TEST(Pump, OneThreadRunsTheTurnAndTheOthersSeeWhatItPublished) {

@@ -6,7 +6,7 @@
 // (Writer), and the identity the peer announced in its preamble (a pool's router routes
 // on those names; a worker's is unguessable, handed to it at spawn). A Listener accepts
 // only peers of its own uid (SO_PEERCRED). Endpoints are typed (endpoint.h); the Loop
-// that waits on connections is in loop.h, the leader/follower result pump in pump.h.
+// that waits on connections, and the leader/follower result Pump, are in loop.h.
 //
 // Why not ZeroMQ (which mpx used first) within a host: every ZeroMQ hop passes through
 // an I/O thread on both sides, so a message costs three thread hand-offs and its

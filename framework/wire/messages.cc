@@ -6,22 +6,6 @@
 namespace mpx {
 namespace wire {
 
-template <Type T>
-bool Chunk<T>::valid(std::size_t payload_size, std::string* why) const {
-  if (count == 0) {
-    *why = "an empty " + std::string(type_name(T)) + " of call " + std::to_string(call_id);
-    return false;
-  }
-  if (count > payload_size) {
-    *why = "a " + std::string(type_name(T)) + " of call " + std::to_string(call_id) + " announcing " +
-           std::to_string(count) + " items in " + std::to_string(payload_size) + " bytes";
-    return false;
-  }
-  return true;
-}
-template struct Chunk<Type::kSubmit>;
-template struct Chunk<Type::kTask>;
-
 std::string encode(const LostChunks& lost) {
   detail::Buffer buf(128);
   msgpack::pack(buf, lost);

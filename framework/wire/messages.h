@@ -101,7 +101,18 @@ struct Chunk {
   // A chunk names at least one item, and no more than it has bytes (each item takes
   // one at least): a larger count is a lie that would make a worker build an error
   // answer of that many items. false and *why otherwise.
-  bool valid(std::size_t payload_size, std::string* why) const;
+  bool valid(std::size_t payload_size, std::string* why) const {
+    if (count == 0) {
+      *why = "an empty " + std::string(type_name(T)) + " of call " + std::to_string(call_id);
+      return false;
+    }
+    if (count > payload_size) {
+      *why = "a " + std::string(type_name(T)) + " of call " + std::to_string(call_id) + " announcing " +
+             std::to_string(count) + " items in " + std::to_string(payload_size) + " bytes";
+      return false;
+    }
+    return true;
+  }
 };
 using Submit = Chunk<Type::kSubmit>;
 using Task = Chunk<Type::kTask>;
