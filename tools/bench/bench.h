@@ -148,11 +148,15 @@ inline std::size_t sweep_items(std::size_t item_bytes, double scale) {
 }
 
 // One point of the sweep: MiB/s of items mapped by `anchor` ("" for mpx) with `workers`
-// workers; the scenario name joins mpx's point with its anchors' in tools/bench/run.
+// workers; the scenario name joins mpx's point with its anchors' in tools/bench/run
+// (and --only=<text> picks points by it: "67108864-byte items, 2 workers").
+inline std::string sweep_scenario(std::size_t item_bytes, int workers) {
+  return "sweep: map(echo), " + std::to_string(item_bytes) + "-byte items, " +
+         std::to_string(workers) + " workers";
+}
 inline void emit_sweep_point(const char* anchor, std::size_t item_bytes, int workers,
                              std::size_t items, const std::vector<double>& mib_per_s) {
-  const std::string scenario = "sweep: map(echo), " + std::to_string(item_bytes) +
-                               "-byte items, " + std::to_string(workers) + " workers";
+  const std::string scenario = sweep_scenario(item_bytes, workers);
   const Field sweep{"sweep", "true"}, bytes{"item_bytes", std::to_string(item_bytes)},
       count{"workers", std::to_string(workers)}, n{"items", std::to_string(items)};
   if (*anchor) {

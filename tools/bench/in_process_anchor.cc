@@ -207,6 +207,7 @@ void sweep(const bench::Args& args) {
     ThreadPool pool(workers);
     map_square_rate(pool, std::vector<std::int64_t>(1000), 250);  // as pool_bench does
     for (std::size_t item_bytes : bench::sweep_item_bytes()) {
+      if (!args.want(bench::sweep_scenario(item_bytes, workers))) continue;
       const std::size_t n = bench::sweep_items(item_bytes, args.scale);
       const std::vector<std::string> items(n, std::string(item_bytes, 'x'));
       std::vector<double> v;
@@ -221,6 +222,7 @@ void sweep(const bench::Args& args) {
     }
   }
   for (std::size_t item_bytes : bench::sweep_item_bytes()) {
+    if (!args.want(bench::sweep_scenario(item_bytes, 1))) continue;
     const std::size_t n = bench::sweep_items(item_bytes, args.scale);
     std::vector<double> v;
     for (int r = 0; r < reps; ++r) v.push_back(memcpy_rate(item_bytes, n * item_bytes, n));

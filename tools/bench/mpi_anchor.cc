@@ -217,6 +217,7 @@ void sweep(const bench::Args& args, int workers) {
   std::vector<std::int64_t> warm(1000);
   map_square_rate(warm, bench::python_chunksize(warm.size(), workers));  // as pool_bench does
   for (std::size_t item_bytes : bench::sweep_item_bytes()) {
+    if (!args.want(bench::sweep_scenario(item_bytes, workers))) continue;
     const std::size_t n = bench::sweep_items(item_bytes, args.scale);
     const std::vector<char> in(n * item_bytes, 'x');
     std::vector<double> v;

@@ -161,6 +161,7 @@ void sweep(const bench::Args& args) {
     mpx::Pool pool(workers);
     pool.map(square, std::vector<std::int64_t>(1000));  // warm up
     for (std::size_t item_bytes : bench::sweep_item_bytes()) {
+      if (!args.want(bench::sweep_scenario(item_bytes, workers))) continue;
       const std::size_t n = bench::sweep_items(item_bytes, args.scale);
       const std::vector<std::string> items(n, std::string(item_bytes, 'x'));
       std::vector<double> v;
@@ -218,8 +219,10 @@ int main(int argc, char** argv) {
   const int n_small = static_cast<int>(100000 * scale);
   std::vector<std::int64_t> xs(n_map);
   std::iota(xs.begin(), xs.end(), 0);
-  std::vector<std::tuple<std::int64_t, std::int64_t>> pairs;
-  for (int i = 0; i < n_map; ++i) pairs.emplace_back(i, i + 1);
+  std::vector<std::tuple<std::int64_t, std::int64_t>> pairs;  // made only if wanted (profiles)
+  if (args.want("starmap")) {
+    for (int i = 0; i < n_map; ++i) pairs.emplace_back(i, i + 1);
+  }
   std::vector<std::int64_t> small(xs.begin(), xs.begin() + n_small);
 
   mpx::Pool pool(2);

@@ -6,7 +6,8 @@ this run's figures, the cost-growth sweep, and draws the sweep with gnuplot.
 
 Files in DIR (see tools/bench/run): mpx.* (mpx's figures), anchor.<n>.<name> (an
 anchor's, named by each line's "anchor" field or else by <name>), floors, sweep.* (the
-sweep's points, each with "item_bytes" and "workers"). Each holds one JSON line per
+sweep's points, each with "item_bytes" and "workers"), loadavg (/proc/loadavg before
+and after). Each holds one JSON line per
 scenario: {"scenario", "unit", "values": [one per repetition], ...}.
 """
 import json
@@ -14,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 
 
 def read_lines(path):
@@ -184,9 +186,15 @@ def print_sweep(points, items):
               f"| {cell(medians.get(MEMCPY))} |")
 
 
-def plot(points, rows, out, path):
+def plot(points, rows, path):
     """Two panels (three when the run has the Pool(N) rows): MiB/s against item size with
     2 workers; MiB/s against worker count for three item sizes; Pool(N) start-up."""
+    with tempfile.TemporaryDirectory() as out:
+        draw(points, rows, out, path)
+    print(f"bench: plot written to {path}", file=sys.stderr)
+
+
+def draw(points, rows, out, path):
     def data(name, pairs):
         with open(os.path.join(out, name), "w") as f:
             for x, y in pairs:
@@ -248,7 +256,6 @@ def plot(points, rows, out, path):
         ]
     script.append("unset multiplot")
     subprocess.run(["gnuplot"], input="\n".join(script), text=True, check=True)
-    print(f"bench: plot written to {path}", file=sys.stderr)
 
 
 # --- output --------------------------------------------------------------------------
@@ -272,7 +279,7 @@ def main():
     for p in problems:
         print(f"bench: {p}", file=sys.stderr)
     if plot_path and points:
-        plot(points, rows, out, plot_path)
+        plot(points, rows, plot_path)
     if as_json:
         sweep = [dict(kind="sweep", item_bytes=s, workers=w, items=items[(s, w)], unit="MiB/s",
                       medians=medians) for (s, w), medians in sorted(points.items())]
@@ -299,6 +306,13 @@ def main():
                   f"| {'≤' if g['at_most'] else '≥'} {g['target']} | {'yes' if g['met'] else 'no'} |")
     if points:
         print_sweep(points, items)
+    load = os.path.join(out, "loadavg")
+    if os.path.exists(load):
+        with open(load) as f:
+            averages = [line.split()[:3] for line in f if line.strip()]
+        print()
+        print("Load average (1, 5, 15 min) before and after the run: "
+              + "; ".join(" ".join(a) for a in averages))
 
 
 if __name__ == "__main__":
