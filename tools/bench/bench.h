@@ -108,8 +108,6 @@ struct Args {
       if (std::strncmp(argv[i], "--only=", 7) == 0) only = argv[i] + 7;
     }
   }
-  // Repetitions of each point of the sweep (it has 28 points per program).
-  int sweep_reps() const { return quick ? 1 : 3; }
   bool want(const std::string& scenario) const {
     return only.empty() || scenario.find(only) != std::string::npos;
   }
@@ -127,10 +125,8 @@ void measure(const Args& args, const std::string& scenario, const std::string& u
 }
 
 // The cost-growth sweep's grid: item sizes, worker counts, and how many items a point
-// maps: 64 MiB of items, but at least 4 and at most 200,000 of them (a tenth of both
-// with --quick). On this machine first touching memory costs ~11 µs a page, so every
-// point's bytes are paid for several times over (inputs, messages, results): more
-// would make the sweep last far longer than its few minutes.
+// maps: 32 MiB of items, but at least 2 and at most 100,000 of them (a tenth of both
+// with --quick), so that the sweep lasts a few minutes.
 inline const std::vector<std::size_t>& sweep_item_bytes() {
   static const std::vector<std::size_t> sizes = {
       8, 64, 1024, std::size_t{64} << 10, std::size_t{1} << 20, std::size_t{16} << 20,
@@ -142,9 +138,27 @@ inline const std::vector<int>& sweep_workers() {
   return workers;
 }
 inline std::size_t sweep_items(std::size_t item_bytes, double scale) {
-  const double total = scale * static_cast<double>(std::size_t{64} << 20);
-  const double n = std::clamp(total / static_cast<double>(item_bytes), 4.0, 2e5 * scale);
-  return std::max<std::size_t>(4, static_cast<std::size_t>(n));
+  const double total = scale * static_cast<double>(std::size_t{32} << 20);
+  const double n = std::clamp(total / static_cast<double>(item_bytes), 2.0, 1e5 * scale);
+  return std::max<std::size_t>(2, static_cast<std::size_t>(n));
+}
+
+// The values of one point of the sweep: once() run twice unmeasured, then 3 times
+// (--quick: once, cold). On this machine a size's first two maps are slower by up to
+// 30x: first-touched memory costs ~11 µs a page, and glibc keeps a freed buffer for
+// reuse only from the second free of its size on (its mmap threshold, then its trim
+// threshold, adapt), in every process on the path.
+template <class Once>
+std::vector<double> sweep_values(const Args& args, Once&& once) {
+  std::vector<double> values;
+  if (args.quick) {
+    values.push_back(once());
+    return values;
+  }
+  once();
+  once();
+  for (int r = 0; r < 3; ++r) values.push_back(once());
+  return values;
 }
 
 // One point of the sweep: MiB/s of items mapped by `anchor` ("" for mpx) with `workers`

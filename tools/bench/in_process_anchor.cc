@@ -202,30 +202,27 @@ void table(const bench::Args& args) {
 }
 
 void sweep(const bench::Args& args) {
-  const int reps = args.sweep_reps();
   for (int workers : bench::sweep_workers()) {
     ThreadPool pool(workers);
-    map_square_rate(pool, std::vector<std::int64_t>(1000), 250);  // as pool_bench does
     for (std::size_t item_bytes : bench::sweep_item_bytes()) {
       if (!args.want(bench::sweep_scenario(item_bytes, workers))) continue;
       const std::size_t n = bench::sweep_items(item_bytes, args.scale);
       const std::vector<std::string> items(n, std::string(item_bytes, 'x'));
-      std::vector<double> v;
-      for (int r = 0; r < reps; ++r) {
-        std::vector<std::string> out(n);
+      const auto v = bench::sweep_values(args, [&] {
         const auto t0 = bench::Clock::now();
+        std::vector<std::string> out(n);
         pool.map(echo, items, out, bench::python_chunksize(n, static_cast<std::size_t>(workers)));
-        v.push_back(static_cast<double>(n * item_bytes) / (1 << 20) / bench::seconds_since(t0));
+        const double rate = static_cast<double>(n * item_bytes) / (1 << 20) / bench::seconds_since(t0);
         if (out != items) die("echo differs");
-      }
+        return rate;
+      });
       bench::emit_sweep_point(kThreads, item_bytes, workers, n, v);
     }
   }
   for (std::size_t item_bytes : bench::sweep_item_bytes()) {
     if (!args.want(bench::sweep_scenario(item_bytes, 1))) continue;
     const std::size_t n = bench::sweep_items(item_bytes, args.scale);
-    std::vector<double> v;
-    for (int r = 0; r < reps; ++r) v.push_back(memcpy_rate(item_bytes, n * item_bytes, n));
+    const auto v = bench::sweep_values(args, [&] { return memcpy_rate(item_bytes, n * item_bytes, n); });
     bench::emit_sweep_point(kMemcpy, item_bytes, 1, n, v);
   }
 }

@@ -213,21 +213,18 @@ void table(const bench::Args& args, int workers) {
 // The cost-growth sweep with this run's worker count: map(echo) over fixed-size items
 // with Python's default chunks; MiB/s of items mapped.
 void sweep(const bench::Args& args, int workers) {
-  const int reps = args.sweep_reps();
-  std::vector<std::int64_t> warm(1000);
-  map_square_rate(warm, bench::python_chunksize(warm.size(), workers));  // as pool_bench does
   for (std::size_t item_bytes : bench::sweep_item_bytes()) {
     if (!args.want(bench::sweep_scenario(item_bytes, workers))) continue;
     const std::size_t n = bench::sweep_items(item_bytes, args.scale);
     const std::vector<char> in(n * item_bytes, 'x');
-    std::vector<double> v;
-    for (int r = 0; r < reps; ++r) {
+    const auto v = bench::sweep_values(args, [&] {
       const auto t0 = bench::Clock::now();
       std::vector<char> out(in.size());
       map_bytes(kEcho, in.data(), out.data(), n, item_bytes, bench::python_chunksize(n, workers));
-      v.push_back(static_cast<double>(in.size()) / (1 << 20) / bench::seconds_since(t0));
+      const double rate = static_cast<double>(in.size()) / (1 << 20) / bench::seconds_since(t0);
       if (out != in) die("echo differs");
-    }
+      return rate;
+    });
     bench::emit_sweep_point(anchor_name(), item_bytes, workers, n, v);
   }
 }

@@ -156,21 +156,19 @@ double idle_worker_pss_mib(int n) {
 
 // map(echo) over items of each size with 1, 2, 4, 8 workers: MiB/s of items mapped.
 void sweep(const bench::Args& args) {
-  const int reps = args.sweep_reps();
   for (int workers : bench::sweep_workers()) {
     mpx::Pool pool(workers);
-    pool.map(square, std::vector<std::int64_t>(1000));  // warm up
     for (std::size_t item_bytes : bench::sweep_item_bytes()) {
       if (!args.want(bench::sweep_scenario(item_bytes, workers))) continue;
       const std::size_t n = bench::sweep_items(item_bytes, args.scale);
       const std::vector<std::string> items(n, std::string(item_bytes, 'x'));
-      std::vector<double> v;
-      for (int r = 0; r < reps; ++r) {
+      const auto v = bench::sweep_values(args, [&] {
         const auto t0 = Clock::now();
         const std::vector<std::string> out = pool.map(echo, items);
-        v.push_back(static_cast<double>(n * item_bytes) / (1 << 20) / seconds_since(t0));
+        const double rate = static_cast<double>(n * item_bytes) / (1 << 20) / seconds_since(t0);
         check(out == items, "echo differs");
-      }
+        return rate;
+      });
       bench::emit_sweep_point("", item_bytes, workers, n, v);
     }
   }
