@@ -227,7 +227,7 @@ def draw(points, rows, out, path):
         f"set terminal pngcairo size {560 * panels},520 font 'sans,10'",
         f"set output '{path}'",
         f"set multiplot layout 1,{panels} title 'mpx cost growth "
-        "(map(echo) over fixed-size strings; this machine, one run)'",
+        "(map(echo) over fixed-size strings, default chunks; medians)'",
         "set grid", "set key top left",
         "set logscale xy", f"set xtics ({size_tics})", "set xlabel 'item size'",
         f"set xrange [{sizes[0] / 2}:{sizes[-1] * 2}]",
