@@ -112,6 +112,10 @@ std::string call_dead(mpx::Actor<Counter> c) {
 }
 MPX_TASK(call_dead);
 
+// Finds the actor by name in the worker and adds k.
+int add_by_name(std::string name, int k) { return mpx::find_actor<Counter>(name).call(&Counter::add, k).get(); }
+MPX_TASK(add_by_name);
+
 TEST(Actor, CallTellAndOrderFromOneSender) {
   auto c = mpx::spawn<Counter>(10);
   EXPECT_EQ(c.call(&Counter::add, 5).get(), 15);
@@ -353,6 +357,64 @@ TEST(Actor, HundredActorsOnTwoCores) {
               static_cast<long long>(std::chrono::duration_cast<milliseconds>(t1 - t0).count()),
               static_cast<long long>(std::chrono::duration_cast<milliseconds>(t3 - t2).count()));
   EXPECT_TRUE(mpx::testing::wait_no_descendants(seconds(30)).empty());
+}
+
+// Ray's named actors: a name given at spawn finds the actor from any process of the
+// program; a second live actor cannot have it; it is free again once the actor ends.
+TEST(Actor, NamedActorsAreFoundFromAnyProcess) {
+  auto totals = mpx::spawn<Counter>(mpx::ActorOptions().name("totals"), 100);
+  EXPECT_EQ(totals.name(), "totals");
+  auto same = mpx::find_actor<Counter>("totals");
+  EXPECT_EQ(same.call(&Counter::add, 1).get(), 101);
+  EXPECT_EQ(same.pid(), totals.pid());
+  mpx::Pool pool(2);
+  std::vector<std::tuple<std::string, int>> items;
+  for (int i = 0; i < 10; ++i) items.emplace_back("totals", 1);
+  pool.starmap(add_by_name, items);
+  EXPECT_EQ(totals.call(&Counter::get).get(), 111);
+
+  try {
+    mpx::spawn<Counter>(mpx::ActorOptions().name("totals"), 0);
+    FAIL() << "expected mpx::Error";
+  } catch (const mpx::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("an actor named 'totals' exists already"), std::string::npos) << e.what();
+  }
+  try {
+    mpx::find_actor<Picky>("totals");
+    FAIL() << "expected mpx::Error";
+  } catch (const mpx::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is not of class Picky"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(mpx::find_actor<Counter>("nobody"), mpx::Error);
+
+  totals.stop();
+  EXPECT_THROW(mpx::find_actor<Counter>("totals"), mpx::Error);
+  auto again = mpx::spawn<Counter>(mpx::ActorOptions().name("totals"), 7);  // free again
+  EXPECT_EQ(mpx::find_actor<Counter>("totals").call(&Counter::get).get(), 7);
+}
+
+// Killed with SIGKILL: without restarts the name goes with it; with on_failure the
+// restarted actor keeps it.
+TEST(Actor, NamedActorKilled) {
+  auto mortal = mpx::spawn<Counter>(mpx::ActorOptions().name("mortal"), 0);
+  mortal.kill();
+  EXPECT_TRUE(mpx::testing::wait_until(
+      [] {
+        try {
+          mpx::find_actor<Counter>("mortal");
+          return false;
+        } catch (const mpx::Error&) {
+          return true;
+        }
+      },
+      seconds(30)));
+  auto phoenix = mpx::spawn<Counter>(
+      mpx::ActorOptions().name("phoenix").restart(mpx::Restart::on_failure), 5);
+  const pid_t first = phoenix.pid();
+  phoenix.kill();
+  auto found = mpx::find_actor<Counter>("phoenix");
+  EXPECT_EQ(found.call(&Counter::get).get(), 5);
+  EXPECT_NE(found.pid(), first);
 }
 
 TEST(ActorHelper, DISABLED_DriverWithActors) {

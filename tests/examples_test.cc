@@ -341,6 +341,45 @@ TEST(ExamplesTest, ProducerConsumer) {
             "queue empty afterwards: yes\n");
 }
 
+TEST(ExamplesTest, Condition) {
+  const RunResult r = RunClean("shared/condition");
+  EXPECT_EQ(r.out,
+            "a waiter was killed while waiting (exitcode -9)\n"
+            "consumers served: 3, stock left: 0\n");
+}
+
+TEST(ExamplesTest, Pipe) {
+  const RunResult r = RunClean("shared/pipe");
+  EXPECT_EQ(r.out,
+            "squares: 1 4 9 16 25\n"
+            "ready while the child hangs: 0\n"
+            "ready once it was killed: 2 (the connection and the sentinel)\n"
+            "recv: EOFError, the other end is gone\n");
+}
+
+TEST(ExamplesTest, Manager) {
+  const RunResult r = RunClean("shared/manager");
+  EXPECT_EQ(r.out,
+            "a: 4 words\n"
+            "b: 2 words\n"
+            "c: 6 words\n"
+            "texts done: 3 (three short texts)\n");
+}
+
+TEST(ExamplesTest, SharedMemory) {
+  const RunResult r = RunClean("shared/shared_memory");
+  EXPECT_EQ(r.out,
+            "a child attached by name and wrote 16 squares; their sum: 1240\n"
+            "names: ada, grace\n");
+}
+
+TEST(ExamplesTest, JoinableQueue) {
+  const RunResult r = RunClean("shared/joinable_queue");
+  EXPECT_EQ(r.out,
+            "after join: total 5050\n"
+            "after shutdown: 3 of 3 workers ended cleanly\n");
+}
+
 TEST(ExamplesTest, ActorCounter) {
   const RunResult r = RunClean("actor/counter");
   EXPECT_EQ(r.out,

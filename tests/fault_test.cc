@@ -96,7 +96,10 @@ TEST_F(FaultTest, WorkerKilledDuringImapLosesNothingSilently) {
       lost.insert(e.lost_tasks().begin(), e.lost_tasks().end());
     }
   }
-  EXPECT_GT(lost_items, 0) << "the killed worker held chunks";
+  // Only the chunk that was running (2 items) can be lost: the ones queued behind it
+  // on the dead worker never started and run again. None is lost if the kill came
+  // between two chunks.
+  EXPECT_LE(lost.size(), 2u) << "only the chunk that was running is lost";
   EXPECT_EQ(static_cast<std::size_t>(lost_items), lost.size());
   for (auto i : lost) EXPECT_EQ(seen.count(i), 0u) << "item " << i << " both lost and delivered";
   EXPECT_EQ(seen.size() + lost.size(), 100u) << "every item: a result or a WorkerLost";

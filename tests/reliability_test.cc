@@ -46,6 +46,10 @@ int hang_on(int x, int bad) {
 }
 int square(int x) { return x * x; }
 void sleep_ms(int ms) { std::this_thread::sleep_for(milliseconds(ms)); }
+void sleep_after_setting(mpx::Event started, int ms) {
+  started.set();
+  std::this_thread::sleep_for(milliseconds(ms));
+}
 // Crashes the first time it sees a multiple of 997 (SIGSEGV or exit(3), alternately),
 // succeeds when run again; every item spins ~40 µs so a map takes a while.
 std::int64_t crash_once(mpx::Array<std::uint8_t> tried, std::int64_t x) {
@@ -94,6 +98,7 @@ MPX_TASK(allocate_mb);
 MPX_TASK(hang_on);
 MPX_TASK(square);
 MPX_TASK(sleep_ms);
+MPX_TASK(sleep_after_setting);
 MPX_PURE_TASK(crash_once);
 MPX_PURE_TASK(always_crash_on_five);
 
@@ -179,13 +184,12 @@ TEST_F(ReliabilityTest, AStoppedBusyWorkerIsReplaced) {
   pool.apply(square, 1);
   const auto workers = mpx::testing::worker_pids();
   ASSERT_EQ(workers.size(), 1u);
-  auto result = pool.apply_async(sleep_ms, 60000);
-  ASSERT_TRUE(mpx::testing::wait_until(
-      [&] {
-        kill(workers[0], SIGSTOP);  // repeated until the task is surely running
-        return !result.ready() && mpx::testing::worker_pids().size() == 1;
-      },
-      seconds(5)));
+  mpx::Event started;
+  auto result = pool.apply_async(sleep_after_setting, started, 60000);
+  // Stopped once the task runs: a worker stopped before it started the chunk would
+  // have its chunk requeued free (it never ran), not failed.
+  ASSERT_TRUE(started.wait(seconds(10)));
+  kill(workers[0], SIGSTOP);
   try {
     result.get();
     FAIL() << "expected WorkerLost";

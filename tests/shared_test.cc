@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -95,6 +96,118 @@ MPX_TASK(bounded_section);
 MPX_TASK(wait_for_event);
 MPX_TASK(barrier_party);
 MPX_TASK(sleep_forever_with);
+
+// ---- Condition, Barrier action, JoinableQueue, shutdown, lock choices -----------------
+
+// Waits until stock > 0, takes one, records this process in taken (slot me).
+void condition_consumer(mpx::Condition cond, mpx::Value<int> stock, mpx::Array<int> taken, int me) {
+  std::lock_guard<mpx::Condition> hold(cond);
+  if (cond.wait_for([&] { return stock.value() > 0; }, seconds(60))) {
+    stock.value() -= 1;
+    taken[static_cast<std::size_t>(me)] = 1;
+  }
+}
+// Waits on the condition forever (until killed), after saying it waits.
+void condition_waiter_forever(mpx::Condition cond, mpx::Event waiting) {
+  std::lock_guard<mpx::Condition> hold(cond);
+  waiting.set();
+  for (;;) cond.wait();
+}
+// Notifies while holding the lock, then dies holding it.
+void notify_and_die(mpx::Condition cond, mpx::Value<int> stock) {
+  cond.acquire();
+  stock.value() += 1;
+  cond.notify();
+  raise(SIGKILL);
+}
+// The waiter of NotifierKilledHoldingTheLock: 1 if woken and told the notifier died.
+void wait_for_stock(mpx::Condition cond, mpx::Value<int> stock, mpx::Value<int> outcome, mpx::Event waiting) {
+  std::lock_guard<mpx::Condition> hold(cond);
+  waiting.set();
+  const bool got = cond.wait_for([&] { return stock.value() > 0; }, seconds(60));
+  outcome.store(got && cond.previous_owner_died() ? 1 : 2);
+}
+void record_round(mpx::Value<int> rounds, mpx::Array<int> runners) {
+  const int round = rounds.fetch_add(1);
+  if (round < static_cast<int>(runners.size())) runners[static_cast<std::size_t>(round)] = getpid();
+}
+void die_in_action() { raise(SIGKILL); }
+// One wait() with the barrier's default timeout; exit code 2 on BrokenBarrierError.
+void barrier_wait_default(mpx::Barrier b) {
+  try {
+    b.wait();
+  } catch (const mpx::BrokenBarrierError&) {
+    std::exit(2);
+  }
+}
+// Waits at b rounds times; exit code 0, or 2 on BrokenBarrierError.
+void barrier_rounds(mpx::Barrier b, int rounds) {
+  try {
+    for (int i = 0; i < rounds; ++i) b.wait(seconds(60));
+  } catch (const mpx::BrokenBarrierError&) {
+    std::exit(2);
+  }
+}
+// Gets n items, adds them to sum, task_done for each.
+void joinable_worker(mpx::JoinableQueue<int> q, mpx::Value<long> sum, int n) {
+  for (int i = 0; i < n; ++i) {
+    sum.fetch_add(q.get());
+    q.task_done();
+  }
+}
+// Gets one item and dies before task_done.
+void get_and_die(mpx::JoinableQueue<int> q) {
+  q.get();
+  raise(SIGKILL);
+}
+// Blocks in get until the queue is shut down: exit code 3 on ShutDown.
+void get_until_shutdown(mpx::Queue<int> q, mpx::Event started) {
+  started.set();
+  try {
+    for (;;) q.get();
+  } catch (const mpx::ShutDown&) {
+    std::exit(3);
+  }
+}
+void increment_pair(mpx::Value<int> a, mpx::Array<int> b, int n) {
+  for (int i = 0; i < n; ++i) {
+    std::lock_guard<mpx::Lock> guard(a.get_lock());  // also b's lock
+    a.value() += 1;
+    b[0] += 1;
+  }
+}
+void add_to_raw(mpx::RawArray<long> a, int i) { a[static_cast<std::size_t>(i)] += i; }
+bool lock_is_locked(mpx::Lock lock) { return lock.locked(); }
+MPX_TASK(condition_consumer);
+MPX_TASK(condition_waiter_forever);
+MPX_TASK(notify_and_die);
+MPX_TASK(wait_for_stock);
+MPX_TASK(record_round);
+MPX_TASK(die_in_action);
+MPX_TASK(barrier_rounds);
+MPX_TASK(barrier_wait_default);
+MPX_TASK(joinable_worker);
+MPX_TASK(get_and_die);
+MPX_TASK(get_until_shutdown);
+MPX_TASK(increment_pair);
+MPX_TASK(add_to_raw);
+MPX_TASK(lock_is_locked);
+
+void write_by_name(std::string name, int value) {
+  auto block = mpx::SharedMemory::attach(name);
+  std::memcpy(block.buf(), &value, sizeof value);
+}
+long sum_list_by_name(std::string name) {
+  long sum = 0;
+  for (long x : mpx::ShareableList<long>::attach(name).to_vector()) sum += x;
+  return sum;
+}
+void set_word(mpx::ShareableList<std::string> words, int i, std::string word) {
+  words.set(static_cast<std::size_t>(i), word);
+}
+MPX_TASK(write_by_name);
+MPX_TASK(sum_list_by_name);
+MPX_TASK(set_word);
 
 class SharedTest : public ::testing::Test {
  protected:
@@ -282,6 +395,207 @@ TEST_F(SharedTest, BarrierAcrossProcessesGivesDistinctIndices) {
   EXPECT_EQ(got, (std::vector<int>{0, 1, 2}));
 }
 
+// ---- Condition --------------------------------------------------------------------
+
+// Three consumer processes wait; the parent adds stock one unit at a time with
+// notify(): each unit wakes exactly one consumer.
+TEST_F(SharedTest, ConditionHandsEachNotificationToOneProcess) {
+  mpx::Condition cond;
+  mpx::Value<int> stock(0);
+  mpx::Array<int> taken(3);
+  std::vector<mpx::Process> consumers;
+  for (int i = 0; i < 3; ++i) consumers.emplace_back(condition_consumer, cond, stock, taken, i);
+  for (auto& p : consumers) p.start();
+  for (int unit = 0; unit < 3; ++unit) {
+    std::lock_guard<mpx::Condition> hold(cond);
+    stock.value() += 1;
+    cond.notify();
+  }
+  for (auto& p : consumers) p.join();
+  for (auto& p : consumers) EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(taken.to_vector(), (std::vector<int>{1, 1, 1}));
+  EXPECT_EQ(stock.load(), 0);
+}
+
+// A waiter killed with SIGKILL does not swallow a notification: notify(1) reaches the
+// live waiter behind it. (Python's notify() blocks forever here, waiting for the dead
+// sleeper to acknowledge.)
+TEST_F(SharedTest, ConditionWaiterKilledDoesNotSwallowANotify) {
+  mpx::Condition cond;
+  mpx::Event first_waits;
+  mpx::Process doomed(condition_waiter_forever, cond, first_waits);
+  doomed.start();
+  ASSERT_TRUE(first_waits.wait(seconds(30)));
+  mpx::Value<int> stock(0);
+  mpx::Array<int> taken(1);
+  mpx::Process live(condition_consumer, cond, stock, taken, 0);
+  live.start();
+  // The live consumer waits behind the doomed one (its ticket is later).
+  auto* s = reinterpret_cast<mpx::detail::ConditionState*>(mpx::detail::HandleAccess::segment(cond)->body());
+  ASSERT_TRUE(mpx::testing::wait_until(
+      [&] {
+        int waiting = 0;
+        for (std::uint32_t i = 0; i < s->capacity; ++i) waiting += s->slots[i].state.load() == mpx::detail::kSlotWaiting;
+        return waiting == 2;
+      },
+      seconds(30)));
+  doomed.kill();
+  doomed.join();
+  {
+    std::lock_guard<mpx::Condition> hold(cond);
+    stock.value() = 1;
+    cond.notify(1);
+  }
+  ASSERT_TRUE(live.join(milliseconds(30000)));
+  EXPECT_EQ(live.exitcode(), 0);
+  EXPECT_EQ(taken[0], 1);
+}
+
+// A notifier killed while holding the lock: the waiter wakes, gets the lock and is told
+// its holder died. (Python's waiter would wait forever for the lock.)
+TEST_F(SharedTest, ConditionNotifierKilledHoldingTheLock) {
+  mpx::Condition cond;
+  mpx::Value<int> stock(0), outcome(0);
+  mpx::Event waiting;
+  mpx::Process waiter(wait_for_stock, cond, stock, outcome, waiting);
+  waiter.start();
+  ASSERT_TRUE(waiting.wait(seconds(30)));
+  mpx::Process notifier(notify_and_die, cond, stock);
+  notifier.start();
+  notifier.join();
+  EXPECT_EQ(notifier.exitcode(), -SIGKILL);
+  ASSERT_TRUE(waiter.join(milliseconds(30000)));
+  EXPECT_EQ(outcome.load(), 1) << "1: woken with previous_owner_died(); 2: otherwise";
+}
+
+// ---- Barrier action and timeout ------------------------------------------------------
+
+TEST_F(SharedTest, BarrierActionRunsOncePerRoundInAParty) {
+  mpx::Value<int> rounds(0);
+  mpx::Array<int> runners(4);
+  mpx::Barrier b(3, mpx::BarrierOptions().action(record_round, rounds, runners));
+  std::vector<mpx::Process> parties;
+  for (int i = 0; i < 3; ++i) parties.emplace_back(barrier_rounds, b, 4);
+  for (auto& p : parties) p.start();
+  std::set<int> pids;
+  for (auto& p : parties) pids.insert(p.pid());
+  for (auto& p : parties) p.join();
+  for (auto& p : parties) EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(rounds.load(), 4);
+  for (int r : runners.to_vector()) EXPECT_EQ(pids.count(r), 1u) << "the action ran in pid " << r;
+}
+
+// The party running the action is killed in it: the others get BrokenBarrierError
+// instead of waiting forever.
+TEST_F(SharedTest, BarrierActionKilledBreaksTheBarrierForTheOthers) {
+  mpx::Barrier b(3, mpx::BarrierOptions().action(die_in_action));
+  std::vector<mpx::Process> parties;
+  for (int i = 0; i < 3; ++i) parties.emplace_back(barrier_rounds, b, 1);
+  for (auto& p : parties) p.start();
+  for (auto& p : parties) ASSERT_TRUE(p.join(milliseconds(30000)));
+  std::multiset<int> codes;
+  for (auto& p : parties) codes.insert(*p.exitcode());
+  EXPECT_EQ(codes, (std::multiset<int>{-SIGKILL, 2, 2}));
+  EXPECT_TRUE(b.broken());
+}
+
+TEST_F(SharedTest, BarrierDefaultTimeoutAcrossProcesses) {
+  mpx::Barrier b(3, mpx::BarrierOptions().timeout(milliseconds(200)));
+  mpx::Process lonely(barrier_wait_default, b);  // the only party that comes
+  lonely.start();
+  lonely.join();
+  EXPECT_EQ(lonely.exitcode(), 2);
+  EXPECT_TRUE(b.broken());
+}
+
+// ---- JoinableQueue, shutdown ---------------------------------------------------------
+
+TEST_F(SharedTest, JoinableQueueJoinWaitsForEveryTaskDone) {
+  mpx::JoinableQueue<int> q;
+  mpx::Value<long> sum(0);
+  std::vector<mpx::Process> workers;
+  for (int i = 0; i < 2; ++i) workers.emplace_back(joinable_worker, q, sum, 500);
+  for (auto& w : workers) w.start();
+  for (int i = 1; i <= 1000; ++i) q.put(i);
+  q.join();
+  EXPECT_EQ(sum.load(), 1000L * 1001 / 2);  // join returned only after every task_done
+  for (auto& w : workers) w.join();
+}
+
+// A consumer killed between get() and task_done(): its item stays unfinished, as in
+// Python, so join(timeout) says false instead of hanging; the other items are done.
+TEST_F(SharedTest, JoinableQueueConsumerKilledLeavesItsTaskUnfinished) {
+  mpx::JoinableQueue<int> q;
+  q.put(1);
+  mpx::Process doomed(get_and_die, q);
+  doomed.start();
+  doomed.join();
+  ASSERT_EQ(doomed.exitcode(), -SIGKILL);
+  mpx::Value<long> sum(0);
+  for (int i = 2; i <= 4; ++i) q.put(i);
+  mpx::Process worker(joinable_worker, q, sum, 3);
+  worker.start();
+  worker.join();
+  EXPECT_EQ(sum.load(), 9);
+  EXPECT_FALSE(q.join(milliseconds(100)));
+  q.task_done();  // the survivor accounts for it
+  EXPECT_TRUE(q.join(milliseconds(0)));
+}
+
+TEST_F(SharedTest, ShutdownWakesBlockedConsumerProcesses) {
+  mpx::Queue<int> q;
+  std::vector<mpx::Event> started(2);
+  std::vector<mpx::Process> consumers;
+  for (auto& e : started) consumers.emplace_back(get_until_shutdown, q, e);
+  for (auto& c : consumers) c.start();
+  for (auto& e : started) ASSERT_TRUE(e.wait(seconds(30)));
+  q.put(7);  // taken by one of them first
+  q.shutdown();
+  for (auto& c : consumers) ASSERT_TRUE(c.join(milliseconds(30000)));
+  for (auto& c : consumers) EXPECT_EQ(c.exitcode(), 3);
+  EXPECT_THROW(q.put(8), mpx::ShutDown);
+}
+
+// ---- Lock choices, RawArray, Lock::locked ---------------------------------------------
+
+// A Value and an Array guarded by one Lock (Python's lock=<a lock>): every process
+// updates both under it, so they always agree.
+TEST_F(SharedTest, OneLockGuardsAValueAndAnArrayAcrossProcesses) {
+  mpx::Lock lock;
+  mpx::Value<int> a(0, lock);
+  mpx::Array<int> b(1, lock);
+  std::vector<mpx::Process> ps;
+  for (int i = 0; i < 3; ++i) ps.emplace_back(increment_pair, a, b, 2000);
+  for (auto& p : ps) p.start();
+  for (auto& p : ps) p.join();
+  EXPECT_EQ(a.load(), 6000);
+  EXPECT_EQ(b[0], 6000);
+}
+
+TEST_F(SharedTest, RawArrayFilledByAPool) {
+  mpx::RawArray<long> a(100);
+  mpx::Pool pool(2);
+  std::vector<std::tuple<mpx::RawArray<long>, int>> items;
+  for (int i = 0; i < 100; ++i) items.emplace_back(a, i);
+  pool.starmap(add_to_raw, items);
+  long sum = 0;
+  for (long x : a) sum += x;
+  EXPECT_EQ(sum, 4950);
+}
+
+TEST_F(SharedTest, LockedIsSeenFromAnotherProcess) {
+  mpx::Lock lock;
+  mpx::Pool pool(1);
+  EXPECT_FALSE(pool.apply(lock_is_locked, lock));
+  lock.lock();
+  EXPECT_TRUE(pool.apply(lock_is_locked, lock));
+  lock.unlock();
+  mpx::Process p(lock_and_die, lock);
+  p.start();
+  p.join();
+  EXPECT_FALSE(lock.locked()) << "a holder that died leaves the lock free to take";
+}
+
 // Runs as a separate driver (see KillingEverythingLeavesNoMemory); skipped otherwise.
 TEST(SharedHelper, DISABLED_DriverWithSharedState) {
   if (std::getenv("MPX_SHARED_HELPER") == nullptr) GTEST_SKIP();
@@ -310,6 +624,66 @@ std::set<std::string> mpx_entries_in_dev_shm() {
     closedir(d);
   }
   return names;
+}
+
+// ---- SharedMemory by name, ShareableList ---------------------------------------------
+
+TEST_F(SharedTest, SharedMemoryFoundByNameInAChildAndAPoolWorker) {
+  const std::string name = "block-" + std::to_string(getpid());
+  auto block = mpx::SharedMemory::create(name, 64);
+  mpx::Process p(write_by_name, name, 1234);
+  p.start();
+  p.join();
+  ASSERT_EQ(p.exitcode(), 0);
+  int value = 0;
+  std::memcpy(&value, block.buf(), sizeof value);
+  EXPECT_EQ(value, 1234);
+
+  mpx::ShareableList<long> numbers({1, 2, 3, 4}, "numbers-" + std::to_string(getpid()));
+  mpx::Pool pool(1);
+  EXPECT_EQ(pool.apply(sum_list_by_name, numbers.shm().name()), 10);
+  mpx::ShareableList<std::string> words({"alpha", "beta"});
+  mpx::Process q(set_word, words, 1, std::string("gamma"));  // passed as a handle
+  q.start();
+  q.join();
+  EXPECT_EQ(words[1], "gamma");
+}
+
+// Runs as a separate driver (SharedMemoryCreatorKilled...); skipped otherwise.
+TEST(SharedHelper, DISABLED_DriverWithANamedBlock) {
+  if (std::getenv("MPX_BLOCK_HELPER") == nullptr) GTEST_SKIP();
+  auto block = mpx::SharedMemory::create("killed-" + std::to_string(getppid()), 1 << 20);
+  const int value = 4321;
+  std::memcpy(block.buf(), &value, sizeof value);
+  std::printf("READY\n");
+  std::fflush(stdout);
+  for (;;) pause();
+}
+
+// The creator of a named block is killed with SIGKILL: the name is gone at once, a
+// process that had attached keeps its mapping, and when it lets go nothing is left,
+// not in memory and not in /dev/shm (Python leaves the block in /dev/shm).
+TEST_F(SharedTest, SharedMemoryCreatorKilledLeavesNothingBehind) {
+  const auto shm_before = mpx_entries_in_dev_shm();
+  const std::string name = "killed-" + std::to_string(getpid());
+  const auto helper = mpx::testing::start_helper_driver("SharedHelper.DISABLED_DriverWithANamedBlock",
+                                                        "MPX_BLOCK_HELPER");
+  ASSERT_GT(helper.pid, 0) << helper.output;
+  const std::string prefix = "memfd:mpx-" + std::to_string(helper.pid) + "-SharedMemory";
+  {
+    auto attached = mpx::SharedMemory::attach(name);
+    kill(helper.pid, SIGKILL);
+    waitpid(helper.pid, nullptr, 0);
+    int value = 0;
+    std::memcpy(&value, attached.buf(), sizeof value);
+    EXPECT_EQ(value, 4321) << "an attached process keeps its mapping";
+    EXPECT_THROW(mpx::SharedMemory::attach(name), mpx::SharedMemoryError);
+    EXPECT_EQ(mpx::testing::processes_mapping(prefix).size(), 1u);  // this process only
+  }
+  EXPECT_TRUE(mpx::testing::processes_mapping(prefix).empty());
+  EXPECT_EQ(mpx_entries_in_dev_shm(), shm_before);
+  auto reused = mpx::SharedMemory::create(name, 8);  // the name is free
+  EXPECT_EQ(reused.size(), 8u);
 }
 
 TEST_F(SharedTest, KillingDriverRouterAndWorkerLeavesNoMemoryBehind) {

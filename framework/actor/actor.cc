@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "framework/actor/actor_internal.h"
+#include "framework/actor/named.h"
 #include "framework/base/base.h"
 #include "framework/transport/transport.h"
 #include "mpx/actor.h"
@@ -157,6 +158,7 @@ struct Supervised {
   ActorOptions options;
   detail::Pins pins;  // shared objects among the constructor arguments (restarts reuse them)
   spawning::Child child;
+  std::shared_ptr<const void> name;  // its claim on ActorOptions::name (named.cc); supervisor thread
 };
 
 struct StartFailure {
@@ -299,6 +301,7 @@ class Supervisor {
     if (c.stop_requested.load(std::memory_order_acquire) != 0) {
       const bool clean = status && spawning::exitcode(*status) == 0;
       publish(c, State::kStopped, clean ? "stopped" : "stopped (" + reason + ")");
+      s->name.reset();
       return;
     }
     const bool restart = s->options.restart() == Restart::on_failure;
@@ -310,6 +313,7 @@ class Supervisor {
                          " restart(s) (ActorOptions::max_restarts)";
       logger().error("actor {} died: {}", c.name, why);
       publish(c, State::kDead, why);
+      s->name.reset();
       return;
     }
     logger().warn("actor {} died ({}); restarting it from its constructor arguments: its "
@@ -345,6 +349,7 @@ class Supervisor {
     }
     publish(c, State::kDead, reason + "; not restarted again after " + std::to_string(restarts) +
                                  " restart(s) (ActorOptions::max_restarts)");
+    s->name.reset();
   }
 
   std::mutex mu_;
@@ -914,6 +919,7 @@ std::shared_ptr<ActorLink> spawn_actor(const ActorFactoryEntry& factory, std::st
   supervised->args = std::move(args);
   supervised->options = options;
   supervised->pins = std::move(pins);
+  supervised->name = actor::claim_name(options.name(), *segment, factory.key);
   const auto failure = actor::start_incarnation(*supervised, 1);
   if (failure) {
     if (failure->constructor_threw) {

@@ -2,10 +2,14 @@
 
 #include "mpx/errors.h"
 
+#include <poll.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <string>
 #include <memory>
@@ -50,11 +54,51 @@ void set_identity(std::string name, Role role) {
 
 namespace {
 std::atomic<bool> initialized{false};
+
+struct Parent {
+  pid_t pid = 0;  // 0 in the driver
+  std::string name;
+};
+Parent& parent() {
+  static Parent p;
+  return p;
 }
+}  // namespace
+
+void set_parent(pid_t pid, std::string name) {
+  parent().pid = pid;
+  parent().name = std::move(name);
+}
+
+void set_daemon(bool daemon) { identity().daemon = daemon; }
+
+namespace {
+pid_t& driver_slot() {
+  static pid_t pid = getpid();
+  return pid;
+}
+}  // namespace
+
+void set_driver(pid_t pid) { driver_slot() = pid; }
+pid_t driver_pid() { return driver_slot(); }
+
+
 
 void mark_initialized() { initialized = true; }
 
 void require_init(const char* what) {
+  if (identity().daemon) {
+    throw ProcessError(std::string(what) +
+                       ": a daemonic process cannot have children, as in Python (this process "
+                       "is a Process started with set_daemon(true))");
+  }
+  if (!initialized && identity().role != Role::kDriver) {
+    // mpx::init was called: it ran this process's role instead of returning.
+    throw Error(std::string(what) + ": cannot be started in " + identity().name +
+                ", a process that mpx spawned: starting processes, pools or actors from "
+                "spawned processes is not supported yet; start them in the main program and "
+                "pass their handles (actor handles, shared objects) to the tasks instead");
+  }
   if (!initialized) {
     throw Error(std::string(what) +
                 ": call mpx::init(argc, argv) first thing in main; spawned processes re-run "
@@ -79,5 +123,44 @@ int cpu_count() {
 
 spdlog::logger& logger() { return *base::logger_slot(); }
 
+std::optional<ParentProcess> parent_process() {
+  const auto& p = base::parent();
+  if (p.pid <= 0) return std::nullopt;
+  return ParentProcess(p.pid, p.name);
+}
+
+bool ParentProcess::is_alive() const { return getppid() == pid_; }
+
+int ParentProcess::sentinel() const {
+  // One per process, opened on first use and kept: callers poll it, never close it.
+  static const int fd = static_cast<int>(syscall(SYS_pidfd_open, base::parent().pid, 0));
+  return fd;
+}
+
+bool ParentProcess::join(std::chrono::milliseconds timeout) const {
+  if (!is_alive()) return true;
+  const int fd = sentinel();
+  if (fd < 0) return !is_alive();
+  pollfd p{fd, POLLIN, 0};
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    const int r = ::poll(&p, 1, static_cast<int>(std::max<long long>(0, std::min<long long>(left.count(), 1 << 30))));
+    if (r > 0) return true;
+    if (r == 0) return false;
+    if (errno != EINTR) return !is_alive();
+  }
+}
+
 }  // namespace mpx
 
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer does not see libstdc++'s exception_ptr reference counts (libstdc++
+// is not instrumented): an exception object
+// shared by several calls' errors and freed by whichever thread drops it last is
+// reported as a race with the catching thread's reads. The count is atomic.
+extern "C" const char* __tsan_default_suppressions() {
+  return "race:std::__exception_ptr::exception_ptr::_M_release\n";
+}
+#endif

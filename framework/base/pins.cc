@@ -6,10 +6,17 @@ namespace mpx {
 namespace detail {
 namespace {
 thread_local Pins* t_pins = nullptr;  // the innermost active PinScope's list
+thread_local FdTransfers* t_fds = nullptr;  // the innermost active FdScope's list
 }
+
+FdScope::FdScope(FdTransfers& out) : previous_(t_fds) { t_fds = &out; }
+FdScope::~FdScope() { t_fds = previous_; }
+FdTransfers* fd_scope() { return t_fds; }
 
 PinScope::PinScope(Pins& out) : previous_(t_pins) { t_pins = &out; }
 PinScope::~PinScope() { t_pins = previous_; }
+
+bool pinning() { return t_pins != nullptr; }
 
 void pin(std::shared_ptr<const void> object) {
   // A map over N items naming one Value pins it once, not N times.

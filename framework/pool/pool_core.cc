@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "framework/base/base.h"
@@ -67,12 +68,16 @@ PoolCore::PoolCore(const PoolOptions& options)
   // The router says on this pipe when it has bound its sockets: connecting earlier
   // would fail.
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) throw PoolBroken(std::string("Pool: eventfd: ") + std::strerror(errno));
+  if (wake_fd_ < 0) {
+    throw PoolBroken(std::string("Pool: eventfd: ") + std::strerror(errno) +
+                     spawning::descriptor_advice(errno));
+  }
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) {
     const int err = errno;
     ::close(wake_fd_);
-    throw PoolBroken(std::string("Pool: pipe2: ") + std::strerror(err));
+    throw PoolBroken(std::string("Pool: pipe2: ") + std::strerror(err) +
+                     spawning::descriptor_advice(err));
   }
   spawning::Spec spec;
   spec.role = Role::kRouter;
@@ -129,7 +134,8 @@ void PoolCore::connect_and_greet(const std::string& endpoint) {
   // "R" + token: the name the router sends this pool's results to.
   fd_ = transport::connect_as(endpoint, "R" + token_);
   if (fd_ < 0) {
-    throw PoolBroken(std::string("Pool: cannot connect to the router: ") + std::strerror(errno));
+    throw PoolBroken(std::string("Pool: cannot connect to the router: ") + std::strerror(errno) +
+                     spawning::descriptor_advice(errno));
   }
   wire::Header hello;
   hello.type = wire::Type::kHello;
@@ -248,14 +254,27 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
   if (call.task().pure) h.flags = wire::kFlagPure;
   // A router gone shows up at the pump (its pidfd), which fails every call with why.
   constexpr std::size_t kBatchBytes = 64 << 10;
-  std::lock_guard<std::mutex> lock(send_mu_);
-  if (payload.size() >= kBatchBytes / 4) {
-    // Large: its own write, without a copy.
-    if (flush_locked() && fd_ >= 0) transport::write_frame(fd_, h, std::string_view(payload.data(), payload.size()));
-    return;
+  bool sent = true;
+  {
+    std::lock_guard<std::mutex> lock(send_mu_);
+    if (payload.size() >= kBatchBytes / 4) {
+      // Large: its own write, without a copy. It may block for as long as the router
+      // takes to read it; a terminate() meanwhile kills the router, which ends it.
+      sent = flush_locked() && fd_ >= 0 &&
+             transport::write_frame(fd_, h, std::string_view(payload.data(), payload.size()));
+    } else {
+      transport::append_frame(out_, h, std::string_view(payload.data(), payload.size()));
+      if (out_.size() >= kBatchBytes) sent = flush_locked();
+    }
   }
-  transport::append_frame(out_, h, std::string_view(payload.data(), payload.size()));
-  if (out_.size() >= kBatchBytes) flush_locked();
+  if (!sent) {
+    // The router is gone (or was stopped under us): this thread hears it now, with the
+    // reason the pool's other callers get.
+    std::string why = stop_reason();
+    throw PoolBroken(why.empty() ? "Pool is broken: the connection to its router failed while "
+                                   "sending task '" + std::string(call.task().name) + "'"
+                                 : why);
+  }
 }
 
 void pool_flush(PoolCore& core) { core.flush(); }
@@ -558,14 +577,38 @@ void PoolCore::shutdown() {
   stop_router(wire::Type::kShutdown, std::chrono::seconds(3), "Pool was shut down");
 }
 
+bool PoolCore::ask_router(wire::Type how) {
+  if (router_.pid <= 0 || spawning::is_stopped(router_.pid)) return false;
+  // Another thread may hold the connection for a long write (a large argument to a
+  // router that does not read): a stop never waits for it.
+  // (Polled rather than std::timed_mutex: ThreadSanitizer does not see the clocklock
+  // that timed_mutex uses, and reports its unlock as one of an unlocked mutex.)
+  std::unique_lock<std::mutex> lock(send_mu_, std::defer_lock);
+  for (int tries = 0; !lock.try_lock(); ++tries) {
+    if (tries == 20) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (fd_ < 0) return false;
+  std::string bytes = std::move(out_);
+  out_.clear();
+  wire::Header h;
+  h.type = how;
+  transport::append_frame(bytes, h, {});
+  return transport::write_frame_bytes(fd_, bytes, Clock::now() + std::chrono::milliseconds(50));
+}
+
 void PoolCore::stop_router(wire::Type how, std::chrono::milliseconds grace, const char* why) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_reason_.empty()) stop_reason_ = why;
   }
-  // Sent before taking the pump token: a thread pumping results wakes up when the
-  // router exits, instead of at the end of its poll interval.
-  send_control(how);
+  // terminate() kills at once: the workers die with the router (their parent-death
+  // signal). A graceful stop is asked for; a router that cannot be asked promptly (it
+  // is stopped, its connection is busy or full) is killed instead, so that no stop
+  // waits on what the router or another thread does. Either happens before the pump
+  // token is taken: a thread pumping results wakes up when the router exits.
+  const bool asked = how != wire::Type::kTerminate && ask_router(how);
+  if (!asked && router_.pid > 0) ::kill(router_.pid, SIGKILL);
   {
     std::unique_lock<std::mutex> lock(mu_);
     stopping_ = true;

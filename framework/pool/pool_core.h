@@ -68,6 +68,9 @@ class PoolCore {
  private:
   bool flush_locked();  // send_mu_ held
   void stop_router(wire::Type how, std::chrono::milliseconds grace, const char* why);
+  // Sends the router a stop (with what is buffered) if that can be done at once;
+  // false when it cannot (see stop_router).
+  bool ask_router(wire::Type how);
   void check_router_exit();
   std::string stop_reason();
   // Blocks until the router signals on ready_fd that it has bound; throws PoolBroken

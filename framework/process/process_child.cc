@@ -2,18 +2,20 @@
 
 #include <msgpack.hpp>
 
+#include "framework/base/base.h"
 #include "mpx/runtime.h"
 
 namespace mpx {
 namespace process_child {
 
-std::string encode_bootstrap(const detail::TaskEntry& task, const std::string& args) {
+std::string encode_bootstrap(const detail::TaskEntry& task, const std::string& args, bool daemon) {
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_array(2);
+  pk.pack_array(3);
   pk.pack(std::string(task.name));
   pk.pack_bin(static_cast<std::uint32_t>(args.size()));
   pk.pack_bin_body(args.data(), static_cast<std::uint32_t>(args.size()));
+  pk.pack(daemon);
   return std::string(buf.data(), buf.size());
 }
 
@@ -25,10 +27,11 @@ int run_process(const spawning::Bootstrap& boot) {
   std::string args;
   try {
     auto oh = msgpack::unpack(boot.payload.data(), boot.payload.size());
-    std::pair<std::string, msgpack::type::raw_ref> call;
+    std::tuple<std::string, msgpack::type::raw_ref, bool> call;
     oh.get().convert(call);
-    name = call.first;
-    args.assign(call.second.ptr, call.second.size);
+    name = std::get<0>(call);
+    args.assign(std::get<1>(call).ptr, std::get<1>(call).size);
+    base::set_daemon(std::get<2>(call));
   } catch (const std::exception& e) {
     logger().error("could not decode the call to run: {}", e.what());
     return 1;

@@ -10,8 +10,8 @@
 namespace mpx {
 namespace process_child {
 
-// [task name, argument payload] as msgpack.
-std::string encode_bootstrap(const detail::TaskEntry& task, const std::string& args);
+// [task name, argument payload, daemon] as msgpack.
+std::string encode_bootstrap(const detail::TaskEntry& task, const std::string& args, bool daemon);
 
 // Runs the call; returns the exit code: 0, or 1 when it threw (logged here).
 int run_process(const spawning::Bootstrap& boot);

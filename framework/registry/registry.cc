@@ -94,6 +94,13 @@ std::string argument_error_message(const TaskEntry& task, const std::exception& 
          " parameters) could not decode its arguments: " + e.what();
 }
 
+std::string out_of_memory_message(const TaskEntry& task) {
+  return "task '" + std::string(task.name) +
+         "': out of memory decoding its arguments (a worker holds a chunk's bytes and "
+         "their decoded values at once): pass smaller arguments or a smaller chunksize, "
+         "or raise the pool's worker_memory_limit";
+}
+
 std::uint32_t read_array_header(const char* data, std::size_t size, std::size_t& off) {
   if (off >= size) throw DecodeError("payload truncated: expected an array");
   const auto* p = reinterpret_cast<const unsigned char*>(data + off);

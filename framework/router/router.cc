@@ -28,7 +28,7 @@ using Ranges = std::vector<std::pair<std::uint64_t, std::uint32_t>>;
 
 template <class T>
 transport::Message pack_message(const T& value) {
-  msgpack::sbuffer buf;
+  detail::Buffer buf;
   msgpack::pack(buf, value);
   return transport::Message::adopt(std::move(buf));
 }
@@ -337,19 +337,31 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
                                           : "items " + std::to_string(running->start) + "-" +
                                                 std::to_string(running->start + running->count - 1);
     }
+    // Chunks held before the running one had finished (a worker runs its chunks in
+    // order and writes each result whole before it clears its mark and starts the
+    // next), so their results were read unless the router dropped them: they ran, and
+    // are charged like it.
+    const auto running_at = std::find_if(w.in_flight.begin(), w.in_flight.end(),
+                                         [&](const InFlight& f) { return &f == running; });
     for (auto it = w.in_flight.rbegin(); it != w.in_flight.rend(); ++it) {
-      if (!it->cancelled && it->attempts < retries_for(*it) && !stopping_ && !broken()) {
-        // A death while no chunk ran (between tasks: reading, decoding, or a kill from
-        // outside) charges nobody, at most kMaxFreeRequeues times per chunk; a death
-        // while another chunk ran was that chunk's doing and costs this one nothing.
-        bool spends = &*it == running;
-        if (!spends && running == nullptr && !runner_failed) {
-          if (it->free_requeues >= kMaxFreeRequeues) {
-            spends = true;
-          } else {
-            ++it->free_requeues;
-          }
+      // Only chunks that ran are charged an attempt. A chunk that never
+      // started goes back to the queue free, whatever its retries (0 by default): a
+      // death while another chunk ran was that chunk's doing. A death while no chunk
+      // ran (between tasks: reading, decoding, or a kill from outside) charges nobody,
+      // at most kMaxFreeRequeues times per chunk, so that a chunk that kills its worker
+      // before it starts (too large for its memory limit) cannot respawn workers forever.
+      bool spends = false;
+      if (running != nullptr && std::next(it).base() <= running_at) {
+        spends = true;
+      } else if (running == nullptr && !runner_failed) {
+        if (it->free_requeues >= kMaxFreeRequeues) {
+          spends = true;
+        } else {
+          ++it->free_requeues;
         }
+      }
+      if (!it->cancelled && !stopping_ && !broken() &&
+          (!spends || it->attempts < retries_for(*it))) {
         logger().info("router: running call {} items {}-{} again{}", it->call_id, it->start,
                       it->start + it->count - 1,
                       spends ? " (attempt " + std::to_string(it->attempts + 2) + " of " +
@@ -468,10 +480,10 @@ void RouterCore::dispatch() {
     Task task = std::move(queue_.front());
     queue_.pop_front();
     transport::set_type(task.header_frame, wire::Type::kTask);
-    if (retries_for(task.what) > task.what.attempts) {
-      task.what.retry_header = task.header_frame;  // shares the bytes
-      task.what.retry_payload = task.payload;
-    }
+    // Kept (shared, no byte copy) until the chunk is answered: a chunk that never
+    // started when its worker died goes out again whatever its retries.
+    task.what.retry_header = task.header_frame;
+    task.what.retry_payload = task.payload;
     if (best->in_flight.empty()) {
       task.what.started = now_;
       if (config_.task_timeout.count() > 0) {

@@ -145,8 +145,8 @@ class RouterCore {
     // When it became the first chunk its worker holds, i.e. began to run (a worker runs
     // its chunks in the order it received them).
     Clock::time_point started;
-    // With max_retries > 0: copies of the frames (reference-counted, no byte copy) so
-    // the chunk can be sent again if its worker dies.
+    // Copies of the frames (reference-counted, no byte copy) so the chunk can be sent
+    // again if its worker dies: retried, or requeued because it never started.
     transport::Message retry_header;
     transport::Message retry_payload;
   };

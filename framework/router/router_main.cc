@@ -118,21 +118,7 @@ class ProcessIo final : public RouterIo {
   void kill_worker(pid_t pid) override {
     if (children_.count(pid)) ::kill(pid, SIGKILL);
   }
-  bool is_stopped(pid_t pid) override {
-    if (children_.count(pid) == 0) return false;
-    // /proc/<pid>/stat: "pid (comm) S ..."; comm may hold spaces or parentheses, the
-    // state follows the last ')'. T: stopped by a signal, t: stopped by a tracer.
-    char buf[512];
-    const int fd = ::open(("/proc/" + std::to_string(pid) + "/stat").c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-    ::close(fd);
-    if (n <= 0) return false;
-    const std::string_view stat(buf, static_cast<std::size_t>(n));
-    const auto paren = stat.rfind(')');
-    return paren != std::string_view::npos && paren + 2 < stat.size() &&
-           (stat[paren + 2] == 'T' || stat[paren + 2] == 't');
-  }
+  bool is_stopped(pid_t pid) override { return children_.count(pid) != 0 && spawning::is_stopped(pid); }
 
   std::map<pid_t, spawning::Child>& children() { return children_; }
   static constexpr std::size_t kMarkBytes = 4096;

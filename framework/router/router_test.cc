@@ -406,7 +406,10 @@ TEST_F(RouterTest, LeastLoadedWorkerGetsTheNextChunk) {
   expect_task(sent[0], 1001, 1, 4, 1);
 }
 
-TEST_F(RouterTest, WorkerDeathReportsExactlyItsChunksPerCall) {
+// Without retries only the chunk that was running (the first held: no mark here) is
+// lost; the chunks queued behind it on the dead worker never started, so they go back
+// to the queue free of charge, whichever call and client they belong to.
+TEST_F(RouterTest, AWorkerDeathFailsOnlyTheRunningChunkAndRequeuesTheOthers) {
   config_.prefetch = 3;
   config_.workers = 2;
   start();
@@ -423,29 +426,21 @@ TEST_F(RouterTest, WorkerDeathReportsExactlyItsChunksPerCall) {
 
   exit(1000, kKilled);
   auto sent = io_.take();
-  // The running chunk (the first held: no mark here) first and alone, then the others
-  // per client, saying what was running.
   ASSERT_EQ(sent.size(), 3u);
-  for (const Sent& s : sent) {
-    EXPECT_EQ(s.kind, Sent::kSendClient);
-    EXPECT_EQ(s.type, Type::kLost);
-    EXPECT_EQ(s.call_id, 1u);
-    EXPECT_EQ(s.pid, 1000);
-  }
+  EXPECT_EQ(sent[0].kind, Sent::kSendClient);
+  EXPECT_EQ(sent[0].type, Type::kLost);
   EXPECT_EQ(sent[0].to, "R1");
+  EXPECT_EQ(sent[0].call_id, 1u);
+  EXPECT_EQ(sent[0].pid, 1000);
   const auto running = decode_lost(sent[0].payload);
   EXPECT_EQ(running.first, spawning::describe(kKilled));
   EXPECT_NE(running.first.find("signal 9"), std::string::npos) << running.first;
   EXPECT_EQ(running.second, (Ranges{{5, 5}}));
-  std::map<std::string, std::pair<std::string, Ranges>> others;
-  for (std::size_t i = 1; i < sent.size(); ++i) others[sent[i].to] = decode_lost(sent[i].payload);
-  ASSERT_EQ(others.count("R1"), 1u);
-  ASSERT_EQ(others.count("R2"), 1u);
-  EXPECT_EQ(others["R1"].second, (Ranges{{10, 5}}));
-  EXPECT_EQ(others["R2"].second, (Ranges{{0, 4}}));
-  EXPECT_EQ(others["R2"].first, spawning::describe(kKilled) + " while running items 5-9");
+  // The two that never started go to the other worker, in their order.
+  expect_task(sent[1], 1001, 1, 0, 4);
+  expect_task(sent[2], 1001, 1, 10, 5);
 
-  // A replacement was spawned; the other worker's chunk is untouched.
+  // A replacement was spawned; the other worker's chunks are untouched.
   EXPECT_EQ(io_.spawned.size(), 3u);
   EXPECT_EQ(core_->live_workers(), 2u);
   result(1001, 2, 0, 8);
@@ -556,18 +551,21 @@ TEST_F(RouterTest, ChunksQueuedBehindACrashingOneKeepTheirRetries) {
   EXPECT_EQ(core_->queued(), 1u);
 }
 
-// A worker killed microseconds after sending a result can lose that result with its
-// process: the chunk it had finished still looks held. Its shared mark says which chunk
-// ran: that one alone spends a retry, the finished one runs again for free.
+// A worker writes each result whole before it clears its mark and starts the next
+// chunk, so the mark names the chunk that killed it: that one alone spends a retry,
+// the chunks behind it never started and go back free.
 TEST_F(RouterTest, TheRunningMarkNamesTheChunkThatSpendsARetry) {
   config_.pure_retries = 1;
+  config_.prefetch = 3;
   start();
   ready_quietly(1000);
   for (std::uint64_t start = 0; start < 3; ++start) submit_pure(7, start, "x");
   io_.take();
-  io_.marks[1000] = wire::chunk_mark(7, 1);  // chunk 0 finished, its result died in flight
+  result(1000, 7, 0, 1);
+  io_.take();
+  io_.marks[1000] = wire::chunk_mark(7, 1);  // chunk 1 kills its worker
   exit(1000, SIGSEGV);
-  EXPECT_EQ(core_->queued(), 3u) << "every chunk goes back: one retry left for chunk 1";
+  EXPECT_EQ(core_->queued(), 2u) << "both go back: one retry left for chunk 1";
   ready_quietly(1001);
   io_.take();
   io_.marks[1001] = wire::chunk_mark(7, 1);  // chunk 1 kills its worker again
@@ -576,8 +574,26 @@ TEST_F(RouterTest, TheRunningMarkNamesTheChunkThatSpendsARetry) {
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].type, Type::kLost);
   EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{1, 1}}))
-      << "chunk 0 spent nothing although it was the first one held";
-  EXPECT_EQ(core_->queued(), 2u);
+      << "chunk 2 spent nothing: it never started";
+  EXPECT_EQ(core_->queued(), 1u);
+}
+
+// A chunk held before the one the mark names had run (a worker runs its chunks in
+// order); its result can only be missing if the router dropped it. It is charged like
+// the running one: a task that is not pure never runs twice.
+TEST_F(RouterTest, AChunkHeldBeforeTheRunningOneIsChargedNotRequeuedFree) {
+  start();
+  ready_quietly(1000);
+  submit("1", 7, 0, 1);
+  submit("1", 7, 1, 1);
+  io_.take();
+  io_.marks[1000] = wire::chunk_mark(7, 1);
+  exit(1000, kKilled);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{1, 1}}));
+  EXPECT_EQ(decode_lost(sent[1].payload).second, (Ranges{{0, 1}}));
+  EXPECT_EQ(core_->queued(), 0u);
 }
 
 // Mark 0: the worker died between chunks (after sending a result, before starting the
@@ -673,25 +689,33 @@ TEST_F(RouterTest, AResultArrivingAfterATimeoutKillClearsTheTimeout) {
   }
 }
 
-// A pure chunk held by workers that die running other chunks is never charged: those
-// deaths were the other chunks' doing, however many there are.
+// A chunk held behind chunks that kill their workers is never charged, pure or not,
+// retries or none: those deaths were the other chunks' doing, however many there are.
 TEST_F(RouterTest, DeathsRunningOtherChunksNeverChargeAHeldOne) {
-  config_.pure_retries = 1;
+  config_.workers = 2;
   start();
-  submit_pure(7, 0, "x");
-  pid_t pid = 1000;
-  for (int death = 0; death < 8; ++death) {
-    ready_quietly(pid);
-    client("R1", make(Type::kSubmit, 7, 1 + static_cast<std::uint64_t>(death), 1, "square"), "y");
+  ready_quietly(1000);
+  client("R1", make(Type::kSubmit, 9, 0, 1, "square"), "k");  // the killer, first
+  submit("1", 7, 0, 1);                                       // not pure, held behind it
+  io_.take();
+  pid_t held_by = 1000;
+  pid_t next = 1001;
+  for (std::uint64_t death = 0; death < 8; ++death) {
+    ready_quietly(next);
+    // The next killer goes to the new worker first; the held chunk follows it there.
+    client("R1", make(Type::kSubmit, 9, death + 1, 1, "square"), "k");
     io_.take();
-    io_.marks[pid] = wire::chunk_mark(7, 1 + static_cast<std::uint64_t>(death));  // the other ran
-    exit(pid++, SIGSEGV);
-    for (const Sent& s : io_.take()) {
-      if (s.type == Type::kLost) {
-        EXPECT_EQ(decode_lost(s.payload).second, (Ranges{{1 + static_cast<std::uint64_t>(death), 1}}))
-            << "only the chunk that ran is lost, at death " << death;
-      }
-    }
+    io_.marks[held_by] = wire::chunk_mark(9, death);
+    exit(held_by, SIGSEGV);
+    auto sent = io_.take();
+    ASSERT_EQ(sent.size(), 2u) << "at death " << death;
+    EXPECT_EQ(sent[0].type, Type::kLost);
+    EXPECT_EQ(sent[0].call_id, 9u);
+    EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{death, 1}}))
+        << "only the chunk that ran is lost, at death " << death;
+    expect_task(sent[1], next, 7, 0, 1);
+    held_by = next;
+    next = static_cast<pid_t>(1002 + death);
   }
 }
 
@@ -732,15 +756,14 @@ TEST_F(RouterTest, AChunkOverItsTimeBudgetIsTimedOutAndItsWorkerReplaced) {
   EXPECT_EQ(io_.spawned.size(), 2u) << "the replacement starts at once";
   exit(1000, kKilled);
   auto sent = io_.take();
-  ASSERT_EQ(sent.size(), 2u);
+  ASSERT_GE(sent.size(), 1u);
   EXPECT_EQ(sent[0].type, Type::kLost);
   EXPECT_EQ(sent[0].flags, wire::kFlagTimedOut);
   EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{0, 2}}));
   EXPECT_NE(decode_lost(sent[0].payload).first.find("ran longer than 100 ms per task"),
             std::string::npos);
-  EXPECT_EQ(sent[1].type, Type::kLost);  // never started, but this task has no retries
-  EXPECT_EQ(sent[1].flags, 0);
-  EXPECT_EQ(decode_lost(sent[1].payload).second, (Ranges{{2, 1}}));
+  ASSERT_EQ(sent.size(), 1u) << "the chunk behind never started: requeued, not lost";
+  EXPECT_EQ(core_->queued(), 1u);
 }
 
 TEST_F(RouterTest, TheBudgetOfTheNextChunkStartsWithTheResultOfThePrevious) {
@@ -808,7 +831,6 @@ TEST_F(RouterTest, OnlyPureChunksGetPureRetries) {
   config_.pure_retries = 3;
   start();
   ready_quietly(1000);
-  submit_pure(7, 0, "args");
   submit("1", 8, 0, 1);
   io_.take();
   exit(1000, kKilled);
@@ -816,6 +838,11 @@ TEST_F(RouterTest, OnlyPureChunksGetPureRetries) {
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].type, Type::kLost);
   EXPECT_EQ(sent[0].call_id, 8u);
+  ready_quietly(1001);
+  submit_pure(7, 0, "args");
+  io_.take();
+  exit(1001, kKilled);
+  EXPECT_TRUE(io_.take().empty()) << "the pure chunk runs again";
   EXPECT_EQ(core_->queued(), 1u);
 }
 

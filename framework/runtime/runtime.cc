@@ -28,6 +28,7 @@ namespace {
 }  // namespace
 
 void init(int argc, char** argv) {
+  spawning::ensure_standard_fds();
   std::optional<spawning::Bootstrap> boot;
   try {
     boot = spawning::parse_child_args(argc, argv);
@@ -55,6 +56,8 @@ void init(int argc, char** argv) {
     return;
   }
   base::set_identity(boot->name, boot->role);
+  base::set_parent(boot->parent, boot->parent_name);
+  base::set_driver(boot->driver);
   int code = 70;
   try {
     switch (boot->role) {

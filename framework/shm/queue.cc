@@ -35,6 +35,17 @@ void ring_read(QueueState* s, std::uint64_t at, void* dst, std::size_t n) {
   std::memcpy(static_cast<char*>(dst) + first, ring(s), n - first);
 }
 
+// Wakes getters, putters and joiners: after a repair or a shutdown, any of them may
+// have to act.
+void wake_everybody(QueueState* s) {
+  s->not_empty.fetch_add(1);
+  s->not_full.fetch_add(1);
+  s->all_done.fetch_add(1);
+  futex_wake(&s->not_empty, INT_MAX);
+  futex_wake(&s->not_full, INT_MAX);
+  futex_wake(&s->all_done, INT_MAX);
+}
+
 // Holds the queue's mutex; repairs the queue if the previous holder died mid-update.
 class QueueLock {
  public:
@@ -75,10 +86,7 @@ class QueueLock {
     }
     __atomic_store_n(&s_->count, items, __ATOMIC_RELEASE);
     // Whoever waits may now be able to proceed; the dead holder cannot tell them.
-    s_->not_empty.fetch_add(1);
-    s_->not_full.fetch_add(1);
-    futex_wake(&s_->not_empty, INT_MAX);
-    futex_wake(&s_->not_full, INT_MAX);
+    wake_everybody(s_);
   }
 
   QueueState* s_;
@@ -91,6 +99,7 @@ bool expired(Clock::time_point deadline) {
 }
 
 std::uint64_t load(const std::uint64_t& field) { return __atomic_load_n(&field, __ATOMIC_ACQUIRE); }
+bool shut(const QueueState* s) { return __atomic_load_n(&s->shutdown, __ATOMIC_ACQUIRE) != 0; }
 
 // Whether an item of need bytes fits now. Exact under the lock; a hint without it
 // (the fields are then read atomically but not together).
@@ -203,9 +212,11 @@ bool QueueBase::put_bytes(const char* data, std::size_t size, Clock::time_point 
                             " bytes (give the Queue a larger buffer_bytes)");
   }
   QueueLock lock(s);
-  if (!wait_until_ready(lock, s, putters_of(s), [&] { return has_room(s, need); }, deadline)) {
+  if (!wait_until_ready(lock, s, putters_of(s), [&] { return shut(s) || has_room(s, need); },
+                        deadline)) {
     return false;
   }
+  if (shut(s)) throw ShutDown("mpx::Queue::put: the queue was shut down");
   const auto len = static_cast<std::uint32_t>(size);
   ring_write(s, s->tail, &len, kLengthBytes);
   ring_write(s, s->tail + kLengthBytes, data, size);
@@ -222,15 +233,18 @@ bool QueueBase::put_bytes(const char* data, std::size_t size, Clock::time_point 
 bool QueueBase::get_bytes(std::string& out, Clock::time_point deadline) {
   QueueState* s = state_;
   QueueLock lock(s);
-  if (!wait_until_ready(lock, s, getters_of(s), [&] { return load(s->count) > 0; }, deadline)) {
+  if (!wait_until_ready(lock, s, getters_of(s),
+                        [&] { return load(s->count) > 0 || shut(s); }, deadline)) {
     return false;
   }
+  if (s->count == 0) throw ShutDown("mpx::Queue::get: the queue was shut down and is empty");
   std::uint32_t len;
   ring_read(s, s->head, &len, kLengthBytes);
   out.resize(len);
   ring_read(s, s->head + kLengthBytes, out.data(), len);
   __atomic_store_n(&s->head, s->head + kLengthBytes + len, __ATOMIC_RELEASE);
   __atomic_store_n(&s->count, s->count - 1, __ATOMIC_RELEASE);
+  ++s->taken;
   const Wake putters = claim_wake(putters_of(s));
   const Wake getters = s->count > 0 ? claim_wake(getters_of(s)) : Wake{{}, 0};
   lock.unlock();
@@ -247,6 +261,53 @@ bool QueueBase::full() const {
   QueueLock lock(state_);
   return !has_room(state_, kLengthBytes + 1);
 }
+void QueueBase::check_open(const char* what) const {
+  if (*closed_) {
+    throw Error(std::string("mpx::Queue::") + what +
+                ": this queue was closed in this process (close())");
+  }
+}
+
+void QueueBase::shutdown(bool immediate) {
+  QueueState* s = state_;
+  QueueLock lock(s);
+  __atomic_store_n(&s->shutdown, immediate ? 2u : std::max(1u, s->shutdown), __ATOMIC_RELEASE);
+  if (immediate) {
+    // Drained items leave the unfinished count with them (count + taken), as in Python.
+    __atomic_store_n(&s->head, s->tail, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->count, std::uint64_t{0}, __ATOMIC_RELEASE);
+  }
+  wake_everybody(s);
+}
+
+bool QueueBase::is_shutdown() const { return shut(state_); }
+
+void QueueBase::task_done_once() {
+  QueueState* s = state_;
+  QueueLock lock(s);
+  if (static_cast<std::int64_t>(s->count) + s->taken <= 0) {
+    throw Error("mpx::JoinableQueue::task_done: called more times than items were put");
+  }
+  if (--s->taken + static_cast<std::int64_t>(s->count) == 0) {
+    s->all_done.fetch_add(1);
+    futex_wake(&s->all_done, INT_MAX);
+  }
+}
+
+bool QueueBase::join_until(Clock::time_point deadline) {
+  QueueState* s = state_;
+  for (;;) {
+    std::uint32_t seen;
+    {
+      QueueLock lock(s);
+      if (static_cast<std::int64_t>(s->count) + s->taken <= 0) return true;
+      seen = s->all_done.load();
+    }
+    if (expired(deadline)) return false;
+    futex_wait(&s->all_done, seen, std::min(deadline, Clock::now() + kSleepSlice));
+  }
+}
+
 std::size_t QueueBase::maxsize() const { return static_cast<std::size_t>(state_->maxsize); }
 std::size_t QueueBase::buffer_bytes() const { return static_cast<std::size_t>(state_->capacity); }
 

@@ -58,7 +58,8 @@ std::string errno_text(int err) { return std::strerror(err); }
 
 bool typed(SegmentKind kind) {
   return kind == SegmentKind::kValue || kind == SegmentKind::kArray ||
-         kind == SegmentKind::kQueue;
+         kind == SegmentKind::kQueue || kind == SegmentKind::kRawValue ||
+         kind == SegmentKind::kRawArray;
 }
 
 // "Value<int>", "Lock"; "Value" when the type is not known.
@@ -124,6 +125,10 @@ const char* segment_kind_name(SegmentKind kind) {
     case SegmentKind::kBarrier: return "Barrier";
     case SegmentKind::kQueue: return "Queue";
     case SegmentKind::kActor: return "Actor";
+    case SegmentKind::kCondition: return "Condition";
+    case SegmentKind::kRawValue: return "RawValue";
+    case SegmentKind::kRawArray: return "RawArray";
+    case SegmentKind::kSharedMemory: return "SharedMemory";
   }
   return "shared object";
 }
@@ -336,6 +341,9 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
   if (reg.opened.size() >= 2 * kRecentlyOpened && reg.opened.size() % kRecentlyOpened == 0) {
     sweep_expired(reg.opened);
   }
+  // A SharedMemory block is let go when its handles are (Python's close()): users size
+  // and hold those themselves.
+  if (kind == SegmentKind::kSharedMemory) return seg;
   reg.recent.push_back(seg);
   reg.recent_bytes += seg->body_bytes_;
   std::vector<std::shared_ptr<Segment>> evicted;  // unmapped after the lock is released
@@ -350,9 +358,30 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
 
 namespace {
 
-// Every kind but Semaphore and Event starts its body with a robust pthread mutex.
+// The kinds whose body starts with a robust pthread mutex. Semaphore and Event are bare
+// futexes, and an actor's control block starts with its seqlock and incarnation count,
+// which read as a mutex's owner would name a thread of this process once enough
+// restarts had happened (and keep a dead actor's block mapped forever).
+// A switch without default: a new kind must be placed here (-Wswitch says so).
 bool starts_with_mutex(SegmentKind kind) {
-  return kind != SegmentKind::kSemaphore && kind != SegmentKind::kEvent;
+  switch (kind) {
+    case SegmentKind::kValue:
+    case SegmentKind::kArray:
+    case SegmentKind::kLock:
+    case SegmentKind::kRLock:
+    case SegmentKind::kBarrier:
+    case SegmentKind::kQueue:
+      return true;
+    case SegmentKind::kSemaphore:
+    case SegmentKind::kEvent:
+    case SegmentKind::kActor:
+    case SegmentKind::kCondition:     // slots of futex words
+    case SegmentKind::kRawValue:      // the data alone
+    case SegmentKind::kRawArray:
+    case SegmentKind::kSharedMemory:  // a name, then the user's bytes
+      return false;
+  }
+  return false;
 }
 
 // Whether a thread of this process holds the robust mutex at p. glibc links a held
@@ -388,7 +417,7 @@ std::shared_ptr<Segment> unpack_segment(const msgpack::object& o, SegmentKind ki
   SegmentRef ref;
   const auto k = f[0].as<std::uint32_t>();
   if (k < static_cast<std::uint32_t>(SegmentKind::kValue) ||
-      k > static_cast<std::uint32_t>(SegmentKind::kActor)) {
+      k > static_cast<std::uint32_t>(SegmentKind::kLastKind)) {
     throw msgpack::type_error();
   }
   ref.kind = static_cast<SegmentKind>(k);

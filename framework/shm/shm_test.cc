@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <csignal>
@@ -26,7 +27,9 @@
 #include "mpx/errors.h"
 #include "mpx/queue.h"
 #include "mpx/shared.h"
+#include "mpx/shared_memory.h"
 #include "mpx/sync.h"
+#include "mpx/task.h"
 
 namespace mpx {
 namespace {
@@ -603,6 +606,453 @@ TEST(QueueTest, StructItems) {
   Job j = q.get();
   EXPECT_EQ(j.id, 7);
   EXPECT_EQ(j.name, "seven");
+}
+
+// ---- Lock::locked, Value/Array lock choices, RawValue, RawArray -----------------------
+
+TEST(LockTest, LockedSaysWhetherAnybodyHoldsIt) {
+  Lock lock;
+  EXPECT_FALSE(lock.locked());
+  lock.lock();
+  EXPECT_TRUE(lock.locked());
+  std::thread([&] { EXPECT_TRUE(lock.locked()); }).join();
+  lock.unlock();
+  EXPECT_FALSE(lock.locked());
+  // A holder that died: the next acquire takes it at once, so it is not locked.
+  auto* state = reinterpret_cast<detail::MutexState*>(detail::HandleAccess::segment(lock)->body());
+  std::thread([&] {
+    lock.lock();
+    die_holding(state);
+  }).join();
+  EXPECT_FALSE(lock.locked());
+  ASSERT_TRUE(lock.try_lock());
+  EXPECT_TRUE(lock.previous_owner_died());
+  lock.unlock();
+}
+
+TEST(ValueTest, LockChoices) {
+  Lock shared;
+  Value<Point> a(Point{1, 2, 3}, shared);
+  Array<int> b(4, shared);
+  {
+    std::lock_guard<Lock> guard(shared);
+    EXPECT_TRUE(a.get_lock().locked());
+    EXPECT_TRUE(b.get_lock().locked());
+  }
+  EXPECT_EQ(a.load().tag, 3);  // not lock-free: taken under the shared lock
+  // The lock travels with the value: a handle read back uses the same lock.
+  auto a2 = unpack<Value<Point>>(pack(a));
+  shared.lock();
+  EXPECT_TRUE(a2.get_lock().locked());
+  shared.unlock();
+
+  RLock rlock;
+  Value<int> c(5, rlock);
+  std::lock_guard<Lock> outer(c.get_lock());
+  std::lock_guard<Lock> inner(c.get_lock());  // recursive: an RLock
+  EXPECT_EQ(c.load(), 5);
+
+  Value<Point> bare(Point{7, 8, 9}, no_lock);
+  EXPECT_EQ(bare.load().tag, 9);
+  bare.store(Point{0, 0, 1});
+  EXPECT_EQ(unpack<Value<Point>>(pack(bare)).load().tag, 1);
+  try {
+    bare.get_lock();
+    FAIL() << "expected mpx::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no_lock (Python's lock=False)"), std::string::npos) << e.what();
+  }
+  Array<char> bare_array(3, no_lock);
+  EXPECT_THROW(bare_array.get_lock(), Error);
+  EXPECT_EQ(bare_array.to_vector().size(), 3u);
+}
+
+// Dropping every other handle to a Value's external lock does not take the lock away:
+// the value keeps it.
+TEST(ValueTest, ExternalLockLivesWithTheValue) {
+  std::string bytes;
+  Value<int> v = [] {
+    RLock lock;
+    return Value<int>(3, lock);
+  }();
+  bytes = pack(v);
+  auto again = unpack<Value<int>>(bytes);
+  std::lock_guard<Lock> guard(again.get_lock());
+  EXPECT_TRUE(v.get_lock().locked());
+}
+
+TEST(RawTest, RawValueAndRawArray) {
+  RawValue<long> v(4);
+  EXPECT_EQ(v.fetch_add(2), 4);
+  EXPECT_EQ(v.load(), 6);
+  RawValue<Point> p(Point{1, 2, 3});
+  p.store(Point{4, 5, 6});
+  EXPECT_EQ(p.load().x, 4);
+  RawArray<int> a{1, 2, 3};
+  a[1] = 20;
+  EXPECT_EQ(a.to_vector(), (std::vector<int>{1, 20, 3}));
+  EXPECT_THROW(a.at(3), std::out_of_range);
+  auto b = unpack<RawArray<int>>(pack(a));
+  EXPECT_EQ(b[1], 20);
+  // A RawValue is not a Value, nor the other way round.
+  EXPECT_NE(error_of([&] { unpack<Value<long>>(pack(v)); }).find("a RawValue cannot be used as a Value<"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { unpack<RawArray<int>>(pack(Array<int>(2))); }).find("cannot be used as a RawArray<int>"),
+            std::string::npos);
+}
+
+// ---- Condition ----------------------------------------------------------------------
+
+TEST(ConditionTest, WaitNotifyAndWaitFor) {
+  Condition cond;
+  int stock = 0;  // guarded by cond's lock (threads of one process here)
+  std::thread consumer([&] {
+    std::lock_guard<Condition> hold(cond);
+    EXPECT_TRUE(cond.wait_for([&] { return stock > 0; }, 10s));
+    --stock;
+  });
+  for (;;) {
+    std::lock_guard<Condition> hold(cond);
+    auto* s = reinterpret_cast<detail::ConditionState*>(detail::HandleAccess::segment(cond)->body());
+    bool waiting = false;
+    for (std::uint32_t i = 0; i < s->capacity; ++i) waiting |= s->slots[i].state.load() == detail::kSlotWaiting;
+    if (waiting) {
+      ++stock;
+      cond.notify();
+      break;
+    }
+  }
+  consumer.join();
+  EXPECT_EQ(stock, 0);
+  std::lock_guard<Condition> hold(cond);
+  EXPECT_FALSE(cond.wait(20ms));  // nobody notifies
+  EXPECT_FALSE(cond.wait_for([] { return false; }, 20ms));
+  EXPECT_TRUE(cond.wait_for([] { return true; }, 0ms));
+}
+
+TEST(ConditionTest, NotifyNWakesExactlyNOldestFirst) {
+  Lock lock;
+  Condition cond(lock);
+  std::atomic<int> woke{0};
+  std::vector<std::thread> waiters;
+  std::vector<int> order;
+  auto* s = reinterpret_cast<detail::ConditionState*>(detail::HandleAccess::segment(cond)->body());
+  auto count_waiting = [&] {
+    int n = 0;
+    for (std::uint32_t i = 0; i < s->capacity; ++i) n += s->slots[i].state.load() == detail::kSlotWaiting;
+    return n;
+  };
+  for (int i = 0; i < 4; ++i) {
+    waiters.emplace_back([&, i] {
+      std::lock_guard<Condition> hold(cond);
+      if (cond.wait(30s)) {
+        order.push_back(i);
+        ++woke;
+      }
+    });
+    // One at a time, so that arrival order is known.
+    while (true) {
+      std::lock_guard<Condition> hold(cond);
+      if (count_waiting() == i + 1) break;
+    }
+  }
+  {
+    std::lock_guard<Condition> hold(cond);
+    cond.notify(2);
+  }
+  while (woke.load() < 2) std::this_thread::yield();
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(woke.load(), 2);
+  {
+    std::lock_guard<Condition> hold(cond);
+    std::sort(order.begin(), order.end());  // both woken; they retake the lock in any order
+    EXPECT_EQ(order, (std::vector<int>{0, 1}));
+    cond.notify_all();
+  }
+  for (auto& t : waiters) t.join();
+  EXPECT_EQ(woke.load(), 4);
+}
+
+TEST(ConditionTest, MisuseIsReported) {
+  Condition cond;
+  try {
+    cond.notify();
+    FAIL() << "expected mpx::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("must hold the condition's lock"), std::string::npos);
+  }
+  EXPECT_THROW(cond.wait(1ms), Error);
+  EXPECT_THROW(Condition(0), std::invalid_argument);
+  cond.acquire();
+  EXPECT_THROW(cond.notify(-1), std::invalid_argument);
+  cond.release();
+  // More waiters than slots.
+  Condition small(1);
+  std::thread first([&] {
+    std::lock_guard<Condition> hold(small);
+    small.wait(30s);
+  });
+  auto* s = reinterpret_cast<detail::ConditionState*>(detail::HandleAccess::segment(small)->body());
+  while (s->slots[0].state.load() != detail::kSlotWaiting) std::this_thread::yield();
+  {
+    std::lock_guard<Condition> hold(small);
+    try {
+      small.wait(1ms);
+      FAIL() << "expected mpx::Error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("larger max_waiters"), std::string::npos) << e.what();
+    }
+    small.notify();
+  }
+  first.join();
+}
+
+// An RLock held several times is released whole while waiting, and taken back as deep.
+TEST(ConditionTest, WaitReleasesEveryLevelOfAnRLock) {
+  RLock rlock;
+  Condition cond(rlock);
+  cond.acquire();
+  cond.acquire();
+  std::thread other([&] {
+    std::lock_guard<Condition> hold(cond);  // possible only while the waiter sleeps
+    cond.notify();
+  });
+  EXPECT_TRUE(cond.wait(30s));
+  other.join();
+  cond.release();
+  cond.release();
+  EXPECT_FALSE(rlock.locked());
+  auto c2 = unpack<Condition>(pack(cond));
+  std::lock_guard<Condition> hold(c2);
+  EXPECT_TRUE(rlock.locked());
+}
+
+// A notifier that dies holding the lock: the waiter wakes, takes the lock over and is
+// told so.
+TEST(ConditionTest, NotifierDyingHoldingTheLock) {
+  RLock rlock;
+  Condition cond(rlock);
+  std::atomic<bool> waiting{false};
+  std::thread waiter([&] {
+    std::lock_guard<Condition> hold(cond);
+    waiting = true;
+    EXPECT_TRUE(cond.wait(30s));
+    EXPECT_TRUE(cond.previous_owner_died());
+  });
+  while (!waiting) std::this_thread::yield();
+  std::thread([&] {
+    cond.acquire();
+    cond.notify();
+    die_holding(detail::HandleAccess::segment(rlock)->body());
+  }).join();
+  waiter.join();
+}
+
+// ---- Barrier action and default timeout ------------------------------------------------
+
+void count_round(Value<int> rounds) { rounds.fetch_add(1); }
+void failing_action() { throw std::runtime_error("action failed"); }
+MPX_TASK(count_round);
+MPX_TASK(failing_action);
+
+TEST(BarrierTest, ActionRunsOncePerRoundInOneParty) {
+  Value<int> rounds(0);
+  Barrier b(3, BarrierOptions().action(count_round, rounds));
+  std::vector<std::thread> parties;
+  for (int i = 0; i < 3; ++i) parties.emplace_back([&] {
+    for (int r = 0; r < 5; ++r) b.wait();
+  });
+  for (auto& t : parties) t.join();
+  EXPECT_EQ(rounds.load(), 5);
+}
+
+TEST(BarrierTest, ThrowingActionBreaksTheBarrier) {
+  Barrier b(2, BarrierOptions().action(failing_action));
+  std::atomic<int> broken{0}, threw{0};
+  std::vector<std::thread> parties;
+  for (int i = 0; i < 2; ++i) parties.emplace_back([&] {
+    try {
+      b.wait();
+    } catch (const BrokenBarrierError&) {
+      ++broken;
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "action failed");
+      ++threw;
+    }
+  });
+  for (auto& t : parties) t.join();
+  EXPECT_EQ(threw.load(), 1);
+  EXPECT_EQ(broken.load(), 1);
+  EXPECT_TRUE(b.broken());
+}
+
+TEST(BarrierTest, DefaultTimeoutBreaksIt) {
+  Barrier b(2, BarrierOptions().timeout(30ms));
+  EXPECT_THROW(b.wait(), BrokenBarrierError);
+  EXPECT_TRUE(b.broken());
+  EXPECT_THROW(BarrierOptions().timeout(0ms), std::invalid_argument);
+  void (*unregistered)() = [] {};
+  EXPECT_THROW(BarrierOptions().action(unregistered), NotRegistered);
+}
+
+// ---- Queue: shutdown, close, JoinableQueue, SimpleQueue --------------------------------
+
+TEST(QueueTest, ShutdownDrainsThenRefuses) {
+  Queue<int> q;
+  q.put(1);
+  q.put(2);
+  q.shutdown();
+  EXPECT_TRUE(q.is_shutdown());
+  EXPECT_THROW(q.put(3), ShutDown);
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_EQ(q.get(), 2);
+  EXPECT_THROW(q.get(), ShutDown);
+  EXPECT_THROW(q.get(1s), ShutDown);
+}
+
+TEST(QueueTest, ShutdownWakesBlockedGettersAndPutters) {
+  Queue<int> q(1);
+  q.put(0);
+  std::thread putter([&] { EXPECT_THROW(q.put(1), ShutDown); });
+  Queue<int> empty;
+  std::thread getter([&] { EXPECT_THROW(empty.get(), ShutDown); });
+  std::this_thread::sleep_for(30ms);
+  q.shutdown(true);  // immediate: drops the queued item
+  empty.shutdown();
+  putter.join();
+  getter.join();
+  EXPECT_TRUE(q.empty());
+  EXPECT_THROW(q.get(), ShutDown);
+}
+
+TEST(QueueTest, CloseIsPerProcessHandle) {
+  Queue<int> q;
+  Queue<int> copy = q;
+  Queue<int> elsewhere = unpack<Queue<int>>(pack(q));  // as another process would hold it
+  q.close();
+  EXPECT_THROW(copy.put(1), Error);
+  EXPECT_THROW(q.get(1ms), Error);
+  elsewhere.put(5);
+  EXPECT_EQ(elsewhere.get(), 5);
+}
+
+TEST(QueueTest, JoinableQueueCountsTasks) {
+  JoinableQueue<int> q;
+  EXPECT_TRUE(q.join(0ms));
+  EXPECT_THROW(q.task_done(), Error);
+  q.put(1);
+  q.put(2);
+  EXPECT_FALSE(q.join(10ms));
+  std::thread worker([&] {
+    for (int i = 0; i < 2; ++i) {
+      q.get();
+      q.task_done();
+    }
+  });
+  q.join();
+  worker.join();
+  EXPECT_THROW(q.task_done(), Error);
+  // A JoinableQueue may go where a Queue is expected, and back.
+  Queue<int> plain = unpack<Queue<int>>(pack(q));
+  plain.put(3);
+  auto again = unpack<JoinableQueue<int>>(pack(plain));
+  EXPECT_FALSE(again.join(1ms));
+  EXPECT_EQ(again.get(), 3);
+  again.task_done();
+  EXPECT_TRUE(q.join(0ms));
+  // shutdown(immediate) drops the queued items' tasks.
+  q.put(4);
+  q.shutdown(true);
+  EXPECT_TRUE(q.join(0ms));
+}
+
+TEST(QueueTest, SimpleQueue) {
+  SimpleQueue<std::string> q;
+  EXPECT_TRUE(q.empty());
+  q.put("x");
+  EXPECT_FALSE(q.empty());
+  auto back = unpack<SimpleQueue<std::string>>(pack(q));
+  EXPECT_EQ(back.get(), "x");
+  EXPECT_EQ(back.get(1ms), std::nullopt);
+  q.close();
+  EXPECT_THROW(q.put("y"), Error);
+}
+
+// ---- SharedMemory, ShareableList ------------------------------------------------------
+
+TEST(SharedMemoryTest, CreateAttachByNameAndUnlink) {
+  const std::string name = "shm-test-" + std::to_string(getpid());
+  auto block = SharedMemory::create(name, 100);
+  EXPECT_EQ(block.name(), name);
+  EXPECT_EQ(block.size(), 100u);
+  std::memcpy(block.buf(), "hello", 5);
+  auto same = SharedMemory::attach("/" + name);  // Python's leading slash is accepted
+  EXPECT_EQ(std::string(reinterpret_cast<char*>(same.buf()), 5), "hello");
+  EXPECT_EQ(SharedMemory(name).size(), 100u);     // Python's SharedMemory(name)
+  try {
+    SharedMemory::create(name, 10);
+    FAIL() << "expected SharedMemoryError";
+  } catch (const SharedMemoryError& e) {
+    EXPECT_NE(std::string(e.what()).find("exists already (Python's FileExistsError)"), std::string::npos);
+  }
+  // A handle travels like any other shared object.
+  auto copy = unpack<SharedMemory>(pack(block));
+  EXPECT_EQ(copy.buf()[0], 'h');
+  block.unlink();
+  EXPECT_THROW(SharedMemory::attach(name), SharedMemoryError);
+  EXPECT_EQ(same.buf()[1], 'e');  // the memory stays while handles do
+  auto reborn = SharedMemory::create(name, 8);  // the name is free again
+  EXPECT_EQ(reborn.buf()[0], 0);
+  block.close();
+  EXPECT_THROW(block.buf(), Error);
+}
+
+TEST(SharedMemoryTest, NamesGoWithTheirLastHandle) {
+  const std::string name = "shm-gone-" + std::to_string(getpid());
+  { auto block = SharedMemory::create(name, 16); }
+  try {
+    SharedMemory::attach(name);
+    FAIL() << "expected SharedMemoryError";
+  } catch (const SharedMemoryError& e) {
+    EXPECT_NE(std::string(e.what()).find("Python's FileNotFoundError"), std::string::npos);
+  }
+  auto fresh = SharedMemory::create(64);
+  EXPECT_EQ(fresh.name().rfind("psm_", 0), 0u);
+  EXPECT_THROW(SharedMemory::create("bad name!", 8), std::invalid_argument);
+  EXPECT_THROW(SharedMemory::create(std::string(201, 'x'), 8), std::invalid_argument);
+  EXPECT_THROW(SharedMemory::create("zero", 0), std::invalid_argument);
+  EXPECT_THROW(SharedMemory::attach(""), std::invalid_argument);
+}
+
+TEST(ShareableListTest, NumbersAndStrings) {
+  ShareableList<double> prices({1.5, 2.0, 7.25});
+  auto seen = ShareableList<double>::attach(prices.shm().name());
+  seen.set(0, 1.75);
+  EXPECT_EQ(prices[0], 1.75);
+  EXPECT_EQ(prices.size(), 3u);
+  EXPECT_EQ(prices.index(7.25), 2u);
+  EXPECT_EQ(prices.count(2.0), 1u);
+  EXPECT_THROW(prices.index(9.0), std::invalid_argument);
+  EXPECT_THROW(prices.get(3), std::out_of_range);
+
+  const std::string name = "words-" + std::to_string(getpid());
+  ShareableList<std::string> words({"alpha", "", "gamma"}, name);
+  auto other = unpack<ShareableList<std::string>>(pack(words));
+  other.set(1, "12345678");  // an empty item has 8 bytes of room
+  EXPECT_EQ(words.to_vector(), (std::vector<std::string>{"alpha", "12345678", "gamma"}));
+  EXPECT_THROW(other.set(1, "123456789"), std::length_error);
+  other.set(0, "a");
+  EXPECT_EQ(words[0], "a");
+  try {
+    ShareableList<int>::attach(name);
+    FAIL() << "expected SharedMemoryError";
+  } catch (const SharedMemoryError& e) {
+    EXPECT_NE(std::string(e.what()).find("holds another element type than int"), std::string::npos) << e.what();
+  }
+  auto raw = SharedMemory::create(64);
+  EXPECT_THROW(ShareableList<int>::attach(raw.name()), SharedMemoryError);
+  ShareableList<int> empty(std::vector<int>{});
+  EXPECT_EQ(empty.size(), 0u);
 }
 
 }  // namespace

@@ -62,6 +62,8 @@ enum class LockResult {
 LockResult lock_robust(MutexState* state, Clock::time_point deadline);
 // Throws mpx::Error when the calling thread does not hold the mutex.
 void unlock_robust(MutexState* state);
+// Whether the calling thread holds the mutex.
+bool held_by_caller(const MutexState* state);
 
 // Crash safety: put() writes the item's bytes past tail, then advances tail (the commit:
 // a reader never looks past tail), then count. get() copies the item out, then advances
@@ -84,6 +86,16 @@ struct QueueState {
   std::uint32_t putters;
   std::uint32_t getters_woken_at;
   std::uint32_t putters_woken_at;
+  // JoinableQueue: items got and not yet task_done() (negative when task_done ran for
+  // items still queued, which Python allows). Unfinished tasks are count + taken, so an
+  // item in flight in a put() or get() killed half-way is counted exactly as the
+  // repaired count says. Guarded by lock.
+  std::int64_t taken;
+  // Python 3.13's shutdown(): 0 open, 1 shut down (no more puts; gets drain what is
+  // queued), 2 shut down immediately (the queue was emptied). Guarded by lock.
+  std::uint32_t shutdown;
+  // Bumped when unfinished tasks reach zero (and on shutdown): join() sleeps on it.
+  std::atomic<std::uint32_t> all_done;
 };
 
 // A wake-up younger than this is assumed on its way to a live sleeper.
@@ -128,6 +140,12 @@ struct EventState {
 
 struct BarrierState {
   MutexState lock;
+  // Immutable after creation: the wait() timeout used when none is given (0: none),
+  // and the action run by the last party to arrive (a registered task's name and its
+  // msgpack arguments, which follow this struct in the segment; empty: no action).
+  std::uint64_t default_timeout_ns;
+  std::uint32_t action_args_bytes;
+  char action_name[256];
   // Bumped when a round ends, normally or broken; the futex waiters sleep on.
   std::atomic<std::uint32_t> generation;
   std::uint32_t parties;  // immutable
@@ -136,6 +154,39 @@ struct BarrierState {
   // Bit g % 64 set when round g ended broken, cleared when it ended normally, so a
   // waiter woken late still learns how its round ended. Guarded by lock.
   std::uint64_t broken_rounds;
+};
+
+// One waiter of a Condition. The waiter sleeps on its own slot's state, so notify(n)
+// wakes exactly the n oldest live waiters, and a waiter that dies (its pid is gone) is
+// skipped and its slot freed instead of swallowing a notification (Python's notify
+// then blocks forever waiting for the dead sleeper to acknowledge). Every write happens
+// under the condition's lock; the waiter reads state while it sleeps without it.
+struct ConditionSlot {
+  std::atomic<std::uint32_t> state;  // kSlotFree, kSlotWaiting, kSlotNotified; futex word
+  std::int32_t pid;                  // the waiting process
+  std::uint64_t ticket;              // arrival order
+};
+constexpr std::uint32_t kSlotFree = 0;
+constexpr std::uint32_t kSlotWaiting = 1;
+constexpr std::uint32_t kSlotNotified = 2;
+
+struct ConditionState {
+  std::uint32_t capacity;    // slots; immutable
+  std::uint32_t reserved;
+  std::uint64_t next_ticket;  // guarded by the condition's lock
+  ConditionSlot slots[1];     // capacity of them (the segment is sized for it)
+};
+
+// Value<T> and Array<T> begin with their own recursive mutex, then say which lock
+// guards them: their own, none (Python's lock=False) or another Lock or RLock, whose
+// segment is named here. Written once by the creator before the segment is shared.
+struct LockChoiceState {
+  std::uint32_t mode;  // LockMode
+  std::uint32_t kind;  // of the external lock's segment: kLock or kRLock
+  std::int32_t owner;
+  std::int32_t fd;
+  std::uint64_t id;
+  std::uint64_t count;
 };
 
 }  // namespace detail

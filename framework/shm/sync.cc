@@ -2,11 +2,13 @@
 #include "mpx/sync.h"
 
 #include <linux/futex.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <vector>
 #include <climits>
 #include <cstring>
 #include <new>
@@ -69,11 +71,11 @@ void init_robust_mutex(MutexState* state, bool recursive) {
   state->holder_pid.store(0, std::memory_order_relaxed);
 }
 
-namespace {
-
-bool held_by_caller(const pthread_mutex_t* m) {
-  return __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED) == this_thread_id();
+bool held_by_caller(const MutexState* state) {
+  return __atomic_load_n(&state->mutex.__data.__owner, __ATOMIC_RELAXED) == this_thread_id();
 }
+
+namespace {
 
 // trylock, then up to kSpinRounds more tries whenever the lock word looks free.
 int try_then_spin(pthread_mutex_t* m, bool spin) {
@@ -137,7 +139,7 @@ LockResult lock_robust(MutexState* state, Clock::time_point deadline) {
 
 void unlock_robust(MutexState* state) {
   pthread_mutex_t* m = &state->mutex;
-  if (!held_by_caller(m)) {
+  if (!held_by_caller(state)) {
     throw Error("mpx::Lock: unlock by a thread that does not hold the lock");
   }
   if (m->__data.__count <= 1) state->recovered = 0;  // the final unlock of an RLock
@@ -261,6 +263,12 @@ bool MutexHandle::lock_until(Clock::time_point deadline) {
 }
 
 void MutexHandle::unlock() { unlock_robust(state_); }
+
+bool MutexHandle::locked() const {
+  // A robust mutex's word holds its owner's thread id; the kernel clears it (leaving
+  // FUTEX_OWNER_DIED) when the owner dies.
+  return (__atomic_load_n(&state_->mutex.__data.__lock, __ATOMIC_ACQUIRE) & FUTEX_TID_MASK) != 0;
+}
 
 bool MutexHandle::previous_owner_died() const {
   return __atomic_load_n(&state_->mutex.__data.__owner, __ATOMIC_RELAXED) == this_thread_id() &&
@@ -401,19 +409,36 @@ bool Event::wait_until(Clock::time_point deadline) {
 
 
 
-Barrier::Barrier(int parties) {
+Barrier::Barrier(int parties) : Barrier(parties, BarrierOptions()) {}
+
+Barrier::Barrier(int parties, const BarrierOptions& options) {
   if (parties < 1) throw std::invalid_argument("mpx::Barrier: parties must be >= 1");
+  if (options.args_.size() > UINT32_MAX) {
+    throw std::length_error("mpx::Barrier: the action's arguments are too large");
+  }
   segment_ = Segment::create(SegmentKind::kBarrier, untyped_tag(), static_cast<std::uint64_t>(parties),
-                             sizeof(BarrierState));
+                             sizeof(BarrierState) + options.args_.size());
   state_ = new (segment_->body()) BarrierState();
   init_robust_mutex(&state_->lock, false);
   state_->parties = static_cast<std::uint32_t>(parties);
+  state_->default_timeout_ns = static_cast<std::uint64_t>(options.timeout_.count());
+  if (options.action_ != nullptr) {
+    const std::string_view name = options.action_->name;
+    std::memcpy(state_->action_name, name.data(), std::min(name.size(), sizeof state_->action_name - 1));
+    state_->action_args_bytes = static_cast<std::uint32_t>(options.args_.size());
+    std::memcpy(segment_->body() + sizeof(BarrierState), options.args_.data(), options.args_.size());
+    if (options.pins_) segment_->keep(options.pins_);
+  }
 }
 
 Barrier::Barrier(AdoptTag, std::shared_ptr<Segment> segment)
     : segment_(std::move(segment)), state_(reinterpret_cast<BarrierState*>(segment_->body())) {}
 
-int Barrier::wait() { return wait_until(Clock::time_point::max()); }
+int Barrier::wait() {
+  const std::uint64_t ns = state_->default_timeout_ns;
+  return wait_until(ns == 0 ? Clock::time_point::max()
+                            : detail::deadline_after(std::chrono::nanoseconds(ns)));
+}
 
 int Barrier::wait_until(Clock::time_point deadline) {
   std::uint32_t round;
@@ -424,6 +449,25 @@ int Barrier::wait_until(Clock::time_point deadline) {
     round = state_->generation.load();
     index = static_cast<int>(state_->count++);
     if (state_->count == state_->parties) {
+      if (state_->action_name[0] != '\0') {
+        // Run with the lock held, as Python does: a party that dies here leaves the
+        // lock to be recovered, which breaks the barrier for the others.
+        const std::string name(state_->action_name,
+                               strnlen(state_->action_name, sizeof state_->action_name));
+        const detail::TaskEntry* action = detail::find_task(name);
+        try {
+          if (action == nullptr) {
+            throw NotRegistered("mpx::Barrier: the action '" + name +
+                                "' is not registered in this program");
+          }
+          action->run_call(*action, segment_->body() + sizeof(BarrierState),
+                           state_->action_args_bytes);
+        } catch (...) {
+          state_->broken = 1;
+          lock.end_round(true);
+          throw;
+        }
+      }
       lock.end_round(false);
       return index;
     }
@@ -474,4 +518,62 @@ bool Barrier::broken() const {
   return state_->broken != 0;
 }
 
+}  // namespace mpx
+
+namespace mpx {
+namespace detail {
+
+static_assert(kMutexBytes + sizeof(LockChoiceState) <= kLockedHeaderBytes,
+              "a Value's header outgrew its slot");
+
+std::optional<Lock> init_lock_choice(const std::shared_ptr<Segment>& segment, const LockChoice& choice) {
+  init_mutex(*segment, /*recursive=*/true);
+  auto* state = reinterpret_cast<LockChoiceState*>(segment->body() + kMutexBytes);
+  state->mode = static_cast<std::uint32_t>(choice.mode);
+  switch (choice.mode) {
+    case LockMode::kOwn:
+      return HandleAccess::adopt<Lock>(segment);
+    case LockMode::kNone:
+      return std::nullopt;
+    case LockMode::kExternal: {
+      const SegmentRef& r = choice.external->ref();
+      state->kind = static_cast<std::uint32_t>(r.kind);
+      state->owner = r.owner;
+      state->fd = r.fd;
+      state->id = r.id;
+      state->count = r.count;
+      // Pinning the value pins its lock: a process handed the value can map both.
+      segment->keep(choice.external);
+      return HandleAccess::adopt<Lock>(choice.external);
+    }
+  }
+  throw Error("mpx: unknown lock choice");
+}
+
+std::optional<Lock> open_lock_choice(const std::shared_ptr<Segment>& segment) {
+  const auto* state = reinterpret_cast<const LockChoiceState*>(segment->body() + kMutexBytes);
+  switch (static_cast<LockMode>(state->mode)) {
+    case LockMode::kOwn:
+      return HandleAccess::adopt<Lock>(segment);
+    case LockMode::kNone:
+      return std::nullopt;
+    case LockMode::kExternal: {
+      const auto kind = static_cast<SegmentKind>(state->kind);
+      if (kind != SegmentKind::kLock && kind != SegmentKind::kRLock) break;
+      SegmentRef ref{kind, state->owner, state->fd, state->id, 0, state->count};
+      return HandleAccess::adopt<Lock>(Segment::open(ref, kind, untyped_tag()));
+    }
+  }
+  throw SharedMemoryError("mpx: a shared " + std::string(segment_kind_name(segment->ref().kind)) +
+                          " names a lock of an unknown kind");
+}
+
+void throw_no_lock(const char* what) {
+  throw Error(std::string("mpx::") + what +
+              "::get_lock: this object was created with mpx::no_lock (Python's lock=False) and "
+              "has no lock; give it a Lock or RLock when creating it, or guard it with one of "
+              "your own");
+}
+
+}  // namespace detail
 }  // namespace mpx

@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,11 +16,13 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <string_view>
 #include <thread>
 #include <vector>
 
 #include "mpx/errors.h"
+#include "mpx/runtime.h"
 
 extern char** environ;
 
@@ -29,6 +33,14 @@ namespace {
 constexpr int kBootstrapFd = 3;
 constexpr int kReadyFd = 4;
 constexpr int kShareFd = 5;
+constexpr int kInheritFd = 6;
+
+// Descriptors inherited from the spawner (Spec::inherit_fds), until claimed.
+std::mutex inherited_mu;
+std::vector<int>& inherited() {
+  static auto* fds = new std::vector<int>();  // guarded by inherited_mu
+  return *fds;
+}
 
 const char* role_flag(Role role) {
   switch (role) {
@@ -41,8 +53,12 @@ const char* role_flag(Role role) {
   return "driver";
 }
 
+// Above every fixed slot of the child: a descriptor moved there is never a dup2 onto
+// itself (which would keep FD_CLOEXEC).
+constexpr int kFirstFreeFd = kShareFd + 1;
+
 std::string errno_text(const char* what, int err) {
-  return std::string(what) + ": " + std::strerror(err);
+  return std::string(what) + ": " + std::strerror(err) + descriptor_advice(err);
 }
 
 // A memfd holding bytes, positioned at 0, at a descriptor number above the ones the
@@ -63,7 +79,7 @@ int make_bootstrap_fd(const std::string& bytes) {
   }
   lseek(fd, 0, SEEK_SET);
   if (fd <= kBootstrapFd + 1) {
-    int high = fcntl(fd, F_DUPFD_CLOEXEC, 16);
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, kFirstFreeFd);
     close(fd);
     if (high < 0) throw ProcessError(errno_text("fcntl(F_DUPFD_CLOEXEC)", errno));
     fd = high;
@@ -86,17 +102,84 @@ long parse_long(std::string_view v, const char* flag) {
 
 }  // namespace
 
+std::string descriptor_advice(int err) {
+  if (err != EMFILE && err != ENFILE) return "";
+  if (err == ENFILE) return " (the system's open-file table is full)";
+  rlimit limit{};
+  std::string now = "its limit";
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
+    now = std::to_string(limit.rlim_cur);
+  }
+  return " (this process may open " + now +
+         " descriptors; each pool needs about 3 per worker plus a few: raise the limit, e.g. "
+         "`ulimit -n 4096`, or use fewer processes)";
+}
+
 int pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+
+void ensure_standard_fds() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+    // open returns the lowest free descriptor: fd itself, as all below it are open.
+    const int opened = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (opened >= 0 && opened != fd) {
+      ::dup2(opened, fd);
+      ::close(opened);
+    }
+  }
+}
+
+bool is_stopped(pid_t pid) {
+  // /proc/<pid>/stat: "pid (comm) S ..."; comm may hold spaces or parentheses, the
+  // state follows the last ')'. T: stopped by a signal, t: stopped by a tracer.
+  char buf[512];
+  const int fd = ::open(("/proc/" + std::to_string(pid) + "/stat").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  const std::string_view stat(buf, static_cast<std::size_t>(n));
+  const auto paren = stat.rfind(')');
+  return paren != std::string_view::npos && paren + 2 < stat.size() &&
+         (stat[paren + 2] == 'T' || stat[paren + 2] == 't');
+}
 
 Child spawn_self(const Spec& spec) {
   const pid_t self = getpid();
-  const int boot = make_bootstrap_fd(spec.bootstrap);
+  if (spec.inherit_fds.size() > kMaxInherited) {
+    throw ProcessError("cannot hand more than " + std::to_string(kMaxInherited) +
+                       " descriptors to a child (got " + std::to_string(spec.inherit_fds.size()) + ")");
+  }
+  // Copies above every slot the child's file actions fill, so that no dup2 lands on a
+  // source still to be copied (or on itself, which would keep FD_CLOEXEC).
+  std::vector<int> inherit;
+  auto close_inherit = [&] {
+    for (int fd : inherit) close(fd);
+  };
+  const int above = kInheritFd + static_cast<int>(spec.inherit_fds.size());
+  for (int fd : spec.inherit_fds) {
+    const int high = fcntl(fd, F_DUPFD_CLOEXEC, above);
+    if (high < 0) {
+      const int err = errno;
+      close_inherit();
+      throw ProcessError(errno_text("fcntl(F_DUPFD_CLOEXEC) of a descriptor to hand over", err));
+    }
+    inherit.push_back(high);
+  }
+  int boot;
+  try {
+    boot = make_bootstrap_fd(spec.bootstrap);
+  } catch (...) {
+    close_inherit();
+    throw;
+  }
   int ready = spec.ready_fd;
   if (ready >= 0 && ready <= kReadyFd) {
-    ready = fcntl(spec.ready_fd, F_DUPFD_CLOEXEC, 16);
+    ready = fcntl(spec.ready_fd, F_DUPFD_CLOEXEC, kFirstFreeFd);
     if (ready < 0) {
       const int err = errno;
       close(boot);
+      close_inherit();
       throw ProcessError(errno_text("fcntl(F_DUPFD_CLOEXEC)", err));
     }
   }
@@ -106,21 +189,24 @@ Child spawn_self(const Spec& spec) {
       "--mpx-name=" + spec.name,
       "--mpx-driver=" + std::to_string(spec.driver ? spec.driver : self),
       "--mpx-parent=" + std::to_string(self),
+      "--mpx-parent-name=" + current_process().name,
       "--mpx-bootstrap-fd=" + std::to_string(kBootstrapFd),
   };
   if (spec.ready_fd >= 0) args.push_back("--mpx-ready-fd=" + std::to_string(kReadyFd));
   // Moved above the fixed slots first, like ready, so no dup2 lands on itself.
   int share = spec.share_fd;
   if (share >= 0 && share <= kShareFd) {
-    share = fcntl(spec.share_fd, F_DUPFD_CLOEXEC, 16);
+    share = fcntl(spec.share_fd, F_DUPFD_CLOEXEC, kFirstFreeFd);
     if (share < 0) {
       const int err = errno;
       close(boot);
       if (ready != spec.ready_fd) close(ready);
+      close_inherit();
       throw ProcessError(errno_text("fcntl(F_DUPFD_CLOEXEC)", err));
     }
   }
   if (share >= 0) args.push_back("--mpx-share-fd=" + std::to_string(kShareFd));
+  if (!inherit.empty()) args.push_back("--mpx-inherit=" + std::to_string(inherit.size()));
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -132,13 +218,24 @@ Child spawn_self(const Spec& spec) {
   // Both sources are above kReadyFd (see make_bootstrap_fd and the caller's pipe), so a
   // dup2 never lands on itself and always clears FD_CLOEXEC.
   if (ready >= 0) posix_spawn_file_actions_adddup2(&actions, ready, kReadyFd);
-  if (share >= 0) {
-    // The slot before it must not stay empty for the child to reuse by accident.
-    if (ready < 0) posix_spawn_file_actions_addopen(&actions, kReadyFd, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&actions, share, kShareFd);
+  // The slots before a filled one must not stay empty for the child to reuse by accident.
+  const bool fill_share_slot = share >= 0 || !inherit.empty();
+  if (fill_share_slot && ready < 0) {
+    posix_spawn_file_actions_addopen(&actions, kReadyFd, "/dev/null", O_RDONLY, 0);
   }
-  posix_spawn_file_actions_addclosefrom_np(
-      &actions, (share >= 0 ? kShareFd : ready >= 0 ? kReadyFd : kBootstrapFd) + 1);
+  if (share >= 0) {
+    posix_spawn_file_actions_adddup2(&actions, share, kShareFd);
+  } else if (!inherit.empty()) {
+    posix_spawn_file_actions_addopen(&actions, kShareFd, "/dev/null", O_RDONLY, 0);
+  }
+  for (std::size_t i = 0; i < inherit.size(); ++i) {
+    posix_spawn_file_actions_adddup2(&actions, inherit[i], kInheritFd + static_cast<int>(i));
+  }
+  const int last = !inherit.empty() ? kInheritFd + static_cast<int>(inherit.size()) - 1
+                   : share >= 0     ? kShareFd
+                   : ready >= 0     ? kReadyFd
+                                    : kBootstrapFd;
+  posix_spawn_file_actions_addclosefrom_np(&actions, last + 1);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   // The child starts with default signal handling and an empty mask whatever the
@@ -157,6 +254,7 @@ Child spawn_self(const Spec& spec) {
   close(boot);
   if (ready != spec.ready_fd) close(ready);
   if (share != spec.share_fd) close(share);
+  close_inherit();
   if (rc != 0) throw ProcessError(errno_text("posix_spawn of /proc/self/exe", rc));
   Child child;
   child.pid = pid;
@@ -246,6 +344,15 @@ std::optional<Bootstrap> parse_child_args(int argc, char** argv) {
       b.ready_fd = static_cast<int>(parse_long(value, "--mpx-ready-fd"));
     } else if (key == "--mpx-share-fd") {
       b.share_fd = static_cast<int>(parse_long(value, "--mpx-share-fd"));
+    } else if (key == "--mpx-parent-name") {
+      b.parent_name = std::string(value);
+    } else if (key == "--mpx-inherit") {
+      const long n = parse_long(value, "--mpx-inherit");
+      if (n < 0 || n > static_cast<long>(kMaxInherited)) {
+        throw Error("mpx: malformed --mpx-inherit flag: '" + std::string(value) + "'");
+      }
+      std::lock_guard<std::mutex> lock(inherited_mu);
+      for (long i = 0; i < n; ++i) inherited().push_back(kInheritFd + static_cast<int>(i));
     } else {
       throw Error("mpx: unknown flag '" + std::string(a) + "'");
     }
@@ -279,6 +386,23 @@ int open_parent_or_exit(pid_t parent) {
   // Checked after opening: if the parent died before, we have been re-parented.
   if (fd < 0 || getppid() != parent) _exit(1);
   return fd;
+}
+
+int claim_inherited_fd(ino_t ino) {
+  std::lock_guard<std::mutex> lock(inherited_mu);
+  auto& fds = inherited();
+  for (auto it = fds.begin(); it != fds.end(); ++it) {
+    struct stat st {};
+    if (fstat(*it, &st) == 0 && st.st_ino == ino) {
+      const int fd = *it;
+      fds.erase(it);
+      // Hidden from any later spawn (the child's own children get only what they are
+      // handed).
+      fcntl(fd, F_SETFD, FD_CLOEXEC);
+      return fd;
+    }
+  }
+  return -1;
 }
 
 void kill_self_when_gone(int pidfd) {

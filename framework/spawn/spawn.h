@@ -4,18 +4,23 @@
 // A child is started with posix_spawn of /proc/self/exe (never a bare fork of a running
 // program) and finds its role on its command line:
 //   <argv0> --mpx-role=worker --mpx-name=PoolWorker-1 --mpx-driver=<pid>
-//           --mpx-parent=<pid> --mpx-bootstrap-fd=3 [--mpx-ready-fd=4]
+//           --mpx-parent=<pid> --mpx-parent-name=<name> --mpx-bootstrap-fd=3
+//           [--mpx-ready-fd=4] [--mpx-share-fd=5] [--mpx-inherit=<n>]
 // Anything bigger than a flag (a pool's configuration, a Process's arguments) travels
-// in a sealed memfd inherited as fd 3, so it never hits argv limits. All other file
-// descriptors are closed in the child; stdin is /dev/null; stdout and stderr are shared.
+// in a sealed memfd inherited as fd 3, so it never hits argv limits. Descriptors the
+// spawner hands over (Spec::inherit_fds: the ends of a Pipe given to a Process) are
+// fds 6, 7, ... in the child. All other file descriptors are closed in the child; stdin
+// is /dev/null; stdout and stderr are shared.
 #ifndef MPX_FRAMEWORK_SPAWN_SPAWN_H_
 #define MPX_FRAMEWORK_SPAWN_SPAWN_H_
 
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "mpx/runtime.h"
 
@@ -33,7 +38,11 @@ struct Spec {
   // Optional: a descriptor the child inherits as fd 5 (--mpx-share-fd), e.g. a memfd
   // both sides map. The spawner keeps (and closes) its own.
   int share_fd = -1;
+  // Optional: descriptors the child inherits as fds 6, 7, ... (--mpx-inherit=<count>),
+  // at most kMaxInherited. The spawner keeps (and closes) its own.
+  std::vector<int> inherit_fds;
 };
+constexpr std::size_t kMaxInherited = 64;
 
 // A spawned child, owned by the process that spawned it (only it can reap it).
 struct Child {
@@ -57,6 +66,20 @@ std::string describe(int wait_status);
 
 int pidfd_open(pid_t pid);
 
+// For a failure with errno err: when it is EMFILE or ENFILE, what the descriptor limit
+// is and how to raise it (" (...)"); "" otherwise.
+std::string descriptor_advice(int err);
+
+// Opens /dev/null on whichever of fds 0, 1, 2 is closed. A program started with
+// stdout or stderr closed (daemons, services) would otherwise get its next descriptors
+// there: a socket on fd 2 would receive the logger's lines. mpx::init calls it first,
+// in every role.
+void ensure_standard_fds();
+
+// Whether the process is stopped (SIGSTOP, SIGTSTP, a tracer): it can neither run nor
+// answer. false when it is gone or unreadable.
+bool is_stopped(pid_t pid);
+
 // What a spawned child learns from its command line and bootstrap fd.
 struct Bootstrap {
   Role role = Role::kDriver;
@@ -66,6 +89,7 @@ struct Bootstrap {
   std::string payload;
   int ready_fd = -1;  // see Spec::ready_fd
   int share_fd = -1;  // see Spec::share_fd
+  std::string parent_name;  // the spawner's current_process().name
 };
 
 // Child side: writes one byte to the ready pipe (ready_fd < 0: none) and closes it.
@@ -82,6 +106,10 @@ int open_parent_or_exit(pid_t parent);
 // Starts a detached thread that SIGKILLs this process when the process behind pidfd
 // ends. For children that run user code and cannot poll.
 void kill_self_when_gone(int pidfd);
+
+// Child side: takes the inherited descriptor (Spec::inherit_fds) that refers to the
+// file with inode ino, once; -1 when none does. Thread-safe.
+int claim_inherited_fd(ino_t ino);
 
 }  // namespace spawning
 }  // namespace mpx

@@ -46,26 +46,39 @@ bool is_zombie(pid_t pid) {
 
 struct Spawned {
   pid_t pid = -1;
-  int out = -1;  // read end of the helper's stdout (and stderr, if asked)
+  int out = -1;  // read end of the process's stdout (and stderr, if asked)
 };
 
-// Starts this test binary running only gtest_filter (disabled tests included), with
-// env added to this process's environment minus Bazel's and GoogleTest's result-file
+enum class Output { kStdout, kStdoutAndStderr, kNone };
+
+// Starts argv (argv[0] searched in PATH; "/proc/self/exe" is this binary) with env
+// added to this process's environment minus Bazel's and GoogleTest's result-file
 // variables: the results belong to this test (a helper running as another user could
 // not write them, and gtest would remove this test's premature-exit marker).
-Spawned spawn_helper(const std::string& gtest_filter, const std::vector<std::string>& env,
-                     bool with_stderr) {
+Spawned spawn_process(const std::vector<std::string>& args, const std::vector<std::string>& env,
+                      Output output, int inherited_fd9 = -1) {
   Spawned spawned;
   int out[2];
-  if (pipe2(out, O_CLOEXEC) != 0) return spawned;
+  if (args.empty() || pipe2(out, O_CLOEXEC) != 0) return spawned;
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-  if (with_stderr) posix_spawn_file_actions_adddup2(&actions, out[1], 2);
-  std::vector<std::string> args = {"helper", "--gtest_filter=" + gtest_filter,
-                                   "--gtest_also_run_disabled_tests"};
+  if (output == Output::kNone) {
+    // As a daemon or a service starts: no stdout, no stderr at all.
+    posix_spawn_file_actions_addclose(&actions, 1);
+    posix_spawn_file_actions_addclose(&actions, 2);
+  } else {
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    if (output == Output::kStdoutAndStderr) posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+  }
+  // dup2 clears close-on-exec on the copy; onto itself it would not, so go through 10.
+  if (inherited_fd9 >= 0) {
+    posix_spawn_file_actions_adddup2(&actions, inherited_fd9, 10);
+    posix_spawn_file_actions_adddup2(&actions, 10, 9);
+    posix_spawn_file_actions_addclose(&actions, 10);
+  }
+  std::vector<std::string> arg_strings = args;
   std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
+  for (auto& a : arg_strings) argv.push_back(a.data());
   argv.push_back(nullptr);
   static const char* const kDropped[] = {"XML_OUTPUT_FILE=",       "TEST_PREMATURE_EXIT_FILE=",
                                          "TEST_SHARD_STATUS_FILE=", "TEST_WARNINGS_OUTPUT_FILE=",
@@ -82,7 +95,9 @@ Spawned spawn_helper(const std::string& gtest_filter, const std::vector<std::str
   for (auto& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
   pid_t pid = -1;
-  const int err = posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), envp.data());
+  const int err = args[0] == "/proc/self/exe"
+                      ? posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), envp.data())
+                      : posix_spawnp(&pid, args[0].c_str(), &actions, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   close(out[1]);
   if (err != 0) {
@@ -94,28 +109,89 @@ Spawned spawn_helper(const std::string& gtest_filter, const std::vector<std::str
   return spawned;
 }
 
+// The command line of a helper: this binary running only gtest_filter (disabled
+// tests included), here or through launcher.
+std::vector<std::string> helper_args(const std::string& gtest_filter, const Launcher& launcher) {
+  std::vector<std::string> args = launcher;
+  args.push_back(launcher.empty() ? "/proc/self/exe" : self_exe());
+  args.push_back("--gtest_filter=" + gtest_filter);
+  args.push_back("--gtest_also_run_disabled_tests");
+  return args;
+}
+
+// Reads the output of spawned until it has exited (not until EOF: a process it
+// started may keep the pipe open), then what is left in the pipe; kills it after
+// timeout.
+HelperRun finish(const Spawned& spawned, std::chrono::milliseconds timeout) {
+  HelperRun run;
+  if (spawned.pid < 0) return run;
+  const pid_t pid = spawned.pid;
+  const int fd = spawned.out;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  fcntl(fd, F_SETFL, O_NONBLOCK);
+  auto drain = [&] {
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) run.output.append(buf, static_cast<std::size_t>(n));
+  };
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    poll(&p, 1, 20);
+    drain();
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      drain();
+      run.wait_status = status;
+      break;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      drain();
+      run.wait_status = status;
+      run.timed_out = true;
+      break;
+    }
+  }
+  close(fd);
+  return run;
+}
+
 }  // namespace
 
-std::vector<Descendant> descendants(pid_t driver) {
-  if (driver == 0) driver = getpid();
-  const std::string marker = "--mpx-driver=" + std::to_string(driver);
-  std::vector<Descendant> out;
+std::string cmdline_of(pid_t pid) {
+  std::string cmd = read_file("/proc/" + std::to_string(pid) + "/cmdline");
+  if (!cmd.empty() && cmd.back() == '\0') cmd.pop_back();
+  for (char& c : cmd) {
+    if (c == '\0') c = ' ';
+  }
+  return cmd;
+}
+
+std::vector<pid_t> pids() {
+  std::vector<pid_t> out;
   DIR* dir = opendir("/proc");
   if (dir == nullptr) return out;
   while (dirent* e = readdir(dir)) {
     char* end = nullptr;
     const long pid = std::strtol(e->d_name, &end, 10);
-    if (*end != '\0' || pid <= 0) continue;
-    std::string cmd = read_file("/proc/" + std::string(e->d_name) + "/cmdline");
-    for (char& c : cmd) {
-      if (c == '\0') c = ' ';
-    }
-    // Match the whole flag, not a prefix of a longer pid.
-    if ((cmd + " ").find(marker + " ") == std::string::npos) continue;
-    if (is_zombie(static_cast<pid_t>(pid))) continue;
-    out.push_back({static_cast<pid_t>(pid), cmd});
+    if (end != e->d_name && *end == '\0' && pid > 0) out.push_back(static_cast<pid_t>(pid));
   }
   closedir(dir);
+  return out;
+}
+
+std::vector<Descendant> descendants(pid_t driver) {
+  if (driver == 0) driver = getpid();
+  const std::string marker = "--mpx-driver=" + std::to_string(driver);
+  std::vector<Descendant> out;
+  for (const pid_t pid : pids()) {
+    const std::string cmd = cmdline_of(pid);
+    // Match the whole flag, not a prefix of a longer pid.
+    if ((cmd + " ").find(marker + " ") == std::string::npos) continue;
+    if (is_zombie(pid)) continue;
+    out.push_back({pid, cmd});
+  }
   return out;
 }
 
@@ -155,9 +231,13 @@ std::vector<pid_t> worker_pids(pid_t driver) {
   return out;
 }
 
-HelperDriver start_helper_driver(const std::string& gtest_filter, const std::string& env_flag) {
+HelperDriver start_helper_driver(const std::string& gtest_filter, const std::string& env_flag,
+                                 const std::vector<std::string>& env, const Launcher& launcher) {
   HelperDriver helper;
-  const Spawned spawned = spawn_helper(gtest_filter, {env_flag + "=1"}, false);
+  std::vector<std::string> helper_env = env;
+  helper_env.push_back(env_flag + "=1");
+  const Spawned spawned =
+      spawn_process(helper_args(gtest_filter, launcher), helper_env, Output::kStdout);
   if (spawned.pid < 0) return helper;
   const pid_t pid = spawned.pid;
   const int fd = spawned.out;
@@ -180,13 +260,8 @@ HelperDriver start_helper_driver(const std::string& gtest_filter, const std::str
 
 std::vector<std::string> processes_mapping(const std::string& needle) {
   std::vector<std::string> found;
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return found;
-  while (dirent* e = readdir(proc)) {
-    char* end = nullptr;
-    const long pid = std::strtol(e->d_name, &end, 10);
-    if (end == e->d_name || *end != '\0') continue;
-    const std::string maps = read_file("/proc/" + std::string(e->d_name) + "/maps");
+  for (const pid_t pid : pids()) {
+    const std::string maps = read_file("/proc/" + std::to_string(pid) + "/maps");
     for (std::size_t at = maps.find(needle); at != std::string::npos; at = maps.find(needle, at + 1)) {
       const std::size_t begin = maps.rfind('\n', at);
       const std::size_t stop = maps.find('\n', at);
@@ -196,7 +271,6 @@ std::vector<std::string> processes_mapping(const std::string& needle) {
                                       (begin == std::string::npos ? 0 : begin + 1)));
     }
   }
-  closedir(proc);
   return found;
 }
 
@@ -242,43 +316,26 @@ std::vector<std::string> listening_endpoints(pid_t pid) {
   return out;
 }
 
+bool HelperRun::exited_with(int code) const {
+  return !timed_out && wait_status >= 0 && WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == code;
+}
+
 HelperRun run_helper(const std::string& gtest_filter, const std::vector<std::string>& env,
-                     std::chrono::milliseconds timeout) {
-  HelperRun run;
-  const Spawned spawned = spawn_helper(gtest_filter, env, true);
-  if (spawned.pid < 0) return run;
-  const pid_t pid = spawned.pid;
-  const int fd = spawned.out;
-  // Read until the helper has exited (not until EOF: a process it started may keep
-  // the pipe open), then take what is left in the pipe.
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  fcntl(fd, F_SETFL, O_NONBLOCK);
-  auto drain = [&] {
-    char buf[4096];
-    ssize_t n;
-    while ((n = read(fd, buf, sizeof buf)) > 0) run.output.append(buf, static_cast<std::size_t>(n));
-  };
-  for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    poll(&p, 1, 20);
-    drain();
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      drain();
-      run.wait_status = status;
-      break;
-    }
-    if (std::chrono::steady_clock::now() >= deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      drain();
-      run.wait_status = status;
-      run.timed_out = true;
-      break;
-    }
-  }
-  close(fd);
-  return run;
+                     std::chrono::milliseconds timeout, bool stdio_closed, const Launcher& launcher) {
+  return finish(spawn_process(helper_args(gtest_filter, launcher), env,
+                              stdio_closed ? Output::kNone : Output::kStdoutAndStderr),
+                timeout);
+}
+
+HelperRun run_command(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                      std::chrono::milliseconds timeout, int inherited_fd9) {
+  return finish(spawn_process(argv, env, Output::kStdoutAndStderr, inherited_fd9), timeout);
+}
+
+std::string self_exe() {
+  char path[4096];
+  const ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+  return n > 0 ? std::string(path, static_cast<std::size_t>(n)) : std::string("/proc/self/exe");
 }
 
 }  // namespace testing

@@ -21,6 +21,12 @@ struct Descendant {
   std::string cmdline;  // arguments joined by spaces
 };
 
+// Every process in /proc now, zombies included.
+std::vector<pid_t> pids();
+
+// The command line of process pid, arguments joined by spaces; empty if it is gone.
+std::string cmdline_of(pid_t pid);
+
 // Live (non-zombie) processes spawned on behalf of driver (default: this process).
 std::vector<Descendant> descendants(pid_t driver = 0);
 
@@ -37,15 +43,30 @@ std::string mutate(std::string bytes, std::mt19937& rng, int max_edits);
 // Pids of the live pool workers (role worker) spawned for driver.
 std::vector<pid_t> worker_pids(pid_t driver = 0);
 
+// A command prefix that runs what follows elsewhere: in a host's network namespace
+// (NetnsHosts::launcher, `nsenter --net=...`) or on a Slurm cluster's nodes
+// (SlurmCluster::srun). Empty: here. argv[0] of a launcher is searched in PATH.
+using Launcher = std::vector<std::string>;
+
+// The absolute path of this executable (what /proc/self/exe points to), for a
+// launcher that has to name it: /proc/self/exe would name the launcher itself.
+std::string self_exe();
+
 // A copy of this test binary started as a separate driver: it runs only gtest_filter
 // (a DISABLED_ test that checks env_flag is set, then prints "READY" and blocks).
 // Returns once READY was printed, with everything printed up to then in output;
-// pid is -1 if the helper exited or stayed silent for 30 s.
+// pid is -1 if the helper exited or stayed silent for 30 s. env (NAME=value) is added
+// as for run_helper; launcher: where it runs (pid is then the launcher's process:
+// nsenter becomes the helper, srun does not). The helper's stdout is closed once READY
+// is read: a helper that goes on printing (gtest does, when its test ends) dies of
+// SIGPIPE, so one meant to end by itself calls std::_Exit.
 struct HelperDriver {
   pid_t pid = -1;
   std::string output;
 };
-HelperDriver start_helper_driver(const std::string& gtest_filter, const std::string& env_flag);
+HelperDriver start_helper_driver(const std::string& gtest_filter, const std::string& env_flag,
+                                 const std::vector<std::string>& env = {},
+                                 const Launcher& launcher = {});
 
 // Live processes whose memory maps contain needle (e.g. a memfd name prefix), as
 // "pid: map line". Scans every /proc/<pid>/maps this user can read.
@@ -60,14 +81,25 @@ std::vector<std::string> listening_endpoints(pid_t pid);
 // test), env (NAME=value) added to this process's environment, minus the variables
 // through which Bazel collects a test's results (the helper must not write or remove
 // this test's XML or premature-exit files). Killed after timeout. wait_status is -1 if
-// the helper could not be started.
+// the helper could not be started. stdio_closed: the helper starts with fds 1 and 2
+// closed, as daemons do (output then stays empty). launcher: where the helper runs
+// (with srun, one helper per task, their output interleaved in output).
 struct HelperRun {
   int wait_status = -1;
   std::string output;  // stdout and stderr
   bool timed_out = false;
+  bool exited_with(int code) const;  // exited normally (no signal, no timeout) with code
 };
 HelperRun run_helper(const std::string& gtest_filter, const std::vector<std::string>& env,
-                     std::chrono::milliseconds timeout);
+                     std::chrono::milliseconds timeout, bool stdio_closed = false,
+                     const Launcher& launcher = {});
+
+// Runs argv (argv[0] searched in PATH) to completion the way run_helper runs a helper:
+// env added, Bazel's result variables removed, stdout and stderr in output, killed
+// after timeout. inherited_fd9: a descriptor the command gets as its fd 9 (how the
+// tools/cluster scripts receive the lock their caller holds), -1 for none.
+HelperRun run_command(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                      std::chrono::milliseconds timeout, int inherited_fd9 = -1);
 
 }  // namespace testing
 }  // namespace mpx

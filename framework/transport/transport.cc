@@ -45,8 +45,10 @@ std::uint32_t get_u32(const char* p) {
   return v;
 }
 
-// Writes iov fully, waiting while the socket is full.
-bool write_all(int fd, iovec* iov, int count) {
+// Writes iov fully, waiting while the socket is full, until deadline.
+bool write_all(int fd, iovec* iov, int count,
+               std::chrono::steady_clock::time_point deadline =
+                   std::chrono::steady_clock::time_point::max()) {
   int first = 0;
   while (first < count) {
     msghdr msg{};
@@ -56,8 +58,11 @@ bool write_all(int fd, iovec* iov, int count) {
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) return false;
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
         pollfd p{fd, POLLOUT, 0};
-        ::poll(&p, 1, 100);
+        ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 100)));
         continue;
       }
       return false;
@@ -270,6 +275,44 @@ Reader::Fill Reader::fill(int fd) {
   }
 }
 
+std::optional<std::pair<std::string, std::size_t>> Reader::discard_frame(int fd,
+                                                                       std::string* why) {
+  // Only a frame whose prefix was seen can be too large: fill() grows up to need_.
+  const std::size_t have = end_ - start_;
+  if (need_ == 0 || have < kFramePrefix) {
+    *why = "no frame is being read";
+    return std::nullopt;
+  }
+  const std::uint32_t hl = get_u32(buf_ + start_);
+  // The buffer holds at least kReadChunk bytes when it failed to grow, and a header is
+  // at most kMaxHeaderSize (next() checked it): the header is there.
+  if (have < kFramePrefix + hl) {
+    *why = "the frame's header is incomplete";
+    return std::nullopt;
+  }
+  std::pair<std::string, std::size_t> out{std::string(buf_ + start_ + kFramePrefix, hl),
+                                          need_ - kFramePrefix - hl};
+  std::size_t left = need_ - have;
+  start_ = end_ = 0;
+  need_ = 0;
+  char sink[64 * 1024];
+  while (left > 0) {
+    const ssize_t n = ::recv(fd, sink, std::min(left, sizeof sink), 0);
+    if (n > 0) {
+      left -= static_cast<std::size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd p{fd, POLLIN, 0};
+      ::poll(&p, 1, 1000);
+    } else {
+      *why = "the peer closed the connection in the middle of the frame";
+      return std::nullopt;
+    }
+  }
+  return out;
+}
+
 bool Reader::identity(std::string* id, bool* bad, std::string* why) {
   *bad = false;
   const std::size_t have = end_ - start_;
@@ -366,9 +409,10 @@ bool write_frame(int fd, std::string_view header_bytes, std::string_view payload
   return write_all(fd, iov, 3);
 }
 
-bool write_frame_bytes(int fd, std::string_view frames) {
+bool write_frame_bytes(int fd, std::string_view frames,
+                       std::chrono::steady_clock::time_point deadline) {
   iovec iov{const_cast<char*>(frames.data()), frames.size()};
-  return write_all(fd, &iov, 1);
+  return write_all(fd, &iov, 1, deadline);
 }
 
 bool write_frame(int fd, const wire::Header& header, std::string_view payload) {

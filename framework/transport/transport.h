@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -153,6 +154,12 @@ class Reader {
             std::string* why);
   // The same, copied into in (from is left as it is).
   Next next(Incoming& in, std::string* why);
+  // After fill() threw std::bad_alloc (a frame larger than this process can hold, as
+  // under a memory limit): reads the rest of that frame from fd and drops it, waiting
+  // for its bytes as they come, so that the stream stays in step. Returns its header
+  // and the size of the payload that was dropped; nullopt (the stream is then unusable)
+  // when the peer closed first or the header does not decode (*why says why).
+  std::optional<std::pair<std::string, std::size_t>> discard_frame(int fd, std::string* why);
   bool empty() const { return start_ == end_; }
   // Bytes of buffer held now (for tests and diagnostics).
   std::size_t capacity() const { return cap_; }
@@ -176,8 +183,11 @@ bool write_frame(int fd, const wire::Header& header, std::string_view payload);
 bool write_frame(int fd, std::string_view header_bytes, std::string_view payload);
 // Encodes a frame into out (for a later write).
 void append_frame(std::string& out, const wire::Header& header, std::string_view payload);
-// Writes bytes that hold whole frames (append_frame), waiting while the socket is full.
-bool write_frame_bytes(int fd, std::string_view frames);
+// Writes bytes that hold whole frames (append_frame), waiting while the socket is full
+// (until deadline, if given: then false, possibly after a part was written).
+bool write_frame_bytes(int fd, std::string_view frames,
+                       std::chrono::steady_clock::time_point deadline =
+                           std::chrono::steady_clock::time_point::max());
 
 // Frames queued for a non-blocking socket, written as far as it takes them: a router
 // never waits for a slow peer.

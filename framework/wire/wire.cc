@@ -149,6 +149,7 @@ const char* type_name(Type t) {
     case Type::kConfigured: return "CONFIGURED";
     case Type::kCall: return "CALL";
     case Type::kReply: return "REPLY";
+    case Type::kData: return "DATA";
   }
   return "UNKNOWN";
 }

@@ -49,7 +49,9 @@ enum class Type : std::uint8_t {
   kCall,        // caller -> actor: call_id, start = incarnation, count = method index,
                 // name = the caller's reply socket id; kFlagNoReply for a tell
   kReply,       // actor -> caller: call_id; kFlagHasErrors: payload = [type, message]
-  kLastType = kReply,
+  // either end of an mpx::Pipe
+  kData,        // one Connection message: the payload
+  kLastType = kData,
 };
 
 const char* type_name(Type t);

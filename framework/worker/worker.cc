@@ -31,6 +31,49 @@ detail::Buffer fail_all(std::uint32_t count, const std::string& type, const std:
   return out;
 }
 
+// After the reader ran out of memory on a frame: drops the frame's bytes and, if it
+// was a chunk, answers it with every item failed as std::bad_alloc, saying why. false
+// when the stream cannot go on.
+template <class Send>
+bool fail_unreadable_chunk(transport::Reader& reader, int fd, Send& send,
+                           std::uint64_t memory_limit) {
+  std::string why;
+  const auto dropped = reader.discard_frame(fd, &why);
+  if (!dropped) {
+    logger().error("worker: out of memory reading a message from the router, and {}", why);
+    return false;
+  }
+  const auto h = wire::decode(dropped->first.data(), dropped->first.size(), &why);
+  // An answer names every item: for a chunk of very many small items, that answer
+  // would not fit either, and the worker dies as it would have.
+  constexpr std::uint32_t kMaxItemsToFail = 1 << 16;
+  if (!h || h->type != wire::Type::kTask || h->count > kMaxItemsToFail) {
+    logger().error("worker: out of memory reading a {} message of {} bytes",
+                   h ? wire::type_name(h->type) : "malformed", dropped->second);
+    return false;
+  }
+  const std::string limit =
+      memory_limit > 0 ? "the pool's worker_memory_limit of " + std::to_string(memory_limit) + " bytes"
+                       : "this worker's available memory";
+  const std::string message =
+      "task '" + std::string(h->name) + "': the chunk's arguments (" +
+      std::to_string(dropped->second) + " bytes for " + std::to_string(h->count) +
+      " item(s)) do not fit in " + limit +
+      " (the worker must hold them and their decoded values at once); pass smaller "
+      "arguments or a smaller chunksize, or raise worker_memory_limit";
+  logger().error("{}", message);
+  detail::Buffer out = fail_all(h->count, "std::bad_alloc", message);
+  wire::Header result;
+  result.type = wire::Type::kResult;
+  result.call_id = h->call_id;
+  result.start = h->start;
+  result.count = h->count;
+  result.pid = getpid();
+  result.flags = h->count > 0 ? wire::kFlagHasErrors : 0;
+  send(result, std::string_view(out.data(), out.size()));
+  return true;
+}
+
 }  // namespace
 
 detail::Buffer run_task(const wire::Header& task, const char* payload, std::size_t size,
@@ -100,6 +143,7 @@ int run_worker(const spawning::Bootstrap& boot) {
   transport::Reader reader;
   std::string why;
   std::uint64_t max_message_bytes = UINT64_MAX;  // from CONFIG
+  std::uint64_t memory_limit = 0;               // from CONFIG; 0: none
   pollfd items[] = {{fd, POLLIN, 0}, {parent_fd, POLLIN, 0}};
   // After a task another one often follows within microseconds (a map's next chunk,
   // a caller's next apply): wait for it awake for a moment (see transport::Spin).
@@ -113,7 +157,15 @@ int run_worker(const spawning::Bootstrap& boot) {
     }
     served = false;
     if (items[1].revents & POLLIN) return 0;  // router gone
-    const auto fill = reader.fill(fd);
+    transport::Reader::Fill fill;
+    try {
+      fill = reader.fill(fd);
+    } catch (const std::bad_alloc&) {
+      // A chunk too large for this worker's memory (its worker_memory_limit): its items
+      // fail with a reason instead of the worker dying before the chunk even starts.
+      if (!fail_unreadable_chunk(reader, fd, send, memory_limit)) return 1;
+      continue;
+    }
     for (;;) {
       wire::Header h;
       std::string_view header_bytes, payload;
@@ -129,7 +181,6 @@ int run_worker(const spawning::Bootstrap& boot) {
           const auto began = std::chrono::steady_clock::now();
           running->store(wire::chunk_mark(h.call_id, h.start), std::memory_order_release);
           detail::Buffer out = run_task(h, payload.data(), payload.size(), &has_errors);
-          running->store(0, std::memory_order_release);
           const bool quick = std::chrono::steady_clock::now() - began < kQuickTask;
           if (out.size() > max_message_bytes) {
             // The router would disconnect us for it: the items fail instead.
@@ -149,10 +200,15 @@ int run_worker(const spawning::Bootstrap& boot) {
           result.flags = has_errors ? wire::kFlagHasErrors : 0;
           served = quick;  // after a long task the next one is no sooner for waiting awake
           send(result, std::string_view(out.data(), out.size()));
+          // Cleared only once the result is in the router's socket buffer: a death with
+          // the mark at 0 proves that every chunk this worker still held never started,
+          // so the router requeues them free of charge.
+          running->store(0, std::memory_order_release);
           break;
         }
         case wire::Type::kConfig: {
           if (h.start > 0) max_message_bytes = h.start;
+          memory_limit = h.call_id;
           if (h.call_id > 0) {
             const rlimit limit{static_cast<rlim_t>(h.call_id), static_cast<rlim_t>(h.call_id)};
             if (setrlimit(RLIMIT_AS, &limit) != 0) {

@@ -20,9 +20,17 @@
 //                          (mpx's pool hops until they moved to unix streams)
 //   shared memory, busy-poll  a MAP_SHARED page: the parent stores a sequence number,
 //                          the child spins until it sees it and stores it back
+//   TCP, ZeroMQ tcp DEALER/ROUTER to a namespace host
+//                          the child in a network namespace of its own
+//                          (framework/testing NetnsHosts), the parent listening on the
+//                          bridge: the hop between mpx's router and a node agent on
+//                          another "host" of the multi-host tests (no CURVE). Needs
+//                          root; skipped with the reason otherwise.
 //
 // Usage: floors [--quick] [--only=<text>]. 5 repetitions; --quick: 3, each shorter.
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -44,6 +52,7 @@
 
 #include <zmq.h>
 
+#include "framework/testing/hosts.h"
 #include "tools/bench/bench.h"
 
 namespace {
@@ -146,43 +155,75 @@ double socketpair_floor(int rounds, bool spin) {
   return fd_floor(rounds, sv[0], sv[0], sv[1], sv[1], {sv[0]}, {sv[1]}, spin);
 }
 
-double tcp_floor(int rounds) {
+// Moves this (forked, single-threaded) process into the network namespace at path;
+// nothing to do for an empty path.
+void enter_netns(const std::string& path) {
+  if (path.empty()) return;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) die("setns");
+  close(fd);
+}
+
+// TCP: the parent listens on address, the child (in the network namespace at netns,
+// if given) connects and echoes.
+double tcp_floor(int rounds, const char* address, const std::string& netns) {
   const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listener < 0) die("socket");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (inet_pton(AF_INET, address, &addr.sin_addr) != 1) die("inet_pton");
   addr.sin_port = 0;
   socklen_t len = sizeof addr;
   if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) die("bind");
   if (listen(listener, 1) != 0) die("listen");
   if (getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) die("getsockname");
-  const int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (client < 0) die("socket");
-  if (connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) die("connect");
+  const int one = 1;
+  const int total = kWarmup + rounds;
+  const pid_t pid = fork_child([&] {
+    close(listener);
+    enter_netns(netns);
+    const int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (client < 0) die("socket");
+    if (connect(client, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) die("connect");
+    setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    char buf[kMessage];
+    for (int i = 0; i < total; ++i) {
+      read_all(client, buf, kMessage);
+      write_all(client, buf, kMessage);
+    }
+  });
   const int server = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
   if (server < 0) die("accept");
   close(listener);
-  const int one = 1;
-  setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  return fd_floor(rounds, client, client, server, server, {client}, {server}, false);
+  char buf[kMessage] = "ping";
+  const double p50 = bench::p50_us(kWarmup, rounds, [&](int) {
+    write_all(server, buf, kMessage);
+    read_all(server, buf, kMessage);
+  });
+  close(server);
+  reap(pid);
+  return p50;
 }
 
-// ZeroMQ: the parent binds a ROUTER, the child connects a DEALER, says hello, then
-// echoes every message. Each process makes its own context after the fork.
-double zmq_floor(int rounds, int n) {
-  const std::string endpoint =
-      "ipc://@mpx-floor-" + std::to_string(getpid()) + "-" + std::to_string(n);
+// ZeroMQ: the parent binds a ROUTER to bind_endpoint, the child (in the network
+// namespace at netns, if given) connects a DEALER, says hello, then echoes every
+// message. Each process makes its own context after the fork (and the child after it
+// entered its namespace, so its I/O thread is there too).
+double zmq_floor(int rounds, const std::string& bind_endpoint, const std::string& netns) {
   const int total = kWarmup + rounds;
   void* ctx = zmq_ctx_new();
   void* router = zmq_socket(ctx, ZMQ_ROUTER);
-  if (zmq_bind(router, endpoint.c_str()) != 0) die("zmq_bind");
+  if (zmq_bind(router, bind_endpoint.c_str()) != 0) die("zmq_bind");
+  char endpoint[256];  // with the port the kernel chose, for tcp://address:*
+  std::size_t endpoint_size = sizeof endpoint;
+  if (zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, endpoint, &endpoint_size) != 0) die("ZMQ_LAST_ENDPOINT");
   const pid_t pid = fork_child([&] {
+    enter_netns(netns);
     // The parent's context must not be touched (or closed) in the child.
     void* cctx = zmq_ctx_new();
     void* dealer = zmq_socket(cctx, ZMQ_DEALER);
-    if (zmq_connect(dealer, endpoint.c_str()) != 0) die("zmq_connect");
+    if (zmq_connect(dealer, endpoint) != 0) die("zmq_connect");
     char buf[kMessage] = "hello";
     zmq_send(dealer, buf, kMessage, 0);
     for (int i = 0; i < total; ++i) {
@@ -253,17 +294,37 @@ int main(int argc, char** argv) {
        [&](int) { return socketpair_floor(rounds, false); }},
       {"floor: unix stream socketpair ping-pong p50, 2 processes, both busy-polling",
        [&](int) { return socketpair_floor(rounds, true); }},
-      {"floor: TCP loopback ping-pong p50, 2 processes", [&](int) { return tcp_floor(rounds); }},
+      {"floor: TCP loopback ping-pong p50, 2 processes",
+       [&](int) { return tcp_floor(rounds, "127.0.0.1", ""); }},
       {"floor: ZeroMQ ipc DEALER/ROUTER ping-pong p50, 2 processes",
-       [&](int r) { return zmq_floor(rounds, r); }},
+       [&](int r) {
+         return zmq_floor(rounds, "ipc://@mpx-floor-" + std::to_string(getpid()) + "-" + std::to_string(r), "");
+       }},
       {"floor: shared memory ping-pong p50, 2 processes, both busy-polling",
        [&](int) { return shm_floor(rounds); }},
   };
-  for (const auto& f : floors) {
-    if (!args.want(f.scenario)) continue;
-    std::vector<double> values;
-    for (int r = 0; r < args.reps; ++r) values.push_back(f.run(r));
-    bench::emit(f.scenario, "us", values, {{"floor", "true"}});
+  auto run = [&args](const std::vector<Floor>& list) {
+    for (const auto& f : list) {
+      if (!args.want(f.scenario)) continue;
+      std::vector<double> values;
+      for (int r = 0; r < args.reps; ++r) values.push_back(f.run(r));
+      bench::emit(f.scenario, "us", values, {{"floor", "true"}});
+    }
+  };
+  run(floors);
+  if (const auto reason = mpx::testing::NetnsHosts::unavailable()) {
+    std::fprintf(stderr, "floors: no rows across a namespace host: %s\n", reason->c_str());
+    return 0;
   }
+  mpx::testing::NetnsHosts hosts(1);
+  const std::string host = "/run/netns/" + hosts.netns(1);
+  const std::string head = hosts.bridge_address();
+  const std::vector<Floor> across = {
+      {"floor: TCP to a namespace host (veth + bridge) ping-pong p50, 2 processes",
+       [&](int) { return tcp_floor(rounds, head.c_str(), host); }},
+      {"floor: ZeroMQ tcp DEALER/ROUTER to a namespace host ping-pong p50, 2 processes",
+       [&](int) { return zmq_floor(rounds, "tcp://" + head + ":*", host); }},
+  };
+  run(across);
   return 0;
 }

@@ -5,7 +5,8 @@
 pool:  Pool(2) (and Pool(N) start-up), Process, Value/Lock/Queue scenarios (anchor of
        pool_bench.cc).
 actor: a Counter served by a multiprocessing Manager and called through its proxy
-       (anchor of actor_bench.cc), with the scenario names actor_bench emits.
+       (anchor of actor_bench.cc), with the scenario names actor_bench emits, and
+       Manager().dict() / .list() operations (anchor of mpx::Manager).
 """
 import json
 import multiprocessing as mp
@@ -201,6 +202,53 @@ def actor_scenarios(quick):
     emit("idle actor memory (PSS per actor process)", "MiB", memory)
 
 
+def append_ints(out, start, n):
+    start.wait()
+    for i in range(n):
+        out.append(i)
+
+
+def manager_scenarios(quick):
+    """The Manager scenarios of actor_bench.cc: one client's d[k] = v and d[k] round
+    trips, and two client processes appending to one list."""
+    reps = 5
+    ops = 2000 if quick else 10000
+    per_client = 1000 if quick else 5000
+    set_us, get_us, appends = [], [], []
+    for _ in range(reps):
+        with mp.Manager() as m:
+            d = m.dict()
+            for i in range(200):
+                d["warm"] = i
+            lat = []
+            for i in range(ops):
+                t0 = time.perf_counter()
+                d["key-" + str(i % 100)] = i
+                lat.append((time.perf_counter() - t0) * 1e6)
+            set_us.append(statistics.median(lat))
+            lat = []
+            total = 0
+            for i in range(ops):
+                t0 = time.perf_counter()
+                total += d["key-" + str(i % 100)]
+                lat.append((time.perf_counter() - t0) * 1e6)
+            get_us.append(statistics.median(lat))
+            out = m.list()
+            start = mp.Barrier(3)
+            clients = [mp.Process(target=append_ints, args=(out, start, per_client)) for _ in range(2)]
+            for p in clients:
+                p.start()
+            start.wait()
+            t0 = time.perf_counter()
+            for p in clients:
+                p.join()
+            appends.append(2 * per_client / (time.perf_counter() - t0))
+            assert len(out) == 2 * per_client
+    emit("Manager dict d[k] = v round trip p50", "us", set_us)
+    emit("Manager dict d[k] round trip p50", "us", get_us)
+    emit("Manager list append, 2 client processes", "appends/s", appends)
+
+
 def main():
     quick = "--quick" in sys.argv
     suite = "all"
@@ -213,6 +261,7 @@ def main():
         pool_scenarios(quick)
     if suite in ("actor", "all"):
         actor_scenarios(quick)
+        manager_scenarios(quick)
 
 
 def pool_scenarios(quick):

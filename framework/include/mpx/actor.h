@@ -17,6 +17,8 @@
 //   c.tell(&Counter::add, 1);                      // fire and forget
 //   c.call(&Counter::get, std::chrono::milliseconds(200)).get();  // TimeoutError if late
 //   c.stop();                                      // or let the last handle go
+//   auto named = mpx::spawn<Counter>(mpx::ActorOptions().name("totals"), 0);
+//   auto same = mpx::find_actor<Counter>("totals");   // from any process of the program
 //
 // Semantics:
 // - An actor runs one message at a time. Messages from one process arrive in the order
@@ -77,7 +79,10 @@ class ActorOptions {
     return *this;
   }
   // Process name (current_process().name inside the actor, and in logs and errors);
-  // default "<Class>-<n>".
+  // default "<Class>-<n>". A name given here also names the actor for
+  // mpx::find_actor<T>(name) in every process of this program, as Ray's named actors:
+  // spawn throws mpx::Error if a live actor of this program has it already; it is free
+  // again once the actor stops or dies for good.
   ActorOptions& name(std::string name) {
     name_ = std::move(name);
     return *this;
@@ -153,6 +158,7 @@ struct ActorMethods {
   static void run(void* object, const char* data, std::size_t size, Buffer& out) {
     constexpr auto method = std::get<I>(kAll);
     using Traits = MethodTraits<std::remove_const_t<decltype(method)>>;
+    static_assert((check_result_type<typename Traits::Result>(), true));
     msgpack::zone zone;
     std::size_t off = 0;
     const msgpack::object obj = read_object(zone, data, size, off);
@@ -303,6 +309,9 @@ void pack_actor(msgpack::packer<Stream>& pk, const ActorLink& link, std::string_
 // Throws msgpack::type_error for something that is not an actor handle, DecodeError for
 // a handle to an actor of another class, SharedMemoryError when it cannot be mapped.
 std::shared_ptr<ActorLink> unpack_actor(const msgpack::object& o, std::string_view class_key);
+// The live actor named name in this program (framework/actor/named.cc). Throws
+// mpx::Error when there is none or it is of another class.
+std::shared_ptr<ActorLink> find_actor_link(const std::string& name, std::string_view class_key);
 
 }  // namespace detail
 
@@ -484,6 +493,14 @@ template <class T, class... Args,
           std::enable_if_t<!detail::starts_with_options<Args...>::value, int> = 0>
 Actor<T> spawn(Args&&... args) {
   return spawn<T>(ActorOptions(), std::forward<Args>(args)...);
+}
+
+// The live actor spawned with ActorOptions().name(name) by any process of this program
+// (Ray's get_actor): a handle like the one spawn returned. Throws mpx::Error when no
+// live actor has that name, or it is not a T.
+template <class T>
+Actor<T> find_actor(const std::string& name) {
+  return ActorAccess::adopt<T>(detail::find_actor_link(name, detail::pretty_type_name<T>()));
 }
 
 }  // namespace mpx

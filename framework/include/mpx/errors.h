@@ -121,6 +121,26 @@ class BrokenBarrierError : public Error {
   using Error::Error;
 };
 
+// A Queue was shut down (Queue::shutdown, Python 3.13's queue.ShutDown): put() throws
+// it at once, get() once the queue is empty.
+class ShutDown : public Error {
+ public:
+  using Error::Error;
+};
+
+// Connection::recv on a connection whose other end is closed, in every process that
+// held it (closed, or its process died), with nothing left to read (Python's EOFError).
+class EOFError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Connection::send to a connection whose other end is gone (Python's BrokenPipeError).
+class BrokenPipeError : public Error {
+ public:
+  using Error::Error;
+};
+
 // An actor's process died before answering a call, or a call was made to an actor that
 // is dead or stopped. restarted() says whether a new instance (constructed again, its
 // state lost) serves the calls made from now on.

@@ -14,13 +14,16 @@
 #define MPX_MPX_H_
 
 #include "mpx/actor.h"
+#include "mpx/connection.h"
 #include "mpx/errors.h"
+#include "mpx/manager.h"
 #include "mpx/pipeline.h"
 #include "mpx/pool.h"
 #include "mpx/process.h"
 #include "mpx/queue.h"
 #include "mpx/runtime.h"
 #include "mpx/shared.h"
+#include "mpx/shared_memory.h"
 #include "mpx/sync.h"
 #include "mpx/task.h"
 

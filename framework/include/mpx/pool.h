@@ -311,11 +311,12 @@ class Pool {
     static_assert(sizeof...(Params) == sizeof...(Args),
                   "apply_async: wrong number of arguments for this task");
     const detail::TaskEntry& task = lookup(detail::function_address(fn), "apply_async");
+    auto core = shared_core("apply_async");
     auto call = std::make_shared<detail::GatherCall<R, R>>(task, 1);
     std::array<std::tuple<detail::Bare<Params>...>, 1> one{
         std::tuple<detail::Bare<Params>...>(std::forward<Args>(args)...)};
-    send_all<detail::ArgCodec<Params...>, true>(call, one, 1, 1);
-    return make_result<R, R>(call);
+    send_all<detail::ArgCodec<Params...>, true>(*core, call, one, 1, 1);
+    return AsyncResult<R>(std::move(core), call);
   }
   template <class R, class... Params, class... Args>
   R apply(R (*fn)(Params...), Args&&... args) {
@@ -349,14 +350,16 @@ class Pool {
   const detail::TaskEntry& lookup(const void* fn, const char* what) const;
   // The pool's core; throws PoolBroken for a moved-from Pool.
   detail::PoolCore& core(const char* what) const;
-
-  template <class R, class T>
-  AsyncResult<T> make_result(const std::shared_ptr<detail::GatherCall<R, T>>& call) {
-    return AsyncResult<T>(core_, call);
+  // The same, shared: a submission holds it, so that a Pool destroyed by another
+  // thread meanwhile (its stop fails the submission with PoolBroken) leaves the
+  // submitting thread nothing dangling.
+  std::shared_ptr<detail::PoolCore> shared_core(const char* what) const {
+    core(what);
+    return core_;
   }
 
   template <class Codec, bool kStar, class Range, class Send>
-  void encode_chunks(const Range& items, std::size_t n, std::size_t chunksize, Send&& send) {
+  static void encode_chunks(const Range& items, std::size_t n, std::size_t chunksize, Send&& send) {
     auto it = std::begin(items);
     for (std::size_t start = 0; start < n; start += chunksize) {
       const std::size_t count = std::min(chunksize, n - start);
@@ -380,22 +383,22 @@ class Pool {
   // msgpack cannot pack, bad_alloc), the call is withdrawn so nothing waits for items
   // that were never sent, and the exception propagates.
   template <class Codec, bool kStar, class Range>
-  void send_all(const std::shared_ptr<detail::CallBase>& call, const Range& items, std::size_t n,
-                std::size_t chunksize) {
-    detail::pool_begin_call(*core_, call);
-    if (chunksize == 0) chunksize = detail::auto_chunksize(n, processes());
+  static void send_all(detail::PoolCore& core, const std::shared_ptr<detail::CallBase>& call,
+                       const Range& items, std::size_t n, std::size_t chunksize) {
+    detail::pool_begin_call(core, call);
+    if (chunksize == 0) chunksize = detail::auto_chunksize(n, detail::pool_processes(core));
     // A chunk's item count travels as 32 bits.
     chunksize = std::min<std::size_t>(chunksize, UINT32_MAX);
     try {
       detail::PinScope scope(call->pins());
       encode_chunks<Codec, kStar>(items, n, chunksize,
                                   [&](std::uint64_t start, std::uint32_t count, detail::Buffer&& buf) {
-                                    detail::pool_send_chunk(*core_, *call, start, count, std::move(buf));
+                                    detail::pool_send_chunk(core, *call, start, count, std::move(buf));
                                   });
-      detail::pool_flush(*core_);
+      detail::pool_flush(core);
     } catch (...) {
-      detail::pool_flush(*core_);
-      detail::pool_abandon_call(*core_, *call);
+      detail::pool_flush(core);
+      detail::pool_abandon_call(core, *call);
       throw;
     }
   }
@@ -405,10 +408,11 @@ class Pool {
     using T = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
     using Codec = detail::ArgCodec<Params...>;
     const detail::TaskEntry& task = lookup(detail::function_address(fn), kStar ? "starmap" : "map");
+    auto core = shared_core(kStar ? "starmap" : "map");
     const auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
     auto call = std::make_shared<detail::GatherCall<R, T>>(task, n);
-    send_all<Codec, kStar>(call, items, n, chunksize);
-    return make_result<R, T>(call);
+    send_all<Codec, kStar>(*core, call, items, n, chunksize);
+    return AsyncResult<T>(std::move(core), call);
   }
 
   template <class R, class P, class Range>
@@ -417,10 +421,11 @@ class Pool {
     using Codec = detail::ArgCodec<P>;
     const detail::TaskEntry& task =
         lookup(detail::function_address(fn), ordered ? "imap" : "imap_unordered");
+    auto core = shared_core(ordered ? "imap" : "imap_unordered");
     const auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
     auto call = std::make_shared<detail::StreamCall<R>>(task, n, ordered);
-    send_all<Codec, false>(call, items, n, chunksize);
-    return ImapIterator<R>(core_, call);
+    send_all<Codec, false>(*core, call, items, n, chunksize);
+    return ImapIterator<R>(std::move(core), call);
   }
 
   std::shared_ptr<detail::PoolCore> core_;

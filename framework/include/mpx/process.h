@@ -8,13 +8,25 @@
 //   p.join();
 //   assert(p.exitcode() == 0);
 //
+//   mpx::Process watcher(watch, 1);
+//   watcher.set_daemon(true);   // terminated when this program exits; cannot have children
+//   watcher.start();
+//   mpx::connection::wait({watcher.sentinel()}, std::chrono::seconds(1));  // its pidfd
+//
 // The child is a fresh process of this program (posix_spawn of /proc/self/exe): it runs
 // the function found by its registered name with the arguments sent to it, then exits
 // 0, or 1 if the function threw (the error is logged in the child). A child killed by a
 // signal has exitcode -signal, as in Python. If the parent dies, its children are killed.
 //
-// Thread safety: a Process object is used by one thread at a time. Movable, not copyable.
-// The destructor joins a started, unjoined process, as std::jthread does.
+// Daemonic children (set_daemon(true) before start) are as in Python: when this program
+// exits normally they are terminated (SIGTERM, then SIGKILL after a second), and they
+// may not start processes, pools or actors themselves (that throws ProcessError in the
+// child). A Process object destroyed while its non-daemonic child runs joins it (as
+// std::jthread does); one whose daemonic child runs lets it go on, and
+// active_children() still lists and reaps it.
+//
+// Thread safety: a Process object is used by one thread at a time; active_children()
+// may run on any thread. Movable, not copyable.
 #ifndef MPX_PROCESS_H_
 #define MPX_PROCESS_H_
 
@@ -25,17 +37,16 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "mpx/detail/codec.h"
 #include "mpx/errors.h"
+#include "mpx/runtime.h"
 #include "mpx/task.h"
 
 namespace mpx {
 namespace detail {
 struct ProcessState;
-struct ProcessStateDeleter {
-  void operator()(ProcessState* state) const;
-};
 }
 
 class Process {
@@ -49,12 +60,14 @@ class Process {
     const detail::TaskEntry& task = detail::require_task(detail::function_address(fn), "Process");
     detail::Buffer buf;
     detail::Pins pins;  // shared objects among the arguments live until the child is done
+    detail::FdTransfers fds;  // Pipe ends among them: the child inherits them
     {
       detail::PinScope scope(pins);
+      detail::FdScope fd_scope(fds);
       msgpack::packer<detail::Buffer> pk(buf);
       detail::ArgCodec<Params...>::pack_call(pk, std::forward<Args>(args)...);
     }
-    init(task, std::string(buf.data(), buf.size()), std::move(pins));
+    init(task, std::string(buf.data(), buf.size()), std::move(pins), std::move(fds));
   }
   ~Process();
   Process(Process&&) noexcept;
@@ -62,7 +75,8 @@ class Process {
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
 
-  // Spawns the child. Throws ProcessError if already started or the spawn fails.
+  // Spawns the child. Throws ProcessError if already started, closed, or the spawn
+  // fails, and in a daemonic process (which cannot have children).
   void start();
   // Waits for the child to end. Throws ProcessError if never started.
   void join();
@@ -77,14 +91,33 @@ class Process {
   // "Process-N" unless set_name was called (before start).
   const std::string& name() const;
   void set_name(std::string name);
+  // Python's daemon flag; set before start (ProcessError after).
+  void set_daemon(bool daemon);
+  bool daemon() const;
+  // A pidfd of the child, readable once it has ended (Python's sentinel): for poll or
+  // mpx::connection::wait. Valid until close() or destruction; do not close it.
+  // Throws ProcessError before start().
+  int sentinel() const;
   // SIGTERM / SIGKILL the child; no-op when it is not running.
   void terminate();
   void kill();
+  // Releases what the object holds (its sentinel, the shared objects of its
+  // arguments). Throws ProcessError while the child runs; afterwards every method but
+  // name() and close() throws ProcessError.
+  void close();
 
  private:
-  void init(const detail::TaskEntry& task, std::string args, detail::Pins pins);
-  std::unique_ptr<detail::ProcessState, detail::ProcessStateDeleter> state_;
+  void init(const detail::TaskEntry& task, std::string args, detail::Pins pins,
+            detail::FdTransfers fds);
+  detail::ProcessState& state(const char* what) const;
+  std::shared_ptr<detail::ProcessState> state_;
 };
+
+// The Process children of this process that are still running (Python's
+// active_children()): name, pid, daemon. Reaps the ones that have ended, as Python's
+// does. Pool workers and actors are not listed: their processes belong to the Pool or
+// Actor objects.
+std::vector<ProcessInfo> active_children();
 
 }  // namespace mpx
 

@@ -18,6 +18,8 @@
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <optional>
 #include <string>
 
 #include <spdlog/spdlog.h>
@@ -37,10 +39,42 @@ struct ProcessInfo {
   std::string name;
   pid_t pid;
   Role role;
+  // A daemonic Process child (Process::set_daemon): it may not start processes,
+  // pools or actors of its own, as in Python.
+  bool daemon = false;
+  // Python's current_process().is_alive() and .exitcode, for code written against
+  // Process objects: the calling process is alive and has no exit code yet.
+  bool is_alive() const { return true; }
+  std::optional<int> exitcode() const { return std::nullopt; }
 };
 
 // The calling process's identity, in every role.
 const ProcessInfo& current_process();
+
+// The process that started this one (Python's parent_process()): a Process child's
+// parent, a pool worker's router, an actor's spawner.
+class ParentProcess {
+ public:
+  pid_t pid() const { return pid_; }
+  // Its current_process().name when it started this process.
+  const std::string& name() const { return name_; }
+  // Whether it is still running (this process has not been re-parented).
+  bool is_alive() const;
+  // A pidfd of the parent, readable once it has ended (for poll, or
+  // mpx::connection::wait). Owned by mpx: do not close it. -1 if it cannot be opened.
+  int sentinel() const;
+  // Waits until it has ended or timeout passed; returns whether it has ended.
+  bool join(std::chrono::milliseconds timeout) const;
+
+ private:
+  ParentProcess(pid_t pid, std::string name) : pid_(pid), name_(std::move(name)) {}
+  pid_t pid_;
+  std::string name_;
+  friend std::optional<ParentProcess> parent_process();
+};
+
+// nullopt in the driver (the user's own process), as Python's None.
+std::optional<ParentProcess> parent_process();
 
 // CPUs this process may run on (its affinity mask), at least 1.
 int cpu_count();

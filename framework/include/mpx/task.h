@@ -101,12 +101,15 @@ template <class R, class... Params>
 struct FunctionTraits<R (*)(Params...) noexcept> : FunctionTraits<R (*)(Params...)> {};
 
 std::string argument_error_message(const TaskEntry& task, const std::exception& e);
+// For arguments that could not be decoded for lack of memory.
+std::string out_of_memory_message(const TaskEntry& task);
 
 template <auto F>
 struct TaskImpl {
   using Traits = FunctionTraits<decltype(F)>;
   using Codec = typename Traits::Codec;
   using R = typename Traits::Result;
+  static_assert((check_result_type<R>(), true));
   static_assert(!is_handle<Bare<R>>::value,
                 "a task cannot return a shared object (Value, Array, Lock, Queue, ...): one "
                 "created in a worker belongs to that worker and is gone with it; create it in "
@@ -144,10 +147,17 @@ struct TaskImpl {
       } catch (const SharedMemoryError& e) {
         writer.fail(i, "mpx::SharedMemoryError", argument_error_message(self, e));
         continue;
+      } catch (const std::bad_alloc&) {
+        writer.fail(i, "std::bad_alloc", out_of_memory_message(self));
+        continue;
       } catch (const std::exception& e) {
         writer.fail(i, "mpx::DecodeError", argument_error_message(self, e));
         continue;
       }
+      // A result whose encoding throws half-way (bad_alloc, an adaptor that throws)
+      // is cut back to where its item began: the item fails alone, its neighbours'
+      // bytes stay readable.
+      const std::size_t item_begins = out.size();
       try {
         if constexpr (std::is_void_v<R>) {
           std::apply(F, std::move(*args));
@@ -156,6 +166,7 @@ struct TaskImpl {
           writer.packer().pack(std::apply(F, std::move(*args)));
         }
       } catch (...) {
+        out.truncate(item_begins);
         writer.fail(i, current_exception_type(), current_exception_message());
       }
     }

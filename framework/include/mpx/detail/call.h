@@ -244,7 +244,9 @@ class GatherCall final : public ResultCall<T> {
     }
   }
   T take() override {
-    if (error_) std::rethrow_exception(error_);
+    // The error leaves with the value: the thrown exception is then owned by the
+    // catching thread alone, whichever thread drops this call last.
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
     if constexpr (std::is_void_v<T>) {
       return;
     } else if constexpr (std::is_same_v<T, std::vector<R>>) {

@@ -13,8 +13,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -28,9 +33,72 @@
 namespace mpx {
 namespace detail {
 
-// Growable output buffer; msgpack::sbuffer, whose malloc'd storage the transport can
-// adopt without copying (release()).
-using Buffer = msgpack::sbuffer;
+// Growable output buffer for msgpack::packer, with msgpack::sbuffer's interface: its
+// malloc'd storage can be adopted by the transport without copying (release()), and,
+// unlike sbuffer, it can be cut back (truncate), so that an item whose encoding throws
+// half-way (bad_alloc, a throwing adaptor) leaves no partial bytes behind it.
+class Buffer {
+ public:
+  explicit Buffer(std::size_t reserve = 8192) {
+    if (reserve > 0) {
+      data_ = static_cast<char*>(std::malloc(reserve));
+      if (data_ == nullptr) throw std::bad_alloc();
+      cap_ = reserve;
+    }
+  }
+  ~Buffer() { std::free(data_); }
+  Buffer(Buffer&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)),
+        cap_(std::exchange(other.cap_, 0)) {}
+  Buffer& operator=(Buffer&& other) noexcept {
+    if (this != &other) {
+      std::free(data_);
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+      cap_ = std::exchange(other.cap_, 0);
+    }
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  void write(const char* bytes, std::size_t len) {
+    if (len == 0) return;
+    if (cap_ - size_ < len) grow(len);
+    std::memcpy(data_ + size_, bytes, len);
+    size_ += len;
+  }
+  char* data() { return data_; }
+  const char* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  // Hands the storage (malloc'd, free() it) to the caller; the buffer is empty after.
+  char* release() {
+    cap_ = size_ = 0;
+    return std::exchange(data_, nullptr);
+  }
+  void clear() { size_ = 0; }
+  // Drops the bytes from n on (n > size() is a no-op).
+  void truncate(std::size_t n) {
+    if (n < size_) size_ = n;
+  }
+
+ private:
+  void grow(std::size_t len) {
+    std::size_t cap = cap_ < 64 ? 64 : cap_;
+    while (cap - size_ < len) {
+      if (cap > SIZE_MAX / 2) throw std::bad_alloc();
+      cap *= 2;
+    }
+    char* grown = static_cast<char*>(std::realloc(data_, cap));
+    if (grown == nullptr) throw std::bad_alloc();
+    data_ = grown;
+    cap_ = cap;
+  }
+  char* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t cap_ = 0;
+};
 
 // Reads the header of the msgpack array at data[off]; advances off past it. Throws
 // DecodeError if the bytes there are not an array header.
@@ -60,6 +128,45 @@ struct ItemError {
 
 template <class T>
 using Bare = std::remove_cv_t<std::remove_reference_t<T>>;
+
+// Whether T is, or holds, a type that views memory it does not own (std::string_view,
+// a pointer, msgpack::object): decoded in the receiving process, such a value would
+// point into a buffer that is freed once decoding is done. Looks inside standard
+// containers, pairs, tuples and optionals.
+template <class T, class = void>
+struct holds_views : std::false_type {};
+template <class T>
+struct holds_views<T*> : std::true_type {};
+template <class C, class Tr>
+struct holds_views<std::basic_string_view<C, Tr>> : std::true_type {};
+template <>
+struct holds_views<msgpack::object> : std::true_type {};
+template <class A, class B>
+struct holds_views<std::pair<A, B>>
+    : std::bool_constant<holds_views<Bare<A>>::value || holds_views<Bare<B>>::value> {};
+template <class... Ts>
+struct holds_views<std::tuple<Ts...>> : std::bool_constant<(holds_views<Bare<Ts>>::value || ...)> {};
+template <class T>
+struct holds_views<std::optional<T>> : holds_views<Bare<T>> {};
+// Containers (not std::string: its value_type is a char): their elements decide.
+template <class T>
+struct holds_views<T, std::enable_if_t<!std::is_same_v<T, std::string> &&
+                                       std::is_class_v<typename T::value_type>>>
+    : holds_views<Bare<typename T::value_type>> {};
+template <class T>
+struct holds_views<T, std::enable_if_t<!std::is_same_v<T, std::string> &&
+                                       std::is_pointer_v<typename T::value_type>>> : std::true_type {};
+
+// Compile-time check of a result type that another process decodes (a task's result,
+// an actor method's).
+template <class R>
+constexpr void check_result_type() {
+  static_assert(!holds_views<Bare<R>>::value,
+                "mpx: this result type is, or holds, a non-owning type (std::string_view, a "
+                "pointer, msgpack::object): the caller decodes it from a buffer that is freed "
+                "right after, so it would read freed memory. Return an owning type instead "
+                "(std::string for std::string_view, a value or std::vector for a pointer)");
+}
 
 // Encodes arguments the way the task with parameters Params... decodes them: each
 // argument is first converted to the declared parameter type, so the wire always

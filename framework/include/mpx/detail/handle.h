@@ -7,6 +7,7 @@
 #include <memory>
 #include <type_traits>
 #include <utility>
+#include <utility>
 
 #include <msgpack.hpp>
 
@@ -44,6 +45,18 @@ H open_handle(const msgpack::object& o) {
   return HandleAccess::adopt<H>(unpack_segment(o, HandleTraits<H>::kKind, HandleTraits<H>::tag()));
 }
 
+// Handles that are not one segment (a Condition is two, a Connection a descriptor)
+// say how they travel by specialising HandleCodec<H> with
+//   template <class Stream> static void pack(msgpack::packer<Stream>& pk, const H& h);
+//   static H unpack(const msgpack::object& o);  // throws msgpack::type_error, ...
+template <class H>
+struct HandleCodec;
+template <class H, class = void>
+struct has_codec : std::false_type {};
+template <class H>
+struct has_codec<H, std::void_t<decltype(HandleCodec<H>::unpack(std::declval<const msgpack::object&>()))>>
+    : std::true_type {};
+
 }  // namespace detail
 }  // namespace mpx
 
@@ -71,6 +84,26 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
   struct convert<H, std::enable_if_t<mpx::detail::is_handle<H>::value>> {
     const msgpack::object& operator()(const msgpack::object& o, H& h) const {
       h = mpx::detail::open_handle<H>(o);
+      return o;
+    }
+  };
+
+  template <class H>
+  struct pack<H, std::enable_if_t<mpx::detail::has_codec<H>::value>> {
+    template <class Stream>
+    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& pk, const H& h) const {
+      mpx::detail::HandleCodec<H>::pack(pk, h);
+      return pk;
+    }
+  };
+  template <class H>
+  struct as<H, std::enable_if_t<mpx::detail::has_codec<H>::value>> {
+    H operator()(const msgpack::object& o) const { return mpx::detail::HandleCodec<H>::unpack(o); }
+  };
+  template <class H>
+  struct convert<H, std::enable_if_t<mpx::detail::has_codec<H>::value>> {
+    const msgpack::object& operator()(const msgpack::object& o, H& h) const {
+      h = mpx::detail::HandleCodec<H>::unpack(o);
       return o;
     }
   };

@@ -29,6 +29,33 @@ class PinScope {
 
 // Adds object to the innermost active PinScope of this thread; no-op without one.
 void pin(std::shared_ptr<const void> object);
+// Whether a PinScope is active on this thread.
+bool pinning();
+
+// A descriptor a message hands over (an end of an mpx::Pipe), and what keeps it open.
+struct FdTransfer {
+  int fd;
+  std::shared_ptr<const void> keep;
+};
+using FdTransfers = std::vector<FdTransfer>;
+
+// While an FdScope is active on a thread (a Process being built), handles packed there
+// that carry a descriptor add it to the scope's list instead of pinning it: the Process
+// hands those descriptors to its child when it spawns it (the child inherits them, as
+// with fork), and drops its own copies then.
+class FdScope {
+ public:
+  explicit FdScope(FdTransfers& out);
+  ~FdScope();
+  FdScope(const FdScope&) = delete;
+  FdScope& operator=(const FdScope&) = delete;
+
+ private:
+  FdTransfers* previous_;
+};
+
+// The innermost active FdScope's list on this thread, or null.
+FdTransfers* fd_scope();
 
 }  // namespace detail
 }  // namespace mpx

@@ -40,6 +40,11 @@ enum class SegmentKind : std::uint32_t {
   kBarrier,
   kQueue,
   kActor,  // an actor's control block (framework/actor)
+  kCondition,
+  kRawValue,
+  kRawArray,
+  kSharedMemory,
+  kLastKind = kSharedMemory,
 };
 const char* segment_kind_name(SegmentKind kind);
 
@@ -115,6 +120,10 @@ class Segment {
   // The memfd's name, "mpx-<owner pid>-<kind>-<n>", as /proc/<pid>/maps shows it.
   const std::string& name() const { return name_; }
   bool owned() const { return owned_fd_ >= 0; }
+  // Owner only, before the segment is first shared: keeps object alive as long as this
+  // mapping lives (another shared object a Value uses as its lock, the arguments of a
+  // Barrier's action, the name a SharedMemory holds), so pinning the segment pins it.
+  void keep(std::shared_ptr<const void> object) { kept_.push_back(std::move(object)); }
 
  private:
   Segment() = default;
@@ -125,6 +134,7 @@ class Segment {
   char* body_ = nullptr;
   std::size_t body_bytes_ = 0;
   int owned_fd_ = -1;  // the memfd, kept open by the owner only
+  std::vector<std::shared_ptr<const void>> kept_;  // see keep()
 };
 
 // Packs a handle's ref and records the segment in the current PinScope, if any.
