@@ -2,18 +2,16 @@
 // {"scenario": ..., "unit": ..., "values": [...]}, one value per repetition. The
 // anchors are Python's multiprocessing Manager proxies (python_anchor.py) and CAF
 // (caf_anchor.cc), run by tools/bench/run in the same session.
-#include <algorithm>
 #include <chrono>
-#include <cstdio>
-#include <cstring>
-#include <fstream>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "mpx/mpx.h"
+#include "tools/bench/bench.h"
 
-namespace bench {
+namespace bench_actors {
 
 class Counter {
  public:
@@ -32,62 +30,27 @@ void append_ints(mpx::ListProxy<long> out, mpx::Event go, int n) {
 }
 MPX_TASK(append_ints);
 
-}  // namespace bench
+}  // namespace bench_actors
 
-namespace {
-
-using bench::Counter;
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-void emit(const char* scenario, const char* unit, const std::vector<double>& values) {
-  std::printf("{\"scenario\": \"%s\", \"unit\": \"%s\", \"values\": [", scenario, unit);
-  for (std::size_t i = 0; i < values.size(); ++i) std::printf("%s%.6g", i ? ", " : "", values[i]);
-  std::printf("]}\n");
-  std::fflush(stdout);
-}
-
-// Proportional set size: shared library pages are split among the processes mapping
-// them, so summing it over actors gives what they really cost together.
-long pss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("Pss:", 0) == 0) return std::atol(line.c_str() + 4);
-  }
-  return 0;
-}
-
-}  // namespace
+using bench_actors::Counter;
 
 int main(int argc, char** argv) {
   mpx::init(argc, argv);
-  bool quick = false;
-  for (int i = 1; i < argc; ++i) quick |= std::strcmp(argv[i], "--quick") == 0;
+  const bench::Args args(argc, argv);
+  const bool quick = args.quick;
   const int reps = 5;
   const int calls = quick ? 2000 : 10000;
 
   std::vector<double> round_trip, pipelined, spawn_ms, memory;
   for (int r = 0; r < reps; ++r) {
     auto c = mpx::spawn<Counter>(0L);
-    for (int i = 0; i < 200; ++i) c.call(&Counter::add, 1L).get();  // warm up
-    std::vector<double> us;
-    us.reserve(calls);
-    for (int i = 0; i < calls; ++i) {
-      const auto t0 = Clock::now();
-      c.call(&Counter::add, 1L).get();
-      us.push_back(seconds_since(t0) * 1e6);
-    }
-    std::nth_element(us.begin(), us.begin() + us.size() / 2, us.end());
-    round_trip.push_back(us[us.size() / 2]);
+    round_trip.push_back(
+        bench::p50_us(200, calls, [&](int) { c.call(&Counter::add, 1L).get(); }));
 
     // 1,000 calls in flight at a time, as the CAF anchor does (Manager proxies have no
     // asynchronous call: python_anchor.py overlaps what a thread pool can).
     const int window = 1000, total = calls * 5;
-    const auto t0 = Clock::now();
+    const auto t0 = bench::Clock::now();
     std::vector<mpx::Future<long>> inflight;
     inflight.reserve(window);
     for (int sent = 0; sent < total; sent += window) {
@@ -95,19 +58,19 @@ int main(int argc, char** argv) {
       for (int i = 0; i < window; ++i) inflight.push_back(c.call(&Counter::add, 1L));
       for (auto& f : inflight) f.get();
     }
-    pipelined.push_back(total / seconds_since(t0));
+    pipelined.push_back(total / bench::seconds_since(t0));
   }
-  emit("actor call round trip p50", "us", round_trip);
-  emit("actor calls, 1000 in flight", "calls/s", pipelined);
+  bench::emit("actor call round trip p50", "us", round_trip);
+  bench::emit("actor calls, 1000 in flight", "calls/s", pipelined);
 
   for (int r = 0; r < reps; ++r) {
-    const auto t0 = Clock::now();
+    const auto t0 = bench::Clock::now();
     auto c = mpx::spawn<Counter>(0L);
     c.call(&Counter::add, 1L).get();
     c.stop();
-    spawn_ms.push_back(seconds_since(t0) * 1e3);
+    spawn_ms.push_back(bench::seconds_since(t0) * 1e3);
   }
-  emit("actor spawn + first call + stop", "ms", spawn_ms);
+  bench::emit("actor spawn + first call + stop", "ms", spawn_ms);
 
   const int idle = quick ? 20 : 100;
   for (int r = 0; r < (quick ? 1 : 5); ++r) {
@@ -115,10 +78,10 @@ int main(int argc, char** argv) {
     for (int i = 0; i < idle; ++i) actors.push_back(mpx::spawn<Counter>(0L));
     for (auto& a : actors) a.call(&Counter::add, 1L).get();
     long total = 0;
-    for (auto& a : actors) total += pss_kib(a.pid());
+    for (auto& a : actors) total += bench::pss_kib(a.pid());
     memory.push_back(static_cast<double>(total) / idle / 1024.0);
   }
-  emit("idle actor memory (PSS per actor process)", "MiB", memory);
+  bench::emit("idle actor memory (PSS per actor process)", "MiB", memory);
 
   // Manager: the same scenarios as python_anchor.py's manager_scenarios.
   std::vector<double> set_us, get_us, appends;
@@ -126,41 +89,28 @@ int main(int argc, char** argv) {
   for (int r = 0; r < reps; ++r) {
     mpx::Manager manager;
     auto d = manager.dict<std::string, long>();
-    for (int i = 0; i < 200; ++i) d.set("warm", i);
-    std::vector<double> us;
-    us.reserve(ops);
-    for (int i = 0; i < ops; ++i) {
-      const auto t0 = Clock::now();
-      d.set("key-" + std::to_string(i % 100), i);
-      us.push_back(seconds_since(t0) * 1e6);
-    }
-    std::nth_element(us.begin(), us.begin() + us.size() / 2, us.end());
-    set_us.push_back(us[us.size() / 2]);
-    us.clear();
+    set_us.push_back(bench::p50_us(200, ops, [&](int i) {
+      d.set(i < 200 ? std::string("warm") : "key-" + std::to_string(i % 100), i);
+    }));
     long sum = 0;
-    for (int i = 0; i < ops; ++i) {
-      const auto t0 = Clock::now();
-      sum += *d.get("key-" + std::to_string(i % 100));
-      us.push_back(seconds_since(t0) * 1e6);
-    }
-    std::nth_element(us.begin(), us.begin() + us.size() / 2, us.end());
-    get_us.push_back(us[us.size() / 2]);
+    get_us.push_back(bench::p50_us(0, ops, [&](int i) { sum += *d.get("key-" + std::to_string(i % 100)); }));
+    if (sum <= 0) std::abort();
 
     auto list = manager.list<long>();
     mpx::Event go;
     const int per_client = quick ? 1000 : 5000;
     std::vector<mpx::Process> clients;
-    for (int c = 0; c < 2; ++c) clients.emplace_back(bench::append_ints, list, go, per_client);
+    for (int c = 0; c < 2; ++c) clients.emplace_back(bench_actors::append_ints, list, go, per_client);
     for (auto& p : clients) p.start();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // both started, waiting
-    const auto t0 = Clock::now();
+    const auto t0 = bench::Clock::now();
     go.set();
     for (auto& p : clients) p.join();
-    appends.push_back(2.0 * per_client / seconds_since(t0));
+    appends.push_back(2.0 * per_client / bench::seconds_since(t0));
     if (list.size() != static_cast<std::size_t>(2 * per_client)) std::abort();
   }
-  emit("Manager dict d[k] = v round trip p50", "us", set_us);
-  emit("Manager dict d[k] round trip p50", "us", get_us);
-  emit("Manager list append, 2 client processes", "appends/s", appends);
+  bench::emit("Manager dict d[k] = v round trip p50", "us", set_us);
+  bench::emit("Manager dict d[k] round trip p50", "us", get_us);
+  bench::emit("Manager list append, 2 client processes", "appends/s", appends);
   return 0;
 }

@@ -39,18 +39,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include "caf/all.hpp"
 #include "caf/io/all.hpp"
+#include "tools/bench/bench.h"
 
 extern char** environ;
 
@@ -71,12 +69,6 @@ caf::behavior counter(caf::stateful_actor<CounterState>* self) {
   };
 }
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
 [[noreturn]] void die(const std::string& what) {
   std::fprintf(stderr, "caf_anchor: %s\n", what.c_str());
   std::exit(1);
@@ -84,26 +76,7 @@ double seconds_since(Clock::time_point t0) {
 
 void emit(const char* scenario, const char* unit, const char* anchor,
           const std::vector<double>& values) {
-  std::printf("{\"scenario\": \"%s\", \"unit\": \"%s\", \"anchor\": \"%s\", \"values\": [",
-              scenario, unit, anchor);
-  for (std::size_t i = 0; i < values.size(); ++i) std::printf("%s%.6g", i ? ", " : "", values[i]);
-  std::printf("]}\n");
-  std::fflush(stdout);
-}
-
-double median(std::vector<double> v) {
-  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
-  return v[v.size() / 2];
-}
-
-// As in actor_bench.cc: shared pages split among the processes that map them.
-long pss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("Pss:", 0) == 0) return std::atol(line.c_str() + 4);
-  }
-  return 0;
+  bench::emit(scenario, unit, values, {{"anchor", bench::quoted(anchor)}});
 }
 
 // --- the server process -------------------------------------------------------------
@@ -178,15 +151,7 @@ std::int64_t call_add(caf::scoped_actor& self, const caf::actor& a) {
 
 // p50 of `calls` sequential round trips (after a warm-up, as actor_bench does).
 double round_trip_p50(caf::scoped_actor& self, const caf::actor& a, int calls) {
-  for (int i = 0; i < 200; ++i) call_add(self, a);
-  std::vector<double> us;
-  us.reserve(calls);
-  for (int i = 0; i < calls; ++i) {
-    const auto t0 = Clock::now();
-    call_add(self, a);
-    us.push_back(seconds_since(t0) * 1e6);
-  }
-  return median(std::move(us));
+  return bench::p50_us(200, calls, [&](int) { call_add(self, a); });
 }
 
 // Calls per second with `window` requests in flight: all sent, then every reply
@@ -196,7 +161,7 @@ double pipelined_rate(caf::scoped_actor& self, const caf::actor& a, int total, i
   using Handle = decltype(self->request(a, caf::infinite, add_atom::value, std::int64_t{1}));
   std::vector<Handle> inflight;
   inflight.reserve(window);
-  const auto t0 = Clock::now();
+  const auto t0 = bench::Clock::now();
   for (int sent = 0; sent < total; sent += window) {
     inflight.clear();
     for (int i = 0; i < window; ++i) {
@@ -207,7 +172,7 @@ double pipelined_rate(caf::scoped_actor& self, const caf::actor& a, int total, i
                 [&](caf::error& e) { die("call failed: " + self->system().render(e)); });
     }
   }
-  return total / seconds_since(t0);
+  return total / bench::seconds_since(t0);
 }
 
 int run(bool quick) {
@@ -232,11 +197,11 @@ int run(bool quick) {
   emit("actor calls, 1000 in flight", "calls/s", remote, pipelined);
 
   for (int r = 0; r < reps; ++r) {
-    const auto t0 = Clock::now();
+    const auto t0 = bench::Clock::now();
     Server s = start_server(sys);
     call_add(self, s.actor);
     stop_server(self, s);
-    spawn_ms.push_back(seconds_since(t0) * 1e3);
+    spawn_ms.push_back(bench::seconds_since(t0) * 1e3);
   }
   emit("actor spawn + first call + stop", "ms", remote, spawn_ms);
 
@@ -246,7 +211,7 @@ int run(bool quick) {
     for (int i = 0; i < idle; ++i) servers.push_back(start_server(sys));
     for (auto& s : servers) call_add(self, s.actor);
     long total_kib = 0;
-    for (auto& s : servers) total_kib += pss_kib(s.pid);
+    for (auto& s : servers) total_kib += bench::pss_kib(s.pid);
     memory.push_back(static_cast<double>(total_kib) / idle / 1024.0);
     for (auto& s : servers) stop_server(self, s);
   }
@@ -268,14 +233,14 @@ int run(bool quick) {
   emit("actor calls, 1000 in flight", "calls/s", local, pipelined);
   for (int r = 0; r < reps; ++r) {
     const int n = 100;  // one spawn is a few microseconds: average over many
-    const auto t0 = Clock::now();
+    const auto t0 = bench::Clock::now();
     for (int i = 0; i < n; ++i) {
       auto a = sys.spawn(counter);
       call_add(self, a);
       self->send(a, stop_atom::value);
       self->wait_for(a);
     }
-    spawn_ms.push_back(seconds_since(t0) * 1e3 / n);
+    spawn_ms.push_back(bench::seconds_since(t0) * 1e3 / n);
   }
   emit("actor spawn + first call + stop", "ms", local, spawn_ms);
   return 0;
@@ -284,10 +249,8 @@ int run(bool quick) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--serve") == 0) return serve();
-    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
   }
-  return run(quick);
+  return run(bench::Args(argc, argv).quick);
 }

@@ -8,14 +8,18 @@
 // send-then-receive. Neither process is pinned to a CPU and both block in the kernel
 // while waiting (as the mpx router and ZeroMQ do), except in the busy-poll row, where
 // both spin on non-blocking receives (as mpx's actor streams do, for a bounded time,
-// before they block): on a 2-core machine that row shows what spinning can buy.
+// before they block): on a 2-core machine that row shows what spinning can buy. The
+// shared-memory row is the floor below every socket: both processes spin on a word in
+// a shared mapping, no system call at all.
 //
 //   pipe pair              two pipe(2)s, read/write
 //   unix stream socketpair socketpair(AF_UNIX, SOCK_STREAM), blocking
 //   unix stream, busy-poll same, both ends spin on recv(MSG_DONTWAIT)
 //   TCP loopback           a connected 127.0.0.1 TCP pair, TCP_NODELAY (CAF's remoting)
 //   ZeroMQ ipc DEALER/ROUTER  abstract ipc:// endpoint, the parent is the ROUTER
-//                          (mpx's pool hops)
+//                          (mpx's pool hops until they moved to unix streams)
+//   shared memory, busy-poll  a MAP_SHARED page: the parent stores a sequence number,
+//                          the child spins until it sees it and stores it back
 //   TCP, ZeroMQ tcp DEALER/ROUTER to a namespace host
 //                          the child in a network namespace of its own
 //                          (framework/testing NetnsHosts), the parent listening on the
@@ -23,21 +27,21 @@
 //                          another "host" of the multi-host tests (no CURVE). Needs
 //                          root; skipped with the reason otherwise.
 //
-// Usage: floors [--quick]. 5 repetitions; --quick makes each repetition shorter.
+// Usage: floors [--quick] [--only=<text>]. 5 repetitions; --quick: 3, each shorter.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
+#include <atomic>
 #include <cerrno>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -49,29 +53,16 @@
 #include <zmq.h>
 
 #include "framework/testing/hosts.h"
+#include "tools/bench/bench.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 constexpr std::size_t kMessage = 8;
 constexpr int kWarmup = 500;
 
 [[noreturn]] void die(const char* what) {
   std::fprintf(stderr, "floors: %s: %s\n", what, std::strerror(errno));
   std::exit(1);
-}
-
-void emit(const std::string& scenario, const std::vector<double>& values) {
-  std::printf("{\"scenario\": \"%s\", \"unit\": \"us\", \"floor\": true, \"values\": [",
-              scenario.c_str());
-  for (std::size_t i = 0; i < values.size(); ++i) std::printf("%s%.6g", i ? ", " : "", values[i]);
-  std::printf("]}\n");
-  std::fflush(stdout);
-}
-
-double median(std::vector<double> v) {
-  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
-  return v[v.size() / 2];
 }
 
 // Reads or writes exactly n bytes (blocking fds).
@@ -125,19 +116,6 @@ void reap(pid_t pid) {
   }
 }
 
-// Times `rounds` ping-pongs (after a warm-up); returns their p50 in microseconds.
-double time_rounds(int rounds, const std::function<void()>& ping_pong) {
-  for (int i = 0; i < kWarmup; ++i) ping_pong();
-  std::vector<double> us;
-  us.reserve(rounds);
-  for (int i = 0; i < rounds; ++i) {
-    const auto t0 = Clock::now();
-    ping_pong();
-    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
-  }
-  return median(std::move(us));
-}
-
 // Ping-pong over two fds to the child (to_child, from_child) and the child's two ends.
 double fd_floor(int rounds, int parent_out, int parent_in, int child_in, int child_out,
                 const std::vector<int>& parent_only, const std::vector<int>& child_only,
@@ -154,7 +132,7 @@ double fd_floor(int rounds, int parent_out, int parent_in, int child_in, int chi
   });
   for (int fd : child_only) close(fd);
   char buf[kMessage] = "ping";
-  const double p50 = time_rounds(rounds, [&] {
+  const double p50 = bench::p50_us(kWarmup, rounds, [&](int) {
     write_all(parent_out, buf, kMessage);
     if (spin) spin_read_all(parent_in, buf, kMessage);
     else read_all(parent_in, buf, kMessage);
@@ -219,7 +197,7 @@ double tcp_floor(int rounds, const char* address, const std::string& netns) {
   close(listener);
   setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   char buf[kMessage] = "ping";
-  const double p50 = time_rounds(rounds, [&] {
+  const double p50 = bench::p50_us(kWarmup, rounds, [&](int) {
     write_all(server, buf, kMessage);
     read_all(server, buf, kMessage);
   });
@@ -262,7 +240,7 @@ double zmq_floor(int rounds, const std::string& bind_endpoint, const std::string
   const int id_size = zmq_recv(router, id, sizeof id, 0);
   if (id_size < 0) die("zmq_recv identity");
   if (zmq_recv(router, buf, kMessage, 0) < 0) die("zmq_recv hello");
-  const double p50 = time_rounds(rounds, [&] {
+  const double p50 = bench::p50_us(kWarmup, rounds, [&](int) {
     char rid[256];
     if (zmq_send(router, id, static_cast<std::size_t>(id_size), ZMQ_SNDMORE) < 0) die("zmq_send");
     if (zmq_send(router, buf, kMessage, 0) < 0) die("zmq_send");
@@ -275,13 +253,37 @@ double zmq_floor(int rounds, const std::string& bind_endpoint, const std::string
   return p50;
 }
 
+// Shared memory: both sides spin on a sequence number in a shared page.
+double shm_floor(int rounds) {
+  void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (page == MAP_FAILED) die("mmap");
+  auto* words = static_cast<std::atomic<std::uint64_t>*>(page);  // [0] ping, [1] pong
+  new (&words[0]) std::atomic<std::uint64_t>(0);
+  new (&words[1]) std::atomic<std::uint64_t>(0);
+  const std::uint64_t total = kWarmup + static_cast<std::uint64_t>(rounds);
+  const pid_t pid = fork_child([&] {
+    for (std::uint64_t i = 1; i <= total; ++i) {
+      while (words[0].load(std::memory_order_acquire) != i) {
+      }
+      words[1].store(i, std::memory_order_release);
+    }
+  });
+  const double p50 = bench::p50_us(kWarmup, rounds, [&](int i) {
+    const auto seq = static_cast<std::uint64_t>(i) + 1;
+    words[0].store(seq, std::memory_order_release);
+    while (words[1].load(std::memory_order_acquire) != seq) {
+    }
+  });
+  reap(pid);
+  munmap(page, 4096);
+  return p50;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  for (int i = 1; i < argc; ++i) quick |= std::strcmp(argv[i], "--quick") == 0;
-  const int reps = 5;
-  const int rounds = quick ? 2000 : 10000;
+  const bench::Args args(argc, argv);
+  const int rounds = args.quick ? 2000 : 10000;
   struct Floor {
     const char* scenario;
     std::function<double(int)> run;
@@ -298,12 +300,18 @@ int main(int argc, char** argv) {
        [&](int r) {
          return zmq_floor(rounds, "ipc://@mpx-floor-" + std::to_string(getpid()) + "-" + std::to_string(r), "");
        }},
+      {"floor: shared memory ping-pong p50, 2 processes, both busy-polling",
+       [&](int) { return shm_floor(rounds); }},
   };
-  for (const auto& f : floors) {
-    std::vector<double> values;
-    for (int r = 0; r < reps; ++r) values.push_back(f.run(r));
-    emit(f.scenario, values);
-  }
+  auto run = [&args](const std::vector<Floor>& list) {
+    for (const auto& f : list) {
+      if (!args.want(f.scenario)) continue;
+      std::vector<double> values;
+      for (int r = 0; r < args.reps; ++r) values.push_back(f.run(r));
+      bench::emit(f.scenario, "us", values, {{"floor", "true"}});
+    }
+  };
+  run(floors);
   if (const auto reason = mpx::testing::NetnsHosts::unavailable()) {
     std::fprintf(stderr, "floors: no rows across a namespace host: %s\n", reason->c_str());
     return 0;
@@ -317,10 +325,6 @@ int main(int argc, char** argv) {
       {"floor: ZeroMQ tcp DEALER/ROUTER to a namespace host ping-pong p50, 2 processes",
        [&](int) { return zmq_floor(rounds, "tcp://" + head + ":*", host); }},
   };
-  for (const auto& f : across) {
-    std::vector<double> values;
-    for (int r = 0; r < reps; ++r) values.push_back(f.run(r));
-    emit(f.scenario, values);
-  }
+  run(across);
   return 0;
 }

@@ -1,20 +1,23 @@
-// mpx side of tools/bench: the foundation scenarios, each repeated, one JSON line per
-// scenario on stdout: {"scenario": ..., "unit": ..., "values": [...]}.
-// Run through tools/bench/run, which runs the Python anchor in the same session.
-#include <algorithm>
+// mpx side of tools/bench: the pool, process and shared-state scenarios, each repeated,
+// one JSON line per scenario on stdout: {"scenario": ..., "unit": ..., "values": [...]}.
+// Run through tools/bench/run, which runs the anchors (Python multiprocessing, Open MPI,
+// a std::thread pool, memcpy) in the same session.
+//
+// Usage: pool_bench [--quick] [--only=<text>]   the table's scenarios
+//        pool_bench --sweep [--quick]           cost growth: map(echo) over items of
+//                                               8 B ... 64 MiB with 1, 2, 4, 8 workers
 #include <chrono>
 #include <cstdio>
-#include <cstdint>
 #include <cstdlib>
-#include <cstring>
-#include <fstream>
 #include <iterator>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
 #include "mpx/mpx.h"
+#include "tools/bench/bench.h"
 
 namespace {
 
@@ -25,12 +28,14 @@ void nothing() {}
 std::int64_t add_one(std::int64_t x) { return x + 1; }
 std::int64_t negate(std::int64_t x) { return -x; }
 std::size_t length_of(std::string s) { return s.size(); }
+std::string echo(std::string s) { return s; }
 MPX_TASK(square);
 MPX_TASK(multiply);
 MPX_TASK(nothing);
 MPX_TASK(add_one);
 MPX_TASK(negate);
 MPX_TASK(length_of);
+MPX_TASK(echo);
 
 // n strings of 1 MiB, each made only when the pool reads it.
 struct MegabyteStrings {
@@ -54,15 +59,6 @@ struct MegabyteStrings {
   iterator end() const { return {n}; }
 };
 
-// Peak resident memory of a process (VmHWM), in MiB.
-double peak_rss_mib(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;
-  }
-  return -1;
-}
-
 // Shared-state workloads: each child meets the driver at a barrier, so the timing
 // starts when both children are running and excludes process start-up.
 void locked_increments(mpx::Value<int> v, mpx::Barrier start, int n) {
@@ -84,19 +80,17 @@ MPX_TASK(locked_increments);
 MPX_TASK(atomic_increments);
 MPX_TASK(put_ints);
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+using bench::Clock;
+using bench::emit;
+using bench::measure;
+using bench::seconds_since;
+const bench::Field kMpxOnly{"mpx_only", "true"};  // no anchor has this figure
 
-// mpx_only: a figure without an anchor (Python has no router), shown for the record.
-void emit(const char* scenario, const char* unit, const std::vector<double>& values,
-          bool mpx_only = false) {
-  std::printf("{\"scenario\": \"%s\", \"unit\": \"%s\", %s\"values\": [", scenario, unit,
-              mpx_only ? "\"mpx_only\": true, " : "");
-  for (std::size_t i = 0; i < values.size(); ++i) std::printf("%s%.6g", i ? ", " : "", values[i]);
-  std::printf("]}\n");
-  std::fflush(stdout);
+void check(bool ok, const char* what) {
+  if (!ok) {
+    std::fprintf(stderr, "pool_bench: %s\n", what);
+    std::exit(1);
+  }
 }
 
 // Two processes run task(value, barrier, n); returns increments per second.
@@ -112,25 +106,18 @@ double two_process_increments(Task task, int n) {
   a.join();
   b.join();
   const double rate = 2.0 * n / seconds_since(t0);
-  if (v.load() != 2 * n) {
-    std::fprintf(stderr, "pool_bench: lost increments: %d of %d\n", v.load(), 2 * n);
-    std::exit(1);
-  }
+  check(v.load() == 2 * n, "lost increments");
   return rate;
 }
 
-void shared_state_scenarios(int reps, double scale) {
-  const int n = static_cast<int>(500000 * scale);
-  std::vector<double> v;
-  for (int r = 0; r < reps; ++r) v.push_back(two_process_increments(locked_increments, n));
-  emit("Value += 1 under get_lock(), 2 processes", "increments/s", v);
-  v.clear();
-  for (int r = 0; r < reps; ++r) v.push_back(two_process_increments(atomic_increments, n));
-  emit("Value += 1, 2 processes: mpx fetch_add vs Python get_lock()", "increments/s", v);
-
-  const int items = static_cast<int>(1000000 * scale);
-  v.clear();
-  for (int r = 0; r < reps; ++r) {
+void shared_state_scenarios(const bench::Args& args) {
+  const int n = static_cast<int>(500000 * args.scale);
+  measure(args, "Value += 1 under get_lock(), 2 processes", "increments/s",
+          [n] { return two_process_increments(locked_increments, n); });
+  measure(args, "Value += 1, 2 processes: mpx fetch_add vs Python get_lock()", "increments/s",
+          [n] { return two_process_increments(atomic_increments, n); });
+  const int items = static_cast<int>(1000000 * args.scale);
+  measure(args, "Queue of small ints, producer process -> consumer", "items/s", [items] {
     mpx::Queue<int> q;
     mpx::Barrier start(2);
     mpx::Process producer(put_ints, q, start, items);
@@ -139,141 +126,154 @@ void shared_state_scenarios(int reps, double scale) {
     const auto t0 = Clock::now();
     long long sum = 0;
     for (int i = 0; i < items; ++i) sum += q.get();
-    v.push_back(items / seconds_since(t0));
+    const double rate = items / seconds_since(t0);
     producer.join();
-    if (sum != static_cast<long long>(items) * (items - 1) / 2) {
-      std::fprintf(stderr, "pool_bench: queue lost items\n");
-      std::exit(1);
+    check(sum == static_cast<long long>(items) * (items - 1) / 2, "queue lost items");
+    return rate;
+  });
+}
+
+// "Pool(N) create + first task + teardown" (N = 2 keeps the name of earlier runs).
+std::string pool_create_scenario(int n) {
+  return "Pool(" + std::to_string(n) + ") create + first task + teardown";
+}
+
+// PSS of an idle pool's workers (the router's children), per worker, in MiB.
+double idle_worker_pss_mib(int n) {
+  mpx::Pool pool(n);
+  std::vector<std::int64_t> xs(static_cast<std::size_t>(4 * n));
+  pool.map(square, xs, 1);  // every worker started, most have run a task
+  std::vector<pid_t> workers;
+  for (int tries = 0; tries < 100; ++tries) {  // a replacement may still be starting
+    workers = bench::children_of(pool.router_pid());
+    if (static_cast<int>(workers.size()) == n) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  long kib = 0;
+  for (pid_t w : workers) kib += bench::pss_kib(w);
+  return workers.empty() ? 0.0 : static_cast<double>(kib) / static_cast<double>(workers.size()) / 1024;
+}
+
+// map(echo) over items of each size with 1, 2, 4, 8 workers: MiB/s of items mapped.
+void sweep(const bench::Args& args) {
+  for (int workers : bench::sweep_workers()) {
+    mpx::Pool pool(workers);
+    for (std::size_t item_bytes : bench::sweep_item_bytes()) {
+      if (!args.want(bench::sweep_scenario(item_bytes, workers))) continue;
+      const std::size_t n = bench::sweep_items(item_bytes, args.scale);
+      const std::vector<std::string> items(n, std::string(item_bytes, 'x'));
+      const auto v = bench::sweep_values(args, [&] {
+        const auto t0 = Clock::now();
+        const std::vector<std::string> out = pool.map(echo, items);
+        const double rate = static_cast<double>(n * item_bytes) / (1 << 20) / seconds_since(t0);
+        check(out == items, "echo differs");
+        return rate;
+      });
+      bench::emit_sweep_point("", item_bytes, workers, n, v);
     }
   }
-  emit("Queue of small ints, producer process -> consumer", "items/s", v);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   mpx::init(argc, argv);
-  int reps = 5;
-  double scale = 1.0;
-  std::string only;  // --only=<text>: just the scenarios whose name contains it (profiling)
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) reps = 3, scale = 0.1;
-    if (std::strncmp(argv[i], "--only=", 7) == 0) only = argv[i] + 7;
+  const bench::Args args(argc, argv);
+  if (args.sweep) {
+    sweep(args);
+    return 0;
   }
-  auto want = [&only](const char* scenario) {
-    return only.empty() || std::string(scenario).find(only) != std::string::npos;
-  };
+  const double scale = args.scale;
   // Start-up scenarios first, in a small process, as the Python side does.
-  std::vector<double> v;
-  for (int r = 0; r < reps && want("Process start + join"); ++r) {
+  measure(args, "Process start + join", "ms", [] {
     const int n = 20;
-    auto t0 = Clock::now();
+    const auto t0 = Clock::now();
     for (int i = 0; i < n; ++i) {
       mpx::Process p(nothing);
       p.start();
       p.join();
     }
-    v.push_back(seconds_since(t0) * 1e3 / n);
+    return seconds_since(t0) * 1e3 / n;
+  });
+  for (int workers : {1, 2, 4, 8, 16, 32}) {
+    measure(args, pool_create_scenario(workers), "ms", [&args, workers] {
+      const int n = args.quick ? 1 : 5;
+      const auto t0 = Clock::now();
+      for (int i = 0; i < n; ++i) {
+        mpx::Pool p(workers);
+        p.apply(square, 1);
+      }
+      return seconds_since(t0) * 1e3 / n;
+    });
   }
-  if (want("Process start + join")) emit("Process start + join", "ms", v);
-
-  v.clear();
-  for (int r = 0; r < reps && want("Pool(2) create"); ++r) {
-    const int n = 5;
-    auto t0 = Clock::now();
-    for (int i = 0; i < n; ++i) {
-      mpx::Pool p(2);
-      p.apply(square, 1);
-    }
-    v.push_back(seconds_since(t0) * 1e3 / n);
+  for (int workers : {2, 32}) {
+    measure(args, "idle pool worker memory (PSS per worker), Pool(" + std::to_string(workers) + ")",
+            "MiB", [workers] { return idle_worker_pss_mib(workers); });
   }
-  if (want("Pool(2) create")) emit("Pool(2) create + first task + teardown", "ms", v);
 
-  if (want("Value") || want("Queue")) shared_state_scenarios(reps, scale);
+  shared_state_scenarios(args);
 
   const int n_map = static_cast<int>(1000000 * scale);
   const int n_small = static_cast<int>(100000 * scale);
   std::vector<std::int64_t> xs(n_map);
   std::iota(xs.begin(), xs.end(), 0);
-  std::vector<std::tuple<std::int64_t, std::int64_t>> pairs;
-  for (int i = 0; i < n_map; ++i) pairs.emplace_back(i, i + 1);
+  std::vector<std::tuple<std::int64_t, std::int64_t>> pairs;  // made only if wanted (profiles)
+  if (args.want("starmap")) {
+    for (int i = 0; i < n_map; ++i) pairs.emplace_back(i, i + 1);
+  }
   std::vector<std::int64_t> small(xs.begin(), xs.begin() + n_small);
 
   mpx::Pool pool(2);
   pool.map(square, small);  // warm up: workers started and connected
 
-  v.clear();
-  for (int r = 0; r < reps && want("map(square, 1M"); ++r) {
-    auto t0 = Clock::now();
-    auto out = pool.map(square, xs);
-    v.push_back(out.size() / seconds_since(t0));
-  }
-  if (want("map(square, 1M")) emit("map(square, 1M ints), default chunks", "items/s", v);
-
-  v.clear();
-  for (int r = 0; r < reps && want("chunksize=1)"); ++r) {
-    auto t0 = Clock::now();
-    auto out = pool.map(square, small, 1);
-    v.push_back(out.size() / seconds_since(t0));
-  }
-  if (want("chunksize=1)")) emit("map(square, 100k ints, chunksize=1)", "items/s", v);
-
-  v.clear();
-  for (int r = 0; r < reps && want("starmap"); ++r) {
-    auto t0 = Clock::now();
-    auto out = pool.starmap(multiply, pairs);
-    v.push_back(out.size() / seconds_since(t0));
-  }
-  if (want("starmap")) emit("starmap(multiply, 1M pairs)", "items/s", v);
-
-  v.clear();
-  for (int r = 0; r < reps && want("round trip"); ++r) {
-    std::vector<double> lat;
-    for (int i = 0; i < 2000 * scale + 200; ++i) {
-      auto t0 = Clock::now();
-      pool.apply_async(square, i).get();
-      lat.push_back(seconds_since(t0) * 1e6);
-    }
-    std::nth_element(lat.begin(), lat.begin() + lat.size() / 2, lat.end());
-    v.push_back(lat[lat.size() / 2]);
-  }
-  if (want("round trip")) emit("apply_async(square).get() round trip p50", "us", v);
+  // items/s of pool.map(square, items, chunksize), its results checked after the clock.
+  auto map_rate = [&pool](const std::vector<std::int64_t>& items, std::size_t chunksize) {
+    const auto t0 = Clock::now();
+    const auto out = pool.map(square, items, chunksize);
+    const double rate = static_cast<double>(out.size()) / seconds_since(t0);
+    check(out.size() == items.size() && out.back() == items.back() * items.back(), "wrong squares");
+    return rate;
+  };
+  measure(args, "map(square, 1M ints), default chunks", "items/s", [&] { return map_rate(xs, 0); });
+  measure(args, "map(square, 100k ints, chunksize=1)", "items/s", [&] { return map_rate(small, 1); });
+  measure(args, "starmap(multiply, 1M pairs)", "items/s", [&] {
+    const auto t0 = Clock::now();
+    const auto out = pool.starmap(multiply, pairs);
+    return static_cast<double>(out.size()) / seconds_since(t0);
+  });
+  measure(args, "apply_async(square).get() round trip p50", "us", [&] {
+    return bench::p50_us(0, static_cast<int>(2000 * scale + 200),
+                         [&](int i) { pool.apply_async(square, i).get(); });
+  });
 
   // Large payloads through the pool, generated as it reads them: throughput, and how
   // much memory the router needed for it (backpressure keeps it bounded).
-  const std::size_t megabytes = static_cast<std::size_t>(2000 * scale);
-  v.clear();
-  for (int r = 0; r < reps && want("1 MiB"); ++r) {
-    auto t0 = Clock::now();
+  const auto megabytes = static_cast<std::size_t>(2000 * scale);
+  const std::string payloads = "imap_unordered(len, 2,000 x 1 MiB strings, chunksize=1)";
+  measure(args, payloads, "MiB/s", [&] {
+    const auto t0 = Clock::now();
     std::size_t total = 0;
     for (std::size_t n : pool.imap_unordered(length_of, MegabyteStrings{megabytes}, 1)) total += n;
-    v.push_back(static_cast<double>(total >> 20) / seconds_since(t0));
-    if (total != megabytes << 20) {
-      std::fprintf(stderr, "pool_bench: lost payloads\n");
-      std::exit(1);
-    }
-  }
-  if (want("1 MiB")) {
-    emit("imap_unordered(len, 2,000 x 1 MiB strings, chunksize=1)", "MiB/s", v);
+    const double rate = static_cast<double>(total >> 20) / seconds_since(t0);
+    check(total == megabytes << 20, "lost payloads");
+    return rate;
+  });
+  if (args.want(payloads)) {
     emit("peak RSS of the pool's router after the 1 MiB payloads", "MiB",
-         {peak_rss_mib(pool.router_pid())}, /*mpx_only=*/true);
+         {bench::peak_rss_mib(pool.router_pid())}, {kMpxOnly});
   }
 
   // Three stages, each a pool of 2 workers, from start to end: pools included, as a
   // pipeline starts its own.
   const std::vector<std::int64_t> piped(xs.begin(), xs.begin() + static_cast<std::ptrdiff_t>(200000 * scale));
-  v.clear();
-  for (int r = 0; r < reps && want("pipeline"); ++r) {
-    auto t0 = Clock::now();
+  measure(args, "pipeline of 3 map stages (2 workers each), 200k ints, start to end", "items/s", [&] {
+    const auto t0 = Clock::now();
     const auto out =
         mpx::Pipeline::from(piped).map(square, 2).map(add_one, 2).map(negate, 2).collect();
-    v.push_back(out.size() / seconds_since(t0));
-    if (out.size() != piped.size() || out.back() != -(piped.back() * piped.back() + 1)) {
-      std::fprintf(stderr, "pool_bench: pipeline lost items\n");
-      std::exit(1);
-    }
-  }
-  if (want("pipeline")) emit("pipeline of 3 map stages (2 workers each), 200k ints, start to end", "items/s", v);
-
+    const double rate = static_cast<double>(out.size()) / seconds_since(t0);
+    check(out.size() == piped.size() && out.back() == -(piped.back() * piped.back() + 1),
+          "pipeline lost items");
+    return rate;
+  });
   return 0;
 }

@@ -2,7 +2,8 @@
 
     python3 python_anchor.py [--quick] [--suite=pool|actor|all]   (default: all)
 
-pool:  Pool(2), Process, Value/Lock/Queue scenarios (anchor of pool_bench.cc).
+pool:  Pool(2) (and Pool(N) start-up), Process, Value/Lock/Queue scenarios (anchor of
+       pool_bench.cc).
 actor: a Counter served by a multiprocessing Manager and called through its proxy
        (anchor of actor_bench.cc), with the scenario names actor_bench emits, and
        Manager().dict() / .list() operations (anchor of mpx::Manager).
@@ -94,6 +95,10 @@ def shared_state_scenarios(reps, scale):
     emit("Queue of small ints, producer process -> consumer", "items/s", v)
 
 
+# Pool sizes of the "Pool(N) create + first task + teardown" rows (pool_bench's too).
+POOL_SIZES = (1, 2, 4, 8, 16, 32)
+
+
 def emit(scenario, unit, values):
     print(json.dumps({"scenario": scenario, "unit": unit, "values": values}), flush=True)
 
@@ -122,7 +127,7 @@ CounterManager.register("Counter", Counter)
 
 
 def pss_kib(pid):
-    """Proportional set size, as actor_bench.cc reads it."""
+    """Proportional set size, as tools/bench/bench.h reads it."""
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
             if line.startswith("Pss:"):
@@ -274,15 +279,24 @@ def pool_scenarios(quick):
             p.join()
         v.append((time.perf_counter() - t0) * 1e3 / n)
     emit("Process start + join", "ms", v)
-    v = []
-    for _ in range(reps):
-        n = 5
-        t0 = time.perf_counter()
-        for _ in range(n):
-            with mp.Pool(2) as p:
-                p.apply(square, (1,))
-        v.append((time.perf_counter() - t0) * 1e3 / n)
-    emit("Pool(2) create + first task + teardown", "ms", v)
+    for workers in POOL_SIZES:
+        v = []
+        for _ in range(reps):
+            n = 1 if quick else 5
+            t0 = time.perf_counter()
+            for _ in range(n):
+                with mp.Pool(workers) as p:
+                    p.apply(square, (1,))
+            v.append((time.perf_counter() - t0) * 1e3 / n)
+        emit(f"Pool({workers}) create + first task + teardown", "ms", v)
+    for workers in (2, 32):
+        v = []
+        for _ in range(reps):
+            with mp.Pool(workers) as p:
+                p.map(square, range(4 * workers), 1)
+                # Pool has no public list of its workers: _pool holds their Processes.
+                v.append(sum(pss_kib(w.pid) for w in p._pool) / len(p._pool) / 1024.0)
+        emit(f"idle pool worker memory (PSS per worker), Pool({workers})", "MiB", v)
 
     shared_state_scenarios(reps, scale)
 
