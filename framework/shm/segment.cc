@@ -364,6 +364,7 @@ SegmentWriter::SegmentWriter(int fd, std::size_t offset, std::string what)
 }
 
 void SegmentWriter::write(const char* data, std::size_t size) {
+  if (size == 0) return;  // an empty vector's data() may be null
   if (size <= kStagingBytes - staged_) {
     std::memcpy(staging_.get() + staged_, data, size);
     staged_ += size;
