@@ -67,5 +67,12 @@ TEST(CompileFailTest, AnActorMethodReturningAStringViewIsRefused) {
 TEST(CompileFailTest, ViewsNestedInContainersAreRefused) {
   expect_as_announced("vector_of_string_view_result.cc");
 }
+TEST(CompileFailTest, AWritableSpanParameterIsRefused) {
+  expect_as_announced("mutable_span_parameter.cc");
+}
+TEST(CompileFailTest, AnObjectOfAViewIsRefused) { expect_as_announced("object_of_string_view.cc"); }
+TEST(CompileFailTest, PuttingAStringLiteralSaysWhatToPass) {
+  expect_as_announced("put_string_literal.cc");
+}
 
 }  // namespace

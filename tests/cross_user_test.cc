@@ -41,23 +41,8 @@ constexpr char kKeepUserVar[] = "MPX_CROSS_USER_KEEP_USER";  // control run: no 
 int square(int x) { return x * x; }
 MPX_TASK(square);
 
-std::string hex(const std::string& bytes) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out += kDigits[c >> 4];
-    out += kDigits[c & 15];
-  }
-  return out;
-}
-
-std::string unhex(const std::string& text) {
-  std::string out;
-  for (std::size_t i = 0; i + 1 < text.size(); i += 2) {
-    out += static_cast<char>(std::stoi(text.substr(i, 2), nullptr, 16));
-  }
-  return out;
-}
+using mpx::testing::hex;
+using mpx::testing::unhex;
 
 // Drops every privilege for good: supplementary groups, then gid, then uid. Returns
 // an empty string on success, else what failed.

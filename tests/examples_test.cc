@@ -373,6 +373,14 @@ TEST(ExamplesTest, SharedMemory) {
             "names: ada, grace\n");
 }
 
+TEST(ExamplesTest, Objects) {
+  const RunResult r = RunClean("shared/objects");
+  EXPECT_EQ(r.out,
+            "4 tasks on one 64 MiB object: each sum 35184367894528\n"
+            "8 windows, sums adding up to the whole: yes\n"
+            "decoded in a worker: samples=8388608 windows=8 \n");
+}
+
 TEST(ExamplesTest, JoinableQueue) {
   const RunResult r = RunClean("shared/joinable_queue");
   EXPECT_EQ(r.out,
@@ -393,6 +401,7 @@ TEST(ExamplesTest, ActorCounter) {
 TEST(ExamplesTest, ActorTraining) {
   const RunResult r = RunClean("actor/training");
   EXPECT_CONTAINS(r.out, "12 fits on ");
+  EXPECT_CONTAINS(r.out, "trainer actors, all mapping one shared data set");
   EXPECT_LINE(r.out, "best: lr=0.8 l2=0 log-loss 0.2997");
   EXPECT_LINE(r.out, "serial check: same winner");
 }

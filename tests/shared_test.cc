@@ -1,7 +1,6 @@
 // Shared state across real processes: Value, Array, locks, Semaphore, Event, Barrier
 // and Queue used from Process children and Pool workers; lock holders and queue users
 // killed with SIGKILL; and the whole program killed without leaving memory behind.
-#include <dirent.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -613,18 +612,7 @@ TEST(SharedHelper, DISABLED_DriverWithSharedState) {
   a.get();
 }
 
-// mpx never creates anything in /dev/shm (segments are memfds); this guards against a
-// change that would start to.
-std::set<std::string> mpx_entries_in_dev_shm() {
-  std::set<std::string> names;
-  if (DIR* d = opendir("/dev/shm")) {
-    while (dirent* e = readdir(d)) {
-      if (std::string(e->d_name).find("mpx") != std::string::npos) names.insert(e->d_name);
-    }
-    closedir(d);
-  }
-  return names;
-}
+using mpx::testing::dev_shm_entries;
 
 // ---- SharedMemory by name, ShareableList ---------------------------------------------
 
@@ -664,7 +652,7 @@ TEST(SharedHelper, DISABLED_DriverWithANamedBlock) {
 // process that had attached keeps its mapping, and when it lets go nothing is left,
 // not in memory and not in /dev/shm (Python leaves the block in /dev/shm).
 TEST_F(SharedTest, SharedMemoryCreatorKilledLeavesNothingBehind) {
-  const auto shm_before = mpx_entries_in_dev_shm();
+  const auto shm_before = dev_shm_entries();
   const std::string name = "killed-" + std::to_string(getpid());
   const auto helper = mpx::testing::start_helper_driver("SharedHelper.DISABLED_DriverWithANamedBlock",
                                                         "MPX_BLOCK_HELPER");
@@ -681,13 +669,13 @@ TEST_F(SharedTest, SharedMemoryCreatorKilledLeavesNothingBehind) {
     EXPECT_EQ(mpx::testing::processes_mapping(prefix).size(), 1u);  // this process only
   }
   EXPECT_TRUE(mpx::testing::processes_mapping(prefix).empty());
-  EXPECT_EQ(mpx_entries_in_dev_shm(), shm_before);
+  EXPECT_EQ(dev_shm_entries(), shm_before);
   auto reused = mpx::SharedMemory::create(name, 8);  // the name is free
   EXPECT_EQ(reused.size(), 8u);
 }
 
 TEST_F(SharedTest, KillingDriverRouterAndWorkerLeavesNoMemoryBehind) {
-  const auto shm_before = mpx_entries_in_dev_shm();
+  const auto shm_before = dev_shm_entries();
   const auto helper =
       mpx::testing::start_helper_driver("SharedHelper.DISABLED_DriverWithSharedState", "MPX_SHARED_HELPER");
   ASSERT_GT(helper.pid, 0) << "helper driver did not start: " << helper.output;
@@ -715,7 +703,7 @@ TEST_F(SharedTest, KillingDriverRouterAndWorkerLeavesNoMemoryBehind) {
   EXPECT_TRUE(mpx::testing::wait_until(
       [&] { return mpx::testing::processes_mapping(prefix).empty(); }, seconds(10)));
   for (const auto& line : mpx::testing::processes_mapping(prefix)) ADD_FAILURE() << "still mapped: " << line;
-  EXPECT_EQ(mpx_entries_in_dev_shm(), shm_before);
+  EXPECT_EQ(dev_shm_entries(), shm_before);
 }
 
 }  // namespace

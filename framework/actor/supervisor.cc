@@ -153,8 +153,8 @@ class Supervisor {
     std::string reason = status ? spawning::describe(*status) : "ended";
     if (c.stop_requested.load(std::memory_order_acquire) != 0) {
       const bool clean = status && spawning::exitcode(*status) == 0;
+      s->name.reset();  // before the state a stopper waits for: its name is free again
       publish(c, State::kStopped, clean ? "stopped" : "stopped (" + reason + ")");
-      s->name.reset();
       return;
     }
     const bool restart = s->options.restart() == Restart::on_failure;
@@ -165,8 +165,8 @@ class Supervisor {
                    : reason + "; not restarted again after " + std::to_string(restarts) +
                          " restart(s) (ActorOptions::max_restarts)";
       logger().error("actor {} died: {}", c.name, why);
-      publish(c, State::kDead, why);
       s->name.reset();
+      publish(c, State::kDead, why);
       return;
     }
     logger().warn("actor {} died ({}); restarting it from its constructor arguments: its "
@@ -199,9 +199,9 @@ class Supervisor {
                    : failure->reason;
       logger().error("actor {}: restart {} failed: {}", c.name, restarts, reason);
     }
+    s->name.reset();
     publish(c, State::kDead, reason + "; not restarted again after " + std::to_string(restarts) +
                                  " restart(s) (ActorOptions::max_restarts)");
-    s->name.reset();
   }
 
   transport::Loop loop_;  // the actors' pidfds; touched by the supervisor thread only

@@ -7,7 +7,12 @@ namespace detail {
 namespace {
 thread_local Pins* t_pins = nullptr;  // the innermost active PinScope's list
 thread_local FdTransfers* t_fds = nullptr;  // the innermost active FdScope's list
+thread_local bool t_result = false;         // a ResultScope is active
 }
+
+ResultScope::ResultScope() : previous_(t_result) { t_result = true; }
+ResultScope::~ResultScope() { t_result = previous_; }
+bool packing_result() { return t_result; }
 
 FdScope::FdScope(FdTransfers& out) : previous_(t_fds) { t_fds = &out; }
 FdScope::~FdScope() { t_fds = previous_; }

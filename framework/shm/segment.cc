@@ -10,14 +10,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <vector>
 #include <deque>
+#include <fstream>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "framework/base/base.h"
 #include "mpx/errors.h"
@@ -62,8 +67,16 @@ bool typed(SegmentKind kind) {
          kind == SegmentKind::kRawArray;
 }
 
-// "Value<int>", "Lock"; "Value" when the type is not known.
+// "Value<int>", "Lock"; "Value" when the type is not known; "object of double
+// elements", "object holding std::map<...>" (mpx::put's objects).
 std::string kind_text(SegmentKind kind, std::string_view type_name) {
+  if (kind == SegmentKind::kObject) {
+    return "object of " + std::string(type_name.empty() ? "raw" : type_name) + " elements";
+  }
+  if (kind == SegmentKind::kEncodedObject) {
+    return type_name.empty() ? "object encoded with msgpack"
+                             : "object holding " + std::string(type_name);
+  }
   std::string out = segment_kind_name(kind);
   if (typed(kind) && !type_name.empty()) {
     out += '<';
@@ -73,10 +86,131 @@ std::string kind_text(SegmentKind kind, std::string_view type_name) {
   return out;
 }
 
-// "a Value<int>", "an Array<double>", "a Lock".
+// "a Value<int>", "an Array<double>", "a Lock", "an object of double elements".
 std::string describe(SegmentKind kind, std::string_view type_name) {
   const std::string text = kind_text(kind, type_name);
-  return (text[0] == 'A' || text[0] == 'E' ? "an " : "a ") + text;
+  return (std::string_view("AEIOUaeiou").find(text[0]) != std::string_view::npos ? "an " : "a ") +
+         text;
+}
+
+// Objects (mpx::put) are sealed against writes and mapped read-only.
+// A switch without default: a new kind must be placed here (-Wswitch says so).
+bool read_only(SegmentKind kind) {
+  switch (kind) {
+    case SegmentKind::kObject:
+    case SegmentKind::kEncodedObject:
+      return true;
+    case SegmentKind::kValue:
+    case SegmentKind::kArray:
+    case SegmentKind::kLock:
+    case SegmentKind::kRLock:
+    case SegmentKind::kSemaphore:
+    case SegmentKind::kEvent:
+    case SegmentKind::kBarrier:
+    case SegmentKind::kQueue:
+    case SegmentKind::kActor:
+    case SegmentKind::kCondition:
+    case SegmentKind::kRawValue:
+    case SegmentKind::kRawArray:
+    case SegmentKind::kSharedMemory:
+      return false;
+  }
+  return false;
+}
+
+std::string byte_text(std::uint64_t bytes) {
+  static const char* const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  if (bytes < 1024) return std::to_string(bytes) + " bytes";
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    ++u;
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f %s", v, units[u]);
+  return text;
+}
+
+// Memory a new shared-memory object may take: MemAvailable plus free swap, less when
+// this process's cgroup has a memory limit closer than that. nullopt when unknown.
+std::optional<std::uint64_t> available_memory(std::string& source) {
+  std::ifstream meminfo("/proc/meminfo");
+  std::uint64_t available = 0, swap_free = 0;
+  bool found = false;
+  for (std::string line; std::getline(meminfo, line);) {
+    const auto kib = [&](std::size_t skip) {
+      return std::strtoull(line.c_str() + skip, nullptr, 10) * 1024;
+    };
+    if (line.rfind("MemAvailable:", 0) == 0) {
+      available = kib(13);
+      found = true;
+    } else if (line.rfind("SwapFree:", 0) == 0) {
+      swap_free = kib(9);
+    }
+  }
+  if (!found) return std::nullopt;
+  std::uint64_t room = available + swap_free;
+  source = "MemAvailable + SwapFree in /proc/meminfo";
+  // cgroup v2: "0::/path" in /proc/self/cgroup; memory.max is "max" when unlimited.
+  std::ifstream cgroup("/proc/self/cgroup");
+  for (std::string line; std::getline(cgroup, line);) {
+    if (line.rfind("0::", 0) != 0) continue;
+    const std::string dir = "/sys/fs/cgroup" + line.substr(3);
+    std::ifstream max_file(dir + "/memory.max"), current_file(dir + "/memory.current");
+    std::string max_text;
+    std::uint64_t current = 0;
+    if (max_file >> max_text && max_text != "max" && current_file >> current) {
+      const std::uint64_t max = std::strtoull(max_text.c_str(), nullptr, 10);
+      const std::uint64_t left = max > current ? max - current : 0;
+      if (left < room) {
+        room = left;
+        source = "the memory limit of this process's cgroup (" + dir + "/memory.max)";
+      }
+    }
+  }
+  return room;
+}
+
+// A size known in advance is checked before anything is written: a put() of more than
+// the machine can hold fails at once with the reason, instead of pushing the system into
+// swap or the OOM killer half-way through.
+void check_fits(std::size_t bytes, const std::string& what) {
+  constexpr std::size_t kCheckFrom = std::size_t{16} << 20;  // reading /proc costs ~20 us
+  if (bytes < kCheckFrom) return;
+  std::string source;
+  const auto room = available_memory(source);
+  if (room && bytes > *room) {
+    throw SharedMemoryError("mpx: cannot create " + what + " of " + byte_text(bytes) +
+                            ": it does not fit in memory (" + byte_text(*room) +
+                            " available: " + source +
+                            "); put a smaller object, or split it into several");
+  }
+  rlimit fsize{};
+  if (getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY &&
+      bytes + kHeaderBytes > fsize.rlim_cur) {
+    throw SharedMemoryError("mpx: cannot create " + what + " of " + byte_text(bytes) +
+                            ": it exceeds this process's file size limit of " +
+                            byte_text(fsize.rlim_cur) + " (RLIMIT_FSIZE, ulimit -f)");
+  }
+}
+
+// memfd_create with the error mpx reports for it.
+int make_memfd(const std::string& name, const std::string& what) {
+  int fd = memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) {
+    const int err = errno;
+    std::string hint;
+    if (err == EMFILE) {
+      rlimit lim{};
+      getrlimit(RLIMIT_NOFILE, &lim);
+      hint = " (each shared object created by a process holds one file descriptor there; "
+             "this process may open " + std::to_string(lim.rlim_cur) + ")";
+    }
+    throw SharedMemoryError("mpx: cannot create " + what + ": memfd_create: " +
+                            errno_text(err) + hint);
+  }
+  return fd;
 }
 
 struct Registry {
@@ -120,6 +254,8 @@ const char* segment_kind_name(SegmentKind kind) {
     case SegmentKind::kRawValue: return "RawValue";
     case SegmentKind::kRawArray: return "RawArray";
     case SegmentKind::kSharedMemory: return "SharedMemory";
+    case SegmentKind::kObject: return "Object";
+    case SegmentKind::kEncodedObject: return "EncodedObject";
   }
   return "shared object";
 }
@@ -129,17 +265,49 @@ const TypeTag& untyped_tag() {
   return tag;
 }
 
+namespace {
+
+// The number of a new segment in this process: its name and id derive from it.
+std::uint64_t next_number(Registry& reg) {
+  std::lock_guard<std::mutex> lock(reg.mu);
+  return reg.next++;
+}
+
+std::string memfd_name(SegmentKind kind, std::uint64_t n) {
+  return "mpx-" + std::to_string(getpid()) + "-" + segment_kind_name(kind) + "-" + std::to_string(n);
+}
+
+Header make_header(const SegmentRef& ref, const TypeTag& tag, std::uint64_t body_bytes) {
+  Header h{};
+  h.id = ref.id;
+  h.version = kLayoutVersion;
+  h.kind = static_cast<std::uint32_t>(ref.kind);
+  h.type_hash = tag.hash;
+  h.type_size = tag.size;
+  h.type_align = tag.align;
+  h.count = ref.count;
+  h.body_bytes = body_bytes;
+  const std::size_t len = std::min(tag.name.size(), kTypeNameBytes - 1);
+  std::memcpy(h.type_name, tag.name.data(), len);
+  h.type_name[len] = '\0';
+  h.magic = kMagic;
+  return h;
+}
+
+void register_owned(Registry& reg, const std::shared_ptr<Segment>& seg) {
+  std::lock_guard<std::mutex> lock(reg.mu);
+  if (reg.owned.size() >= 64 && reg.owned.size() % 64 == 0) sweep_expired(reg.owned);
+  reg.owned[seg->ref().id] = seg;
+}
+
+}  // namespace
+
 std::shared_ptr<Segment> Segment::create(SegmentKind kind, const TypeTag& tag, std::uint64_t count,
                                          std::size_t body_bytes) {
   Registry& reg = registry();
-  std::uint64_t n;
-  {
-    std::lock_guard<std::mutex> lock(reg.mu);
-    n = reg.next++;
-  }
+  const std::uint64_t n = next_number(reg);
   const std::string what = describe(kind, tag.name);
-  const std::string name =
-      "mpx-" + std::to_string(getpid()) + "-" + segment_kind_name(kind) + "-" + std::to_string(n);
+  const std::string name = memfd_name(kind, n);
   const std::size_t body = (body_bytes + 63) & ~std::size_t{63};
   if (body < body_bytes || body > (SIZE_MAX >> 1)) {
     throw SharedMemoryError("mpx: cannot create " + what + " of " +
@@ -147,19 +315,7 @@ std::shared_ptr<Segment> Segment::create(SegmentKind kind, const TypeTag& tag, s
   }
   const std::size_t total = kHeaderBytes + body;
 
-  int fd = memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  if (fd < 0) {
-    const int err = errno;
-    std::string hint;
-    if (err == EMFILE) {
-      rlimit lim{};
-      getrlimit(RLIMIT_NOFILE, &lim);
-      hint = " (each shared object created by a process holds one file descriptor there; "
-             "this process may open " + std::to_string(lim.rlim_cur) + ")";
-    }
-    throw SharedMemoryError("mpx: cannot create " + what + ": memfd_create: " +
-                            errno_text(err) + hint);
-  }
+  const int fd = make_memfd(name, what);
   auto fail = [&](const char* step) {
     const int err = errno;
     close(fd);
@@ -171,41 +327,171 @@ std::shared_ptr<Segment> Segment::create(SegmentKind kind, const TypeTag& tag, s
   // Nobody, the owner included, can resize it afterwards: a shrink would turn every
   // other process's access into SIGBUS.
   if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) fail("F_ADD_SEALS");
+  struct stat st {};
+  if (fstat(fd, &st) != 0) fail("fstat");
   void* map = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) fail("mmap");
 
-  std::shared_ptr<Segment> seg(new Segment());
-  seg->ref_ = SegmentRef{kind, getpid(), fd, reg.base ^ (n * 0x9E3779B97F4A7C15ull), tag.hash,
-                         count};
-  seg->name_ = name;
-  seg->map_ = map;
-  seg->map_bytes_ = total;
-  seg->body_ = static_cast<char*>(map) + kHeaderBytes;
-  seg->body_bytes_ = body_bytes;
-  seg->owned_fd_ = fd;
-
+  std::shared_ptr<Segment> seg =
+      owned_mapping(SegmentRef{kind, getpid(), fd, reg.base ^ (n * 0x9E3779B97F4A7C15ull),
+                               tag.hash, count},
+                    name, map, total, body_bytes, st.st_dev, st.st_ino);
   auto* h = static_cast<Header*>(map);
-  h->id = seg->ref_.id;
-  h->version = kLayoutVersion;
-  h->kind = static_cast<std::uint32_t>(kind);
-  h->type_hash = tag.hash;
-  h->type_size = tag.size;
-  h->type_align = tag.align;
-  h->count = count;
-  h->body_bytes = body_bytes;
-  const std::size_t len = std::min(tag.name.size(), kTypeNameBytes - 1);
-  std::memcpy(h->type_name, tag.name.data(), len);
-  h->type_name[len] = '\0';
+  Header fresh = make_header(seg->ref_, tag, body_bytes);
+  fresh.magic = 0;
+  *h = fresh;
   // Published last: a reader that sees the magic sees the whole header.
   __atomic_store_n(&h->magic, kMagic, __ATOMIC_RELEASE);
-
-  std::lock_guard<std::mutex> lock(reg.mu);
-  if (reg.owned.size() >= 64 && reg.owned.size() % 64 == 0) sweep_expired(reg.owned);
-  reg.owned[seg->ref_.id] = seg;
+  register_owned(reg, seg);
   return seg;
 }
 
+SegmentWriter::SegmentWriter(int fd, std::size_t offset, std::string what)
+    : fd_(fd), offset_(offset), what_(std::move(what)), staging_(new char[kStagingBytes]) {
+  rlimit fsize{};
+  limit_ = getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY
+               ? static_cast<std::uint64_t>(fsize.rlim_cur)
+               : UINT64_MAX;
+}
+
+void SegmentWriter::write(const char* data, std::size_t size) {
+  if (size == 0) return;  // an empty vector's data() may be null
+  if (size <= kStagingBytes - staged_) {
+    std::memcpy(staging_.get() + staged_, data, size);
+    staged_ += size;
+    return;
+  }
+  flush();
+  if (size < kStagingBytes) {
+    std::memcpy(staging_.get(), data, size);
+    staged_ = size;
+  } else {
+    store(data, size);  // large pieces (the elements, a long string) go straight in
+  }
+}
+
+void SegmentWriter::flush() {
+  if (staged_ == 0) return;
+  const std::size_t n = std::exchange(staged_, 0);
+  store(staging_.get(), n);
+}
+
+void SegmentWriter::store(const char* data, std::size_t size) {
+  const std::uint64_t end = offset_ + written_ + size;
+  if (end > limit_ || end < size) {
+    // Checked here rather than left to write(2), which would raise SIGXFSZ and kill the
+    // process by default.
+    throw SharedMemoryError("mpx: cannot create " + what_ + ": it exceeds this process's " +
+                            "file size limit of " + byte_text(limit_) +
+                            " (RLIMIT_FSIZE, ulimit -f) after " + byte_text(written_) +
+                            " were written");
+  }
+  while (size > 0) {
+    const ssize_t n = pwrite(fd_, data, size, static_cast<off_t>(offset_ + written_));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : ENOSPC;
+      throw SharedMemoryError(
+          "mpx: cannot create " + what_ + ": writing it failed after " + byte_text(written_) +
+          ": " + errno_text(err) +
+          (err == ENOSPC || err == ENOMEM ? " (the machine is out of memory for shared memory)"
+                                          : ""));
+    }
+    written_ += static_cast<std::size_t>(n);
+    data += n;
+    size -= static_cast<std::size_t>(n);
+  }
+}
+
+std::shared_ptr<Segment> Segment::create_sealed(SegmentKind kind, const TypeTag& tag,
+                                                std::optional<std::uint64_t> count,
+                                                std::size_t size_hint,
+                                                const std::function<void(SegmentWriter&)>& fill) {
+  if (!read_only(kind)) {
+    throw Error(std::string("mpx: internal: a ") + segment_kind_name(kind) +
+                " segment cannot be created sealed");
+  }
+  Registry& reg = registry();
+  const std::string what = describe(kind, tag.name);
+  check_fits(size_hint, what);
+  const std::uint64_t n = next_number(reg);
+  const std::string name = memfd_name(kind, n);
+  const int fd = make_memfd(name, what);
+  void* map = MAP_FAILED;
+  std::size_t total = 0;
+  std::uint64_t body_bytes = 0;
+  SegmentRef ref;
+  struct stat st {};
+  try {
+    SegmentWriter writer(fd, kHeaderBytes, what);
+    fill(writer);
+    writer.flush();
+    body_bytes = writer.size();
+    total = kHeaderBytes + body_bytes;
+    ref = SegmentRef{kind, getpid(), fd, reg.base ^ (n * 0x9E3779B97F4A7C15ull), tag.hash,
+                     count ? *count : body_bytes};
+    const Header header = make_header(ref, tag, body_bytes);
+    auto fail = [&](const char* step) {
+      throw SharedMemoryError("mpx: cannot create " + what + " of " + byte_text(body_bytes) +
+                              ": " + step + ": " + errno_text(errno));
+    };
+    if (ftruncate(fd, static_cast<off_t>(total)) != 0) fail("ftruncate");
+    if (pwrite(fd, &header, sizeof header, 0) != static_cast<ssize_t>(sizeof header)) fail("pwrite");
+    // Read-only from here on, for every process: F_SEAL_WRITE stops write(2) and any
+    // new writable shared mapping (none exists: the body was written with pwrite).
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
+      fail("F_ADD_SEALS");
+    }
+    if (fstat(fd, &st) != 0) fail("fstat");
+    map = mmap(nullptr, total, PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) fail("mmap");
+  } catch (...) {
+    close(fd);
+    throw;
+  }
+  std::shared_ptr<Segment> seg = owned_mapping(ref, name, map, total, body_bytes, st.st_dev, st.st_ino);
+  register_owned(reg, seg);
+  return seg;
+}
+
+std::shared_ptr<Segment> Segment::owned_mapping(const SegmentRef& ref, const std::string& name,
+                                                void* map, std::size_t map_bytes,
+                                                std::size_t body_bytes, dev_t dev, ino_t ino) {
+  std::shared_ptr<Segment> seg(new Segment());
+  seg->ref_ = ref;
+  seg->name_ = name;
+  seg->map_ = map;
+  seg->map_bytes_ = map_bytes;
+  seg->body_ = static_cast<char*>(map) + kHeaderBytes;
+  seg->body_bytes_ = body_bytes;
+  seg->owned_fd_ = ref.fd;
+  seg->dev_ = dev;
+  seg->ino_ = ino;
+  return seg;
+}
+
+bool Segment::held_by_owner() const {
+  const std::string path =
+      "/proc/" + std::to_string(ref_.owner) + "/fd/" + std::to_string(ref_.fd);
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_;
+}
+
 namespace {
+
+// Drops this process's cached mapping of seg (handles that hold it keep it).
+void forget_opened(Registry& reg, const std::shared_ptr<Segment>& seg) {
+  std::shared_ptr<Segment> evicted;  // unmapped after the lock is released
+  std::lock_guard<std::mutex> lock(reg.mu);
+  auto it = reg.opened.find(seg->ref().id);
+  if (it != reg.opened.end() && it->second.lock() == seg) reg.opened.erase(it);
+  auto r = std::find(reg.recent.begin(), reg.recent.end(), seg);
+  if (r != reg.recent.end()) {
+    reg.recent_bytes -= seg->body_bytes();
+    evicted = std::move(*r);
+    reg.recent.erase(r);
+  }
+}
 
 void check_kind(const SegmentRef& ref, SegmentKind kind, const TypeTag& tag) {
   if (ref.kind != kind) {
@@ -222,6 +508,16 @@ void check_header(const Header& h, const SegmentRef& ref, SegmentKind kind, cons
   }
   if (h.type_hash != tag.hash) {
     const std::string held(h.type_name, strnlen(h.type_name, kTypeNameBytes));
+    if (kind == SegmentKind::kObject) {
+      throw SharedMemoryError("mpx: " + describe(kind, held) + " (" +
+                              std::to_string(h.type_size) + " bytes each) cannot be read as " +
+                              std::string(tag.name) + " elements (" + std::to_string(tag.size) +
+                              " bytes each)");
+    }
+    if (kind == SegmentKind::kEncodedObject) {
+      throw SharedMemoryError("mpx: " + describe(kind, held) + " cannot be read as " +
+                              std::string(tag.name));
+    }
     throw SharedMemoryError("mpx: " + describe(kind, held) + " (" +
                             std::to_string(h.type_size) + "-byte elements) cannot be used as " +
                             what + " (" + std::to_string(tag.size) + "-byte elements)");
@@ -240,16 +536,17 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
   const std::string shared = "shared " + kind_text(kind, tag.name);
   Registry& reg = registry();
   const pid_t self = getpid();
+  std::shared_ptr<Segment> known;
   {
     std::lock_guard<std::mutex> lock(reg.mu);
     auto& table = ref.owner == self ? reg.owned : reg.opened;
     auto it = table.find(ref.id);
-    if (it != table.end()) {
-      if (std::shared_ptr<Segment> seg = it->second.lock()) {
-        check_header(*static_cast<const Header*>(seg->map_), ref, kind, tag, what);
-        return seg;
-      }
-    }
+    if (it != table.end()) known = it->second.lock();
+  }
+  if (known) {
+    check_header(*static_cast<const Header*>(known->map_), ref, kind, tag, what);
+    if (ref.owner == self || !read_only(kind) || known->held_by_owner()) return known;
+    forget_opened(reg, known);  // its owner let it go: later opens say so, as in a new process
   }
   if (ref.owner == self) {
     throw SharedMemoryError("mpx: " + shared +
@@ -283,7 +580,8 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
   }
   target[len] = '\0';
   if (std::strncmp(target, "/memfd:mpx-", 11) != 0) throw owner_gone_or(dropped);
-  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  const bool sealed = read_only(kind);
+  const int fd = ::open(path.c_str(), (sealed ? O_RDONLY : O_RDWR) | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
     if (err == EACCES || err == EPERM) {
@@ -300,8 +598,14 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
     close(fd);
     throw owner_gone_or(dropped);
   }
+  if (sealed && (seals & F_SEAL_WRITE) == 0) {
+    // Only create_sealed makes objects, and it seals them before they are shared: this
+    // fd names something else now.
+    close(fd);
+    throw owner_gone_or(dropped);
+  }
   const auto total = static_cast<std::size_t>(st.st_size);
-  void* map = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void* map = mmap(nullptr, total, sealed ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const int map_err = errno;
   close(fd);  // the mapping keeps the memory; the owner's fd keeps the name
   if (map == MAP_FAILED) {
@@ -310,6 +614,8 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
   std::shared_ptr<Segment> seg(new Segment());
   seg->map_ = map;
   seg->map_bytes_ = total;
+  seg->dev_ = st.st_dev;
+  seg->ino_ = st.st_ino;
   const auto* h = static_cast<const Header*>(map);
   if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != kMagic || h->version != kLayoutVersion ||
       h->id != ref.id) {
@@ -325,6 +631,7 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
   seg->body_ = static_cast<char*>(map) + kHeaderBytes;
   seg->body_bytes_ = h->body_bytes;
 
+  std::vector<std::shared_ptr<Segment>> evicted;  // unmapped after the lock is released
   std::lock_guard<std::mutex> lock(reg.mu);
   auto& slot = reg.opened[ref.id];
   if (std::shared_ptr<Segment> raced = slot.lock()) return raced;  // another thread won
@@ -337,7 +644,6 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
   if (kind == SegmentKind::kSharedMemory) return seg;
   reg.recent.push_back(seg);
   reg.recent_bytes += seg->body_bytes_;
-  std::vector<std::shared_ptr<Segment>> evicted;  // unmapped after the lock is released
   while (reg.recent.size() > kRecentlyOpened ||
          (reg.recent.size() > 1 && reg.recent_bytes > kRecentlyOpenedBytes)) {
     reg.recent_bytes -= reg.recent.front()->body_bytes_;
@@ -370,6 +676,8 @@ bool starts_with_mutex(SegmentKind kind) {
     case SegmentKind::kRawValue:      // the data alone
     case SegmentKind::kRawArray:
     case SegmentKind::kSharedMemory:  // a name, then the user's bytes
+    case SegmentKind::kObject:        // read-only data: an object has no mutex
+    case SegmentKind::kEncodedObject:
       return false;
   }
   return false;

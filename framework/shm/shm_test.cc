@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 #include <msgpack.hpp>
 
+#include "framework/shm/handle_bytes.h"
 #include "framework/shm/state.h"
 #if defined(__SANITIZE_THREAD__)
 #include <sanitizer/tsan_interface.h>
@@ -52,18 +53,8 @@ void die_holding(const void* mutex_state) {
 #endif
 }
 
-template <class H>
-std::string pack(const H& handle) {
-  msgpack::sbuffer buf;
-  msgpack::pack(buf, handle);
-  return std::string(buf.data(), buf.size());
-}
-
-template <class H>
-H unpack(const std::string& bytes) {
-  auto oh = msgpack::unpack(bytes.data(), bytes.size());
-  return oh.get().as<H>();
-}
+using shm_testing::pack;
+using shm_testing::unpack;
 
 template <class F>
 std::string error_of(F&& f) {

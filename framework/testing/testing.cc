@@ -274,6 +274,35 @@ std::vector<std::string> processes_mapping(const std::string& needle) {
   return found;
 }
 
+std::set<std::string> dev_shm_entries(const std::string& needle) {
+  std::set<std::string> names;
+  if (DIR* d = opendir("/dev/shm")) {
+    while (dirent* e = readdir(d)) {
+      if (std::string(e->d_name).find(needle) != std::string::npos) names.insert(e->d_name);
+    }
+    closedir(d);
+  }
+  return names;
+}
+
+std::string hex(const std::string& bytes) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  return out;
+}
+
+std::string unhex(const std::string& text) {
+  std::string out;
+  for (std::size_t i = 0; i + 1 < text.size(); i += 2) {
+    out += static_cast<char>(std::stoi(text.substr(i, 2), nullptr, 16));
+  }
+  return out;
+}
+
 std::vector<std::string> listening_endpoints(pid_t pid) {
   std::vector<std::string> out;
   const std::string fd_dir = "/proc/" + std::to_string(pid) + "/fd";

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <functional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,15 @@ HelperDriver start_helper_driver(const std::string& gtest_filter, const std::str
 // Live processes whose memory maps contain needle (e.g. a memfd name prefix), as
 // "pid: map line". Scans every /proc/<pid>/maps this user can read.
 std::vector<std::string> processes_mapping(const std::string& needle);
+
+// Names in /dev/shm containing needle. mpx never creates anything there (segments are
+// memfds): tests compare this before and after, to catch a change that would start to.
+std::set<std::string> dev_shm_entries(const std::string& needle = "mpx");
+
+// Bytes as lowercase hex and back, for handing packed handles to another program
+// through an environment variable or a line of output.
+std::string hex(const std::string& bytes);
+std::string unhex(const std::string& text);
 
 // Endpoints ("unix://@name") of the abstract unix sockets process pid listens
 // on: how a test finds a live router's sockets (names end in "-front" and "-back").

@@ -76,7 +76,7 @@ struct Field {
   std::string json;
 };
 
-inline void emit(const std::string& scenario, const std::string& unit,
+inline void emit(FILE* out, const std::string& scenario, const std::string& unit,
                  const std::vector<double>& values, std::initializer_list<Field> fields = {}) {
   std::string line = "{\"scenario\": " + quoted(scenario) + ", \"unit\": " + quoted(unit);
   for (const Field& f : fields) line += std::string(", ") + quoted(f.key) + ": " + f.json;
@@ -86,8 +86,12 @@ inline void emit(const std::string& scenario, const std::string& unit,
     std::snprintf(number, sizeof number, "%s%.6g", i ? ", " : "", values[i]);
     line += number;
   }
-  std::printf("%s]}\n", line.c_str());
-  std::fflush(stdout);
+  std::fprintf(out, "%s]}\n", line.c_str());
+  std::fflush(out);
+}
+inline void emit(const std::string& scenario, const std::string& unit,
+                 const std::vector<double>& values, std::initializer_list<Field> fields = {}) {
+  emit(stdout, scenario, unit, values, fields);
 }
 
 // The command line every bench program understands:

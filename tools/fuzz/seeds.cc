@@ -195,6 +195,20 @@ void segment_seeds() {
   segment_seed("owner-negative", 0, ref(1, -1, -1, 0, int_hash, 1));
   segment_seed("queue", 7, ref(8, 2, 9, 0, int_hash, 4));
   segment_seed("not-a-ref", 0, packed(std::string("not a handle")));
+  // Span<const double> parameters (pick >= 0xF0); id 3 is the target's object of 16.
+  const std::string object = ref(14, 2, 8, 3, double_hash, 16);
+  auto window = [&](std::uint64_t first, std::uint64_t count) {
+    msgpack::sbuffer buf;
+    msgpack::packer<msgpack::sbuffer> pk(buf);
+    pk.pack_array(3);
+    buf.write(object.data(), object.size());
+    pk.pack(first);
+    pk.pack(count);
+    return std::string(buf.data(), buf.size());
+  };
+  segment_seed("span-window", 0xF0, window(4, 8));
+  segment_seed("span-past-the-end", 0xF0, window(12, 8));
+  segment_seed("span-by-value", 0xF0, packed(msgpack::type::raw_ref("01234567abcdefgh", 16)));
 }
 
 }  // namespace

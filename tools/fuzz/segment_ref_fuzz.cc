@@ -2,18 +2,22 @@
 // found in a task's arguments ([kind, owner pid, fd, id, type hash, count]) into a
 // mapped segment.
 //
-// Input: byte 0 picks the kind and element type the receiver asks for; the rest is one
-// msgpack object, decoded with read_object as a worker decodes an argument.
+// Input: byte 0 picks the kind and element type the receiver asks for (from 0xF0 on:
+// an mpx::Span<const double> task parameter, [object ref, first, count] or a bin of
+// bytes); the rest is one msgpack object, decoded with read_object as a worker decodes
+// an argument.
 //
 // Hermetic: unpack_segment opens /proc/<owner>/fd/<fd> of other processes, so before
 // the call the owner field is rewritten: a positive pid becomes this process's own pid
 // (even) or 0x7ffffff0 (odd), which is above the kernel's PID_MAX_LIMIT and so never
 // names a process; zero and negative owners are left as they are (never opened). Ids
-// 0..7 are replaced by the ids of three real segments this process owns, so the
-// checks of a segment that exists (kind, type, count) are reached too.
+// 0..7 are replaced by the ids of four real segments this process owns (the fourth a
+// read-only object of 16 doubles), so the checks of a segment that exists (kind, type,
+// count, a Span's range) are reached too.
 //
-// Acceptable outcomes: a segment of the asked kind, or msgpack::type_error,
-// mpx::SharedMemoryError or mpx::DecodeError. Anything else is a bug.
+// Acceptable outcomes: a segment of the asked kind, a Span inside its object (or owning
+// its bytes), or msgpack::type_error, mpx::SharedMemoryError or mpx::DecodeError.
+// Anything else is a bug.
 #include <unistd.h>
 
 #include <cstddef>
@@ -26,6 +30,7 @@
 #include "mpx/detail/codec.h"
 #include "mpx/detail/segment.h"
 #include "mpx/errors.h"
+#include "mpx/object.h"
 
 namespace {
 
@@ -40,13 +45,15 @@ using detail::SegmentKind;
 constexpr pid_t kNoSuchPid = 0x7ffffff0;  // > PID_MAX_LIMIT (2^22): never a process
 
 struct Owned {
-  std::shared_ptr<detail::Segment> segments[3];
+  std::shared_ptr<detail::Segment> segments[4];
   Owned() {
     segments[0] =
         detail::Segment::create(SegmentKind::kValue, detail::type_tag<int>(), 1, sizeof(int));
     segments[1] = detail::Segment::create(SegmentKind::kArray, detail::type_tag<double>(), 16,
                                           16 * sizeof(double));
     segments[2] = detail::Segment::create(SegmentKind::kLock, detail::untyped_tag(), 0, 64);
+    const std::vector<double> sixteen(16, 0.5);
+    segments[3] = detail::ObjectAccess::segment(mpx::put(sixteen));
   }
 };
 
@@ -93,7 +100,31 @@ void constrain(msgpack::object& o) {
     }
   }
   if (f[3].type == msgpack::type::POSITIVE_INTEGER && f[3].via.u64 < 8) {
-    f[3].via.u64 = owned().segments[f[3].via.u64 % 3]->ref().id;
+    f[3].via.u64 = owned().segments[f[3].via.u64 % 4]->ref().id;
+  }
+}
+
+// A Span parameter: [ref, first, count] (the ref constrained as above) or a bin.
+void decode_span(msgpack::object& o) {
+  if (o.type == msgpack::type::ARRAY && o.via.array.size == 3) constrain(o.via.array.ptr[0]);
+  try {
+    const auto span = o.as<mpx::Span<const double>>();
+    if (span.in_object()) {
+      const auto& object = *owned().segments[3];
+      const auto* first = reinterpret_cast<const double*>(object.body());
+      if (span.data() < first || span.data() + span.size() > first + object.ref().count) {
+        fail("a Span views memory outside its object");
+      }
+    } else if (o.type != msgpack::type::BIN || span.size_bytes() != o.via.bin.size) {
+      fail("a Span owns bytes it was not sent");
+    }
+    for (double x : span) (void)x;  // readable throughout
+  } catch (const msgpack::type_error&) {
+  } catch (const mpx::SharedMemoryError&) {
+  } catch (const mpx::DecodeError&) {
+  } catch (...) {
+    fail("Span decoding threw " + detail::current_exception_type() + ": " +
+         detail::current_exception_message());
   }
 }
 
@@ -110,6 +141,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     obj = detail::read_object(zone, reinterpret_cast<const char*>(data) + 1, size - 1, off);
   } catch (const mpx::DecodeError&) {
+    return 0;
+  }
+  if (data[0] >= 0xF0) {
+    decode_span(obj);
     return 0;
   }
   constrain(obj);

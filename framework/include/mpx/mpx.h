@@ -17,6 +17,7 @@
 #include "mpx/connection.h"
 #include "mpx/errors.h"
 #include "mpx/manager.h"
+#include "mpx/object.h"
 #include "mpx/pipeline.h"
 #include "mpx/pool.h"
 #include "mpx/process.h"

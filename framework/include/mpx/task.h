@@ -179,7 +179,9 @@ struct TaskImpl {
           std::apply(F, std::move(*args));
           writer.packer().pack_nil();
         } else {
-          writer.packer().pack(std::apply(F, std::move(*args)));
+          decltype(auto) result = std::apply(F, std::move(*args));
+          ResultScope packing;  // an object the worker put() cannot leave with the result
+          writer.packer().pack(result);
         }
       } catch (...) {
         out.truncate(item_begins);

@@ -57,6 +57,23 @@ class FdScope {
 // The innermost active FdScope's list on this thread, or null.
 FdTransfers* fd_scope();
 
+// Active on a thread while a pool worker packs a task's result. An object the worker
+// created itself (mpx::put) must not be packed there: the pool may replace the worker
+// at any moment, and the object would be gone before the caller could map it (see
+// mpx/object.h). Only the packing is in scope, not the task: a task may hand its own
+// objects to a Queue, a Process or an actor.
+class ResultScope {
+ public:
+  ResultScope();
+  ~ResultScope();
+  ResultScope(const ResultScope&) = delete;
+  ResultScope& operator=(const ResultScope&) = delete;
+
+ private:
+  bool previous_;
+};
+bool packing_result();
+
 }  // namespace detail
 }  // namespace mpx
 

@@ -18,7 +18,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,7 +46,10 @@ enum class SegmentKind : std::uint32_t {
   kRawValue,
   kRawArray,
   kSharedMemory,
-  kLastKind = kSharedMemory,
+  // Read-only objects (mpx::put): sealed against writes once written, mapped PROT_READ.
+  kObject,         // raw elements of a trivially copyable type (the tag's), count of them
+  kEncodedObject,  // one value of the tag's type, msgpack-encoded; count: its bytes
+  kLastKind = kEncodedObject,
 };
 const char* segment_kind_name(SegmentKind kind);
 
@@ -96,6 +101,37 @@ struct SegmentRef {
   std::uint64_t count = 0;
 };
 
+// Writes the body of a read-only segment (Segment::create_sealed) into its memfd with
+// pwrite(2): every byte is copied once, into the memfd's pages, and no writable mapping
+// ever exists (F_SEAL_WRITE could not be added while one did). Small writes (msgpack
+// packs scalars a few bytes at a time) are gathered first. Has msgpack::packer's
+// stream interface. Not thread-safe; lives only inside create_sealed.
+class SegmentWriter {
+ public:
+  // Throws SharedMemoryError when the bytes cannot be stored (out of memory, the
+  // process's file size limit), naming how many were written.
+  void write(const char* data, std::size_t size);
+  // Bytes written so far.
+  std::size_t size() const { return written_ + staged_; }
+  SegmentWriter(const SegmentWriter&) = delete;
+  SegmentWriter& operator=(const SegmentWriter&) = delete;
+
+ private:
+  friend class Segment;
+  SegmentWriter(int fd, std::size_t offset, std::string what);
+  void flush();
+  void store(const char* data, std::size_t size);
+
+  static constexpr std::size_t kStagingBytes = 64 << 10;
+  const int fd_;
+  const std::size_t offset_;  // of the body in the file
+  const std::string what_;    // "an object of double elements", for errors
+  std::uint64_t limit_;       // RLIMIT_FSIZE (a write past it would raise SIGXFSZ)
+  std::size_t written_ = 0;   // bytes stored in the file
+  std::size_t staged_ = 0;    // bytes waiting in staging_
+  std::unique_ptr<char[]> staging_;
+};
+
 // One mapping of a segment in this process. Immutable after construction; shared by
 // every handle to the segment in this process. Thread-safe.
 class Segment {
@@ -105,9 +141,23 @@ class Segment {
   // Throws SharedMemoryError when the memfd cannot be created or mapped (errno named).
   static std::shared_ptr<Segment> create(SegmentKind kind, const TypeTag& tag,
                                          std::uint64_t count, std::size_t body_bytes);
+  // Creates a read-only segment (kObject, kEncodedObject): fill writes the body, then
+  // the memfd is sealed against writes, resizes and further seals and mapped PROT_READ,
+  // so no process, the owner included, can change it under a reader. count: stored for
+  // the handle; nullopt stores the body's size. size_hint: the body's size when known
+  // in advance (0 otherwise), checked against the memory available before anything is
+  // written. Throws SharedMemoryError naming the size and the reason when the object
+  // does not fit (memory, RLIMIT_FSIZE) or the memfd cannot be created; what fill
+  // throws passes through. Nothing is left behind either way.
+  static std::shared_ptr<Segment> create_sealed(SegmentKind kind, const TypeTag& tag,
+                                                std::optional<std::uint64_t> count,
+                                                std::size_t size_hint,
+                                                const std::function<void(SegmentWriter&)>& fill);
   // Maps the segment ref names, checking it is a kind/tag segment. Repeated opens of the
   // same segment share one mapping. Throws SharedMemoryError naming what is wrong: the
   // owner exited or dropped it, it holds another kind or type, permission was denied.
+  // A read-only object is checked to be still held by its owner even when this process
+  // has it mapped already: a ref works exactly while its owner holds the object.
   static std::shared_ptr<Segment> open(const SegmentRef& ref, SegmentKind kind,
                                        const TypeTag& tag);
   ~Segment();
@@ -120,6 +170,9 @@ class Segment {
   // The memfd's name, "mpx-<owner pid>-<kind>-<n>", as /proc/<pid>/maps shows it.
   const std::string& name() const { return name_; }
   bool owned() const { return owned_fd_ >= 0; }
+  // Whether the owner still holds this segment: its fd there still names this memfd
+  // (a stat of /proc/<owner>/fd/<fd>, ~2 us). Always true in the owner.
+  bool held_by_owner() const;
   // Owner only, before the segment is first shared: keeps object alive as long as this
   // mapping lives (another shared object a Value uses as its lock, the arguments of a
   // Barrier's action, the name a SharedMemory holds), so pinning the segment pins it.
@@ -127,6 +180,10 @@ class Segment {
 
  private:
   Segment() = default;
+  // The owner's Segment for a memfd it created (fd: ref.fd) and mapped at map.
+  static std::shared_ptr<Segment> owned_mapping(const SegmentRef& ref, const std::string& name,
+                                                void* map, std::size_t map_bytes,
+                                                std::size_t body_bytes, dev_t dev, ino_t ino);
   SegmentRef ref_;
   std::string name_;
   void* map_ = nullptr;
@@ -134,6 +191,8 @@ class Segment {
   char* body_ = nullptr;
   std::size_t body_bytes_ = 0;
   int owned_fd_ = -1;  // the memfd, kept open by the owner only
+  dev_t dev_ = 0;      // the memfd's identity, to recognise it at /proc/<owner>/fd/<fd>
+  ino_t ino_ = 0;
   std::vector<std::shared_ptr<const void>> kept_;  // see keep()
 };
 

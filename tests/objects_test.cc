@@ -1,0 +1,488 @@
+// Read-only objects (mpx::put, ObjectRef, Span) across real processes: pool workers,
+// a Process and an actor map one object instead of receiving copies (checked in their
+// /proc/self/smaps and status, and in the bytes the router reads); tasks return views
+// of the caller's objects; the owner killed with SIGKILL leaves nothing mapped and
+// nothing in /dev/shm; a reader killed changes nothing for the others.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <numeric>
+#include <set>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "framework/testing/testing.h"
+#include "mpx/mpx.h"
+
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Doubles = mpx::ObjectRef<std::vector<double>>;
+
+double sum_of(mpx::Span<const double> xs) { return std::accumulate(xs.begin(), xs.end(), 0.0); }
+double sum_ref(Doubles ref) { return sum_of(ref.get()); }
+
+// How this process holds the object whose memfd is called memfd_name.
+struct Holding {
+  std::int64_t pid = 0;
+  double sum = 0;           // of every element: every page of the view was read
+  bool mapped = false;      // /proc/self/smaps has the memfd
+  std::string perms;        // of that mapping ("r--s": read-only, shared)
+  std::int64_t rss_kb = 0;  // of that mapping
+  std::int64_t anon_kb = 0;  // RssAnon of the process: a private copy would be here
+  bool in_object = false;   // the Span views the object, not a decoded copy
+  MSGPACK_DEFINE(pid, sum, mapped, perms, rss_kb, anon_kb, in_object);
+};
+
+std::int64_t status_kb(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind(field + ":", 0) == 0) return std::atoll(line.c_str() + field.size() + 1);
+  }
+  return -1;
+}
+
+Holding holding(mpx::Span<const double> xs, std::string memfd_name) {
+  Holding h;
+  h.pid = getpid();
+  h.sum = sum_of(xs);
+  h.in_object = xs.in_object();
+  std::ifstream smaps("/proc/self/smaps");
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    const bool header = line.find('-') < line.find(' ') && line.find(':') > line.find(' ');
+    if (header) {
+      inside = line.find("/memfd:" + memfd_name + " ") != std::string::npos;
+      if (inside) {
+        h.mapped = true;
+        std::istringstream fields(line);
+        std::string range;
+        fields >> range >> h.perms;
+      }
+    } else if (inside && line.rfind("Rss:", 0) == 0) {
+      h.rss_kb += std::atoll(line.c_str() + 4);
+    }
+  }
+  h.anon_kb = status_kb("RssAnon");
+  return h;
+}
+
+// A window of the caller's object: travels back as a handle to it.
+mpx::Span<const double> middle_half(mpx::Span<const double> xs) {
+  return xs.subspan(xs.size() / 4, xs.size() / 2);
+}
+// An object the worker made itself cannot be returned (it dies with the worker).
+Doubles own_object(int n) { return mpx::put(std::vector<double>(static_cast<std::size_t>(n), 1.0)); }
+mpx::Span<const double> own_view(int n) { return own_object(n).get(); }
+// Returns a copy of its input: a Span of ordinary memory travels by value.
+mpx::Span<const double> local_copy(mpx::Span<const double> xs) { return xs; }
+
+// Holds the mapping until go is set, then sums again.
+double hold_until(mpx::Span<const double> xs, mpx::Event go, mpx::Value<int> holding_now) {
+  const double before = sum_of(xs);
+  holding_now.fetch_add(1);
+  go.wait();
+  return sum_of(xs) == before ? before : -1;
+}
+
+// A Process target: checks what it was given; exit code 0 when all is right.
+void check_in_child(Doubles ref, mpx::Span<const double> window, double total, double window_sum) {
+  const bool ok = ref.get().in_object() && window.in_object() && sum_ref(ref) == total &&
+                  sum_of(window) == window_sum && ref.owner() == getppid();
+  std::exit(ok ? 0 : 3);
+}
+
+// Receives an object of doubles as one of ints: 2 when refused with the right message.
+void receive_as_ints(mpx::Connection conn, mpx::Value<int> outcome) {
+  try {
+    conn.recv<mpx::ObjectRef<std::vector<int>>>();
+    outcome.store(1);
+  } catch (const mpx::SharedMemoryError& e) {
+    const bool named = std::string(e.what()).find("an object of double elements (8 bytes each) "
+                                                  "cannot be read as int elements") !=
+                       std::string::npos;
+    outcome.store(named ? 2 : 3);
+  }
+}
+
+// Maps the object named by ref_bytes (a packed ref), then, once its owner is dead,
+// reads it again and tries to decode the ref again.
+void read_across_owner_death(std::string ref_bytes, mpx::Event mapped, mpx::Event owner_dead,
+                             mpx::Array<double> sums, mpx::Value<int> reopen) {
+  auto decode = [&] {
+    msgpack::object_handle oh = msgpack::unpack(ref_bytes.data(), ref_bytes.size());
+    return oh.get().as<Doubles>();
+  };
+  mpx::Span<const double> view = decode().get();
+  sums[0] = sum_of(view);
+  mapped.set();
+  owner_dead.wait();
+  sums[1] = sum_of(view);
+  try {
+    decode();
+    reopen.store(1);
+  } catch (const mpx::SharedMemoryError& e) {
+    reopen.store(std::string(e.what()).find("which created it, has exited") != std::string::npos ? 2 : 3);
+  }
+}
+
+// Puts an object, hands refs to it through q, then lets it go when told to.
+void own_then_drop(mpx::Queue<Doubles> q, mpx::Event first_read, mpx::Event dropped) {
+  {
+    Doubles ref = mpx::put(std::vector<double>{1, 2, 3});
+    q.put(ref);
+    q.put(ref);
+    first_read.wait();
+  }
+  dropped.set();
+  for (;;) pause();
+}
+
+void sleep_mapping(Doubles ref, mpx::Value<int> mapped) {
+  const double s = sum_ref(ref);
+  mapped.fetch_add(s > 0 ? 1 : 0);
+  for (;;) pause();
+}
+
+MPX_TASK(sum_of);
+MPX_TASK(sum_ref);
+MPX_TASK(holding);
+MPX_TASK(middle_half);
+MPX_TASK(own_object);
+MPX_TASK(own_view);
+MPX_TASK(local_copy);
+MPX_TASK(hold_until);
+MPX_TASK(check_in_child);
+MPX_TASK(receive_as_ints);
+MPX_TASK(read_across_owner_death);
+MPX_TASK(own_then_drop);
+MPX_TASK(sleep_mapping);
+
+// An actor that keeps a view of a data set it was given, and an object of its own.
+class DataHolder {
+ public:
+  explicit DataHolder(mpx::Span<const double> data) : data_(data) {}
+  double sum() const { return sum_of(data_); }
+  double sum_other(Doubles other) const { return sum_ref(other); }
+  bool maps_it() const { return data_.in_object(); }
+  // Kept as a member: the caller maps it while this actor lives.
+  Doubles squares() {
+    if (!squares_.valid()) {
+      std::vector<double> out(data_.begin(), data_.end());
+      for (double& x : out) x *= x;
+      squares_ = mpx::put(out);
+    }
+    return squares_;
+  }
+  mpx::Span<const double> window(std::uint64_t first, std::uint64_t n) const {
+    return data_.subspan(first, n);
+  }
+
+ private:
+  mpx::Span<const double> data_;
+  Doubles squares_;
+};
+MPX_ACTOR(DataHolder, sum, sum_other, maps_it, squares, window);
+
+std::vector<double> ramp(std::size_t n) {
+  std::vector<double> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<double>(i % 1000) * 0.25;
+  return v;
+}
+
+// Peak resident memory of process pid (VmHWM), in KiB: a router that forwarded a
+// 32 MiB payload held it whole.
+std::int64_t peak_rss_kb(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6);
+  }
+  return -1;
+}
+
+std::string memfd_name(const Doubles& ref) { return mpx::detail::ObjectAccess::segment(ref)->name(); }
+
+std::string packed(const Doubles& ref) {
+  msgpack::sbuffer buf;
+  msgpack::pack(buf, ref);
+  return std::string(buf.data(), buf.size());
+}
+
+class ObjectsTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    auto left = mpx::testing::wait_no_descendants(seconds(10));
+    for (const auto& d : left) ADD_FAILURE() << "left running: pid " << d.pid << " " << d.cmdline;
+  }
+};
+
+// Every worker maps the one object (read-only, shared) instead of getting a copy: its
+// anonymous memory stays far below the object's size, and the router forwards handles:
+// its peak memory does not grow by the 32 MiB a copy would make it hold.
+TEST_F(ObjectsTest, PoolWorkersMapOneObjectWithoutCopying) {
+  const std::vector<double> data = ramp(std::size_t{4} << 20);  // 32 MiB
+  const double total = std::accumulate(data.begin(), data.end(), 0.0);
+  const std::int64_t object_kb = static_cast<std::int64_t>(data.size() * sizeof(double) / 1024);
+  Doubles ref = mpx::put(data);
+  for (int workers : {2, 4}) {
+    mpx::Pool pool(workers);
+    pool.apply(sum_of, std::vector<double>{0});  // started: the router's reads from here on
+    const std::int64_t router_before = peak_rss_kb(pool.router_pid());
+    std::vector<std::tuple<Doubles, std::string>> items(16, {ref, memfd_name(ref)});
+    const std::vector<Holding> held = pool.starmap(holding, items, 1);
+    const std::int64_t router_growth = peak_rss_kb(pool.router_pid()) - router_before;
+    std::set<std::int64_t> pids;
+    for (const Holding& h : held) {
+      pids.insert(h.pid);
+      EXPECT_EQ(h.sum, total);
+      EXPECT_TRUE(h.in_object);
+      EXPECT_TRUE(h.mapped) << "worker " << h.pid << " does not map " << memfd_name(ref);
+      EXPECT_EQ(h.perms, "r--s");
+      EXPECT_GE(h.rss_kb, object_kb * 9 / 10) << "the object's pages are resident in the mapping";
+      EXPECT_LT(h.anon_kb, object_kb / 2) << "worker " << h.pid << " holds a private copy";
+    }
+    EXPECT_GE(pids.size(), 2u) << workers << " workers";
+    EXPECT_GE(router_before, 0);
+    EXPECT_LT(router_growth, object_kb / 4)
+        << "the router's peak memory grew by " << router_growth << " KiB: it carried the data";
+
+    // Windows of the object: each task maps it and reads its part.
+    mpx::Span<const double> all = ref.get();
+    std::vector<mpx::Span<const double>> parts;
+    std::vector<double> expected;
+    for (std::size_t i = 0; i < 8; ++i) {
+      parts.push_back(all.subspan(i * all.size() / 8, all.size() / 8));
+      expected.push_back(sum_of(parts.back()));
+    }
+    EXPECT_EQ(pool.map(sum_of, parts), expected);
+    EXPECT_EQ(pool.map(sum_ref, std::vector<Doubles>(4, ref)), std::vector<double>(4, total));
+    // A Span parameter given ordinary vectors still works: by value, copied.
+    EXPECT_EQ(pool.apply(sum_of, std::vector<double>{1, 2, 3.5}), 6.5);
+  }
+}
+
+TEST_F(ObjectsTest, PoolTasksReturnViewsOfTheCallersObjects) {
+  const std::vector<double> data = ramp(4096);
+  Doubles ref = mpx::put(data);
+  mpx::Pool pool(2);
+  // The window comes back as a handle to this process's own object: the same pages.
+  mpx::Span<const double> back = pool.apply(middle_half, ref);
+  EXPECT_TRUE(back.in_object());
+  EXPECT_EQ(back.data(), ref.get().data() + 1024);
+  EXPECT_EQ(back.size(), 2048u);
+  // A Span of the worker's own memory comes back by value.
+  mpx::Span<const double> copy = pool.apply(local_copy, std::vector<double>{4, 5});
+  EXPECT_FALSE(copy.in_object());
+  EXPECT_EQ(copy.to_vector(), (std::vector<double>{4, 5}));
+  // An object the worker put() itself is refused, with the reason, and only that item.
+  for (auto attempt : {0, 1}) {
+    try {
+      if (attempt == 0) {
+        pool.apply(own_object, 10);
+      } else {
+        pool.apply(own_view, 10);
+      }
+      FAIL() << "expected RemoteError";
+    } catch (const mpx::RemoteError& e) {
+      EXPECT_EQ(e.type_name(), "mpx::Error");
+      EXPECT_NE(e.message().find("a pool task cannot return an object it created with mpx::put()"),
+                std::string::npos)
+          << e.message();
+    }
+  }
+  EXPECT_EQ(pool.apply(sum_of, ref), sum_of(ref.get())) << "the pool goes on";
+}
+
+TEST_F(ObjectsTest, ProcessTargetTakesARefAndAWindow) {
+  const std::vector<double> data = ramp(100000);
+  Doubles ref = mpx::put(data);
+  mpx::Span<const double> window = ref.get().subspan(500, 1000);
+  mpx::Process p(check_in_child, ref, window, sum_of(ref.get()), sum_of(window));
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_F(ObjectsTest, ActorMapsItsDataAndReturnsObjects) {
+  const std::vector<double> data = ramp(50000);
+  Doubles ref = mpx::put(data);
+  auto holder = mpx::spawn<DataHolder>(ref);  // the constructor takes a Span of it
+  EXPECT_TRUE(holder.call(&DataHolder::maps_it).get());
+  EXPECT_EQ(holder.call(&DataHolder::sum).get(), sum_of(ref.get()));
+  Doubles other = mpx::put(std::vector<double>{1, 2, 3});
+  EXPECT_EQ(holder.call(&DataHolder::sum_other, other).get(), 6);
+
+  // An object the actor keeps: owned by the actor's process, mapped here.
+  Doubles squares = holder.call(&DataHolder::squares).get();
+  EXPECT_EQ(squares.owner(), holder.pid());
+  EXPECT_EQ(squares.get()[3], data[3] * data[3]);
+  EXPECT_EQ(holder.call(&DataHolder::squares).get().get().data(), squares.get().data())
+      << "the same object again, mapped once";
+  // A window of this process's object comes back as this process's own mapping.
+  mpx::Span<const double> w = holder.call(&DataHolder::window, std::uint64_t{7}, std::uint64_t{3}).get();
+  EXPECT_EQ(w.data(), ref.get().data() + 7);
+
+  // Once the actor is gone, so is its object: a view already taken stays readable, a
+  // new decoding of the ref fails naming the owner.
+  mpx::Span<const double> kept = squares.get();
+  const std::string bytes = packed(squares);
+  holder.stop();
+  EXPECT_EQ(kept[3], data[3] * data[3]);
+  try {
+    msgpack::object_handle oh = msgpack::unpack(bytes.data(), bytes.size());
+    oh.get().as<Doubles>();
+    FAIL() << "expected SharedMemoryError";
+  } catch (const mpx::SharedMemoryError& e) {
+    EXPECT_NE(std::string(e.what()).find("which created it, has exited"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(ObjectsTest, WrongTypeAcrossProcessesIsNamed) {
+  Doubles ref = mpx::put(std::vector<double>{1, 2});
+  auto [here, there] = mpx::Pipe();
+  mpx::Value<int> outcome(0);
+  mpx::Process p(receive_as_ints, there, outcome);
+  p.start();
+  there.close();
+  here.send(ref);
+  p.join();
+  EXPECT_EQ(outcome.load(), 2);
+}
+
+// The owner lets go of its object while a reader has it mapped: the reader's view stays
+// valid, and the reader's next decoding of a ref to it fails (no stale cache hit).
+TEST_F(ObjectsTest, RefFailsOnceItsOwnerLetsGo) {
+  mpx::Queue<Doubles> q;
+  mpx::Event first_read, dropped;
+  mpx::Process owner(own_then_drop, q, first_read, dropped);
+  owner.start();
+  Doubles first = q.get();
+  mpx::Span<const double> view = first.get();
+  EXPECT_EQ(first.owner(), owner.pid());
+  first_read.set();
+  ASSERT_TRUE(dropped.wait(seconds(30)));
+  EXPECT_EQ(view[2], 3);
+  try {
+    q.get();
+    FAIL() << "expected SharedMemoryError";
+  } catch (const mpx::SharedMemoryError& e) {
+    EXPECT_NE(std::string(e.what()).find("no longer holds it"), std::string::npos) << e.what();
+  }
+  owner.kill();
+  owner.join();
+}
+
+// A reader killed while it maps the object changes nothing for the other readers, the
+// owner or the object; its replacement maps it again.
+TEST_F(ObjectsTest, ReaderKilledChangesNothingForTheOthers) {
+  const std::vector<double> data = ramp(std::size_t{1} << 20);
+  const double total = std::accumulate(data.begin(), data.end(), 0.0);
+  Doubles ref = mpx::put(data);
+  mpx::Pool pool(mpx::PoolOptions().processes(3).prefetch(1));  // one blocked task each
+  mpx::Event go;
+  mpx::Value<int> holding_now(0);
+  std::vector<mpx::AsyncResult<double>> held;
+  for (int i = 0; i < 3; ++i) held.push_back(pool.apply_async(hold_until, ref, go, holding_now));
+  ASSERT_TRUE(mpx::testing::wait_until([&] { return holding_now.load() == 3; }, seconds(30)));
+  const auto mappers = mpx::testing::processes_mapping("memfd:" + memfd_name(ref));
+  pid_t victim = -1;
+  for (pid_t w : mpx::testing::worker_pids()) {
+    for (const auto& line : mappers) {
+      if (std::atoi(line.c_str()) == w) victim = w;
+    }
+  }
+  ASSERT_GT(victim, 0) << "no worker maps the object";
+  kill(victim, SIGKILL);
+  go.set();
+  int lost = 0;
+  for (auto& r : held) {
+    try {
+      EXPECT_EQ(r.get(), total);
+    } catch (const mpx::WorkerLost&) {
+      ++lost;
+    }
+  }
+  EXPECT_EQ(lost, 1);
+  EXPECT_EQ(pool.map(sum_ref, std::vector<Doubles>(6, ref)), std::vector<double>(6, total));
+  EXPECT_EQ(ref.value(), data);
+}
+
+// Runs as a separate driver (OwnerKilledLeavesNothingBehind); skipped otherwise.
+TEST(ObjectsHelper, DISABLED_OwnerWithReaders) {
+  if (std::getenv("MPX_OBJECTS_HELPER") == nullptr) GTEST_SKIP();
+  Doubles ref = mpx::put(ramp(std::size_t{1} << 20));  // 8 MiB
+  mpx::Pool pool(2);
+  pool.map(sum_ref, std::vector<Doubles>(8, ref), 1);  // the workers keep it mapped
+  mpx::Value<int> mapped(0);
+  mpx::Process child(sleep_mapping, ref, mapped);
+  child.start();
+  while (mapped.load() < 1) usleep(1000);
+  std::printf("READY %s\n", mpx::testing::hex(packed(ref)).c_str());
+  std::fflush(stdout);
+  for (;;) pause();
+}
+
+// The owner (a whole program: driver, router, workers, a child) is killed with SIGKILL
+// while another program's process maps its object: that mapping stays valid, a new
+// decoding of the ref says the owner has exited, and once the reader ends nothing maps
+// it and nothing is in /dev/shm.
+TEST_F(ObjectsTest, OwnerKilledLeavesNothingBehind) {
+  const auto shm_before = mpx::testing::dev_shm_entries();
+  const auto helper =
+      mpx::testing::start_helper_driver("ObjectsHelper.DISABLED_OwnerWithReaders", "MPX_OBJECTS_HELPER");
+  ASSERT_GT(helper.pid, 0) << helper.output;
+  const std::size_t at = helper.output.find("READY ");
+  ASSERT_NE(at, std::string::npos) << helper.output;
+  std::string text = helper.output.substr(at + 6);
+  text = text.substr(0, text.find('\n'));
+  const std::string ref_bytes = mpx::testing::unhex(text);
+  const std::string prefix = "memfd:mpx-" + std::to_string(helper.pid) + "-Object-";
+
+  mpx::Event mapped, owner_dead;
+  mpx::Array<double> sums(2);
+  mpx::Value<int> reopen(0);
+  mpx::Process reader(read_across_owner_death, ref_bytes, mapped, owner_dead, sums, reopen);
+  reader.start();
+  ASSERT_TRUE(mapped.wait(seconds(30)));
+  std::set<pid_t> mappers;
+  for (const auto& line : mpx::testing::processes_mapping(prefix)) mappers.insert(std::atoi(line.c_str()));
+  EXPECT_GE(mappers.size(), 4u) << "owner, a worker or two, its child, our reader";
+  EXPECT_TRUE(mappers.count(reader.pid()));
+
+  kill(helper.pid, SIGKILL);
+  waitpid(helper.pid, nullptr, 0);
+  const auto left = mpx::testing::wait_no_descendants(seconds(10), helper.pid);
+  for (const auto& d : left) ADD_FAILURE() << "orphan: pid " << d.pid << " " << d.cmdline;
+  owner_dead.set();
+  reader.join();
+  EXPECT_EQ(reader.exitcode(), 0);
+  EXPECT_GT(sums[0], 0);
+  EXPECT_EQ(sums[1], sums[0]) << "the reader's mapping outlived the owner";
+  EXPECT_EQ(reopen.load(), 2) << "decoding the ref after the owner died must fail, naming it";
+  EXPECT_TRUE(mpx::testing::wait_until([&] { return mpx::testing::processes_mapping(prefix).empty(); },
+                                       seconds(10)));
+  for (const auto& line : mpx::testing::processes_mapping(prefix)) ADD_FAILURE() << "still mapped: " << line;
+  EXPECT_EQ(mpx::testing::dev_shm_entries(), shm_before);
+  try {
+    msgpack::object_handle oh = msgpack::unpack(ref_bytes.data(), ref_bytes.size());
+    oh.get().as<Doubles>();
+    FAIL() << "expected SharedMemoryError";
+  } catch (const mpx::SharedMemoryError& e) {
+    EXPECT_NE(std::string(e.what()).find("process " + std::to_string(helper.pid) +
+                                         ", which created it, has exited"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
