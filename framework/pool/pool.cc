@@ -37,6 +37,10 @@ void Pool::close() { core("close").close(); }
 void Pool::join() { core("join").join(); }
 void Pool::terminate() { core("terminate").terminate(); }
 int Pool::processes() const { return core("processes").processes(); }
+std::string Pool::endpoint() const { return core("endpoint").endpoint(); }
+void Pool::wait_for_workers(int n, std::chrono::milliseconds timeout) {
+  core("wait_for_workers").wait_for_workers(n, timeout);
+}
 pid_t Pool::router_pid() const { return core("router_pid").router_pid(); }
 
 const detail::TaskEntry& Pool::lookup(const void* fn, const char* what) const {

@@ -83,7 +83,9 @@ void RouterProcess::start(const router::Config& config) {
 }
 
 PoolCore::PoolCore(const PoolOptions& options)
-    : processes_(options.processes() > 0 ? options.processes() : cpu_count()),
+    : processes_(options.processes() > 0                                  ? options.processes()
+                 : !options.listen().empty() && options.processes_set() ? 0
+                                                                          : cpu_count()),
       token_(base::random_token(10)),
       initializer_pins_(options.initializer_pins()),
       pump_([this](Clock::time_point deadline) { turn(deadline); }) {
@@ -106,6 +108,21 @@ PoolCore::PoolCore(const PoolOptions& options)
   config.task_timeout = options.task_timeout();
   config.max_message_bytes = options.max_message_bytes();
   config.worker_memory_limit = options.worker_memory_limit();
+  config.listen = options.listen();
+  config.cluster_key = options.cluster_key();
+  config.host_timeout = options.host_timeout();
+  if (!config.listen.empty()) {
+    std::string why;
+    const auto at = transport::Endpoint::parse(config.listen, &why);
+    if (!at || at->scheme() == transport::Endpoint::Scheme::kUnixAbstract) {
+      throw Error("Pool: listen(\"" + config.listen + "\"): " +
+                  (why.empty() ? "agents dial tcp://host:port or ipc://path" : why));
+    }
+    if (config.cluster_key.empty()) {
+      throw Error("Pool: listen() needs cluster_key(\"<file>\"): the CURVE keys that say who may join");
+    }
+    if (config.host_timeout.count() <= 0) throw Error("Pool: host_timeout must be positive");
+  }
   max_message_bytes_ = options.max_message_bytes();
   max_inflight_bytes_ = options.max_inflight_bytes();
   if (config.task_timeout.count() < 0) throw Error("Pool: task_timeout must be >= 0");
@@ -134,6 +151,20 @@ PoolCore::PoolCore(const PoolOptions& options)
 }
 
 PoolCore::~PoolCore() { shutdown(); }
+
+std::string PoolCore::endpoint() const {
+  if (endpoint_.empty()) throw Error("Pool::endpoint: this pool does not listen (PoolOptions::listen)");
+  return endpoint_;
+}
+
+void PoolCore::wait_for_workers(int n, std::chrono::milliseconds timeout) {
+  wait([&] { return serving_ >= n || state_ == State::kBroken; }, Clock::now() + timeout);
+  std::lock_guard<std::mutex> lock(pump_.mu());
+  if (serving_ >= n) return;
+  if (state_ == State::kBroken) throw PoolBroken("Pool::wait_for_workers: the pool is broken: " + broken_reason_);
+  throw TimeoutError("Pool::wait_for_workers: " + std::to_string(serving_.load()) + " of " + std::to_string(n) +
+                     " workers serve after " + std::to_string(timeout.count()) + " ms");
+}
 
 void PoolCore::interrupt() {
   // Taking the mutex orders this after the caller's state change for every waiter: one
@@ -167,7 +198,11 @@ void PoolCore::connect_and_greet(const std::string& endpoint) {
     greeting.run_once(Clock::now() + std::chrono::milliseconds(100));
     const auto fill = conn_.fill();
     const auto got = conn_.next(h, header_bytes, payload, &why);
-    if (got == transport::Reader::Next::kFrame && h.type == wire::Type::kWelcome) return;
+    if (got == transport::Reader::Next::kFrame && h.type == wire::Type::kWelcome) {
+      endpoint_ = std::string(payload);
+      serving_ = static_cast<int>(wire::Welcome::from(h).workers);
+      return;
+    }
     if (got == transport::Reader::Next::kBroken || got == transport::Reader::Next::kBadFrame) {
       throw PoolBroken("Pool: the router's greeting was malformed: " + why);
     }
@@ -407,7 +442,11 @@ std::string pool_error_text(std::string_view payload) {
 }  // namespace
 
 void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
-  if (h.type == wire::Type::kWelcome) return;
+  if (h.type == wire::Type::kWelcome) {
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    serving_ = static_cast<int>(wire::Welcome::from(h).workers);
+    return;
+  }
   if (h.type == wire::Type::kPoolError && wire::PoolError::from(h).call_id == 0) {
     fail_all(std::make_exception_ptr(PoolBroken("Pool is broken: " + pool_error_text(payload))));
     return;
@@ -596,7 +635,8 @@ bool pool_wait(PoolCore& core, const std::function<bool()>& ready, Clock::time_p
   return core.wait(ready, deadline);
 }
 
-int pool_processes(const PoolCore& core) { return core.processes(); }
+// Remote workers count too (a pool that listens may have no local ones).
+int pool_processes(const PoolCore& core) { return std::max({core.processes(), core.serving(), 1}); }
 
 void pool_abandon_call(PoolCore& core, CallBase& call) { core.abandon_call(call); }
 

@@ -87,6 +87,9 @@ class PoolCore {
   void shutdown();
   int processes() const { return processes_; }
   pid_t router_pid() const { return router_pid_; }
+  std::string endpoint() const;
+  int serving() const { return serving_.load(std::memory_order_relaxed); }
+  void wait_for_workers(int n, std::chrono::milliseconds timeout);
 
  private:
   enum class State { kRunning, kClosed, kBroken };
@@ -120,6 +123,10 @@ class PoolCore {
 
   int processes_;
   std::string token_;
+  std::string endpoint_;  // where node agents dial (WELCOME's payload); "" if not listening
+  // Workers serving, as the router last said (WELCOME); written under the pool mutex
+  // (wait_for_workers' predicate), read anywhere.
+  std::atomic<int> serving_{0};
   // Shared objects among the initializer's arguments: respawned workers open them too.
   Pins initializer_pins_;
   std::size_t max_message_bytes_ = 0;   // immutable after construction

@@ -3,6 +3,7 @@
 // Registration runs during static initialisation, in an unspecified order across
 // translation units, so the tables live in function-local statics. After main starts
 // they are read-only, hence read without locks.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -79,6 +80,13 @@ std::string out_of_memory_message(const TaskEntry& task) {
 std::vector<std::string> duplicate_task_names() { return tables().duplicates; }
 
 std::vector<std::string> overlong_task_names() { return tables().too_long; }
+
+std::vector<std::string> task_names() {
+  std::vector<std::string> names;
+  for (const auto& [name, entry] : tables().by_name) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  return names;
+}
 
 }  // namespace detail
 }  // namespace mpx

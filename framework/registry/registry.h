@@ -12,6 +12,8 @@ namespace detail {
 std::vector<std::string> duplicate_task_names();
 // Names longer than the wire's 255-byte name field; mpx::init refuses those too.
 std::vector<std::string> overlong_task_names();
+// Every registered task name, sorted (a node agent's hello hashes them).
+std::vector<std::string> task_names();
 
 }  // namespace detail
 }  // namespace mpx

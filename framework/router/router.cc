@@ -35,10 +35,10 @@ std::string Config::encode() const { return detail::encode_fields(*this); }
 Config Config::decode(const std::string& bytes) {
   Config c;
   detail::decode_fields(bytes, c, "router config");
-  if (c.workers < 1 || c.prefetch < 1 || c.max_retries < 0 || c.pure_retries < 0 ||
+  if (c.workers < (c.listen.empty() ? 1 : 0) || c.prefetch < 1 || c.max_retries < 0 || c.pure_retries < 0 ||
       c.task_timeout.count() < 0) {
-    throw DecodeError("router config: workers and prefetch must be >= 1, retries and "
-                      "task_timeout >= 0");
+    throw DecodeError("router config: workers (unless listening) and prefetch must be >= 1, "
+                      "retries and task_timeout >= 0");
   }
   return c;
 }
@@ -57,16 +57,21 @@ void RouterCore::enter(Worker& w, State state) {
   w.since = now_;
 }
 
-void RouterCore::spawn_one() {
+void RouterCore::spawn_one(const std::string& place) {
   const std::string name = "PoolWorker-" + std::to_string(next_worker_number_++);
   WorkerSupervisor::Started started;
   try {
-    started = supervisor_.spawn(name);
+    started = place.empty() ? supervisor_.spawn(name) : supervisor_.spawn_at(name, place);
   } catch (const std::exception& e) {
+    if (!place.empty()) {
+      logger().warn("router: cannot start a worker on {}: {}", place, e.what());
+      return;
+    }
     break_pool(std::string("cannot start a worker: ") + e.what());
     return;
   }
   Worker& w = workers_[started.id];
+  w.place = place;
   w.pid = started.pid;
   w.id = std::move(started.id);
   w.name = name;
@@ -91,9 +96,11 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
   switch (h.type) {
     case wire::Type::kHello: {
       clients_.emplace(sender);
-      const wire::Welcome welcome{static_cast<std::uint32_t>(config_.workers),
+      // A local pool's count is its configuration; one that listens reports who serves.
+      const int workers = config_.listen.empty() ? config_.workers : serving();
+      const wire::Welcome welcome{static_cast<std::uint32_t>(workers),
                                   static_cast<std::int32_t>(getpid())};
-      io_.send_client(sender, welcome.header(), transport::Message());
+      io_.send_client(sender, welcome.header(), transport::Message(endpoint_.data(), endpoint_.size()));
       if (broken()) send_pool_error(sender, 0, broken_reason_);
       return;
     }
@@ -229,6 +236,7 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
       startup_failures_ = 0;
       startup_kills_ = 0;
       dispatch();
+      report_workers();
       return;
     default:
       logger().warn("router: dropped unexpected {} from {}", wire::type_name(h.type), w->name);
@@ -244,6 +252,49 @@ void RouterCore::on_worker_exit(std::string_view id, int wait_status,
   workers_.erase(it);
   const std::string how = wait_status >= 0 ? spawning::describe(wait_status) : std::string("ended");
   finalize(std::move(w), how, wait_status, running_mark);
+  report_workers();
+}
+
+int RouterCore::serving() const {
+  int n = 0;
+  for (const auto& [id, w] : workers_) n += w.configured && w.state == State::kReady;
+  return n;
+}
+
+void RouterCore::report_workers() {
+  if (config_.listen.empty()) return;  // the count does not change
+  const int n = serving();
+  if (n == reported_workers_) return;
+  reported_workers_ = n;
+  const wire::Welcome welcome{static_cast<std::uint32_t>(n), static_cast<std::int32_t>(getpid())};
+  for (const std::string& c : clients_) {
+    io_.send_client(c, welcome.header(), transport::Message(endpoint_.data(), endpoint_.size()));
+  }
+}
+
+void RouterCore::add_host(const std::string& place, int slots, Clock::time_point now) {
+  now_ = now;
+  if (stopping_ || broken()) return;
+  hosts_.insert(place);
+  for (int i = 0; i < slots; ++i) spawn_one(place);
+}
+
+void RouterCore::lose_host(const std::string& place, const std::string& reason, Clock::time_point now) {
+  now_ = now;
+  hosts_.erase(place);
+  std::vector<std::string> ids;
+  for (const auto& [id, w] : workers_) {
+    if (w.place == place) ids.push_back(id);
+  }
+  // Every worker there ended now; the running mark is unknown (the first chunk each
+  // held is presumed running). The host is gone, so none is replaced there.
+  for (const std::string& id : ids) {
+    auto it = workers_.find(id);
+    Worker w = std::move(it->second);
+    workers_.erase(it);
+    finalize(std::move(w), reason, -1, std::nullopt);
+  }
+  report_workers();
 }
 
 void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status,
@@ -357,6 +408,12 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
     logger().warn("router: {} (pid {}) {}", w.name, pid, how);
   }
   if (stopping_ || broken()) return;
+  // A worker of a host that is gone is not replaced (there or elsewhere: a host that
+  // joins brings its own workers).
+  if (!w.place.empty() && !hosts_.count(w.place)) {
+    dispatch();
+    return;
+  }
   // Work goes only to configured workers, so one that dies unconfigured died starting
   // or in its initializer (a crash there would otherwise respawn workers forever).
   // A SIGKILL the router did not send came from outside (an operator, a chaos test,
@@ -380,7 +437,7 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
     }
   }
   // A retiring worker's replacement was started when it retired.
-  if (w.state != State::kStopping && w.state != State::kRetiring) spawn_one();
+  if (w.state != State::kStopping && w.state != State::kRetiring) spawn_one(w.place);
   dispatch();
 }
 
@@ -456,7 +513,7 @@ void RouterCore::dispatch() {
     io_.forward_worker(best->id, std::move(task.header_frame), std::move(task.payload));
     if (config_.maxtasksperchild && best->assigned >= config_.maxtasksperchild) {
       enter(*best, State::kRetiring);
-      spawn_one();
+      spawn_one(std::string(best->place));
       // spawn_one may rehash nothing (std::map): best stays valid.
     }
   }
@@ -551,7 +608,7 @@ void RouterCore::on_tick(Clock::time_point now) {
       logger().warn("router: {} (pid {}) stopped answering heartbeats; replacing it", w.name, w.pid);
       supervisor_.kill(id);
       enter(w, State::kStopping);  // its exit must not count as a start-up failure
-      spawn_one();
+      spawn_one(std::string(w.place));
     } else if (now - w.last_seen >= config_.heartbeat_interval &&
                now - w.last_ping >= config_.heartbeat_interval) {
       io_.send_worker(w.id, wire::Ping().header(), transport::Message());
@@ -572,7 +629,7 @@ void RouterCore::kill_running(Worker& w, std::string why, bool timed_out) {
   // Its exit (pidfd) finalizes it: what it held is retried or reported. It gets no
   // more work, and its replacement starts now.
   enter(w, State::kStopping);
-  spawn_one();
+  spawn_one(std::string(w.place));
 }
 
 }  // namespace router

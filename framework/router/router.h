@@ -69,6 +69,13 @@ struct Config {
   std::uint64_t max_message_bytes = std::uint64_t{1} << 30;
   // RLIMIT_AS of each worker, 0 for none; sent in CONFIG.
   std::uint64_t worker_memory_limit = 0;
+  // Node agents on other hosts dial this ZeroMQ endpoint (tcp://, ipc://); empty: the
+  // pool has local workers only (and never loads libzmq). workers may then be 0.
+  std::string listen;
+  std::string cluster_key;  // the key file's path
+  // An agent silent this long is lost, with all its workers; agents lose the router
+  // after the same silence.
+  std::chrono::milliseconds host_timeout{3000};
 
   // Travels as a msgpack map of these names (absent ones keep the defaults above).
   template <class Self, class F>
@@ -92,6 +99,9 @@ struct Config {
     field("task_timeout_ms", self.task_timeout);
     field("max_message_bytes", self.max_message_bytes);
     field("worker_memory_limit", self.worker_memory_limit);
+    field("listen", self.listen);
+    field("cluster_key", self.cluster_key);
+    field("host_timeout_ms", self.host_timeout);
   }
   std::string encode() const;
   static Config decode(const std::string& bytes);  // throws mpx::DecodeError
@@ -126,6 +136,10 @@ class WorkerSupervisor {
   virtual ~WorkerSupervisor() = default;
   // Starts a worker process named name. Throws on failure.
   virtual Started spawn(const std::string& name) = 0;
+  // The same on a host that joined the pool (RouterCore::add_host); "" is this one.
+  virtual Started spawn_at(const std::string& name, const std::string& place) {
+    return spawn(name);
+  }
   virtual void kill(std::string_view id) = 0;
   // Whether the process is stopped (SIGSTOP, SIGTSTP, a tracer): it can neither run
   // its task nor answer a ping.
@@ -149,6 +163,14 @@ class RouterCore {
   // The driver is gone or asked to terminate: kill everything.
   void terminate();
   void on_tick(Clock::time_point now);
+  // A host joined with slots workers (a node agent), known as place from now on: its
+  // workers are started there, and replaced there while it lives.
+  void add_host(const std::string& place, int slots, Clock::time_point now);
+  // The host is gone (its agent silent, killed, cut off): every worker it ran ended at
+  // once, for reason ("host X lost: ..."), with the usual retries and reports.
+  void lose_host(const std::string& place, const std::string& reason, Clock::time_point now);
+  // Where agents dial, told to clients in WELCOME's payload.
+  void set_endpoint(std::string endpoint) { endpoint_ = std::move(endpoint); }
   // When the next on_tick is due.
   Clock::time_point next_tick() const { return next_tick_; }
   // All workers have ended after a shutdown or terminate: the router may exit.
@@ -196,6 +218,7 @@ class RouterCore {
   enum class State { kStarting, kReady, kRetiring, kStopping };
   struct Worker {
     pid_t pid = 0;   // for messages and errors only: 0 until known
+    std::string place;  // the host it runs on: "" for this one (see add_host)
     std::string id;  // routing id, trusted once its READY came from it
     std::string name;
     State state = State::kStarting;
@@ -222,7 +245,10 @@ class RouterCore {
   void kill_running(Worker& w, std::string why, bool timed_out);
   std::size_t credit(const Worker& w) const;
 
-  void spawn_one();
+  void spawn_one(const std::string& place = {});
+  // Workers configured and serving: clients learn the count (WELCOME) when it changes.
+  int serving() const;
+  void report_workers();
   void enter(Worker& w, State state);
   void dispatch();
   Worker* worker_by_id(std::string_view id);
@@ -241,6 +267,9 @@ class RouterCore {
   std::map<std::string, Worker, std::less<>> workers_;  // by id
   std::deque<Task> queue_;
   std::set<std::string> clients_;  // result sockets that said HELLO
+  std::set<std::string> hosts_;    // places of hosts alive (add_host, lose_host)
+  std::string endpoint_;
+  int reported_workers_ = -1;
   int next_worker_number_ = 1;
   int startup_failures_ = 0;  // consecutive deaths before CONFIGURED
   int startup_kills_ = 0;     // the same, by a SIGKILL from outside the router

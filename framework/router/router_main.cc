@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "framework/router/local_workers.h"
+#include "framework/router/remote_workers.h"
 #include "framework/router/router.h"
 #include "framework/transport/loop.h"
 #include "mpx/errors.h"
@@ -65,6 +66,8 @@ class ProcessIo final : public RouterIo {
   }
   // Reads what c has and hands every complete message to the core (set by run_router).
   std::function<transport::Reader::Fill(Conn&)> service;
+  // Workers on other hosts, when the pool listens.
+  void set_remote(RemoteWorkers* remote) { remote_ = remote; }
 
   // Worker id has ended: everything it wrote before it died is in its connection's
   // buffer now; it is all read (and handed to the core) before its death is, so no
@@ -134,6 +137,9 @@ class ProcessIo final : public RouterIo {
  private:
   void deliver(std::string_view to, transport::Message&& header_frame, transport::Message&& payload) {
     auto it = by_id_.find(to);
+    if (it == by_id_.end() && remote_ && remote_->forward(to, std::move(header_frame), std::move(payload))) {
+      return;
+    }
     if (it == by_id_.end() || it->second->dead || it->second->write_gone) {
       // Its peer is gone (a driver that exited, a dead worker): the message has nobody
       // to go to and is dropped.
@@ -156,9 +162,36 @@ class ProcessIo final : public RouterIo {
   }
 
   std::vector<Conn*> dirty_;  // connections with frames queued this turn
+  RemoteWorkers* remote_ = nullptr;
   transport::Loop& loop_;
   std::map<int, std::unique_ptr<Conn>> conns_;  // by fd
   std::map<std::string, Conn*, std::less<>> by_id_;
+};
+
+// This host's workers and, when the pool listens, those of node agents: each worker id
+// belongs to one of them.
+class Placement final : public WorkerSupervisor {
+ public:
+  explicit Placement(LocalWorkers& local) : local_(local) {}
+  RemoteWorkers* remote = nullptr;
+  Started spawn(const std::string& name) override { return local_.spawn(name); }
+  Started spawn_at(const std::string& name, const std::string& place) override {
+    if (place.empty() || remote == nullptr) return local_.spawn(name);
+    return remote->spawn_at(name, place);
+  }
+  void kill(std::string_view id) override {
+    if (remote && remote->owns(id)) {
+      remote->kill(id);
+    } else {
+      local_.kill(id);
+    }
+  }
+  bool is_stopped(std::string_view id) override {
+    return remote && remote->owns(id) ? remote->is_stopped(id) : local_.is_stopped(id);
+  }
+
+ private:
+  LocalWorkers& local_;
 };
 
 // Connections that announce no identity within this long are closed.
@@ -179,23 +212,50 @@ int run_router(const spawning::Bootstrap& boot) {
     logger().error("router: cannot listen on its endpoints: {}", std::strerror(errno));
     return 1;
   }
-  // Clients may connect now and succeed at once.
-  spawning::signal_ready(boot.ready_fd);
   // A frame over the limit disconnects its sender instead of being buffered whole.
   const std::size_t frame_limit = config.max_message_bytes;
 
   transport::Loop loop;
   ProcessIo io(loop);
   RouterCore* core_ptr = nullptr;
+  bool busy = false;  // this loop turn handled a message
   LocalWorkers workers(config.back_endpoint, boot.driver, loop,
                        [&](const std::string& id, int status, std::optional<std::uint64_t> mark) {
                          io.drain(id);
                          core_ptr->on_worker_exit(id, status, mark, Clock::now());
                        });
-  RouterCore core(config, io, workers);
+  Placement placement(workers);
+  // Only a pool that listens loads libzmq (RemoteWorkers opens it).
+  std::unique_ptr<RemoteWorkers> remote;
+  if (!config.listen.empty()) {
+    RemoteWorkers::Events events;
+    events.joined = [&](const std::string& place, int slots) { core_ptr->add_host(place, slots, Clock::now()); };
+    events.lost = [&](const std::string& place, const std::string& why) {
+      core_ptr->lose_host(place, why, Clock::now());
+    };
+    events.message = [&](transport::Incoming& in) {
+      busy = true;
+      core_ptr->on_worker(in, Clock::now());
+    };
+    events.exited = [&](const std::string& id, int status, std::optional<std::uint64_t> mark) {
+      core_ptr->on_worker_exit(id, status, mark, Clock::now());
+    };
+    try {
+      remote = std::make_unique<RemoteWorkers>(config.listen, config.cluster_key, config.host_timeout, loop,
+                                               std::move(events));
+    } catch (const std::exception& e) {
+      logger().error("router: {}", e.what());
+      return 1;
+    }
+    placement.remote = remote.get();
+    io.set_remote(remote.get());
+  }
+  RouterCore core(config, io, placement);
   core_ptr = &core;
+  if (remote) core.set_endpoint(remote->endpoint());
+  // Clients may connect now and succeed at once.
+  spawning::signal_ready(boot.ready_fd);
 
-  bool busy = false;  // this loop turn handled a message
   io.service = [&](Conn& c) -> transport::Reader::Fill {
     if (c.dead) return transport::Reader::Fill::kClosed;
     const auto fill = c.conn.fill();
@@ -302,6 +362,7 @@ int run_router(const spawning::Bootstrap& boot) {
       loop.set_events(back_watch, POLLIN);
     }
     auto wake = core.next_tick();
+    if (remote) wake = std::min(wake, remote->next_tick());
     if (listen_again != Clock::time_point{}) wake = std::min(wake, listen_again);
     // Right after forwarding, the answer is usually microseconds away: wait awake for
     // a moment first, while callers wait on a few answers; with bulk work queued the
@@ -318,6 +379,7 @@ int run_router(const spawning::Bootstrap& boot) {
       }
     }
     if (after >= core.next_tick()) core.on_tick(after);
+    if (remote) remote->tick(after);
     io.flush_all();
     io.reap_conns();
   }
@@ -332,6 +394,7 @@ int run_router(const spawning::Bootstrap& boot) {
       }
     }
   }
+  if (remote) remote->quit_all("the pool's router is stopping");
   workers.kill_all();
   return 0;
 }

@@ -6,6 +6,7 @@
 
 #include "framework/actor/server.h"
 #include "framework/base/base.h"
+#include "framework/node/agent.h"
 #include "framework/process/process_child.h"
 #include "framework/registry/registry.h"
 #include "framework/router/router.h"
@@ -29,6 +30,8 @@ namespace {
 
 void init(int argc, char** argv) {
   spawning::ensure_standard_fds();
+  // A node agent (--mpx-node=...): started by a user, srun or ssh, not spawned by mpx.
+  if (auto code = node::run_agent_if_asked(argc, argv)) finish(*code);
   std::optional<spawning::Bootstrap> boot;
   try {
     boot = spawning::parse_child_args(argc, argv);

@@ -44,11 +44,41 @@ namespace mpx {
 // Pool settings, builder style: mpx::PoolOptions().processes(2).maxtasksperchild(100).
 class PoolOptions {
  public:
-  // Number of worker processes; 0 (default) means cpu_count().
+  // Number of worker processes; 0 (default) means cpu_count(), but with listen() an
+  // explicit processes(0) means no local workers at all.
   PoolOptions& processes(int n) {
     processes_ = n;
+    processes_set_ = true;
     return *this;
   }
+  // Many machines: node agents on other hosts (the same program, started with
+  // --mpx-node=<endpoint> --mpx-key=<key file>) dial this ZeroMQ endpoint and run
+  // workers for the pool: "tcp://0.0.0.0:5555" (port 0: any free one; see
+  // Pool::endpoint()) or "ipc:///path". Only a pool that listens loads libzmq. Calls
+  // whose arguments carry shared-memory handles (Value, Lock, Queue, ...) fail on a
+  // remote worker with mpx::RemoteError naming the handle: share those with local
+  // workers only.
+  PoolOptions& listen(std::string endpoint) {
+    listen_ = std::move(endpoint);
+    return *this;
+  }
+  // The cluster key file (CURVE keys: who may join), created 0600 if missing; copy it
+  // to the agents' hosts. Required with listen().
+  PoolOptions& cluster_key(std::string path) {
+    cluster_key_ = std::move(path);
+    return *this;
+  }
+  // A host whose agent is silent this long (killed, stopped, cut off) is lost, all its
+  // workers at once (their chunks retried or failed as for a dead worker); agents exit
+  // after the same silence from the pool. Default 3 s.
+  PoolOptions& host_timeout(std::chrono::milliseconds timeout) {
+    host_timeout_ = timeout;
+    return *this;
+  }
+  const std::string& listen() const { return listen_; }
+  const std::string& cluster_key() const { return cluster_key_; }
+  std::chrono::milliseconds host_timeout() const { return host_timeout_; }
+  bool processes_set() const { return processes_set_; }
   // A worker is replaced by a fresh one after running this many chunks (Python counts
   // chunks as tasks too); 0 (default) means never.
   PoolOptions& maxtasksperchild(std::size_t n) {
@@ -149,6 +179,10 @@ class PoolOptions {
 
  private:
   int processes_ = 0;
+  bool processes_set_ = false;
+  std::string listen_;
+  std::string cluster_key_;
+  std::chrono::milliseconds host_timeout_{3000};
   std::size_t maxtasksperchild_ = 0;
   std::string initializer_;
   std::string initializer_args_;
@@ -341,8 +375,15 @@ class Pool {
   void join();
   // Kills the workers and the router now; pending results fail with PoolBroken.
   void terminate();
-  // Worker count.
+  // Worker count (local ones).
   int processes() const;
+  // Where node agents dial (a pool built with PoolOptions::listen), e.g.
+  // "tcp://10.0.0.1:5555": the port chosen, a wildcard address replaced by this host's.
+  // Throws mpx::Error for a pool that does not listen.
+  std::string endpoint() const;
+  // Waits until n workers (local and remote) serve; throws mpx::TimeoutError saying how
+  // many do when timeout passes first.
+  void wait_for_workers(int n, std::chrono::milliseconds timeout);
   // Pids of the router and of the live workers (for tests and monitoring).
   pid_t router_pid() const;
 

@@ -1,0 +1,382 @@
+#include "framework/node/agent.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "framework/node/keys.h"
+#include "framework/node/protocol.h"
+#include "framework/node/zmq.h"
+#include "framework/router/local_workers.h"
+#include "framework/transport/loop.h"
+#include "framework/transport/transport.h"
+#include "mpx/errors.h"
+#include "mpx/runtime.h"
+
+namespace mpx {
+namespace node {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Args {
+  std::string node;
+  std::string key;
+  int slots = 0;
+  std::chrono::seconds connect_timeout{30};
+};
+
+int parse_int(std::string_view flag, std::string_view value) {
+  try {
+    std::size_t used = 0;
+    const int n = std::stoi(std::string(value), &used);
+    if (used == value.size()) return n;
+  } catch (const std::exception&) {
+  }
+  throw Error("mpx: " + std::string(flag) + " needs a number, got '" + std::string(value) + "'");
+}
+
+// One of this agent's workers, connected back over its unix stream.
+struct WorkerLink {
+  transport::Connection conn;
+  transport::Loop::Id watch = 0;
+  std::string router_id;  // "" until its identity preamble arrived
+  bool writing = false;   // waits for POLLOUT
+};
+
+class Agent {
+ public:
+  explicit Agent(const Args& args)
+      : args_(args),
+        key_(ClusterKey::load(args.key, /*create=*/false)),
+        dealer_(context_, Socket::kDealer),
+        endpoint_(transport::Endpoint::unique("node")),
+        listener_(transport::Listener::bind(endpoint_)),
+        workers_(endpoint_.str(), ::getpid(), loop_,
+                 [this](const std::string& id, int status, std::optional<std::uint64_t> mark) {
+                   exited(id, status, mark);
+                 }) {
+    if (!listener_) throw Error("mpx: node agent: cannot listen for its workers");
+    dealer_.set(ZMQ_CURVE_SERVERKEY, z85_decode(key_.router.public_key, "router-public"));
+    dealer_.set(ZMQ_CURVE_PUBLICKEY, z85_decode(key_.agent.public_key, "agent-public"));
+    dealer_.set(ZMQ_CURVE_SECRETKEY, z85_decode(key_.agent.secret_key, "agent-secret"));
+    dealer_.set(ZMQ_RECONNECT_IVL, 100);
+    dealer_.connect(args.node);
+    link_ = std::make_unique<Link>(dealer_, loop_, [this](auto& parts) { on_router(parts); });
+    loop_.watch(listener_.fd(), POLLIN, [this](short) { accept(); });
+  }
+
+  int run() {
+    char host[256] = {0};
+    ::gethostname(host, sizeof host - 1);
+    Hello hello;
+    hello.host = host;
+    hello.pid = ::getpid();
+    hello.slots = args_.slots;
+    hello.build_id = build_id();
+    hello.tasks = tasks_hash();
+    send(Kind::kHello, encode(hello));
+    const auto give_up = Clock::now() + args_.connect_timeout;
+    logger().info("node agent: dialing {} with {} slots", args_.node, args_.slots);
+    while (!code_) {
+      const auto now = Clock::now();
+      auto wake = welcomed_ ? std::min(next_beat_, last_heard_ + welcome_.host_timeout) : give_up;
+      loop_.run_once(std::max(wake, now + std::chrono::milliseconds(1)));
+      const auto after = Clock::now();
+      link_->service();
+      if (code_) break;
+      if (!welcomed_ && after >= give_up) {
+        std::fprintf(stderr,
+                     "mpx: node agent: no answer from %s within %lld s: is the pool listening there, "
+                     "and does its cluster key file authorise this agent's key?\n",
+                     args_.node.c_str(), static_cast<long long>(args_.connect_timeout.count()));
+        code_ = 1;
+        break;
+      }
+      if (welcomed_ && after - last_heard_ > welcome_.host_timeout) {
+        std::fprintf(stderr, "mpx: node agent: the router at %s was silent for more than %lld ms; "
+                     "killing this host's workers and exiting\n",
+                     args_.node.c_str(), static_cast<long long>(welcome_.host_timeout.count()));
+        code_ = 3;
+        break;
+      }
+      if (welcomed_ && after >= next_beat_) beat(after);
+    }
+    workers_.kill_all();
+    link_->service();
+    return *code_;
+  }
+
+ private:
+  void send(Kind kind, std::string_view a = {}, std::string_view b = {}) {
+    std::vector<transport::Message> parts;
+    const char k = static_cast<char>(kind);
+    parts.push_back(part(std::string_view(&k, 1)));
+    if (!a.empty() || !b.empty()) parts.push_back(part(a));
+    if (!b.empty()) parts.push_back(part(b));
+    link_->send(std::move(parts));
+  }
+
+  void beat(Clock::time_point now) {
+    send(Kind::kBeat);
+    std::string stopped;
+    for (const auto& [rid, local] : local_of_) {
+      if (workers_.is_stopped(local)) stopped += (stopped.empty() ? "" : "\n") + rid;
+    }
+    if (stopped != last_stopped_) {
+      const char k = static_cast<char>(Kind::kStopped);
+      std::vector<transport::Message> parts{part(std::string_view(&k, 1)), part(stopped)};
+      link_->send(std::move(parts));
+      last_stopped_ = stopped;
+    }
+    next_beat_ = now + welcome_.heartbeat_interval;
+  }
+
+  void on_router(std::vector<transport::Message>& parts) {
+    if (parts.empty() || parts[0].size() != 1) return;
+    last_heard_ = Clock::now();
+    const auto kind = static_cast<Kind>(*parts[0].data<char>());
+    const auto arg = [&](std::size_t i) { return i < parts.size() ? std::string(parts[i].view()) : std::string(); };
+    switch (kind) {
+      case Kind::kWelcome:
+        try {
+          welcome_ = decode_welcome(arg(1));
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "mpx: node agent: %s\n", e.what());
+          code_ = 1;
+          return;
+        }
+        welcomed_ = true;
+        next_beat_ = last_heard_;
+        logger().info("node agent: joined the pool at {}", args_.node);
+        return;
+      case Kind::kRefused:
+        std::fprintf(stderr, "mpx: node agent: the pool at %s refused this agent: %s\n", args_.node.c_str(),
+                     arg(1).c_str());
+        code_ = 2;
+        return;
+      case Kind::kQuit:
+        logger().info("node agent: the pool is gone ({}); exiting", arg(1));
+        code_ = 0;
+        return;
+      case Kind::kBeat:
+        return;
+      case Kind::kSpawn: {
+        const std::string rid = arg(1);
+        try {
+          const std::string local = workers_.spawn(arg(2)).id;
+          local_of_[rid] = local;
+          router_of_[local] = rid;
+        } catch (const std::exception& e) {
+          logger().error("node agent: cannot start a worker: {}", e.what());
+          Exit exit;
+          exit.id = rid;
+          send(Kind::kExit, encode(exit));
+        }
+        return;
+      }
+      case Kind::kKill: {
+        auto it = local_of_.find(arg(1));
+        if (it != local_of_.end()) workers_.kill(it->second);
+        return;
+      }
+      case Kind::kMessage: {
+        if (parts.size() != 4) return;
+        auto it = local_of_.find(arg(1));
+        if (it == local_of_.end()) return;
+        auto c = conns_.find(it->second);
+        if (c == conns_.end()) return;
+        WorkerLink& w = *c->second;
+        w.conn.queue(std::move(parts[2]), std::move(parts[3]));
+        flush(w);
+        return;
+      }
+      default:
+        logger().warn("node agent: dropped an unexpected '{}' from the router", static_cast<char>(kind));
+    }
+  }
+
+  void flush(WorkerLink& w) {
+    if (w.conn.flush() == transport::Writer::Status::kGone) w.conn.discard_pending();
+    const bool want = w.conn.pending();
+    if (want != w.writing) {
+      w.writing = want;
+      loop_.set_events(w.watch, static_cast<short>(POLLIN | (want ? POLLOUT : 0)));
+    }
+  }
+
+  void accept() {
+    for (;;) {
+      transport::Connection conn;
+      long uid = -1;
+      const auto got = listener_.accept(&conn, &uid);
+      if (got == transport::Listener::Accept::kNone || got == transport::Listener::Accept::kFailed) return;
+      if (got != transport::Listener::Accept::kAccepted) continue;
+      auto w = std::make_unique<WorkerLink>();
+      w->conn = std::move(conn);
+      WorkerLink* raw = w.get();
+      raw->watch = loop_.watch(raw->conn.fd(), POLLIN, [this, raw](short ev) {
+        if (ev & POLLOUT) flush(*raw);
+        if (ev & (POLLIN | POLLHUP | POLLERR)) read(*raw);
+      });
+      unnamed_.push_back(std::move(w));
+    }
+  }
+
+  // Relays what w has; returns what the read found (kClosed: the stream ended).
+  transport::Reader::Fill read(WorkerLink& w) {
+    const auto fill = w.conn.fill();
+    if (w.router_id.empty()) {
+      bool bad = false;
+      std::string why;
+      if (!w.conn.read_identity(&bad, &why)) {
+        if (bad || fill == transport::Reader::Fill::kClosed) close_unnamed(&w);
+        return transport::Reader::Fill::kClosed;
+      }
+      auto r = router_of_.find(w.conn.identity());
+      if (r == router_of_.end()) {
+        close_unnamed(&w);
+        return transport::Reader::Fill::kClosed;
+      }
+      w.router_id = r->second;
+      name(&w);
+    }
+    transport::Incoming in;
+    std::string why;
+    for (;;) {
+      const auto got = w.conn.next(in, &why);
+      if (got == transport::Reader::Next::kNone) break;
+      if (got != transport::Reader::Next::kFrame) {
+        logger().warn("node agent: dropped a malformed message from a worker: {}", why);
+        if (got == transport::Reader::Next::kBroken) {
+          loop_.set_events(w.watch, 0);
+          return transport::Reader::Fill::kClosed;
+        }
+        continue;
+      }
+      const char k = static_cast<char>(Kind::kMessage);
+      std::vector<transport::Message> parts;
+      parts.reserve(4);
+      parts.push_back(part(std::string_view(&k, 1)));
+      parts.push_back(part(w.router_id));
+      parts.push_back(std::move(in.header_frame));
+      parts.push_back(std::move(in.payload));
+      link_->send(std::move(parts));
+    }
+    // Its end is reported by its pidfd (exited), which reads the rest.
+    if (fill == transport::Reader::Fill::kClosed) loop_.set_events(w.watch, 0);
+    return fill;
+  }
+
+  void close_unnamed(WorkerLink* w) {
+    for (auto it = unnamed_.begin(); it != unnamed_.end(); ++it) {
+      if (it->get() == w) {
+        loop_.unwatch(w->watch);
+        unnamed_.erase(it);
+        return;
+      }
+    }
+  }
+
+  void name(WorkerLink* w) {
+    for (auto it = unnamed_.begin(); it != unnamed_.end(); ++it) {
+      if (it->get() == w) {
+        conns_[w->conn.identity()] = std::move(*it);
+        unnamed_.erase(it);
+        return;
+      }
+    }
+  }
+
+  void exited(const std::string& local, int status, std::optional<std::uint64_t> mark) {
+    auto c = conns_.find(local);
+    if (c != conns_.end()) {
+      // Everything it wrote before it died goes first.
+      while (read(*c->second) == transport::Reader::Fill::kData) {
+      }
+      loop_.unwatch(c->second->watch);
+      conns_.erase(c);
+    }
+    auto r = router_of_.find(local);
+    if (r == router_of_.end()) return;
+    Exit exit;
+    exit.id = r->second;
+    exit.wait_status = status;
+    exit.has_mark = mark.has_value();
+    exit.mark = mark.value_or(0);
+    local_of_.erase(r->second);
+    router_of_.erase(r);
+    send(Kind::kExit, encode(exit));
+  }
+
+  const Args args_;
+  transport::Loop loop_;
+  ClusterKey key_;
+  Context context_;
+  Socket dealer_;
+  transport::Endpoint endpoint_;
+  transport::Listener listener_;
+  router::LocalWorkers workers_;
+  std::unique_ptr<Link> link_;
+  std::vector<std::unique_ptr<WorkerLink>> unnamed_;                 // no identity yet
+  std::map<std::string, std::unique_ptr<WorkerLink>, std::less<>> conns_;  // by local id
+  std::map<std::string, std::string> local_of_;                      // router id -> local id
+  std::map<std::string, std::string> router_of_;                     // local id -> router id
+  Welcome welcome_;
+  bool welcomed_ = false;
+  Clock::time_point last_heard_;
+  Clock::time_point next_beat_;
+  std::string last_stopped_;
+  std::optional<int> code_;
+};
+
+}  // namespace
+
+std::optional<int> run_agent_if_asked(int argc, char** argv) {
+  Args args;
+  bool asked = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a(argv[i]);
+    const auto eq = a.find('=');
+    const std::string_view flag = a.substr(0, eq);
+    const std::string_view value = eq == std::string_view::npos ? "" : a.substr(eq + 1);
+    if (flag == "--mpx-node") {
+      asked = true;
+      args.node = value;
+    } else if (flag == "--mpx-key") {
+      args.key = value;
+    } else if (flag == "--mpx-slots") {
+      args.slots = parse_int(flag, value);
+    } else if (flag == "--mpx-connect-timeout") {
+      args.connect_timeout = std::chrono::seconds(parse_int(flag, value));
+    }
+  }
+  if (!asked) return std::nullopt;
+  ::signal(SIGPIPE, SIG_IGN);
+  try {
+    if (args.key.empty()) throw Error("mpx: --mpx-node needs --mpx-key=<the pool's cluster key file>");
+    std::string why;
+    if (!transport::Endpoint::parse(args.node, &why) || args.node.rfind("unix://", 0) == 0) {
+      throw Error("mpx: --mpx-node=" + args.node + ": " +
+                  (why.empty() ? "agents dial tcp://host:port or ipc://path" : why));
+    }
+    if (args.slots == 0) args.slots = cpu_count();
+    if (args.slots < 1) throw Error("mpx: --mpx-slots must be at least 1");
+    Agent agent(args);
+    return agent.run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace node
+}  // namespace mpx

@@ -1,0 +1,248 @@
+// Node agents on this host over tcp://127.0.0.1 (tests/netns_hosts_test.cc runs them in
+// network namespaces): real agents (this binary with --mpx-node), real CURVE links,
+// real kills. Maps of a pure task must come back exact, each result once, whatever
+// happens to an agent or its workers mid-map.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "framework/node/keys.h"
+#include "framework/testing/testing.h"
+#include "mpx/mpx.h"
+
+extern char** environ;
+
+namespace {
+
+using namespace std::chrono_literals;
+
+long long node_square(long long x) { return x * x; }
+MPX_PURE_TASK(node_square);
+
+std::string temp_path(const std::string& name) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return std::string(dir ? dir : "/tmp") + "/" + name + "-" + std::to_string(::getpid());
+}
+
+// An agent: this binary with --mpx-node. Its stderr goes to the test's.
+struct Agent {
+  pid_t pid = -1;
+  Agent(const std::string& endpoint, const std::string& key, int slots, int connect_timeout_s = 30) {
+    std::vector<std::string> args = {mpx::testing::self_exe(), "--mpx-node=" + endpoint, "--mpx-key=" + key,
+                                     "--mpx-slots=" + std::to_string(slots),
+                                     "--mpx-connect-timeout=" + std::to_string(connect_timeout_s)};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (::posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) pid = -1;
+  }
+  // Its exit code (or -signal), waiting up to timeout; kills it after that (returns -999).
+  int wait_exit(std::chrono::milliseconds timeout) {
+    int status = 0;
+    const bool ended = mpx::testing::wait_until(
+        [&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, timeout);
+    if (!ended) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      pid = -1;
+      return -999;
+    }
+    pid = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  }
+  ~Agent() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+std::vector<long long> iota(long long n) {
+  std::vector<long long> v(n);
+  for (long long i = 0; i < n; ++i) v[i] = i;
+  return v;
+}
+
+bool maps_libzmq(pid_t pid) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    if (line.find("libzmq") != std::string::npos) return true;
+  }
+  return false;
+}
+
+mpx::PoolOptions listening(const std::string& key) {
+  return mpx::PoolOptions().processes(0).listen("tcp://127.0.0.1:0").cluster_key(key).host_timeout(1000ms);
+}
+
+TEST(NodeTest, AgentsOverTcpGiveExactResults) {
+  const std::string key = temp_path("cluster.key");
+  std::vector<pid_t> agent_pids;
+  std::unique_ptr<Agent> a, b;
+  {
+    mpx::Pool pool(listening(key));
+    EXPECT_TRUE(maps_libzmq(pool.router_pid()));
+    const std::string endpoint = pool.endpoint();
+    EXPECT_EQ(endpoint.rfind("tcp://127.0.0.1:", 0), 0u) << endpoint;
+    a = std::make_unique<Agent>(endpoint, key, 2);
+    b = std::make_unique<Agent>(endpoint, key, 2);
+    agent_pids = {a->pid, b->pid};
+    pool.wait_for_workers(4, 60s);
+    const auto out = pool.map(node_square, iota(20000));
+    ASSERT_EQ(out.size(), 20000u);
+    for (long long i = 0; i < 20000; ++i) ASSERT_EQ(out[i], i * i);
+    // Workers run on the agents' side: the agents spawned them.
+    EXPECT_EQ(mpx::testing::worker_pids(a->pid).size(), 2u);
+    EXPECT_EQ(mpx::testing::worker_pids(b->pid).size(), 2u);
+  }
+  // The pool's graceful end tells the agents: they end their workers and exit 0.
+  EXPECT_EQ(a->wait_exit(30s), 0);
+  EXPECT_EQ(b->wait_exit(30s), 0);
+  for (pid_t p : agent_pids) EXPECT_TRUE(mpx::testing::wait_no_descendants(10s, p).empty());
+  struct stat st {};
+  ASSERT_EQ(::stat(key.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ::unlink(key.c_str());
+}
+
+TEST(NodeTest, LocalPoolDoesNotLoadZeroMq) {
+  mpx::Pool pool(2);
+  EXPECT_EQ(pool.map(node_square, iota(10))[3], 9);
+  EXPECT_FALSE(maps_libzmq(pool.router_pid()));
+  EXPECT_FALSE(maps_libzmq(::getpid()));
+  EXPECT_THROW(pool.endpoint(), mpx::Error);
+}
+
+TEST(NodeTest, WaitForWorkersTimesOutNamingTheCount) {
+  const std::string key = temp_path("short.key");
+  mpx::Pool pool(listening(key));
+  try {
+    pool.wait_for_workers(3, 200ms);
+    ADD_FAILURE() << "no throw";
+  } catch (const mpx::TimeoutError& e) {
+    EXPECT_NE(std::string(e.what()).find("0 of 3"), std::string::npos) << e.what();
+  }
+  ::unlink(key.c_str());
+}
+
+TEST(NodeTest, BadListenAndKeyFileAreRefusedClearly) {
+  EXPECT_THROW(mpx::Pool(mpx::PoolOptions().processes(0).listen("tcp://nohost").cluster_key("k")), mpx::Error);
+  EXPECT_THROW(mpx::Pool(mpx::PoolOptions().processes(0).listen("tcp://127.0.0.1:0")), mpx::Error);
+  const std::string key = temp_path("open.key");
+  { mpx::Pool pool(listening(key)); }
+  ::chmod(key.c_str(), 0644);
+  try {
+    mpx::node::ClusterKey::load(key, false);
+    ADD_FAILURE() << "no throw";
+  } catch (const mpx::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("chmod 600"), std::string::npos) << e.what();
+  }
+  ::unlink(key.c_str());
+}
+
+// An agent whose key is not in the pool's key file never joins: the ZAP handler
+// refuses its handshake, and it gives up with a message.
+TEST(NodeTest, StrangersKeyIsRefused) {
+  const std::string key = temp_path("pool.key");
+  const std::string other = temp_path("other.key");
+  const std::string stranger = temp_path("stranger.key");
+  mpx::Pool pool(listening(key));
+  auto mine = mpx::node::ClusterKey::load(key, false);
+  const auto theirs = mpx::node::ClusterKey::load(other, true);
+  mine.agent = theirs.agent;  // the pool's router key, an agent key it never saw
+  mine.authorized.clear();
+  {
+    const int fd = ::open(stranger.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const std::string text = mine.text();
+    ASSERT_EQ(::write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+    ::close(fd);
+  }
+  Agent agent(pool.endpoint(), stranger, 2, /*connect_timeout_s=*/3);
+  EXPECT_THROW(pool.wait_for_workers(1, 2000ms), mpx::TimeoutError);
+  EXPECT_EQ(agent.wait_exit(30s), 1);
+  ::unlink(key.c_str());
+  ::unlink(other.c_str());
+  ::unlink(stranger.c_str());
+}
+
+enum class Fault { kAgentKill, kAgentStop, kRemoteWorkerKill };
+
+// 100,000 items of a pure task across two agents (2 workers each); the fault hits
+// agent a once 1,000 results have come back.
+void map_through_fault(Fault fault) {
+  const std::string key = temp_path("fault.key");
+  mpx::Pool pool(listening(key));
+  Agent a(pool.endpoint(), key, 2), b(pool.endpoint(), key, 2);
+  pool.wait_for_workers(4, 60s);
+  const long long n = 100000;
+  auto it = pool.imap(node_square, iota(n), 50);
+  long long i = 0;
+  auto next = [&] {
+    auto v = it.next();
+    return v ? static_cast<long long>(*v) : -1;
+  };
+  for (; i < 1000; ++i) ASSERT_EQ(next(), i * i);
+  switch (fault) {
+    case Fault::kAgentKill:
+      ::kill(a.pid, SIGKILL);
+      break;
+    case Fault::kAgentStop:
+      ::kill(a.pid, SIGSTOP);
+      break;
+    case Fault::kRemoteWorkerKill: {
+      const auto workers = mpx::testing::worker_pids(a.pid);
+      ASSERT_FALSE(workers.empty());
+      ::kill(workers.front(), SIGKILL);
+      break;
+    }
+  }
+  // imap yields each index once, in order: every value exact means none lost, none twice.
+  for (; i < n; ++i) ASSERT_EQ(next(), i * i) << "item " << i;
+  EXPECT_EQ(next(), -1);
+  if (fault == Fault::kAgentStop) {
+    // Woken after it was declared lost: told so (or finding the router silent), it
+    // kills its workers and exits by itself.
+    ::kill(a.pid, SIGCONT);
+    const int code = a.wait_exit(30s);
+    EXPECT_TRUE(code == 0 || code == 3) << code;
+  }
+  if (fault == Fault::kRemoteWorkerKill) {
+    // The agent replaced its worker.
+    EXPECT_TRUE(mpx::testing::wait_until([&] { return mpx::testing::worker_pids(a.pid).size() == 2; }, 30s));
+  }
+  const pid_t a_pid = a.pid, b_pid = b.pid;
+  // terminate() kills the router at once: the agents find it silent for the host
+  // timeout, kill their workers and exit 3.
+  pool.terminate();
+  if (fault == Fault::kRemoteWorkerKill) {
+    EXPECT_EQ(a.wait_exit(30s), 3);
+  }
+  EXPECT_EQ(b.wait_exit(30s), 3);
+  for (pid_t p : {a_pid, b_pid}) {
+    if (p > 0) {
+      EXPECT_TRUE(mpx::testing::wait_no_descendants(10s, p).empty());
+    }
+  }
+  ::unlink(key.c_str());
+}
+
+TEST(NodeTest, AgentKilledMidMapLosesNothing) { map_through_fault(Fault::kAgentKill); }
+TEST(NodeTest, AgentStoppedMidMapLosesNothing) { map_through_fault(Fault::kAgentStop); }
+TEST(NodeTest, RemoteWorkerKilledMidMapLosesNothing) { map_through_fault(Fault::kRemoteWorkerKill); }
+
+}  // namespace
