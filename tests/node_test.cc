@@ -32,6 +32,9 @@ using namespace std::chrono_literals;
 long long node_square(long long x) { return x * x; }
 MPX_PURE_TASK(node_square);
 
+int read_shared(mpx::Value<int> v) { return v.load(); }
+MPX_TASK(read_shared);
+
 std::string temp_path(const std::string& name) {
   const char* dir = std::getenv("TEST_TMPDIR");
   return std::string(dir ? dir : "/tmp") + "/" + name + "-" + std::to_string(::getpid());
@@ -178,6 +181,25 @@ TEST(NodeTest, StrangersKeyIsRefused) {
   ::unlink(key.c_str());
   ::unlink(other.c_str());
   ::unlink(stranger.c_str());
+}
+
+// Shared memory does not cross hosts: a call carrying a handle fails on a remote
+// worker with an error that says so (the worker's pid is no process on another host).
+TEST(NodeTest, SharedMemoryHandleOnARemoteWorkerIsRefusedClearly) {
+  const std::string key = temp_path("shm.key");
+  mpx::Pool pool(listening(key));
+  Agent agent(pool.endpoint(), key, 1);
+  pool.wait_for_workers(1, 60s);
+  mpx::Value<int> v(7);
+  try {
+    pool.apply(read_shared, v);
+    ADD_FAILURE() << "no throw";
+  } catch (const mpx::RemoteError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot be used by a worker on another host"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(pool.apply(node_square, 5), 25) << "the worker goes on";
+  ::unlink(key.c_str());
 }
 
 enum class Fault { kAgentKill, kAgentStop, kRemoteWorkerKill };

@@ -370,6 +370,10 @@ std::optional<int> run_agent_if_asked(int argc, char** argv) {
     }
     if (args.slots == 0) args.slots = cpu_count();
     if (args.slots < 1) throw Error("mpx: --mpx-slots must be at least 1");
+    // Its workers inherit it: shared-memory handles refuse to open there (shm/segment.cc).
+    char host[256] = {0};
+    ::gethostname(host, sizeof host - 1);
+    ::setenv("MPX_NODE_HOST", host, 1);
     Agent agent(args);
     return agent.run();
   } catch (const std::exception& e) {

@@ -534,6 +534,14 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
   check_kind(ref, kind, tag);
   const std::string what = describe(kind, tag.name);
   const std::string shared = "shared " + kind_text(kind, tag.name);
+  // A node agent's workers (framework/node/agent.cc sets this for them) run on
+  // another host than the handle's owner: a pid there names another process, or none.
+  static const char* const node = std::getenv("MPX_NODE_HOST");
+  if (node != nullptr) {
+    throw SharedMemoryError("mpx: " + shared + " cannot be used by a worker on another host (" + node +
+                            ", a node agent's): shared memory does not cross hosts; pass values, "
+                            "or use a pool without listen() for calls that share memory");
+  }
   Registry& reg = registry();
   const pid_t self = getpid();
   std::shared_ptr<Segment> known;
