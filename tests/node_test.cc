@@ -2,7 +2,10 @@
 // network namespaces): real agents (this binary with --mpx-node), real CURVE links,
 // real kills. Maps of a pure task must come back exact, each result once, whatever
 // happens to an agent or its workers mid-map.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -43,8 +46,9 @@ std::string temp_path(const std::string& name) {
 // An agent: this binary with --mpx-node. Its stderr goes to the test's.
 struct Agent {
   pid_t pid = -1;
-  Agent(const std::string& endpoint, const std::string& key, int slots, int connect_timeout_s = 30) {
-    std::vector<std::string> args = {mpx::testing::self_exe(), "--mpx-node=" + endpoint, "--mpx-key=" + key,
+  Agent(const std::string& endpoint, const std::string& key, int slots, int connect_timeout_s = 30,
+        const std::string& program = mpx::testing::self_exe()) {
+    std::vector<std::string> args = {program, "--mpx-node=" + endpoint, "--mpx-key=" + key,
                                      "--mpx-slots=" + std::to_string(slots),
                                      "--mpx-connect-timeout=" + std::to_string(connect_timeout_s)};
     std::vector<char*> argv;
@@ -158,14 +162,29 @@ TEST(NodeTest, BadListenAndKeyFileAreRefusedClearly) {
   ::unlink(key.c_str());
 }
 
+// A free tcp port on 127.0.0.1 (bound and released: nobody else picks it in the
+// moment this test needs).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
 // An agent whose key is not in the pool's key file never joins: the ZAP handler
-// refuses its handshake, and it gives up with a message.
-TEST(NodeTest, StrangersKeyIsRefused) {
+// refuses its handshake, and it gives up with a message. It dials before the pool
+// listens (ZeroMQ retries every 100 ms), so its first handshake meets the router as
+// it starts: the handler is bound before the ROUTER, so there is no window.
+TEST(NodeTest, StrangersKeyIsRefusedFromTheFirstHandshake) {
   const std::string key = temp_path("pool.key");
   const std::string other = temp_path("other.key");
   const std::string stranger = temp_path("stranger.key");
-  mpx::Pool pool(listening(key));
-  auto mine = mpx::node::ClusterKey::load(key, false);
+  auto mine = mpx::node::ClusterKey::load(key, true);
   const auto theirs = mpx::node::ClusterKey::load(other, true);
   mine.agent = theirs.agent;  // the pool's router key, an agent key it never saw
   mine.authorized.clear();
@@ -175,12 +194,61 @@ TEST(NodeTest, StrangersKeyIsRefused) {
     ASSERT_EQ(::write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
     ::close(fd);
   }
-  Agent agent(pool.endpoint(), stranger, 2, /*connect_timeout_s=*/3);
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+  Agent agent(endpoint, stranger, 2, /*connect_timeout_s=*/4);
+  mpx::Pool pool(mpx::PoolOptions().processes(0).listen(endpoint).cluster_key(key).host_timeout(1000ms));
+  EXPECT_EQ(pool.endpoint(), endpoint);
   EXPECT_THROW(pool.wait_for_workers(1, 2000ms), mpx::TimeoutError);
   EXPECT_EQ(agent.wait_exit(30s), 1);
+  // The same pool admits an agent with its own key.
+  Agent friendly(endpoint, key, 1);
+  pool.wait_for_workers(1, 60s);
+  EXPECT_EQ(pool.apply(node_square, 9), 81);
+  for (const auto& f : {key, other, stranger}) ::unlink(f.c_str());
+}
+
+// Another program (another build-id, other tasks) is refused, saying why.
+TEST(NodeTest, AnotherProgramIsRefusedSayingWhy) {
+  const std::string key = temp_path("other-program.key");
+  mpx::Pool pool(listening(key));
+  const std::string program = std::string(std::getenv("TEST_SRCDIR")) + "/mpx/tests/node_other_program";
+  const std::string log = temp_path("other-program.log");
+  pid_t pid = -1;
+  {
+    std::vector<std::string> args = {program, "--mpx-node=" + pool.endpoint(), "--mpx-key=" + key, "--mpx-slots=1"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ASSERT_EQ(::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << status;
+  std::ifstream in(log);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_NE(text.str().find("refused this agent: the agent runs another build of the program (build-id"),
+            std::string::npos)
+      << text.str();
+  ::unlink(log.c_str());
   ::unlink(key.c_str());
-  ::unlink(other.c_str());
-  ::unlink(stranger.c_str());
+}
+
+// Agents on the same host may dial an ipc:// endpoint.
+TEST(NodeTest, AgentOverIpc) {
+  const std::string key = temp_path("ipc.key");
+  const std::string endpoint = "ipc://@mpx-node-test-" + std::to_string(::getpid());
+  mpx::Pool pool(mpx::PoolOptions().processes(1).listen(endpoint).cluster_key(key));
+  EXPECT_EQ(pool.endpoint(), endpoint);
+  Agent agent(endpoint, key, 2);
+  pool.wait_for_workers(3, 60s);
+  const auto out = pool.map(node_square, iota(1000));
+  for (long long i = 0; i < 1000; ++i) ASSERT_EQ(out[i], i * i);
+  ::unlink(key.c_str());
 }
 
 // Shared memory does not cross hosts: a call carrying a handle fails on a remote
