@@ -73,6 +73,10 @@ class FakeIo final : public RouterIo, public WorkerSupervisor {
     const pid_t pid = next_pid++;
     return {"W" + std::to_string(pid), unknown_pids ? 0 : pid};
   }
+  Started spawn_at(const std::string& name, const std::string& place) override {
+    places.push_back(place);
+    return spawn(name);
+  }
   void kill(std::string_view id) override { killed.push_back(pid_of(id)); }
   bool is_stopped(std::string_view id) override { return stopped.count(pid_of(id)) != 0; }
   // What the supervisor reports with the death of worker pid (marks, once).
@@ -90,6 +94,7 @@ class FakeIo final : public RouterIo, public WorkerSupervisor {
 
   std::vector<Sent> sent;
   std::vector<std::string> spawned;
+  std::vector<std::string> places;  // of spawn_at, in order
   std::vector<pid_t> killed;
   std::set<pid_t> stopped;  // pids is_stopped reports as stopped
   std::map<pid_t, std::uint64_t> marks;  // what take_running_mark reports, per worker
@@ -1569,6 +1574,48 @@ TEST_F(RouterTest, SpawnFailureBreaksThePool) {
   EXPECT_NE(sent[1].payload.find("cannot start a worker"), std::string::npos) << sent[1].payload;
 }
 
+// A host (a node agent) that joins brings its workers, started there; when it is lost
+// they all end at once: pure chunks run again elsewhere, others are reported lost
+// naming the host, nobody is replaced there, and their late frames are dropped.
+TEST_F(RouterTest, AHostsWorkersStartThereAndEndTogether) {
+  config_.workers = 1;
+  config_.listen = "tcp://127.0.0.1:0";
+  config_.pure_retries = 1;
+  start();
+  hello("1");
+  ready_quietly(1000);
+  core_->add_host("nodeA", 2, now_);
+  EXPECT_EQ(io_.places, (std::vector<std::string>{"nodeA", "nodeA"}));
+  ready_quietly(1001);
+  ready_quietly(1002);
+  submit_pure(1, 0, "a");
+  submit_pure(1, 1, "b");
+  submit("1", 2, 0, 1);  // not pure: lost with its host
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 3u);
+  EXPECT_EQ(sent[1].to, "W1001");
+  EXPECT_EQ(sent[2].to, "W1002");
+  core_->lose_host("nodeA", "host nodeA lost: silent", now_);
+  EXPECT_EQ(core_->live_workers(), 1u);
+  EXPECT_EQ(io_.spawned.size(), 3u) << "no replacement on a lost host";
+  sent = io_.take();
+  bool lost_named = false, welcomed = false, retried = false;
+  for (const Sent& m : sent) {
+    if (m.type == Type::kLost) {
+      EXPECT_EQ(m.call_id, 2u);
+      lost_named = m.payload.find("host nodeA lost: silent") != std::string::npos;
+    }
+    if (m.type == Type::kWelcome) welcomed = m.count == 1;
+    if (m.type == Type::kTask && m.to == "W1000" && m.call_id == 1 && m.start == 1) retried = true;
+  }
+  EXPECT_TRUE(lost_named);
+  EXPECT_TRUE(welcomed) << "clients learn how many workers serve";
+  EXPECT_TRUE(retried) << "the pure chunk runs again on a live worker";
+  // A frame from a worker of the lost host is late: dropped.
+  result(1001, 1, 1, 1);
+  EXPECT_TRUE(io_.take().empty());
+}
+
 TEST(RouterConfigTest, EncodeDecodeRoundTrip) {
   Config c;
   c.front_endpoint = "ipc://@f";
@@ -1636,6 +1683,8 @@ TEST(RouterConfigTest, DecodeRejectsGarbage) {
   Config c;
   c.workers = 0;
   EXPECT_THROW(Config::decode(c.encode()), DecodeError);
+  c.listen = "tcp://0.0.0.0:0";  // a pool that listens may have no local workers
+  EXPECT_EQ(Config::decode(c.encode()).workers, 0);
 }
 
 }  // namespace
