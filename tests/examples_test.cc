@@ -253,6 +253,14 @@ TEST(ExamplesTest, CpuCountPool) {
   EXPECT_LINE(r.out, "last 9801");
 }
 
+TEST(ExamplesTest, ManyMachines) {
+  const RunResult r = RunClean("pool/many_machines");
+  EXPECT_LINE(r.out, "agents dial tcp://127.0.0.1:<port>");
+  EXPECT_LINE(r.out, "5 workers serve: 1 here, 2 per agent");
+  EXPECT_LINE(r.out, "sum of squares below 100000: 333328333350000");
+  EXPECT_LINE(r.out, "agent exited with code 0");
+}
+
 TEST(ExamplesTest, StructTasks) {
   const RunResult r = RunClean("pool/struct_tasks");
   EXPECT_EQ(r.out,

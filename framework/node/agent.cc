@@ -57,7 +57,6 @@ class Agent {
   explicit Agent(const Args& args)
       : args_(args),
         key_(ClusterKey::load(args.key, /*create=*/false)),
-        dealer_(context_, Socket::kDealer),
         endpoint_(transport::Endpoint::unique("node")),
         listener_(transport::Listener::bind(endpoint_)),
         workers_(endpoint_.str(), ::getpid(), loop_,
@@ -65,48 +64,38 @@ class Agent {
                    exited(id, status, mark);
                  }) {
     if (!listener_) throw Error("mpx: node agent: cannot listen for its workers");
-    dealer_.set(ZMQ_CURVE_SERVERKEY, z85_decode(key_.router.public_key, "router-public"));
-    dealer_.set(ZMQ_CURVE_PUBLICKEY, z85_decode(key_.agent.public_key, "agent-public"));
-    dealer_.set(ZMQ_CURVE_SECRETKEY, z85_decode(key_.agent.secret_key, "agent-secret"));
-    dealer_.set(ZMQ_RECONNECT_IVL, 100);
-    dealer_.connect(args.node);
-    link_ = std::make_unique<Link>(dealer_, loop_, [this](auto& parts) { on_router(parts); });
     loop_.watch(listener_.fd(), POLLIN, [this](short) { accept(); });
   }
 
   int run() {
-    char host[256] = {0};
-    ::gethostname(host, sizeof host - 1);
-    Hello hello;
-    hello.host = host;
-    hello.pid = ::getpid();
-    hello.slots = args_.slots;
-    hello.build_id = build_id();
-    hello.tasks = tasks_hash();
-    send(Kind::kHello, encode(hello));
-    const auto give_up = Clock::now() + args_.connect_timeout;
-    logger().info("node agent: dialing {} with {} slots", args_.node, args_.slots);
+    dial();
     while (!code_) {
+      if (rejoin_) {
+        rejoin_ = false;
+        dial();
+      }
       const auto now = Clock::now();
-      auto wake = welcomed_ ? std::min(next_beat_, last_heard_ + welcome_.host_timeout) : give_up;
+      auto wake = welcomed_ ? std::min(next_beat_, last_heard_ + welcome_.host_timeout) : give_up_;
       loop_.run_once(std::max(wake, now + std::chrono::milliseconds(1)));
       const auto after = Clock::now();
       link_->service();
       if (code_) break;
-      if (!welcomed_ && after >= give_up) {
+      if (!welcomed_ && after >= give_up_) {
         std::fprintf(stderr,
                      "mpx: node agent: no answer from %s within %lld s: is the pool listening there, "
                      "and does its cluster key file authorise this agent's key?\n",
                      args_.node.c_str(), static_cast<long long>(args_.connect_timeout.count()));
-        code_ = 1;
+        code_ = joined_before_ ? 3 : 1;
         break;
       }
       if (welcomed_ && after - last_heard_ > welcome_.host_timeout) {
         std::fprintf(stderr, "mpx: node agent: the router at %s was silent for more than %lld ms; "
-                     "killing this host's workers and exiting\n",
-                     args_.node.c_str(), static_cast<long long>(welcome_.host_timeout.count()));
-        code_ = 3;
-        break;
+                     "killing this host's workers, dialing again for %lld s\n",
+                     args_.node.c_str(), static_cast<long long>(welcome_.host_timeout.count()),
+                     static_cast<long long>(args_.connect_timeout.count()));
+        drop_workers();
+        rejoin_ = true;
+        continue;
       }
       if (welcomed_ && after >= next_beat_) beat(after);
     }
@@ -116,6 +105,44 @@ class Agent {
   }
 
  private:
+  // A new DEALER (so a new routing id: the router forgets a lost agent's for good) and
+  // a hello on it.
+  void dial() {
+    link_.reset();
+    dealer_ = std::make_unique<Socket>(context_, Socket::kDealer);
+    dealer_->set(ZMQ_CURVE_SERVERKEY, z85_decode(key_.router.public_key, "router-public"));
+    dealer_->set(ZMQ_CURVE_PUBLICKEY, z85_decode(key_.agent.public_key, "agent-public"));
+    dealer_->set(ZMQ_CURVE_SECRETKEY, z85_decode(key_.agent.secret_key, "agent-secret"));
+    dealer_->set(ZMQ_RECONNECT_IVL, 100);
+    dealer_->connect(args_.node);
+    link_ = std::make_unique<Link>(*dealer_, loop_, [this](auto& parts) { on_router(parts); });
+    char host[256] = {0};
+    ::gethostname(host, sizeof host - 1);
+    Hello hello;
+    hello.host = host;
+    hello.pid = ::getpid();
+    hello.slots = args_.slots;
+    hello.build_id = build_id();
+    hello.tasks = tasks_hash();
+    send(Kind::kHello, encode(hello));
+    welcomed_ = false;
+    give_up_ = Clock::now() + args_.connect_timeout;
+    logger().info("node agent: dialing {} with {} slots", args_.node, args_.slots);
+  }
+
+  // The pool counts this host's workers lost: they are ended, and so is what they
+  // were connected with.
+  void drop_workers() {
+    workers_.kill_all();
+    for (auto& [id, w] : conns_) loop_.unwatch(w->watch);
+    for (auto& w : unnamed_) loop_.unwatch(w->watch);
+    conns_.clear();
+    unnamed_.clear();
+    local_of_.clear();
+    router_of_.clear();
+    last_stopped_.clear();
+  }
+
   void send(Kind kind, std::string_view a = {}, std::string_view b = {}) {
     std::vector<transport::Message> parts;
     const char k = static_cast<char>(kind);
@@ -155,6 +182,7 @@ class Agent {
           return;
         }
         welcomed_ = true;
+        joined_before_ = true;
         next_beat_ = last_heard_;
         logger().info("node agent: joined the pool at {}", args_.node);
         return;
@@ -166,6 +194,13 @@ class Agent {
       case Kind::kQuit:
         logger().info("node agent: the pool is gone ({}); exiting", arg(1));
         code_ = 0;
+        return;
+      case Kind::kLost:
+        // Cut off or stopped for longer than the host timeout: the pool ran this host's
+        // work elsewhere. Join again as a new agent with fresh workers.
+        logger().warn("node agent: the pool declared this host lost ({}); joining again", arg(1));
+        drop_workers();
+        rejoin_ = true;
         return;
       case Kind::kBeat:
         return;
@@ -321,7 +356,7 @@ class Agent {
   transport::Loop loop_;
   ClusterKey key_;
   Context context_;
-  Socket dealer_;
+  std::unique_ptr<Socket> dealer_;
   transport::Endpoint endpoint_;
   transport::Listener listener_;
   router::LocalWorkers workers_;
@@ -332,6 +367,9 @@ class Agent {
   std::map<std::string, std::string> router_of_;                     // local id -> router id
   Welcome welcome_;
   bool welcomed_ = false;
+  bool joined_before_ = false;  // a pool welcomed it once: silence later is exit 3
+  bool rejoin_ = false;         // dial again at the next turn (not from a Link handler)
+  Clock::time_point give_up_;
   Clock::time_point last_heard_;
   Clock::time_point next_beat_;
   std::string last_stopped_;
@@ -374,6 +412,10 @@ std::optional<int> run_agent_if_asked(int argc, char** argv) {
     char host[256] = {0};
     ::gethostname(host, sizeof host - 1);
     ::setenv("MPX_NODE_HOST", host, 1);
+    // The pool creates the key file when it starts: agents started with it (srun) wait
+    // for it to appear.
+    const auto key_deadline = Clock::now() + args.connect_timeout;
+    while (::access(args.key.c_str(), F_OK) != 0 && Clock::now() < key_deadline) ::usleep(100 * 1000);
     Agent agent(args);
     return agent.run();
   } catch (const std::exception& e) {

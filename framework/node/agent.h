@@ -9,12 +9,14 @@
 // relays their frames. A worker that ends is reported after everything it wrote (the
 // link keeps order), with its wait status and running mark, so the router treats it as
 // it treats a local one. Heartbeats both ways: when the router is silent for the host
-// timeout it announced, or says Q, the agent kills its workers and exits. A router
-// that never answers (not listening there, or refusing this key) makes it exit after
-// --mpx-connect-timeout seconds (default 30).
+// timeout it announced, or says the host was lost (L), the agent kills its workers and
+// dials again on a new socket (a new agent to the router: a healed partition rejoins);
+// when that finds no router within --mpx-connect-timeout seconds (default 30), or the
+// router says the pool ended (Q), it exits. The same timeout bounds the first dial
+// (not listening there, or refusing this key) and the wait for the key file.
 //
 // Exit codes: 0 the pool ended; 1 bad arguments, key file, or no answer; 2 refused
-// (another build, other tasks); 3 the router went silent.
+// (another build, other tasks); 3 the router went silent and did not come back.
 #ifndef MPX_FRAMEWORK_NODE_AGENT_H_
 #define MPX_FRAMEWORK_NODE_AGENT_H_
 

@@ -15,6 +15,7 @@
 // | T    | agent -> router  | stopped worker ids, '\n'-joined | which workers are stopped    |
 // | M    | both             | worker id, header, payload    | a frame to or from a worker    |
 // | Q    | router -> agent  | reason text                   | the pool is gone: kill, exit   |
+// | L    | router -> agent  | reason text                   | declared lost: kill, join anew |
 //
 // Worker ids are the router's: the agent maps them to its own children.
 #ifndef MPX_FRAMEWORK_NODE_PROTOCOL_H_
@@ -38,6 +39,7 @@ enum class Kind : char {
   kStopped = 'T',
   kMessage = 'M',
   kQuit = 'Q',
+  kLost = 'L',
 };
 
 struct Hello {

@@ -158,7 +158,7 @@ void RemoteWorkers::on_message(std::vector<transport::Message>& parts) {
       admit(rid, text(parts[2]));
     } else if (lost_rids_.count(rid) || kind != node::Kind::kHello) {
       // A lost agent woke up (SIGCONT, a healed network): what it says is late.
-      say(rid, static_cast<char>(node::Kind::kQuit), "this agent was declared lost; its workers were replaced");
+      say(rid, static_cast<char>(node::Kind::kLost), "this agent was declared lost; its work ran elsewhere");
     }
     return;
   }
@@ -270,7 +270,7 @@ void RemoteWorkers::lose(const std::string& rid, const std::string& why) {
   lost_rids_.insert(rid);
   place_rid_.erase(agent.place);
   for (const auto& id : agent.workers) worker_rid_.erase(id);
-  say(rid, static_cast<char>(node::Kind::kQuit), why);
+  say(rid, static_cast<char>(node::Kind::kLost), why);
   logger().warn("router: host {} lost: {}", agent.place, why);
   events_.lost(agent.place, "host " + agent.place + " lost: " + why);
 }
