@@ -18,6 +18,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -56,20 +57,8 @@ struct Agent {
     argv.push_back(nullptr);
     if (::posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) pid = -1;
   }
-  // Its exit code (or -signal), waiting up to timeout; kills it after that (returns -999).
-  int wait_exit(std::chrono::milliseconds timeout) {
-    int status = 0;
-    const bool ended = mpx::testing::wait_until(
-        [&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, timeout);
-    if (!ended) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      pid = -1;
-      return -999;
-    }
-    pid = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-  }
+  // Its exit code (or -signal), waiting up to timeout (then killed: kTimedOut).
+  int wait_exit(std::chrono::milliseconds timeout) { return mpx::testing::wait_exit(std::exchange(pid, -1), timeout); }
   ~Agent() {
     if (pid > 0) {
       ::kill(pid, SIGKILL);

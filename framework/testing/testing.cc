@@ -210,6 +210,16 @@ bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds tim
   return true;
 }
 
+int wait_exit(pid_t pid, std::chrono::milliseconds timeout) {
+  int status = 0;
+  if (!wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, timeout)) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    return kTimedOut;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
 std::string mutate(std::string bytes, std::mt19937& rng, int max_edits) {
   const int edits = 1 + static_cast<int>(rng() % static_cast<unsigned>(max_edits));
   for (int e = 0; e < edits && !bytes.empty(); ++e) {

@@ -37,6 +37,11 @@ std::vector<Descendant> wait_no_descendants(std::chrono::milliseconds timeout, p
 // Polls cond every few milliseconds until it holds or timeout passes; returns cond().
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 
+// Reaps child pid, waiting up to timeout: its exit code, or -signal; after timeout it
+// is killed (SIGKILL), reaped, and kTimedOut returned.
+constexpr int kTimedOut = -999;
+int wait_exit(pid_t pid, std::chrono::milliseconds timeout);
+
 // A copy of bytes with 1..max_edits random byte edits (overwrite, insert, erase), for
 // the mutation tests of the decoders; deterministic for a seeded rng.
 std::string mutate(std::string bytes, std::mt19937& rng, int max_edits);
