@@ -116,6 +116,34 @@ TEST(NodeTest, AgentsOverTcpGiveExactResults) {
   ::unlink(key.c_str());
 }
 
+// The pool's router killed while agents serve it: its replacement listens on the same
+// port, the agents (whose router went silent) dial again, and the pure map loses nothing.
+TEST(NodeTest, AReplacedRouterListensWhereItsPredecessorDidAndTheAgentsRejoin) {
+  const std::string key = temp_path("cluster-replaced.key");
+  {
+    mpx::Pool pool(listening(key));
+    const std::string endpoint = pool.endpoint();
+    Agent a(endpoint, key, 2);
+    pool.wait_for_workers(2, 60s);
+    const pid_t router = pool.router_pid();
+    std::vector<long long> out;
+    std::vector<long long> xs = iota(20000);
+    bool killed = false;
+    for (long long v : pool.imap(node_square, xs, 100)) {
+      out.push_back(v);
+      if (!killed && out.size() == 2000) {
+        ASSERT_EQ(::kill(router, SIGKILL), 0);
+        killed = true;
+      }
+    }
+    ASSERT_EQ(out.size(), xs.size());
+    for (long long i = 0; i < 20000; ++i) ASSERT_EQ(out[i], i * i);
+    EXPECT_NE(pool.router_pid(), router);
+    EXPECT_EQ(pool.endpoint(), endpoint);
+  }
+  ::unlink(key.c_str());
+}
+
 TEST(NodeTest, LocalPoolDoesNotLoadZeroMq) {
   mpx::Pool pool(2);
   EXPECT_EQ(pool.map(node_square, iota(10))[3], 9);

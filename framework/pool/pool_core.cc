@@ -210,6 +210,15 @@ void PoolCore::start_router() {
     conn_ = transport::Connection();
     config_.front_endpoint = transport::Endpoint::unique("front").str();
     config_.back_endpoint = transport::Endpoint::unique("back").str();
+    {
+      // A replacement listens where its predecessor did: the agents dial that port again.
+      std::lock_guard<std::mutex> lock(endpoint_mu_);
+      const auto port_at = config_.listen.rfind(':');
+      if (!endpoint_.empty() && port_at != std::string::npos &&
+          config_.listen.compare(port_at, std::string::npos, ":0") == 0) {
+        config_.listen.replace(port_at, std::string::npos, endpoint_.substr(endpoint_.rfind(':')));
+      }
+    }
     try {
       router_.start(config_);
       router_pid_.store(router_.pid(), std::memory_order_release);
