@@ -37,6 +37,7 @@
 #include "mpx/detail/codec.h"
 #include "mpx/detail/next_iterator.h"
 #include "mpx/errors.h"
+#include "mpx/progress.h"
 #include "mpx/task.h"
 
 namespace mpx {
@@ -229,6 +230,13 @@ class ImapIterator {
     return next_until(detail::deadline_after(timeout));
   }
   std::size_t size() const { return static_cast<std::size_t>(call_->total()); }
+  // Waits until next() would not block; false if nothing arrived in time.
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> timeout) {
+    auto* call = call_.get();
+    return detail::pool_wait(*core_, [call] { return call->has_next_locked(); },
+                             detail::deadline_after(timeout));
+  }
 
   using iterator = detail::NextIterator<ImapIterator, detail::Stored<R>>;
   iterator begin() { return iterator(this); }
@@ -283,6 +291,23 @@ class Pool {
       result.take();
     } else {
       return result.take();
+    }
+  }
+  // The same with per-call options: MapOptions().chunksize(n).progress("label") draws a
+  // progress bar on stderr while it runs (mpx/progress.h). Throws the first error in
+  // input order.
+  template <class R, class P, class Range>
+  auto map(R (*fn)(P), const Range& items, const MapOptions& options) {
+    if (!options.progress()) return map(fn, items, options.chunksize());
+    auto shown = progress(imap(fn, items, options.chunksize()), *options.progress());
+    if constexpr (std::is_void_v<R>) {
+      while (shown.next()) {
+      }
+    } else {
+      std::vector<R> out;
+      out.reserve(shown.source().size());
+      while (auto v = shown.next()) out.push_back(std::move(*v));
+      return out;
     }
   }
   template <class R, class P, class Range>
