@@ -216,6 +216,7 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
         // became first).
         const double s = std::chrono::duration<double>(now - it->started).count();
         counters_.latency_sum_s += s;
+        ++counters_.latency_count;
         const auto& bounds = latency_bounds();
         for (std::size_t b = 0; b < bounds.size(); ++b) {
           if (s <= bounds[b]) ++counters_.latency_buckets[b];

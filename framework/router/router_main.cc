@@ -286,8 +286,7 @@ int run_router(const spawning::Bootstrap& boot) {
   // `mpx status`: one snapshot per connection of the same user (Listener::accept
   // refuses others), written at once and closed. Small enough for the socket buffer;
   // a reader that takes less gets a truncated answer and says so.
-  transport::Listener status_listener =
-      transport::Listener::bind(transport::Endpoint::unique("status"));
+  transport::Listener status_listener = transport::Listener::bind(transport::Endpoint::from(status_endpoint_name(getpid())));
   if (!status_listener) {
     logger().warn("router: no status socket (mpx status will not list this pool): {}",
                   std::strerror(errno));

@@ -16,6 +16,10 @@
 namespace mpx {
 namespace router {
 
+std::string status_endpoint_name(pid_t router_pid) {
+  return "unix://@mpx-" + std::to_string(router_pid) + "-status";
+}
+
 std::string encode_status(const PoolStatus& s) {
   msgpack::sbuffer buf;
   msgpack::pack(buf, s);
@@ -73,6 +77,10 @@ std::optional<PoolStatus> query_status(const std::string& endpoint, std::chrono:
   transport::Connection conn = transport::Connection::dial(*parsed);
   if (!conn) {
     *why = std::strerror(errno);
+    return std::nullopt;
+  }
+  if (conn.peer_uid() != static_cast<long>(::getuid())) {
+    *why = "served by uid " + std::to_string(conn.peer_uid()) + ", not this user";
     return std::nullopt;
   }
   const auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -1,11 +1,13 @@
 // What a live pool's router tells `mpx status` / `mpx top`, and how they find it.
 //
-// Every router listens on one more abstract unix socket, "@mpx-<router pid>-...-status":
+// Every router listens on one more abstract unix socket, "@mpx-<router pid>-status":
 // a peer that connects (same uid only: the listener checks SO_PEERCRED) reads one
 // msgpack PoolStatus and the end of the stream. Discovery needs no daemon and no
 // files: the live routers are exactly the listening sockets of that name in
 // /proc/net/unix, and the kernel removes a socket when its router dies, so a dead pool
-// is never listed.
+// is never listed. The name is predictable (the pool's driver finds its router's for
+// metrics): a reader accepts an answer only from a peer of its own uid, so another
+// user who took the name first is refused, and that router then serves no status.
 #ifndef MPX_FRAMEWORK_ROUTER_STATUS_H_
 #define MPX_FRAMEWORK_ROUTER_STATUS_H_
 
@@ -64,15 +66,18 @@ struct PoolStatus {
   std::uint64_t worker_restarts = 0;  // workers replaced after a death
   std::map<std::string, std::uint64_t> worker_deaths;  // by cause: signal, exit, timeout, ...
   // Chunk latency (dispatch to result), cumulative counts per upper bound in seconds
-  // (kLatencyBounds), plus the sum; the +Inf bucket is completed_chunks.
+  // (latency_bounds()), their count (the +Inf bucket) and sum. Timed: the chunk each
+// worker runs, from when it became its first held to its result.
   std::vector<std::uint64_t> latency_buckets;
+  std::uint64_t latency_count = 0;
   double latency_sum_s = 0;
   std::vector<WorkerStatus> workers;
   MSGPACK_DEFINE_MAP(router_pid, driver_pid, program, workers_wanted, worker_memory_limit,
                      front_endpoint, broken, uptime_s, queued_chunks, in_flight_chunks,
                      submitted_chunks, submitted_items, completed_chunks, completed_items,
                      error_chunks, lost_items, retried_chunks, bytes_in, bytes_out,
-                     worker_restarts, worker_deaths, latency_buckets, latency_sum_s, workers);
+                     worker_restarts, worker_deaths, latency_buckets, latency_count, latency_sum_s,
+                     workers);
 };
 
 // Upper bounds (seconds) of PoolStatus::latency_buckets.
@@ -81,6 +86,8 @@ inline const std::vector<double>& latency_bounds() {
   return bounds;
 }
 
+// The status endpoint of the router with this pid.
+std::string status_endpoint_name(pid_t router_pid);
 std::string encode_status(const PoolStatus& s);
 // Throws mpx::DecodeError for bytes that are not a PoolStatus.
 PoolStatus decode_status(const std::string& bytes);

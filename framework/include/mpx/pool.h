@@ -132,6 +132,17 @@ class PoolOptions {
     return *this;
   }
   std::size_t max_inflight_bytes() const { return max_inflight_bytes_; }
+  // Serves Prometheus metrics of this pool at http://<address>/metrics ("127.0.0.1:9464",
+  // "0.0.0.0:9464" for other hosts) from the driver while the Pool lives: tasks
+  // submitted/completed/lost, failed chunks, retries, worker deaths by cause, queue
+  // depths, chunk latency, bytes, worker RSS. Needs //framework:metrics in the program's
+  // deps (the Pool constructor says so otherwise) and throws mpx::Error if it cannot
+  // listen there.
+  PoolOptions& metrics(std::string address) {
+    metrics_ = std::move(address);
+    return *this;
+  }
+  const std::string& metrics() const { return metrics_; }
   std::size_t max_message_bytes() const { return max_message_bytes_; }
   std::size_t worker_memory_limit() const { return worker_memory_limit_; }
 
@@ -162,6 +173,7 @@ class PoolOptions {
   std::size_t max_message_bytes_ = std::size_t{1} << 30;
   std::size_t max_inflight_bytes_ = std::size_t{256} << 20;
   std::size_t worker_memory_limit_ = 0;
+  std::string metrics_;
 };
 
 // The result of an asynchronous call (apply_async, map_async, starmap_async).
@@ -454,6 +466,7 @@ class Pool {
   }
 
   std::shared_ptr<detail::PoolCore> core_;
+  std::shared_ptr<void> metrics_;  // the metrics server, if asked for; stops before core_ goes
 };
 
 }  // namespace mpx
