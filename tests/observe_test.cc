@@ -78,6 +78,45 @@ TEST(Progress, OffWithMpxProgress0) {
   EXPECT_EQ(run.output, "sum of squares: 8955050\r\nmap: 300 results, last 89401\r\nroots: 3 failed\r\n");
 }
 
+// ---- logs ---------------------------------------------------------------------------
+
+std::string read_all(const std::string& path) {
+  std::string out;
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    std::fclose(f);
+  }
+  return out;
+}
+
+TEST(Logs, FileAndPerRoleLevels) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string path = std::string(tmp ? tmp : "/tmp") + "/mpx-observe.log";
+  std::remove(path.c_str());
+  const auto run = mpx::testing::run_command(
+      {runfile("examples/pool/progress")},
+      {"MPX_LOG_FILE=" + path, "MPX_LOG=warn", "MPX_LOG_ROUTER=debug"}, seconds(120));
+  ASSERT_TRUE(run.exited_with(0)) << run.output;
+  const std::string log = read_all(path);
+  // The router at debug, in the file; the driver at warn: no progress lines (info).
+  EXPECT_TRUE(contains(log, "[Router/")) << log;
+  EXPECT_TRUE(contains(log, "debug: router: spawned PoolWorker-1")) << log;
+  EXPECT_FALSE(contains(log, "[MainProcess/")) << log;
+  EXPECT_FALSE(contains(run.output, "router: spawned")) << run.output;
+  EXPECT_EQ(run.output, "sum of squares: 8955050\nmap: 300 results, last 89401\nroots: 3 failed\n");
+  std::remove(path.c_str());
+}
+
+TEST(Logs, UnwritableFileFallsBackToStderrAndSaysSo) {
+  const auto run = mpx::testing::run_command({runfile("examples/pool/progress")},
+                                             {"MPX_LOG_FILE=/nonexistent-dir/mpx.log"}, seconds(120));
+  ASSERT_TRUE(run.exited_with(0)) << run.output;
+  EXPECT_TRUE(contains(run.output, "warning: cannot log to MPX_LOG_FILE=/nonexistent-dir/mpx.log (")) << run.output;
+  EXPECT_TRUE(contains(run.output, "info: squares: 300/300 (100%)")) << run.output;
+}
+
 TEST(ProgressHelper, DISABLED_Pipeline) {
   if (std::getenv("MPX_OBSERVE_HELPER") == nullptr) GTEST_SKIP();
   std::vector<int> xs(200);
