@@ -4,10 +4,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -31,19 +28,6 @@ int refuse_seven(int x) {
 }
 MPX_TASK(refuse_seven);
 
-// A port nobody listens on now (the kernel's pick for port 0).
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 std::string scrape(int port) {
   httplib::Client client("127.0.0.1", port);
   client.set_read_timeout(10, 0);
@@ -64,7 +48,7 @@ class MetricsTest : public ::testing::Test {
 };
 
 TEST_F(MetricsTest, ServesCountersGaugesAndHistogramOverHttp) {
-  const int port = free_port();
+  const int port = mpx::testing::free_tcp_port();
   {
     mpx::Pool pool(mpx::PoolOptions().processes(2).metrics("127.0.0.1:" + std::to_string(port)));
     std::vector<int> xs(100);
@@ -109,7 +93,7 @@ TEST_F(MetricsTest, AnAddressThatCannotBeServedIsAClearError) {
   } catch (const mpx::Error& e) {
     EXPECT_TRUE(contains(e.what(), "cannot serve metrics at 'no-such-host.invalid:notaport'")) << e.what();
   }
-  const int port = free_port();
+  const int port = mpx::testing::free_tcp_port();
   mpx::Pool first(mpx::PoolOptions().processes(1).metrics("127.0.0.1:" + std::to_string(port)));
   try {
     mpx::Pool second(mpx::PoolOptions().processes(1).metrics("127.0.0.1:" + std::to_string(port)));
