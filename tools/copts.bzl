@@ -15,7 +15,7 @@ tests, GoogleTest's main).
 
 load("@rules_cc//cc:defs.bzl", "cc_library", "cc_test")
 
-MPX_COPTS = [
+_WARNING_COPTS = [
     "-std=c++17",
     "-Wall",
     "-Wextra",
@@ -23,8 +23,24 @@ MPX_COPTS = [
     "-Wno-missing-field-initializers",
 ]
 
-# GoogleTest's EXPECT_EQ(size_t, int) and friends trip -Wsign-compare.
-MPX_TEST_COPTS = MPX_COPTS + [
+# mpx's own code is optimised in every compilation mode: Bazel's default (fastbuild)
+# compiles without -O, and the pool then measured ~2x Python instead of ~7x. With -c dbg
+# this gives -g -O2 (debuggable with optimised frames). Left out under the sanitizer
+# configs (.bazelrc sets --define=mpx_sanitizer=1 and its own -O1, for exact reports)
+# and with --define=mpx_optimize=0 (to step through mpx at -O0).
+# str(Label()): resolved in mpx's repository even when a consumer workspace loads this file.
+MPX_OPT_COPTS = select({
+    str(Label("//tools:sanitizer")): [],
+    str(Label("//tools:no_optimize")): [],
+    "//conditions:default": ["-O2"],
+})
+
+MPX_COPTS = _WARNING_COPTS + MPX_OPT_COPTS
+
+# GoogleTest's EXPECT_EQ(size_t, int) and friends trip -Wsign-compare. Test sources
+# themselves stay at the mode's level (they compile faster); the libraries they test
+# are optimised.
+MPX_TEST_COPTS = _WARNING_COPTS + [
     "-Wno-sign-compare",
 ]
 

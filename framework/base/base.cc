@@ -15,6 +15,7 @@
 #include <string>
 #include <memory>
 
+#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
 namespace mpx {
@@ -26,20 +27,49 @@ ProcessInfo& identity() {
   return info;
 }
 
-std::shared_ptr<spdlog::logger> make_logger(const std::string& name) {
-  auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+// The variable that sets one role's level over MPX_LOG.
+const char* role_level_variable(Role role) {
+  switch (role) {
+    case Role::kDriver: return "MPX_LOG_DRIVER";
+    case Role::kRouter: return "MPX_LOG_ROUTER";
+    case Role::kWorker: return "MPX_LOG_WORKER";
+    case Role::kProcess: return "MPX_LOG_PROCESS";
+    case Role::kActor: return "MPX_LOG_ACTOR";
+  }
+  return "MPX_LOG";
+}
+
+// Log lines go to stderr, or with MPX_LOG_FILE=path to that file, appended: every
+// process of the program opens it in append mode and writes each line in one write,
+// so lines of different processes interleave whole.
+std::shared_ptr<spdlog::logger> make_logger(const std::string& name, Role role) {
+  spdlog::sink_ptr sink;
+  std::string file_error;
+  const char* file = std::getenv("MPX_LOG_FILE");
+  if (file != nullptr && *file != '\0') {
+    try {
+      sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(file, /*truncate=*/false);
+    } catch (const std::exception& e) {
+      file_error = e.what();
+    }
+  }
+  if (!sink) sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   auto logger = std::make_shared<spdlog::logger>(name, std::move(sink));
   // One line, one write: "12:00:01.123 [PoolWorker-1/4242] info: text".
   logger->set_pattern("%H:%M:%S.%e [%n/%P] %l: %v");
   spdlog::level::level_enum level = spdlog::level::info;
   if (const char* env = std::getenv("MPX_LOG")) level = spdlog::level::from_str(env);
+  if (const char* env = std::getenv(role_level_variable(role))) level = spdlog::level::from_str(env);
   logger->set_level(level);
   logger->flush_on(spdlog::level::trace);
+  if (!file_error.empty()) {
+    logger->warn("cannot log to MPX_LOG_FILE={} ({}); logging to stderr", file, file_error);
+  }
   return logger;
 }
 
 std::shared_ptr<spdlog::logger>& logger_slot() {
-  static std::shared_ptr<spdlog::logger> slot = make_logger(identity().name);
+  static std::shared_ptr<spdlog::logger> slot = make_logger(identity().name, identity().role);
   return slot;
 }
 
@@ -50,7 +80,7 @@ void set_identity(std::string name, Role role) {
   info.name = std::move(name);
   info.pid = getpid();
   info.role = role;
-  logger_slot() = make_logger(info.name);
+  logger_slot() = make_logger(info.name, role);
 }
 
 namespace {

@@ -1,5 +1,6 @@
 #include "mpx/pool.h"
 
+#include "framework/pool/metrics_hook.h"
 #include "framework/pool/pool_core.h"
 
 namespace mpx {
@@ -15,15 +16,35 @@ int at_least_one(int processes) {
 }  // namespace
 
 Pool::Pool(int processes) : Pool(PoolOptions().processes(at_least_one(processes))) {}
-Pool::Pool(const PoolOptions& options) : core_(std::make_shared<detail::PoolCore>(options)) {}
+detail::MetricsStarter& detail::metrics_starter() {
+  static MetricsStarter starter = nullptr;
+  return starter;
+}
+
+Pool::Pool(const PoolOptions& options) : core_(std::make_shared<detail::PoolCore>(options)) {
+  if (options.metrics().empty()) return;
+  if (detail::metrics_starter() == nullptr) {
+    throw Error("PoolOptions::metrics(\"" + options.metrics() +
+                "\"): this program has no metrics support; add \"//framework:metrics\" (or "
+                "\"@mpx//framework:metrics\") to the deps of its cc_binary");
+  }
+  // Asked per scrape: a pool gone (or moved from) reports nothing.
+  std::weak_ptr<detail::PoolCore> core = core_;
+  metrics_ = detail::metrics_starter()(options.metrics(), [core]() -> pid_t {
+    auto c = core.lock();
+    return c ? c->router_pid() : 0;
+  });
+}
 Pool::~Pool() {
   if (core_) core_->shutdown();
 }
 Pool::Pool(Pool&&) noexcept = default;
 Pool& Pool::operator=(Pool&& other) noexcept {
   if (this != &other) {
+    metrics_.reset();
     if (core_) core_->shutdown();
     core_ = std::move(other.core_);
+    metrics_ = std::move(other.metrics_);
   }
   return *this;
 }

@@ -48,6 +48,8 @@ RouterCore::RouterCore(Config config, RouterIo& io, WorkerSupervisor& workers)
 
 void RouterCore::start(Clock::time_point now) {
   now_ = now;
+  started_at_ = now;
+  counters_.latency_buckets.assign(latency_bounds().size(), 0);
   for (int i = 0; i < config_.workers; ++i) spawn_one();
   next_tick_ = now_ + config_.heartbeat_interval;
 }
@@ -116,6 +118,9 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
         send_pool_error(sender, submit.call_id, broken_reason_);
         return;
       }
+      ++counters_.submitted_chunks;
+      counters_.submitted_items += submit.count;
+      counters_.bytes_in += in.payload.size();
       InFlight what{std::string(sender), submit.call_id, submit.start, submit.count};
       what.pure = submit.pure;
       queue_.push_back(Task{std::move(what), std::move(in.header_frame), std::move(in.payload)});
@@ -207,6 +212,23 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
         w->service_us = w->service_us < 0 ? gap : 0.8 * w->service_us + 0.2 * gap;
       }
       w->last_result = now;
+      ++w->chunks_done;
+      w->items_done += h.count;
+      ++counters_.completed_chunks;
+      counters_.completed_items += h.count;
+      counters_.bytes_out += in.payload.size();
+      if (h.flags & wire::kFlagHasErrors) ++counters_.error_chunks;
+      if (it == w->in_flight.begin() && !counters_.latency_buckets.empty()) {
+        // Service time of the chunk that ran (prefetched ones are timed from when they
+        // became first).
+        const double s = std::chrono::duration<double>(now - it->started).count();
+        counters_.latency_sum_s += s;
+        ++counters_.latency_count;
+        const auto& bounds = latency_bounds();
+        for (std::size_t b = 0; b < bounds.size(); ++b) {
+          if (s <= bounds[b]) ++counters_.latency_buckets[b];
+        }
+      }
       const std::string client = std::move(it->client);
       const bool was_running = it == w->in_flight.begin();
       w->in_flight.erase(it);
@@ -302,6 +324,12 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
   const pid_t pid = w.pid;
   const std::string how =
       w.killed_because.empty() ? exit_how : "was killed: " + w.killed_because;
+  if (!w.death_cause.empty()) {
+    ++counters_.worker_deaths[w.death_cause];
+  } else if (w.state != State::kStopping && !stopping_ && !broken()) {
+    const bool signalled = wait_status >= 0 && WIFSIGNALED(wait_status);
+    ++counters_.worker_deaths[signalled ? "signal" : "exit"];
+  }
   if (!w.in_flight.empty()) {
     logger().warn("router: {} (pid {}) {} holding {} chunk(s)", w.name, pid, how,
                   w.in_flight.size());
@@ -378,7 +406,10 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
         Task task{std::move(*it), transport::Message(), transport::Message()};
         task.header_frame = std::move(task.what.retry_header);
         task.payload = std::move(task.what.retry_payload);
-        if (spends) ++task.what.attempts;
+        if (spends) {
+          ++task.what.attempts;
+          ++counters_.retried_chunks;
+        }
         queue_.push_front(std::move(task));
       } else {
         lost.push_back(std::move(*it));
@@ -437,14 +468,20 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
     }
   }
   // A retiring worker's replacement was started when it retired.
-  if (w.state != State::kStopping && w.state != State::kRetiring) spawn_one(w.place);
+  if (w.state != State::kStopping && w.state != State::kRetiring) {
+    ++counters_.worker_restarts;
+    spawn_one(w.place);
+  }
   dispatch();
 }
 
 void RouterCore::fail_lost(const std::vector<InFlight>& lost, pid_t pid, const std::string& reason,
                            bool timed_out) {
   std::map<std::pair<std::string, std::uint64_t>, Ranges> by_call;
-  for (const InFlight& f : lost) by_call[{f.client, f.call_id}].emplace_back(f.start, f.count);
+  for (const InFlight& f : lost) {
+    by_call[{f.client, f.call_id}].emplace_back(f.start, f.count);
+    counters_.lost_items += f.count;
+  }
   for (auto& [key, ranges] : by_call) {
     const wire::Lost lost{key.second, static_cast<std::int32_t>(pid), timed_out};
     wire::LostChunks chunks;
@@ -566,6 +603,7 @@ void RouterCore::on_tick(Clock::time_point now) {
                     config_.startup_timeout.count());
       w.killed_because = "did not start within " + std::to_string(config_.startup_timeout.count()) +
                          " ms";
+      w.death_cause = "startup";
       supervisor_.kill(id);
       w.since = now;  // kill again only after another timeout
       continue;
@@ -606,6 +644,8 @@ void RouterCore::on_tick(Clock::time_point now) {
     if (w.state != State::kReady || busy) continue;
     if (now - w.last_seen > config_.heartbeat_timeout) {
       logger().warn("router: {} (pid {}) stopped answering heartbeats; replacing it", w.name, w.pid);
+      w.death_cause = "heartbeat";
+      ++counters_.worker_restarts;
       supervisor_.kill(id);
       enter(w, State::kStopping);  // its exit must not count as a start-up failure
       spawn_one(std::string(w.place));
@@ -622,6 +662,8 @@ void RouterCore::kill_running(Worker& w, std::string why, bool timed_out) {
   logger().warn("router: {} (pid {}) {}; killing and replacing it", w.name, w.pid, why);
   w.killed_because = std::move(why);
   w.timed_out = timed_out;
+  w.death_cause = timed_out ? "timeout" : "stopped";
+  ++counters_.worker_restarts;
   if (timed_out && !w.in_flight.empty()) {
     w.timed_out_chunk = {w.in_flight.front().call_id, w.in_flight.front().start};
   }
@@ -630,6 +672,45 @@ void RouterCore::kill_running(Worker& w, std::string why, bool timed_out) {
   // more work, and its replacement starts now.
   enter(w, State::kStopping);
   spawn_one(std::string(w.place));
+}
+
+PoolStatus RouterCore::status(Clock::time_point now) const {
+  PoolStatus s = counters_;
+  s.workers_wanted = config_.workers;
+  s.worker_memory_limit = config_.worker_memory_limit;
+  s.broken = broken_reason_;
+  s.uptime_s = std::chrono::duration<double>(now - started_at_).count();
+  s.queued_chunks = queue_.size();
+  s.in_flight_chunks = outstanding() - queue_.size();
+  for (const auto& [id, w] : workers_) {
+    WorkerStatus ws;
+    ws.pid = w.pid;
+    ws.name = w.name;
+    switch (w.state) {
+      case State::kStarting: ws.state = "starting"; break;
+      case State::kReady: ws.state = !w.configured ? "initializing" : w.in_flight.empty() ? "idle" : "busy"; break;
+      case State::kRetiring: ws.state = "retiring"; break;
+      case State::kStopping: ws.state = "stopping"; break;
+    }
+    ws.held = static_cast<std::uint32_t>(w.in_flight.size());
+    if (!w.in_flight.empty()) {
+      const InFlight& f = w.in_flight.front();
+      ws.call_id = f.call_id;
+      ws.start = f.start;
+      ws.count = f.count;
+      // The task's name travels in the chunk's header, kept for a retry: decoded here,
+      // when someone asks, never on the hot path.
+      std::string why;
+      if (auto h = wire::decode(f.retry_header.data<char>(), f.retry_header.size(), &why)) {
+        ws.task = std::string(h->name);
+      }
+    }
+    ws.chunks_done = w.chunks_done;
+    ws.items_done = w.items_done;
+    if (w.pid > 0) ws.rss_bytes = rss_bytes(w.pid);
+    s.workers.push_back(std::move(ws));
+  }
+  return s;
 }
 
 }  // namespace router

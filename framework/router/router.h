@@ -27,6 +27,7 @@
 #include <vector>
 
 
+#include "framework/router/status.h"
 #include "framework/spawn/spawn.h"
 #include "framework/transport/transport.h"
 #include "framework/wire/messages.h"
@@ -187,6 +188,9 @@ class RouterCore {
   }
   std::size_t live_workers() const { return workers_.size(); }
   bool broken() const { return !broken_reason_.empty(); }
+  // What `mpx status` shows: the counters since start, the queue and every worker.
+  // Leaves the driver's identity (router_pid, driver_pid, program, endpoint) to the caller.
+  PoolStatus status(Clock::time_point now) const;
 
  private:
   struct InFlight {
@@ -239,6 +243,11 @@ class RouterCore {
     // still arrive before the worker is gone, and then it did not time out.
     std::pair<std::uint64_t, std::uint64_t> timed_out_chunk{0, 0};
     Clock::time_point stopped_since;  // epoch while not seen stopped
+    std::uint64_t chunks_done = 0;  // results it sent (status only)
+    std::uint64_t items_done = 0;
+    // Why the router ended it, for PoolStatus::worker_deaths ("timeout", "stopped",
+    // "startup", "heartbeat"); empty: it died on its own, or was asked to stop.
+    std::string death_cause;
   };
   int retries_for(const InFlight& f) const { return f.pure ? config_.pure_retries : config_.max_retries; }
   // Kills w (still running) for the reason given; finalize reports it.
@@ -279,6 +288,8 @@ class RouterCore {
   Clock::time_point stop_deadline_;
   Clock::time_point next_tick_;
   Clock::time_point now_;  // time of the event being handled
+  Clock::time_point started_at_;
+  PoolStatus counters_;  // only its counters are kept up to date (see status())
 };
 
 // The router role's main: binds, spawns workers, serves until shutdown or the driver's

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <vector>
@@ -342,6 +343,39 @@ int run_router(const spawning::Bootstrap& boot) {
       io.add(std::make_unique<Conn>(std::move(conn), is_front, Clock::now()));
     }
   };
+  // `mpx status`: one snapshot per connection of the same user (Listener::accept
+  // refuses others), written at once and closed. Small enough for the socket buffer;
+  // a reader that takes less gets a truncated answer and says so.
+  transport::Listener status_listener = transport::Listener::bind(transport::Endpoint::from(status_endpoint_name(getpid())));
+  if (!status_listener) {
+    logger().warn("router: no status socket (mpx status will not list this pool): {}",
+                  std::strerror(errno));
+  }
+  std::string program;
+  {
+    std::ifstream in("/proc/" + std::to_string(boot.driver) + "/cmdline");
+    std::getline(in, program, '\0');
+    for (std::string arg; std::getline(in, arg, '\0');) program += " " + arg;
+  }
+  if (status_listener) {
+    loop.watch(status_listener.fd(), POLLIN, [&](short) {
+      for (;;) {
+        transport::Connection conn;
+        long peer = -1;
+        const auto got = status_listener.accept(&conn, &peer, frame_limit);
+        if (got == transport::Listener::Accept::kNone || got == transport::Listener::Accept::kFailed) return;
+        if (got != transport::Listener::Accept::kAccepted) continue;
+        PoolStatus s = core.status(Clock::now());
+        s.router_pid = static_cast<std::int32_t>(getpid());
+        s.driver_pid = static_cast<std::int32_t>(boot.driver);
+        s.program = program;
+        s.front_endpoint = config.front_endpoint;
+        const std::string bytes = encode_status(s);
+        bool gone = false;
+        conn.send_some(bytes, &gone);
+      }
+    });
+  }
   front_watch = loop.watch(front.fd(), POLLIN, [&](short) { accept_all(front, true); });
   back_watch = loop.watch(back.fd(), POLLIN, [&](short) { accept_all(back, false); });
   // Once the driver is gone its pidfd stays readable: it is watched no more.

@@ -2,9 +2,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -51,6 +55,23 @@ struct Spawned {
 
 enum class Output { kStdout, kStdoutAndStderr, kNone };
 
+// env added to this process's environment minus Bazel's and GoogleTest's result-file
+// variables (see spawn_process).
+std::vector<std::string> helper_environment(const std::vector<std::string>& env) {
+  static const char* const kDropped[] = {"XML_OUTPUT_FILE=",       "TEST_PREMATURE_EXIT_FILE=",
+                                         "TEST_SHARD_STATUS_FILE=", "TEST_WARNINGS_OUTPUT_FILE=",
+                                         "TEST_SHARD_INDEX=",       "TEST_TOTAL_SHARDS=",
+                                         "GTEST_"};
+  std::vector<std::string> env_strings = env;
+  for (char** e = environ; *e; ++e) {
+    const std::string_view var(*e);
+    bool keep = true;
+    for (const char* prefix : kDropped) keep = keep && var.rfind(prefix, 0) != 0;
+    if (keep) env_strings.emplace_back(var);
+  }
+  return env_strings;
+}
+
 // Starts argv (argv[0] searched in PATH; "/proc/self/exe" is this binary) with env
 // added to this process's environment minus Bazel's and GoogleTest's result-file
 // variables: the results belong to this test (a helper running as another user could
@@ -80,17 +101,7 @@ Spawned spawn_process(const std::vector<std::string>& args, const std::vector<st
   std::vector<char*> argv;
   for (auto& a : arg_strings) argv.push_back(a.data());
   argv.push_back(nullptr);
-  static const char* const kDropped[] = {"XML_OUTPUT_FILE=",       "TEST_PREMATURE_EXIT_FILE=",
-                                         "TEST_SHARD_STATUS_FILE=", "TEST_WARNINGS_OUTPUT_FILE=",
-                                         "TEST_SHARD_INDEX=",       "TEST_TOTAL_SHARDS=",
-                                         "GTEST_"};
-  std::vector<std::string> env_strings = env;
-  for (char** e = environ; *e; ++e) {
-    const std::string_view var(*e);
-    bool keep = true;
-    for (const char* prefix : kDropped) keep = keep && var.rfind(prefix, 0) != 0;
-    if (keep) env_strings.emplace_back(var);
-  }
+  std::vector<std::string> env_strings = helper_environment(env);
   std::vector<char*> envp;
   for (auto& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
@@ -122,7 +133,8 @@ std::vector<std::string> helper_args(const std::string& gtest_filter, const Laun
 // Reads the output of spawned until it has exited (not until EOF: a process it
 // started may keep the pipe open), then what is left in the pipe; kills it after
 // timeout.
-HelperRun finish(const Spawned& spawned, std::chrono::milliseconds timeout) {
+HelperRun finish(const Spawned& spawned, std::chrono::milliseconds timeout,
+                 const std::function<std::string(const std::string&)>& respond = {}) {
   HelperRun run;
   if (spawned.pid < 0) return run;
   const pid_t pid = spawned.pid;
@@ -138,6 +150,11 @@ HelperRun finish(const Spawned& spawned, std::chrono::milliseconds timeout) {
     pollfd p{fd, POLLIN, 0};
     poll(&p, 1, 20);
     drain();
+    if (respond) {
+      const std::string keys = respond(run.output);
+      if (!keys.empty() && write(fd, keys.data(), keys.size()) < 0) {
+      }
+    }
     int status = 0;
     if (waitpid(pid, &status, WNOHANG) == pid) {
       drain();
@@ -369,6 +386,51 @@ HelperRun run_helper(const std::string& gtest_filter, const std::vector<std::str
 HelperRun run_command(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                       std::chrono::milliseconds timeout, int inherited_fd9) {
   return finish(spawn_process(argv, env, Output::kStdoutAndStderr, inherited_fd9), timeout);
+}
+
+int free_tcp_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+HelperRun run_in_terminal(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                          std::chrono::milliseconds timeout,
+                          const std::function<std::string(const std::string&)>& respond) {
+  if (argv.empty()) return HelperRun();
+  // Everything the child needs is built before the fork: after it, only exec.
+  std::vector<std::string> arg_strings = argv;
+  std::vector<char*> args;
+  for (auto& a : arg_strings) args.push_back(a.data());
+  args.push_back(nullptr);
+  std::vector<std::string> env_strings = helper_environment(env);
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  winsize size{};
+  size.ws_row = 50;
+  size.ws_col = 160;
+  int master = -1;
+  const pid_t pid = forkpty(&master, nullptr, nullptr, &size);
+  if (pid < 0) return HelperRun();
+  if (pid == 0) {
+    execvpe(args[0], args.data(), envp.data());
+    _exit(127);
+  }
+  Spawned spawned;
+  spawned.pid = pid;
+  spawned.out = master;
+  return finish(spawned, timeout, respond);
 }
 
 std::string self_exe() {

@@ -116,6 +116,18 @@ HelperRun run_helper(const std::string& gtest_filter, const std::vector<std::str
 HelperRun run_command(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                       std::chrono::milliseconds timeout, int inherited_fd9 = -1);
 
+// A TCP port on 127.0.0.1 that nobody listens on now (the kernel's pick for port 0;
+// another process may take it before the caller binds it, as with any such pick).
+int free_tcp_port();
+
+// Runs argv (argv[0] searched in PATH) in a new pseudo-terminal of 160x50, env added
+// as for run_command: output is what the terminal showed, escape sequences and all.
+// respond, called with the output so far after each read, returns keys to type ("" for
+// none): how a test presses q in `mpx top`. Killed after timeout.
+HelperRun run_in_terminal(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                          std::chrono::milliseconds timeout,
+                          const std::function<std::string(const std::string&)>& respond = {});
+
 }  // namespace testing
 }  // namespace mpx
 

@@ -21,6 +21,7 @@
 #include "mpx/pipeline.h"
 #include "mpx/pool.h"
 #include "mpx/process.h"
+#include "mpx/progress.h"
 #include "mpx/queue.h"
 #include "mpx/runtime.h"
 #include "mpx/shared.h"

@@ -37,6 +37,7 @@
 #include "mpx/detail/codec.h"
 #include "mpx/detail/next_iterator.h"
 #include "mpx/errors.h"
+#include "mpx/progress.h"
 #include "mpx/task.h"
 
 namespace mpx {
@@ -161,6 +162,17 @@ class PoolOptions {
     return *this;
   }
   std::size_t max_inflight_bytes() const { return max_inflight_bytes_; }
+  // Serves Prometheus metrics of this pool at http://<address>/metrics ("127.0.0.1:9464",
+  // "0.0.0.0:9464" for other hosts) from the driver while the Pool lives: tasks
+  // submitted/completed/lost, failed chunks, retries, worker deaths by cause, queue
+  // depths, chunk latency, bytes, worker RSS. Needs //framework:metrics in the program's
+  // deps (the Pool constructor says so otherwise) and throws mpx::Error if it cannot
+  // listen there.
+  PoolOptions& metrics(std::string address) {
+    metrics_ = std::move(address);
+    return *this;
+  }
+  const std::string& metrics() const { return metrics_; }
   std::size_t max_message_bytes() const { return max_message_bytes_; }
   std::size_t worker_memory_limit() const { return worker_memory_limit_; }
 
@@ -195,6 +207,7 @@ class PoolOptions {
   std::size_t max_message_bytes_ = std::size_t{1} << 30;
   std::size_t max_inflight_bytes_ = std::size_t{256} << 20;
   std::size_t worker_memory_limit_ = 0;
+  std::string metrics_;
 };
 
 // The result of an asynchronous call (apply_async, map_async, starmap_async).
@@ -263,6 +276,13 @@ class ImapIterator {
     return next_until(detail::deadline_after(timeout));
   }
   std::size_t size() const { return static_cast<std::size_t>(call_->total()); }
+  // Waits until next() would not block; false if nothing arrived in time.
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> timeout) {
+    auto* call = call_.get();
+    return detail::pool_wait(*core_, [call] { return call->has_next_locked(); },
+                             detail::deadline_after(timeout));
+  }
 
   using iterator = detail::NextIterator<ImapIterator, detail::Stored<R>>;
   iterator begin() { return iterator(this); }
@@ -317,6 +337,23 @@ class Pool {
       result.take();
     } else {
       return result.take();
+    }
+  }
+  // The same with per-call options: MapOptions().chunksize(n).progress("label") draws a
+  // progress bar on stderr while it runs (mpx/progress.h). Throws the first error in
+  // input order.
+  template <class R, class P, class Range>
+  auto map(R (*fn)(P), const Range& items, const MapOptions& options) {
+    if (!options.progress()) return map(fn, items, options.chunksize());
+    auto shown = progress(imap(fn, items, options.chunksize()), *options.progress());
+    if constexpr (std::is_void_v<R>) {
+      while (shown.next()) {
+      }
+    } else {
+      std::vector<R> out;
+      out.reserve(shown.source().size());
+      while (auto v = shown.next()) out.push_back(std::move(*v));
+      return out;
     }
   }
   template <class R, class P, class Range>
@@ -470,6 +507,7 @@ class Pool {
   }
 
   std::shared_ptr<detail::PoolCore> core_;
+  std::shared_ptr<void> metrics_;  // the metrics server, if asked for; stops before core_ goes
 };
 
 }  // namespace mpx
