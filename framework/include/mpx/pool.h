@@ -115,7 +115,7 @@ class PoolOptions {
     return *this;
   }
   // Address-space limit (RLIMIT_AS) of each worker, 0 (default) for none: a task that
-  // allocates past it gets std::bad_alloc (a RemoteError), or, if it cannot cope, its
+  // allocates past it gets std::bad_alloc (the caller too), or, if it cannot cope, its
   // worker dies and is replaced.
   PoolOptions& worker_memory_limit(std::size_t bytes) {
     worker_memory_limit_ = bytes;
@@ -274,7 +274,7 @@ class Pool {
   Pool& operator=(Pool&&) noexcept;
 
   // Applies fn to every item, in parallel, and returns the results in input order.
-  // Throws the first error received (RemoteError for a task that threw, WorkerLost
+  // Throws the first error received (the task's exception, as in mpx/errors.h, WorkerLost
   // for a worker that died); the pool stays usable. chunksize 0 picks one as Python.
   template <class R, class P, class Range>
   auto map(R (*fn)(P), const Range& items, std::size_t chunksize = 0) {
