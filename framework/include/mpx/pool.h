@@ -333,6 +333,40 @@ class Pool {
   ImapIterator<R> imap_unordered(R (*fn)(P), const Range& items, std::size_t chunksize = 0) {
     return submit_stream<R, P>(fn, items, chunksize, false);
   }
+  // The same calls with a captureless lambda instead of a registered function:
+  // pool.map([](int x) { return x * x; }, xs). See mpx/task.h.
+  template <class F, class Range, class = detail::EnableIfClosure<F>>
+  auto map(F, const Range& items, std::size_t chunksize = 0) {
+    return map(detail::closure_task<F>(), items, chunksize);
+  }
+  template <class F, class Range, class = detail::EnableIfClosure<F>>
+  auto map_async(F, const Range& items, std::size_t chunksize = 0) {
+    return map_async(detail::closure_task<F>(), items, chunksize);
+  }
+  template <class F, class Range, class = detail::EnableIfClosure<F>>
+  auto starmap(F, const Range& items, std::size_t chunksize = 0) {
+    return starmap(detail::closure_task<F>(), items, chunksize);
+  }
+  template <class F, class Range, class = detail::EnableIfClosure<F>>
+  auto starmap_async(F, const Range& items, std::size_t chunksize = 0) {
+    return starmap_async(detail::closure_task<F>(), items, chunksize);
+  }
+  template <class F, class... Args, class = detail::EnableIfClosure<F>>
+  auto apply_async(F, Args&&... args) {
+    return apply_async(detail::closure_task<F>(), std::forward<Args>(args)...);
+  }
+  template <class F, class... Args, class = detail::EnableIfClosure<F>>
+  auto apply(F, Args&&... args) {
+    return apply(detail::closure_task<F>(), std::forward<Args>(args)...);
+  }
+  template <class F, class Range, class = detail::EnableIfClosure<F>>
+  auto imap(F, const Range& items, std::size_t chunksize = 0) {
+    return imap(detail::closure_task<F>(), items, chunksize);
+  }
+  template <class F, class Range, class = detail::EnableIfClosure<F>>
+  auto imap_unordered(F, const Range& items, std::size_t chunksize = 0) {
+    return imap_unordered(detail::closure_task<F>(), items, chunksize);
+  }
 
   // No more submissions (they throw PoolBroken); running work continues.
   void close();
