@@ -182,7 +182,7 @@ TEST(Actor, MethodThatThrowsFailsItsCallOnly) {
   try {
     c.call(&Counter::fail, std::string("bad input 42")).get();
     FAIL() << "no exception";
-  } catch (const mpx::RemoteError& e) {
+  } catch (const mpx::RemoteInfo& e) {
     EXPECT_EQ(e.type_name(), "std::invalid_argument");
     EXPECT_EQ(e.message(), "bad input 42");
     EXPECT_EQ(e.task_name(), "Counter::fail");
@@ -197,10 +197,10 @@ TEST(Actor, ConstructorThatThrowsFailsSpawn) {
   try {
     mpx::spawn<Picky>(-3);
     FAIL() << "no exception";
-  } catch (const mpx::RemoteError& e) {
+  } catch (const mpx::RemoteInfo& e) {
     EXPECT_EQ(e.type_name(), "std::out_of_range");
     EXPECT_NE(e.message().find("got -3"), std::string::npos) << e.message();
-    EXPECT_NE(std::string(e.what()).find("Picky::Picky"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.description()).find("Picky::Picky"), std::string::npos) << e.description();
   }
   EXPECT_EQ(mpx::spawn<Picky>(1).call(&Picky::ok).get(), 1);
 }

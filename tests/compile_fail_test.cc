@@ -74,5 +74,10 @@ TEST(CompileFailTest, AnObjectOfAViewIsRefused) { expect_as_announced("object_of
 TEST(CompileFailTest, PuttingAStringLiteralSaysWhatToPass) {
   expect_as_announced("put_string_literal.cc");
 }
+TEST(CompileFailTest, ALambdaWithCapturesIsRefused) { expect_as_announced("lambda_with_captures.cc"); }
+TEST(CompileFailTest, AGenericLambdaIsRefused) { expect_as_announced("generic_lambda.cc"); }
+TEST(CompileFailTest, RegisteringAnExceptionWithoutAStringConstructorSaysWhatToAdd) {
+  expect_as_announced("register_exception_without_string_constructor.cc");
+}
 
 }  // namespace

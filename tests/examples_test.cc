@@ -315,8 +315,11 @@ TEST(ExamplesTest, ErrorHandling) {
             "imap: item 3 failed: bad input 6\n"
             "imap: -7\n"
             "failing process exitcode 1\n");
-  // The child that threw logged why it failed.
+  // The child that threw logged why it failed, under its own name and pid.
   EXPECT_CONTAINS(r.err, "task 'failing_worker' raised std::runtime_error: worker gave up");
+  const auto line = r.err.find("task 'failing_worker' raised");
+  ASSERT_NE(line, std::string::npos);
+  EXPECT_NE(r.err.rfind("[Process-1/", line), std::string::npos) << r.err;
 }
 
 TEST(ExamplesTest, SharedValue) {

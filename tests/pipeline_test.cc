@@ -247,7 +247,7 @@ TEST_F(PipelineTest, AThrowingTaskEndsTheRunNamingStageAndItem) {
     EXPECT_NE(what.find("thirteen is unlucky"), std::string::npos) << what;
     try {
       e.rethrow_cause();
-    } catch (const mpx::RemoteError& cause) {
+    } catch (const mpx::RemoteInfo& cause) {
       EXPECT_EQ(cause.type_name(), "std::runtime_error");
       EXPECT_EQ(cause.task_index(), 13u);
     }

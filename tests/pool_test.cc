@@ -284,17 +284,17 @@ TEST_F(PoolTest, TaskExceptionBecomesRemoteErrorAndPoolStaysUsable) {
   try {
     pool.map(fail_on_three, iota(10), 2);
     FAIL() << "expected RemoteError";
-  } catch (const mpx::RemoteError& e) {
+  } catch (const mpx::RemoteInfo& e) {
     EXPECT_EQ(e.task_name(), "fail_on_three");
     EXPECT_EQ(e.type_name(), "std::invalid_argument");
     EXPECT_EQ(e.message(), "three is not allowed");
     EXPECT_EQ(e.task_index(), 3u);
     EXPECT_GT(e.worker_pid(), 0);
     EXPECT_NE(e.worker_pid(), getpid());
-    EXPECT_NE(std::string(e.what()).find("item 3"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.description()).find("item 3"), std::string::npos) << e.description();
   }
   mpx::AsyncResult<int> r = pool.apply_async(fail_on_three, 3);
-  EXPECT_THROW(r.get(), mpx::RemoteError);
+  EXPECT_THROW(r.get(), std::invalid_argument);
   EXPECT_FALSE(r.successful());
   EXPECT_EQ(pool.map(square, iota(5)), (std::vector<int>{0, 1, 4, 9, 16}));
 }
@@ -307,7 +307,7 @@ TEST_F(PoolTest, ImapRaisesAtTheFailingItemAndContinues) {
   for (int i = 0; i < 6; ++i) {
     try {
       got.push_back(*it.next());
-    } catch (const mpx::RemoteError& e) {
+    } catch (const mpx::RemoteInfo& e) {
       EXPECT_EQ(e.task_index(), 3u);
       ++errors;
     }

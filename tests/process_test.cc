@@ -222,8 +222,8 @@ TEST_F(ProcessTest, ParentAndCurrentProcessAsPythonHasThem) {
   EXPECT_EQ(slurp(daemonic), "MainProcess ppid-ok alive daemon running no-code");
 }
 
-// Python: "daemonic processes are not allowed to have children". (Nested processes
-// are not available to any child yet; the daemonic refusal comes first and says why.)
+// Python: "daemonic processes are not allowed to have children" (a non-daemonic child
+// may: tests/nested_test.cc).
 TEST_F(ProcessTest, DaemonicProcessCannotHaveChildren) {
   const std::string path = tmp_path("daemon-children");
   mpx::Process d(try_to_have_children, path);

@@ -399,7 +399,7 @@ TEST_F(ReliabilityTest, AWorkerMemoryLimitTurnsABlowUpIntoAnError) {
   try {
     pool.apply(allocate_mb, 4096);
     FAIL() << "a 4 GiB allocation succeeded under a 512 MiB limit";
-  } catch (const mpx::RemoteError& e) {
+  } catch (const mpx::RemoteInfo& e) {
     EXPECT_EQ(e.type_name(), "std::bad_alloc");
   } catch (const mpx::WorkerLost& e) {
     SUCCEED() << "the worker died of it, and the call says so: " << e.reason();

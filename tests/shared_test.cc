@@ -254,7 +254,7 @@ TEST_F(SharedTest, PoolFillsAnArrayInParallel) {
   try {
     pool.starmap(fill, items);
     FAIL() << "expected RemoteError";
-  } catch (const mpx::RemoteError& e) {
+  } catch (const mpx::RemoteInfo& e) {
     EXPECT_EQ(e.type_name(), "std::out_of_range");
     EXPECT_NE(e.message().find("index 1000"), std::string::npos) << e.message();
   }

@@ -2,8 +2,10 @@
 // others down.
 //
 // Teaches:
-//  * an exception thrown by a task in a worker comes back to the caller as
-//    mpx::RemoteError, carrying the original type name, message and input position;
+//  * an exception thrown by a task in a worker comes back to the caller as its own
+//    type (here std::invalid_argument), and as mpx::RemoteInfo, carrying the original
+//    type name, message and input position (types mpx cannot recreate arrive as
+//    mpx::RemoteError, a RemoteInfo too; mpx::register_exception<T>() adds yours);
 //  * the pool is still usable after a task failed;
 //  * imap reports a failed item at its position, and iteration can continue past it
 //    (call next() inside try/catch; a range-for would stop at the first error);
@@ -37,9 +39,10 @@ int main(int argc, char** argv) {
   try {
     pool.map(checked_inverse, std::vector<int>{0, 1, 2, 3, 4});
     std::printf("map: no error?\n");
-  } catch (const mpx::RemoteError& e) {
-    std::printf("map failed: %s at item %llu: %s\n", e.type_name().c_str(),
-                static_cast<unsigned long long>(e.task_index()), e.message().c_str());
+  } catch (const std::invalid_argument& e) {  // the type the task threw
+    const auto& remote = dynamic_cast<const mpx::RemoteInfo&>(e);
+    std::printf("map failed: %s at item %llu: %s\n", remote.type_name().c_str(),
+                static_cast<unsigned long long>(remote.task_index()), remote.message().c_str());
   }
 
   // 2. The pool still works.
@@ -53,7 +56,7 @@ int main(int argc, char** argv) {
       std::optional<int> v = it.next();
       if (!v) break;
       std::printf("imap: %d\n", *v);
-    } catch (const mpx::RemoteError& e) {
+    } catch (const mpx::RemoteInfo& e) {  // any task failure, whatever its type
       std::printf("imap: item %llu failed: %s\n",
                   static_cast<unsigned long long>(e.task_index()), e.message().c_str());
     }

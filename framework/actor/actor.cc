@@ -172,8 +172,8 @@ std::shared_ptr<ActorLink> spawn_actor(const ActorFactoryEntry& factory, std::st
   const auto failure = actor::start_incarnation(*supervised, 1);
   if (failure) {
     if (failure->constructor_threw) {
-      throw RemoteError(factory.class_name + "::" + factory.class_name, failure->type,
-                        failure->message, 0, supervised->child.pid);
+      std::rethrow_exception(detail::remote_exception(factory.class_name + "::" + factory.class_name,
+                                                      failure->error, 0, supervised->child.pid));
     }
     throw ActorDied(name, "could not start: " + failure->reason, false);
   }

@@ -234,7 +234,7 @@ void ActorClient::deliver_frames() {
         error.type = "unknown";
         error.message = std::string("(undecodable error: ") + ex.what() + ")";
       }
-      call.error = std::make_exception_ptr(RemoteError(call.method, error.type, error.message, 0, h.pid));
+      call.error = detail::remote_exception(call.method, error, 0, h.pid);
     } else {
       call.reply.assign(payload.data(), payload.size());
     }

@@ -74,12 +74,10 @@ std::optional<StartFailure> start_incarnation(Supervised& s, std::uint32_t incar
   if (!got.empty() && got[0] == kFailedByte) {
     f.constructor_threw = true;
     try {
-      const detail::ErrorInfo error = detail::decode_error(got.data() + 1, got.size() - 1);
-      f.type = error.type;
-      f.message = error.message;
+      f.error = detail::decode_error(got.data() + 1, got.size() - 1);
     } catch (const std::exception& e) {
-      f.type = "mpx::DecodeError";
-      f.message = std::string("its report could not be decoded: ") + e.what();
+      f.error.type = "mpx::DecodeError";
+      f.error.message = std::string("its report could not be decoded: ") + e.what();
     }
   }
   auto status = spawning::reap_for(s.child, std::chrono::seconds(5));
@@ -181,7 +179,7 @@ class Supervisor {
       try {
         failure = start_incarnation(*s, incarnation);
       } catch (const std::exception& e) {
-        failure = StartFailure{false, "", "", e.what()};
+        failure = StartFailure{false, {}, e.what()};
       }
       if (!failure) {
         c.pid.store(s->child.pid, std::memory_order_release);
@@ -195,7 +193,7 @@ class Supervisor {
         return;
       }
       reason = failure->constructor_threw
-                   ? "its constructor raised " + failure->type + ": " + failure->message
+                   ? "its constructor raised " + failure->error.type + ": " + failure->error.message
                    : failure->reason;
       logger().error("actor {}: restart {} failed: {}", c.name, restarts, reason);
     }

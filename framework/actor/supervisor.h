@@ -33,7 +33,7 @@ struct Supervised {
 
 struct StartFailure {
   bool constructor_threw = false;
-  std::string type, message;  // constructor_threw
+  detail::ErrorInfo error;     // constructor_threw
   std::string reason;         // otherwise: how the process ended
 };
 

@@ -124,11 +124,10 @@ void require_init(const char* what) {
                        "is a Process started with set_daemon(true))");
   }
   if (!initialized && identity().role != Role::kDriver) {
-    // mpx::init was called: it ran this process's role instead of returning.
+    // mpx::init ran this process's role instead of returning, and the role runs no
+    // user code (a pool's router): only a bug in mpx gets here.
     throw Error(std::string(what) + ": cannot be started in " + identity().name +
-                ", a process that mpx spawned: starting processes, pools or actors from "
-                "spawned processes is not supported yet; start them in the main program and "
-                "pass their handles (actor handles, shared objects) to the tasks instead");
+                ", a pool's router process");
   }
   if (!initialized) {
     throw Error(std::string(what) +

@@ -21,10 +21,12 @@ void set_daemon(bool daemon);
 void set_driver(pid_t pid);
 pid_t driver_pid();
 
-// mpx::init marks the driver initialised. Spawning before that would re-run the
-// user's main in every child (each of which would spawn again): require_init throws
-// mpx::Error naming `what` instead. In a daemonic Process it throws ProcessError:
-// daemonic processes cannot have children, as in Python.
+// mpx::init marks the driver initialised, and the spawned roles that run user code
+// (pool workers, Process children, actors: they may start processes of their own).
+// Spawning before that would re-run the user's main in every child (each of which
+// would spawn again): require_init throws mpx::Error naming `what` instead. In a
+// daemonic Process it throws ProcessError: daemonic processes cannot have children,
+// as in Python.
 void mark_initialized();
 void require_init(const char* what);
 

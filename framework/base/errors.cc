@@ -26,15 +26,21 @@ std::string describe_tasks(const std::vector<std::uint64_t>& tasks) {
 
 }  // namespace
 
-RemoteError::RemoteError(std::string task_name, std::string type_name, std::string message,
-                         std::uint64_t task_index, pid_t worker_pid)
-    : Error("task '" + task_name + "' item " + std::to_string(task_index) + " raised " +
-            type_name + " in worker pid " + std::to_string(worker_pid) + ": " + message),
-      task_name_(std::move(task_name)),
+RemoteInfo::RemoteInfo(std::string task_name, std::string type_name, std::string message,
+                       std::uint64_t task_index, pid_t worker_pid)
+    : task_name_(std::move(task_name)),
       type_name_(std::move(type_name)),
       message_(std::move(message)),
+      description_("task '" + task_name_ + "' item " + std::to_string(task_index) + " raised " +
+                   type_name_ + " in worker pid " + std::to_string(worker_pid) + ": " + message_),
       task_index_(task_index),
       worker_pid_(worker_pid) {}
+
+RemoteError::RemoteError(std::string task_name, std::string type_name, std::string message,
+                         std::uint64_t task_index, pid_t worker_pid)
+    : RemoteInfo(std::move(task_name), std::move(type_name), std::move(message), task_index,
+                 worker_pid),
+      Error(description()) {}
 
 WorkerLost::WorkerLost(std::string task_name, std::vector<std::uint64_t> lost_tasks,
                        pid_t worker_pid, std::string reason)

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <typeinfo>
 
 #include "mpx/detail/codec.h"
@@ -257,6 +258,12 @@ ErrorInfo current_error(std::uint64_t item) {
   e.message = current_exception_message();
   e.item = item;
   e.pid = static_cast<std::int32_t>(getpid());
+  try {
+    throw;
+  } catch (const std::system_error& error) {
+    e.code = std::string(error.code().category().name()) + ":" + std::to_string(error.code().value());
+  } catch (...) {
+  }
   return e;
 }
 
@@ -267,8 +274,8 @@ namespace {
 void check_error_depth(const msgpack::object& obj) {
   const msgpack::object* at = &obj;
   for (int depth = 0;; ++depth) {
-    if (at->type != msgpack::type::ARRAY || at->via.array.size != 5) {
-      throw DecodeError("an error payload is not [type, message, item, pid, cause]");
+    if (at->type != msgpack::type::ARRAY || at->via.array.size < 5 || at->via.array.size > 6) {
+      throw DecodeError("an error payload is not [type, message, item, pid, cause, code]");
     }
     const msgpack::object& cause = at->via.array.ptr[4];
     if (cause.type != msgpack::type::ARRAY || cause.via.array.size > 1) {

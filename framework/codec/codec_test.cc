@@ -1,10 +1,12 @@
 // Unit tests for the msgpack readers of mpx/detail/codec.h (framework/codec): their
 // fast paths must build exactly the objects msgpack-c builds, and refuse what it
 // refuses.
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string>
+#include <system_error>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -186,6 +188,43 @@ TEST(ErrorInfoTest, MalformedOrTooDeepErrorsAreRefused) {
   for (const std::string& bad : {std::string(""), std::string("\xc1"), std::string("\x92\xa1t\xa1m"),
                                  std::string("\x95\xa1t\xa1m\x00\x00\x01")}) {
     EXPECT_THROW(detail::decode_error(bad.data(), bad.size()), DecodeError);
+  }
+}
+
+TEST(ErrorInfoTest, ASystemErrorsCodeTravelsAndAFivePartPayloadStillDecodes) {
+  try {
+    throw std::system_error(ENOENT, std::generic_category(), "open");
+  } catch (...) {
+    EXPECT_EQ(detail::current_error().code, "generic:" + std::to_string(ENOENT));
+  }
+  // [type, message, item, pid, cause]: no code.
+  const std::string five("\x95\xa1t\xa1m\x00\x00\x90", 8);
+  EXPECT_EQ(detail::decode_error(five.data(), five.size()).code, "");
+}
+
+// What a forged or foreign error payload can make the caller throw: never anything but
+// a typed standard exception or RemoteError.
+TEST(RemoteExceptionTest, AnUnreadableSystemErrorCodeFallsBackToRemoteError) {
+  for (const std::string& code : {std::string(""), std::string("generic"), std::string("generic:"),
+                                  std::string("generic:12x"), std::string("nonsuch:5"),
+                                  std::string("generic:99999999999999999999")}) {
+    detail::ErrorInfo e{"std::system_error", "open: denied", 0, 77, {}, code};
+    try {
+      std::rethrow_exception(detail::remote_exception("t", e, 2, 77));
+    } catch (const RemoteError& r) {
+      EXPECT_EQ(r.type_name(), "std::system_error") << code;
+      EXPECT_EQ(r.message(), "open: denied");
+    } catch (const std::exception& other) {
+      ADD_FAILURE() << "code '" << code << "' gave " << other.what();
+    }
+  }
+  detail::ErrorInfo e{"std::system_error", "open: denied", 0, 77, {}, "system:13"};
+  try {
+    std::rethrow_exception(detail::remote_exception("t", e, 2, 77));
+  } catch (const std::system_error& r) {
+    EXPECT_EQ(r.code().value(), 13);
+    EXPECT_EQ(&r.code().category(), &std::system_category());
+    EXPECT_EQ(dynamic_cast<const RemoteInfo&>(r).task_index(), 2u);
   }
 }
 

@@ -248,7 +248,7 @@ struct ManagedOwner {
 };
 
 // Rethrows a server-side failure as the local type the proxy documents.
-[[noreturn]] void rethrow(const RemoteError& e) {
+[[noreturn]] void rethrow(const RemoteInfo& e) {
   if (e.type_name() == "std::out_of_range") throw std::out_of_range("mpx::Manager: " + e.message());
   if (e.type_name() == "std::invalid_argument") throw std::invalid_argument("mpx::Manager: " + e.message());
   throw;
@@ -261,7 +261,7 @@ std::string manager_request(const ManagedRef& ref, ManagerOp op, std::string a, 
     return ref.server
         ->call(&ManagerServer::request, static_cast<std::uint32_t>(op), ref.id, std::move(a), std::move(b))
         .get();
-  } catch (const RemoteError& e) {
+  } catch (const RemoteInfo& e) {
     rethrow(e);
   }
 }

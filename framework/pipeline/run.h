@@ -56,8 +56,8 @@ bool skip_object(const char* data, std::size_t size, std::size_t& off);
 // Names the calling thread (seen in ps, top and debuggers).
 void name_thread(const std::string& name);
 
-// A stage's call accepts chunks for as long as the run lasts.
-constexpr std::uint64_t kOpenEnded = std::numeric_limits<std::uint64_t>::max();
+// A stage's call accepts chunks for as long as the run lasts: its total is kOpenEnded
+// (mpx/detail/call.h).
 constexpr std::size_t kMaxAutoBatch = 512;
 // Dropped items (skip_errors) logged at warning level per stage; the rest at debug.
 constexpr std::uint64_t kSkipWarnings = 10;

@@ -11,8 +11,7 @@ namespace detail {
 
 std::exception_ptr CallBase::make_remote_error(std::uint64_t start, const ErrorInfo& e,
                                                pid_t worker_pid) const {
-  return std::make_exception_ptr(
-      RemoteError(task_.name, e.type, e.message, start + e.item, worker_pid));
+  return remote_exception(task_.name, e, start + e.item, worker_pid);
 }
 
 std::exception_ptr CallBase::make_lost_error(std::vector<std::uint64_t> indices, pid_t worker_pid,

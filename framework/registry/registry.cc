@@ -3,6 +3,9 @@
 // Registration runs during static initialisation, in an unspecified order across
 // translation units, so the tables live in function-local statics. After main starts
 // they are read-only, hence read without locks.
+#include <dlfcn.h>
+#include <link.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -63,6 +66,32 @@ const TaskEntry& require_task(const void* function, const char* what) {
   throw NotRegistered(std::string(what) + ": the function at " + address +
                       " is not registered; add MPX_TASK(<function name>) at namespace scope "
                       "next to its definition so worker processes can find it by name");
+}
+
+std::string closure_task_name(const std::type_info& closure, const void* invoker) {
+  std::string module = "?";
+  std::uintptr_t offset = reinterpret_cast<std::uintptr_t>(invoker);
+  Dl_info info{};
+  link_map* map = nullptr;
+  if (dladdr1(invoker, &info, reinterpret_cast<void**>(&map), RTLD_DL_LINKMAP) != 0 &&
+      info.dli_fbase != nullptr) {
+    offset -= reinterpret_cast<std::uintptr_t>(info.dli_fbase);
+    // The link map names shared libraries by path and the program itself "": dladdr's
+    // dli_fname would be the program's argv[0], which differs between roles.
+    if (map != nullptr && map->l_name != nullptr) {
+      module = map->l_name[0] != '\0' ? map->l_name : "exe";
+      module = module.substr(module.rfind('/') + 1);
+    }
+  }
+  char where[64];
+  std::snprintf(where, sizeof where, "+0x%zx", static_cast<std::size_t>(offset));
+  std::string suffix = " @" + module.substr(0, 80) + where;
+  std::string type = demangle(closure.name());
+  // Names travel in a 255-byte field: the type is cut, never the part that makes the
+  // name unique.
+  const std::size_t room = 255 - std::string("lambda ").size() - suffix.size();
+  if (type.size() > room) type = type.substr(0, room - 3) + "...";
+  return "lambda " + type + suffix;
 }
 
 std::string argument_error_message(const TaskEntry& task, const std::exception& e) {

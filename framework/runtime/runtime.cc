@@ -61,6 +61,11 @@ void init(int argc, char** argv) {
   base::set_identity(boot->name, boot->role);
   base::set_parent(boot->parent, boot->parent_name);
   base::set_driver(boot->driver);
+  // Roles that run user code may start processes, pools and actors of their own (a
+  // daemonic Process is refused in require_init, as in Python). Each nested process
+  // watches its parent and ends with it, so none outlives the role that started it.
+  // The router runs no user code.
+  if (boot->role != Role::kRouter) base::mark_initialized();
   int code = 70;
   try {
     switch (boot->role) {

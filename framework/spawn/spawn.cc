@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "framework/base/base.h"
 #include "mpx/errors.h"
 #include "mpx/runtime.h"
 
@@ -187,7 +188,8 @@ Child spawn_self(const Spec& spec) {
       "mpx-" + std::string(role_flag(spec.role)),
       std::string("--mpx-role=") + role_flag(spec.role),
       "--mpx-name=" + spec.name,
-      "--mpx-driver=" + std::to_string(spec.driver ? spec.driver : self),
+      // The root of the process tree, also for processes a spawned process starts.
+      "--mpx-driver=" + std::to_string(spec.driver ? spec.driver : base::driver_pid()),
       "--mpx-parent=" + std::to_string(self),
       "--mpx-parent-name=" + current_process().name,
       "--mpx-bootstrap-fd=" + std::to_string(kBootstrapFd),

@@ -31,7 +31,7 @@ struct Spec {
   Role role = Role::kWorker;
   std::string name;
   std::string bootstrap;  // opaque bytes handed to the child
-  pid_t driver = 0;       // the user's process; 0 = this process
+  pid_t driver = 0;       // the user's process; 0 = base::driver_pid()
   // Optional: the write end of a pipe the child signals on (fd 4 in the child, named
   // by --mpx-ready-fd); the spawner keeps the read end.
   int ready_fd = -1;

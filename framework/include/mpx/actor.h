@@ -23,7 +23,8 @@
 // Semantics:
 // - An actor runs one message at a time. Messages from one process arrive in the order
 //   that process sent them (all threads of a process share one connection per actor).
-// - A method that throws fails that call's Future with mpx::RemoteError; the actor
+// - A method that throws fails that call's Future with its exception (its own type and
+//   mpx::RemoteInfo, or mpx::RemoteError: see mpx/errors.h); the actor
 //   goes on with its state as the method left it.
 // - If the actor's process dies, every call it had not answered fails with
 //   mpx::ActorDied, and so does every later call, unless ActorOptions::restart is
@@ -467,7 +468,7 @@ struct ActorAccess {
 };
 
 // Starts a new process that constructs T(args...) and serves calls to it. Returns once
-// the constructor has finished. Throws mpx::RemoteError when the constructor threw,
+// the constructor has finished. Throws the constructor's exception (see mpx/errors.h),
 // mpx::ActorDied when the process died while starting.
 template <class T, class... Args>
 Actor<T> spawn(const ActorOptions& options, Args&&... args) {

@@ -146,7 +146,7 @@ class PoolOptions {
     return *this;
   }
   // Address-space limit (RLIMIT_AS) of each worker, 0 (default) for none: a task that
-  // allocates past it gets std::bad_alloc (a RemoteError), or, if it cannot cope, its
+  // allocates past it gets std::bad_alloc (the caller too), or, if it cannot cope, its
   // worker dies and is replaced.
   PoolOptions& worker_memory_limit(std::size_t bytes) {
     worker_memory_limit_ = bytes;
@@ -265,9 +265,22 @@ class AsyncResult {
 // Results of imap / imap_unordered, consumed one at a time as they arrive. Single
 // consumer: iterate it from one thread. A failed item throws from next() (or from the
 // iterator's increment) at its position; iteration can continue past it.
+//
+// The input is read lazily, as in Python: next() reads and sends more of it while
+// fewer than a read-ahead of chunks (two per worker) are unconsumed, so an endless or
+// huge input streams. An input that throws while being read (or an item that cannot be
+// encoded) ends it there: next() returns the results before it, then throws that
+// error, then returns nullopt. An rvalue range is owned by the iterator; an lvalue
+// one must outlive it. Destroying the iterator early drops the work not yet run.
 template <class R>
 class ImapIterator {
  public:
+  ImapIterator(ImapIterator&&) noexcept = default;
+  ImapIterator& operator=(ImapIterator&&) = delete;
+  ~ImapIterator() {
+    // Input not read to its end: the pool would wait for results nobody will take.
+    if (core_ && input_) detail::pool_abandon_call(*core_, *call_);
+  }
   // The next result, or nullopt after the last one. Throws the item's error.
   std::optional<detail::Stored<R>> next() { return next_until(detail::Clock::time_point::max()); }
   // Like next(), but throws mpx::TimeoutError if nothing arrives in time.
@@ -275,10 +288,14 @@ class ImapIterator {
   std::optional<detail::Stored<R>> next(std::chrono::duration<Rep, Period> timeout) {
     return next_until(detail::deadline_after(timeout));
   }
-  std::size_t size() const { return static_cast<std::size_t>(call_->total()); }
-  // Waits until next() would not block; false if nothing arrived in time.
+  // How many results the iteration yields: the input's size when it knows it (a
+  // container), else the items read from it so far (all of them once it has ended).
+  std::size_t size() const { return static_cast<std::size_t>(known_size_.value_or(sent_)); }
+  // Waits until next() would not block; false if nothing arrived in time. Reads ahead
+  // first, as next() does.
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> timeout) {
+    read_ahead();
     auto* call = call_.get();
     return detail::pool_wait(*core_, [call] { return call->has_next_locked(); },
                              detail::deadline_after(timeout));
@@ -290,9 +307,49 @@ class ImapIterator {
 
  private:
   friend class Pool;
-  ImapIterator(std::shared_ptr<detail::PoolCore> core, std::shared_ptr<detail::StreamCall<R>> call)
-      : core_(std::move(core)), call_(std::move(call)) {}
+  ImapIterator(std::shared_ptr<detail::PoolCore> core, std::shared_ptr<detail::StreamCall<R>> call,
+               std::unique_ptr<detail::StreamInput> input, std::size_t chunksize)
+      : core_(std::move(core)),
+        call_(std::move(call)),
+        input_(std::move(input)),
+        known_size_(input_->known_size()),
+        chunksize_(static_cast<std::uint32_t>(std::min<std::size_t>(chunksize, UINT32_MAX))),
+        read_ahead_(std::uint64_t{chunksize_} * 2 *
+                    static_cast<std::uint64_t>(std::max(1, detail::pool_processes(*core_)))) {
+    read_ahead();
+  }
+  // Reads and sends chunks until read_ahead_ items are unconsumed or the input ends.
+  // Whatever goes wrong while reading or sending ends the input at that item.
+  void read_ahead() {
+    bool sent_any = false;
+    while (input_ && sent_ - consumed_ < read_ahead_) {
+      detail::Buffer buf(std::size_t{chunksize_} * 8 + 16);
+      std::exception_ptr error;
+      std::uint32_t n = 0;
+      try {
+        detail::PinScope scope(call_->pins());
+        n = input_->read(buf, chunksize_, error);
+        if (n > 0) detail::pool_send_chunk(*core_, *call_, sent_, n, std::move(buf));
+      } catch (...) {
+        n = 0;  // not sent: the input ends before this chunk
+        error = std::current_exception();
+      }
+      sent_any = sent_any || n > 0;
+      sent_ += n;
+      if (n < chunksize_ || error) {
+        input_.reset();
+        bool complete;
+        {
+          std::lock_guard<std::mutex> lock(call_->mu());
+          complete = call_->end_input_locked(sent_, error);
+        }
+        if (complete) detail::pool_abandon_call(*core_, *call_);  // forgets it: all arrived
+      }
+    }
+    if (sent_any) detail::pool_flush(*core_);
+  }
   std::optional<detail::Stored<R>> next_until(detail::Clock::time_point deadline) {
+    read_ahead();
     auto* call = call_.get();
     if (!detail::pool_wait(*core_, [call] { return call->has_next_locked(); }, deadline)) {
       throw TimeoutError("imap: no result arrived in time");
@@ -303,12 +360,19 @@ class ImapIterator {
       slot = call_->pop_locked();
     }
     if (!slot) return std::nullopt;
+    ++consumed_;
     if (slot->error) std::rethrow_exception(slot->error);
     return std::move(slot->value);
   }
 
   std::shared_ptr<detail::PoolCore> core_;
   std::shared_ptr<detail::StreamCall<R>> call_;
+  std::unique_ptr<detail::StreamInput> input_;  // null once the input has ended
+  std::optional<std::uint64_t> known_size_;
+  std::uint32_t chunksize_;
+  std::uint64_t read_ahead_;  // items sent ahead of the consumer, at most
+  std::uint64_t sent_ = 0;
+  std::uint64_t consumed_ = 0;
 };
 
 class Pool {
@@ -328,7 +392,7 @@ class Pool {
   Pool& operator=(Pool&&) noexcept;
 
   // Applies fn to every item, in parallel, and returns the results in input order.
-  // Throws the first error received (RemoteError for a task that threw, WorkerLost
+  // Throws the first error received (the task's exception, as in mpx/errors.h, WorkerLost
   // for a worker that died); the pool stays usable. chunksize 0 picks one as Python.
   template <class R, class P, class Range>
   auto map(R (*fn)(P), const Range& items, std::size_t chunksize = 0) {
@@ -395,14 +459,49 @@ class Pool {
   }
   // Streams results in input order as they become available. chunksize 0 picks one as
   // map does (Python's imap defaults to 1: pass 1 for the lowest latency per item).
+  // The input is read as results are consumed (see ImapIterator).
   template <class R, class P, class Range>
-  ImapIterator<R> imap(R (*fn)(P), const Range& items, std::size_t chunksize = 0) {
-    return submit_stream<R, P>(fn, items, chunksize, true);
+  ImapIterator<R> imap(R (*fn)(P), Range&& items, std::size_t chunksize = 0) {
+    return submit_stream<R, P>(fn, std::forward<Range>(items), chunksize, true);
   }
   // Streams results in completion order.
   template <class R, class P, class Range>
-  ImapIterator<R> imap_unordered(R (*fn)(P), const Range& items, std::size_t chunksize = 0) {
-    return submit_stream<R, P>(fn, items, chunksize, false);
+  ImapIterator<R> imap_unordered(R (*fn)(P), Range&& items, std::size_t chunksize = 0) {
+    return submit_stream<R, P>(fn, std::forward<Range>(items), chunksize, false);
+  }
+  // The same calls with a captureless lambda instead of a registered function:
+  // pool.map([](int x) { return x * x; }, xs). See mpx/task.h.
+  template <class F, class Range, class = detail::EnableIfClosure<F>>
+  auto map(F, const Range& items, std::size_t chunksize = 0) {
+    return map(detail::closure_task<F>(), items, chunksize);
+  }
+  template <class F, class Range, class = detail::EnableIfClosure<F>>
+  auto map_async(F, const Range& items, std::size_t chunksize = 0) {
+    return map_async(detail::closure_task<F>(), items, chunksize);
+  }
+  template <class F, class Range, class = detail::EnableIfClosure<F>>
+  auto starmap(F, const Range& items, std::size_t chunksize = 0) {
+    return starmap(detail::closure_task<F>(), items, chunksize);
+  }
+  template <class F, class Range, class = detail::EnableIfClosure<F>>
+  auto starmap_async(F, const Range& items, std::size_t chunksize = 0) {
+    return starmap_async(detail::closure_task<F>(), items, chunksize);
+  }
+  template <class F, class... Args, class = detail::EnableIfClosure<F>>
+  auto apply_async(F, Args&&... args) {
+    return apply_async(detail::closure_task<F>(), std::forward<Args>(args)...);
+  }
+  template <class F, class... Args, class = detail::EnableIfClosure<F>>
+  auto apply(F, Args&&... args) {
+    return apply(detail::closure_task<F>(), std::forward<Args>(args)...);
+  }
+  template <class F, class Range, class = detail::EnableIfClosure<F>>
+  auto imap(F, Range&& items, std::size_t chunksize = 0) {
+    return imap(detail::closure_task<F>(), std::forward<Range>(items), chunksize);
+  }
+  template <class F, class Range, class = detail::EnableIfClosure<F>>
+  auto imap_unordered(F, Range&& items, std::size_t chunksize = 0) {
+    return imap_unordered(detail::closure_task<F>(), std::forward<Range>(items), chunksize);
   }
 
   // No more submissions (they throw PoolBroken); running work continues.
@@ -494,16 +593,23 @@ class Pool {
   }
 
   template <class R, class P, class Range>
-  ImapIterator<R> submit_stream(R (*fn)(P), const Range& items, std::size_t chunksize,
-                                bool ordered) {
+  ImapIterator<R> submit_stream(R (*fn)(P), Range&& items, std::size_t chunksize, bool ordered) {
     using Codec = detail::ArgCodec<P>;
     const detail::TaskEntry& task =
         lookup(detail::function_address(fn), ordered ? "imap" : "imap_unordered");
     auto core = shared_core(ordered ? "imap" : "imap_unordered");
-    const auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
-    auto call = std::make_shared<detail::StreamCall<R>>(task, n, ordered);
-    send_all<Codec, false>(*core, call, items, n, chunksize);
-    return ImapIterator<R>(std::move(core), call);
+    if (chunksize == 0) {
+      // Python's automatic size needs the length; a lazy input without one gets 1.
+      if constexpr (detail::is_sized<std::remove_reference_t<Range>>::value) {
+        chunksize = detail::auto_chunksize(std::size(items), detail::pool_processes(*core));
+      } else {
+        chunksize = 1;
+      }
+    }
+    auto input = std::make_unique<detail::RangeInput<Codec, Range>>(std::forward<Range>(items));
+    auto call = std::make_shared<detail::StreamCall<R>>(task, detail::kOpenEnded, ordered);
+    detail::pool_begin_call(*core, call);
+    return ImapIterator<R>(std::move(core), call, std::move(input), chunksize);
   }
 
   std::shared_ptr<detail::PoolCore> core_;

@@ -16,6 +16,13 @@
 // and your own structs with MSGPACK_DEFINE(...). Overloaded functions cannot be
 // registered by name; wrap them in a uniquely named function.
 //
+// A captureless lambda needs no registration: pool.map([](int x) { return x * x; }, xs)
+// works as it stands (its name changes with every build: MPX_TASK gives a stable one).
+// A plain function pointer still needs MPX_TASK: a pointer is a run-time value, so no
+// template can register it in every process before a worker needs it, and finding it
+// again by its offset in the program would let a forged message call any function
+// through any signature. Wrap it: pool.map([](int x) { return square(x); }, xs).
+//
 // Thread safety: registration happens before main; lookups are read-only afterwards.
 #ifndef MPX_TASK_H_
 #define MPX_TASK_H_
@@ -28,6 +35,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 
 #include "mpx/detail/codec.h"
@@ -219,6 +227,91 @@ struct TaskRegistration {
     register_task(entry);
   }
 };
+
+// Captureless lambdas as tasks, without MPX_TASK. Every process runs the same program,
+// so a lambda's closure type exists in all of them: ClosureTask<F>'s registration, a
+// static member instantiated by the call that uses the lambda, runs during static
+// initialisation in every process, and workers find the lambda by name in the
+// registry like any MPX_TASK (a name they do not know fails as NotRegistered: a
+// message cannot make a worker call anything that was not registered).
+//
+// The name: "lambda <demangled closure type> @<module>+0x<offset of its invoker>". The
+// offset from the module's load address is the same in every process of the program
+// and tells apart closures whose demangled names collide (lambdas in same-named
+// functions of two anonymous namespaces). It changes with every build: use MPX_TASK
+// for names that must stay stable (pipelines across builds).
+std::string closure_task_name(const std::type_info& closure, const void* invoker);
+
+template <class Member>
+struct CallOperator {};  // not a lambda with typed parameters: see closure_task
+template <class C, class R, class... P>
+struct CallOperator<R (C::*)(P...) const> {
+  using Pointer = R (*)(P...);
+};
+template <class C, class R, class... P>
+struct CallOperator<R (C::*)(P...) const noexcept> : CallOperator<R (C::*)(P...) const> {};
+template <class C, class R, class... P>
+struct CallOperator<R (C::*)(P...)> : CallOperator<R (C::*)(P...) const> {};  // mutable
+template <class C, class R, class... P>
+struct CallOperator<R (C::*)(P...) noexcept> : CallOperator<R (C::*)(P...) const> {};
+
+template <class F, class = void>
+struct HasTypedCall : std::false_type {};
+template <class F>
+struct HasTypedCall<F, std::void_t<typename CallOperator<decltype(&F::operator())>::Pointer>>
+    : std::true_type {};
+
+// The closure object a worker calls. A captureless closure has no state, but C++17
+// closures cannot be default-constructed (C++20's can): the union provides storage of
+// its type, whose operator() never reads it.
+template <class F>
+F& closure_object() {
+  union Storage {
+    char none = 0;
+    F closure;
+  };
+  static Storage storage{};
+  return storage.closure;
+}
+
+template <class F, class Pointer>
+struct ClosureInvoker;
+template <class F, class R, class... P>
+struct ClosureInvoker<F, R (*)(P...)> {
+  static R invoke(P... p) { return closure_object<F>()(std::forward<P>(p)...); }
+};
+
+template <class F>
+struct ClosureTask {
+  using Pointer = typename CallOperator<decltype(&F::operator())>::Pointer;
+  static constexpr Pointer kInvoker = &ClosureInvoker<F, Pointer>::invoke;
+  static TaskEntry& entry() {
+    static const std::string name = closure_task_name(typeid(F), function_address(kInvoker));
+    static TaskEntry e = make_task_entry<kInvoker>(name.c_str());
+    return e;
+  }
+  static const TaskRegistration registration;
+};
+template <class F>
+const TaskRegistration ClosureTask<F>::registration(&ClosureTask<F>::entry(),
+                                                    function_address(ClosureTask<F>::kInvoker));
+
+// The registered function that runs closure type F: what pools and Process take in
+// place of the lambda.
+template <class F>
+auto closure_task() {
+  static_assert(std::is_empty_v<F>,
+                "a lambda with captures cannot be a task: workers are fresh processes that "
+                "never see the captured values; capture nothing and pass them as arguments");
+  static_assert(HasTypedCall<F>::value,
+                "only a lambda with one call operator and typed parameters can be a task "
+                "(not a generic lambda with auto parameters, nor an overloaded function "
+                "object); or register a function with MPX_TASK");
+  (void)&ClosureTask<F>::registration;  // instantiates it: it registers F at start-up
+  return ClosureTask<F>::kInvoker;
+}
+template <class F>
+using EnableIfClosure = std::enable_if_t<std::is_class_v<F>>;
 
 }  // namespace detail
 }  // namespace mpx

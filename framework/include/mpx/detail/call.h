@@ -94,6 +94,11 @@ void pool_abandon_call(PoolCore& core, CallBase& call);
 int pool_processes(const PoolCore& core);
 
 
+template <class T, class = void>
+struct is_sized : std::false_type {};
+template <class T>
+struct is_sized<T, std::void_t<decltype(std::size(std::declval<const T&>()))>> : std::true_type {};
+
 // Python's automatic chunksize: ceil(n / (4 * workers)).
 inline std::size_t auto_chunksize(std::size_t n, int workers) {
   const std::size_t parts = static_cast<std::size_t>(workers > 0 ? workers : 1) * 4;
@@ -265,6 +270,11 @@ class GatherCall final : public ResultCall<T> {
 };
 
 // A call whose results are consumed one by one: imap (ordered) and imap_unordered.
+// Its input is read as results are consumed (ImapIterator): constructed with total
+// kOpenEnded, its end is set by end_input_locked once the input has been read.
+// kOpenEnded: the total of a call whose input length is not known when it starts (an
+// imap, a pipeline stage).
+constexpr std::uint64_t kOpenEnded = UINT64_MAX;
 template <class R>
 class StreamCall final : public CallBase {
  public:
@@ -274,7 +284,7 @@ class StreamCall final : public CallBase {
   };
 
   StreamCall(const TaskEntry& task, std::uint64_t total, bool ordered)
-      : CallBase(task, total), ordered_(ordered) {}
+      : CallBase(task, total), ordered_(ordered), end_(total) {}
 
   bool accept_results(std::uint64_t start, std::uint32_t count, const char* data,
                       std::size_t size, bool has_errors, pid_t worker_pid) override {
@@ -312,15 +322,27 @@ class StreamCall final : public CallBase {
     if (!failure_) failure_ = error;
   }
 
+  // Under mu(): the input ended after n items; error, if set, is what reading item n
+  // raised: the iteration throws it after the n results. Returns whether every result
+  // has arrived (the pool then no longer needs to route any to this call).
+  bool end_input_locked(std::uint64_t n, std::exception_ptr error) {
+    end_ = n;
+    input_error_ = std::move(error);
+    return received_ >= end_;
+  }
+
   // Under mu(): whether next() can return without waiting.
   bool has_next_locked() const {
-    if (consumed_ >= total() || failure_) return true;
+    if (consumed_ >= end_ || failure_) return true;
     if (ordered_) return !chunks_.empty() && chunks_.begin()->first == consumed_;
     return !ready_.empty();
   }
   // Under mu(), only when has_next_locked(): the next item, or nullopt at the end.
   std::optional<Slot> pop_locked() {
-    if (consumed_ >= total()) return std::nullopt;
+    if (consumed_ >= end_) {
+      if (input_error_) std::rethrow_exception(std::exchange(input_error_, nullptr));
+      return std::nullopt;
+    }
     std::deque<Slot>* q = &ready_;
     if (ordered_) {
       if (chunks_.empty() || chunks_.begin()->first != consumed_) {
@@ -352,7 +374,7 @@ class StreamCall final : public CallBase {
     } else {
       for (auto& s : slots) ready_.push_back(std::move(s));
     }
-    return received_ >= total();
+    return received_ >= end_;
   }
 
   const bool ordered_;
@@ -361,7 +383,71 @@ class StreamCall final : public CallBase {
   std::deque<Slot> ready_;                            // unordered: arrival order
   std::uint64_t received_ = 0;
   std::uint64_t consumed_ = 0;
+  std::uint64_t end_;              // items in the input; kOpenEnded until it has ended
+  std::exception_ptr input_error_;  // what ended the input early, thrown after the rest
   std::exception_ptr failure_;
+};
+
+// Whether std::size works on a Range (containers; not single-pass or generated ones).
+template <class Range, class = void>
+struct HasSize : std::false_type {};
+template <class Range>
+struct HasSize<Range, std::void_t<decltype(std::size(std::declval<const Range&>()))>> : std::true_type {};
+
+// The input of an imap call, read chunk by chunk as results are consumed.
+class StreamInput {
+ public:
+  virtual ~StreamInput() = default;
+  // Packs up to max items into out as one chunk (a msgpack array); returns how many.
+  // Fewer than max: the input ended, or reading or encoding the next item threw (error
+  // is then set; the items before it are in out).
+  virtual std::uint32_t read(Buffer& out, std::uint32_t max, std::exception_ptr& error) = 0;
+  // How many items the input holds, when it can tell without reading them.
+  virtual std::optional<std::uint64_t> known_size() const = 0;
+};
+
+// Range: the caller's range by reference (an lvalue: it must outlive the iteration) or
+// an owned one (an rvalue, moved in). Works with single-pass input iterators.
+template <class Codec, class Range>
+class RangeInput final : public StreamInput {
+ public:
+  explicit RangeInput(Range&& range) : range_(std::forward<Range>(range)) {}
+  std::uint32_t read(Buffer& out, std::uint32_t max, std::exception_ptr& error) override {
+    const std::size_t header = out.size();
+    const char array32[5] = {static_cast<char>(0xdd), 0, 0, 0, 0};  // count patched below
+    out.write(array32, sizeof array32);
+    msgpack::packer<Buffer> pk(out);
+    std::uint32_t count = 0;
+    std::size_t item_begins = out.size();
+    try {
+      if (!it_) it_.emplace(std::begin(range_));
+      while (count < max && *it_ != std::end(range_)) {
+        item_begins = out.size();
+        Codec::pack_item(pk, **it_);
+        ++count;
+        item_begins = out.size();
+        ++*it_;
+      }
+    } catch (...) {
+      out.truncate(item_begins);
+      error = std::current_exception();
+    }
+    char* p = out.data() + header + 1;
+    for (int i = 0; i < 4; ++i) p[i] = static_cast<char>((count >> (24 - 8 * i)) & 0xff);
+    return count;
+  }
+
+  std::optional<std::uint64_t> known_size() const override {
+    if constexpr (HasSize<std::remove_reference_t<Range>>::value) {
+      return static_cast<std::uint64_t>(std::size(range_));
+    } else {
+      return std::nullopt;
+    }
+  }
+
+ private:
+  Range range_;
+  std::optional<decltype(std::begin(std::declval<std::remove_reference_t<Range>&>()))> it_;
 };
 
 }  // namespace detail

@@ -123,14 +123,17 @@ std::string demangle(const char* mangled);
 // an item that failed in a result chunk (item: its position in the chunk), an actor
 // method's or an initializer's exception, a chunk lost with its worker (mpx::WorkerLost,
 // mpx::TimeoutError), a broken pool (mpx::PoolBroken). On the wire: a msgpack array
-// [type, message, item, pid, cause], cause an array of at most one ErrorInfo.
+// [type, message, item, pid, cause, code], cause an array of at most one ErrorInfo,
+// code optional (a payload of five elements has none).
 struct ErrorInfo {
   std::string type;              // demangled exception type ("std::invalid_argument")
   std::string message;           // its what()
   std::uint64_t item = 0;        // position of the failed item in its chunk; else 0
   std::int32_t pid = 0;          // the process it happened in; 0 if unknown
   std::vector<ErrorInfo> cause;  // the error it wraps: none, or one
-  MSGPACK_DEFINE(type, message, item, pid, cause);
+  // A std::system_error's code, "<category name>:<value>" ("generic:22"); else empty.
+  std::string code;
+  MSGPACK_DEFINE(type, message, item, pid, cause, code);
 };
 // Causes nest at most this deep; a decoder refuses deeper ones (DecodeError).
 constexpr int kMaxErrorDepth = 8;
@@ -143,6 +146,11 @@ ErrorInfo current_error(std::uint64_t item = 0);
 // DecodeError. error_list_from: an array of them.
 ErrorInfo error_from(const msgpack::object& obj);
 std::vector<ErrorInfo> error_list_from(const msgpack::object& obj);
+// The exception a caller throws for a failure reported by another process: the
+// original type when this process can recreate it (see mpx::register_exception), else
+// RemoteError; task_name, index and pid as RemoteInfo reports them.
+std::exception_ptr remote_exception(std::string task_name, const ErrorInfo& error,
+                                    std::uint64_t index, pid_t pid);
 // One ErrorInfo as a whole payload, and back (throws DecodeError).
 std::string encode_error(const ErrorInfo& error);
 ErrorInfo decode_error(const char* data, std::size_t size);
