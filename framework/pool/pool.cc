@@ -36,6 +36,7 @@ detail::PoolCore& Pool::core(const char* what) const {
 void Pool::close() { core("close").close(); }
 void Pool::join() { core("join").join(); }
 void Pool::terminate() { core("terminate").terminate(); }
+void Pool::shutdown(bool cancel_futures) { core("shutdown").shutdown_pool(cancel_futures); }
 int Pool::processes() const { return core("processes").processes(); }
 pid_t Pool::router_pid() const { return core("router_pid").router_pid(); }
 
