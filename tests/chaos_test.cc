@@ -235,6 +235,7 @@ TEST(ChaosTest, EverythingAtOnceUnderRandomKills) {
     std::map<std::string, int> kills;
     std::mt19937 rng(static_cast<unsigned>(std::chrono::system_clock::now().time_since_epoch().count()));
     std::map<pid_t, Clock::time_point> first_seen;
+    std::map<std::string, Clock::time_point> last_kill;
     const auto settle = milliseconds(300 * kSlow);
     const auto until = Clock::now() + duration;
     while (Clock::now() < until) {
@@ -248,6 +249,17 @@ TEST(ChaosTest, EverythingAtOnceUnderRandomKills) {
       };
       for (pid_t pid : mpx::testing::worker_pids()) offer("worker", pid);
       offer("actor", actor.pid());
+      // Routers too, but sparingly: a pool replaces at most 3 dead routers a minute
+      // (then it is broken, which is not the fault tested here). The pool's own router
+      // at most every 25 s; a pipeline stage's (each run has new pools) every 4 s.
+      if (now - last_kill["router"] > seconds(25)) offer("router", pool.router_pid());
+      if (now - last_kill["stage router"] > seconds(4)) {
+        for (const auto& d : mpx::testing::descendants()) {
+          if (d.pid != pool.router_pid() && d.cmdline.find("--mpx-role=router") != std::string::npos) {
+            offer("stage router", d.pid);
+          }
+        }
+      }
       {
         std::lock_guard<std::mutex> guard(processes_mu);
         for (auto& p : holders) offer("lock holder", p->pid());
@@ -255,7 +267,10 @@ TEST(ChaosTest, EverythingAtOnceUnderRandomKills) {
       }
       if (victims.empty()) continue;
       const auto& victim = victims[rng() % victims.size()];
-      if (kill(victim.second, SIGKILL) == 0) ++kills[victim.first];
+      if (kill(victim.second, SIGKILL) == 0) {
+        ++kills[victim.first];
+        last_kill[victim.first] = now;
+      }
     }
     stop = true;
     for (auto& t : users) t.join();

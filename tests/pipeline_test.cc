@@ -56,6 +56,7 @@ int slow_identity(int x) {
   std::this_thread::sleep_for(milliseconds(2));
   return x;
 }
+int slow_pure_identity(int x) { return slow_identity(x); }
 int fail_on_13(int x) {
   if (x == 13) throw std::runtime_error("thirteen is unlucky");
   return x;
@@ -99,6 +100,7 @@ MPX_TASK(upper);
 MPX_TASK(repeat_n);
 MPX_TASK(sleep_inverse);
 MPX_TASK(slow_identity);
+MPX_PURE_TASK(slow_pure_identity);
 MPX_TASK(sleep_for_ms);
 MPX_TASK(fail_on_13);
 MPX_TASK(fail_on_multiples_of_10);
@@ -440,7 +442,17 @@ TEST_F(PipelineTest, BufferBytesBoundsAStageOfLargeItems) {
   EXPECT_LT(max_lead.load(), 20) << "the byte bound, not the 1000-item buffer, held the source back";
 }
 
-TEST_F(PipelineTest, AKilledRouterEndsTheRunWithPoolBroken) {
+pid_t the_stage_router() {
+  std::vector<pid_t> routers;
+  for (const auto& d : mpx::testing::descendants()) {
+    if (d.cmdline.find("--mpx-role=router") != std::string::npos) routers.push_back(d.pid);
+  }
+  return routers.size() == 1 ? routers[0] : -1;
+}
+
+// A stage's router killed: its pool starts another. A task that may not run twice
+// fails the items it held with RouterLost, which ends the run naming the stage.
+TEST_F(PipelineTest, AKilledRouterEndsARunOfTasksThatMayNotRunTwice) {
   std::atomic<int> produced{0};
   auto run = mpx::Pipeline::generate([&produced]() -> std::optional<int> {
                int n = produced++;
@@ -450,21 +462,34 @@ TEST_F(PipelineTest, AKilledRouterEndsTheRunWithPoolBroken) {
                  .map(slow_identity, 1)
                  .start();
   ASSERT_TRUE(run.next().has_value());
-  std::vector<pid_t> routers;
-  for (const auto& d : mpx::testing::descendants()) {
-    if (d.cmdline.find("--mpx-role=router") != std::string::npos) routers.push_back(d.pid);
-  }
-  ASSERT_EQ(routers.size(), 1u);
-  ::kill(routers[0], SIGKILL);
+  const pid_t router = the_stage_router();
+  ASSERT_GT(router, 0);
+  ::kill(router, SIGKILL);
   try {
     while (run.next()) {
     }
     FAIL() << "expected PipelineError";
   } catch (const mpx::PipelineError& e) {
     EXPECT_EQ(e.stage(), 1u);
-    EXPECT_FALSE(e.item().has_value());
-    EXPECT_THROW(e.rethrow_cause(), mpx::PoolBroken);
+    EXPECT_THROW(e.rethrow_cause(), mpx::RouterLost);
   }
+}
+
+// The same with a pure task: the run goes on and every item comes out once, in order.
+TEST_F(PipelineTest, AKilledRouterLosesNothingOfAPureStage) {
+  std::vector<int> xs(3000);
+  for (int i = 0; i < 3000; ++i) xs[i] = i;
+  auto run = mpx::Pipeline::from(xs).map(slow_pure_identity, 1).start();
+  std::vector<int> out;
+  while (auto x = run.next()) {
+    out.push_back(*x);
+    if (out.size() == 100) {
+      const pid_t router = the_stage_router();
+      ASSERT_GT(router, 0);
+      ::kill(router, SIGKILL);
+    }
+  }
+  EXPECT_EQ(out, xs);
 }
 
 TEST_F(PipelineTest, AStageNameAndAFeedsSizeAreWhatTheUserSees) {

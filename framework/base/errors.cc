@@ -38,12 +38,27 @@ RemoteError::RemoteError(std::string task_name, std::string type_name, std::stri
 
 WorkerLost::WorkerLost(std::string task_name, std::vector<std::uint64_t> lost_tasks,
                        pid_t worker_pid, std::string reason)
-    : Error("task '" + task_name + "': worker pid " + std::to_string(worker_pid) + " " + reason +
-            " while running " + describe_tasks(lost_tasks) + "; their results are lost"),
+    : WorkerLost("task '" + task_name + "': worker pid " + std::to_string(worker_pid) + " " +
+                     reason + " while running " + describe_tasks(lost_tasks) +
+                     "; their results are lost",
+                 task_name, lost_tasks, worker_pid, reason) {}
+
+WorkerLost::WorkerLost(std::string what, std::string task_name,
+                       std::vector<std::uint64_t> lost_tasks, pid_t pid, std::string reason)
+    : Error(what),
       task_name_(std::move(task_name)),
       lost_tasks_(std::move(lost_tasks)),
-      worker_pid_(worker_pid),
+      worker_pid_(pid),
       reason_(std::move(reason)) {}
+
+RouterLost::RouterLost(std::string task_name, std::vector<std::uint64_t> lost_tasks,
+                       pid_t router_pid, std::string reason)
+    : WorkerLost("task '" + task_name + "': the pool's router (pid " + std::to_string(router_pid) +
+                     ") " + reason + " before " + describe_tasks(lost_tasks) +
+                     " had a result; they were not sent to the new router because the task "
+                     "may not run twice (mark it MPX_PURE_TASK or set "
+                     "PoolOptions().max_retries(n) to have them sent again)",
+                 task_name, lost_tasks, router_pid, reason) {}
 
 ActorDied::ActorDied(std::string actor_name, std::string reason, bool restarted)
     : Error("actor " + actor_name + ": " + reason +

@@ -19,6 +19,13 @@
 
 namespace mpx {
 namespace detail {
+namespace {
+
+// Frames under a quarter of this gather into one write, up to this much; larger ones
+// are written on their own, without a copy.
+constexpr std::size_t kBatchBytes = 64 << 10;
+
+}  // namespace
 
 RouterProcess::~RouterProcess() {
   if (!running()) return;
@@ -27,10 +34,24 @@ RouterProcess::~RouterProcess() {
 }
 
 void RouterProcess::kill() {
-  if (running()) ::kill(child_.pid, SIGKILL);
+  const pid_t pid = killable_.load(std::memory_order_acquire);
+  if (pid <= 0) return;
+  killed_here_.store(true, std::memory_order_release);
+  ::kill(pid, SIGKILL);
 }
 
-std::optional<int> RouterProcess::reap(bool block) { return spawning::reap(child_, block); }
+std::optional<int> RouterProcess::reap(bool block) {
+  auto status = spawning::reap(child_, block);
+  if (status) {
+    killable_.store(0, std::memory_order_release);
+    last_status_ = status;
+  }
+  return status;
+}
+
+bool RouterProcess::killed_from_outside() const {
+  return last_status_ && WIFSIGNALED(*last_status_) && !killed_here_.load(std::memory_order_acquire);
+}
 
 std::optional<int> RouterProcess::reap_within(std::chrono::milliseconds grace) {
   if (!running()) return std::nullopt;
@@ -55,6 +76,9 @@ void RouterProcess::start(const router::Config& config) {
   spec.ready_fd = ready[1];
   try {
     child_ = spawning::spawn_self(spec);
+    last_status_.reset();
+    killed_here_.store(false, std::memory_order_release);
+    killable_.store(child_.pid, std::memory_order_release);
   } catch (...) {
     ::close(ready[0]);
     ::close(ready[1]);
@@ -75,10 +99,10 @@ void RouterProcess::start(const router::Config& config) {
   }
   ::close(ready[0]);
   if (signalled) return;
-  kill();
+  if (!ended) kill();  // silent for 30 s; one that ended is only reaped (see killed_from_outside)
   const auto status = reap(true);
   if (!ended) throw PoolBroken("Pool: the router process did not start within 30 s");
-  throw PoolBroken("Pool: the router process failed to start: it " +
+  throw PoolBroken("Pool: the router process ended during its start-up: " +
                    spawning::describe(status.value_or(0)));
 }
 
@@ -90,9 +114,7 @@ PoolCore::PoolCore(const PoolOptions& options)
   base::require_init("mpx::Pool");
   if (options.processes() < 0) throw Error("Pool: processes must be at least 1 (or 0 for cpu_count())");
   if (options.prefetch() < 1) throw Error("Pool: prefetch must be at least 1");
-  router::Config config;
-  config.front_endpoint = transport::Endpoint::unique("front").str();
-  config.back_endpoint = transport::Endpoint::unique("back").str();
+  router::Config& config = config_;
   config.workers = processes_;
   config.maxtasksperchild = options.maxtasksperchild();
   config.prefetch = options.prefetch();
@@ -106,6 +128,7 @@ PoolCore::PoolCore(const PoolOptions& options)
   config.task_timeout = options.task_timeout();
   config.max_message_bytes = options.max_message_bytes();
   config.worker_memory_limit = options.worker_memory_limit();
+  resend_all_ = options.max_retries() > 0;
   max_message_bytes_ = options.max_message_bytes();
   max_inflight_bytes_ = options.max_inflight_bytes();
   if (config.task_timeout.count() < 0) throw Error("Pool: task_timeout must be >= 0");
@@ -122,11 +145,9 @@ PoolCore::PoolCore(const PoolOptions& options)
   } catch (const std::system_error& e) {
     throw PoolBroken(std::string("Pool: ") + e.what() + spawning::descriptor_advice(e.code().value()));
   }
-  router_.start(config);
-  router_pid_ = router_.pid();
-  // From here on a failure must not leave the router (and so its workers) running:
+  // A failure from here on must not leave the router (and so its workers) running:
   // RouterProcess's destructor kills it.
-  connect_and_greet(config.front_endpoint);
+  start_router();
   conn_watch_ = loop_->watch(conn_.fd(), POLLIN, [this](short) { read_router(); });
   router_watch_ = loop_->watch(router_.pidfd(), POLLIN, [this](short) { check_router_exit(); });
   router_watched_ = true;
@@ -143,6 +164,40 @@ void PoolCore::interrupt() {
   loop_->wake();
 }
 
+bool PoolCore::count_router_death() {
+  const auto now = Clock::now();
+  router_deaths_.erase(std::remove_if(router_deaths_.begin(), router_deaths_.end(),
+                                      [&](Clock::time_point t) { return now - t > kRouterDeathWindow; }),
+                       router_deaths_.end());
+  router_deaths_.push_back(now);
+  return static_cast<int>(router_deaths_.size()) <= kRouterDeaths;
+}
+
+void PoolCore::start_router() {
+  for (;;) {
+    conn_ = transport::Connection();
+    config_.front_endpoint = transport::Endpoint::unique("front").str();
+    config_.back_endpoint = transport::Endpoint::unique("back").str();
+    try {
+      router_.start(config_);
+      router_pid_.store(router_.pid(), std::memory_order_release);
+      // A stop that came meanwhile could not reach this router: it goes now, and the
+      // greeting fails.
+      if (!stop_reason().empty()) router_.kill();
+      connect_and_greet(config_.front_endpoint);
+      return;
+    } catch (const PoolBroken&) {
+      if (router_.running()) {
+        router_.kill();
+        router_.reap(true);
+      }
+      if (!router_.killed_from_outside() || !stop_reason().empty() || !count_router_death()) throw;
+      logger().warn("pool: a router (pid {}) was killed during its start-up; starting another",
+                    router_pid_.load());
+    }
+  }
+}
+
 void PoolCore::connect_and_greet(const std::string& endpoint) {
   // "R" + token: the name the router sends this pool's results to.
   conn_ = transport::Connection::dial(transport::Endpoint::from(endpoint), "R" + token_);
@@ -150,7 +205,7 @@ void PoolCore::connect_and_greet(const std::string& endpoint) {
     throw PoolBroken(std::string("Pool: cannot connect to the router: ") + std::strerror(errno) +
                      spawning::descriptor_advice(errno));
   }
-  if (!send(wire::Hello{static_cast<std::int32_t>(getpid())}.header(), {})) {
+  if (!conn_.send(wire::Hello{static_cast<std::int32_t>(getpid())}.header(), {})) {
     throw PoolBroken("Pool: the router closed the connection at once");
   }
 
@@ -173,7 +228,7 @@ void PoolCore::connect_and_greet(const std::string& endpoint) {
     }
     if (ended) {
       auto status = router_.reap(true);
-      throw PoolBroken("Pool: the router process failed to start: it " +
+      throw PoolBroken("Pool: the router process ended during its start-up: " +
                        spawning::describe(status.value_or(0)));
     }
     if (fill == transport::Reader::Fill::kClosed) {
@@ -241,35 +296,44 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
                inflight_bytes_ + size <= max_inflight_bytes_;
       },
       Clock::time_point::max());
-  {
-    std::lock_guard<std::mutex> lock(pump_.mu());
-    if (state_ == State::kBroken) throw PoolBroken("Pool is broken: " + broken_reason_);
-    inflight_[{call.id(), start}] = size;
-    inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
-    inflight_bytes_ += size;
-  }
   const wire::Header h = wire::Submit{call.id(), start, count, call.task().pure, call.task().name}.header();
-  // A router gone shows up at the pump (its pidfd), which fails every call with why.
-  constexpr std::size_t kBatchBytes = 64 << 10;
+  const std::string_view bytes(payload.data(), payload.size());
+  const bool keep = call.task().pure || resend_all_;
+  // Small chunks gather in out_ (one write for many); a large one is its own write,
+  // without a copy. That write may block for as long as the router takes to read it; a
+  // terminate() meanwhile kills the router, which ends it.
+  const bool large = size >= kBatchBytes / 4;
   bool sent = true;
   {
-    std::lock_guard<std::mutex> lock(send_mu_);
-    if (payload.size() >= kBatchBytes / 4) {
-      // Large: its own write, without a copy. It may block for as long as the router
-      // takes to read it; a terminate() meanwhile kills the router, which ends it.
-      sent = flush_locked() && conn_ && conn_.send(h, std::string_view(payload.data(), payload.size()));
-    } else {
-      transport::append_frame(out_, h, std::string_view(payload.data(), payload.size()));
-      if (out_.size() >= kBatchBytes) sent = flush_locked();
+    std::lock_guard<std::mutex> send_lock(send_mu_);
+    if (!large) transport::append_frame(out_, h, bytes);
+    {
+      std::lock_guard<std::mutex> lock(pump_.mu());
+      if (state_ == State::kBroken) throw PoolBroken("Pool is broken: " + broken_reason_);
+      Unanswered& u = inflight_[{call.id(), start}];
+      u.size = size;
+      u.count = count;
+      inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
+      inflight_bytes_ += size;
+      if (keep && !large) u.payload.emplace(std::move(payload));
+    }
+    if (large) {
+      sent = flush_locked() && conn_ && conn_.send(h, bytes);
+      if (keep) {
+        std::lock_guard<std::mutex> lock(pump_.mu());
+        auto it = inflight_.find({call.id(), start});
+        if (it != inflight_.end()) it->second.payload.emplace(std::move(payload));
+      }
+    } else if (out_.size() >= kBatchBytes) {
+      sent = flush_locked();
     }
   }
   if (!sent) {
-    // The router is gone (or was stopped under us): this thread hears it now, with the
-    // reason the pool's other callers get.
+    // Stopped under us: this thread hears it now, with the reason the pool's other
+    // callers get. Otherwise the router died: the pump notices (its pidfd) and either
+    // hands this chunk to a new router or fails it (heal_router).
     std::string why = stop_reason();
-    throw PoolBroken(why.empty() ? "Pool is broken: the connection to its router failed while "
-                                   "sending task '" + std::string(call.task().name) + "'"
-                                 : why);
+    if (!why.empty()) throw PoolBroken(why);
   }
 }
 
@@ -277,7 +341,7 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
 void PoolCore::release_chunk(std::uint64_t call_id, std::uint64_t start) {
   auto it = inflight_.find({call_id, start});
   if (it == inflight_.end()) return;
-  inflight_bytes_ -= it->second;
+  inflight_bytes_ -= it->second.size;
   inflight_.erase(it);
   inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
 }
@@ -285,7 +349,7 @@ void PoolCore::release_chunk(std::uint64_t call_id, std::uint64_t start) {
 void PoolCore::release_call(std::uint64_t call_id) {
   auto it = inflight_.lower_bound({call_id, 0});
   while (it != inflight_.end() && it->first.first == call_id) {
-    inflight_bytes_ -= it->second;
+    inflight_bytes_ -= it->second.size;
     it = inflight_.erase(it);
   }
   inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
@@ -396,8 +460,103 @@ void PoolCore::check_router_exit() {
   if (!status) return;
   router_reaped();
   std::string why = stop_reason();
-  if (why.empty()) why = "the pool's router process (pid " + std::to_string(pid) + ") " + spawning::describe(*status);
+  if (why.empty()) {
+    const std::string death = spawning::describe(*status);
+    why = heal_router(pid, death);
+    if (why.empty()) return;
+  }
   fail_all(std::make_exception_ptr(PoolBroken(why)));
+}
+
+std::string PoolCore::heal_router(pid_t pid, const std::string& death) {
+  const std::string router = "the pool's router process (pid " + std::to_string(pid) + ") " + death;
+  // What it wrote before dying is still in the connection: those chunks are answered.
+  for (int reads = 0; !router_closed_ && reads < 1 << 20; ++reads) {
+    const auto fill = conn_.fill();
+    bool broken = false;
+    std::string why;
+    dispatch_buffered(&broken, &why);
+    if (broken || fill != transport::Reader::Fill::kData) break;
+  }
+  if (!count_router_death()) {
+    return "Pool is broken: " + router + ", its " + std::to_string(router_deaths_.size()) +
+           "th router death within " + std::to_string(kRouterDeathWindow.count()) +
+           " s (at most " + std::to_string(kRouterDeaths) + " are replaced)";
+  }
+  std::lock_guard<std::mutex> send_lock(send_mu_);
+  // Frames meant for the dead router: each chunk among them is in inflight_.
+  out_.clear();
+  loop_->unwatch(conn_watch_);
+  router_closed_ = false;
+  try {
+    start_router();
+  } catch (const std::exception& e) {
+    if (std::string why = stop_reason(); !why.empty()) return why;
+    return "Pool is broken: " + router + " and a new one could not be started: " + e.what();
+  }
+  conn_watch_ = loop_->watch(conn_.fd(), POLLIN, [this](short) { read_router(); });
+  router_watch_ = loop_->watch(router_.pidfd(), POLLIN, [this](short) { check_router_exit(); });
+  router_watched_ = true;
+  logger().warn("pool: {}; a new router (pid {}) takes over with new workers", router, router_.pid());
+  resend_unanswered(pid, death);
+  return "";
+}
+
+void PoolCore::resend_unanswered(pid_t dead_router, const std::string& death) {
+  // The kept chunks go again, in order; the calls of the others fail, naming their items.
+  std::vector<std::pair<wire::Header, std::string_view>> again;
+  std::map<std::uint64_t, std::vector<std::uint64_t>> lost;     // call -> items
+  std::vector<std::pair<std::shared_ptr<CallBase>, std::exception_ptr>> failed;
+  {
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    for (auto it = inflight_.begin(); it != inflight_.end();) {
+      const auto [call_id, start] = it->first;
+      Unanswered& u = it->second;
+      auto call = calls_.find(call_id);
+      if (call != calls_.end() && u.payload) {
+        const TaskEntry& task = call->second->task();
+        again.emplace_back(wire::Submit{call_id, start, u.count, task.pure, task.name}.header(),
+                           std::string_view(u.payload->data(), u.payload->size()));
+        ++it;
+        continue;
+      }
+      if (call != calls_.end()) {
+        auto& items = lost[call_id];
+        for (std::uint32_t i = 0; i < u.count; ++i) items.push_back(start + i);
+      }
+      inflight_bytes_ -= u.size;
+      it = inflight_.erase(it);
+    }
+    inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
+    for (auto& [call_id, items] : lost) {
+      auto call = calls_.find(call_id);
+      failed.emplace_back(call->second, std::make_exception_ptr(RouterLost(
+                                            std::string(call->second->task().name),
+                                            std::move(items), dead_router, death)));
+      calls_.erase(call);
+    }
+  }
+  for (auto& [call, error] : failed) call->accept_failure(error);
+  // The chunks stay kept until answered, so their payloads stay where they are while
+  // this writes them: only answers remove them, and only this thread dispatches answers.
+  std::string batch;
+  bool sent = true;
+  for (const auto& [h, payload] : again) {
+    if (payload.size() >= kBatchBytes / 4) {
+      sent = sent && (batch.empty() || conn_.send_bytes(batch)) && conn_.send(h, payload);
+      batch.clear();
+    } else {
+      transport::append_frame(batch, h, payload);
+    }
+  }
+  if (sent && !batch.empty()) sent = conn_.send_bytes(batch);
+  // Not sent: the new router died too, which its pidfd reports.
+  if (!again.empty() || !failed.empty()) {
+    logger().warn("pool: {} unanswered chunk(s) sent to the new router; {} call(s) failed with "
+                  "RouterLost",
+                  again.size(), failed.size());
+  }
+  pump_.notify();
 }
 
 void PoolCore::router_reaped() {

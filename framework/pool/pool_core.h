@@ -8,8 +8,10 @@
 // exists, so a result costs no extra wake-up in the driver.
 //
 // The router is a RouterProcess and the connection a transport::Connection, both
-// replaceable by whoever holds the pump and send_mu_ (a pool that outlives its router's
-// death starts another and reconnects).
+// replaced by the pump holder, with send_mu_ held, when the router dies (heal_router):
+// a new router starts its own workers, chunks of tasks that may run twice are sent to it
+// again, the others fail with RouterLost. At most kRouterDeaths deaths within
+// kRouterDeathWindow: one more breaks the pool.
 #ifndef MPX_FRAMEWORK_POOL_POOL_CORE_H_
 #define MPX_FRAMEWORK_POOL_POOL_CORE_H_
 
@@ -53,15 +55,23 @@ class RouterProcess {
   int pidfd() const { return child_.pidfd; }
   bool running() const { return child_.pid > 0; }
   bool is_stopped() const { return running() && spawning::is_stopped(child_.pid); }
+  // From any thread (a stop does not wait for the pump holder, which may be starting a
+  // new router): SIGKILLs the router started last, if it was not reaped yet.
   void kill();
   // Its wait status once it has ended (blocking: waits for that); nullopt while it runs
   // or once reaped.
   std::optional<int> reap(bool block);
   // Waits up to grace for it to end; then kills it. Returns its wait status.
   std::optional<int> reap_within(std::chrono::milliseconds grace);
+  // The last router reaped was killed by a signal that kill() did not send: somebody
+  // else killed it (a router fails by itself with an exit code).
+  bool killed_from_outside() const;
 
  private:
   spawning::Child child_;
+  std::atomic<pid_t> killable_{0};  // child_.pid until it is reaped
+  std::atomic<bool> killed_here_{false};
+  std::optional<int> last_status_;
 };
 
 class PoolCore {
@@ -92,7 +102,7 @@ class PoolCore {
   // Graceful stop used by ~Pool: STOP to workers, a short grace, then kill.
   void shutdown();
   int processes() const { return processes_; }
-  pid_t router_pid() const { return router_pid_; }
+  pid_t router_pid() const { return router_pid_.load(std::memory_order_acquire); }
 
  private:
   enum class State { kRunning, kClosed, kBroken };
@@ -116,10 +126,24 @@ class PoolCore {
   bool ask_router(wire::Type how);
   // The router's pidfd fired (Loop handler), or a stop reaped it: stops watching it.
   void check_router_exit();
+  // After a router death that was not a stop: reads what it wrote before dying, then
+  // starts another and hands it the unanswered chunks (see the class comment). Pump
+  // holder; returns why the pool cannot go on, or "".
+  std::string heal_router(pid_t pid, const std::string& death);
+  // Sends every unanswered chunk kept for resending to the new router and fails the
+  // calls of the others (pump holder, send_mu_ held).
+  void resend_unanswered(pid_t dead_router, const std::string& death);
   void router_reaped();
   std::string stop_reason();
-  // Connects and waits for the router's WELCOME to our HELLO.
+  // Connects and waits for the router's WELCOME to our HELLO (send_mu_ held, or no
+  // other thread knows the pool yet).
   void connect_and_greet(const std::string& endpoint);
+  // Starts a router on new endpoints and greets it (send_mu_ held, or no other thread
+  // knows the pool yet). One killed from outside during its start-up counts as a router
+  // death and is replaced while the bound allows; throws PoolBroken otherwise.
+  void start_router();
+  // Counts a router death now; false when it is one more than the bound allows.
+  bool count_router_death();
   // Forgets one chunk, or every chunk of a call. Pool mutex held.
   void release_chunk(std::uint64_t call_id, std::uint64_t start);
   void release_call(std::uint64_t call_id);
@@ -134,16 +158,32 @@ class PoolCore {
   Pins initializer_pins_;
   std::size_t max_message_bytes_ = 0;   // immutable after construction
   std::size_t max_inflight_bytes_ = 0;  // immutable after construction
-  // Sizes of the argument chunks sent and not yet answered, by (call id, start), and
-  // their sum: the backpressure window. Guarded by the pool mutex.
-  std::map<std::pair<std::uint64_t, std::uint64_t>, std::size_t> inflight_;
+  router::Config config_;  // what each router starts with; the endpoints change per router
+  // Every task may run twice (PoolOptions().max_retries(n), n > 0), not only pure ones.
+  bool resend_all_ = false;
+  // An argument chunk sent and not yet answered. payload: kept for a router that
+  // replaces a dead one, for tasks that may run twice (pure, or max_retries).
+  struct Unanswered {
+    std::size_t size = 0;
+    std::uint32_t count = 0;
+    std::optional<Buffer> payload;
+  };
+  // The chunks sent and not yet answered, by (call id, start), and their sizes' sum:
+  // the backpressure window. Guarded by the pool mutex; a chunk enters with send_mu_
+  // held too, together with its write (so a router replacement, which holds send_mu_,
+  // sees every chunk written to the dead router and none meant for the new one).
+  std::map<std::pair<std::uint64_t, std::uint64_t>, Unanswered> inflight_;
   std::size_t inflight_bytes_ = 0;
   // inflight_.size(), for the pump to read without the mutex: it spins only while few
   // chunks are unanswered (latency), not during bulk work (throughput).
   std::atomic<std::size_t> inflight_chunks_{0};
 
   RouterProcess router_;  // reaped by the pump holder or by stop_router (holding the pump)
-  pid_t router_pid_ = 0;
+  std::atomic<pid_t> router_pid_{0};
+  // When the routers that died (not stopped) died, within kRouterDeathWindow. Pump holder.
+  std::vector<Clock::time_point> router_deaths_;
+  static constexpr int kRouterDeaths = 3;
+  static constexpr std::chrono::seconds kRouterDeathWindow{60};
 
   // The connection to the router: written whole frames at a time under send_mu_ (any
   // thread), read only by the pump holder.

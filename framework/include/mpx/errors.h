@@ -65,11 +65,24 @@ class WorkerLost : public Error {
   // How the worker ended, e.g. "killed by signal 9 (Killed)".
   const std::string& reason() const noexcept { return reason_; }
 
+ protected:
+  WorkerLost(std::string what, std::string task_name, std::vector<std::uint64_t> lost_tasks,
+             pid_t pid, std::string reason);
+
  private:
   std::string task_name_;
   std::vector<std::uint64_t> lost_tasks_;
   pid_t worker_pid_;
   std::string reason_;
+};
+
+// The pool's router died while these tasks had no result, and they were not sent again
+// to the router that replaced it: only tasks that may run twice are (MPX_PURE_TASK, or
+// PoolOptions().max_retries(n) with n > 0). worker_pid() is the router's pid.
+class RouterLost : public WorkerLost {
+ public:
+  RouterLost(std::string task_name, std::vector<std::uint64_t> lost_tasks, pid_t router_pid,
+             std::string reason);
 };
 
 // A function was used as a task but never registered with MPX_TASK, or a worker was
