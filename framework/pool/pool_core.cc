@@ -537,6 +537,13 @@ void PoolCore::resend_unanswered(pid_t dead_router, const std::string& death) {
     }
   }
   for (auto& [call, error] : failed) call->accept_failure(error);
+  {
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    for (auto& [call, error] : failed) finished_locked(call);
+    // A CANCEL the dead router did not acknowledge needs no answer: the new one never
+    // had the cancelled call's chunks (it was forgotten here, so none went again).
+    ++router_epoch_;
+  }
   // The chunks stay kept until answered, so their payloads stay where they are while
   // this writes them: only answers remove them, and only this thread dispatches answers.
   std::string batch;
@@ -720,11 +727,19 @@ bool PoolCore::cancel(CallBase& call, bool kill_running) {
   // Chunks the router still queues are dropped; those in workers are skipped, or
   // stopped with their worker (kill_running), which is replaced.
   const std::uint64_t id = call.id();
+  std::uint64_t epoch;
+  {
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    epoch = router_epoch_;
+  }
   if (send(wire::Cancel{id, kill_running, /*want_ack=*/true}.header(), {})) {
     // Until the router confirms, a worker might still start a chunk of the call. Bounded:
     // a router that does not answer (stopped) is for the pump to find out about.
-    wait([&] { return state_ == State::kBroken || cancel_acks_.count(id) != 0; },
-         Clock::now() + std::chrono::seconds(10));
+    wait(
+        [&] {
+          return state_ == State::kBroken || router_epoch_ != epoch || cancel_acks_.count(id) != 0;
+        },
+        Clock::now() + std::chrono::seconds(10));
   }
   {
     std::lock_guard<std::mutex> lock(pump_.mu());

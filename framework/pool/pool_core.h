@@ -213,6 +213,9 @@ class PoolCore {
   std::vector<std::shared_ptr<CallBase>> finished_;
   // Calls whose CANCEL the router has acknowledged, until their cancel() sees it.
   std::set<std::uint64_t> cancel_acks_;
+  // Routers replaced so far (resend_unanswered counts them): a cancel waiting for the
+  // acknowledgement of a router that died stops waiting.
+  std::uint64_t router_epoch_ = 0;
 };
 
 }  // namespace detail
