@@ -435,6 +435,18 @@ TEST(ExamplesTest, CrawlerPipeline) {
   EXPECT_CONTAINS(r.err, "site process exitcode 0");
 }
 
+TEST(ExamplesTest, Futures) {
+  const RunResult r = RunClean("pool/futures");
+  EXPECT_LINE(r.out, "then: 49");
+  EXPECT_LINE(r.out, "get: 49");
+  EXPECT_LINE(r.out, "first done: 1, not done: 1");
+  EXPECT_LINE(r.out, "completed: 1");
+  EXPECT_LINE(r.out, "completed: 200");
+  EXPECT_LINE(r.out, "cancelled: yes");
+  EXPECT_CONTAINS(r.out, "get: CancelledError: task 'slow'");
+  EXPECT_LINE(r.out, "pool still works: 81");
+}
+
 TEST(ExamplesTest, Flagship) {
   const RunResult r = RunClean("pool/flagship");
   EXPECT_LINE(r.out, "map: 0 1 4 9 16 25 36 49 64 81");

@@ -347,8 +347,7 @@ TEST_F(FaultTest, UndecodableArgumentsFailTheItemNamingTheTask) {
     core.send_chunk(*call, 0, n, std::move(buf));
     // No flush: small chunks wait in the pool's buffer, and a wait sends them first.
     EXPECT_TRUE(core.wait([&] { return call->done_locked(); }, mpx::detail::Clock::now() + seconds(20)));
-    std::lock_guard<std::mutex> lock(call->mu());
-    return call->take();
+    return call->take();  // takes the call's lock itself
   };
   // Strings where square expects an int.
   msgpack::sbuffer strings;

@@ -203,6 +203,23 @@ std::string_view actor_result(const ActorCall& call) {
   return call.reply;
 }
 
+bool actor_wait_until(ActorClient& client, const std::function<bool()>& pred,
+                      Clock::time_point deadline) {
+  return client.wait_until(pred, deadline);
+}
+
+bool actor_done_locked(ActorClient& client, ActorCall& call) { return client.done_locked(call); }
+
+bool actor_failed_locked(ActorCall& call) { return call.done && call.error; }
+
+bool actor_cancel(ActorClient& client, ActorCall& call) { return client.cancel(call); }
+
+bool actor_cancelled(ActorClient& client, ActorCall& call) { return client.cancelled(call); }
+
+std::exception_ptr actor_error(ActorClient& client, ActorCall& call) { return client.error_of(call); }
+
+Completion& actor_completion(ActorCall& call) { return call.completion; }
+
 namespace {
 
 // Waits until the actor is over, or `deadline`; true if it is over.

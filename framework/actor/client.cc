@@ -239,6 +239,7 @@ void ActorClient::deliver_frames() {
       call.reply.assign(payload.data(), payload.size());
     }
     call.done = true;
+    if (!call.completion.settle()) finished_.push_back(std::move(it->second));
     pending_.erase(it);
   }
   if (bad) logger().error("actor {}: malformed answer stream ({}); dropping the connection", name_, why);
@@ -269,6 +270,7 @@ void ActorClient::incarnation_died(std::unique_lock<std::mutex>& lk) {
     if (it->second->incarnation == incarnation) {
       it->second->error = death_error(it->second->method, incarnation);
       it->second->done = true;
+      if (!it->second->completion.settle()) finished_.push_back(it->second);
       it = pending_.erase(it);
     } else {
       ++it;
@@ -311,20 +313,70 @@ void ActorClient::turn(Clock::time_point until) {
   pump_.notify();
 }
 
-bool ActorClient::wait(ActorCall& call, Clock::time_point deadline) {
-  std::unique_lock<std::mutex> lk(pump_.mu());
+void ActorClient::fire_finished(std::unique_lock<std::mutex>& lk) {
+  if (finished_.empty()) {
+    lk.unlock();
+    return;
+  }
+  std::vector<std::shared_ptr<ActorCall>> finished;
+  finished.swap(finished_);
+  lk.unlock();
+  for (const auto& call : finished) call->completion.fire();
+}
+
+bool ActorClient::done_locked(ActorCall& call) {
   // Past its own deadline a call is done: failed with TimeoutError, its answer dropped.
-  auto done = [&] {
-    if (!call.done && call.deadline <= Clock::now()) {
-      pending_.erase(call.id);
-      call.error = std::make_exception_ptr(TimeoutError(
-          "actor " + name_ + ": " + call.method + " did not answer within the call's timeout"));
-      call.done = true;
+  if (!call.done && call.deadline <= Clock::now()) {
+    call.error = std::make_exception_ptr(TimeoutError(
+        "actor " + name_ + ": " + call.method + " did not answer within the call's timeout"));
+    call.done = true;
+    auto it = pending_.find(call.id);
+    if (it != pending_.end()) {
+      if (!call.completion.settle()) finished_.push_back(std::move(it->second));
+      pending_.erase(it);
     }
-    return call.done;
-  };
+  }
+  return call.done;
+}
+
+bool ActorClient::wait_until(const std::function<bool()>& pred, Clock::time_point deadline) {
+  std::unique_lock<std::mutex> lk(pump_.mu());
+  // Callbacks of calls finished meanwhile run here, with the pump released (they may
+  // wait themselves).
+  return pump_.wait_between(
+      lk, pred, deadline, [this] { return !finished_.empty(); },
+      [this](std::unique_lock<std::mutex>& l) {
+        fire_finished(l);
+        l.lock();
+      });
+}
+
+bool ActorClient::cancel(ActorCall& call) {
+  std::unique_lock<std::mutex> lk(pump_.mu());
+  if (call.done) return false;
+  call.error = std::make_exception_ptr(
+      CancelledError("actor " + name_ + ": the call of " + call.method + " was cancelled"));
+  call.done = call.cancelled = true;
+  pending_.erase(call.id);
+  lk.unlock();
+  pump_.notify();
+  call.completion.fire();
+  return true;
+}
+
+std::exception_ptr ActorClient::error_of(ActorCall& call) {
+  std::lock_guard<std::mutex> lk(pump_.mu());
+  return call.done ? call.error : nullptr;
+}
+
+bool ActorClient::cancelled(ActorCall& call) {
+  std::lock_guard<std::mutex> lk(pump_.mu());
+  return call.cancelled;
+}
+
+bool ActorClient::wait(ActorCall& call, Clock::time_point deadline) {
   // Polls at least once, so ready() and zero timeouts see answers already there.
-  return pump_.wait(lk, done, std::min(deadline, call.deadline));
+  return wait_until([&] { return done_locked(call); }, std::min(deadline, call.deadline));
 }
 
 }  // namespace detail

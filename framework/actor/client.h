@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -40,8 +41,10 @@ struct ActorCall {
   Pins pins;
   // Guarded by the client's mutex until done; read-only afterwards.
   bool done = false;
+  bool cancelled = false;  // Future::cancel: failed with CancelledError for the caller
   std::string reply;
   std::exception_ptr error;
+  Completion completion;  // its Future's callbacks: fired once done, no lock held
 };
 
 class ActorClient {
@@ -67,6 +70,16 @@ class ActorClient {
                                   Buffer&& args, Pins pins, bool want_reply,
                                   Clock::time_point deadline);
   bool wait(ActorCall& call, Clock::time_point deadline);
+  // Waits, collecting answers, until pred() (evaluated under the lock) or deadline.
+  bool wait_until(const std::function<bool()>& pred, Clock::time_point deadline);
+  // Under the lock (inside a wait's predicate): whether call is done; one past its own
+  // deadline fails with TimeoutError here.
+  bool done_locked(ActorCall& call);
+  // Fails call with CancelledError unless it is done (false then); its answer, if it
+  // comes, is dropped.
+  bool cancel(ActorCall& call);
+  std::exception_ptr error_of(ActorCall& call);
+  bool cancelled(ActorCall& call);
   // Sends STOP to the current incarnation; returns it (0 if the actor is already over).
   std::uint32_t send_stop();
 
@@ -81,6 +94,8 @@ class ActorClient {
   void turn(Clock::time_point until);
   void deliver_frames();
   void incarnation_died(std::unique_lock<std::mutex>& lk);
+  // lk held: runs the callbacks of the calls finished meanwhile, with lk released.
+  void fire_finished(std::unique_lock<std::mutex>& lk);
   std::exception_ptr death_error(const std::string& method, std::uint32_t incarnation);
   ActorDied dead_error(const std::string& doing);
   void wait_for_change(std::uint32_t seq, std::chrono::milliseconds slice) {
@@ -104,6 +119,8 @@ class ActorClient {
   std::uint32_t connected_ = 0;  // incarnation conn_ talks to; 0: none
   int pidfd_ = -1;
   std::unordered_map<std::uint64_t, std::shared_ptr<ActorCall>> pending_;
+  // Calls finished whose callbacks have not been fired yet (see fire_finished).
+  std::vector<std::shared_ptr<ActorCall>> finished_;
   std::vector<std::pair<std::uint64_t, Pins>> tell_pins_;
   std::uint64_t next_id_ = 1;
   // Pump holder only: the connection and the incarnation's pidfd, and what fired.

@@ -57,6 +57,7 @@ detail::PoolCore& Pool::core(const char* what) const {
 void Pool::close() { core("close").close(); }
 void Pool::join() { core("join").join(); }
 void Pool::terminate() { core("terminate").terminate(); }
+void Pool::shutdown(bool cancel_futures) { core("shutdown").shutdown_pool(cancel_futures); }
 int Pool::processes() const { return core("processes").processes(); }
 std::string Pool::endpoint() const { return core("endpoint").endpoint(); }
 void Pool::wait_for_workers(int n, std::chrono::milliseconds timeout) {

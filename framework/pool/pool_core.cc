@@ -306,14 +306,18 @@ void PoolCore::flush() {
 }
 
 void PoolCore::begin_call(const std::shared_ptr<CallBase>& call) {
-  std::lock_guard<std::mutex> lock(pump_.mu());
+  std::unique_lock<std::mutex> lock(pump_.mu());
   if (state_ != State::kRunning) {
     throw PoolBroken(state_ == State::kClosed ? "Pool is closed: no new work is accepted"
                                               : "Pool is broken: " + broken_reason_);
   }
   const std::uint64_t id = next_call_id_++;
-  call->set_id(id, &pump_.mu());
-  if (call->total() > 0) calls_.emplace(id, call);
+  call->set_id(id, &pump_.mu(), this);
+  if (call->total() > 0) {
+    calls_.emplace(id, call);
+  } else if (Completion* c = call->completion_or_null()) {
+    c->settle();  // finished at once: a callback added later runs at once
+  }
 }
 
 void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t count,
@@ -411,7 +415,10 @@ void PoolCore::abandon_call(CallBase& call) {
 
 bool PoolCore::wait(const std::function<bool()>& ready, Clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(pump_.mu());
-  if (ready()) return true;
+  if (ready()) {
+    if (!finished_.empty()) fire_finished(lock);
+    return true;
+  }
   // Nobody waits on chunks still in this process's buffer (a submitter that did not
   // flush would wait forever for their answers). Only a wait that waits: the
   // submitter's window check comes here for every chunk it buffers.
@@ -419,8 +426,14 @@ bool PoolCore::wait(const std::function<bool()>& ready, Clock::time_point deadli
   flush();
   lock.lock();
   // Pumps even when the deadline has passed: with no background thread, a non-blocking
-  // check (ready(), wait_for(0)) must still collect what arrived.
-  return pump_.wait(lock, ready, deadline);
+  // check (ready(), wait_for(0)) must still collect what arrived. Callbacks of futures
+  // finished meanwhile run here, with the pump released (they may wait themselves).
+  return pump_.wait_between(
+      lock, ready, deadline, [this] { return !finished_.empty(); },
+      [this](std::unique_lock<std::mutex>& lk) {
+        fire_finished(lk);
+        lk.lock();
+      });
 }
 
 void PoolCore::turn(Clock::time_point deadline) {
@@ -572,6 +585,13 @@ void PoolCore::resend_unanswered(pid_t dead_router, const std::string& death) {
     }
   }
   for (auto& [call, error] : failed) call->accept_failure(error);
+  {
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    for (auto& [call, error] : failed) finished_locked(call);
+    // A CANCEL the dead router did not acknowledge needs no answer: the new one never
+    // had the cancelled call's chunks (it was forgotten here, so none went again).
+    ++router_epoch_;
+  }
   // The chunks stay kept until answered, so their payloads stay where they are while
   // this writes them: only answers remove them, and only this thread dispatches answers.
   std::string batch;
@@ -617,6 +637,12 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
   if (h.type == wire::Type::kWelcome) {
     std::lock_guard<std::mutex> lock(pump_.mu());
     serving_ = static_cast<int>(wire::Welcome::from(h).workers);
+    return;
+  }
+  if (h.type == wire::Type::kCancel) {  // the router's acknowledgement of our CANCEL
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    cancel_acks_.insert(h.call_id);
+    pump_.notify();
     return;
   }
   if (h.type == wire::Type::kPoolError && wire::PoolError::from(h).call_id == 0) {
@@ -700,8 +726,21 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
     // run (their side effects happen) and their results are dropped on arrival.
     std::lock_guard<std::mutex> lock(pump_.mu());
     calls_.erase(h.call_id);
+    finished_locked(call);
   }
   pump_.notify();
+}
+
+void PoolCore::finished_locked(const std::shared_ptr<CallBase>& call) {
+  Completion* c = call->completion_or_null();
+  if (c != nullptr && !c->settle()) finished_.push_back(call);
+}
+
+void PoolCore::fire_finished(std::unique_lock<std::mutex>& lock) {
+  std::vector<std::shared_ptr<CallBase>> finished;
+  finished.swap(finished_);
+  lock.unlock();
+  for (const auto& call : finished) call->completion_or_null()->fire();
 }
 
 void PoolCore::fail_all(std::exception_ptr error) {
@@ -722,7 +761,60 @@ void PoolCore::fail_all(std::exception_ptr error) {
     inflight_chunks_.store(0, std::memory_order_relaxed);
   }
   for (auto& [id, call] : calls) call->accept_failure(error);
+  std::lock_guard<std::mutex> lock(pump_.mu());
+  for (auto& [id, call] : calls) finished_locked(call);
   pump_.notify();
+}
+
+bool PoolCore::cancel(CallBase& call, bool kill_running) {
+  const auto error = std::make_exception_ptr(CancelledError(
+      "task '" + std::string(call.task().name) + "' (call " + std::to_string(call.id()) +
+      ", " + std::to_string(call.total()) + " item(s)) was cancelled"));
+  {
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    if (!call.cancel_locked(error)) return false;
+    release_call(call.id());
+    calls_.erase(call.id());
+  }
+  // Chunks the router still queues are dropped; those in workers are skipped, or
+  // stopped with their worker (kill_running), which is replaced.
+  const std::uint64_t id = call.id();
+  std::uint64_t epoch;
+  {
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    epoch = router_epoch_;
+  }
+  if (send(wire::Cancel{id, kill_running, /*want_ack=*/true}.header(), {})) {
+    // Until the router confirms, a worker might still start a chunk of the call. Bounded:
+    // a router that does not answer (stopped) is for the pump to find out about.
+    wait(
+        [&] {
+          return state_ == State::kBroken || router_epoch_ != epoch || cancel_acks_.count(id) != 0;
+        },
+        Clock::now() + std::chrono::seconds(10));
+  }
+  {
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    cancel_acks_.erase(id);
+  }
+  pump_.notify();
+  call.completion_or_null()->fire();
+  return true;
+}
+
+void PoolCore::shutdown_pool(bool cancel_futures) {
+  close();
+  if (cancel_futures) {
+    std::vector<std::shared_ptr<CallBase>> pending;
+    {
+      std::lock_guard<std::mutex> lock(pump_.mu());
+      for (const auto& [id, call] : calls_) pending.push_back(call);
+    }
+    // As Python's Executor.shutdown(cancel_futures=True): what has not started never
+    // will; running tasks finish (their results are dropped).
+    for (const auto& call : pending) cancel(*call, /*kill_running=*/false);
+  }
+  join();
 }
 
 void PoolCore::close() {
@@ -792,6 +884,8 @@ void PoolCore::stop_router(wire::Type how, std::chrono::milliseconds grace, cons
     pump_.release();
   }
   fail_all(std::make_exception_ptr(PoolBroken(why)));
+  std::unique_lock<std::mutex> lock(pump_.mu());
+  fire_finished(lock);
 }
 
 // ---- What mpx/detail/call.h's templates call (mpx::Pool's submissions and waits) ----
@@ -813,6 +907,8 @@ int pool_processes(const PoolCore& core) { return std::max({core.processes(), co
 void pool_abandon_call(PoolCore& core, CallBase& call) { core.abandon_call(call); }
 
 void pool_flush(PoolCore& core) { core.flush(); }
+
+bool pool_cancel(PoolCore& core, CallBase& call) { return core.cancel(call, /*kill_running=*/true); }
 
 }  // namespace detail
 }  // namespace mpx

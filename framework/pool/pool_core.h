@@ -24,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 
@@ -90,8 +91,13 @@ class PoolCore {
   // Writes the chunks buffered by send_chunk (see out_).
   void flush();
 
+  // Fails call with CancelledError unless it finished (false); the router drops its
+  // chunks that have not started and, with kill_running, kills the workers running one.
+  bool cancel(CallBase& call, bool kill_running);
   void close();
   void join();
+  // Pool::shutdown: close, cancel what is pending if asked, join.
+  void shutdown_pool(bool cancel_futures);
   void terminate();
   // Graceful stop used by ~Pool: STOP to workers, a short grace, then kill.
   void shutdown();
@@ -144,6 +150,10 @@ class PoolCore {
   // Forgets one chunk, or every chunk of a call. Pool mutex held.
   void release_chunk(std::uint64_t call_id, std::uint64_t start);
   void release_call(std::uint64_t call_id);
+  // Pool mutex held: call is finished; its callbacks, if any, wait in finished_.
+  void finished_locked(const std::shared_ptr<CallBase>& call);
+  // Pool mutex held (released on return): runs the callbacks waiting in finished_.
+  void fire_finished(std::unique_lock<std::mutex>& lock);
 
   int processes_;
   std::string token_;
@@ -208,6 +218,14 @@ class PoolCore {
   std::string stop_reason_;
   std::uint64_t next_call_id_ = 1;
   std::unordered_map<std::uint64_t, std::shared_ptr<CallBase>> calls_;
+  // Finished calls whose callbacks wait to run: fired by a thread that returns from
+  // wait() (never the pump holder: a callback may wait itself), by a stop, a cancel.
+  std::vector<std::shared_ptr<CallBase>> finished_;
+  // Calls whose CANCEL the router has acknowledged, until their cancel() sees it.
+  std::set<std::uint64_t> cancel_acks_;
+  // Routers replaced so far (resend_unanswered counts them): a cancel waiting for the
+  // acknowledgement of a router that died stops waiting.
+  std::uint64_t router_epoch_ = 0;
 };
 
 }  // namespace detail

@@ -5,6 +5,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <new>
+
 #include "framework/base/base.h"
 #include "mpx/runtime.h"
 
@@ -13,6 +15,7 @@ namespace router {
 namespace {
 
 constexpr std::size_t kMarkBytes = 4096;
+static_assert(sizeof(wire::WorkerShared) <= kMarkBytes, "the shared page holds wire::WorkerShared");
 
 }  // namespace
 
@@ -45,7 +48,7 @@ WorkerSupervisor::Started LocalWorkers::spawn(const std::string& name) {
     throw;
   }
   if (memfd >= 0) ::close(memfd);
-  if (map != MAP_FAILED) child.mark = static_cast<std::atomic<std::uint64_t>*>(map);
+  if (map != MAP_FAILED) child.shared = new (map) wire::WorkerShared{};
   const pid_t pid = child.process.pid;
   child.watch = loop_.watch(child.process.pidfd, POLLIN, [this, id](short) { exited(id); });
   children_.emplace(id, child);
@@ -57,6 +60,12 @@ void LocalWorkers::kill(std::string_view id) {
   if (it != children_.end()) ::kill(it->second.process.pid, SIGKILL);
 }
 
+std::optional<std::uint64_t> LocalWorkers::cancel_call(std::string_view id, std::uint64_t call_id) {
+  auto it = children_.find(id);
+  if (it == children_.end() || it->second.shared == nullptr) return std::nullopt;
+  return it->second.shared->cancel(call_id);
+}
+
 bool LocalWorkers::is_stopped(std::string_view id) {
   auto it = children_.find(id);
   return it != children_.end() && spawning::is_stopped(it->second.process.pid);
@@ -64,8 +73,8 @@ bool LocalWorkers::is_stopped(std::string_view id) {
 
 void LocalWorkers::release(Child& child) {
   loop_.unwatch(child.watch);
-  if (child.mark) ::munmap(child.mark, kMarkBytes);
-  child.mark = nullptr;
+  if (child.shared) ::munmap(child.shared, kMarkBytes);
+  child.shared = nullptr;
 }
 
 void LocalWorkers::exited(const std::string& id) {
@@ -74,7 +83,7 @@ void LocalWorkers::exited(const std::string& id) {
   auto status = spawning::reap(it->second.process, false);
   if (!status) return;
   std::optional<std::uint64_t> mark;
-  if (it->second.mark) mark = it->second.mark->load(std::memory_order_acquire);
+  if (it->second.shared) mark = it->second.shared->running.load(std::memory_order_acquire);
   release(it->second);
   children_.erase(it);
   on_exit_(id, *status, mark);

@@ -2,9 +2,10 @@
 //
 // Each worker is a posix_spawn of this program (framework/spawn) connecting back with
 // an unguessable identity, watched through its pidfd in the router's Loop, and sharing
-// one word of memory with the router: the wire::chunk_mark of the chunk it runs (0
-// between chunks), written by the worker, read here after its death, so the router
-// knows which chunk killed it even though the worker is gone. The memory limit is not
+// a page of memory with the router (wire::WorkerShared): the wire::chunk_mark of the
+// chunk it runs (0 between chunks), written by the worker, read here after its death, so
+// the router knows which chunk killed it even though the worker is gone; and the calls
+// cancelled while it held their chunks, which it then skips. The memory limit is not
 // the supervisor's business: a worker sets it on itself from CONFIG, wherever it runs.
 #ifndef MPX_FRAMEWORK_ROUTER_LOCAL_WORKERS_H_
 #define MPX_FRAMEWORK_ROUTER_LOCAL_WORKERS_H_
@@ -22,6 +23,7 @@
 #include "framework/router/router.h"
 #include "framework/spawn/spawn.h"
 #include "framework/transport/loop.h"
+#include "framework/wire/wire.h"
 
 namespace mpx {
 namespace router {
@@ -38,13 +40,14 @@ class LocalWorkers final : public WorkerSupervisor {
   Started spawn(const std::string& name) override;
   void kill(std::string_view id) override;
   bool is_stopped(std::string_view id) override;
+  std::optional<std::uint64_t> cancel_call(std::string_view id, std::uint64_t call_id) override;
   void kill_all();
 
  private:
   struct Child {
     spawning::Child process;
     transport::Loop::Id watch = 0;
-    std::atomic<std::uint64_t>* mark = nullptr;  // the shared word; null if it could not be made
+    wire::WorkerShared* shared = nullptr;  // the shared page; null if it could not be made
   };
   void exited(const std::string& id);
   void release(Child& child);

@@ -129,13 +129,28 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
     }
     case wire::Type::kCancel: {
       const std::string_view client = sender;
-      const std::uint64_t call_id = wire::Cancel::from(h).call_id;
-      // In-flight chunks finish or die as they are; a dead one is not run again.
+      const auto cancel = wire::Cancel::from(h);
+      const std::uint64_t call_id = cancel.call_id;
+      // Chunks held by workers are never run again if their worker dies; the worker
+      // skips those it has not started (answering them as cancelled); one running is
+      // stopped with its worker when the client asks (kill_running), else it finishes.
       for (auto& [id, w] : workers_) {
+        bool holds = false;
         for (auto& f : w.in_flight) {
-          if (f.call_id == call_id && f.client == client) f.cancelled = true;
+          if (f.call_id == call_id && f.client == client) holds = f.cancelled = true;
         }
+        if (!holds || w.state == State::kStopping) continue;
+        const std::optional<std::uint64_t> mark = supervisor_.cancel_call(id, call_id);
+        if (!cancel.kill_running) continue;
+        const bool runs = std::any_of(w.in_flight.begin(), w.in_flight.end(), [&](const InFlight& f) {
+          if (f.call_id != call_id || f.client != client) return false;
+          // Without the shared mark, the first chunk held is presumed running.
+          return mark ? *mark != 0 && wire::chunk_mark(f.call_id, f.start) == *mark
+                      : &f == &w.in_flight.front();
+        });
+        if (runs) kill_running(w, "call " + std::to_string(call_id) + " was cancelled while it ran", false);
       }
+      if (cancel.want_ack) io_.send_client(client, wire::Cancel{call_id}.header(), transport::Message());
       queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
                                   [&](const Task& t) {
                                     return t.what.call_id == call_id && t.what.client == client;

@@ -145,6 +145,15 @@ class WorkerSupervisor {
   // Whether the process is stopped (SIGSTOP, SIGTSTP, a tracer): it can neither run
   // its task nor answer a ping.
   virtual bool is_stopped(std::string_view id) = 0;
+  // Tells worker id that call_id is cancelled, so that it skips the call's chunks it
+  // has not started; returns the chunk_mark of the chunk it runs now (0: none), read
+  // after the telling (wire::WorkerShared's handshake). nullopt: this supervisor cannot
+  // tell its workers (they run every chunk they hold; the first is presumed running).
+  virtual std::optional<std::uint64_t> cancel_call(std::string_view id, std::uint64_t call_id) {
+    (void)id;
+    (void)call_id;
+    return std::nullopt;
+  }
 };
 
 class RouterCore {

@@ -79,6 +79,12 @@ class FakeIo final : public RouterIo, public WorkerSupervisor {
   }
   void kill(std::string_view id) override { killed.push_back(pid_of(id)); }
   bool is_stopped(std::string_view id) override { return stopped.count(pid_of(id)) != 0; }
+  // As LocalWorkers: records the cancel the worker is told of, returns its running mark.
+  std::optional<std::uint64_t> cancel_call(std::string_view id, std::uint64_t call_id) override {
+    cancels.emplace_back(pid_of(id), call_id);
+    auto it = running.find(pid_of(id));
+    return it == running.end() ? 0 : it->second;
+  }
   // What the supervisor reports with the death of worker pid (marks, once).
   std::optional<std::uint64_t> take_running_mark(pid_t pid) {
     auto it = marks.find(pid);
@@ -98,6 +104,8 @@ class FakeIo final : public RouterIo, public WorkerSupervisor {
   std::vector<pid_t> killed;
   std::set<pid_t> stopped;  // pids is_stopped reports as stopped
   std::map<pid_t, std::uint64_t> marks;  // what take_running_mark reports, per worker
+  std::map<pid_t, std::uint64_t> running;  // the running mark cancel_call reports
+  std::vector<std::pair<pid_t, std::uint64_t>> cancels;  // (worker, call) told by cancel_call
   pid_t next_pid = 1000;
   bool fail_spawns = false;
   bool unknown_pids = false;  // spawn knows ids only, as a node agent's supervisor would
@@ -1110,6 +1118,53 @@ TEST_F(RouterTest, UndecodableInitFailedStillBreaksThePool) {
   auto sent = io_.take();
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_NE(sent[0].payload.find("undecodable"), std::string::npos) << sent[0].payload;
+}
+
+// Future::cancel: the worker running a chunk of the call (its shared mark says so) is
+// killed; the chunk of another call it held goes to its replacement; the client gets
+// its acknowledgement.
+TEST_F(RouterTest, CancelWithKillStopsTheWorkerRunningTheCall) {
+  start();
+  ready_quietly(1000);
+  submit("1", 7, 0, 1);
+  submit("1", 8, 0, 1);  // held behind it by the same worker
+  io_.take();
+  io_.running[1000] = wire::chunk_mark(7, 0);
+  io_.marks[1000] = wire::chunk_mark(7, 0);
+  client("R1", wire::Cancel{7, /*kill_running=*/true, /*want_ack=*/true}.header());
+  EXPECT_EQ(io_.cancels, (std::vector<std::pair<pid_t, std::uint64_t>>{{1000, 7}}));
+  EXPECT_EQ(io_.killed, (std::vector<pid_t>{1000}));
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].kind, Sent::kSendClient);
+  EXPECT_EQ(sent[0].type, Type::kCancel);
+  EXPECT_EQ(sent[0].call_id, 7u);
+  exit(1000);  // its mark: call 7's chunk ran; call 8's had not started
+  EXPECT_EQ(core_->queued(), 1u) << "call 8's chunk was requeued, not lost";
+  for (const auto& s : io_.take()) {
+    if (s.type == Type::kLost) EXPECT_EQ(s.call_id, 7u) << "only the cancelled chunk is reported lost";
+  }
+  ready_quietly(1001);
+  EXPECT_EQ(core_->queued(), 0u);
+  EXPECT_EQ(core_->outstanding(), 1u) << "call 8's chunk went to the new worker";
+}
+
+// A chunk of the call held but not started: the worker is told (it skips the chunk);
+// nobody is killed, and without kill_running not even a runner.
+TEST_F(RouterTest, CancelOfChunksNotStartedKillsNobody) {
+  start();
+  ready_quietly(1000);
+  submit("1", 8, 0, 1);
+  submit("1", 7, 0, 1);
+  io_.take();
+  io_.running[1000] = wire::chunk_mark(8, 0);
+  client("R1", wire::Cancel{7, true, false}.header());
+  EXPECT_EQ(io_.cancels, (std::vector<std::pair<pid_t, std::uint64_t>>{{1000, 7}}));
+  EXPECT_TRUE(io_.killed.empty());
+  EXPECT_TRUE(io_.take().empty()) << "no acknowledgement was asked for";
+  io_.running[1000] = wire::chunk_mark(8, 0);
+  client("R1", wire::Cancel{8, /*kill_running=*/false, false}.header());
+  EXPECT_TRUE(io_.killed.empty()) << "a running chunk finishes without kill_running";
 }
 
 TEST_F(RouterTest, CancelDropsOnlyThatCallsQueuedChunks) {

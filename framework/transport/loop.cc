@@ -260,6 +260,18 @@ bool Pump::wait(std::unique_lock<std::mutex>& lk, const std::function<bool()>& r
   }
 }
 
+bool Pump::wait_between(std::unique_lock<std::mutex>& lk, const std::function<bool()>& ready,
+                        Clock::time_point deadline, const std::function<bool()>& due,
+                        const std::function<void(std::unique_lock<std::mutex>&)>& run) {
+  for (;;) {
+    const bool ok = wait(lk, [&] { return due() || ready(); }, deadline);
+    if (!due()) return ok;
+    run(lk);
+    if (ready()) return true;
+    if (Clock::now() >= deadline) return false;
+  }
+}
+
 void Pump::hold(std::unique_lock<std::mutex>& lk) {
   ++holders_waiting_;
   cv_.wait(lk, [this] { return !pumping_; });

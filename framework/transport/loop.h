@@ -173,6 +173,13 @@ class Pump {
   bool wait(std::unique_lock<std::mutex>& lk, const std::function<bool()>& ready,
             Clock::time_point deadline);
 
+  // wait() that breaks off whenever due() holds (evaluated under mu() too) to call
+  // run(lk) outside the turn: the pump is not held then, so run may wait on this pump
+  // itself (a future's callbacks do). run gets lk held and returns with it held.
+  bool wait_between(std::unique_lock<std::mutex>& lk, const std::function<bool()>& ready,
+                    Clock::time_point deadline, const std::function<bool()>& due,
+                    const std::function<void(std::unique_lock<std::mutex>&)>& run);
+
   // Wakes the followers after something was published. mu() need not be held.
   void notify() { cv_.notify_all(); }
 

@@ -13,7 +13,8 @@
 // | HELLO       | driver -> router | pid                                     | -                  |
 // | WELCOME     | router -> driver | workers, router pid                     | -                  |
 // | SUBMIT      | driver -> router | call, start, count, pure, task name     | argument chunk     |
-// | CANCEL      | driver -> router | call                                    | -                  |
+// | CANCEL      | driver -> router | call, kill_running, want_ack            | -                  |
+// |             | router -> driver | call (the acknowledgement)              | -                  |
 // | SHUTDOWN    | driver -> router | -                                       | -                  |
 // | TERMINATE   | driver -> router | -                                       | -                  |
 // | READY       | worker -> router | pid, process name                       | -                  |
@@ -120,8 +121,17 @@ using Task = Chunk<Type::kTask>;
 struct Cancel {
   static constexpr Type kType = Type::kCancel;
   std::uint64_t call_id = 0;
-  Header header() const { return {kType, call_id}; }
-  static Cancel from(const Header& h) { return {h.call_id}; }
+  bool kill_running = false;  // flags & kFlagKillRunning: chunks running are stopped too
+  // flags & kFlagWantAck: the router answers with a CANCEL of the call once every
+  // worker holding its chunks was told (from then on none of them starts one).
+  bool want_ack = false;
+  Header header() const {
+    return {kType, call_id, 0, 0, 0,
+            static_cast<std::uint8_t>((kill_running ? kFlagKillRunning : 0) | (want_ack ? kFlagWantAck : 0))};
+  }
+  static Cancel from(const Header& h) {
+    return {h.call_id, (h.flags & kFlagKillRunning) != 0, (h.flags & kFlagWantAck) != 0};
+  }
 };
 
 // Payload: the chunk's results (see mpx/detail/codec.h), opaque to the router.

@@ -11,6 +11,7 @@
 #ifndef MPX_FRAMEWORK_WIRE_WIRE_H_
 #define MPX_FRAMEWORK_WIRE_WIRE_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -57,6 +58,8 @@ constexpr std::uint8_t kFlagHasErrors = 1;  // kResult: an error list follows th
 constexpr std::uint8_t kFlagPure = 2;       // kSubmit, kTask: an MPX_PURE_TASK (retried)
 constexpr std::uint8_t kFlagTimedOut = 4;   // kLost: the chunk ran over its time budget
 constexpr std::uint8_t kFlagNoReply = 8;    // kCall: a tell, nobody waits for an answer
+constexpr std::uint8_t kFlagKillRunning = 16;  // kCancel: also kill workers running the call
+constexpr std::uint8_t kFlagWantAck = 32;      // kCancel: answer with a CANCEL once done
 
 // What a worker writes in the memory it shares with its router while it runs the chunk
 // (call_id, start), so that, if it dies, the router knows which chunk killed it and
@@ -69,6 +72,37 @@ inline std::uint64_t chunk_mark(std::uint64_t call_id, std::uint64_t start) {
   h ^= h >> 29;
   return h | 1;
 }
+
+// The memory a local worker shares with its router (one page; see local_workers.h).
+// running: the chunk_mark of the chunk the worker runs, 0 between chunks (worker
+// writes). cancelled: the last kCancelSlots cancelled calls whose chunks the worker
+// held, call ids at cancels % kCancelSlots (router writes; slots first, then cancels).
+// A worker holds at most a few dozen chunks, so a cancel it still needs is never
+// overwritten. The handshake that makes a cancelled chunk either skipped by the worker
+// or seen running by the router: the worker stores running, then reads cancelled; the
+// router stores cancelled, then reads running (all sequentially consistent).
+struct WorkerShared {
+  static constexpr std::size_t kCancelSlots = 256;
+  std::atomic<std::uint64_t> running;
+  std::atomic<std::uint64_t> cancels;
+  std::atomic<std::uint64_t> cancelled[kCancelSlots];
+  // Worker side: whether call_id was cancelled.
+  bool is_cancelled(std::uint64_t call_id) const {
+    const std::uint64_t n = cancels.load();
+    const std::uint64_t first = n > kCancelSlots ? n - kCancelSlots : 0;
+    for (std::uint64_t i = first; i < n; ++i) {
+      if (cancelled[i % kCancelSlots].load() == call_id) return true;
+    }
+    return false;
+  }
+  // Router side: publishes a cancel, then returns the running mark.
+  std::uint64_t cancel(std::uint64_t call_id) {
+    const std::uint64_t n = cancels.load();
+    cancelled[n % kCancelSlots].store(call_id);
+    cancels.store(n + 1);
+    return running.load();
+  }
+};
 
 struct Header {
   Type type = Type::kHello;

@@ -107,16 +107,18 @@ int run_worker(const spawning::Bootstrap& boot) {
     logger().error("worker: malformed bootstrap");
     return 1;
   }
-  // The word this worker shares with its router (see router_main.cc): which chunk runs.
-  std::atomic<std::uint64_t>* running = nullptr;
-  static std::atomic<std::uint64_t> unshared{0};
+  // The page this worker shares with its router (wire::WorkerShared): which chunk runs,
+  // and which calls were cancelled.
+  wire::WorkerShared* shared = nullptr;
+  static wire::WorkerShared unshared{};
   if (boot.share_fd >= 0) {
-    void* map = ::mmap(nullptr, sizeof(std::uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED,
+    void* map = ::mmap(nullptr, sizeof(wire::WorkerShared), PROT_READ | PROT_WRITE, MAP_SHARED,
                        boot.share_fd, 0);
     ::close(boot.share_fd);
-    if (map != MAP_FAILED) running = static_cast<std::atomic<std::uint64_t>*>(map);
+    if (map != MAP_FAILED) shared = static_cast<wire::WorkerShared*>(map);
   }
-  if (running == nullptr) running = &unshared;
+  if (shared == nullptr) shared = &unshared;
+  std::atomic<std::uint64_t>* running = &shared->running;
   std::string why;
   const auto endpoint = transport::Endpoint::parse(boot.payload.substr(0, newline), &why);
   if (!endpoint) {
@@ -177,7 +179,18 @@ int run_worker(const spawning::Bootstrap& boot) {
           const auto task = wire::Task::from(h);
           bool has_errors = false;
           const auto began = std::chrono::steady_clock::now();
-          running->store(wire::chunk_mark(task.call_id, task.start), std::memory_order_release);
+          // Marked running before looking for a cancel (wire::WorkerShared's handshake):
+          // a chunk of a cancelled call is skipped here, or the router sees it running.
+          running->store(wire::chunk_mark(task.call_id, task.start));
+          if (shared->is_cancelled(task.call_id)) {
+            const detail::Buffer out = fail_all(task.count, "mpx::CancelledError",
+                                                "call " + std::to_string(task.call_id) +
+                                                    " was cancelled before this chunk started");
+            send(wire::Result{task.call_id, task.start, task.count, pid, true}.header(),
+                 std::string_view(out.data(), out.size()));
+            running->store(0, std::memory_order_release);
+            break;
+          }
           detail::Buffer out = run_task(task, payload.data(), payload.size(), &has_errors);
           const bool quick = std::chrono::steady_clock::now() - began < kQuickTask;
           if (out.size() > max_message_bytes) {

@@ -46,6 +46,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -59,6 +61,7 @@
 #include "mpx/detail/pins.h"
 #include "mpx/detail/segment.h"
 #include "mpx/errors.h"
+#include "mpx/future.h"
 
 namespace mpx {
 
@@ -285,6 +288,19 @@ std::shared_ptr<ActorCall> actor_send(ActorClient& client, std::uint32_t method,
 // Waits for the call's answer until deadline; true once it is done (answered, failed
 // or past its own call deadline).
 bool actor_wait(ActorClient& client, ActorCall& call, Clock::time_point deadline);
+// Waits, collecting the actor's answers, until pred() (evaluated under the client's
+// lock) holds or the deadline.
+bool actor_wait_until(ActorClient& client, const std::function<bool()>& pred,
+                      Clock::time_point deadline);
+// Under the client's lock: whether call is done (failed, if past its own deadline).
+bool actor_done_locked(ActorClient& client, ActorCall& call);
+bool actor_failed_locked(ActorCall& call);
+// Fails call for this caller with CancelledError unless done (false then).
+bool actor_cancel(ActorClient& client, ActorCall& call);
+bool actor_cancelled(ActorClient& client, ActorCall& call);
+// The call's error once done, null when it succeeded.
+std::exception_ptr actor_error(ActorClient& client, ActorCall& call);
+Completion& actor_completion(ActorCall& call);
 // The answer's msgpack bytes; throws the call's failure (RemoteError, ActorDied,
 // TimeoutError). Only after actor_wait returned true.
 std::string_view actor_result(const ActorCall& call);
@@ -295,6 +311,47 @@ pid_t actor_pid(const ActorClient& client);
 bool actor_alive(const ActorClient& client);
 int actor_restarts(const ActorClient& client);
 const std::string& actor_name(const ActorClient& client);
+// An actor call as its mpx::Future sees it (mpx/future.h).
+template <class R>
+class ActorFutureState final : public FutureState<R> {
+ public:
+  ActorFutureState(std::shared_ptr<ActorClient> client, std::shared_ptr<ActorCall> call)
+      : client_(std::move(client)), call_(std::move(call)) {}
+  bool wait_until(Clock::time_point deadline) override { return actor_wait(*client_, *call_, deadline); }
+  bool wait_source(const std::function<bool()>& pred, Clock::time_point deadline) override {
+    return actor_wait_until(*client_, pred, deadline);
+  }
+  bool done_locked() override { return actor_done_locked(*client_, *call_); }
+  bool failed_locked() override { return actor_done_locked(*client_, *call_) && actor_failed_locked(*call_); }
+  const void* source() const override { return client_.get(); }
+  bool cancel() override { return actor_cancel(*client_, *call_); }
+  bool cancelled() override { return actor_cancelled(*client_, *call_); }
+  std::exception_ptr error() override { return actor_error(*client_, *call_); }
+  Completion& completion() override { return actor_completion(*call_); }
+  // Throws mpx::RemoteError when the method threw, mpx::ActorDied when the actor died
+  // before answering, mpx::TimeoutError when the call's own timeout passed,
+  // mpx::CancelledError when it was cancelled.
+  R value() override {
+    const std::string_view bytes = actor_result(*call_);
+    if constexpr (!std::is_void_v<R>) {
+      msgpack::zone zone;
+      std::size_t off = 0;
+      try {
+        return read_object(zone, bytes.data(), bytes.size(), off).template as<R>();
+      } catch (const msgpack::type_error& e) {
+        throw DecodeError(std::string("actor answer does not decode as the method's result type: ") +
+                          e.what());
+      }
+    }
+  }
+  // Decoded afresh: the answer stays in its wire form.
+  R take() override { return value(); }
+
+ private:
+  std::shared_ptr<ActorClient> client_;
+  std::shared_ptr<ActorCall> call_;
+};
+
 // The control block every handle maps; and, in the spawning process, keeps the actor
 // alive while a message carrying its handle travels (adds the owner to the PinScope).
 const std::shared_ptr<Segment>& actor_control(const ActorClient& client);
@@ -316,52 +373,6 @@ std::shared_ptr<ActorLink> find_actor_link(const std::string& name, std::string_
 
 }  // namespace detail
 
-// The answer of one actor call. Copyable; every copy sees the same answer.
-template <class R>
-class Future {
- public:
-  // Waits for the answer. Throws mpx::RemoteError when the method threw,
-  // mpx::ActorDied when the actor died before answering, mpx::TimeoutError when the
-  // call was given a timeout and it passed.
-  R get() const {
-    wait();
-    return value();
-  }
-  template <class Rep, class Period>
-  R get(std::chrono::duration<Rep, Period> timeout) const {
-    if (!wait_for(timeout)) throw TimeoutError("Future::get: the actor has not answered in time");
-    return value();
-  }
-  void wait() const { detail::actor_wait(*client_, *call_, detail::Clock::time_point::max()); }
-  // Whether the answer (or a failure) is there within timeout.
-  template <class Rep, class Period>
-  bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
-    return detail::actor_wait(*client_, *call_, detail::deadline_after(timeout));
-  }
-  bool ready() const { return detail::actor_wait(*client_, *call_, detail::Clock::now()); }
-
- private:
-  template <class T>
-  friend class Actor;
-  Future(std::shared_ptr<detail::ActorClient> client, std::shared_ptr<detail::ActorCall> call)
-      : client_(std::move(client)), call_(std::move(call)) {}
-  R value() const {
-    const std::string_view bytes = detail::actor_result(*call_);
-    if constexpr (!std::is_void_v<R>) {
-      msgpack::zone zone;
-      std::size_t off = 0;
-      try {
-        return detail::read_object(zone, bytes.data(), bytes.size(), off).template as<R>();
-      } catch (const msgpack::type_error& e) {
-        throw DecodeError(std::string("actor answer does not decode as the method's result type: ") +
-                          e.what());
-      }
-    }
-  }
-  std::shared_ptr<detail::ActorClient> client_;
-  std::shared_ptr<detail::ActorCall> call_;
-};
-
 // A handle to an actor of class T (see the top of this file).
 template <class T>
 class Actor {
@@ -381,14 +392,14 @@ class Actor {
       static_assert(is_duration<std::decay_t<decltype(timeout)>>::value,
                     "Actor<T>::call: one argument too many for this method (a trailing "
                     "argument must be a std::chrono duration: the call's timeout)");
-      return send<R>(method, true, detail::deadline_after(timeout), std::move(all),
-                     std::make_index_sequence<Traits::kArity>{});
+      return answer<R>(send(method, true, detail::deadline_after(timeout), std::move(all),
+                            std::make_index_sequence<Traits::kArity>{}));
     } else {
       static_assert(sizeof...(Args) == Traits::kArity,
                     "Actor<T>::call: wrong number of arguments for this method");
-      return send<R>(method, true, detail::Clock::time_point::max(),
-                     std::forward_as_tuple(std::forward<Args>(args)...),
-                     std::make_index_sequence<Traits::kArity>{});
+      return answer<R>(send(method, true, detail::Clock::time_point::max(),
+                            std::forward_as_tuple(std::forward<Args>(args)...),
+                            std::make_index_sequence<Traits::kArity>{}));
     }
   }
   // Sends method(args...) without waiting for, or getting, an answer. A throwing method
@@ -400,7 +411,7 @@ class Actor {
                   "Actor<T>::tell: the method belongs to another class");
     static_assert(sizeof...(Args) == Traits::kArity,
                   "Actor<T>::tell: wrong number of arguments for this method");
-    send<void>(method, false, detail::Clock::time_point::max(),
+    send(method, false, detail::Clock::time_point::max(),
                std::forward_as_tuple(std::forward<Args>(args)...),
                std::make_index_sequence<Traits::kArity>{});
   }
@@ -430,7 +441,12 @@ class Actor {
 
   explicit Actor(std::shared_ptr<detail::ActorLink> link) : link_(std::move(link)) {}
 
-  template <class R, class M, class Tuple, std::size_t... I>
+  template <class R>
+  Future<R> answer(std::shared_ptr<detail::ActorCall> call) const {
+    return Future<R>(nullptr,
+                     std::make_shared<detail::ActorFutureState<R>>(link_->client, std::move(call)));
+  }
+  template <class M, class Tuple, std::size_t... I>
   auto send(M method, bool want_reply, detail::Clock::time_point deadline, Tuple&& args,
             std::index_sequence<I...>) const {
     using Traits = detail::MethodTraits<M>;
@@ -445,7 +461,7 @@ class Actor {
     auto call = detail::actor_send(*link_->client, static_cast<std::uint32_t>(index),
                                    method_name(index), std::move(buf), std::move(pins),
                                    want_reply, deadline);
-    return Future<R>(link_->client, std::move(call));
+    return call;
   }
   static std::string_view method_name(std::size_t index) {
     static const std::vector<std::string> names =

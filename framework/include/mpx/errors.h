@@ -188,6 +188,13 @@ class TimeoutError : public Error {
   using Error::Error;
 };
 
+// A Future that was cancelled (Future::cancel, Pool::shutdown(true)): its get() throws
+// this (Python's concurrent.futures.CancelledError). The message names the call.
+class CancelledError : public Error {
+ public:
+  using Error::Error;
+};
+
 // The pool can no longer run work: its router died, its initializer failed, or it was
 // closed or terminated. Pending calls fail with this error; a new Pool works.
 class PoolBroken : public Error {

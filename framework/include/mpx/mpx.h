@@ -16,6 +16,7 @@
 #include "mpx/actor.h"
 #include "mpx/connection.h"
 #include "mpx/errors.h"
+#include "mpx/future.h"
 #include "mpx/manager.h"
 #include "mpx/object.h"
 #include "mpx/pipeline.h"

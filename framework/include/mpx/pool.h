@@ -5,7 +5,7 @@
 //
 //   mpx::Pool pool(4);                                   // or mpx::Pool pool; (cpu_count())
 //   std::vector<int> sq = pool.map(square, std::vector<int>{1, 2, 3});
-//   mpx::AsyncResult<int> r = pool.apply_async(square, 7);
+//   mpx::Future<int> r = pool.apply_async(square, 7);     // mpx/future.h
 //   for (int v : pool.imap_unordered(square, xs)) use(v);
 //
 // Architecture: the pool spawns a router process, which spawns the workers (fresh
@@ -37,6 +37,7 @@
 #include "mpx/detail/codec.h"
 #include "mpx/detail/next_iterator.h"
 #include "mpx/errors.h"
+#include "mpx/future.h"
 #include "mpx/progress.h"
 #include "mpx/task.h"
 
@@ -210,57 +211,10 @@ class PoolOptions {
   std::string metrics_;
 };
 
-// The result of an asynchronous call (apply_async, map_async, starmap_async).
-// Copyable handle; all copies see the same call. Thread-safe.
+// The result of an asynchronous call (apply_async, map_async, starmap_async): an
+// mpx::Future (mpx/future.h), under the name Python's multiprocessing gives it.
 template <class T>
-class AsyncResult {
- public:
-  // Blocks until the result is there; returns it or throws what the call raised
-  // (RemoteError, WorkerLost, PoolBroken, DecodeError). May be called repeatedly.
-  T get() const {
-    wait();
-    std::lock_guard<std::mutex> lock(call_->mu());
-    return call_->value();
-  }
-  // Like get(), but throws mpx::TimeoutError when the result is not there in time.
-  template <class Rep, class Period>
-  T get(std::chrono::duration<Rep, Period> timeout) const {
-    if (!wait_for(timeout)) throw TimeoutError("AsyncResult::get: result not ready in time");
-    return get();
-  }
-  void wait() const { wait_until(detail::Clock::time_point::max()); }
-  // Returns whether the result is ready.
-  template <class Rep, class Period>
-  bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
-    return wait_until(detail::deadline_after(timeout));
-  }
-  // Non-blocking: true once the call completed (successfully or not).
-  bool ready() const { return wait_until(detail::Clock::now()); }
-  // Only valid once ready(): whether get() will return rather than throw.
-  bool successful() const {
-    if (!ready()) throw Error("AsyncResult::successful: result not ready");
-    std::lock_guard<std::mutex> lock(call_->mu());
-    return call_->successful_locked();
-  }
-
- private:
-  friend class Pool;
-  AsyncResult(std::shared_ptr<detail::PoolCore> core, std::shared_ptr<detail::ResultCall<T>> call)
-      : core_(std::move(core)), call_(std::move(call)) {}
-  bool wait_until(detail::Clock::time_point deadline) const {
-    auto* call = call_.get();
-    return detail::pool_wait(*core_, [call] { return call->done_locked(); }, deadline);
-  }
-  // For the blocking forms: moves the value out instead of copying it.
-  T take() {
-    wait();
-    std::lock_guard<std::mutex> lock(call_->mu());
-    return call_->take();
-  }
-
-  std::shared_ptr<detail::PoolCore> core_;
-  std::shared_ptr<detail::ResultCall<T>> call_;
-};
+using AsyncResult = Future<T>;
 
 // Results of imap / imap_unordered, consumed one at a time as they arrive. Single
 // consumer: iterate it from one thread. A failed item throws from next() (or from the
@@ -398,9 +352,9 @@ class Pool {
   auto map(R (*fn)(P), const Range& items, std::size_t chunksize = 0) {
     auto result = submit_gather<false, R, P>(fn, items, chunksize);
     if constexpr (std::is_void_v<R>) {
-      result.take();
+      std::move(result).get();
     } else {
-      return result.take();
+      return std::move(result).get();
     }
   }
   // The same with per-call options: MapOptions().chunksize(n).progress("label") draws a
@@ -430,9 +384,9 @@ class Pool {
   auto starmap(R (*fn)(Params...), const Range& items, std::size_t chunksize = 0) {
     auto result = submit_gather<true, R, Params...>(fn, items, chunksize);
     if constexpr (std::is_void_v<R>) {
-      result.take();
+      std::move(result).get();
     } else {
-      return result.take();
+      return std::move(result).get();
     }
   }
   template <class R, class... Params, class Range>
@@ -451,11 +405,11 @@ class Pool {
     std::array<std::tuple<detail::Bare<Params>...>, 1> one{
         std::tuple<detail::Bare<Params>...>(std::forward<Args>(args)...)};
     send_all<detail::ArgCodec<Params...>, true>(*core, call, one, 1, 1);
-    return AsyncResult<R>(std::move(core), call);
+    return Future<R>(std::move(core), std::move(call));
   }
   template <class R, class... Params, class... Args>
   R apply(R (*fn)(Params...), Args&&... args) {
-    return apply_async(fn, std::forward<Args>(args)...).take();
+    return apply_async(fn, std::forward<Args>(args)...).get();
   }
   // Streams results in input order as they become available. chunksize 0 picks one as
   // map does (Python's imap defaults to 1: pass 1 for the lowest latency per item).
@@ -511,6 +465,12 @@ class Pool {
   void join();
   // Kills the workers and the router now; pending results fail with PoolBroken.
   void terminate();
+  // Python's Executor.shutdown(wait=True, cancel_futures): no more submissions, then
+  // waits for the submitted work and for the workers to exit (close() and join()).
+  // cancel_futures: every pending future (apply_async, map_async, starmap_async; not
+  // imap iterators) is cancelled first: its get() throws CancelledError, its tasks
+  // that have not started never run, running ones finish and their results are dropped.
+  void shutdown(bool cancel_futures = false);
   // Worker count (local ones).
   int processes() const;
   // Where node agents dial (a pool built with PoolOptions::listen), e.g.
@@ -589,7 +549,7 @@ class Pool {
     const auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
     auto call = std::make_shared<detail::GatherCall<R, T>>(task, n);
     send_all<Codec, kStar>(*core, call, items, n, chunksize);
-    return AsyncResult<T>(std::move(core), call);
+    return Future<T>(std::move(core), std::move(call));
   }
 
   template <class R, class P, class Range>

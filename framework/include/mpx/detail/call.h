@@ -1,5 +1,5 @@
 // mpx/detail/call.h — the state of one call submitted to a pool, shared between the
-// caller's handle (AsyncResult, imap iterator) and the pool's result pump.
+// caller's handle (Future, imap iterator) and the pool's result pump.
 // Internal: not part of the public API.
 //
 // Concurrency: one thread at a time pumps the pool's result socket and hands results
@@ -28,6 +28,7 @@
 #include "mpx/detail/codec.h"
 #include "mpx/detail/deadline.h"
 #include "mpx/errors.h"
+#include "mpx/future.h"
 #include "mpx/task.h"
 
 namespace mpx {
@@ -52,15 +53,26 @@ class CallBase {
                            const std::string& reason, bool timed_out) = 0;
   // The pool can deliver nothing more (router died, terminated, shut down).
   virtual void accept_failure(std::exception_ptr error) = 0;
+  // Under mu(): fails a call not finished with error (a CancelledError); false when it
+  // had finished. Only calls handed out as futures are cancelled.
+  virtual bool cancel_locked(std::exception_ptr error) {
+    (void)error;
+    return false;
+  }
+  // The callbacks of a call handed out as a Future; null for the others.
+  virtual Completion* completion_or_null() { return nullptr; }
 
   const TaskEntry& task() const { return task_; }
   std::uint64_t total() const { return total_; }
   std::uint64_t id() const { return id_; }
-  void set_id(std::uint64_t id, std::mutex* mu) {
+  void set_id(std::uint64_t id, std::mutex* mu, PoolCore* core) {
     id_ = id;
     mu_ = mu;
+    core_ = core;
   }
   std::mutex& mu() { return *mu_; }
+  // Valid while a Future of the call lives (it keeps the core).
+  PoolCore& core() const { return *core_; }
   // Shared objects named in this call's arguments: kept while the call lives.
   Pins& pins() { return pins_; }
 
@@ -74,6 +86,7 @@ class CallBase {
   const std::uint64_t total_;
   std::uint64_t id_ = 0;
   std::mutex* mu_ = nullptr;
+  PoolCore* core_ = nullptr;
   Pins pins_;  // written only by the submitting thread, before the call is shared
 };
 
@@ -91,6 +104,9 @@ bool pool_wait(PoolCore& core, const std::function<bool()>& ready, Clock::time_p
 // Withdraws a call whose chunks could not all be sent: the pool forgets it and the
 // router drops what was queued. Its handle was never returned, so nobody waits on it.
 void pool_abandon_call(PoolCore& core, CallBase& call);
+// Future::cancel of a pool call: fails it with CancelledError (unless finished: false),
+// and has the router drop its chunks not started and kill the workers running one.
+bool pool_cancel(PoolCore& core, CallBase& call);
 int pool_processes(const PoolCore& core);
 
 
@@ -172,16 +188,24 @@ void convert_result(const msgpack::object& obj, Stored<R>& out, const TaskEntry&
   }
 }
 
-// What AsyncResult<T> sees of a call. The *_locked members need mu() held.
+// A pool call as a Future<T> sees it (mpx/future.h). The *_locked members need mu().
 template <class T>
-class ResultCall : public CallBase {
+class ResultCall : public CallBase, public FutureState<T> {
  public:
   using CallBase::CallBase;
-  virtual bool done_locked() const = 0;
-  virtual bool successful_locked() const = 0;
-  // After done: rethrows the call's error or returns the value; take() moves it out.
-  virtual T value() const = 0;
-  virtual T take() = 0;
+  bool wait_until(Clock::time_point deadline) override {
+    return pool_wait(core(), [this] { return this->done_locked(); }, deadline);
+  }
+  bool wait_source(const std::function<bool()>& pred, Clock::time_point deadline) override {
+    return pool_wait(core(), pred, deadline);
+  }
+  const void* source() const override { return &core(); }
+  bool cancel() override { return pool_cancel(core(), *this); }
+  Completion& completion() override { return completion_; }
+  Completion* completion_or_null() override { return &completion_; }
+
+ private:
+  Completion completion_;
 };
 
 // A call whose caller wants all results at once: map, starmap, apply_async.
@@ -189,6 +213,7 @@ class ResultCall : public CallBase {
 template <class R, class T>
 class GatherCall final : public ResultCall<T> {
  public:
+  using CallBase::id;
   using CallBase::mu;
   using CallBase::task;
   using CallBase::total;
@@ -237,9 +262,25 @@ class GatherCall final : public ResultCall<T> {
     }
   }
 
-  bool done_locked() const override { return done_; }
-  bool successful_locked() const override { return done_ && !error_; }
-  T value() const override {
+  bool cancel_locked(std::exception_ptr error) override {
+    if (done_) return false;
+    error_ = error;
+    done_ = cancelled_ = true;
+    return true;
+  }
+
+  bool done_locked() override { return done_; }
+  bool failed_locked() override { return done_ && error_; }
+  bool cancelled() override {
+    std::lock_guard<std::mutex> lock(mu());
+    return cancelled_;
+  }
+  std::exception_ptr error() override {
+    std::lock_guard<std::mutex> lock(mu());
+    return error_;
+  }
+  T value() override {
+    std::lock_guard<std::mutex> lock(mu());
     if (error_) std::rethrow_exception(error_);
     if constexpr (std::is_void_v<T>) {
       return;
@@ -250,6 +291,7 @@ class GatherCall final : public ResultCall<T> {
     }
   }
   T take() override {
+    std::lock_guard<std::mutex> lock(mu());
     // The error leaves with the value: the thrown exception is then owned by the
     // catching thread alone, whichever thread drops this call last.
     if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
@@ -267,6 +309,7 @@ class GatherCall final : public ResultCall<T> {
   std::uint64_t received_ = 0;  // guarded by mu()
   std::exception_ptr error_;    // guarded by mu()
   bool done_ = false;           // guarded by mu()
+  bool cancelled_ = false;      // guarded by mu()
 };
 
 // A call whose results are consumed one by one: imap (ordered) and imap_unordered.

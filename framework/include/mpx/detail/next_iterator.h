@@ -26,6 +26,9 @@ class NextIterator {
 
   reference operator*() const { return *current_; }
   pointer operator->() const { return &*current_; }
+  // The current item itself (as_completed hands out futures to use in place).
+  T& operator*() { return *current_; }
+  T* operator->() { return &*current_; }
   NextIterator& operator++() {
     current_.reset();
     current_ = owner_->next();
