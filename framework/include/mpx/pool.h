@@ -365,9 +365,8 @@ class Pool {
     for (std::size_t start = 0; start < n; start += chunksize) {
       const std::size_t count = std::min(chunksize, n - start);
       detail::Buffer buf(count * 8 + 16);
-      if constexpr (!kStar && Codec::kArity == 1 &&
-                    detail::kRawItem<std::tuple_element_t<0, typename Codec::Tuple>>) {
-        encode_raw_chunk<std::tuple_element_t<0, typename Codec::Tuple>>(items, it, start, count, buf);
+      if constexpr (!kStar && Codec::kRawItems) {
+        encode_raw_chunk<typename Codec::Single>(items, it, start, count, buf);
       } else {
         msgpack::packer<detail::Buffer> pk(buf);
         pk.pack_array(static_cast<std::uint32_t>(count));

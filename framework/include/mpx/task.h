@@ -228,8 +228,8 @@ struct TaskImpl {
     for (std::uint32_t i = 0; i < count; ++i) {
       std::optional<typename Codec::Tuple> args;
       try {
-        if constexpr (Codec::kArity == 1 && kRawItem<std::tuple_element_t<0, typename Codec::Tuple>>) {
-          using P = std::tuple_element_t<0, typename Codec::Tuple>;
+        if constexpr (Codec::kRawItems) {
+          using P = typename Codec::Single;
           if (block.code == raw_code<P>()) {
             P v;
             std::memcpy(&v, block.bytes + std::size_t{i} * sizeof(P), sizeof(P));

@@ -130,9 +130,11 @@ msgpack::object read_object(msgpack::zone& zone, const char* data, std::size_t s
 
 // Items that travel as raw bytes: numbers of up to 8 bytes (not bool, whose vector
 // packs bits; not long double). Both ends are the same program on the same machine.
+template <class T, class = void>
+inline constexpr bool kRawItem = false;
 template <class T>
-inline constexpr bool kRawItem =
-    std::is_arithmetic_v<T> && !std::is_same_v<T, bool> && sizeof(T) <= 8;
+inline constexpr bool kRawItem<T, std::enable_if_t<std::is_arithmetic_v<T>>> =
+    !std::is_same_v<T, bool> && sizeof(T) <= 8;
 // A raw item type's code: kind (1 signed, 2 unsigned, 3 floating) << 4 | its size.
 template <class T>
 constexpr std::uint8_t raw_code() {
@@ -289,6 +291,11 @@ template <class... Params>
 struct ArgCodec {
   using Tuple = std::tuple<Bare<Params>...>;
   static constexpr std::size_t kArity = sizeof...(Params);
+  // The one parameter, when there is exactly one (else void).
+  using Single = typename std::conditional_t<kArity == 1, std::tuple_element<0, std::tuple<Bare<Params>..., void>>,
+                                             std::enable_if<true, void>>::type;
+  // Whether a chunk's items travel as a raw block (see the layouts above).
+  static constexpr bool kRawItems = kRawItem<Single>;
 
   template <class Packer, class Item>
   static void pack_item(Packer& pk, const Item& item) {
