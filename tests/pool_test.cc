@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -99,6 +101,20 @@ MPX_TASK(set_initialized);
 MPX_TASK(read_initialized);
 MPX_TASK(broken_initializer);
 MPX_TASK(defuse);
+
+// Numbers travel as raw chunks (mpx/detail/codec.h); the middle item of the large maps
+// below throws.
+constexpr int kMiddle = 150001;
+int triple_but_middle(int x) {
+  if (x == kMiddle) throw std::domain_error("the middle item");
+  return 3 * x;
+}
+double halve_but_middle(double x) {
+  if (x == kMiddle) throw std::domain_error("the middle item");
+  return x / 2;
+}
+MPX_TASK(triple_but_middle);
+MPX_TASK(halve_but_middle);
 
 std::vector<int> iota(int n) {
   std::vector<int> v(n);
@@ -315,6 +331,63 @@ TEST_F(PoolTest, ImapRaisesAtTheFailingItemAndContinues) {
   EXPECT_FALSE(it.next().has_value());
   EXPECT_EQ(errors, 1);
   EXPECT_EQ(got, (std::vector<int>{0, 1, 2, 4, 5}));
+}
+
+TEST_F(PoolTest, LargeMapsOfNumbersKeepEveryResultAndNameTheFailingItem) {
+  mpx::Pool pool(2);
+  constexpr int kN = 300000;
+  const std::vector<int> xs = iota(kN);
+  std::vector<double> ds(xs.begin(), xs.end());
+  // All items succeed: ints (one copy per chunk), doubles, and items that are not an
+  // array of the parameter type (converted one by one).
+  const std::vector<int> small = iota(40000);  // squares that fit in an int
+  std::vector<int> squares = pool.map(square, small);
+  ASSERT_EQ(squares.size(), small.size());
+  for (int i = 0; i < 40000; ++i) ASSERT_EQ(squares[i], i * i) << i;
+  const std::deque<long> longs(xs.begin(), xs.begin() + 1000);
+  std::vector<int> from_longs = pool.map(square, longs, 7);
+  EXPECT_EQ(from_longs, std::vector<int>(squares.begin(), squares.begin() + 1000));
+  std::vector<double> halves = pool.map(halve_but_middle, std::vector<double>(ds.begin(), ds.begin() + 1000), 3);
+  EXPECT_EQ(halves[999], 499.5);
+
+  // One item throws: map fails with its index...
+  for (auto run : {+[](mpx::Pool& p, const std::vector<int>& v, const std::vector<double>& d) {
+                     (void)d;
+                     p.map(triple_but_middle, v);
+                   },
+                   +[](mpx::Pool& p, const std::vector<int>& v, const std::vector<double>& d) {
+                     (void)v;
+                     p.map(halve_but_middle, d, 1000);
+                   }}) {
+    try {
+      run(pool, xs, ds);
+      FAIL() << "expected RemoteError";
+    } catch (const mpx::RemoteError& e) {
+      EXPECT_EQ(e.task_index(), static_cast<std::uint64_t>(kMiddle));
+      EXPECT_EQ(e.type_name(), "std::domain_error");
+      EXPECT_EQ(e.message(), "the middle item");
+    }
+  }
+  // ...and imap hands out every other result, in order, and the error at its place.
+  mpx::ImapIterator<double> it = pool.imap(halve_but_middle, ds, 5000);
+  std::size_t got = 0, errors = 0;
+  for (int i = 0; i < kN; ++i) {
+    try {
+      const std::optional<double> v = it.next();
+      ASSERT_TRUE(v.has_value()) << i;
+      ASSERT_EQ(*v, i / 2.0) << i;
+      ++got;
+    } catch (const mpx::RemoteError& e) {
+      EXPECT_EQ(i, kMiddle);
+      EXPECT_EQ(e.task_index(), static_cast<std::uint64_t>(kMiddle));
+      ++errors;
+    }
+  }
+  EXPECT_FALSE(it.next().has_value());
+  EXPECT_EQ(got, static_cast<std::size_t>(kN - 1));
+  EXPECT_EQ(errors, 1u);
+  // The pool stays usable.
+  EXPECT_EQ(pool.map(square, iota(4)), (std::vector<int>{0, 1, 4, 9}));
 }
 
 TEST_F(PoolTest, UnregisteredFunctionIsRefusedWithAdvice) {

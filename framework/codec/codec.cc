@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <typeinfo>
@@ -222,6 +223,80 @@ msgpack::object read_object(msgpack::zone& zone, const char* data, std::size_t s
   } catch (const std::exception& e) {
     throw DecodeError(std::string("payload could not be decoded: ") + e.what());
   }
+}
+
+std::size_t begin_raw_block(Buffer& out, std::uint8_t code, std::size_t count) {
+  const std::size_t width = code & 0x0f;
+  if (count > (UINT32_MAX - 1) / width) throw std::length_error("raw chunk larger than 4 GiB");
+  const auto len = static_cast<std::uint32_t>(1 + count * width);
+  const char head[6] = {static_cast<char>(0xc6),        static_cast<char>(len >> 24),
+                        static_cast<char>(len >> 16),   static_cast<char>(len >> 8),
+                        static_cast<char>(len),         static_cast<char>(code)};
+  out.write(head, sizeof head);
+  return out.extend(count * width);
+}
+
+RawBlock read_raw_block(const char* data, std::size_t size, std::size_t& off,
+                        std::size_t expected) {
+  msgpack::object bin;
+  std::size_t at = off;
+  if (!read_scalar(data, size, at, bin) || bin.type != msgpack::type::BIN) {
+    throw DecodeError("raw chunk truncated or not a msgpack bin");
+  }
+  if (bin.via.bin.size == 0) throw DecodeError("raw chunk without its type code");
+  RawBlock block;
+  block.code = static_cast<std::uint8_t>(bin.via.bin.ptr[0]);
+  block.width = block.code & 0x0f;
+  const int kind = block.code >> 4;
+  const bool known = (kind == 1 || kind == 2) ? (block.width == 1 || block.width == 2 ||
+                                                 block.width == 4 || block.width == 8)
+                     : kind == 3              ? (block.width == 4 || block.width == 8)
+                                              : false;
+  if (!known) throw DecodeError("raw chunk of an unknown item type");
+  if (bin.via.bin.size - 1 != expected * block.width) {
+    throw DecodeError("raw chunk holds " + std::to_string(bin.via.bin.size - 1) + " bytes, not " +
+                      std::to_string(expected) + " items of " + std::to_string(block.width));
+  }
+  block.count = expected;
+  block.bytes = bin.via.bin.ptr + 1;
+  off = at;
+  return block;
+}
+
+namespace {
+template <class T>
+T load(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+}  // namespace
+
+msgpack::object raw_element(const RawBlock& block, std::size_t i) {
+  const char* p = block.bytes + i * block.width;
+  msgpack::object out;
+  std::int64_t s = 0;
+  switch (block.code) {
+    case raw_code<float>(): out.type = msgpack::type::FLOAT64; out.via.f64 = load<float>(p); return out;
+    case raw_code<double>(): out.type = msgpack::type::FLOAT64; out.via.f64 = load<double>(p); return out;
+    case raw_code<std::uint8_t>(): out.type = msgpack::type::POSITIVE_INTEGER; out.via.u64 = load<std::uint8_t>(p); return out;
+    case raw_code<std::uint16_t>(): out.type = msgpack::type::POSITIVE_INTEGER; out.via.u64 = load<std::uint16_t>(p); return out;
+    case raw_code<std::uint32_t>(): out.type = msgpack::type::POSITIVE_INTEGER; out.via.u64 = load<std::uint32_t>(p); return out;
+    case raw_code<std::uint64_t>(): out.type = msgpack::type::POSITIVE_INTEGER; out.via.u64 = load<std::uint64_t>(p); return out;
+    case raw_code<std::int8_t>(): s = load<std::int8_t>(p); break;
+    case raw_code<std::int16_t>(): s = load<std::int16_t>(p); break;
+    case raw_code<std::int32_t>(): s = load<std::int32_t>(p); break;
+    case raw_code<std::int64_t>(): s = load<std::int64_t>(p); break;
+    default: throw DecodeError("raw chunk of an unknown item type");
+  }
+  if (s < 0) {
+    out.type = msgpack::type::NEGATIVE_INTEGER;
+    out.via.i64 = s;
+  } else {
+    out.type = msgpack::type::POSITIVE_INTEGER;
+    out.via.u64 = static_cast<std::uint64_t>(s);
+  }
+  return out;
 }
 
 std::string demangle(const char* mangled) {

@@ -226,6 +226,93 @@ TEST(RemoteExceptionTest, AnUnreadableSystemErrorCodeFallsBackToRemoteError) {
     EXPECT_EQ(&r.code().category(), &std::system_category());
     EXPECT_EQ(dynamic_cast<const RemoteInfo&>(r).task_index(), 2u);
   }
+
+// Raw chunks (numbers as one msgpack bin: a code byte, then the items' bytes).
+template <class T>
+std::string raw_chunk(const std::vector<T>& items) {
+  detail::Buffer buf;
+  const std::size_t at = detail::begin_raw_block(buf, detail::raw_code<T>(), items.size());
+  if (!items.empty()) std::memcpy(buf.data() + at, items.data(), items.size() * sizeof(T));
+  return std::string(buf.data(), buf.size());
+}
+
+TEST(RawBlockTest, RoundTripsNumbersOfEveryKind) {
+  const std::vector<std::int32_t> ints{0, -1, 7, std::numeric_limits<std::int32_t>::min()};
+  std::string bytes = raw_chunk(ints);
+  ASSERT_TRUE(detail::at_raw_block(bytes.data(), bytes.size(), 0));
+  std::size_t off = 0;
+  detail::RawBlock block = detail::read_raw_block(bytes.data(), bytes.size(), off, ints.size());
+  EXPECT_EQ(off, bytes.size());
+  EXPECT_EQ(block.code, detail::raw_code<std::int32_t>());
+  ASSERT_EQ(block.count, ints.size());
+  for (std::size_t i = 0; i < ints.size(); ++i) {
+    EXPECT_EQ(detail::raw_element(block, i).as<std::int32_t>(), ints[i]);
+    EXPECT_EQ(*(detail::RawIterator<std::int32_t>(block.bytes) + static_cast<std::ptrdiff_t>(i)), ints[i]);
+  }
+  // Negative numbers are built as msgpack-c builds them (NEGATIVE_INTEGER).
+  EXPECT_EQ(detail::raw_element(block, 1).type, msgpack::type::NEGATIVE_INTEGER);
+
+  const std::vector<std::uint64_t> wide{std::numeric_limits<std::uint64_t>::max(), 3};
+  bytes = raw_chunk(wide);
+  off = 0;
+  block = detail::read_raw_block(bytes.data(), bytes.size(), off, wide.size());
+  EXPECT_EQ(detail::raw_element(block, 0).as<std::uint64_t>(), wide[0]);
+
+  const std::vector<double> reals{0.5, -2.25, 1e300};
+  bytes = raw_chunk(reals);
+  off = 0;
+  block = detail::read_raw_block(bytes.data(), bytes.size(), off, reals.size());
+  const std::vector<double> back(detail::RawIterator<double>(block.bytes),
+                                 detail::RawIterator<double>(block.bytes) + 3);
+  EXPECT_EQ(back, reals);
+  EXPECT_EQ(detail::raw_element(block, 1).as<double>(), -2.25);
+
+  const std::vector<float> floats{1.5f};
+  bytes = raw_chunk(floats);
+  off = 0;
+  block = detail::read_raw_block(bytes.data(), bytes.size(), off, 1);
+  EXPECT_EQ(detail::raw_element(block, 0).as<float>(), 1.5f);
+
+  // An empty chunk is a block holding only its code.
+  bytes = raw_chunk(std::vector<std::int16_t>{});
+  off = 0;
+  EXPECT_EQ(detail::read_raw_block(bytes.data(), bytes.size(), off, 0).count, 0u);
+}
+
+TEST(RawBlockTest, ArraysAndOtherObjectsAreNotRawBlocks) {
+  detail::Buffer buf;
+  msgpack::packer<detail::Buffer> pk(buf);
+  pk.pack(std::vector<int>{1, 2});
+  EXPECT_FALSE(detail::at_raw_block(buf.data(), buf.size(), 0));
+  EXPECT_FALSE(detail::at_raw_block(buf.data(), 0, 0));
+  const char ext8[] = {static_cast<char>(0xc7), 0, 1};
+  EXPECT_FALSE(detail::at_raw_block(ext8, sizeof ext8, 0));
+}
+
+TEST(RawBlockTest, WrongSizesCodesAndTruncationAreRefused) {
+  const std::string bytes = raw_chunk(std::vector<std::int32_t>{1, 2, 3});
+  std::size_t off = 0;
+  // The size must be exactly the expected items.
+  EXPECT_THROW(detail::read_raw_block(bytes.data(), bytes.size(), off, 2), DecodeError);
+  EXPECT_THROW(detail::read_raw_block(bytes.data(), bytes.size(), off, 4), DecodeError);
+  // Truncated anywhere.
+  for (std::size_t cut = 0; cut < bytes.size(); ++cut) {
+    off = 0;
+    EXPECT_THROW(detail::read_raw_block(bytes.data(), cut, off, 3), DecodeError) << cut;
+    EXPECT_EQ(off, 0u);
+  }
+  // Unknown codes: a 3-byte integer, a 2-byte float, an unknown kind, no code at all.
+  for (const unsigned char code : {0x13, 0x32, 0x44, 0x00}) {
+    std::string bad = bytes;
+    bad[5] = static_cast<char>(code);
+    off = 0;
+    const std::size_t expected = (code & 0x0f) ? 12 / (code & 0x0f) : 0;
+    EXPECT_THROW(detail::read_raw_block(bad.data(), bad.size(), off, expected), DecodeError)
+        << int{code};
+  }
+  const char empty_bin[] = {static_cast<char>(0xc4), 0};
+  off = 0;
+  EXPECT_THROW(detail::read_raw_block(empty_bin, sizeof empty_bin, off, 0), DecodeError);
 }
 
 }  // namespace

@@ -76,6 +76,12 @@ std::string describe(const std::string& s, int n, double d) {
 }
 MPX_TASK(describe);
 
+double halve(double x) { return x / 2; }
+MPX_TASK(halve);
+
+std::string spell(int x) { return "#" + std::to_string(x); }
+MPX_TASK(spell);
+
 int never_registered(int x) { return x; }
 
 }  // namespace mpx_registry_test
@@ -581,6 +587,88 @@ TEST(RunTaskTest, DeepOrLargeContainersBackedByBytesStillDecode) {
   EXPECT_EQ(off, buf.size());
   EXPECT_EQ(std::get<0>(both).size(), 70000u);
   EXPECT_EQ(std::get<1>(both), wide);
+}
+
+// A chunk of numbers as Pool::encode_chunks sends it for a one-number task: one raw
+// block (mpx/detail/codec.h).
+template <class T>
+std::string encode_raw_chunk(const std::vector<T>& items) {
+  Buffer buf;
+  const std::size_t at = detail::begin_raw_block(buf, detail::raw_code<T>(), items.size());
+  if (!items.empty()) std::memcpy(buf.data() + at, items.data(), items.size() * sizeof(T));
+  return std::string(buf.data(), buf.size());
+}
+
+// What a worker answers to a raw chunk of `name`.
+Buffer run_raw(std::string_view name, std::uint32_t count, const std::string& payload,
+               bool& has_errors) {
+  std::unique_ptr<char[]> exact(new char[payload.size() + 1]);
+  std::memcpy(exact.get(), payload.data(), payload.size());
+  return worker::run_task(task_header(name, count), exact.get(), payload.size(), &has_errors);
+}
+
+TEST(RawChunkTest, NumbersTravelRawBothWays) {
+  const std::vector<int> xs{-3, 0, 4, 1000};
+  bool has_errors = true;
+  Buffer out = run_raw("square", 4, encode_raw_chunk(xs), has_errors);
+  EXPECT_FALSE(has_errors);
+  ASSERT_TRUE(detail::at_raw_block(out.data(), out.size(), 0));
+  std::size_t off = 0;
+  const detail::RawBlock block = detail::read_raw_block(out.data(), out.size(), off, 4);
+  EXPECT_EQ(off, out.size());
+  EXPECT_EQ(block.code, detail::raw_code<int>());
+  const std::vector<int> got(detail::RawIterator<int>(block.bytes), detail::RawIterator<int>(block.bytes) + 4);
+  EXPECT_EQ(got, (std::vector<int>{9, 0, 16, 1000000}));
+
+  // The generic reader (imap, the fuzzers) sees the same values.
+  auto o = run<double>("halve", 3, encode_raw_chunk(std::vector<double>{1.0, -5.0, 0.25}));
+  EXPECT_FALSE(o.has_errors);
+  EXPECT_EQ(o.values, (std::vector<std::optional<double>>{0.5, -2.5, 0.125}));
+}
+
+TEST(RawChunkTest, AThrowingItemFailsAloneWithItsIndex) {
+  bool has_errors = false;
+  Buffer out = run_raw("fragile", 5, encode_raw_chunk(std::vector<int>{1, 3, 4, 6, 7}), has_errors);
+  ASSERT_TRUE(has_errors);
+  auto o = run<int>("fragile", 5, encode_raw_chunk(std::vector<int>{1, 3, 4, 6, 7}));
+  EXPECT_EQ(o.values, (std::vector<std::optional<int>>{2, std::nullopt, 5, std::nullopt, 8}));
+  ASSERT_EQ(o.errors.size(), 2u);
+  EXPECT_EQ(o.errors[0].item, 1u);
+  EXPECT_EQ(o.errors[0].type, "std::runtime_error");
+  EXPECT_EQ(o.errors[0].message, "bad input 3");
+  EXPECT_EQ(o.errors[1].item, 3u);
+  // A failed item's bytes are zero.
+  std::size_t off = 0;
+  const detail::RawBlock block = detail::read_raw_block(out.data(), out.size(), off, 5);
+  EXPECT_EQ(*(detail::RawIterator<int>(block.bytes) + 1), 0);
+}
+
+TEST(RawChunkTest, ResultsThatAreNotNumbersGoBackAsMsgpack) {
+  auto o = run<std::string>("spell", 2, encode_raw_chunk(std::vector<int>{5, -1}));
+  EXPECT_EQ(o.values, (std::vector<std::optional<std::string>>{"#5", "#-1"}));
+  auto v = run<std::nullptr_t>("record", 2, encode_raw_chunk(std::vector<int>{5, 6}));
+  EXPECT_FALSE(v.has_errors);
+}
+
+TEST(RawChunkTest, OtherNumberTypesConvertAsMsgpackWould) {
+  // A raw block of another number type (never sent by the driver of this program) is
+  // converted per item, as the same numbers in msgpack would be.
+  auto o = run<int>("square", 2, encode_raw_chunk(std::vector<std::int64_t>{3, 4}));
+  EXPECT_EQ(o.values, (std::vector<std::optional<int>>{9, 16}));
+  auto f = run<int>("square", 2, encode_raw_chunk(std::vector<double>{3, 4.5}));
+  ASSERT_EQ(f.errors.size(), 2u);
+  EXPECT_EQ(f.errors[0].type, "mpx::DecodeError");
+  // A two-parameter task cannot take a raw item: each fails with a DecodeError.
+  auto m = run<int>("multiply", 1, encode_raw_chunk(std::vector<int>{3}));
+  ASSERT_EQ(m.errors.size(), 1u);
+  EXPECT_EQ(m.errors[0].type, "mpx::DecodeError");
+}
+
+TEST(RawChunkTest, ARawBlockOfTheWrongLengthFailsEveryItem) {
+  auto o = run<int>("square", 3, encode_raw_chunk(std::vector<int>{1, 2}));
+  ASSERT_EQ(o.errors.size(), 3u);
+  EXPECT_EQ(o.errors[0].type, "mpx::DecodeError");
+  EXPECT_NE(o.errors[0].message.find("raw chunk"), std::string::npos) << o.errors[0].message;
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -501,7 +502,9 @@ class Pool {
     for (std::size_t start = 0; start < n; start += chunksize) {
       const std::size_t count = std::min(chunksize, n - start);
       detail::Buffer buf(count * 8 + 16);
-      {
+      if constexpr (!kStar && Codec::kRawItems) {
+        encode_raw_chunk<typename Codec::Single>(items, it, start, count, buf);
+      } else {
         msgpack::packer<detail::Buffer> pk(buf);
         pk.pack_array(static_cast<std::uint32_t>(count));
         for (std::size_t i = 0; i < count; ++i, ++it) {
@@ -513,6 +516,22 @@ class Pool {
         }
       }
       send(start, static_cast<std::uint32_t>(count), std::move(buf));
+    }
+  }
+  // A chunk of numbers as one raw block (detail/codec.h): one copy when the items are
+  // already an array of the parameter type, else converted one by one.
+  template <class P, class Range, class It>
+  static void encode_raw_chunk(const Range& items, It& it, std::size_t start, std::size_t count,
+                               detail::Buffer& buf) {
+    const std::size_t at = detail::begin_raw_block(buf, detail::raw_code<P>(), count);
+    if constexpr (detail::kContiguousOf<Range, P>) {
+      std::memcpy(buf.data() + at, std::data(items) + start, count * sizeof(P));
+      std::advance(it, count);
+    } else {
+      for (std::size_t i = 0; i < count; ++i, ++it) {
+        const P v = static_cast<P>(*it);
+        std::memcpy(buf.data() + at + i * sizeof(P), &v, sizeof(P));
+      }
     }
   }
 

@@ -29,6 +29,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <optional>
@@ -37,6 +38,7 @@
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
+#include <vector>
 
 #include "mpx/detail/codec.h"
 #include "mpx/detail/handle.h"
@@ -46,13 +48,19 @@ namespace mpx {
 namespace detail {
 
 // Collects the results of one chunk: the results array is packed as items finish;
-// failures are kept aside and appended after it (see codec.h for the layout).
+// failures are kept aside and appended after it (see codec.h for the layout). In raw
+// mode (the second constructor) the results are a raw block of count items written in
+// place (raw_slot), a failed item's bytes zero.
 class ChunkWriter {
  public:
-  ChunkWriter(Buffer& out, std::uint32_t count) : packer_(out) { packer_.pack_array(count); }
+  ChunkWriter(Buffer& out, std::uint32_t count) : out_(out), packer_(out) { packer_.pack_array(count); }
+  ChunkWriter(Buffer& out, std::uint32_t count, std::uint8_t raw_code)
+      : out_(out), packer_(out), width_(raw_code & 0x0f),
+        raw_at_(begin_raw_block(out, raw_code, count)) {}
   msgpack::packer<Buffer>& packer() { return packer_; }
+  char* raw_slot(std::uint32_t index) { return out_.data() + raw_at_ + std::size_t{index} * width_; }
   void fail(std::uint32_t index, std::string type, std::string message) {
-    packer_.pack_nil();
+    mark_failed(index);
     ErrorInfo e;
     e.type = std::move(type);
     e.message = std::move(message);
@@ -62,7 +70,7 @@ class ChunkWriter {
   }
   // The exception being handled fails item index.
   void fail_current(std::uint32_t index) {
-    packer_.pack_nil();
+    mark_failed(index);
     errors_.push_back(current_error(index));
   }
   // Appends the error list; returns whether any item failed.
@@ -73,6 +81,14 @@ class ChunkWriter {
   }
 
  private:
+  void mark_failed(std::uint32_t index) {
+    if (width_ > 0) {
+      std::memset(raw_slot(index), 0, width_);
+    } else {
+      packer_.pack_nil();
+    }
+  }
+  Buffer& out_;
   msgpack::packer<Buffer> packer_;
   // This process's pid, looked up once per chunk that fails anything.
   std::int32_t pid() {
@@ -81,6 +97,8 @@ class ChunkWriter {
   }
   std::vector<ErrorInfo> errors_;
   std::int32_t pid_ = 0;
+  const std::size_t width_ = 0;   // raw mode: bytes per result; 0: msgpack
+  const std::size_t raw_at_ = 0;  // raw mode: offset of the first result in out_
 };
 
 struct TaskEntry {
@@ -142,6 +160,10 @@ struct TaskImpl {
   static void run_chunk(const TaskEntry& self, const char* data, std::size_t size,
                         std::uint32_t expected, Buffer& out, bool& had_errors) {
     std::size_t off = 0;
+    if (at_raw_block(data, size, off)) {
+      had_errors = run_raw_chunk(self, read_raw_block(data, size, off, expected), out);
+      return;
+    }
     const std::uint32_t count = read_array_header(data, size, off);
     if (count != expected) {
       throw DecodeError("task '" + std::string(self.name) + "': chunk holds " +
@@ -197,6 +219,55 @@ struct TaskImpl {
       }
     }
     had_errors = writer.finish();
+  }
+
+  // A chunk of raw arguments (codec.h): each item is read in place; results go back
+  // raw when they are numbers too. An item whose type is not the parameter's (never
+  // from this program's driver) goes through msgpack's conversion, as any item does.
+  static bool run_raw_chunk(const TaskEntry& self, const RawBlock& block, Buffer& out) {
+    const auto count = static_cast<std::uint32_t>(block.count);
+    constexpr bool kRawResult = !std::is_void_v<R> && kRawItem<Bare<R>>;
+    std::optional<ChunkWriter> writer;
+    if constexpr (kRawResult) {
+      writer.emplace(out, count, raw_code<Bare<R>>());
+    } else {
+      writer.emplace(out, count);
+    }
+    for (std::uint32_t i = 0; i < count; ++i) {
+      std::optional<typename Codec::Tuple> args;
+      try {
+        if constexpr (Codec::kRawItems) {
+          using P = typename Codec::Single;
+          if (block.code == raw_code<P>()) {
+            P v;
+            std::memcpy(&v, block.bytes + std::size_t{i} * sizeof(P), sizeof(P));
+            args.emplace(v);
+          }
+        }
+        if (!args) args.emplace(Codec::unpack_item(raw_element(block, i)));
+      } catch (const std::exception& e) {
+        writer->fail(i, "mpx::DecodeError", argument_error_message(self, e));
+        continue;
+      }
+      const std::size_t item_begins = out.size();
+      try {
+        if constexpr (std::is_void_v<R>) {
+          std::apply(F, std::move(*args));
+          writer->packer().pack_nil();
+        } else if constexpr (kRawResult) {
+          const Bare<R> result = std::apply(F, std::move(*args));
+          std::memcpy(writer->raw_slot(i), &result, sizeof result);
+        } else {
+          decltype(auto) result = std::apply(F, std::move(*args));
+          ResultScope packing;
+          writer->packer().pack(result);
+        }
+      } catch (...) {
+        out.truncate(item_begins);
+        writer->fail_current(i);
+      }
+    }
+    return writer->finish();
   }
 
   static void run_call(const TaskEntry& self, const char* data, std::size_t size) {

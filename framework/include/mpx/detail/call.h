@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -150,6 +151,20 @@ template <class OnValue>
 std::vector<ErrorInfo> read_results(const char* data, std::size_t size, std::uint32_t count,
                                     bool has_errors, OnValue&& on_value) {
   std::size_t off = 0;
+  if (at_raw_block(data, size, off)) {
+    const RawBlock block = read_raw_block(data, size, off, count);
+    std::vector<ErrorInfo> errors;
+    if (has_errors) errors = read_error_list(data, size, off, count);
+    std::size_t next_error = 0;
+    for (std::uint32_t i = 0; i < count; ++i) {
+      if (next_error < errors.size() && errors[next_error].item == i) {
+        ++next_error;
+        continue;
+      }
+      on_value(i, raw_element(block, i));
+    }
+    return errors;
+  }
   if (read_array_header(data, size, off) != count) {
     throw DecodeError("result chunk size does not match its header");
   }
@@ -218,13 +233,23 @@ class GatherCall final : public ResultCall<T> {
   using CallBase::task;
   using CallBase::total;
   GatherCall(const TaskEntry& task, std::uint64_t total)
-      : ResultCall<T>(task, total), out_(total), done_(total == 0) {}
+      : ResultCall<T>(task, total), done_(total == 0) {
+    if constexpr (kRawItem<Stored<R>>) {
+      out_.reserve(total);  // filled in order by append_raw, never zero-filled first
+    } else {
+      out_.resize(total);
+    }
+  }
 
   bool accept_results(std::uint64_t start, std::uint32_t count, const char* data,
                       std::size_t size, bool has_errors, pid_t worker_pid) override {
     std::exception_ptr error;
     try {
       if (start + count > total()) throw DecodeError("result chunk outside the call's range");
+      if constexpr (kRawItem<Stored<R>>) {
+        auto errors = append_raw(start, count, data, size, has_errors);
+        if (!errors.empty()) error = this->make_remote_error(start, errors.front(), worker_pid);
+      } else {
       auto errors = read_results(data, size, count, has_errors,
                                  [&](std::uint32_t i, const msgpack::object& obj) {
                                    if constexpr (std::is_same_v<Stored<R>, bool>) {
@@ -237,6 +262,7 @@ class GatherCall final : public ResultCall<T> {
                                    }
                                  });
       if (!errors.empty()) error = this->make_remote_error(start, errors.front(), worker_pid);
+      }
     } catch (...) {
       error = std::current_exception();
     }
@@ -305,7 +331,53 @@ class GatherCall final : public ResultCall<T> {
   }
 
  private:
+  // Numbers: a chunk's results are appended to out_ straight from its bytes when it
+  // is the next in order, else kept in early_ until the chunks before it arrive.
+  std::vector<ErrorInfo> append_raw(std::uint64_t start, std::uint32_t count, const char* data,
+                                    std::size_t size, bool has_errors) {
+    using V = Stored<R>;
+    std::size_t off = 0;
+    std::vector<ErrorInfo> errors;
+    std::vector<V> decoded;
+    bool raw = false;
+    if (at_raw_block(data, size, off)) {
+      const RawBlock block = read_raw_block(data, size, off, count);
+      if (block.code == raw_code<V>()) {
+        if (has_errors) errors = read_error_list(data, size, off, count);
+        const RawIterator<V> first(block.bytes);
+        if (start == out_.size()) {  // the next chunk in order: its bytes go straight in
+          out_.insert(out_.end(), first, first + count);
+          append_early();
+          return errors;
+        }
+        decoded.assign(first, first + count);
+        raw = true;
+      }
+    }
+    if (!raw) {
+      decoded.resize(count);
+      errors = read_results(data, size, count, has_errors, [&](std::uint32_t i, const msgpack::object& obj) {
+        convert_result<R>(obj, decoded[i], task());
+      });
+    }
+    if (start == out_.size()) {
+      out_.insert(out_.end(), decoded.begin(), decoded.end());
+      append_early();
+    } else if (start > out_.size()) {
+      early_.emplace(start, std::move(decoded));
+    }
+    return errors;
+  }
+  void append_early() {
+    while (!early_.empty() && early_.begin()->first == out_.size()) {
+      auto& chunk = early_.begin()->second;
+      out_.insert(out_.end(), chunk.begin(), chunk.end());
+      early_.erase(early_.begin());
+    }
+  }
+
   std::vector<Stored<R>> out_;  // written only by the pumping thread before done_
+  std::map<std::uint64_t, std::vector<Stored<R>>> early_;  // numbers: chunks ahead of out_
   std::uint64_t received_ = 0;  // guarded by mu()
   std::exception_ptr error_;    // guarded by mu()
   bool done_ = false;           // guarded by mu()

@@ -9,6 +9,13 @@
 //   chunk of results   : msgpack array of N results (nil for void tasks and for items
 //                        that failed), followed — only when the header says so — by a
 //                        second object: array of ErrorInfo (item = index in the chunk).
+//   raw chunk          : in place of either array, when a one-parameter task's argument
+//                        (or a raw chunk's result) is a number other than bool: one
+//                        msgpack bin holding a code byte (raw_code) and the N items'
+//                        bytes back to back (a failed item's are zero). A worker answers a
+//                        raw chunk of arguments with raw results when it can; every
+//                        reader accepts both forms (read_raw_block, raw_element), so the
+//                        router and the pipelines never need to know.
 #ifndef MPX_DETAIL_CODEC_H_
 #define MPX_DETAIL_CODEC_H_
 
@@ -16,6 +23,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <new>
 #include <optional>
 #include <stdexcept>
@@ -79,6 +87,14 @@ class Buffer {
     return std::exchange(data_, nullptr);
   }
   void clear() { size_ = 0; }
+  // Appends n bytes left for the caller to write; returns their offset (data() may
+  // move when the buffer grows later).
+  std::size_t extend(std::size_t n) {
+    if (cap_ - size_ < n) grow(n);
+    const std::size_t at = size_;
+    size_ += n;
+    return at;
+  }
   // Drops the bytes from n on (n > size() is a no-op).
   void truncate(std::size_t n) {
     if (n < size_) size_ = n;
@@ -111,6 +127,85 @@ std::uint32_t read_array_header(const char* data, std::size_t size, std::size_t&
 // data lives.
 msgpack::object read_object(msgpack::zone& zone, const char* data, std::size_t size,
                             std::size_t& off);
+
+// Items that travel as raw bytes: numbers of up to 8 bytes (not bool, whose vector
+// packs bits; not long double). Both ends are the same program on the same machine.
+template <class T, class = void>
+inline constexpr bool kRawItem = false;
+template <class T>
+inline constexpr bool kRawItem<T, std::enable_if_t<std::is_arithmetic_v<T>>> =
+    !std::is_same_v<T, bool> && sizeof(T) <= 8;
+// A raw item type's code: kind (1 signed, 2 unsigned, 3 floating) << 4 | its size.
+template <class T>
+constexpr std::uint8_t raw_code() {
+  static_assert(kRawItem<T>);
+  const int kind = std::is_floating_point_v<T> ? 3 : std::is_signed_v<T> ? 1 : 2;
+  return static_cast<std::uint8_t>(kind << 4 | sizeof(T));
+}
+// Whether std::data(range) is an array of T (a vector, std::array, C array, span).
+template <class Range, class T, class = void>
+inline constexpr bool kContiguousOf = false;
+template <class Range, class T>
+inline constexpr bool kContiguousOf<Range, T, std::void_t<decltype(std::data(std::declval<const Range&>()))>> =
+    std::is_same_v<decltype(std::data(std::declval<const Range&>())), const T*>;
+// A raw chunk as read from a payload: count items of width bytes at bytes (unaligned).
+struct RawBlock {
+  std::uint8_t code = 0;
+  std::size_t width = 0;
+  std::size_t count = 0;
+  const char* bytes = nullptr;
+};
+// Starts a raw block of count items of type code at the end of out; returns the offset
+// of the first item's bytes (left for the caller to fill).
+std::size_t begin_raw_block(Buffer& out, std::uint8_t code, std::size_t count);
+// Whether data[off] holds a raw block (a msgpack bin) rather than an array.
+inline bool at_raw_block(const char* data, std::size_t size, std::size_t off) {
+  return off < size && (static_cast<unsigned char>(data[off]) & 0xfc) == 0xc4 &&
+         static_cast<unsigned char>(data[off]) != 0xc7;
+}
+// Reads the raw block at data[off] holding `expected` items; advances off past it.
+// Throws DecodeError for an unknown code or a size that is not expected items.
+RawBlock read_raw_block(const char* data, std::size_t size, std::size_t& off,
+                        std::size_t expected);
+// Iterates a raw block's items of type T by value (its bytes need not be aligned for
+// T), so that a container can be built straight from them: vector::insert(end, it,
+// it + n) constructs each element once, without value-initialising it first.
+template <class T>
+class RawIterator {
+ public:
+  using iterator_category = std::random_access_iterator_tag;
+  using value_type = T;
+  using difference_type = std::ptrdiff_t;
+  using pointer = const T*;
+  using reference = T;
+  explicit RawIterator(const char* p) : p_(p) {}
+  T operator*() const {
+    T v;
+    std::memcpy(&v, p_, sizeof v);
+    return v;
+  }
+  T operator[](difference_type n) const { return *(*this + n); }
+  RawIterator& operator++() { return p_ += sizeof(T), *this; }
+  RawIterator operator++(int) { RawIterator old = *this; ++*this; return old; }
+  RawIterator& operator--() { return p_ -= sizeof(T), *this; }
+  RawIterator& operator+=(difference_type n) { return p_ += n * static_cast<difference_type>(sizeof(T)), *this; }
+  RawIterator& operator-=(difference_type n) { return *this += -n; }
+  friend RawIterator operator+(RawIterator a, difference_type n) { return a += n; }
+  friend RawIterator operator-(RawIterator a, difference_type n) { return a -= n; }
+  friend difference_type operator-(const RawIterator& a, const RawIterator& b) {
+    return (a.p_ - b.p_) / static_cast<difference_type>(sizeof(T));
+  }
+  friend bool operator==(const RawIterator& a, const RawIterator& b) { return a.p_ == b.p_; }
+  friend bool operator!=(const RawIterator& a, const RawIterator& b) { return a.p_ != b.p_; }
+  friend bool operator<(const RawIterator& a, const RawIterator& b) { return a.p_ < b.p_; }
+
+ private:
+  const char* p_;
+};
+
+// Item i of a raw block as a msgpack object (an integer or a float), for readers that
+// take any payload.
+msgpack::object raw_element(const RawBlock& block, std::size_t i);
 
 // Human-readable name of the exception currently being handled (demangled type).
 std::string current_exception_type();
@@ -204,6 +299,11 @@ template <class... Params>
 struct ArgCodec {
   using Tuple = std::tuple<Bare<Params>...>;
   static constexpr std::size_t kArity = sizeof...(Params);
+  // The one parameter, when there is exactly one (else void).
+  using Single = typename std::conditional_t<kArity == 1, std::tuple_element<0, std::tuple<Bare<Params>..., void>>,
+                                             std::enable_if<true, void>>::type;
+  // Whether a chunk's items travel as a raw block (see the layouts above).
+  static constexpr bool kRawItems = kRawItem<Single>;
 
   template <class Packer, class Item>
   static void pack_item(Packer& pk, const Item& item) {
