@@ -109,7 +109,7 @@ TEST_F(FuturesTest, PoolFutureBasics) {
   mpx::Future<int> bad = pool.apply_async(fail_on_three, 3);
   std::exception_ptr e = bad.exception();
   ASSERT_NE(e, nullptr);
-  EXPECT_THROW(std::rethrow_exception(e), mpx::RemoteError);
+  EXPECT_THROW(std::rethrow_exception(e), std::invalid_argument);
   EXPECT_FALSE(bad.successful());
   EXPECT_FALSE(mpx::Future<int>().valid());
   EXPECT_TRUE(f.valid());
@@ -161,8 +161,8 @@ TEST_F(FuturesTest, ThenGetsValueOrError) {
                        [&](std::exception_ptr e) {
                          try {
                            std::rethrow_exception(e);
-                         } catch (const mpx::RemoteError& r) {
-                           message = r.what();
+                         } catch (const mpx::RemoteInfo& r) {
+                           message = r.description();
                          }
                        });
   std::vector<int> squares;

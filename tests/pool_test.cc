@@ -361,8 +361,8 @@ TEST_F(PoolTest, LargeMapsOfNumbersKeepEveryResultAndNameTheFailingItem) {
                    }}) {
     try {
       run(pool, xs, ds);
-      FAIL() << "expected RemoteError";
-    } catch (const mpx::RemoteError& e) {
+      FAIL() << "expected the typed remote error";
+    } catch (const mpx::RemoteInfo& e) {
       EXPECT_EQ(e.task_index(), static_cast<std::uint64_t>(kMiddle));
       EXPECT_EQ(e.type_name(), "std::domain_error");
       EXPECT_EQ(e.message(), "the middle item");
@@ -377,7 +377,7 @@ TEST_F(PoolTest, LargeMapsOfNumbersKeepEveryResultAndNameTheFailingItem) {
       ASSERT_TRUE(v.has_value()) << i;
       ASSERT_EQ(*v, i / 2.0) << i;
       ++got;
-    } catch (const mpx::RemoteError& e) {
+    } catch (const mpx::RemoteInfo& e) {
       EXPECT_EQ(i, kMiddle);
       EXPECT_EQ(e.task_index(), static_cast<std::uint64_t>(kMiddle));
       ++errors;

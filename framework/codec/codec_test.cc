@@ -226,6 +226,7 @@ TEST(RemoteExceptionTest, AnUnreadableSystemErrorCodeFallsBackToRemoteError) {
     EXPECT_EQ(&r.code().category(), &std::system_category());
     EXPECT_EQ(dynamic_cast<const RemoteInfo&>(r).task_index(), 2u);
   }
+}
 
 // Raw chunks (numbers as one msgpack bin: a code byte, then the items' bytes).
 template <class T>

@@ -49,7 +49,7 @@ const detail::TaskEntry& square_task() { return *detail::find_task(std::string("
 TEST(GatherCallTest, BuildsTheResultsFromChunksInAnyOrderAndForm) {
   std::mutex mu;
   detail::GatherCall<int, std::vector<int>> call(square_task(), 7);
-  call.set_id(1, &mu);
+  call.set_id(1, &mu, nullptr);
   const Buffer c2 = raw_results({25, 36});
   const Buffer c0 = raw_results({0, 1, 4});
   const Buffer c1 = msgpack_results({9, 16});  // a chunk whose arguments were not raw
@@ -57,14 +57,14 @@ TEST(GatherCallTest, BuildsTheResultsFromChunksInAnyOrderAndForm) {
   EXPECT_FALSE(call.accept_results(0, 3, c0.data(), c0.size(), false, 0));
   EXPECT_TRUE(call.accept_results(3, 2, c1.data(), c1.size(), false, 0));
   std::lock_guard<std::mutex> lock(mu);
-  ASSERT_TRUE(call.successful_locked());
+  ASSERT_FALSE(call.failed_locked());
   EXPECT_EQ(call.take(), (std::vector<int>{0, 1, 4, 9, 16, 25, 36}));
 }
 
 TEST(GatherCallTest, UnalignedRawResultsAreRead) {
   std::mutex mu;
   detail::GatherCall<int, std::vector<int>> call(square_task(), 3);
-  call.set_id(1, &mu);
+  call.set_id(1, &mu, nullptr);
   const Buffer c = raw_results({1, -2, 3});
   std::string shifted = " " + std::string(c.data(), c.size());  // items at an odd address
   EXPECT_TRUE(call.accept_results(0, 3, shifted.data() + 1, c.size(), false, 0));
@@ -75,7 +75,7 @@ TEST(GatherCallTest, UnalignedRawResultsAreRead) {
 TEST(GatherCallTest, AFailedItemFailsTheCallWithItsIndex) {
   std::mutex mu;
   detail::GatherCall<int, std::vector<int>> call(square_task(), 6);
-  call.set_id(1, &mu);
+  call.set_id(1, &mu, nullptr);
   detail::ErrorInfo e;
   e.type = "std::domain_error";
   e.message = "no";
@@ -85,11 +85,11 @@ TEST(GatherCallTest, AFailedItemFailsTheCallWithItsIndex) {
   EXPECT_FALSE(call.accept_results(0, 3, c0.data(), c0.size(), false, 0));
   EXPECT_TRUE(call.accept_results(3, 3, c1.data(), c1.size(), true, 0));
   std::lock_guard<std::mutex> lock(mu);
-  EXPECT_FALSE(call.successful_locked());
+  EXPECT_TRUE(call.failed_locked());
   try {
     call.take();
     FAIL() << "no error";
-  } catch (const RemoteError& err) {
+  } catch (const RemoteInfo& err) {
     EXPECT_EQ(err.task_index(), 4u);
     EXPECT_EQ(err.type_name(), "std::domain_error");
   }
@@ -98,7 +98,7 @@ TEST(GatherCallTest, AFailedItemFailsTheCallWithItsIndex) {
 TEST(GatherCallTest, MalformedRawResultsFailTheCall) {
   std::mutex mu;
   detail::GatherCall<int, std::vector<int>> call(square_task(), 3);
-  call.set_id(1, &mu);
+  call.set_id(1, &mu, nullptr);
   const Buffer c = raw_results({1, 2});  // two items where three were sent
   EXPECT_TRUE(call.accept_results(0, 3, c.data(), c.size(), false, 0));
   std::lock_guard<std::mutex> lock(mu);
