@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
   for (;;) {
     try {
       if (!roots.next()) break;
-    } catch (const mpx::RemoteError& e) {
+    } catch (const mpx::RemoteInfo&) {
       ++failed;
     }
   }

@@ -149,11 +149,9 @@ class WorkerSupervisor {
   // has not started; returns the chunk_mark of the chunk it runs now (0: none), read
   // after the telling (wire::WorkerShared's handshake). nullopt: this supervisor cannot
   // tell its workers (they run every chunk they hold; the first is presumed running).
-  virtual std::optional<std::uint64_t> cancel_call(std::string_view id, std::uint64_t call_id) {
-    (void)id;
-    (void)call_id;
-    return std::nullopt;
-  }
+  // Every supervisor says (a composite must forward it: a silent default once made
+  // cancels of local workers run their chunks anyway).
+  virtual std::optional<std::uint64_t> cancel_call(std::string_view id, std::uint64_t call_id) = 0;
 };
 
 class RouterCore {

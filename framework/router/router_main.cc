@@ -190,6 +190,12 @@ class Placement final : public WorkerSupervisor {
   bool is_stopped(std::string_view id) override {
     return remote && remote->owns(id) ? remote->is_stopped(id) : local_.is_stopped(id);
   }
+  // A remote worker shares no page with the router: its queued chunks of a cancelled
+  // call still run (their answers are dropped).
+  std::optional<std::uint64_t> cancel_call(std::string_view id, std::uint64_t call_id) override {
+    if (remote && remote->owns(id)) return std::nullopt;
+    return local_.cancel_call(id, call_id);
+  }
 
  private:
   LocalWorkers& local_;
