@@ -352,10 +352,20 @@ int run_router(const spawning::Bootstrap& boot) {
   // `mpx status`: one snapshot per connection of the same user (Listener::accept
   // refuses others), written at once and closed. Small enough for the socket buffer;
   // a reader that takes less gets a truncated answer and says so.
-  transport::Listener status_listener = transport::Listener::bind(transport::Endpoint::from(status_endpoint_name(getpid())));
-  if (!status_listener) {
-    logger().warn("router: no status socket (mpx status will not list this pool): {}",
-                  std::strerror(errno));
+  // Under a descriptor limit with little room (each worker needs a pidfd and a
+  // connection, each respawn a few more for a moment) the workers come first: no status.
+  transport::Listener status_listener;
+  if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+      nofile.rlim_cur < 4 * static_cast<rlim_t>(config.workers) + 32) {
+    logger().warn("router: no status socket (mpx status will not list this pool): the descriptor "
+                  "limit of {} leaves no room beside {} workers",
+                  static_cast<unsigned long long>(nofile.rlim_cur), config.workers);
+  } else {
+    status_listener = transport::Listener::bind(transport::Endpoint::from(status_endpoint_name(getpid())));
+    if (!status_listener) {
+      logger().warn("router: no status socket (mpx status will not list this pool): {}",
+                    std::strerror(errno));
+    }
   }
   std::string program;
   {
