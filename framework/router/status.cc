@@ -17,7 +17,18 @@ namespace mpx {
 namespace router {
 
 std::string status_endpoint_name(pid_t router_pid) {
-  return "unix://@mpx-" + std::to_string(router_pid) + "-status";
+  // Pids repeat across pid namespaces that share a network namespace (containers,
+  // Bazel's sandboxes), and abstract names are per network namespace: the pid
+  // namespace's inode makes the name unique. The driver and its router share it.
+  static const std::string pid_namespace = [] {
+    char link[64] = {0};
+    const ssize_t n = ::readlink("/proc/self/ns/pid", link, sizeof link - 1);
+    std::string text(link, n > 0 ? static_cast<std::size_t>(n) : 0);  // "pid:[4026531836]"
+    const auto open = text.find('['), close = text.find(']');
+    return open != std::string::npos && close != std::string::npos ? text.substr(open + 1, close - open - 1)
+                                                                    : std::string("0");
+  }();
+  return "unix://@mpx-" + pid_namespace + "-" + std::to_string(router_pid) + "-status";
 }
 
 std::string encode_status(const PoolStatus& s) {

@@ -1,6 +1,6 @@
 // What a live pool's router tells `mpx status` / `mpx top`, and how they find it.
 //
-// Every router listens on one more abstract unix socket, "@mpx-<router pid>-status":
+// Every router listens on one more abstract unix socket, "@mpx-<pid namespace>-<router pid>-status":
 // a peer that connects (same uid only: the listener checks SO_PEERCRED) reads one
 // msgpack PoolStatus and the end of the stream. Discovery needs no daemon and no
 // files: the live routers are exactly the listening sockets of that name in
@@ -86,7 +86,7 @@ inline const std::vector<double>& latency_bounds() {
   return bounds;
 }
 
-// The status endpoint of the router with this pid.
+// The status endpoint of the router with this pid (in this pid namespace).
 std::string status_endpoint_name(pid_t router_pid);
 std::string encode_status(const PoolStatus& s);
 // Throws mpx::DecodeError for bytes that are not a PoolStatus.

@@ -5,7 +5,7 @@
 //   mpx top             the same, refreshed every second in the terminal (q quits)
 //
 // Pools are found without a daemon: each router listens on an abstract unix socket
-// named "@mpx-<router pid>-status" (framework/router/status.h), which dies with it.
+// named "@mpx-<pid namespace>-<router pid>-status" (framework/router/status.h), which dies with it.
 // Routers of other users refuse the connection, so they are never shown.
 #include <poll.h>
 #include <signal.h>
