@@ -56,8 +56,10 @@ TEST(GatherCallTest, BuildsTheResultsFromChunksInAnyOrderAndForm) {
   EXPECT_FALSE(call.accept_results(5, 2, c2.data(), c2.size(), false, 0));
   EXPECT_FALSE(call.accept_results(0, 3, c0.data(), c0.size(), false, 0));
   EXPECT_TRUE(call.accept_results(3, 2, c1.data(), c1.size(), false, 0));
-  std::lock_guard<std::mutex> lock(mu);
-  ASSERT_FALSE(call.failed_locked());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_FALSE(call.failed_locked());
+  }
   EXPECT_EQ(call.take(), (std::vector<int>{0, 1, 4, 9, 16, 25, 36}));
 }
 
@@ -68,7 +70,6 @@ TEST(GatherCallTest, UnalignedRawResultsAreRead) {
   const Buffer c = raw_results({1, -2, 3});
   std::string shifted = " " + std::string(c.data(), c.size());  // items at an odd address
   EXPECT_TRUE(call.accept_results(0, 3, shifted.data() + 1, c.size(), false, 0));
-  std::lock_guard<std::mutex> lock(mu);
   EXPECT_EQ(call.take(), (std::vector<int>{1, -2, 3}));
 }
 
@@ -84,8 +85,10 @@ TEST(GatherCallTest, AFailedItemFailsTheCallWithItsIndex) {
   const Buffer c1 = raw_results({9, 0, 25}, {e});
   EXPECT_FALSE(call.accept_results(0, 3, c0.data(), c0.size(), false, 0));
   EXPECT_TRUE(call.accept_results(3, 3, c1.data(), c1.size(), true, 0));
-  std::lock_guard<std::mutex> lock(mu);
-  EXPECT_TRUE(call.failed_locked());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_TRUE(call.failed_locked());
+  }
   try {
     call.take();
     FAIL() << "no error";
@@ -101,7 +104,6 @@ TEST(GatherCallTest, MalformedRawResultsFailTheCall) {
   call.set_id(1, &mu, nullptr);
   const Buffer c = raw_results({1, 2});  // two items where three were sent
   EXPECT_TRUE(call.accept_results(0, 3, c.data(), c.size(), false, 0));
-  std::lock_guard<std::mutex> lock(mu);
   EXPECT_THROW(call.take(), DecodeError);
 }
 
