@@ -4,6 +4,7 @@
 #include "framework/wire/messages.h"
 
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <tuple>
 
@@ -19,7 +20,10 @@ namespace {
 // The header as it travels: encoded, then decoded with validation.
 template <class M>
 M through_the_wire(const M& message) {
-  const std::string bytes = encode(message.header());
+  // A decoded message's names are views into the bytes it was read from: they must
+  // outlive it (the test's whole run).
+  static std::deque<std::string> read_from;
+  const std::string& bytes = read_from.emplace_back(encode(message.header()));
   std::string why;
   const auto h = decode(bytes.data(), bytes.size(), &why);
   EXPECT_TRUE(h.has_value()) << why;
