@@ -326,8 +326,14 @@ std::string pool_under_sixteen_descriptors(int processes) {
 
 TEST_F(HostileUserTest, APoolFitsUnderATinyDescriptorLimitOrNamesTheWayOut) {
   // 8 workers fit in 16 descriptors (the spawner used to move descriptors to 16 and up,
-  // which a limit of 16 refuses with "Invalid argument").
+  // which a limit of 16 refuses with "Invalid argument"). Under a sanitizer 6: its
+  // runtime needs descriptors of its own (UBSan's vptr check reads /proc/self/maps, and
+  // at the limit it reports every virtual call as invalid and exits).
+#ifdef MPX_UNDER_SANITIZER
+  EXPECT_EQ(pool_under_sixteen_descriptors(6), "RESULT: ran");
+#else
   EXPECT_EQ(pool_under_sixteen_descriptors(8), "RESULT: ran");
+#endif
   // 40 cannot: the error says which limit and how to raise it.
   const std::string result = pool_under_sixteen_descriptors(40);
   EXPECT_EQ(result.find("Invalid argument"), std::string::npos) << result;
