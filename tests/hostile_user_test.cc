@@ -329,7 +329,7 @@ TEST_F(HostileUserTest, APoolFitsUnderATinyDescriptorLimitOrNamesTheWayOut) {
   // which a limit of 16 refuses with "Invalid argument"). Under a sanitizer 6: its
   // runtime needs descriptors of its own (UBSan's vptr check reads /proc/self/maps, and
   // at the limit it reports every virtual call as invalid and exits).
-#ifdef MPX_UNDER_SANITIZER
+#ifdef MPX_SANITIZER_BUILD
   EXPECT_EQ(pool_under_sixteen_descriptors(6), "RESULT: ran");
 #else
   EXPECT_EQ(pool_under_sixteen_descriptors(8), "RESULT: ran");
