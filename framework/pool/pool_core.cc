@@ -228,10 +228,9 @@ void PoolCore::start_router() {
       connect_and_greet(config_.front_endpoint);
       return;
     } catch (const PoolBroken&) {
-      if (router_.running()) {
-        router_.kill();
-        router_.reap(true);
-      }
+      // A router killed from outside may have closed its connection before its pidfd
+      // said so: it is given a moment to be reaped as what it is, then killed.
+      if (router_.running()) router_.reap_within(std::chrono::milliseconds(200));
       if (!router_.killed_from_outside() || !stop_reason().empty() || !count_router_death()) throw;
       logger().warn("pool: a router (pid {}) was killed during its start-up; starting another",
                     router_pid_.load());
