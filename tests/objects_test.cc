@@ -249,7 +249,11 @@ TEST_F(ObjectsTest, PoolWorkersMapOneObjectWithoutCopying) {
       EXPECT_TRUE(h.mapped) << "worker " << h.pid << " does not map " << memfd_name(ref);
       EXPECT_EQ(h.perms, "r--s");
       EXPECT_GE(h.rss_kb, object_kb * 9 / 10) << "the object's pages are resident in the mapping";
+#if !defined(__SANITIZE_THREAD__)
+      // (Under ThreadSanitizer reading the object grows its shadow memory, which is
+      // anonymous: there in_object and the mapping's residency above are the proof.)
       EXPECT_LT(h.anon_kb, object_kb / 2) << "worker " << h.pid << " holds a private copy";
+#endif
     }
     EXPECT_GE(pids.size(), 2u) << workers << " workers";
     EXPECT_GE(router_before, 0);

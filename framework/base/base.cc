@@ -214,7 +214,14 @@ bool ParentProcess::join(std::chrono::milliseconds timeout) const {
 // is not instrumented): an exception object
 // shared by several calls' errors and freed by whichever thread drops it last is
 // reported as a race with the catching thread's reads. The count is atomic.
+// libzmq (dlopened by node agents and listening routers) and libsodium (its CURVE) are
+// not instrumented either: messages pass between the caller's thread and libzmq's I/O
+// thread through its lock-free pipes, which TSan cannot see.
 extern "C" const char* __tsan_default_suppressions() {
-  return "race:std::__exception_ptr::exception_ptr::_M_release\n";
+  return "race:std::__exception_ptr::exception_ptr::_M_release\n"
+         "called_from_lib:libzmq.so.5\n"
+         "called_from_lib:libsodium.so.23\n"
+         "race:libzmq.so.5\n"
+         "race:libsodium.so.23\n";
 }
 #endif
