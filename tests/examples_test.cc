@@ -51,7 +51,9 @@ struct RunResult {
   std::string err;        // stderr
 };
 
+// target: "<topic>/<name>" in the runfiles, or an absolute path (a copy of one).
 std::string ExamplePath(const std::string& target) {
+  if (!target.empty() && target[0] == '/') return target;
   const char* srcdir = std::getenv("TEST_SRCDIR");
   const char* workspace = std::getenv("TEST_WORKSPACE");
   return std::string(srcdir ? srcdir : ".") + "/" + (workspace ? workspace : "mpx") +
@@ -445,6 +447,30 @@ TEST(ExamplesTest, Futures) {
   EXPECT_LINE(r.out, "cancelled: yes");
   EXPECT_CONTAINS(r.out, "get: CancelledError: task 'slow'");
   EXPECT_LINE(r.out, "pool still works: 81");
+}
+
+TEST(ExamplesTest, PlainFunctions) {
+  const RunResult r = RunClean("pool/plain_functions");
+  EXPECT_LINE(r.out, "cube: 0 1 8 27 64");
+  EXPECT_LINE(r.out, "scale(double): 0.5 1.5 / scale(int): 10 30");
+  EXPECT_LINE(r.out, "lambda: 42");
+  EXPECT_LINE(r.out, "hello from the child, world");
+  EXPECT_LINE(r.out, "process exited with 0");
+}
+
+// The same program stripped of its symbol table: the workers could not check its
+// plain functions, so the call refuses them, naming why and what to do.
+TEST(ExamplesTest, PlainFunctionsOfAStrippedProgramAreRefusedWithAdvice) {
+  const std::string stripped = ::testing::TempDir() + "/plain_functions_stripped";
+  const std::string command = "strip -o '" + stripped + "' '" + ExamplePath("pool/plain_functions") + "'";
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  const RunResult r = RunExample(stripped, "info");
+  ASSERT_FALSE(r.timed_out) << Describe(r);
+  EXPECT_EQ(r.exit_code, 1) << Describe(r);
+  EXPECT_CONTAINS(r.err, "Pool::map: the function at exe+0x");
+  EXPECT_CONTAINS(r.err, "has no symbol table of its local functions (was it stripped?)");
+  EXPECT_CONTAINS(r.err, "register it with MPX_TASK");
+  std::remove(stripped.c_str());
 }
 
 TEST(ExamplesTest, Flagship) {

@@ -25,6 +25,9 @@
 #include "framework/testing/testing.h"
 #include "mpx/mpx.h"
 
+// A C function: its symbol does not say what it takes, so a worker could not check it.
+extern "C" int pipeline_test_c_function(int x) { return x; }
+
 namespace {
 
 using std::chrono::milliseconds;
@@ -627,7 +630,8 @@ TEST_F(PipelineTest, ARunDroppedEarlyStopsEverything) {
 }
 
 TEST_F(PipelineTest, MisuseIsReportedClearly) {
-  EXPECT_THROW(mpx::Pipeline::from(std::vector<int>{1}).map(unregistered, 1), mpx::NotRegistered);
+  EXPECT_THROW(mpx::Pipeline::from(std::vector<int>{1}).map(pipeline_test_c_function, 1), mpx::NotRegistered);
+  EXPECT_EQ(mpx::Pipeline::from(std::vector<int>{1, 2}).map(unregistered, 1).collect(), (std::vector<int>{1, 2}));
   EXPECT_THROW(mpx::Pipeline::from(std::vector<int>{1}).map(square, mpx::StageOptions().buffer(0)).collect(),
                mpx::Error);
   EXPECT_THROW(mpx::Pipeline::from(std::vector<int>{1}).map(square, -1).collect(), mpx::Error);

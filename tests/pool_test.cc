@@ -22,6 +22,9 @@
 #include "framework/testing/testing.h"
 #include "mpx/mpx.h"
 
+// A C function: its symbol does not say what it takes, so a worker could not check it.
+extern "C" int pool_test_c_function(int x) { return x; }
+
 // A type whose encoding throws for one value: submission fails part-way in the driver.
 struct Bomb {
   int v = 0;
@@ -71,6 +74,14 @@ int slow_square(int x) {
 }
 void nothing(int) {}
 int never_registered(int x) { return x; }
+int unregistered_difference(int a, int b) { return a - b; }
+double unregistered_half(double x) noexcept { return x / 2; }
+int overloaded(int x) { return x + 1; }
+std::string overloaded(std::string s) { return s + "!"; }
+int unregistered_throws(int x) {
+  if (x == 2) throw std::out_of_range("two is out of range");
+  return x;
+}
 
 struct Point {
   double x = 0;
@@ -390,15 +401,43 @@ TEST_F(PoolTest, LargeMapsOfNumbersKeepEveryResultAndNameTheFailingItem) {
   EXPECT_EQ(pool.map(square, iota(4)), (std::vector<int>{0, 1, 4, 9}));
 }
 
-TEST_F(PoolTest, UnregisteredFunctionIsRefusedWithAdvice) {
+// Functions without MPX_TASK run in every call, each by its own place in the program.
+TEST_F(PoolTest, PlainFunctionsRunWithoutRegistration) {
+  mpx::Pool pool(2);
+  EXPECT_EQ(pool.map(never_registered, iota(5)), iota(5));
+  EXPECT_EQ(pool.apply(never_registered, 7), 7);
+  EXPECT_EQ(pool.apply_async(unregistered_difference, 9, 4).get(), 5);
+  EXPECT_EQ(pool.starmap(unregistered_difference, std::vector<std::tuple<int, int>>{{3, 1}, {10, 20}}),
+            (std::vector<int>{2, -10}));
+  EXPECT_EQ(pool.map(unregistered_half, std::vector<double>{1, 3}), (std::vector<double>{0.5, 1.5}));
+  EXPECT_EQ(pool.map(static_cast<int (*)(int)>(overloaded), iota(2)), (std::vector<int>{1, 2}));
+  EXPECT_EQ(pool.map(static_cast<std::string (*)(std::string)>(overloaded), std::vector<std::string>{"a"}),
+            (std::vector<std::string>{"a!"}));
+  int sum = 0;
+  for (int v : pool.imap(never_registered, iota(4))) sum += v;
+  EXPECT_EQ(sum, 6);
+  try {
+    pool.map(unregistered_throws, iota(4));
+    FAIL() << "expected std::out_of_range";
+  } catch (const std::out_of_range& e) {
+    const auto& info = dynamic_cast<const mpx::RemoteInfo&>(e);
+    EXPECT_EQ(info.task_index(), 2u);
+    EXPECT_EQ(std::string(e.what()).find("two is out of range") != std::string::npos, true) << e.what();
+  }
+}
+
+TEST_F(PoolTest, AFunctionWorkersCannotCheckIsRefusedWithAdvice) {
   mpx::Pool pool(1);
   try {
-    pool.map(never_registered, iota(3));
+    pool.map(pool_test_c_function, iota(3));
     FAIL() << "expected NotRegistered";
   } catch (const mpx::NotRegistered& e) {
-    EXPECT_NE(std::string(e.what()).find("MPX_TASK"), std::string::npos) << e.what();
+    const std::string what = e.what();
+    EXPECT_EQ(what.rfind("Pool::map: the function at exe+0x", 0), 0u) << what;
+    EXPECT_NE(what.find("pool_test_c_function"), std::string::npos) << what;
+    EXPECT_NE(what.find("MPX_TASK"), std::string::npos) << what;
   }
-  EXPECT_THROW(pool.apply_async(never_registered, 1), mpx::NotRegistered);
+  EXPECT_THROW(pool.apply_async(pool_test_c_function, 1), mpx::NotRegistered);
   EXPECT_EQ(pool.apply(square, 3), 9);
 }
 

@@ -65,9 +65,5 @@ void Pool::wait_for_workers(int n, std::chrono::milliseconds timeout) {
 }
 pid_t Pool::router_pid() const { return core("router_pid").router_pid(); }
 
-const detail::TaskEntry& Pool::lookup(const void* fn, const char* what) const {
-  core(what);
-  return detail::require_task(fn, (std::string("Pool::") + what).c_str());
-}
 
 }  // namespace mpx

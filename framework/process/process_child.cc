@@ -36,9 +36,10 @@ int run_process(const spawning::Bootstrap& boot) {
     logger().error("could not decode the call to run: {}", e.what());
     return 1;
   }
-  const detail::TaskEntry* entry = detail::find_task(name);
+  std::string why;
+  const detail::TaskEntry* entry = detail::find_task(name, &why);
   if (entry == nullptr) {
-    logger().error("no task named '{}' is registered in this program", name);
+    logger().error("{}", why);
     return 1;
   }
   try {

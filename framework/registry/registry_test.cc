@@ -4,6 +4,8 @@
 #include "framework/registry/registry.h"
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <limits>
@@ -83,6 +85,9 @@ std::string spell(int x) { return "#" + std::to_string(x); }
 MPX_TASK(spell);
 
 int never_registered(int x) { return x; }
+int also_unregistered(int x) { return -x; }
+int two_unregistered(int a, int b) { return a - b; }
+extern "C" int c_linkage(int x) { return x + 1; }
 
 }  // namespace mpx_registry_test
 
@@ -166,7 +171,7 @@ TEST(RegistryTest, FindTaskByNameAndPointer) {
   ASSERT_NE(mul, nullptr);
   EXPECT_EQ(mul->arity, 2u);
   EXPECT_EQ(detail::find_task_at(detail::function_address(&t::multiply)), mul);
-  EXPECT_EQ(&detail::require_task(detail::function_address(&t::multiply), "map"), mul);
+  EXPECT_EQ(&detail::require_task(&t::multiply, "map"), mul);
 
   EXPECT_EQ(detail::find_task(std::string("no_such_task")), nullptr);
   EXPECT_EQ(detail::find_task(std::string("never_registered")), nullptr);
@@ -174,17 +179,79 @@ TEST(RegistryTest, FindTaskByNameAndPointer) {
   EXPECT_TRUE(detail::duplicate_task_names().empty());
 }
 
-TEST(RegistryTest, RequireTaskOnUnregisteredFunctionThrowsWithAdvice) {
+// A function without MPX_TASK gets a task named by where it is; another process finds
+// it by that name (here: the same lookups a worker makes) and runs it.
+TEST(RegistryTest, APlainFunctionIsFoundAgainByItsPlaceInTheProgram) {
+  const detail::TaskEntry& e = detail::require_task(&t::never_registered, "map");
+  const std::string name = e.name;
+  EXPECT_EQ(name.rfind("function mpx_registry_test::never_registered(int) #", 0), 0u) << name;
+  EXPECT_NE(name.find(" @exe+0x"), std::string::npos) << name;
+  EXPECT_EQ(e.function, detail::function_address(&t::never_registered));
+  EXPECT_EQ(e.arity, 1u);
+  EXPECT_EQ(&detail::require_task(&t::never_registered, "map"), &e) << "made once";
+  EXPECT_EQ(detail::find_task(name), &e);
+  EXPECT_NE(&detail::require_task(&t::also_unregistered, "map"), &e);
+  EXPECT_EQ(detail::require_task(&t::two_unregistered, "starmap").arity, 2u);
+}
+
+// The name of a function with the same signature, with its offset replaced: the
+// shape a forged message would have.
+std::string with_offset(const std::string& name, std::uintptr_t offset) {
+  char hex[32];
+  std::snprintf(hex, sizeof hex, "+0x%zx", static_cast<std::size_t>(offset));
+  return name.substr(0, name.rfind("+0x")) + hex;
+}
+std::uintptr_t offset_in(const std::string& name) {
+  return std::strtoull(name.c_str() + name.rfind("+0x") + 3, nullptr, 16);
+}
+
+TEST(RegistryTest, AForgedFunctionNameCallsNothingElse) {
+  const std::string one = detail::require_task(&t::never_registered, "map").name;
+  const std::string two = detail::require_task(&t::two_unregistered, "starmap").name;
+  auto refused = [](const std::string& name) {
+    std::string why;
+    EXPECT_EQ(detail::find_task(name, &why), nullptr) << name;
+    return why;
+  };
+  // Another function of the same parameters is accepted: the offset decides, not the
+  // text shown before it, and the function there is one the signature allows.
+  const std::string other = detail::require_task(&t::also_unregistered, "map").name;
+  const std::string forged_text = "function anything" + one.substr(one.find(" #"));
+  const std::string retargeted = with_offset(forged_text, offset_in(other));
+  const detail::TaskEntry* e = detail::find_task(retargeted);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->function, detail::function_address(&t::also_unregistered));
+  // The middle of a function.
+  EXPECT_NE(refused(with_offset(one, offset_in(one) + 1)).find("no function starts at"), std::string::npos);
+  // A function of other parameters under this signature.
+  const std::string wrong = refused(with_offset(one, offset_in(two)));
+  EXPECT_NE(wrong.find("two_unregistered(int, int)"), std::string::npos) << wrong;
+  EXPECT_NE(wrong.find("is not a C++ function taking (int)"), std::string::npos) << wrong;
+  // A C function: its symbol says nothing of its parameters.
+  const auto c_function = detail::function_address(&t::c_linkage);
+  const std::string exe_name = with_offset(one, offset_in(one) + (reinterpret_cast<std::uintptr_t>(c_function) -
+                                                           reinterpret_cast<std::uintptr_t>(detail::function_address(&t::never_registered))));
+  EXPECT_NE(refused(exe_name).find("c_linkage"), std::string::npos);
+  // A signature the program never passes, a module it has not loaded, no offset.
+  EXPECT_NE(refused("function f #0123456789abcdef @exe+0x10").find("no function of that signature"),
+            std::string::npos);
+  EXPECT_NE(refused(forged_text.substr(0, forged_text.rfind(" @")) + " @libnothing.so+0x10").find("no module named"),
+            std::string::npos);
+  EXPECT_NE(refused(forged_text.substr(0, forged_text.rfind("+0x")) + "+0xzz").find("no hexadecimal offset"),
+            std::string::npos);
+  EXPECT_NE(refused("function f").find("no task named"), std::string::npos);
+}
+
+TEST(RegistryTest, AFunctionOtherProcessesCannotCheckIsRefusedWithAdvice) {
   try {
-    detail::require_task(detail::function_address(&t::never_registered), "map");
+    detail::require_task(&t::c_linkage, "Pool::map");
     FAIL() << "require_task did not throw";
   } catch (const NotRegistered& e) {
     const std::string what = e.what();
+    EXPECT_EQ(what.rfind("Pool::map: the function at exe+0x", 0), 0u) << what;
+    EXPECT_NE(what.find("c_linkage"), std::string::npos) << what;
     EXPECT_NE(what.find("MPX_TASK"), std::string::npos) << what;
-    EXPECT_EQ(what.rfind("map", 0), 0u) << what;  // names the operation
   }
-  EXPECT_THROW(detail::require_task(detail::function_address(&t::never_registered), "apply_async"),
-               Error);
 }
 
 TEST(RunTaskTest, ComputesEveryItem) {
@@ -300,6 +367,15 @@ TEST(RunTaskTest, UnknownTaskFailsEveryItem) {
   const auto o2 = run<int>("never_registered", 1, encode_chunk<&t::square>(std::vector<int>{1}));
   ASSERT_EQ(o2.errors.size(), 1u);
   EXPECT_EQ(o2.errors[0].type, "mpx::NotRegistered");
+  // A plain function's name runs it; a forged one says why it is refused.
+  const std::string name = detail::require_task(&t::never_registered, "map").name;
+  const auto o3 = run<int>(name, 2, encode_chunk<&t::square>(std::vector<int>{4, 5}));
+  EXPECT_FALSE(o3.has_errors);
+  EXPECT_EQ(*o3.values[1], 5);
+  const auto o4 = run<int>(name.substr(0, name.size() - 1) + "z", 1, encode_chunk<&t::square>(std::vector<int>{1}));
+  ASSERT_EQ(o4.errors.size(), 1u);
+  EXPECT_EQ(o4.errors[0].type, "mpx::NotRegistered");
+  EXPECT_NE(o4.errors[0].message.find("is refused: "), std::string::npos) << o4.errors[0].message;
 }
 
 TEST(RunTaskTest, WrongArgumentTypesFailPerItem) {

@@ -76,11 +76,11 @@ bool fail_unreadable_chunk(transport::Connection& router, Send& send, std::uint6
 detail::Buffer run_task(const wire::Task& task, const char* payload, std::size_t size,
                         bool* has_errors) {
   const std::string name(task.task);
-  const detail::TaskEntry* entry = detail::find_task(name);
+  std::string why;
+  const detail::TaskEntry* entry = detail::find_task(name, &why);
   if (entry == nullptr) {
     *has_errors = task.count > 0;
-    return fail_all(task.count, "mpx::NotRegistered",
-                    "no task named '" + name + "' is registered in this program");
+    return fail_all(task.count, "mpx::NotRegistered", why);
   }
   // A reservation guess only; the header's count is not trusted for sizing.
   detail::Buffer out(std::min<std::size_t>(size, 1 << 20) + 64);
@@ -233,11 +233,12 @@ int run_worker(const spawning::Bootstrap& boot) {
             send(configured.header(), {});
             break;
           }
-          const detail::TaskEntry* entry = detail::find_task(config.initializer);
+          std::string why;
+          const detail::TaskEntry* entry = detail::find_task(config.initializer, &why);
           detail::ErrorInfo error;
           if (entry == nullptr) {
             error.type = "mpx::NotRegistered";
-            error.message = "no task named '" + config.initializer + "' is registered";
+            error.message = "initializer: " + why;
             error.pid = pid;
           } else {
             try {

@@ -536,7 +536,7 @@ class Flow {
     static_assert(std::is_convertible_v<T, detail::Bare<P>>,
                   "Flow: this stage's task takes a parameter that the items of the stage "
                   "before it (or of the source) do not convert to");
-    const detail::TaskEntry& task = detail::require_task(detail::function_address(fn), what);
+    const detail::TaskEntry& task = detail::require_task(fn, what);
     // Source items are converted in C++ before they are packed; a stage's results go on
     // to the next stage as the bytes its worker packed, so only what msgpack converts
     // by itself can differ there (else every item would fail in the worker).

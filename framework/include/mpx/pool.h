@@ -92,7 +92,7 @@ class PoolOptions {
   // pool is broken and every pending and later call fails with mpx::PoolBroken.
   template <class R, class... Params, class... Args>
   PoolOptions& initializer(R (*fn)(Params...), Args&&... args) {
-    const detail::TaskEntry& task = detail::require_task(detail::function_address(fn), "initializer");
+    const detail::TaskEntry& task = detail::require_task(fn, "PoolOptions::initializer");
     initializer_ = task.name;
     detail::Buffer buf;
     initializer_pins_.clear();
@@ -400,7 +400,7 @@ class Pool {
   AsyncResult<R> apply_async(R (*fn)(Params...), Args&&... args) {
     static_assert(sizeof...(Params) == sizeof...(Args),
                   "apply_async: wrong number of arguments for this task");
-    const detail::TaskEntry& task = lookup(detail::function_address(fn), "apply_async");
+    const detail::TaskEntry& task = lookup(fn, "apply_async");
     auto core = shared_core("apply_async");
     auto call = std::make_shared<detail::GatherCall<R, R>>(task, 1);
     std::array<std::tuple<detail::Bare<Params>...>, 1> one{
@@ -485,7 +485,11 @@ class Pool {
   pid_t router_pid() const;
 
  private:
-  const detail::TaskEntry& lookup(const void* fn, const char* what) const;
+  template <class Fn>
+  const detail::TaskEntry& lookup(Fn* fn, const char* what) const {
+    core(what);
+    return detail::require_task(fn, (std::string("Pool::") + what).c_str());
+  }
   // The pool's core; throws PoolBroken for a moved-from Pool.
   detail::PoolCore& core(const char* what) const;
   // The same, shared: a submission holds it, so that a Pool destroyed by another
@@ -563,7 +567,7 @@ class Pool {
   auto submit_gather(R (*fn)(Params...), const Range& items, std::size_t chunksize) {
     using T = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
     using Codec = detail::ArgCodec<Params...>;
-    const detail::TaskEntry& task = lookup(detail::function_address(fn), kStar ? "starmap" : "map");
+    const detail::TaskEntry& task = lookup(fn, kStar ? "starmap" : "map");
     auto core = shared_core(kStar ? "starmap" : "map");
     const auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
     auto call = std::make_shared<detail::GatherCall<R, T>>(task, n);
@@ -575,7 +579,7 @@ class Pool {
   ImapIterator<R> submit_stream(R (*fn)(P), Range&& items, std::size_t chunksize, bool ordered) {
     using Codec = detail::ArgCodec<P>;
     const detail::TaskEntry& task =
-        lookup(detail::function_address(fn), ordered ? "imap" : "imap_unordered");
+        lookup(fn, ordered ? "imap" : "imap_unordered");
     auto core = shared_core(ordered ? "imap" : "imap_unordered");
     if (chunksize == 0) {
       // Python's automatic size needs the length; a lazy input without one gets 1.

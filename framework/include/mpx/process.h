@@ -57,7 +57,7 @@ class Process {
   explicit Process(R (*fn)(Params...), Args&&... args) {
     static_assert(sizeof...(Params) == sizeof...(Args),
                   "mpx::Process: wrong number of arguments for this task");
-    const detail::TaskEntry& task = detail::require_task(detail::function_address(fn), "Process");
+    const detail::TaskEntry& task = detail::require_task(fn, "Process");
     detail::Buffer buf;
     detail::Pins pins;  // shared objects among the arguments live until the child is done
     detail::FdTransfers fds;  // Pipe ends among them: the child inherits them

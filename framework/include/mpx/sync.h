@@ -327,7 +327,7 @@ class BarrierOptions {
   BarrierOptions& action(R (*fn)(Params...), Args&&... args) {
     static_assert(sizeof...(Params) == sizeof...(Args),
                   "mpx::BarrierOptions::action: wrong number of arguments for this task");
-    action_ = &detail::require_task(detail::function_address(fn), "BarrierOptions::action");
+    action_ = &detail::require_task(fn, "BarrierOptions::action");
     detail::Buffer buf;
     pins_ = std::make_shared<detail::Pins>();
     {

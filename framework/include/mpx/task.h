@@ -6,8 +6,7 @@
 //   int square(int x) { return x * x; }
 //   MPX_TASK(square);                  // at namespace scope, once per function
 //
-//   pool.map(square, xs);              // works: square is registered
-//   pool.map(cube, xs);                // throws mpx::NotRegistered naming the fix
+//   pool.map(square, xs);              // square runs in the workers by that name
 //
 //   MPX_PURE_TASK(parse);              // no side effects: a pool re-runs it when the
 //                                      // worker running it dies (see PoolOptions)
@@ -16,14 +15,20 @@
 // and your own structs with MSGPACK_DEFINE(...). Overloaded functions cannot be
 // registered by name; wrap them in a uniquely named function.
 //
-// A captureless lambda needs no registration: pool.map([](int x) { return x * x; }, xs)
-// works as it stands (its name changes with every build: MPX_TASK gives a stable one).
-// A plain function pointer still needs MPX_TASK: a pointer is a run-time value, so no
-// template can register it in every process before a worker needs it, and finding it
-// again by its offset in the program would let a forged message call any function
-// through any signature. Wrap it: pool.map([](int x) { return square(x); }, xs).
+// Without MPX_TASK, plain functions and captureless lambdas work too:
 //
-// Thread safety: registration happens before main; lookups are read-only afterwards.
+//   pool.map(cube, xs);                                  // any function of the program
+//   pool.map(static_cast<double (*)(double)>(f), ys);    // one of an overload set
+//   pool.map([](int x) { return x * x; }, xs);           // a lambda capturing nothing
+//
+// Their names are made from where they sit in the program (they change with every
+// build), and a worker checks a plain function's name against the program's symbol
+// table before it calls anything (see function_task). MPX_TASK gives a stable name
+// (pipelines across builds, remote nodes run the same build anyway), marks a task
+// pure, and works in a stripped program, which has no symbol table to check against.
+//
+// Thread safety: registration happens before main; plain functions' tasks are made on
+// first use under a lock; lookups are safe from any thread.
 #ifndef MPX_TASK_H_
 #define MPX_TASK_H_
 
@@ -119,12 +124,12 @@ struct TaskEntry {
 
 // Registry (registry.cc). register_task keeps the pointer: entries have static storage.
 void register_task(const TaskEntry* entry);
-const TaskEntry* find_task(const std::string& name);
+// By name: a registered task, or a plain function's (see function_task) once checked.
+// nullptr if there is none; *why (if given) then says what is wrong with the name.
+const TaskEntry* find_task(const std::string& name, std::string* why = nullptr);
 // By the registered function's address (a separate name: a string literal must never
 // silently pick this overload through its conversion to const void*).
 const TaskEntry* find_task_at(const void* function);
-// Throws NotRegistered with advice when function was not registered.
-const TaskEntry& require_task(const void* function, const char* what);
 
 template <class Fn>
 const void* function_address(Fn* fn) {
@@ -146,9 +151,24 @@ std::string argument_error_message(const TaskEntry& task, const std::exception& 
 // For arguments that could not be decoded for lack of memory.
 std::string out_of_memory_message(const TaskEntry& task);
 
+// Where a task's function comes from: a constant (MPX_TASK, lambdas: calls inlined)
+// or the entry (plain function pointers, resolved at run time: see function_task).
 template <auto F>
-struct TaskImpl {
-  using Traits = FunctionTraits<decltype(F)>;
+struct ConstantCallee {
+  using Pointer = decltype(F);
+  static constexpr Pointer get(const TaskEntry&) { return F; }
+};
+template <class P>
+struct EntryCallee {
+  using Pointer = P;
+  static Pointer get(const TaskEntry& self) {
+    return reinterpret_cast<Pointer>(const_cast<void*>(self.function));
+  }
+};
+
+template <class Callee>
+struct TaskRunner {
+  using Traits = FunctionTraits<typename Callee::Pointer>;
   using Codec = typename Traits::Codec;
   using R = typename Traits::Result;
   static_assert((check_result_type<R>(), true));
@@ -206,10 +226,10 @@ struct TaskImpl {
       const std::size_t item_begins = out.size();
       try {
         if constexpr (std::is_void_v<R>) {
-          std::apply(F, std::move(*args));
+          std::apply(Callee::get(self), std::move(*args));
           writer.packer().pack_nil();
         } else {
-          decltype(auto) result = std::apply(F, std::move(*args));
+          decltype(auto) result = std::apply(Callee::get(self), std::move(*args));
           ResultScope packing;  // an object the worker put() cannot leave with the result
           writer.packer().pack(result);
         }
@@ -252,13 +272,13 @@ struct TaskImpl {
       const std::size_t item_begins = out.size();
       try {
         if constexpr (std::is_void_v<R>) {
-          std::apply(F, std::move(*args));
+          std::apply(Callee::get(self), std::move(*args));
           writer->packer().pack_nil();
         } else if constexpr (kRawResult) {
-          const Bare<R> result = std::apply(F, std::move(*args));
+          const Bare<R> result = std::apply(Callee::get(self), std::move(*args));
           std::memcpy(writer->raw_slot(i), &result, sizeof result);
         } else {
-          decltype(auto) result = std::apply(F, std::move(*args));
+          decltype(auto) result = std::apply(Callee::get(self), std::move(*args));
           ResultScope packing;
           writer->packer().pack(result);
         }
@@ -282,9 +302,12 @@ struct TaskImpl {
     } catch (const std::exception& e) {
       throw DecodeError(argument_error_message(self, e));
     }
-    std::apply(F, std::move(*args));
+    std::apply(Callee::get(self), std::move(*args));
   }
 };
+
+template <auto F>
+using TaskImpl = TaskRunner<ConstantCallee<F>>;
 
 template <auto F>
 constexpr TaskEntry make_task_entry(const char* name, bool pure = false) {
@@ -383,6 +406,65 @@ auto closure_task() {
 }
 template <class F>
 using EnableIfClosure = std::enable_if_t<std::is_class_v<F>>;
+
+// Plain function pointers as tasks, without MPX_TASK: pool.map(square, xs). A pointer
+// is a run-time value, but its type is known where it is passed: that call
+// instantiates FunctionSignature<R (*)(P...)>, whose registration (a static member,
+// as for lambdas) gives every process of the program a runner for that signature.
+// The task's name carries the function's module, its offset there and the
+// signature's key (function_task, registry.cc). A process that receives the name runs
+// it only if the module's symbol table has a C++ function starting at that offset
+// whose parameter types are the signature's, so a message cannot make it call any
+// other code: not the middle of a function, not a function of other parameters, not a
+// signature the program never passes. (A C++ symbol does not record a non-template
+// function's result type: the offset comes from the driver, which took it from a
+// pointer of the right type.)
+struct SignatureEntry {
+  const char* type_name;        // typeid(R (*)(P...)).name()
+  const char* parameters_name;  // typeid(void (*)(P...)).name(): what symbols are checked against
+  std::size_t arity;
+  void (*run_chunk)(const TaskEntry& self, const char* data, std::size_t size,
+                    std::uint32_t expected, Buffer& out, bool& had_errors);
+  void (*run_call)(const TaskEntry& self, const char* data, std::size_t size);
+};
+void register_signature(const SignatureEntry* entry);
+// The task that runs the plain function at fn, of that signature: made once per
+// function and kept. Throws NotRegistered naming why when it cannot be found again by
+// other processes (no symbol table, not a C++ function, parameters that differ).
+const TaskEntry& function_task(const void* fn, const SignatureEntry& signature, const char* what);
+
+struct SignatureRegistration {
+  explicit SignatureRegistration(const SignatureEntry* entry) { register_signature(entry); }
+};
+
+template <class Pointer>
+struct FunctionSignature;
+template <class R, class... P>
+struct FunctionSignature<R (*)(P...)> {
+  using Runner = TaskRunner<EntryCallee<R (*)(P...)>>;
+  static const SignatureEntry& entry() {
+    static const SignatureEntry e{typeid(R (*)(P...)).name(), typeid(void (*)(P...)).name(),
+                                  sizeof...(P), &Runner::run_chunk, &Runner::run_call};
+    return e;
+  }
+  static const SignatureRegistration registration;
+};
+template <class R, class... P>
+const SignatureRegistration FunctionSignature<R (*)(P...)>::registration(
+    &FunctionSignature<R (*)(P...)>::entry());
+
+// The task for fn: its MPX_TASK registration (or its lambda's) when it has one, else
+// the plain function's. what names the operation in errors ("Pool::map").
+template <class R, class... P>
+const TaskEntry& require_task(R (*fn)(P...), const char* what) {
+  (void)&FunctionSignature<R (*)(P...)>::registration;  // registers the signature at start-up
+  if (const TaskEntry* e = find_task_at(function_address(fn))) return *e;
+  return function_task(function_address(fn), FunctionSignature<R (*)(P...)>::entry(), what);
+}
+template <class R, class... P>
+const TaskEntry& require_task(R (*fn)(P...) noexcept, const char* what) {
+  return require_task(static_cast<R (*)(P...)>(fn), what);
+}
 
 }  // namespace detail
 }  // namespace mpx

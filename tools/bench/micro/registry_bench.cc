@@ -20,6 +20,10 @@ MPX_TASK(square);
 std::size_t length(std::string s) { return s.size(); }
 MPX_TASK(length);
 
+// The same function without MPX_TASK: found by its place in the program.
+std::int64_t plain_square(std::int64_t x) { return x * x; }
+std::int64_t plain_cube(std::int64_t x) { return x * x * x; }
+
 }  // namespace mpx_micro_registry
 
 namespace {
@@ -51,13 +55,12 @@ void BM_FindTaskByName(benchmark::State& state) {
 }
 MPX_MICRO(BM_FindTaskByName);
 
-// run_chunk of square on a chunk of state.range(0) int64s.
-void BM_RunChunkSquare(benchmark::State& state) {
+// run_chunk of task on a chunk of state.range(0) int64s.
+void run_int64_chunks(benchmark::State& state, const mpx::detail::TaskEntry& task) {
   const auto n = static_cast<std::size_t>(state.range(0));
   std::vector<std::int64_t> xs(n);
   std::iota(xs.begin(), xs.end(), 0);
   const Buffer in = chunk_of(xs);
-  const auto& task = entry("square");
   Buffer out(n * 9 + 16);
   for (auto _ : state) {
     out.clear();
@@ -67,7 +70,31 @@ void BM_RunChunkSquare(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * n);
 }
+
+void BM_RunChunkSquare(benchmark::State& state) { run_int64_chunks(state, entry("square")); }
 MPX_MICRO(BM_RunChunkSquare)->Arg(1)->Arg(1000);
+
+// The first plain function of a process: reads the program's symbol table (once per
+// process, in the driver and in each worker), then checks the function. One iteration.
+void BM_FirstPlainFunctionResolution(benchmark::State& state) {
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(&mpx::detail::require_task(&mpx_micro_registry::plain_cube, "bench"));
+  }
+}
+MPX_MICRO(BM_FirstPlainFunctionResolution)->Iterations(1);
+
+// A worker's lookup of a plain function's name once it has been checked.
+void BM_FindPlainFunctionByName(benchmark::State& state) {
+  const std::string name = mpx::detail::require_task(&mpx_micro_registry::plain_square, "bench").name;
+  for (auto _ : state) benchmark::DoNotOptimize(mpx::detail::find_task(name));
+}
+MPX_MICRO(BM_FindPlainFunctionByName);
+
+// run_chunk of the plain function: an indirect call per item where MPX_TASK's is inlined.
+void BM_RunChunkPlainSquare(benchmark::State& state) {
+  run_int64_chunks(state, mpx::detail::require_task(&mpx_micro_registry::plain_square, "bench"));
+}
+MPX_MICRO(BM_RunChunkPlainSquare)->Arg(1)->Arg(1000);
 
 // Lookup by name plus run_chunk of a one-item chunk: the registry's share of one
 // apply_async round trip.
