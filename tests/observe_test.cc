@@ -56,11 +56,7 @@ class Ledger {
 };
 MPX_ACTOR(Ledger, add, fail, hang);
 
-std::string runfile(const std::string& path) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* workspace = std::getenv("TEST_WORKSPACE");
-  return std::string(srcdir ? srcdir : ".") + "/" + (workspace ? workspace : "mpx") + "/" + path;
-}
+using mpx::testing::runfile;
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 

@@ -203,10 +203,13 @@ std::string text(const PoolStatus& p, double rate) {
   o += buf;
   if (!p.broken.empty()) o += "  BROKEN: " + p.broken + "\n";
   const double per_s = rate >= 0 ? rate : p.uptime_s > 0 ? static_cast<double>(p.completed_items) / p.uptime_s : 0;
+  // Wanted: this host's, and the slots of every connected node agent.
+  int wanted = p.workers_wanted;
+  for (const NodeStatus& n : p.nodes) wanted += n.connected ? n.slots : 0;
   std::snprintf(buf, sizeof buf,
                 "  up %.1f s  workers %zu/%d  memory limit %s  queued %" PRIu64 " chunks  in flight %" PRIu64
                 " chunks\n",
-                p.uptime_s, p.workers.size(), p.workers_wanted,
+                p.uptime_s, p.workers.size(), wanted,
                 p.worker_memory_limit ? bytes_text(p.worker_memory_limit).c_str() : "none", p.queued_chunks,
                 p.in_flight_chunks);
   o += buf;
