@@ -82,7 +82,9 @@ void bump(std::atomic<std::uint64_t>& counter) {
   counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
-// Answers `mpx status` on its own thread, for the rest of the process's life.
+// Answers `mpx status` on a thread of its own, for the rest of the process's life. Bound
+// before the actor reports ready, so a spawned actor is listed from the start; the
+// rest is the thread's.
 void serve_status(const spawning::Bootstrap& boot, const Bootstrap& b, const detail::ActorFactoryEntry& factory,
                   const Activity& activity) {
   // The status socket and one reader at a time beside the actor's listener, callers
@@ -93,7 +95,6 @@ void serve_status(const spawning::Bootstrap& boot, const Bootstrap& b, const det
   fixed.pid = static_cast<std::int32_t>(getpid());
   fixed.driver_pid = static_cast<std::int32_t>(boot.driver);
   fixed.owner_pid = static_cast<std::int32_t>(boot.parent);
-  fixed.program = router::command_line(boot.driver);
   fixed.class_name = factory.class_name;
   fixed.name = boot.name;
   fixed.incarnation = b.incarnation;
@@ -101,6 +102,7 @@ void serve_status(const spawning::Bootstrap& boot, const Bootstrap& b, const det
   fixed.endpoint = b.endpoint;
   const auto started = std::chrono::steady_clock::now();
   std::thread([listener = std::move(listener), fixed = std::move(fixed), started, &factory, &activity]() mutable {
+    fixed.program = router::command_line(fixed.driver_pid);
     for (;;) {
       pollfd p{listener.fd(), POLLIN, 0};
       if (::poll(&p, 1, -1) < 0 && errno != EINTR) return;
