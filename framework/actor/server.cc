@@ -106,7 +106,7 @@ void serve_status(const spawning::Bootstrap& boot, const Bootstrap& b, const det
     for (;;) {
       pollfd p{listener.fd(), POLLIN, 0};
       if (::poll(&p, 1, -1) < 0 && errno != EINTR) return;
-      listener.answer_waiting([&] {
+      const bool accepted = listener.answer_waiting([&] {
         router::ActorStatus s = fixed;
         const std::int32_t method = activity.method.load(std::memory_order_relaxed);
         s.state = method < 0 ? "idle" : "running";
@@ -118,6 +118,8 @@ void serve_status(const spawning::Bootstrap& boot, const Bootstrap& b, const det
         s.rss_bytes = router::rss_bytes(getpid());
         return router::encode_status(s);
       });
+      // Out of descriptors: the socket stays readable; rest instead of spinning.
+      if (!accepted) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }).detach();
 }

@@ -316,7 +316,14 @@ int run_router(const spawning::Bootstrap& boot) {
     max_conns = std::min<std::size_t>(max_conns, nofile.rlim_cur > reserve ? nofile.rlim_cur - reserve : 16);
   }
   Clock::time_point listen_again{};  // after EMFILE: the listeners rest until then
-  transport::Loop::Id front_watch = 0, back_watch = 0;
+  transport::Loop::Id front_watch = 0, back_watch = 0, status_watch = 0;
+  auto rest_listeners = [&] {
+    // A listener stays readable: polling it now would spin.
+    listen_again = Clock::now() + std::chrono::milliseconds(100);
+    loop.set_events(front_watch, 0);
+    loop.set_events(back_watch, 0);
+    if (status_watch != 0) loop.set_events(status_watch, 0);
+  };
   auto accept_all = [&](transport::Listener& listener, bool is_front) {
     for (;;) {
       transport::Connection conn;
@@ -326,12 +333,9 @@ int run_router(const spawning::Bootstrap& boot) {
           return;
         case transport::Listener::Accept::kFailed:
           if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-            // The listener stays readable: polling it now would spin.
             logger().warn("router: cannot accept a connection: {}; pausing accepts for 100 ms",
                           std::strerror(errno));
-            listen_again = Clock::now() + std::chrono::milliseconds(100);
-            loop.set_events(front_watch, 0);
-            loop.set_events(back_watch, 0);
+            rest_listeners();
           }
           return;
         case transport::Listener::Accept::kForeign:
@@ -355,8 +359,8 @@ int run_router(const spawning::Bootstrap& boot) {
       StatusListener::open("router", 4 * static_cast<std::size_t>(config.workers) + 32);
   const std::string program = command_line(boot.driver);
   if (status_listener) {
-    loop.watch(status_listener.fd(), POLLIN, [&](short) {
-      status_listener.answer_waiting([&] {
+    status_watch = loop.watch(status_listener.fd(), POLLIN, [&](short) {
+      const bool accepted = status_listener.answer_waiting([&] {
         PoolStatus s = core.status(Clock::now());
         s.router_pid = static_cast<std::int32_t>(getpid());
         s.driver_pid = static_cast<std::int32_t>(boot.driver);
@@ -368,6 +372,10 @@ int run_router(const spawning::Bootstrap& boot) {
         }
         return encode_status(s);
       });
+      if (!accepted) {
+        logger().warn("router: cannot accept a status reader: {}; pausing accepts for 100 ms", std::strerror(errno));
+        rest_listeners();
+      }
     });
   }
   front_watch = loop.watch(front.fd(), POLLIN, [&](short) { accept_all(front, true); });
@@ -388,6 +396,7 @@ int run_router(const spawning::Bootstrap& boot) {
       listen_again = Clock::time_point{};
       loop.set_events(front_watch, POLLIN);
       loop.set_events(back_watch, POLLIN);
+      if (status_watch != 0) loop.set_events(status_watch, POLLIN);
     }
     auto wake = core.next_tick();
     if (remote) wake = std::min(wake, remote->next_tick());

@@ -71,7 +71,7 @@ Status decode(const std::string& bytes, const char* kind) {
   try {
     msgpack::object_handle oh = msgpack::unpack(bytes.data(), bytes.size());
     const std::string got = kind_of(oh.get());
-    if (got != kind) throw DecodeError(std::string(kind) + " status: the answer is an " + got + "'s");
+    if (got != kind) throw DecodeError(std::string(kind) + " status: the answer is of kind '" + got + "'");
     return oh.get().as<Status>();
   } catch (const DecodeError&) {
     throw;
@@ -118,12 +118,15 @@ StatusListener StatusListener::open(const std::string& what, std::size_t descrip
   return StatusListener(std::move(listener));
 }
 
-void StatusListener::answer_waiting(const std::function<std::string()>& snapshot) {
+bool StatusListener::answer_waiting(const std::function<std::string()>& snapshot) {
   for (;;) {
     transport::Connection conn;
     long peer = -1;
     const auto got = listener_.accept(&conn, &peer);
-    if (got == transport::Listener::Accept::kNone || got == transport::Listener::Accept::kFailed) return;
+    if (got == transport::Listener::Accept::kNone) return true;
+    if (got == transport::Listener::Accept::kFailed) {
+      return errno != EMFILE && errno != ENFILE && errno != ENOBUFS && errno != ENOMEM;
+    }
     if (got != transport::Listener::Accept::kAccepted) continue;
     bool gone = false;
     conn.send_some(snapshot(), &gone);

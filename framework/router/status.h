@@ -161,8 +161,10 @@ class StatusListener {
   int fd() const { return listener_.fd(); }
   // Without blocking: writes snapshot() (encoded) to every waiting peer of this uid and
   // closes it (others' are refused by the accept). Small enough for the socket buffer;
-  // a reader that takes less gets a truncated answer and says so.
-  void answer_waiting(const std::function<std::string()>& snapshot);
+  // a reader that takes less gets a truncated answer and says so. False when accepting
+  // failed for want of descriptors or memory: the socket stays readable, and the
+  // caller must rest before it waits on it again, or it would spin.
+  bool answer_waiting(const std::function<std::string()>& snapshot);
 
  private:
   explicit StatusListener(transport::Listener l) : listener_(std::move(l)) {}
