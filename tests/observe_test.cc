@@ -298,6 +298,12 @@ TEST_F(CliTest, StatusShowsActorsAndForgetsTheDead) {
       << json;
   EXPECT_TRUE(contains(json, "\"state\":\"running\",\"method\":\"hang\",\"calls_done\":1,")) << json;
 
+  // `mpx top` draws the same actors under its header.
+  const std::string top = mpx_cli({"top", "--iterations", "1"}).output;
+  EXPECT_TRUE(contains(top, " 2 actors\n")) << top;
+  EXPECT_TRUE(contains(top, "actors  driver " + std::to_string(driver_) + "  ")) << top;
+  EXPECT_TRUE(contains(top, " running hang ")) << top;
+
   // The unnamed actor dies (it is not restarted): it is listed no more. "books" dies
   // and is restarted: a new process, its counters anew, one restart.
   kill(busy, SIGKILL);
