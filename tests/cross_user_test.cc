@@ -1,7 +1,8 @@
 // Another user gets nothing: a process that dropped to uid/gid 65534 ("nobody") can
 // neither talk to a live pool's router (the router reads the peer's uid with
-// SO_PEERCRED and closes the connection) nor map a shared object of this user
-// (/proc/<owner>/fd is closed to it), while the same attempts from this user succeed.
+// SO_PEERCRED and closes the connection) nor read an actor's or a router's status
+// (`mpx status`) nor map a shared object of this user (/proc/<owner>/fd is closed to
+// it), while the same attempts from this user succeed.
 //
 // The other user is a copy of this binary started with posix_spawn running one
 // DISABLED_ helper test, which drops its privileges first. Needs root; skipped, with
@@ -22,6 +23,7 @@
 #include <gtest/gtest.h>
 #include <msgpack.hpp>
 
+#include "framework/router/status.h"
 #include "framework/testing/testing.h"
 #include "framework/transport/loop.h"
 #include "framework/transport/transport.h"
@@ -37,9 +39,19 @@ constexpr uid_t kNobody = 65534;
 constexpr char kEndpointVar[] = "MPX_CROSS_USER_ENDPOINT";
 constexpr char kHandleVar[] = "MPX_CROSS_USER_HANDLE";
 constexpr char kKeepUserVar[] = "MPX_CROSS_USER_KEEP_USER";  // control run: no drop
+constexpr char kStatusPidsVar[] = "MPX_CROSS_USER_STATUS_PIDS";  // "<actor pid> <router pid>"
 
 int square(int x) { return x * x; }
 MPX_TASK(square);
+
+class Tally {
+ public:
+  int add(int k) { return n_ += k; }
+
+ private:
+  int n_ = 0;
+};
+MPX_ACTOR(Tally, add);
 
 using mpx::testing::hex;
 using mpx::testing::unhex;
@@ -152,6 +164,44 @@ TEST(CrossUserHelper, DISABLED_TalkToRouter) {
   EXPECT_TRUE(disconnected) << "the router never dropped the connection";
 }
 
+TEST(CrossUserHelper, DISABLED_ReadStatus) {
+  const char* pids = std::getenv(kStatusPidsVar);
+  if (pids == nullptr) GTEST_SKIP() << "helper: run by CrossUserTest only";
+  int actor = 0, router = 0;
+  ASSERT_EQ(std::sscanf(pids, "%d %d", &actor, &router), 2) << pids;
+  become_other_user_or_skip();
+  if (IsSkipped()) return;
+  const bool same_user = std::getenv(kKeepUserVar) != nullptr;
+  // `mpx status` lists what answers; the sockets are in /proc/net/unix for all to see.
+  const auto live = mpx::router::live_status(milliseconds(5000));
+  bool listed_actor = false, listed_pool = false;
+  for (const auto& a : live.actors) listed_actor = listed_actor || a.pid == actor;
+  for (const auto& p : live.pools) listed_pool = listed_pool || p.router_pid == router;
+  EXPECT_EQ(listed_actor, same_user) << "uid " << getuid();
+  EXPECT_EQ(listed_pool, same_user) << "uid " << getuid();
+  std::string why;
+  const auto pool = mpx::router::query_status(mpx::router::status_endpoint_name(router), milliseconds(5000), &why);
+  EXPECT_EQ(pool.has_value(), same_user) << why;
+  if (!same_user) EXPECT_EQ(why, "served by uid 0, not this user");
+  // The actor, dialled raw (past the reader's own check): another user reads nothing.
+  mpx::transport::Connection raw =
+      mpx::transport::Connection::dial(mpx::transport::Endpoint::from(mpx::router::status_endpoint_name(actor)));
+  ASSERT_TRUE(raw) << std::strerror(errno);
+  std::string answer;
+  for (;;) {
+    pollfd p{raw.fd(), POLLIN, 0};
+    ASSERT_EQ(mpx::transport::poll(&p, 1, milliseconds(10000)), 1) << "the actor neither answered nor closed";
+    char buf[4096];
+    const ssize_t n = ::read(raw.fd(), buf, sizeof buf);
+    if (n <= 0) break;
+    answer.append(buf, static_cast<std::size_t>(n));
+  }
+  EXPECT_EQ(answer.empty(), !same_user) << answer.size() << " bytes of status for uid " << getuid();
+  // An actor's status is not a pool's.
+  EXPECT_FALSE(mpx::router::query_status(mpx::router::status_endpoint_name(actor), milliseconds(5000), &why));
+  if (same_user) EXPECT_NE(why.find("the answer is of kind 'actor'"), std::string::npos) << why;
+}
+
 TEST(CrossUserHelper, DISABLED_MapSharedValue) {
   const char* handle = std::getenv(kHandleVar);
   if (handle == nullptr) GTEST_SKIP() << "helper: run by CrossUserTest only";
@@ -200,6 +250,20 @@ TEST_F(CrossUserTest, RouterRefusesAnotherUser) {
   run_as_other_user("TalkToRouter", {std::string(kEndpointVar) + "=" + endpoint});
   if (IsSkipped()) return;
   EXPECT_EQ(pool.map(square, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
+}
+
+TEST_F(CrossUserTest, StatusRefusesAnotherUser) {
+  auto tally = mpx::spawn<Tally>();
+  EXPECT_EQ(tally.call(&Tally::add, 2).get(), 2);
+  mpx::Pool pool(1);
+  const std::string pids =
+      std::string(kStatusPidsVar) + "=" + std::to_string(tally.pid()) + " " + std::to_string(pool.router_pid());
+  // Control: a process of this user sees both.
+  run_as_other_user("ReadStatus", {pids, std::string(kKeepUserVar) + "=1"});
+  if (HasFatalFailure()) return;
+  run_as_other_user("ReadStatus", {pids});
+  if (IsSkipped()) return;
+  EXPECT_EQ(tally.call(&Tally::add, 1).get(), 3);
 }
 
 TEST_F(CrossUserTest, SharedMemoryRefusesAnotherUser) {

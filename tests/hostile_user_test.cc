@@ -341,6 +341,39 @@ TEST_F(HostileUserTest, APoolFitsUnderATinyDescriptorLimitOrNamesTheWayOut) {
   EXPECT_NE(result.find("ulimit -n"), std::string::npos) << result;
 }
 
+class Echo {
+ public:
+  int twice(int x) { return 2 * x; }
+};
+MPX_ACTOR(Echo, twice);
+
+// Spawns an actor under RLIMIT_NOFILE 32 and calls it; prints "RESULT: <answer>", then
+// "STATUS SOCKETS: <n>" (the actor's listening status sockets).
+TEST(HostileUserHelper, DISABLED_ActorUnderATightDescriptorLimit) {
+  const rlimit limit{32, 32};
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &limit), 0);
+  auto echo = mpx::spawn<Echo>();
+  std::printf("RESULT: %d\n", echo.call(&Echo::twice, 21).get());
+  int sockets = 0;
+  for (const std::string& e : mpx::testing::listening_endpoints(echo.pid())) {
+    sockets += e.size() > 7 && e.compare(e.size() - 7, 7, "-status") == 0;
+  }
+  std::printf("STATUS SOCKETS: %d\n", sockets);
+}
+
+// Its callers come first: the actor serves, without the status socket `mpx status`
+// would read, and says so.
+TEST_F(HostileUserTest, AnActorUnderATightDescriptorLimitServesWithoutAStatusSocket) {
+  const auto run = mpx::testing::run_helper("HostileUserHelper.DISABLED_ActorUnderATightDescriptorLimit", {},
+                                            seconds(60));
+  ASSERT_FALSE(run.timed_out) << run.output;
+  EXPECT_NE(run.output.find("RESULT: 42\n"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("STATUS SOCKETS: 0\n"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("no status socket (mpx status will not list it): the descriptor limit of 32"),
+            std::string::npos)
+      << run.output;
+}
+
 TEST_F(HostileUserTest, AnArgumentLargerThanTheWorkersMemoryLimitFailsItsItemSayingSo) {
 #ifdef MPX_UNDER_SANITIZER
   GTEST_SKIP() << "sanitizers reserve terabytes of address space: RLIMIT_AS cannot apply";

@@ -12,10 +12,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -24,6 +27,7 @@
 #include <gtest/gtest.h>
 
 #include "framework/node/keys.h"
+#include "framework/router/status.h"
 #include "framework/testing/testing.h"
 #include "mpx/mpx.h"
 
@@ -140,6 +144,96 @@ TEST(NodeTest, AReplacedRouterListensWhereItsPredecessorDidAndTheAgentsRejoin) {
     for (long long i = 0; i < 20000; ++i) ASSERT_EQ(out[i], i * i);
     EXPECT_NE(pool.router_pid(), router);
     EXPECT_EQ(pool.endpoint(), endpoint);
+  }
+  ::unlink(key.c_str());
+}
+
+// `mpx status` of a pool that listens: its endpoint, each agent (host, pid, slots,
+// workers, connected), each remote worker's host; a killed agent shows as lost.
+TEST(NodeTest, StatusShowsTheNodesAndWhereEachWorkerRuns) {
+  const std::string key = temp_path("cluster-status.key");
+  {
+    mpx::Pool pool(listening(key));
+    Agent a(pool.endpoint(), key, 2);
+    Agent b(pool.endpoint(), key, 1);
+    pool.wait_for_workers(3, 60s);
+    char host[256] = {0};
+    ASSERT_EQ(::gethostname(host, sizeof host - 1), 0);
+    const std::string place_a = std::string(host) + " (agent " + std::to_string(a.pid) + ", #";
+    const std::string place_b = std::string(host) + " (agent " + std::to_string(b.pid) + ", #";
+    const std::string status_endpoint = mpx::router::status_endpoint_name(pool.router_pid());
+    std::string why;
+    std::optional<mpx::router::PoolStatus> s;
+    // Every worker says READY before the status counts it idle.
+    mpx::testing::wait_until(
+        [&] {
+          s = mpx::router::query_status(status_endpoint, 10s, &why);
+          if (!s || s->workers.size() != 3) return false;
+          for (const auto& w : s->workers) {
+            if (w.pid <= 0) return false;
+          }
+          return true;
+        },
+        30s);
+    ASSERT_TRUE(s) << why;
+    EXPECT_EQ(s->listen_endpoint, pool.endpoint());
+    ASSERT_EQ(s->nodes.size(), 2u);
+    for (const auto& n : s->nodes) {
+      const bool is_a = n.agent_pid == a.pid;
+      EXPECT_TRUE(is_a || n.agent_pid == b.pid) << n.agent_pid;
+      EXPECT_EQ(n.host, host);
+      EXPECT_EQ(n.place.rfind(is_a ? place_a : place_b, 0), 0u) << n.place;
+      EXPECT_EQ(n.slots, is_a ? 2 : 1);
+      EXPECT_EQ(n.workers, is_a ? 2u : 1u);
+      EXPECT_TRUE(n.connected);
+      EXPECT_EQ(n.lost, "");
+    }
+    int on_a = 0;
+    for (const auto& w : s->workers) {
+      EXPECT_FALSE(w.host.empty()) << w.name << " runs on an agent, not on the router's host";
+      if (w.host.rfind(place_a, 0) == 0) {
+        ++on_a;
+        const auto pids = mpx::testing::worker_pids(a.pid);
+        EXPECT_EQ(std::count(pids.begin(), pids.end(), w.pid), 1) << w.name << " " << w.pid;
+      }
+      EXPECT_EQ(w.rss_bytes, 0u) << "a remote worker's memory is its host's to tell";
+    }
+    EXPECT_EQ(on_a, 2);
+
+    // The CLI shows the same.
+    auto cli = mpx::testing::run_command({mpx::testing::runfile("tools/cli/mpx"), "status"}, {}, 30s);
+    EXPECT_NE(cli.output.find("  node agents dial " + pool.endpoint() + "\n"), std::string::npos) << cli.output;
+    EXPECT_NE(cli.output.find("  NODE"), std::string::npos) << cli.output;
+    EXPECT_NE(cli.output.find("  workers 3/3  "), std::string::npos) << "the agents' slots are wanted too: "
+                                                                     << cli.output;
+    char row[512];
+    std::snprintf(row, sizeof row, "  %-32s %7d %5d %7d  connected ", host, a.pid, 2, 2);
+    EXPECT_NE(cli.output.find(row), std::string::npos) << row << "\n" << cli.output;
+    EXPECT_NE(cli.output.find("  HOST\n"), std::string::npos) << cli.output;
+    EXPECT_NE(cli.output.find("  " + place_b), std::string::npos) << cli.output;
+
+    // Agent b is killed: after the host timeout it is lost, and so are its workers.
+    ::kill(b.pid, SIGKILL);
+    mpx::testing::wait_until(
+        [&] {
+          s = mpx::router::query_status(status_endpoint, 10s, &why);
+          return s && s->nodes.size() == 2 && !s->nodes[1].connected;
+        },
+        30s);
+    ASSERT_TRUE(s) << why;
+    ASSERT_EQ(s->nodes.size(), 2u);
+    EXPECT_EQ(s->nodes[0].agent_pid, a.pid);
+    EXPECT_TRUE(s->nodes[0].connected);
+    EXPECT_EQ(s->nodes[1].agent_pid, b.pid);
+    EXPECT_FALSE(s->nodes[1].connected);
+    EXPECT_EQ(s->nodes[1].workers, 0u);
+    EXPECT_NE(s->nodes[1].lost.find("silent"), std::string::npos) << s->nodes[1].lost;
+    for (const auto& w : s->workers) EXPECT_EQ(w.host.rfind(place_a, 0), 0u) << w.name << " on " << w.host;
+    cli = mpx::testing::run_command({mpx::testing::runfile("tools/cli/mpx"), "status", "--json"}, {}, 30s);
+    EXPECT_NE(cli.output.find("\"agent_pid\":" + std::to_string(b.pid) + ",\"slots\":1,\"workers\":0,"
+                              "\"connected\":false,"),
+              std::string::npos)
+        << cli.output;
   }
   ::unlink(key.c_str());
 }

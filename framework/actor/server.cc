@@ -3,18 +3,26 @@
 // One thread: a Loop over the listening socket and one stream per caller process.
 // Answers are queued per caller and written without blocking, so a caller that stops
 // reading cannot stall the others.
+//
+// `mpx status`: a second thread answers on the actor's status socket
+// (framework/router/status.h) from counters the serving thread keeps. It is a thread,
+// not a watch in the Loop, because a method may run for hours, and that is when one
+// asks what the actor does; the serving thread pays a few relaxed stores per call.
 #include <poll.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 #include "framework/actor/control.h"
 #include "framework/actor/server.h"
+#include "framework/router/status.h"
 #include "framework/transport/loop.h"
 #include "framework/transport/transport.h"
 #include "framework/wire/messages.h"
@@ -59,11 +67,72 @@ struct Caller {
 
 constexpr unsigned kLoggedDrops = 3;
 
+// What the serving thread tells the status thread. Written by the serving thread only
+// (so a relaxed load and store make an increment); read by the status thread, which
+// needs no ordering between them. Leaked: the status thread may read it while the
+// process exits.
+struct Activity {
+  std::atomic<std::int32_t> method{-1};  // running now, -1: idle
+  std::atomic<std::uint64_t> calls_done{0};
+  std::atomic<std::uint64_t> calls_failed{0};
+  std::atomic<std::uint32_t> callers{0};
+};
+
+void bump(std::atomic<std::uint64_t>& counter) {
+  counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+// Answers `mpx status` on a thread of its own, for the rest of the process's life. Bound
+// before the actor reports ready, so a spawned actor is listed from the start; the
+// rest is the thread's.
+void serve_status(const spawning::Bootstrap& boot, const Bootstrap& b, const detail::ActorFactoryEntry& factory,
+                  const Activity& activity) {
+  // The status socket and one reader at a time beside the actor's listener, callers
+  // and shared segments; under a tighter limit the callers come first.
+  auto listener = router::StatusListener::open("actor " + boot.name, 64);
+  if (!listener) return;
+  router::ActorStatus fixed;
+  fixed.pid = static_cast<std::int32_t>(getpid());
+  fixed.driver_pid = static_cast<std::int32_t>(boot.driver);
+  fixed.owner_pid = static_cast<std::int32_t>(boot.parent);
+  fixed.class_name = factory.class_name;
+  fixed.name = boot.name;
+  fixed.incarnation = b.incarnation;
+  fixed.restarts = b.incarnation - 1;
+  fixed.endpoint = b.endpoint;
+  const auto started = std::chrono::steady_clock::now();
+  std::thread([listener = std::move(listener), fixed = std::move(fixed), started, &factory, &activity]() mutable {
+    fixed.program = router::command_line(fixed.driver_pid);
+    for (;;) {
+      pollfd p{listener.fd(), POLLIN, 0};
+      if (::poll(&p, 1, -1) < 0 && errno != EINTR) return;
+      const bool accepted = listener.answer_waiting([&] {
+        router::ActorStatus s = fixed;
+        const std::int32_t method = activity.method.load(std::memory_order_relaxed);
+        s.state = method < 0 ? "idle" : "running";
+        if (method >= 0) s.method = (*factory.method_names)[static_cast<std::size_t>(method)];
+        s.calls_done = activity.calls_done.load(std::memory_order_relaxed);
+        s.calls_failed = activity.calls_failed.load(std::memory_order_relaxed);
+        s.callers = activity.callers.load(std::memory_order_relaxed);
+        s.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        s.rss_bytes = router::rss_bytes(getpid());
+        return router::encode_status(s);
+      });
+      // Out of descriptors: the socket stays readable; rest instead of spinning.
+      if (!accepted) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }).detach();
+}
+
 class Server {
  public:
   Server(const detail::ActorFactoryEntry& factory, void* object, std::uint32_t incarnation,
-         transport::Listener listener)
-      : factory_(factory), object_(object), incarnation_(incarnation), listener_(std::move(listener)) {}
+         transport::Listener listener, Activity& activity)
+      : factory_(factory),
+        object_(object),
+        incarnation_(incarnation),
+        listener_(std::move(listener)),
+        activity_(activity) {}
 
   // Serves until STOP; returns the exit code.
   int run() {
@@ -103,6 +172,7 @@ class Server {
       const int fd = raw->conn.fd();
       raw->watch = loop_.watch(fd, POLLIN, [this, raw](short ev) { on_ready(*raw, ev); });
       callers_.emplace(fd, std::move(c));
+      activity_.callers.store(static_cast<std::uint32_t>(callers_.size()), std::memory_order_relaxed);
     }
   }
 
@@ -132,6 +202,7 @@ class Server {
     }
     loop_.unwatch(c.watch);
     callers_.erase(c.conn.fd());  // closes it
+    activity_.callers.store(static_cast<std::uint32_t>(callers_.size()), std::memory_order_relaxed);
   }
 
   void flush(Caller& c) {
@@ -214,9 +285,15 @@ class Server {
       return;
     }
     out_.clear();
+    activity_.method.store(static_cast<std::int32_t>(call.method), std::memory_order_relaxed);
     try {
       factory_.methods[call.method](object_, payload.data(), payload.size(), out_);
+      activity_.method.store(-1, std::memory_order_relaxed);
+      bump(activity_.calls_done);
     } catch (...) {
+      activity_.method.store(-1, std::memory_order_relaxed);
+      bump(activity_.calls_done);
+      bump(activity_.calls_failed);
       const detail::ErrorInfo error = detail::current_error();
       if (call.tell) {
         logger().error("{}::{} (told, nobody waits for it) raised {}: {}", factory_.class_name,
@@ -235,6 +312,7 @@ class Server {
   void* object_;
   const std::uint32_t incarnation_;
   transport::Listener listener_;
+  Activity& activity_;
   const std::int32_t pid_ = static_cast<std::int32_t>(getpid());
   transport::Loop loop_;
   bool stopped_ = false;  // STOP came: the object is destroyed, the process exits
@@ -282,8 +360,10 @@ int run_actor(const spawning::Bootstrap& boot) {
     report(boot.ready_fd, std::string(1, kFailedByte) + detail::encode_error(detail::current_error()));
     return 3;
   }
+  auto* activity = new Activity();  // leaked: see Activity
+  serve_status(boot, b, *factory, *activity);
   report(boot.ready_fd, std::string(1, kReadyByte));
-  Server server(*factory, object, b.incarnation, std::move(listener));
+  Server server(*factory, object, b.incarnation, std::move(listener), *activity);
   return server.run();
 }
 

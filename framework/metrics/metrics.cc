@@ -87,6 +87,7 @@ class PoolCollector final : public prometheus::Collectable {
     out.push_back(std::move(latency));
     MetricFamily rss{"mpx_worker_resident_bytes", "Resident memory of each worker", MetricType::Gauge, {}};
     for (const auto& w : s->workers) {
+      if (!w.host.empty()) continue;  // a node agent's: its memory is not read from this host
       ClientMetric m;
       m.label.push_back({"worker", w.name});
       m.label.push_back({"pid", std::to_string(w.pid)});

@@ -138,7 +138,10 @@ void RemoteWorkers::admit(const std::string& rid, const std::string& bytes) {
   Agent& agent = agents_[rid];
   agent.rid = rid;
   agent.place = hello.host + " (agent " + std::to_string(hello.pid) + ", #" + std::to_string(next_agent_++) + ")";
-  agent.last_heard = Clock::now();
+  agent.host = hello.host;
+  agent.pid = hello.pid;
+  agent.slots = hello.slots;
+  agent.joined = agent.last_heard = Clock::now();
   place_rid_[agent.place] = rid;
   node::Welcome welcome;
   welcome.heartbeat_interval = beat_interval_;
@@ -272,7 +275,32 @@ void RemoteWorkers::lose(const std::string& rid, const std::string& why) {
   for (const auto& id : agent.workers) worker_rid_.erase(id);
   say(rid, static_cast<char>(node::Kind::kLost), why);
   logger().warn("router: host {} lost: {}", agent.place, why);
-  events_.lost(agent.place, "host " + agent.place + " lost: " + why);
+  const std::string place = agent.place;
+  lost_.push_back(Lost{std::move(agent), why});
+  if (lost_.size() > kShownLost) lost_.pop_front();
+  events_.lost(place, "host " + place + " lost: " + why);
+}
+
+std::vector<NodeStatus> RemoteWorkers::nodes(Clock::time_point now) const {
+  auto status = [&](const Agent& a, bool connected) {
+    NodeStatus n;
+    n.place = a.place;
+    n.host = a.host;
+    n.agent_pid = a.pid;
+    n.slots = a.slots;
+    n.workers = connected ? static_cast<std::uint32_t>(a.workers.size()) : 0;
+    n.connected = connected;
+    n.joined_s_ago = std::chrono::duration<double>(now - a.joined).count();
+    n.heard_s_ago = std::chrono::duration<double>(now - a.last_heard).count();
+    return n;
+  };
+  std::vector<NodeStatus> out;
+  for (const auto& [rid, agent] : agents_) out.push_back(status(agent, true));
+  for (auto it = lost_.rbegin(); it != lost_.rend(); ++it) {
+    out.push_back(status(it->agent, false));
+    out.back().lost = it->why;
+  }
+  return out;
 }
 
 void RemoteWorkers::tick(Clock::time_point now) {

@@ -18,6 +18,7 @@
 #define MPX_FRAMEWORK_ROUTER_REMOTE_WORKERS_H_
 
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -25,6 +26,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "framework/node/zmq.h"
 #include "framework/router/router.h"
@@ -64,11 +66,17 @@ class RemoteWorkers final : public WorkerSupervisor {
   Clock::time_point next_tick() const { return next_beat_; }
   // Tells every agent the pool is gone.
   void quit_all(const std::string& why);
+  // For `mpx status`: the connected agents, then the last few lost ones.
+  std::vector<NodeStatus> nodes(Clock::time_point now) const;
 
  private:
   struct Agent {
     std::string rid;
     std::string place;
+    std::string host;
+    std::int64_t pid = 0;
+    int slots = 0;
+    Clock::time_point joined;
     Clock::time_point last_heard;
     std::set<std::string, std::less<>> workers;
     std::set<std::string, std::less<>> stopped;
@@ -93,6 +101,13 @@ class RemoteWorkers final : public WorkerSupervisor {
   std::map<std::string, std::string, std::less<>> worker_rid_;  // worker id -> routing id
   std::map<std::string, std::string> place_rid_;                // place -> routing id
   std::set<std::string> lost_rids_;                             // their frames are dropped
+  // The last kShownLost agents lost, for status: what they were, and why.
+  struct Lost {
+    Agent agent;
+    std::string why;
+  };
+  std::deque<Lost> lost_;
+  static constexpr std::size_t kShownLost = 8;
   int next_agent_ = 1;
   Clock::time_point next_beat_;
 };

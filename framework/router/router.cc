@@ -700,6 +700,7 @@ PoolStatus RouterCore::status(Clock::time_point now) const {
   for (const auto& [id, w] : workers_) {
     WorkerStatus ws;
     ws.pid = w.pid;
+    ws.host = w.place;
     ws.name = w.name;
     switch (w.state) {
       case State::kStarting: ws.state = "starting"; break;
@@ -722,7 +723,8 @@ PoolStatus RouterCore::status(Clock::time_point now) const {
     }
     ws.chunks_done = w.chunks_done;
     ws.items_done = w.items_done;
-    if (w.pid > 0) ws.rss_bytes = rss_bytes(w.pid);
+    // A remote worker's pid is its host's: this host's /proc knows nothing of it.
+    if (w.pid > 0 && w.place.empty()) ws.rss_bytes = rss_bytes(w.pid);
     s.workers.push_back(std::move(ws));
   }
   return s;

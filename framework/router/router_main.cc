@@ -10,7 +10,6 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <vector>
@@ -317,7 +316,14 @@ int run_router(const spawning::Bootstrap& boot) {
     max_conns = std::min<std::size_t>(max_conns, nofile.rlim_cur > reserve ? nofile.rlim_cur - reserve : 16);
   }
   Clock::time_point listen_again{};  // after EMFILE: the listeners rest until then
-  transport::Loop::Id front_watch = 0, back_watch = 0;
+  transport::Loop::Id front_watch = 0, back_watch = 0, status_watch = 0;
+  auto rest_listeners = [&] {
+    // A listener stays readable: polling it now would spin.
+    listen_again = Clock::now() + std::chrono::milliseconds(100);
+    loop.set_events(front_watch, 0);
+    loop.set_events(back_watch, 0);
+    if (status_watch != 0) loop.set_events(status_watch, 0);
+  };
   auto accept_all = [&](transport::Listener& listener, bool is_front) {
     for (;;) {
       transport::Connection conn;
@@ -327,12 +333,9 @@ int run_router(const spawning::Bootstrap& boot) {
           return;
         case transport::Listener::Accept::kFailed:
           if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-            // The listener stays readable: polling it now would spin.
             logger().warn("router: cannot accept a connection: {}; pausing accepts for 100 ms",
                           std::strerror(errno));
-            listen_again = Clock::now() + std::chrono::milliseconds(100);
-            loop.set_events(front_watch, 0);
-            loop.set_events(back_watch, 0);
+            rest_listeners();
           }
           return;
         case transport::Listener::Accept::kForeign:
@@ -349,46 +352,29 @@ int run_router(const spawning::Bootstrap& boot) {
       io.add(std::make_unique<Conn>(std::move(conn), is_front, Clock::now()));
     }
   };
-  // `mpx status`: one snapshot per connection of the same user (Listener::accept
-  // refuses others), written at once and closed. Small enough for the socket buffer;
-  // a reader that takes less gets a truncated answer and says so.
-  // Under a descriptor limit with little room (each worker needs a pidfd and a
-  // connection, each respawn a few more for a moment) the workers come first: no status.
-  transport::Listener status_listener;
-  if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
-      nofile.rlim_cur < 4 * static_cast<rlim_t>(config.workers) + 32) {
-    logger().warn("router: no status socket (mpx status will not list this pool): the descriptor "
-                  "limit of {} leaves no room beside {} workers",
-                  static_cast<unsigned long long>(nofile.rlim_cur), config.workers);
-  } else {
-    status_listener = transport::Listener::bind(transport::Endpoint::from(status_endpoint_name(getpid())));
-    if (!status_listener) {
-      logger().warn("router: no status socket (mpx status will not list this pool): {}",
-                    std::strerror(errno));
-    }
-  }
-  std::string program;
-  {
-    std::ifstream in("/proc/" + std::to_string(boot.driver) + "/cmdline");
-    std::getline(in, program, '\0');
-    for (std::string arg; std::getline(in, arg, '\0');) program += " " + arg;
-  }
+  // `mpx status`: one snapshot per connection of the same user. Under a descriptor
+  // limit with little room (each worker needs a pidfd and a connection, each respawn a
+  // few more for a moment) the workers come first: no status.
+  StatusListener status_listener =
+      StatusListener::open("router", 4 * static_cast<std::size_t>(config.workers) + 32);
+  const std::string program = command_line(boot.driver);
   if (status_listener) {
-    loop.watch(status_listener.fd(), POLLIN, [&](short) {
-      for (;;) {
-        transport::Connection conn;
-        long peer = -1;
-        const auto got = status_listener.accept(&conn, &peer, frame_limit);
-        if (got == transport::Listener::Accept::kNone || got == transport::Listener::Accept::kFailed) return;
-        if (got != transport::Listener::Accept::kAccepted) continue;
+    status_watch = loop.watch(status_listener.fd(), POLLIN, [&](short) {
+      const bool accepted = status_listener.answer_waiting([&] {
         PoolStatus s = core.status(Clock::now());
         s.router_pid = static_cast<std::int32_t>(getpid());
         s.driver_pid = static_cast<std::int32_t>(boot.driver);
         s.program = program;
         s.front_endpoint = config.front_endpoint;
-        const std::string bytes = encode_status(s);
-        bool gone = false;
-        conn.send_some(bytes, &gone);
+        if (remote) {
+          s.listen_endpoint = remote->endpoint();
+          s.nodes = remote->nodes(Clock::now());
+        }
+        return encode_status(s);
+      });
+      if (!accepted) {
+        logger().warn("router: cannot accept a status reader: {}; pausing accepts for 100 ms", std::strerror(errno));
+        rest_listeners();
       }
     });
   }
@@ -410,6 +396,7 @@ int run_router(const spawning::Bootstrap& boot) {
       listen_again = Clock::time_point{};
       loop.set_events(front_watch, POLLIN);
       loop.set_events(back_watch, POLLIN);
+      if (status_watch != 0) loop.set_events(status_watch, POLLIN);
     }
     auto wake = core.next_tick();
     if (remote) wake = std::min(wake, remote->next_tick());

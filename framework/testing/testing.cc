@@ -439,5 +439,11 @@ std::string self_exe() {
   return n > 0 ? std::string(path, static_cast<std::size_t>(n)) : std::string("/proc/self/exe");
 }
 
+std::string runfile(const std::string& path) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  return std::string(srcdir ? srcdir : ".") + "/" + (workspace ? workspace : "mpx") + "/" + path;
+}
+
 }  // namespace testing
 }  // namespace mpx

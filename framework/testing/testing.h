@@ -58,6 +58,9 @@ using Launcher = std::vector<std::string>;
 // launcher that has to name it: /proc/self/exe would name the launcher itself.
 std::string self_exe();
 
+// The path of a Bazel runfile of this test ("tools/cli/mpx"): $TEST_SRCDIR/<workspace>/path.
+std::string runfile(const std::string& path);
+
 // A copy of this test binary started as a separate driver: it runs only gtest_filter
 // (a DISABLED_ test that checks env_flag is set, then prints "READY" and blocks).
 // Returns once READY was printed, with everything printed up to then in output;
