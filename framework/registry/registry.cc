@@ -3,9 +3,6 @@
 // Registration runs during static initialisation, in an unspecified order across
 // translation units, so the tables live in function-local statics. After main starts
 // they are read-only, hence read without locks.
-#include <dlfcn.h>
-#include <link.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <memory>
@@ -51,13 +48,15 @@ std::string signature_key(const SignatureEntry& s) {
   return key;
 }
 
-// "<module>+0x<offset>" of address; "?+0x<address>" outside any module.
-std::string where_in_module(const void* address) {
+// "<module>+0x<offset>" of address; "?+0x<address>" outside any module. A module name
+// is cut to module_room characters (a cut name still tells lambdas apart, but cannot
+// be found again: plain functions pass no limit).
+std::string where_in_module(const void* address, std::size_t module_room = std::string::npos) {
   const std::optional<LoadedModule> m = module_of(address);
   const std::uintptr_t offset = reinterpret_cast<std::uintptr_t>(address) - (m ? m->bias : 0);
   char where[32];
   std::snprintf(where, sizeof where, "+0x%zx", static_cast<std::size_t>(offset));
-  return (m ? m->name.substr(0, 80) : std::string("?")) + where;
+  return (m ? m->name.substr(0, module_room) : std::string("?")) + where;
 }
 
 // The parameter list a demangler prints for a function type or symbol: the last
@@ -95,14 +94,16 @@ class FunctionTasks {
       throw NotRegistered(std::string(what) + ": the function at " + where +
                           " cannot be found again by other processes: " + e.what() + advice);
     }
+    // Names travel in a 255-byte field: the symbol shown is cut, never the parts that
+    // find the function again.
     const std::string tail = " #" + signature_key(signature) + " @" + where;
-    std::string shown = c.symbol;
-    const std::size_t room = 255 - std::string(kFunctionPrefix).size() - tail.size();
-    if (tail.size() + 40 > 255) {
+    const std::size_t fixed = std::string(kFunctionPrefix).size() + tail.size();
+    if (fixed + 40 > 255) {
       throw NotRegistered(std::string(what) + ": the function at " + where +
                           " lives in a module whose name is too long for a task name" + advice);
     }
-    if (shown.size() > room) shown = shown.substr(0, room - 3) + "...";
+    std::string shown = c.symbol;
+    if (shown.size() > 255 - fixed) shown = shown.substr(0, 255 - fixed - 3) + "...";
     return *(by_address_[fn] = add(kFunctionPrefix + shown + tail, c));
   }
 
@@ -235,7 +236,7 @@ const TaskEntry& function_task(const void* fn, const SignatureEntry& signature, 
 }
 
 std::string closure_task_name(const std::type_info& closure, const void* invoker) {
-  const std::string suffix = " @" + where_in_module(invoker);
+  const std::string suffix = " @" + where_in_module(invoker, 80);
   std::string type = demangle(closure.name());
   // Names travel in a 255-byte field: the type is cut, never the part that makes the
   // name unique.

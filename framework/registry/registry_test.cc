@@ -88,6 +88,9 @@ int never_registered(int x) { return x; }
 int also_unregistered(int x) { return -x; }
 int two_unregistered(int a, int b) { return a - b; }
 extern "C" int c_linkage(int x) { return x + 1; }
+// A signature whose demangled text alone is longer than a task name may be.
+using LongType = std::map<std::string, std::vector<std::tuple<std::string, std::vector<double>, std::map<int, std::string>>>>;
+std::size_t long_signature(LongType a, LongType b, std::vector<LongType> c) { return a.size() + b.size() + c.size(); }
 
 }  // namespace mpx_registry_test
 
@@ -192,6 +195,21 @@ TEST(RegistryTest, APlainFunctionIsFoundAgainByItsPlaceInTheProgram) {
   EXPECT_EQ(detail::find_task(name), &e);
   EXPECT_NE(&detail::require_task(&t::also_unregistered, "map"), &e);
   EXPECT_EQ(detail::require_task(&t::two_unregistered, "starmap").arity, 2u);
+}
+
+TEST(RegistryTest, ALongSignatureIsCutInTheShownNameOnly) {
+  const detail::TaskEntry& e = detail::require_task(&t::long_signature, "map");
+  const std::string name = e.name;
+  EXPECT_LE(name.size(), 255u) << name;
+  EXPECT_NE(name.find("... #"), std::string::npos) << name;
+  std::string why;
+  EXPECT_EQ(detail::find_task(name, &why), &e) << why;
+  // Found again from the name alone, as another process would.
+  const std::string renamed = "function x" + name.substr(name.find(" #"));
+  const detail::TaskEntry* again = detail::find_task(renamed, &why);
+  ASSERT_NE(again, nullptr) << why;
+  EXPECT_EQ(again->function, detail::function_address(&t::long_signature));
+  EXPECT_EQ(again->arity, 3u);
 }
 
 // The name of a function with the same signature, with its offset replaced: the
