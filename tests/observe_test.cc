@@ -186,6 +186,16 @@ class CliTest : public ::testing::Test {
     if (driver_ <= 0) return 0;
     return std::atoi(helper.output.c_str() + helper.output.find("READY ") + 6);
   }
+  // SIGKILLs the helper driver: everything it started ends, and `mpx status` no longer
+  // lists anything of it.
+  void kill_driver_and_expect_it_unlisted() {
+    kill(driver_, SIGKILL);
+    waitpid(driver_, nullptr, 0);
+    EXPECT_TRUE(mpx::testing::wait_no_descendants(seconds(10), driver_).empty());
+    const std::string after = mpx_cli({"status"}).output;
+    EXPECT_FALSE(contains(after, "driver " + std::to_string(driver_) + " ")) << after;
+    driver_ = 0;
+  }
   mpx::testing::HelperRun mpx_cli(const std::vector<std::string>& args) {
     std::vector<std::string> argv{runfile("tools/cli/mpx")};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -229,12 +239,7 @@ TEST_F(CliTest, StatusShowsEveryWorkerAndForgetsDeadPools) {
   EXPECT_TRUE(contains(json, "\"nodes\":[]}],\"actors\":[")) << "a pool without agents: " << json;
 
   // The driver dies: its router and workers go, and so does the pool from the list.
-  kill(driver_, SIGKILL);
-  waitpid(driver_, nullptr, 0);
-  EXPECT_TRUE(mpx::testing::wait_no_descendants(seconds(10), driver_).empty());
-  const std::string after = mpx_cli({"status"}).output;
-  EXPECT_FALSE(contains(after, "driver " + std::to_string(driver_) + " ")) << after;
-  driver_ = 0;
+  kill_driver_and_expect_it_unlisted();
 }
 
 // A driver with two actors: "books" (named, restarted when it dies) answered 3 calls
@@ -320,12 +325,7 @@ TEST_F(CliTest, StatusShowsActorsAndForgetsTheDead) {
   EXPECT_TRUE(contains(out, " idle                        0       0       0        1 ")) << "restarted once: " << out;
 
   // The driver dies: its actors end, and nothing of it is listed.
-  kill(driver_, SIGKILL);
-  waitpid(driver_, nullptr, 0);
-  EXPECT_TRUE(mpx::testing::wait_no_descendants(seconds(10), driver_).empty());
-  const std::string after = mpx_cli({"status"}).output;
-  EXPECT_FALSE(contains(after, "driver " + std::to_string(driver_) + " ")) << after;
-  driver_ = 0;
+  kill_driver_and_expect_it_unlisted();
 }
 
 TEST_F(CliTest, TopRefreshesInATerminalUntilQ) {
