@@ -391,7 +391,8 @@ TEST(ExamplesTest, Objects) {
   EXPECT_EQ(r.out,
             "4 tasks on one 64 MiB object: each sum 35184367894528\n"
             "8 windows, sums adding up to the whole: yes\n"
-            "decoded in a worker: samples=8388608 windows=8 \n");
+            "decoded in a worker: samples=8388608 windows=8 \n"
+            "3 plain strings of 2 MiB: each arrived as an object\n");
 }
 
 TEST(ExamplesTest, JoinableQueue) {

@@ -344,7 +344,7 @@ TEST_F(FaultTest, UndecodableArgumentsFailTheItemNamingTheTask) {
     core.begin_call(call);
     mpx::detail::Buffer buf;
     buf.write(bytes.data(), bytes.size());
-    core.send_chunk(*call, 0, n, std::move(buf));
+    core.send_chunk(*call, 0, n, std::move(buf), {}, 0);
     // No flush: small chunks wait in the pool's buffer, and a wait sends them first.
     EXPECT_TRUE(core.wait([&] { return call->done_locked(); }, mpx::detail::Clock::now() + seconds(20)));
     return call->take();  // takes the call's lock itself

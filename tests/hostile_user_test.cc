@@ -147,8 +147,10 @@ struct StuckSender {
   }
 };
 
+// The senders below pass 64 MiB by value (object_threshold 0): as an object it would be
+// a handle, which never fills the socket.
 TEST_F(HostileUserTest, TerminateDoesNotWaitForASendStuckOnAStoppedRouter) {
-  mpx::Pool pool(1);
+  mpx::Pool pool(mpx::PoolOptions().processes(1).object_threshold(0));
   ASSERT_EQ(pool.apply(length_of, std::string("ab")), 2u);
   const pid_t router = pool.router_pid();
   ASSERT_EQ(kill(router, SIGSTOP), 0);
@@ -165,7 +167,7 @@ TEST_F(HostileUserTest, TerminateDoesNotWaitForASendStuckOnAStoppedRouter) {
 }
 
 TEST_F(HostileUserTest, DestroyingAPoolDoesNotWaitForASendStuckOnAStoppedRouter) {
-  auto pool = std::make_unique<mpx::Pool>(1);
+  auto pool = std::make_unique<mpx::Pool>(mpx::PoolOptions().processes(1).object_threshold(0));
   ASSERT_EQ(pool->apply(square, 3), 9);
   const pid_t router = pool->router_pid();
   ASSERT_EQ(kill(router, SIGSTOP), 0);
@@ -379,25 +381,29 @@ TEST_F(HostileUserTest, AnArgumentLargerThanTheWorkersMemoryLimitFailsItsItemSay
   GTEST_SKIP() << "sanitizers reserve terabytes of address space: RLIMIT_AS cannot apply";
 #else
   const std::size_t limit = std::size_t{256} << 20;
-  mpx::Pool pool(mpx::PoolOptions().processes(1).worker_memory_limit(limit));
-  try {
-    pool.apply(length_of, std::string(std::size_t{200} << 20, 'x'));
-    FAIL() << "a 200 MiB argument fitted under a 256 MiB limit with its decoded copy";
-  } catch (const mpx::RemoteInfo& e) {
-    EXPECT_EQ(e.type_name(), "std::bad_alloc") << e.description();
-    EXPECT_NE(e.message().find("worker_memory_limit"), std::string::npos) << e.message();
+  // By value (object_threshold 0) and as objects (the default): the same failure.
+  for (std::size_t threshold : {std::size_t{0}, std::size_t{256} << 10}) {
+    SCOPED_TRACE("object_threshold " + std::to_string(threshold));
+    mpx::Pool pool(mpx::PoolOptions().processes(1).worker_memory_limit(limit).object_threshold(threshold));
+    try {
+      pool.apply(length_of, std::string(std::size_t{200} << 20, 'x'));
+      FAIL() << "a 200 MiB argument fitted under a 256 MiB limit with its decoded copy";
+    } catch (const mpx::RemoteInfo& e) {
+      EXPECT_EQ(e.type_name(), "std::bad_alloc") << e.description();
+      EXPECT_NE(e.message().find("worker_memory_limit"), std::string::npos) << e.message();
+    }
+    // Larger than the limit itself: the worker cannot even read it.
+    try {
+      pool.apply(length_of, std::string(std::size_t{300} << 20, 'x'));
+      FAIL() << "a 300 MiB argument was read under a 256 MiB limit";
+    } catch (const mpx::RemoteInfo& e) {
+      EXPECT_EQ(e.type_name(), "std::bad_alloc") << e.description();
+      // Read whole but not decoded, or not even read: either way the message says so.
+      EXPECT_NE(e.message().find("worker_memory_limit"), std::string::npos) << e.message();
+      EXPECT_EQ(e.task_index(), 0u);
+    }
+    EXPECT_EQ(pool.apply(length_of, std::string(1000, 'y')), 1000u) << "the same worker goes on";
   }
-  // Larger than the limit itself: the worker cannot even read it.
-  try {
-    pool.apply(length_of, std::string(std::size_t{300} << 20, 'x'));
-    FAIL() << "a 300 MiB argument was read under a 256 MiB limit";
-  } catch (const mpx::RemoteInfo& e) {
-    EXPECT_EQ(e.type_name(), "std::bad_alloc") << e.description();
-    // Read whole but not decoded, or not even read: either way the message says so.
-    EXPECT_NE(e.message().find("worker_memory_limit"), std::string::npos) << e.message();
-    EXPECT_EQ(e.task_index(), 0u);
-  }
-  EXPECT_EQ(pool.apply(length_of, std::string(1000, 'y')), 1000u) << "the same worker goes on";
 #endif
 }
 

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -154,6 +155,48 @@ void sleep_mapping(Doubles ref, mpx::Value<int> mapped) {
   for (;;) pause();
 }
 
+// Large arguments passed by value (PoolOptions::object_threshold): what arrived.
+struct Arrival {
+  double sum = 0;
+  std::uint64_t size = 0;
+  bool in_object = false;  // a Span parameter views the sender's object
+  MSGPACK_DEFINE(sum, size, in_object);
+};
+double sum_vector(std::vector<double> xs) { return sum_of(xs); }
+Arrival arrival(mpx::Span<const double> xs) { return {sum_of(xs), xs.size(), xs.in_object()}; }
+std::uint64_t count_char(std::string text, char c, std::vector<double> weights) {
+  return static_cast<std::uint64_t>(std::count(text.begin(), text.end(), c)) + weights.size();
+}
+// Objects process `driver` holds (memfds named mpx-<driver>-Object-*): its arguments
+// in flight, while the call runs.
+int objects_held_by(std::vector<double> xs, int driver) {
+  int n = 0;
+  const std::string dir = "/proc/" + std::to_string(driver) + "/fd/";
+  const std::string prefix = "/memfd:mpx-" + std::to_string(driver) + "-Object-";
+  for (int fd = 0; fd < 4096; ++fd) {
+    char target[256];
+    const ssize_t len = readlink((dir + std::to_string(fd)).c_str(), target, sizeof target - 1);
+    if (len > 0 && std::string(target, static_cast<std::size_t>(len)).rfind(prefix, 0) == 0) ++n;
+  }
+  return xs.empty() ? -1 : n;
+}
+// Dies the first time it runs (a pure task: the pool runs it again).
+double crash_first_time(std::vector<double> xs, mpx::Value<int> runs) {
+  if (runs.fetch_add(1) == 0) std::_Exit(9);
+  return sum_of(xs);
+}
+// A Process target given a large vector and a large Span: exit code 0 when both arrived
+// whole and the Span views the sender's object.
+void check_large_arguments(std::vector<double> xs, mpx::Span<const double> view, double total) {
+  std::exit(sum_of(xs) == total && sum_of(view) == total && view.in_object() ? 0 : 3);
+}
+
+MPX_TASK(sum_vector);
+MPX_TASK(arrival);
+MPX_TASK(count_char);
+MPX_TASK(objects_held_by);
+MPX_PURE_TASK(crash_first_time);
+MPX_TASK(check_large_arguments);
 MPX_TASK(sum_of);
 MPX_TASK(sum_ref);
 MPX_TASK(holding);
@@ -187,12 +230,13 @@ class DataHolder {
   mpx::Span<const double> window(std::uint64_t first, std::uint64_t n) const {
     return data_.subspan(first, n);
   }
+  Arrival receive(mpx::Span<const double> xs) const { return arrival(xs); }
 
  private:
   mpx::Span<const double> data_;
   Doubles squares_;
 };
-MPX_ACTOR(DataHolder, sum, sum_other, maps_it, squares, window);
+MPX_ACTOR(DataHolder, sum, sum_other, maps_it, squares, window, receive);
 
 std::vector<double> ramp(std::size_t n) {
   std::vector<double> v(n);
@@ -484,6 +528,101 @@ TEST_F(ObjectsTest, OwnerKilledLeavesNothingBehind) {
   } catch (const mpx::SharedMemoryError& e) {
     EXPECT_NE(std::string(e.what()).find("process " + std::to_string(helper.pid) +
                                          ", which created it, has exited"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// ---- Large arguments as objects (PoolOptions::object_threshold) ----
+
+// Arguments from the threshold on travel as objects: the router forwards handles, so its
+// peak memory does not grow by the 8 MiB each message would make it hold; a Span
+// parameter views the caller's object; small arguments still go by value. With the
+// threshold at 0 the same calls go by value and the router does hold them.
+TEST_F(ObjectsTest, LargeArgumentsTravelAsObjects) {
+  const std::vector<double> big = ramp(std::size_t{1} << 20);  // 8 MiB
+  const double total = sum_of(big);
+  const std::int64_t big_kb = 8 << 10;
+  for (std::size_t threshold : {std::size_t{1} << 20, std::size_t{0}}) {
+    SCOPED_TRACE("object_threshold " + std::to_string(threshold));
+    mpx::Pool pool(mpx::PoolOptions().processes(2).object_threshold(threshold));
+    pool.apply(sum_of, std::vector<double>{0});  // started: the router's reads from here on
+    const std::int64_t router_before = peak_rss_kb(pool.router_pid());
+    EXPECT_EQ(pool.map(sum_vector, std::vector<std::vector<double>>(6, big), 1),
+              std::vector<double>(6, total));
+    const std::vector<Arrival> got = pool.map(arrival, std::vector<std::vector<double>>(4, big), 1);
+    const std::int64_t router_growth = peak_rss_kb(pool.router_pid()) - router_before;
+    for (const Arrival& a : got) {
+      EXPECT_EQ(a.sum, total);
+      EXPECT_EQ(a.size, big.size());
+      EXPECT_EQ(a.in_object, threshold != 0) << "a large Span argument views the object";
+    }
+    const std::string text(std::size_t{3} << 20, 'a');
+    EXPECT_EQ(pool.apply(count_char, text, 'a', std::vector<double>{1, 2}), text.size() + 2);
+    EXPECT_FALSE(pool.apply(arrival, std::vector<double>{1, 2, 3}).in_object) << "small: by value";
+    if (threshold != 0) {
+      EXPECT_LT(router_growth, big_kb / 2)
+          << "the router's peak memory grew by " << router_growth << " KiB: it carried the data";
+    } else {
+      EXPECT_GE(router_growth, big_kb) << "by value, the router holds each message";
+    }
+  }
+}
+
+// The objects of a map count in max_inflight_bytes and are let go when their chunk is
+// answered: with a window of two 4 MiB arguments, the driver never holds all twelve.
+TEST_F(ObjectsTest, LargeArgumentsCountInTheWindowAndGoWhenAnswered) {
+  mpx::Pool pool(mpx::PoolOptions().processes(2).max_inflight_bytes(std::size_t{8} << 20));
+  const std::vector<double> big = ramp(std::size_t{1} << 19);  // 4 MiB
+  std::vector<std::tuple<std::vector<double>, int>> items(12, {big, static_cast<int>(getpid())});
+  const std::vector<int> held = pool.starmap(objects_held_by, items, 1);
+  for (int n : held) {
+    EXPECT_GE(n, 1) << "the item's own argument is an object of the driver";
+    EXPECT_LE(n, 3) << "the window holds two, and one more waits to enter it";
+  }
+  EXPECT_EQ(pool.apply(objects_held_by, std::vector<double>{1}, static_cast<int>(getpid())), 0)
+      << "every object of the map was let go";
+}
+
+// A worker that dies running a pure task with a large argument: the chunk runs again and
+// its object is still there.
+TEST_F(ObjectsTest, ALargeArgumentOutlivesTheWorkerThatDied) {
+  mpx::Pool pool(2);
+  const std::vector<double> big = ramp(std::size_t{1} << 18);  // 2 MiB
+  mpx::Value<int> runs(0);
+  EXPECT_EQ(pool.apply(crash_first_time, big, runs), sum_of(big));
+  EXPECT_EQ(runs.load(), 2);
+}
+
+// A Process and an actor take large arguments as objects too.
+TEST_F(ObjectsTest, ProcessAndActorTakeLargeArgumentsAsObjects) {
+  const std::vector<double> big = ramp(std::size_t{1} << 18);  // 2 MiB
+  mpx::Process p(check_large_arguments, big, big, sum_of(big));
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+
+  // The constructor's Span, given a large Span of ordinary memory: an object now, which
+  // the actor keeps mapped (a std::vector argument would arrive as a copy that the
+  // constructor's Span would outlive).
+  auto holder = mpx::spawn<DataHolder>(mpx::Span<const double>(big));
+  EXPECT_TRUE(holder.call(&DataHolder::maps_it).get());
+  EXPECT_EQ(holder.call(&DataHolder::sum).get(), sum_of(big));
+  const Arrival a = holder.call(&DataHolder::receive, big).get();
+  EXPECT_TRUE(a.in_object);
+  EXPECT_EQ(a.sum, sum_of(big));
+  EXPECT_FALSE(holder.call(&DataHolder::receive, std::vector<double>{1, 2}).get().in_object);
+}
+
+// A listening pool's workers may be on other hosts: asking it for objects is refused,
+// saying why.
+TEST_F(ObjectsTest, AListeningPoolRefusesAnObjectThreshold) {
+  const std::string key = ::testing::TempDir() + "/objects_test.key";
+  try {
+    mpx::Pool pool(mpx::PoolOptions().processes(1).listen("tcp://127.0.0.1:0").cluster_key(key).object_threshold(1 << 20));
+    FAIL() << "expected mpx::Error";
+  } catch (const mpx::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("object_threshold does not combine with listen()"),
               std::string::npos)
         << e.what();
   }

@@ -6,6 +6,8 @@
 // pages read-only; a window of it (subspan) travels as a handle too; a struct or map is
 // stored msgpack-encoded and decoded on get(). The object lives while this process
 // holds it (or a call carrying it runs), and cannot leak, not even into /dev/shm.
+// Large plain arguments (a vector, array, string or Span of 256 KiB or more, see
+// PoolOptions::object_threshold) become objects by themselves, without put().
 //
 //   bazel run //examples/shared:objects
 #include <cstdio>
@@ -27,6 +29,10 @@ std::string describe(mpx::ObjectRef<std::map<std::string, int>> sizes) {
   return out;
 }
 MPX_TASK(describe);
+
+// Given a plain std::string of 2 MiB: its characters are an object's pages here.
+bool arrived_as_object(mpx::Span<const char> text) { return text.in_object() && text.size() == (2u << 20); }
+MPX_TASK(arrived_as_object);
 
 int main(int argc, char** argv) {
   mpx::init(argc, argv);
@@ -50,4 +56,9 @@ int main(int argc, char** argv) {
 
   auto sizes = mpx::put(std::map<std::string, int>{{"samples", 8 << 20}, {"windows", 8}});
   std::printf("decoded in a worker: %s\n", pool.apply(describe, sizes).c_str());
+
+  const std::vector<std::string> books(3, std::string(std::size_t{2} << 20, 'x'));
+  const std::vector<bool> as_objects = pool.map(arrived_as_object, books, 1);
+  std::printf("3 plain strings of 2 MiB: %s\n",
+              as_objects == std::vector<bool>(3, true) ? "each arrived as an object" : "COPIED");
 }

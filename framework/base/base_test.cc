@@ -11,6 +11,7 @@
 
 #include "framework/base/base.h"
 #include "framework/base/futex.h"
+#include "mpx/detail/pins.h"
 #include "mpx/errors.h"
 #include "mpx/runtime.h"
 
@@ -60,6 +61,25 @@ TEST(Errors, AllDeriveFromOneBaseAndDescribeThemselves) {
 }  // namespace
 
 namespace {
+
+TEST(ObjectThreshold, ReadsSizesAndNamesWhatIsWrong) {
+  using mpx::detail::parse_object_threshold;
+  EXPECT_EQ(parse_object_threshold("0"), 0u);
+  EXPECT_EQ(parse_object_threshold("1048576"), std::size_t{1} << 20);
+  EXPECT_EQ(parse_object_threshold("256K"), std::size_t{256} << 10);
+  EXPECT_EQ(parse_object_threshold("2MiB"), std::size_t{2} << 20);
+  EXPECT_EQ(parse_object_threshold("1G"), std::size_t{1} << 30);
+  for (const char* bad : {"", "-1", "big", "1T", "1 M", "99999999999999999999", "17179869184G"}) {
+    try {
+      parse_object_threshold(bad);
+      ADD_FAILURE() << "'" << bad << "' was accepted";
+    } catch (const mpx::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("MPX_OBJECT_THRESHOLD='") + bad + "' is not a size"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
 
 TEST(RandomIds, TokensUseTheAlphabetAndDoNotRepeat) {
   std::set<std::string> seen;

@@ -1,6 +1,10 @@
 #include "mpx/detail/pins.h"
 
+#include <cstdlib>
+#include <string>
 #include <utility>
+
+#include "mpx/errors.h"
 
 namespace mpx {
 namespace detail {
@@ -8,6 +12,51 @@ namespace {
 thread_local Pins* t_pins = nullptr;  // the innermost active PinScope's list
 thread_local FdTransfers* t_fds = nullptr;  // the innermost active FdScope's list
 thread_local bool t_result = false;         // a ResultScope is active
+thread_local ObjectSink* t_objects = nullptr;  // the innermost active ObjectScope's sink
+}
+
+ObjectScope::ObjectScope(ObjectSink& sink) : previous_(t_objects) { t_objects = &sink; }
+ObjectScope::~ObjectScope() { t_objects = previous_; }
+ObjectSink* object_sink() { return t_objects; }
+
+namespace {
+// Where a by-value argument of this size costs more than an object's memfd, mapping and
+// page faults (BENCHMARKS.md "Large arguments as objects").
+constexpr std::size_t kObjectThreshold = std::size_t{256} << 10;
+}  // namespace
+
+std::size_t parse_object_threshold(const char* text) {
+  const std::string s(text);
+  std::size_t used = 0;
+  unsigned long long n = 0;
+  bool ok = !s.empty() && s[0] >= '0' && s[0] <= '9';
+  if (ok) {
+    try {
+      n = std::stoull(s, &used);
+    } catch (const std::exception&) {
+      ok = false;
+    }
+  }
+  if (ok && used < s.size()) {
+    const std::string unit = s.substr(used);
+    const int shift = unit == "K" || unit == "KiB" ? 10 : unit == "M" || unit == "MiB" ? 20
+                      : unit == "G" || unit == "GiB" ? 30 : -1;
+    ok = shift > 0 && n <= (~0ull >> shift);
+    if (ok) n <<= shift;
+  }
+  if (!ok) {
+    throw Error("MPX_OBJECT_THRESHOLD='" + s +
+                "' is not a size: give bytes (1048576), or with K, M or G (1M), from which "
+                "arguments travel as read-only objects; 0 sends every argument by value");
+  }
+  return static_cast<std::size_t>(n);
+}
+
+std::size_t default_object_threshold() {
+  static const char* const env = std::getenv("MPX_OBJECT_THRESHOLD");
+  if (env == nullptr) return kObjectThreshold;
+  static const std::size_t parsed = parse_object_threshold(env);
+  return parsed;
 }
 
 ResultScope::ResultScope() : previous_(t_result) { t_result = true; }

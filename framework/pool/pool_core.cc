@@ -148,6 +148,12 @@ PoolCore::PoolCore(const PoolOptions& options)
   resend_all_ = options.max_retries() > 0;
   max_message_bytes_ = options.max_message_bytes();
   max_inflight_bytes_ = options.max_inflight_bytes();
+  if (!config.listen.empty() && options.object_threshold_set() && options.object_threshold() != 0) {
+    throw Error("Pool: object_threshold does not combine with listen(): workers on other hosts "
+                "cannot map this host's memory, so a listening pool sends every argument by "
+                "value (leave object_threshold unset, or 0)");
+  }
+  object_threshold_ = config.listen.empty() ? options.object_threshold() : 0;
   if (config.task_timeout.count() < 0) throw Error("Pool: task_timeout must be >= 0");
   // Frames carry 32-bit lengths and every reader refuses payloads over kMaxPayload.
   if (config.max_message_bytes == 0 || config.max_message_bytes > transport::kMaxPayload) {
@@ -320,7 +326,7 @@ void PoolCore::begin_call(const std::shared_ptr<CallBase>& call) {
 }
 
 void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t count,
-                          Buffer&& payload) {
+                          Buffer&& payload, Pins&& objects, std::size_t object_bytes) {
   if (payload.size() > max_message_bytes_) {
     throw Error("task '" + std::string(call.task().name) + "': a chunk of " +
                 std::to_string(count) + " item(s) from index " + std::to_string(start) +
@@ -329,8 +335,9 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
                 std::to_string(max_message_bytes_) + "); use a smaller chunksize or raise the limit");
   }
   // Backpressure: wait, collecting results, until the chunk fits in the window. What
-  // is buffered goes out first: those chunks are what the window waits for.
-  const std::size_t size = payload.size();
+  // is buffered goes out first: those chunks are what the window waits for. Arguments
+  // sent as objects count with their chunk: they are memory the chunk holds.
+  const std::size_t size = payload.size() + object_bytes;
   bool full;
   {
     std::lock_guard<std::mutex> lock(pump_.mu());
@@ -349,7 +356,7 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
   // Small chunks gather in out_ (one write for many); a large one is its own write,
   // without a copy. That write may block for as long as the router takes to read it; a
   // terminate() meanwhile kills the router, which ends it.
-  const bool large = size >= kBatchBytes / 4;
+  const bool large = payload.size() >= kBatchBytes / 4;
   bool sent = true;
   {
     std::lock_guard<std::mutex> send_lock(send_mu_);
@@ -362,6 +369,7 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
       u.count = count;
       inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
       inflight_bytes_ += size;
+      u.objects = std::move(objects);
       if (keep && !large) u.payload.emplace(std::move(payload));
     }
     if (large) {
@@ -892,9 +900,11 @@ void PoolCore::stop_router(wire::Type how, std::chrono::milliseconds grace, cons
 void pool_begin_call(PoolCore& core, const std::shared_ptr<CallBase>& call) { core.begin_call(call); }
 
 void pool_send_chunk(PoolCore& core, CallBase& call, std::uint64_t start, std::uint32_t count,
-                     Buffer&& payload) {
-  core.send_chunk(call, start, count, std::move(payload));
+                     Buffer&& payload, Pins&& objects, std::size_t object_bytes) {
+  core.send_chunk(call, start, count, std::move(payload), std::move(objects), object_bytes);
 }
+
+std::size_t pool_object_threshold(const PoolCore& core) { return core.object_threshold(); }
 
 bool pool_wait(PoolCore& core, const std::function<bool()>& ready, Clock::time_point deadline) {
   return core.wait(ready, deadline);

@@ -80,7 +80,9 @@ class PoolCore {
   ~PoolCore();
 
   void begin_call(const std::shared_ptr<CallBase>& call);
-  void send_chunk(CallBase& call, std::uint64_t start, std::uint32_t count, Buffer&& payload);
+  void send_chunk(CallBase& call, std::uint64_t start, std::uint32_t count, Buffer&& payload,
+                  Pins&& objects, std::size_t object_bytes);
+  std::size_t object_threshold() const { return object_threshold_; }
   void abandon_call(CallBase& call);
   bool wait(const std::function<bool()>& ready, Clock::time_point deadline);
   // Wakes every thread in wait() so it evaluates its predicate again, also the one
@@ -168,6 +170,7 @@ class PoolCore {
   Pins initializer_pins_;
   std::size_t max_message_bytes_ = 0;   // immutable after construction
   std::size_t max_inflight_bytes_ = 0;  // immutable after construction
+  std::size_t object_threshold_ = 0;    // immutable after construction
   router::Config config_;  // what each router starts with; the endpoints change per router
   // Every task may run twice (PoolOptions().max_retries(n), n > 0), not only pure ones.
   bool resend_all_ = false;
@@ -177,6 +180,7 @@ class PoolCore {
     std::size_t size = 0;
     std::uint32_t count = 0;
     std::optional<Buffer> payload;
+    Pins objects;  // its arguments sent as objects, until it is answered
   };
   // The chunks sent and not yet answered, by (call id, start), and their sizes' sum:
   // the backpressure window. Guarded by the pool mutex; a chunk enters with send_mu_

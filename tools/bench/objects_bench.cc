@@ -10,7 +10,13 @@
 //     router (as packed by the pool for these arguments, in and out);
 //   - a map over 16 arrays of 8 MiB, summing each (put() included);
 //   - 1 MiB payloads through a pool (the reliability issue's scenario), and the copy
-//     floor they are held to: memcpy of 1 MiB blocks on this machine.
+//     floor they are held to: memcpy of 1 MiB blocks on this machine;
+//   - large arguments as objects (PoolOptions::object_threshold): imap_unordered(len)
+//     over strings of 16 KiB ... 4 MiB passed as plain std::string arguments, with every
+//     one sent as an object against every one by value: where the default threshold
+//     comes from.
+// The by-value runs use pools with object_threshold(0): without it their large
+// arguments would travel as objects too.
 // --quick: 3 repetitions and smaller counts; --only=<text>: the scenarios whose name
 // contains it; --objects-only: skip the by-value runs (both for perf record).
 #include <sys/mman.h>
@@ -111,7 +117,7 @@ void training_data_set(const Options& o) {
   std::vector<double> rates(8);
   for (int i = 0; i < 8; ++i) rates[static_cast<std::size_t>(i)] = 0.05 * (i + 1);
 
-  mpx::Pool pool(8);
+  mpx::Pool pool(mpx::PoolOptions().processes(8).object_threshold(0));
   pool.map(sum_view, std::vector<std::vector<double>>(16, {1.0}), 1);  // all 8 started
   std::vector<double> by_ref, by_value;
   double expected = 0;
@@ -160,7 +166,7 @@ void map_over_arrays(const Options& o) {
   std::vector<std::vector<double>> arrays(16, std::vector<double>(n));
   for (std::size_t k = 0; k < arrays.size(); ++k) std::iota(arrays[k].begin(), arrays[k].end(), double(k));
   const double mib = static_cast<double>(arrays.size() * n * sizeof(double)) / (1 << 20);
-  mpx::Pool pool(2);
+  mpx::Pool pool(mpx::PoolOptions().processes(2).object_threshold(0));
   pool.map(sum_view, std::vector<std::vector<double>>(4, {1.0}), 1);
   std::vector<double> by_ref, by_value, already;
   for (int r = 0; r < o.reps; ++r) {
@@ -194,7 +200,7 @@ void megabyte_payloads(const Options& o) {
   const char* kPut = "mpx::put of a 64 MiB vector<double>";
   const std::size_t n = static_cast<std::size_t>(2000 * o.scale);
   if (o.want(kScenario)) {
-    mpx::Pool pool(2);
+    mpx::Pool pool(mpx::PoolOptions().processes(2).object_threshold(0));
     pool.map(length_of, std::vector<std::string>(4, "x"), 1);
     std::vector<double> by_ref, by_value;
     for (int r = 0; r < o.reps; ++r) {
@@ -271,6 +277,39 @@ void megabyte_payloads(const Options& o) {
   }
 }
 
+// Plain std::string arguments of each size, 32 MiB of them per repetition, through
+// two pools alternated: one sending every argument as an object (threshold 1 byte),
+// one sending every argument by value (threshold 0).
+void large_arguments(const Options& o) {
+  mpx::Pool as_objects(mpx::PoolOptions().processes(2).object_threshold(1));
+  mpx::Pool by_value(mpx::PoolOptions().processes(2).object_threshold(0));
+  for (mpx::Pool* pool : {&as_objects, &by_value}) pool->map(length_of, std::vector<std::string>(4, "x"), 1);
+  for (std::size_t bytes : {std::size_t{16} << 10, std::size_t{64} << 10, std::size_t{128} << 10, std::size_t{256} << 10,
+                            std::size_t{1} << 20, std::size_t{4} << 20}) {
+    const std::string scenario = "large arguments: imap_unordered(len, " +
+                                 std::to_string(bytes >> 10) + " KiB strings, chunksize=1), as objects";
+    if (!o.want(scenario.c_str())) continue;
+    const std::size_t n = static_cast<std::size_t>((std::size_t{32} << 20) / bytes * o.scale);
+    const std::vector<std::string> batch(n, std::string(bytes, 'p'));
+    std::vector<double> objects, values;
+    auto run = [&](mpx::Pool& pool) {
+      const auto t0 = Clock::now();
+      std::size_t total = 0;
+      for (std::size_t len : pool.imap_unordered(length_of, batch, 1)) total += len;
+      if (total != n * bytes) fail("lost large arguments");
+      return static_cast<double>(total) / (1 << 20) / seconds_since(t0);
+    };
+    run(as_objects);  // each size's first map pays for first-touched pages: unmeasured
+    if (!o.objects_only) run(by_value);
+    for (int r = 0; r < o.reps; ++r) {
+      objects.push_back(run(as_objects));
+      if (!o.objects_only) values.push_back(run(by_value));
+    }
+    bench::emit(stdout, scenario.c_str(), "MiB/s", objects);
+    emit_by_value(o, scenario.c_str(), "MiB/s", values);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -288,6 +327,7 @@ int main(int argc, char** argv) {
   training_data_set(o);
   map_over_arrays(o);
   megabyte_payloads(o);
+  large_arguments(o);
   if (by_value_path) std::fclose(o.by_value);
   return 0;
 }

@@ -56,6 +56,7 @@
 #include <utility>
 #include <vector>
 
+#include "mpx/detail/args.h"
 #include "mpx/detail/codec.h"
 #include "mpx/detail/deadline.h"
 #include "mpx/detail/pins.h"
@@ -453,8 +454,10 @@ class Actor {
     const std::size_t index = detail::ActorMethods<T>::index_of(method);
     detail::Buffer buf;
     detail::Pins pins;  // shared objects among the arguments live until the answer
+    detail::ObjectSink objects{detail::default_object_threshold(), &pins};  // large ones
     {
       detail::PinScope scope(pins);
+      detail::ObjectScope object_scope(objects);
       msgpack::packer<detail::Buffer> pk(buf);
       Traits::Codec::pack_call(pk, std::get<I>(std::forward<Tuple>(args))...);
     }
@@ -492,8 +495,10 @@ Actor<T> spawn(const ActorOptions& options, Args&&... args) {
   (void)Factory::registered;
   detail::Buffer buf;
   detail::Pins pins;
+  detail::ObjectSink objects{detail::default_object_threshold(), &pins};  // large ones
   {
     detail::PinScope scope(pins);
+    detail::ObjectScope object_scope(objects);
     msgpack::packer<detail::Buffer> pk(buf);
     detail::ArgCodec<detail::CtorArg<Args>...>::pack_call(pk, std::forward<Args>(args)...);
   }

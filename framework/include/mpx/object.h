@@ -26,7 +26,10 @@
 //     get() -> T, decoded from the mapping at each call (the bytes are not copied
 //     first; the decoded T is a copy).
 // A parameter of type mpx::Span<const E> also accepts a std::vector<E> (or a Span of
-// ordinary memory): those bytes are then copied into the message, as any argument is.
+// ordinary memory): those bytes are then copied into the message, as any argument is,
+// up to the sender's object threshold (PoolOptions::object_threshold, 256 KiB by
+// default): from there a vector, array, string or Span argument is put() into an
+// object by itself and travels as its handle (see ArgumentCodec below).
 //
 // Lifetime (that of every mpx shared object, see mpx/shared.h): the object is owned by
 // the process that put() it and lives while a handle to it lives there, or a Pool call,
@@ -186,6 +189,78 @@ inline std::shared_ptr<Segment> put_raw(const TypeTag& tag, const void* data,
     w.write(static_cast<const char*>(data), bytes);
   });
 }
+
+// An argument ArgCodec writes into an object instead of the message (see ObjectSink in
+// mpx/detail/pins.h): the new object, kept by the sink; or null when the argument goes
+// by value (no sink, below its threshold, or a worker packing a result).
+inline std::shared_ptr<Segment> argument_object(const TypeTag& tag, const void* data,
+                                                std::size_t element_bytes, std::uint64_t count) {
+  ObjectSink* sink = object_sink();
+  const std::size_t bytes = element_bytes * count;
+  if (sink == nullptr || sink->threshold == 0 || bytes < sink->threshold || packing_result()) {
+    return nullptr;
+  }
+  std::shared_ptr<Segment> segment = put_raw(tag, data, element_bytes, count);
+  sink->keep->push_back(segment);
+  sink->bytes += bytes;
+  return segment;
+}
+
+// The msgpack ext type of an argument that travels as an object: its body is the
+// object's handle (pack_segment_ref). An ext, so that no value of the parameter's own
+// type (a vector of six integers) can be mistaken for a handle.
+constexpr std::int8_t kObjectArgumentExt = 79;
+
+// How ArgCodec (mpx/detail/args.h) packs and unpacks an argument of parameter type P.
+// Arrays, vectors and strings of raw elements go as objects when argument_object says
+// so; the receiver builds its P from the mapping (one copy, out of shared pages
+// rather than through the router). Everything else goes by value.
+template <class P, class = void>
+struct ArgumentCodec {
+  template <class Stream>
+  static void pack(msgpack::packer<Stream>& pk, const P& value) {
+    pk.pack(value);
+  }
+  static P unpack(const msgpack::object& o) { return o.as<P>(); }
+};
+template <class P>
+struct ArgumentCodec<P, std::enable_if_t<ObjectLayout<P>::kContiguous>> {
+  using Layout = ObjectLayout<P>;
+  using E = typename Layout::Element;
+  template <class Stream>
+  static void pack(msgpack::packer<Stream>& pk, const P& value) {
+    std::shared_ptr<Segment> segment =
+        argument_object(Layout::tag(), value.data(), sizeof(E), value.size());
+    if (!segment) {
+      pk.pack(value);
+      return;
+    }
+    Buffer ref(64);
+    msgpack::packer<Buffer> ref_packer(ref);
+    pack_segment_ref(ref_packer, segment->ref());
+    pk.pack_ext(ref.size(), kObjectArgumentExt);
+    pk.pack_ext_body(ref.data(), static_cast<std::uint32_t>(ref.size()));
+  }
+  // Throws msgpack::type_error for a value of another type, SharedMemoryError when the
+  // object is gone (its sender exited).
+  static P unpack(const msgpack::object& o) {
+    if (o.type != msgpack::type::EXT || o.via.ext.type() != kObjectArgumentExt) return o.as<P>();
+    msgpack::zone zone;
+    std::size_t off = 0;
+    const msgpack::object ref = read_object(zone, o.via.ext.data(), o.via.ext.size, off);
+    const std::shared_ptr<Segment> segment = unpack_segment(ref, SegmentKind::kObject, Layout::tag());
+    const auto* first = reinterpret_cast<const E*>(segment->body());
+    const auto n = static_cast<std::size_t>(segment->ref().count);
+    if constexpr (is_std_array<P>::value) {
+      if (n != Layout::kFixed) throw msgpack::type_error();
+      P out;
+      std::memcpy(static_cast<void*>(out.data()), first, sizeof(out));
+      return out;
+    } else {
+      return P(first, first + n);
+    }
+  }
+};
 
 // value msgpack-encoded straight into a new object. Shared objects packed inside it
 // (a Value, an actor, another object) are kept while the object lives.
@@ -480,6 +555,16 @@ struct HandleCodec<Span<T>> {
       pk.pack_array(3);
       pack_segment(pk, segment);
       pk.pack(static_cast<std::uint64_t>(s.data() - reinterpret_cast<const E*>(segment->body())));
+      pk.pack(static_cast<std::uint64_t>(s.size()));
+      return;
+    }
+    // A large Span of ordinary memory passed as an argument becomes an object (see
+    // argument_object): the receiver views the mapping without copying.
+    if (std::shared_ptr<Segment> segment =
+            argument_object(type_tag<E>(), s.data(), sizeof(E), s.size())) {
+      pk.pack_array(3);
+      pack_segment_ref(pk, segment->ref());
+      pk.pack(std::uint64_t{0});
       pk.pack(static_cast<std::uint64_t>(s.size()));
       return;
     }

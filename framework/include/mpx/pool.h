@@ -164,6 +164,23 @@ class PoolOptions {
     return *this;
   }
   std::size_t max_inflight_bytes() const { return max_inflight_bytes_; }
+  // Large arguments as objects: an argument of at least n bytes that is a std::vector,
+  // std::array or std::string of numbers (or other trivially copyable elements), or an
+  // mpx::Span, is written once into a read-only object (mpx/object.h) and the router
+  // forwards its ~40-byte handle instead of the bytes; the worker builds the parameter
+  // from the mapping (a Span parameter views it without copying). The object lives
+  // until its chunk is answered and counts in max_inflight_bytes. 0: every argument by
+  // value. Default 256 KiB (MPX_OBJECT_THRESHOLD in the environment changes it for every
+  // Pool, Process and actor call). Not with listen(): remote workers cannot map this
+  // host's memory, so a listening pool sends every argument by value.
+  PoolOptions& object_threshold(std::size_t n) {
+    object_threshold_ = n;
+    return *this;
+  }
+  std::size_t object_threshold() const {
+    return object_threshold_ ? *object_threshold_ : detail::default_object_threshold();
+  }
+  bool object_threshold_set() const { return object_threshold_.has_value(); }
   // Serves Prometheus metrics of this pool at http://<address>/metrics ("127.0.0.1:9464",
   // "0.0.0.0:9464" for other hosts) from the driver while the Pool lives: tasks
   // submitted/completed/lost, failed chunks, retries, worker deaths by cause, queue
@@ -209,6 +226,7 @@ class PoolOptions {
   std::size_t max_message_bytes_ = std::size_t{1} << 30;
   std::size_t max_inflight_bytes_ = std::size_t{256} << 20;
   std::size_t worker_memory_limit_ = 0;
+  std::optional<std::size_t> object_threshold_;
   std::string metrics_;
 };
 
@@ -283,8 +301,16 @@ class ImapIterator {
       std::uint32_t n = 0;
       try {
         detail::PinScope scope(call_->pins());
-        n = input_->read(buf, chunksize_, error);
-        if (n > 0) detail::pool_send_chunk(*core_, *call_, sent_, n, std::move(buf));
+        detail::Pins objects;
+        detail::ObjectSink sink{detail::pool_object_threshold(*core_), &objects};
+        {
+          detail::ObjectScope object_scope(sink);
+          n = input_->read(buf, chunksize_, error);
+        }
+        if (n > 0) {
+          detail::pool_send_chunk(*core_, *call_, sent_, n, std::move(buf), std::move(objects),
+                                  sink.bytes);
+        }
       } catch (...) {
         n = 0;  // not sent: the input ends before this chunk
         error = std::current_exception();
@@ -500,15 +526,21 @@ class Pool {
     return core_;
   }
 
+  // Each chunk is encoded with an ObjectScope of its own (threshold: the pool's): its
+  // large arguments become objects that the pool keeps until that chunk is answered.
   template <class Codec, bool kStar, class Range, class Send>
-  static void encode_chunks(const Range& items, std::size_t n, std::size_t chunksize, Send&& send) {
+  static void encode_chunks(const Range& items, std::size_t n, std::size_t chunksize,
+                            std::size_t object_threshold, Send&& send) {
     auto it = std::begin(items);
     for (std::size_t start = 0; start < n; start += chunksize) {
       const std::size_t count = std::min(chunksize, n - start);
       detail::Buffer buf(count * 8 + 16);
+      detail::Pins objects;
+      detail::ObjectSink sink{object_threshold, &objects};
       if constexpr (!kStar && Codec::kRawItems) {
         encode_raw_chunk<typename Codec::Single>(items, it, start, count, buf);
       } else {
+        detail::ObjectScope object_scope(sink);
         msgpack::packer<detail::Buffer> pk(buf);
         pk.pack_array(static_cast<std::uint32_t>(count));
         for (std::size_t i = 0; i < count; ++i, ++it) {
@@ -519,7 +551,7 @@ class Pool {
           }
         }
       }
-      send(start, static_cast<std::uint32_t>(count), std::move(buf));
+      send(start, static_cast<std::uint32_t>(count), std::move(buf), sink);
     }
   }
   // A chunk of numbers as one raw block (detail/codec.h): one copy when the items are
@@ -551,9 +583,11 @@ class Pool {
     chunksize = std::min<std::size_t>(chunksize, UINT32_MAX);
     try {
       detail::PinScope scope(call->pins());
-      encode_chunks<Codec, kStar>(items, n, chunksize,
-                                  [&](std::uint64_t start, std::uint32_t count, detail::Buffer&& buf) {
-                                    detail::pool_send_chunk(core, *call, start, count, std::move(buf));
+      encode_chunks<Codec, kStar>(items, n, chunksize, detail::pool_object_threshold(core),
+                                  [&](std::uint64_t start, std::uint32_t count, detail::Buffer&& buf,
+                                      detail::ObjectSink& objects) {
+                                    detail::pool_send_chunk(core, *call, start, count, std::move(buf),
+                                                            std::move(*objects.keep), objects.bytes);
                                   });
       detail::pool_flush(core);
     } catch (...) {

@@ -61,9 +61,11 @@ class Process {
     detail::Buffer buf;
     detail::Pins pins;  // shared objects among the arguments live until the child is done
     detail::FdTransfers fds;  // Pipe ends among them: the child inherits them
+    detail::ObjectSink objects{detail::default_object_threshold(), &pins};  // large ones
     {
       detail::PinScope scope(pins);
       detail::FdScope fd_scope(fds);
+      detail::ObjectScope object_scope(objects);
       msgpack::packer<detail::Buffer> pk(buf);
       detail::ArgCodec<Params...>::pack_call(pk, std::forward<Args>(args)...);
     }

@@ -45,6 +45,7 @@
 #include <utility>
 #include <vector>
 
+#include "mpx/detail/args.h"
 #include "mpx/detail/codec.h"
 #include "mpx/detail/handle.h"
 #include "mpx/errors.h"

@@ -292,63 +292,6 @@ constexpr void check_result_type() {
                 "(std::string for std::string_view, a value or std::vector for a pointer)");
 }
 
-// Encodes arguments the way the task with parameters Params... decodes them: each
-// argument is first converted to the declared parameter type, so the wire always
-// carries what the function expects.
-template <class... Params>
-struct ArgCodec {
-  using Tuple = std::tuple<Bare<Params>...>;
-  static constexpr std::size_t kArity = sizeof...(Params);
-  // The one parameter, when there is exactly one (else void).
-  using Single = typename std::conditional_t<kArity == 1, std::tuple_element<0, std::tuple<Bare<Params>..., void>>,
-                                             std::enable_if<true, void>>::type;
-  // Whether a chunk's items travel as a raw block (see the layouts above).
-  static constexpr bool kRawItems = kRawItem<Single>;
-
-  template <class Packer, class Item>
-  static void pack_item(Packer& pk, const Item& item) {
-    if constexpr (kArity == 1) {
-      pk.pack(static_cast<const std::tuple_element_t<0, Tuple>&>(item));
-    } else {
-      pk.pack(Tuple(item));
-    }
-  }
-  // starmap: the item is a tuple of the arguments.
-  template <class Packer, class TupleLike>
-  static void pack_star_item(Packer& pk, const TupleLike& item) {
-    if constexpr (kArity == 1) {
-      pk.pack(static_cast<const std::tuple_element_t<0, Tuple>&>(std::get<0>(item)));
-    } else {
-      pk.pack(Tuple(item));
-    }
-  }
-  template <class Packer, class... Args>
-  static void pack_call(Packer& pk, Args&&... args) {
-    pk.pack(Tuple(std::forward<Args>(args)...));
-  }
-  // as<> rather than convert: arguments are built from the message, never
-  // default-constructed first.
-  static Tuple unpack_item(const msgpack::object& obj) {
-    if constexpr (kArity == 1) {
-      return Tuple(obj.as<std::tuple_element_t<0, Tuple>>());
-    } else {
-      return unpack_call(obj);
-    }
-  }
-  // msgpack-c fills a std::tuple from a shorter or longer array without complaint, so
-  // the argument count is checked here: multiply([6]) must not run as multiply(6, 0).
-  static Tuple unpack_call(const msgpack::object& obj) {
-    if (obj.type != msgpack::type::ARRAY) {
-      throw std::runtime_error("expected an array of " + std::to_string(kArity) + " arguments");
-    }
-    if (obj.via.array.size != kArity) {
-      throw std::runtime_error("expected " + std::to_string(kArity) + " arguments, got " +
-                               std::to_string(obj.via.array.size));
-    }
-    return obj.as<Tuple>();
-  }
-};
-
 }  // namespace detail
 }  // namespace mpx
 

@@ -8,6 +8,7 @@
 #ifndef MPX_DETAIL_PINS_H_
 #define MPX_DETAIL_PINS_H_
 
+#include <cstddef>
 #include <memory>
 #include <vector>
 
@@ -56,6 +57,39 @@ class FdScope {
 
 // The innermost active FdScope's list on this thread, or null.
 FdTransfers* fd_scope();
+
+// Large arguments as objects (ArgCodec, mpx/detail/args.h): while an ObjectScope is
+// active on a thread, an argument of at least threshold bytes whose type objects store
+// raw (a std::vector or std::array of numbers or trivially copyable structs, a
+// std::string, an mpx::Span of ordinary memory) is written into a read-only object and
+// travels as its handle: the router forwards ~40 bytes instead of the value. Those
+// objects go to *keep, not to the PinScope, and their bytes are counted, so that a Pool
+// keeps them with their chunk until it is answered and counts them in its
+// max_inflight_bytes window. Only the sender of a call opens a scope (a Pool that does
+// not listen, a Process, an actor call): a worker packing results never does.
+struct ObjectSink {
+  std::size_t threshold = 0;  // 0: every argument travels by value
+  Pins* keep = nullptr;
+  std::size_t bytes = 0;      // of the objects added to *keep
+};
+class ObjectScope {
+ public:
+  explicit ObjectScope(ObjectSink& sink);
+  ~ObjectScope();
+  ObjectScope(const ObjectScope&) = delete;
+  ObjectScope& operator=(const ObjectScope&) = delete;
+
+ private:
+  ObjectSink* previous_;
+};
+// The innermost active ObjectScope's sink on this thread, or null.
+ObjectSink* object_sink();
+// Arguments from this many bytes on travel as objects unless the caller says otherwise
+// (PoolOptions::object_threshold; MPX_OBJECT_THRESHOLD in the environment, read once).
+std::size_t default_object_threshold();
+// MPX_OBJECT_THRESHOLD's value: bytes, or with K, M or G (KiB, MiB, GiB). Throws
+// mpx::Error naming the text and what is expected.
+std::size_t parse_object_threshold(const char* text);
 
 // Active on a thread while a pool worker packs a task's result. An object the worker
 // created itself (mpx::put) must not be packed there: the pool may replace the worker

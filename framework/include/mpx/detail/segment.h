@@ -196,11 +196,9 @@ class Segment {
   std::vector<std::shared_ptr<const void>> kept_;  // see keep()
 };
 
-// Packs a handle's ref and records the segment in the current PinScope, if any.
+// Packs a handle's ref; the caller keeps the segment alive until it has been mapped.
 template <class Stream>
-void pack_segment(msgpack::packer<Stream>& pk, const std::shared_ptr<Segment>& segment) {
-  const SegmentRef& r = segment->ref();
-  pin(segment);
+void pack_segment_ref(msgpack::packer<Stream>& pk, const SegmentRef& r) {
   pk.pack_array(6);
   pk.pack(static_cast<std::uint32_t>(r.kind));
   pk.pack(static_cast<std::int64_t>(r.owner));
@@ -208,6 +206,12 @@ void pack_segment(msgpack::packer<Stream>& pk, const std::shared_ptr<Segment>& s
   pk.pack(r.id);
   pk.pack(r.type_hash);
   pk.pack(r.count);
+}
+// Packs a handle's ref and records the segment in the current PinScope, if any.
+template <class Stream>
+void pack_segment(msgpack::packer<Stream>& pk, const std::shared_ptr<Segment>& segment) {
+  pin(segment);
+  pack_segment_ref(pk, segment->ref());
 }
 // Reads a ref packed by pack_segment and opens it. Throws msgpack::type_error for
 // something that is not a handle and SharedMemoryError as Segment::open does.
