@@ -6,7 +6,7 @@
 // pages read-only; a window of it (subspan) travels as a handle too; a struct or map is
 // stored msgpack-encoded and decoded on get(). The object lives while this process
 // holds it (or a call carrying it runs), and cannot leak, not even into /dev/shm.
-// Large plain arguments (a vector, array, string or Span of 256 KiB or more, see
+// Large plain arguments (a vector, array, string or Span of 1 MiB or more, see
 // PoolOptions::object_threshold) become objects by themselves, without put().
 //
 //   bazel run //examples/shared:objects

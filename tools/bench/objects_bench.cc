@@ -285,7 +285,7 @@ void large_arguments(const Options& o) {
   mpx::Pool by_value(mpx::PoolOptions().processes(2).object_threshold(0));
   for (mpx::Pool* pool : {&as_objects, &by_value}) pool->map(length_of, std::vector<std::string>(4, "x"), 1);
   for (std::size_t bytes : {std::size_t{16} << 10, std::size_t{64} << 10, std::size_t{128} << 10, std::size_t{256} << 10,
-                            std::size_t{1} << 20, std::size_t{4} << 20}) {
+                            std::size_t{1} << 20, std::size_t{4} << 20, std::size_t{16} << 20}) {
     const std::string scenario = "large arguments: imap_unordered(len, " +
                                  std::to_string(bytes >> 10) + " KiB strings, chunksize=1), as objects";
     if (!o.want(scenario.c_str())) continue;

@@ -27,7 +27,7 @@
 //     first; the decoded T is a copy).
 // A parameter of type mpx::Span<const E> also accepts a std::vector<E> (or a Span of
 // ordinary memory): those bytes are then copied into the message, as any argument is,
-// up to the sender's object threshold (PoolOptions::object_threshold, 256 KiB by
+// up to the sender's object threshold (PoolOptions::object_threshold, 1 MiB by
 // default): from there a vector, array, string or Span argument is put() into an
 // object by itself and travels as its handle (see ArgumentCodec below).
 //

@@ -170,7 +170,7 @@ class PoolOptions {
   // forwards its ~40-byte handle instead of the bytes; the worker builds the parameter
   // from the mapping (a Span parameter views it without copying). The object lives
   // until its chunk is answered and counts in max_inflight_bytes. 0: every argument by
-  // value. Default 256 KiB (MPX_OBJECT_THRESHOLD in the environment changes it for every
+  // value. Default 1 MiB (MPX_OBJECT_THRESHOLD in the environment changes it for every
   // Pool, Process and actor call). Not with listen(): remote workers cannot map this
   // host's memory, so a listening pool sends every argument by value.
   PoolOptions& object_threshold(std::size_t n) {
