@@ -16,6 +16,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -191,6 +192,26 @@ void check_large_arguments(std::vector<double> xs, mpx::Span<const double> view,
   std::exit(sum_of(xs) == total && sum_of(view) == total && view.in_object() ? 0 : 3);
 }
 
+// Views as elements: their pointers mean nothing in another process, so such a vector
+// goes by value however large (decoded, they point into the received message).
+std::uint64_t total_length(std::vector<std::string_view> words) {
+  std::uint64_t n = 0;
+  for (std::string_view w : words) n += static_cast<std::uint64_t>(std::count(w.begin(), w.end(), 'w'));
+  return n;
+}
+// Object memfds of this process (mpx-<pid>-Object-*).
+int own_objects() {
+  int n = 0;
+  const std::string prefix = "/memfd:mpx-" + std::to_string(getpid()) + "-Object-";
+  for (int fd = 0; fd < 4096; ++fd) {
+    char target[256];
+    const ssize_t len = readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), target, sizeof target - 1);
+    if (len > 0 && std::string(target, static_cast<std::size_t>(len)).rfind(prefix, 0) == 0) ++n;
+  }
+  return n;
+}
+
+MPX_TASK(total_length);
 MPX_TASK(sum_vector);
 MPX_TASK(arrival);
 MPX_TASK(count_char);
@@ -612,6 +633,25 @@ TEST_F(ObjectsTest, ProcessAndActorTakeLargeArgumentsAsObjects) {
   EXPECT_TRUE(a.in_object);
   EXPECT_EQ(a.sum, sum_of(big));
   EXPECT_FALSE(holder.call(&DataHolder::receive, std::vector<double>{1, 2}).get().in_object);
+}
+
+// A vector of string_views is never sent raw (the views would name this process's
+// memory), and tells send by value (nothing answers them, so nothing would let their
+// objects go).
+TEST_F(ObjectsTest, ViewsAndTellsTravelByValue) {
+  mpx::Pool pool(2);
+  const std::string text(std::size_t{1} << 20, 'w');
+  std::vector<std::string_view> words;
+  for (std::size_t i = 0; i + 8 <= text.size(); i += 8) words.emplace_back(text.data() + i, 8);
+  ASSERT_GE(words.size() * sizeof(std::string_view), std::size_t{1} << 20);
+  EXPECT_EQ(pool.apply(total_length, words), words.size() * 8);
+
+  auto holder = mpx::spawn<DataHolder>(mpx::Span<const double>(std::vector<double>{1, 2}).first(0));
+  const std::vector<double> big = ramp(std::size_t{1} << 18);  // 2 MiB
+  const int before = own_objects();
+  for (int i = 0; i < 16; ++i) holder.tell(&DataHolder::receive, big);
+  EXPECT_EQ(own_objects(), before) << "tells made objects nothing lets go";
+  EXPECT_TRUE(holder.call(&DataHolder::receive, big).get().in_object) << "calls do";
 }
 
 // A listening pool's workers may be on other hosts: asking it for objects is refused,

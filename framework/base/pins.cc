@@ -55,6 +55,10 @@ std::size_t parse_object_threshold(const char* text) {
 }
 
 std::size_t default_object_threshold() {
+  // A process on a node agent's host (its workers and their children) cannot open
+  // shared-memory handles at all (see Segment::open): everything it sends goes by value.
+  static const bool on_node_host = std::getenv("MPX_NODE_HOST") != nullptr;
+  if (on_node_host) return 0;
   static const char* const env = std::getenv("MPX_OBJECT_THRESHOLD");
   if (env == nullptr) return kObjectThreshold;
   static const std::size_t parsed = parse_object_threshold(env);

@@ -618,10 +618,11 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
   const int map_err = errno;
   close(fd);  // the mapping keeps the memory; the owner's fd keeps the name
   if (map == MAP_FAILED) {
-    // Out of address space (a pool's worker_memory_limit) is out of memory, as a copy
-    // of the value would be: callers report both the same way (a task's item fails
-    // with std::bad_alloc naming the limit).
-    if (map_err == ENOMEM) throw std::bad_alloc();
+    // Out of address space (a pool's worker_memory_limit, or vm.max_map_count): its own
+    // type, so that arguments sent as objects can fail as their values would have.
+    if (map_err == ENOMEM) {
+      throw MapOutOfMemory("mpx: cannot map " + shared + ": mmap: " + errno_text(map_err));
+    }
     throw SharedMemoryError("mpx: cannot map " + shared + ": mmap: " + errno_text(map_err));
   }
   std::shared_ptr<Segment> seg(new Segment());

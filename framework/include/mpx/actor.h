@@ -454,7 +454,9 @@ class Actor {
     const std::size_t index = detail::ActorMethods<T>::index_of(method);
     detail::Buffer buf;
     detail::Pins pins;  // shared objects among the arguments live until the answer
-    detail::ObjectSink objects{detail::default_object_threshold(), &pins};  // large ones
+    // Large arguments as objects only for calls: a tell has no answer, so its pins go
+    // only when a later call is answered, and objects would pile up meanwhile.
+    detail::ObjectSink objects{want_reply ? detail::default_object_threshold() : 0, &pins};
     {
       detail::PinScope scope(pins);
       detail::ObjectScope object_scope(objects);

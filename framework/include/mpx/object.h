@@ -64,6 +64,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -223,8 +224,21 @@ struct ArgumentCodec {
   }
   static P unpack(const msgpack::object& o) { return o.as<P>(); }
 };
+// Opens the object an argument's handle names; an object this process has no address
+// space left to map is out of memory (std::bad_alloc), as the value itself would be,
+// so a pool's worker_memory_limit fails the item the same way either way.
+inline std::shared_ptr<Segment> open_argument(const msgpack::object& ref, const TypeTag& tag) {
+  try {
+    return unpack_segment(ref, SegmentKind::kObject, tag);
+  } catch (const MapOutOfMemory&) {
+    throw std::bad_alloc();
+  }
+}
+
+// Elements that are views (std::string_view) are not sent raw: their pointers would
+// name the sender's memory. Such vectors go by value, as put() refuses them.
 template <class P>
-struct ArgumentCodec<P, std::enable_if_t<ObjectLayout<P>::kContiguous>> {
+struct ArgumentCodec<P, std::enable_if_t<ObjectLayout<P>::kContiguous && !holds_views<P>::value>> {
   using Layout = ObjectLayout<P>;
   using E = typename Layout::Element;
   template <class Stream>
@@ -248,7 +262,7 @@ struct ArgumentCodec<P, std::enable_if_t<ObjectLayout<P>::kContiguous>> {
     msgpack::zone zone;
     std::size_t off = 0;
     const msgpack::object ref = read_object(zone, o.via.ext.data(), o.via.ext.size, off);
-    const std::shared_ptr<Segment> segment = unpack_segment(ref, SegmentKind::kObject, Layout::tag());
+    const std::shared_ptr<Segment> segment = open_argument(ref, Layout::tag());
     const auto* first = reinterpret_cast<const E*>(segment->body());
     const auto n = static_cast<std::size_t>(segment->ref().count);
     if constexpr (is_std_array<P>::value) {
@@ -558,16 +572,6 @@ struct HandleCodec<Span<T>> {
       pk.pack(static_cast<std::uint64_t>(s.size()));
       return;
     }
-    // A large Span of ordinary memory passed as an argument becomes an object (see
-    // argument_object): the receiver views the mapping without copying.
-    if (std::shared_ptr<Segment> segment =
-            argument_object(type_tag<E>(), s.data(), sizeof(E), s.size())) {
-      pk.pack_array(3);
-      pack_segment_ref(pk, segment->ref());
-      pk.pack(std::uint64_t{0});
-      pk.pack(static_cast<std::uint64_t>(s.size()));
-      return;
-    }
     if (s.size_bytes() > std::numeric_limits<std::uint32_t>::max()) {
       throw std::length_error("mpx::Span: " + std::to_string(s.size_bytes()) +
                               " bytes are too many to send by value (4 GiB at most); "
@@ -608,6 +612,35 @@ struct HandleCodec<Span<T>> {
     if (first > total || count > total - first) throw msgpack::type_error();
     T* data = reinterpret_cast<T*>(segment->body()) + first;
     return ObjectAccess::view<T>(data, static_cast<std::size_t>(count), std::move(segment), nullptr);
+  }
+};
+
+// A Span argument (a parameter itself, not a Span inside another value): a large one of
+// ordinary memory becomes an object (see argument_object), which the receiver views
+// without copying; a Span of an object travels as its handle anyway.
+template <class T>
+struct ArgumentCodec<Span<T>> {
+  using E = std::remove_cv_t<T>;
+  template <class Stream>
+  static void pack(msgpack::packer<Stream>& pk, const Span<T>& s) {
+    if (!s.in_object()) {
+      if (std::shared_ptr<Segment> segment =
+              argument_object(type_tag<E>(), s.data(), sizeof(E), s.size())) {
+        pk.pack_array(3);
+        pack_segment_ref(pk, segment->ref());
+        pk.pack(std::uint64_t{0});
+        pk.pack(static_cast<std::uint64_t>(s.size()));
+        return;
+      }
+    }
+    pk.pack(s);
+  }
+  static Span<T> unpack(const msgpack::object& o) {
+    try {
+      return o.as<Span<T>>();
+    } catch (const MapOutOfMemory&) {
+      throw std::bad_alloc();
+    }
   }
 };
 

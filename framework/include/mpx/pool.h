@@ -96,8 +96,11 @@ class PoolOptions {
     initializer_ = task.name;
     detail::Buffer buf;
     initializer_pins_.clear();
+    // By value, whatever scope the caller is in: these bytes outlive any chunk.
+    detail::ObjectSink by_value;
     {
       detail::PinScope scope(initializer_pins_);
+      detail::ObjectScope object_scope(by_value);
       msgpack::packer<detail::Buffer> pk(buf);
       detail::ArgCodec<Params...>::pack_call(pk, std::forward<Args>(args)...);
     }

@@ -330,8 +330,10 @@ class BarrierOptions {
     action_ = &detail::require_task(fn, "BarrierOptions::action");
     detail::Buffer buf;
     pins_ = std::make_shared<detail::Pins>();
+    detail::ObjectSink by_value;  // whatever scope the caller is in: these bytes outlive it
     {
       detail::PinScope scope(*pins_);
+      detail::ObjectScope object_scope(by_value);
       msgpack::packer<detail::Buffer> pk(buf);
       detail::ArgCodec<Params...>::pack_call(pk, std::forward<Args>(args)...);
     }

@@ -28,6 +28,7 @@
 #include <msgpack.hpp>
 
 #include "mpx/detail/pins.h"
+#include "mpx/errors.h"
 
 namespace mpx {
 namespace detail {
@@ -99,6 +100,12 @@ struct SegmentRef {
   std::uint64_t id = 0;
   std::uint64_t type_hash = 0;
   std::uint64_t count = 0;
+};
+
+// Segment::open's mmap failed for lack of memory or address space (ENOMEM).
+class MapOutOfMemory : public SharedMemoryError {
+ public:
+  using SharedMemoryError::SharedMemoryError;
 };
 
 // Writes the body of a read-only segment (Segment::create_sealed) into its memfd with
