@@ -13,15 +13,17 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
 #include <mutex>
-#include <optional>
 #include <new>
+#include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -440,9 +442,15 @@ std::shared_ptr<Segment> Segment::create_sealed(SegmentKind kind, const TypeTag&
     if (pwrite(fd, &header, sizeof header, 0) != static_cast<ssize_t>(sizeof header)) fail("pwrite");
     // Read-only from here on, for every process: F_SEAL_WRITE stops write(2) and any
     // new writable shared mapping (none exists: the body was written with pwrite).
-    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
-      fail("F_ADD_SEALS");
+    // The kernel refuses F_SEAL_WRITE (EBUSY) while any page still has an extra
+    // reference; freshly written pages can, for a moment, under memory pressure (seen
+    // once for 300 MiB under UBSan): try again for up to about a second.
+    int sealed = fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    for (int attempt = 0; sealed != 0 && errno == EBUSY && attempt < 100; ++attempt) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      sealed = fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
     }
+    if (sealed != 0) fail("F_ADD_SEALS");
     if (fstat(fd, &st) != 0) fail("fstat");
     map = mmap(nullptr, total, PROT_READ, MAP_SHARED, fd, 0);
     if (map == MAP_FAILED) fail("mmap");
