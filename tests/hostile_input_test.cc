@@ -330,7 +330,7 @@ TEST_F(HostileInputTest, ValidMsgpackOfTheWrongShape) {
   drop_from_client(packed(std::map<std::string, int>{{"type", 2}}), "",
                    std::string(kMalformedClient) + "header is not a msgpack array");
   drop_from_client(packed(std::vector<std::string>{"a", "b", "c"}), "",
-                   std::string(kMalformedClient) + "header array must have 8 fields");
+                   std::string(kMalformedClient) + "header array must have 8 or 9 fields");
   drop_from_client(packed(std::vector<std::string>(8, "x")), "",
                    std::string(kMalformedClient) + "bad version field");
   // Right version and type, a string where the call id belongs.

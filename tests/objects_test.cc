@@ -275,6 +275,33 @@ std::int64_t peak_rss_kb(pid_t pid) {
   return -1;
 }
 
+// Results (large ones travel as objects).
+std::vector<double> make_ramp(std::size_t n) { return ramp(n); }
+std::string text_of_mib(int mib) { return std::string(std::size_t(mib) << 20, 'x'); }
+std::size_t text_size(std::string text) { return text.size(); }
+// A view of a table the worker keeps: a result of ordinary memory, not an object.
+mpx::Span<const double> table_view(std::size_t n) {
+  static const std::vector<double> table = ramp(std::size_t{1} << 20);
+  return mpx::Span<const double>(table.data(), std::min(n, table.size()));
+}
+int exit_now(int code) { std::_Exit(code); }
+MPX_TASK(make_ramp);
+MPX_TASK(text_of_mib);
+MPX_TASK(text_size);
+MPX_TASK(table_view);
+MPX_TASK(exit_now);
+
+// Memfds of mpx objects open in this process, whoever made them.
+int mpx_memfds() {
+  int n = 0;
+  for (int fd = 0; fd < 4096; ++fd) {
+    char target[256];
+    const ssize_t len = readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), target, sizeof target - 1);
+    if (len > 0 && std::string(target, static_cast<std::size_t>(len)).rfind("/memfd:mpx-", 0) == 0) ++n;
+  }
+  return n;
+}
+
 std::string memfd_name(const Doubles& ref) { return mpx::detail::ObjectAccess::segment(ref)->name(); }
 
 std::string packed(const Doubles& ref) {
@@ -666,6 +693,85 @@ TEST_F(ObjectsTest, AListeningPoolRefusesAnObjectThreshold) {
               std::string::npos)
         << e.what();
   }
+}
+
+}  // namespace
+
+namespace {
+
+// ---- Large results as objects ----
+
+// Results from the threshold on come back as objects, whose memfds travel with the
+// RESULT frame: the router's peak memory does not grow by the 8 MiB each result would
+// make it hold, with map, imap_unordered and apply_async alike. With the threshold at 0
+// the same results go by value and the router holds them. Nothing stays open after.
+TEST_F(ObjectsTest, LargeResultsTravelAsObjects) {
+  const std::size_t n = std::size_t{1} << 20;  // 8 MiB of doubles
+  const std::vector<double> want = ramp(n);
+  const std::int64_t big_kb = 8 << 10;
+  const int memfds_before = mpx_memfds();
+  for (std::size_t threshold : {std::size_t{1} << 20, std::size_t{0}}) {
+    SCOPED_TRACE("object_threshold " + std::to_string(threshold));
+    {
+      mpx::Pool pool(mpx::PoolOptions().processes(2).object_threshold(threshold));
+      pool.apply(sum_of, std::vector<double>{0});  // started: the router's reads from here on
+      const std::int64_t router_before = peak_rss_kb(pool.router_pid());
+      const std::vector<std::vector<double>> got = pool.map(make_ramp, std::vector<std::size_t>(4, n), 1);
+      ASSERT_EQ(got.size(), 4u);
+      for (const auto& v : got) EXPECT_TRUE(v == want);
+      std::size_t texts = 0;
+      for (const std::string& t : pool.imap_unordered(text_of_mib, std::vector<int>{3, 3, 3}, 1)) {
+        EXPECT_EQ(t.size(), std::size_t{3} << 20);
+        EXPECT_EQ(t.find_first_not_of('x'), std::string::npos);
+        ++texts;
+      }
+      EXPECT_EQ(texts, 3u);
+      EXPECT_EQ(pool.apply_async(make_ramp, std::size_t{10}).get(), ramp(10)) << "small: by value";
+      const std::int64_t router_growth = peak_rss_kb(pool.router_pid()) - router_before;
+      if (threshold != 0) {
+        EXPECT_LT(router_growth, big_kb / 2)
+            << "the router's peak memory grew by " << router_growth << " KiB: it carried the results";
+      } else {
+        EXPECT_GE(router_growth, big_kb) << "by value, the router holds each result";
+      }
+    }
+    EXPECT_EQ(mpx_memfds(), memfds_before) << "every result object was let go once decoded";
+  }
+}
+
+// A worker exits right after answering: its large result, whose object only the frame
+// in flight still held, arrives whole.
+TEST_F(ObjectsTest, ALargeResultOutlivesTheWorkerThatSentIt) {
+  mpx::Pool pool(1);
+  mpx::Future<std::vector<double>> result = pool.apply_async(make_ramp, std::size_t{1} << 19);  // 4 MiB
+  mpx::Future<int> death = pool.apply_async(exit_now, 3);
+  EXPECT_THROW(death.get(), mpx::WorkerLost);
+  EXPECT_TRUE(result.get() == ramp(std::size_t{1} << 19));
+}
+
+// A Span result of a large array arrives as an object the caller adopts: it is still
+// valid once the pool and its workers are gone, and it passes on to another pool as a
+// handle this process owns.
+TEST_F(ObjectsTest, AResultObjectBelongsToTheCallerOnceItArrives) {
+  const std::size_t n = std::size_t{1} << 18;  // 2 MiB
+  mpx::Span<const double> view;
+  {
+    mpx::Pool pool(2);
+    view = pool.apply(table_view, n);
+  }
+  ASSERT_TRUE(view.in_object());
+  EXPECT_TRUE(std::vector<double>(view.begin(), view.end()) == ramp(n));
+  mpx::Pool other(1);
+  EXPECT_EQ(other.apply(sum_of, view), sum_of(ramp(n)));
+  EXPECT_FALSE(other.apply(table_view, std::size_t{16}).in_object()) << "small: by value";
+}
+
+// A pipeline passes a stage's results on as the bytes they came in, which cannot carry
+// descriptors: its stages send large results by value, and they arrive.
+TEST_F(ObjectsTest, PipelineStagesPassLargeResultsOnByValue) {
+  const std::vector<std::size_t> sizes =
+      mpx::Pipeline::from(std::vector<int>{2, 3}).map(text_of_mib, 1).map(text_size, 1).collect();
+  EXPECT_EQ(sizes, (std::vector<std::size_t>{std::size_t{2} << 20, std::size_t{3} << 20}));
 }
 
 }  // namespace

@@ -13,7 +13,14 @@ thread_local Pins* t_pins = nullptr;  // the innermost active PinScope's list
 thread_local FdTransfers* t_fds = nullptr;  // the innermost active FdScope's list
 thread_local bool t_result = false;         // a ResultScope is active
 thread_local ObjectSink* t_objects = nullptr;  // the innermost active ObjectScope's sink
+thread_local ObjectSink* t_result_objects = nullptr;  // the active ResultObjectScope's
 }
+
+ResultObjectScope::ResultObjectScope(ObjectSink& sink) : previous_(t_result_objects) {
+  t_result_objects = &sink;
+}
+ResultObjectScope::~ResultObjectScope() { t_result_objects = previous_; }
+ObjectSink* packing_sink() { return t_result ? t_result_objects : t_objects; }
 
 ObjectScope::ObjectScope(ObjectSink& sink) : previous_(t_objects) { t_objects = &sink; }
 ObjectScope::~ObjectScope() { t_objects = previous_; }

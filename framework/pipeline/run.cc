@@ -67,6 +67,9 @@ void PipelineRunCore::start() {
         try {
           PoolOptions options = specs[k].options.pool();
           options.processes(stages_[k]->workers);
+          // A stage's results go on to the next stage as the bytes they came in
+          // (answers.cc), which cannot carry the descriptors of results as objects.
+          options.object_threshold(0);
           stages_[k]->pool = std::make_shared<PoolCore>(options);
         } catch (...) {
           errors[k] = std::current_exception();

@@ -154,6 +154,7 @@ PoolCore::PoolCore(const PoolOptions& options)
                 "value (leave object_threshold unset, or 0)");
   }
   object_threshold_ = config.listen.empty() ? options.object_threshold() : 0;
+  config.result_object_threshold = object_threshold_;
   if (config.task_timeout.count() < 0) throw Error("Pool: task_timeout must be >= 0");
   // Frames carry 32-bit lengths and every reader refuses payloads over kMaxPayload.
   if (config.max_message_bytes == 0 || config.max_message_bytes > transport::kMaxPayload) {
@@ -688,6 +689,9 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
   switch (h.type) {
     case wire::Type::kResult: {
       const auto result = wire::Result::from(h);
+      // Results that came as objects are mapped from the descriptors that came with
+      // the frame; whatever no result adopted is closed with the next frame.
+      detail::AttachedObjects attached(conn_.reader().frame_fds().get());
       done = call->accept_results(result.start, result.count, payload.data(), payload.size(),
                                   result.has_errors, result.pid);
       break;

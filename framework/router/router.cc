@@ -199,6 +199,7 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
     config.initializer_args = config_.initializer_args;
     config.max_message_bytes = config_.max_message_bytes;
     config.memory_limit = config_.worker_memory_limit;
+    config.object_threshold = w.place.empty() ? config_.result_object_threshold : 0;
     const std::string payload = wire::encode(config);
     io_.send_worker(w.id, wire::Config().header(), transport::Message(payload.data(), payload.size()));
     dispatch();
@@ -248,7 +249,18 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
       const bool was_running = it == w->in_flight.begin();
       w->in_flight.erase(it);
       if (was_running && !w->in_flight.empty()) w->in_flight.front().started = now;
-      io_.forward_client(client, std::move(in.header_frame), std::move(in.payload));
+      if (in.fds.size() != h.fds) {
+        // Some of the result's objects did not come (the kernel drops descriptors past
+        // this process's RLIMIT_NOFILE): the header says what is passed on, so the
+        // client's reader takes exactly those, and the items whose object is missing
+        // fail there, naming it.
+        logger().warn("router: a RESULT from {} counts {} objects, {} arrived", w->name, h.fds,
+                      in.fds.size());
+        wire::Header fixed = h;
+        fixed.fds = static_cast<std::uint8_t>(in.fds.size());
+        in.header_frame = transport::header_message(fixed);
+      }
+      io_.forward_client(client, std::move(in.header_frame), std::move(in.payload), std::move(in.fds));
       retire_if_done(*w);
       dispatch();
       return;

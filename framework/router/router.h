@@ -70,6 +70,9 @@ struct Config {
   std::uint64_t max_message_bytes = std::uint64_t{1} << 30;
   // RLIMIT_AS of each worker, 0 for none; sent in CONFIG.
   std::uint64_t worker_memory_limit = 0;
+  // Results of this many bytes or more travel as objects (see mpx/object.h); 0: never.
+  // Sent in CONFIG to workers on this host only: others could not hand the driver one.
+  std::uint64_t result_object_threshold = 0;
   // Node agents on other hosts dial this ZeroMQ endpoint (tcp://, ipc://); empty: the
   // pool has local workers only (and never loads libzmq). workers may then be 0.
   std::string listen;
@@ -100,6 +103,7 @@ struct Config {
     field("task_timeout_ms", self.task_timeout);
     field("max_message_bytes", self.max_message_bytes);
     field("worker_memory_limit", self.worker_memory_limit);
+    field("result_object_threshold", self.result_object_threshold);
     field("listen", self.listen);
     field("cluster_key", self.cluster_key);
     field("host_timeout_ms", self.host_timeout);
@@ -115,8 +119,9 @@ class RouterIo {
  public:
   virtual ~RouterIo() = default;
   virtual void send_client(std::string_view client, const wire::Header& h, transport::Message&& payload) = 0;
+  // fds: descriptors that came with the frame (a RESULT's objects), passed on with it.
   virtual void forward_client(std::string_view client, transport::Message&& header_frame,
-                              transport::Message&& payload) = 0;
+                              transport::Message&& payload, transport::Fds&& fds) = 0;
   virtual void send_worker(std::string_view worker, const wire::Header& h, transport::Message&& payload) = 0;
   virtual void forward_worker(std::string_view worker, transport::Message&& header_frame,
                               transport::Message&& payload) = 0;

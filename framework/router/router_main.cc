@@ -54,8 +54,8 @@ class ProcessIo final : public RouterIo {
     deliver(client, transport::header_message(h), std::move(payload));
   }
   void forward_client(std::string_view client, transport::Message&& header_frame,
-                      transport::Message&& payload) override {
-    deliver(client, std::move(header_frame), std::move(payload));
+                      transport::Message&& payload, transport::Fds&& fds) override {
+    deliver(client, std::move(header_frame), std::move(payload), std::move(fds));
   }
   void send_worker(std::string_view worker, const wire::Header& h, transport::Message&& payload) override {
     deliver(worker, transport::header_message(h), std::move(payload));
@@ -135,7 +135,11 @@ class ProcessIo final : public RouterIo {
   }
 
  private:
-  void deliver(std::string_view to, transport::Message&& header_frame, transport::Message&& payload) {
+  // fds reach only local peers: a frame forwarded to another host drops them, and its
+  // header still counts them, so that host's reader finds them missing, never another
+  // frame's (only results carry any, and results go to local clients).
+  void deliver(std::string_view to, transport::Message&& header_frame, transport::Message&& payload,
+               transport::Fds&& fds = {}) {
     auto it = by_id_.find(to);
     if (it == by_id_.end() && remote_ && remote_->forward(to, std::move(header_frame), std::move(payload))) {
       return;
@@ -147,7 +151,7 @@ class ProcessIo final : public RouterIo {
       return;
     }
     Conn& c = *it->second;
-    c.conn.queue(std::move(header_frame), std::move(payload));
+    c.conn.queue(std::move(header_frame), std::move(payload), std::move(fds));
     // Small frames are written at the end of the loop turn (flush_all): what one turn
     // forwards to a peer leaves in one system call, and nothing waits longer than that
     // turn. Large ones leave at once, so the peer works while the rest is read.

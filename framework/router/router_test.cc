@@ -57,7 +57,8 @@ class FakeIo final : public RouterIo, public WorkerSupervisor {
     record(Sent::kSendClient, client, h, std::string(), payload);
   }
   void forward_client(std::string_view client, transport::Message&& header_frame,
-                      transport::Message&& payload) override {
+                      transport::Message&& payload, transport::Fds&& fds) override {
+    forwarded_fds.push_back(fds.size());
     forward(Sent::kForwardClient, client, header_frame, payload);
   }
   void send_worker(std::string_view worker, const Header& h, transport::Message&& payload) override {
@@ -99,6 +100,7 @@ class FakeIo final : public RouterIo, public WorkerSupervisor {
   std::vector<Sent> take() { return std::exchange(sent, {}); }
 
   std::vector<Sent> sent;
+  std::vector<std::size_t> forwarded_fds;  // descriptors passed on with each forward_client
   std::vector<std::string> spawned;
   std::vector<std::string> places;  // of spawn_at, in order
   std::vector<pid_t> killed;

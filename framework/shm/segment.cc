@@ -538,9 +538,61 @@ void check_header(const Header& h, const SegmentRef& ref, SegmentKind kind, cons
 
 }  // namespace
 
+namespace {
+thread_local std::vector<int>* t_attached = nullptr;
+}  // namespace
+
+AttachedObjects::AttachedObjects(std::vector<int>& fds) : previous_(t_attached) { t_attached = &fds; }
+AttachedObjects::~AttachedObjects() { t_attached = previous_; }
+
+std::shared_ptr<Segment> Segment::adopt_attached(const SegmentRef& ref, SegmentKind kind,
+                                                 const TypeTag& tag) {
+  for (int& fd : *t_attached) {
+    if (fd < 0) continue;
+    Header h{};
+    struct stat st {};
+    if (::pread(fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h) || h.id != ref.id ||
+        h.magic != kMagic || h.version != kLayoutVersion || fstat(fd, &st) != 0) {
+      continue;
+    }
+    const std::string what = describe(kind, tag.name);
+    check_header(h, ref, kind, tag, what);
+    // Only create_sealed makes objects, sealed before they are shared.
+    const int seals = fcntl(fd, F_GET_SEALS);
+    const auto total = static_cast<std::size_t>(st.st_size);
+    if (!read_only(kind) || seals < 0 || (seals & F_SEAL_WRITE) == 0 || total < kHeaderBytes ||
+        h.body_bytes > total - kHeaderBytes) {
+      throw SharedMemoryError("mpx: the " + what + " that came with a message is not a sealed object");
+    }
+    void* map = mmap(nullptr, total, PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+      const int err = errno;
+      const std::string why = "mpx: cannot map " + what + " that came with a message: mmap: " + errno_text(err);
+      if (err == ENOMEM) throw MapOutOfMemory(why);
+      throw SharedMemoryError(why);
+    }
+    char target[256];
+    const ssize_t len = readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), target, sizeof target - 1);
+    std::string name = len > 7 ? std::string(target + 7, static_cast<std::size_t>(len) - 7) : "mpx-object";
+    if (auto space = name.find(' '); space != std::string::npos) name.resize(space);
+    SegmentRef mine = ref;
+    mine.owner = getpid();
+    mine.fd = fd;
+    fd = -1;  // the Segment owns it now
+    std::shared_ptr<Segment> seg =
+        owned_mapping(mine, name, map, total, static_cast<std::size_t>(h.body_bytes), st.st_dev, st.st_ino);
+    register_owned(registry(), seg);
+    return seg;
+  }
+  return nullptr;
+}
+
 std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
                                        const TypeTag& tag) {
   check_kind(ref, kind, tag);
+  if (t_attached != nullptr && read_only(kind)) {
+    if (std::shared_ptr<Segment> adopted = adopt_attached(ref, kind, tag)) return adopted;
+  }
   const std::string what = describe(kind, tag.name);
   const std::string shared = "shared " + kind_text(kind, tag.name);
   // A node agent's workers (framework/node/agent.cc sets this for them) run on

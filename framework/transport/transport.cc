@@ -48,15 +48,34 @@ std::uint32_t get_u32(const char* p) {
 }
 
 // Writes iov fully, waiting while the socket is full, until deadline.
+// Puts fds into msg's control buffer (control: CMSG_SPACE(kMaxFds ints)).
+void attach_fds(msghdr& msg, char* control, const std::vector<int>& fds) {
+  if (fds.empty()) return;
+  msg.msg_control = control;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+  std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+}
+
+// Writes iov fully, waiting while the socket is full, until deadline. fds go with the
+// first bytes written.
 bool write_all(int fd, iovec* iov, int count,
                std::chrono::steady_clock::time_point deadline =
-                   std::chrono::steady_clock::time_point::max()) {
+                   std::chrono::steady_clock::time_point::max(),
+               const std::vector<int>& fds = {}) {
   int first = 0;
+  bool fds_sent = fds.empty();
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * wire::kMaxFds)];
   while (first < count) {
     msghdr msg{};
     msg.msg_iov = iov + first;
     msg.msg_iovlen = static_cast<std::size_t>(count - first);
+    if (!fds_sent) attach_fds(msg, control, fds);
     const ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) fds_sent = true;
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -82,10 +101,10 @@ bool write_all(int fd, iovec* iov, int count,
   return true;
 }
 
-// Our own encoding of a header (the layout set_type relies on): [0x98][0xcc v][0xcc t]...
+// Our own encoding of a header (the layout set_type relies on): [0x98 or 0x99][0xcc v][0xcc t]...
 bool has_our_layout(const char* b, std::size_t n) {
   const auto* u = reinterpret_cast<const unsigned char*>(b);
-  return n >= 5 && u[0] == 0x98 && u[1] == 0xcc && u[3] == 0xcc;
+  return n >= 5 && (u[0] == 0x98 || u[0] == 0x99) && u[1] == 0xcc && u[3] == 0xcc;
 }
 
 }  // namespace
@@ -152,7 +171,10 @@ void set_type(Message& header_frame, wire::Type type) {
 
 constexpr std::size_t kReadChunk = 64 * 1024;
 
-Reader::~Reader() { std::free(buf_); }
+Reader::~Reader() {
+  std::free(buf_);
+  drop_fds();
+}
 
 Reader::Reader(Reader&& other) noexcept
     : max_payload_(other.max_payload_),
@@ -160,19 +182,55 @@ Reader::Reader(Reader&& other) noexcept
       cap_(std::exchange(other.cap_, 0)),
       start_(std::exchange(other.start_, 0)),
       end_(std::exchange(other.end_, 0)),
-      need_(std::exchange(other.need_, 0)) {}
+      need_(std::exchange(other.need_, 0)),
+      unclaimed_(std::exchange(other.unclaimed_, {})),
+      frame_fds_(std::move(other.frame_fds_)) {}
 
 Reader& Reader::operator=(Reader&& other) noexcept {
   if (this != &other) {
     std::free(buf_);
+    drop_fds();
     max_payload_ = other.max_payload_;
     buf_ = std::exchange(other.buf_, nullptr);
     cap_ = std::exchange(other.cap_, 0);
     start_ = std::exchange(other.start_, 0);
     end_ = std::exchange(other.end_, 0);
     need_ = std::exchange(other.need_, 0);
+    unclaimed_ = std::exchange(other.unclaimed_, {});
+    frame_fds_ = std::move(other.frame_fds_);
   }
   return *this;
+}
+
+void Reader::take_fds(msghdr& msg) {
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < n; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      // A peer that sends descriptors no frame claims cannot make this process hold
+      // them without bound.
+      if (unclaimed_.size() >= kMaxUnclaimedFds) {
+        ::close(fd);
+      } else {
+        unclaimed_.push_back(fd);
+      }
+    }
+  }
+}
+
+void Reader::drop_fds() noexcept {
+  for (int fd : unclaimed_) ::close(fd);
+  unclaimed_.clear();
+  frame_fds_.reset();
+}
+
+void Fds::reset() noexcept {
+  for (int fd : fds_) {
+    if (fd >= 0) ::close(fd);
+  }
+  fds_.clear();
 }
 
 void Reader::grow() {
@@ -207,7 +265,17 @@ Reader::Fill Reader::fill(int fd) {
     }
     if (taken >= budget || (need_ > 0 && end_ - start_ >= need_)) return Fill::kData;
     if (end_ == cap_) grow();
-    const ssize_t n = ::recv(fd, buf_ + end_, cap_ - end_, MSG_DONTWAIT);
+    // recvmsg, never recv: descriptors sent with a frame would be closed by a read
+    // that has no room for them.
+    iovec iov{buf_ + end_, cap_ - end_};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * wire::kMaxFds)];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    const ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n >= 0 && msg.msg_controllen > 0) take_fds(msg);
     if (n > 0) {
       end_ += static_cast<std::size_t>(n);
       taken += static_cast<std::size_t>(n);
@@ -307,6 +375,11 @@ Reader::Next Reader::next(wire::Header& header, std::string_view& header_bytes,
   start_ += total;
   auto h = wire::decode(p + kFramePrefix, hl, why);
   if (!h) return Next::kBadFrame;
+  if (!frame_fds_.empty()) frame_fds_.reset();  // the last frame's, not taken
+  for (std::uint8_t i = 0; i < h->fds && !unclaimed_.empty(); ++i) {
+    frame_fds_.push(unclaimed_.front());
+    unclaimed_.pop_front();
+  }
   header = *h;
   header_bytes = std::string_view(p + kFramePrefix, hl);
   payload = std::string_view(p + kFramePrefix + hl, pl);
@@ -318,6 +391,7 @@ Reader::Next Reader::next(Incoming& in, std::string* why) {
   std::string_view header_bytes, payload;
   const Next got = next(h, header_bytes, payload, why);
   if (got != Next::kFrame) return got;
+  in.fds = std::move(frame_fds_);
   in.payload = Message(payload.data(), payload.size());
   if (has_our_layout(header_bytes.data(), header_bytes.size())) {
     in.header_frame = Message(header_bytes.data(), header_bytes.size());
@@ -359,8 +433,9 @@ void Writer::push(const wire::Header& header, Message payload) {
   push(header_message(header), std::move(payload));
 }
 
-void Writer::push(Message header_frame, Message payload) {
+void Writer::push(Message header_frame, Message payload, Fds fds) {
   Entry e;
+  e.fds = std::move(fds);
   put_u32(e.prefix, static_cast<std::uint32_t>(header_frame.size()));
   put_u32(e.prefix + 4, static_cast<std::uint32_t>(payload.size()));
   e.header = std::move(header_frame);
@@ -371,11 +446,18 @@ void Writer::push(Message header_frame, Message payload) {
 
 Writer::Status Writer::flush(int fd) {
   constexpr int kMaxFrames = 64;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * wire::kMaxFds)];
   while (!queue_.empty()) {
     iovec iov[3 * kMaxFrames];
     int n = 0;
+    Entry* carrier = nullptr;  // the one frame whose descriptors this sendmsg carries
     for (std::size_t k = 0; k < queue_.size() && k < kMaxFrames; ++k) {
       Entry& e = queue_[k];
+      // One frame's descriptors per sendmsg; those of a later frame wait for the next.
+      if (!e.fds.empty()) {
+        if (carrier != nullptr) break;
+        carrier = &e;
+      }
       const std::pair<const char*, std::size_t> parts[3] = {
           {e.prefix, kFramePrefix}, {e.header.data<char>(), e.header.size()},
           {e.payload.data<char>(), e.payload.size()}};
@@ -392,12 +474,15 @@ Writer::Status Writer::flush(int fd) {
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = static_cast<std::size_t>(n);
+    if (carrier != nullptr) attach_fds(msg, control, carrier->fds.get());
     const ssize_t sent = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (sent < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return Status::kPending;
       return Status::kGone;
     }
+    // In flight now, with the first bytes, however few of the frame's own went.
+    if (carrier != nullptr) carrier->fds.reset();
     std::size_t left = static_cast<std::size_t>(sent);
     bytes_ -= left;
     while (left > 0) {
@@ -492,17 +577,19 @@ bool Connection::read_identity(bool* bad, std::string* why) {
   return true;
 }
 
-bool Connection::send(const wire::Header& header, std::string_view payload) {
-  return fd_ >= 0 && write_frame(fd_, header, payload);
+bool Connection::send(const wire::Header& header, std::string_view payload,
+                      const std::vector<int>& fds) {
+  return fd_ >= 0 && write_frame(fd_, header, payload, fds);
 }
 
-bool write_frame(int fd, const wire::Header& header, std::string_view payload) {
+bool write_frame(int fd, const wire::Header& header, std::string_view payload,
+                 const std::vector<int>& fds) {
   char head[kFramePrefix + wire::kMaxHeaderSize];
   const std::size_t hl = wire::encode(header, head + kFramePrefix);
   put_u32(head, static_cast<std::uint32_t>(hl));
   put_u32(head + 4, static_cast<std::uint32_t>(payload.size()));
   iovec iov[2] = {{head, kFramePrefix + hl}, {const_cast<char*>(payload.data()), payload.size()}};
-  return write_all(fd, iov, 2);
+  return write_all(fd, iov, 2, std::chrono::steady_clock::time_point::max(), fds);
 }
 
 bool Connection::send_bytes(std::string_view frames, std::chrono::steady_clock::time_point deadline) {

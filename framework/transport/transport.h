@@ -22,6 +22,8 @@
 #ifndef MPX_FRAMEWORK_TRANSPORT_TRANSPORT_H_
 #define MPX_FRAMEWORK_TRANSPORT_TRANSPORT_H_
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -104,12 +106,48 @@ class Message {
 // The encoded header, as a frame.
 Message header_message(const wire::Header& header);
 
+// Descriptors that travel with a frame (SCM_RIGHTS): a worker's result objects, which
+// must outlive the worker that made them (mpx/object.h). The sender attaches them to
+// the frame's first sendmsg and counts them in the header (wire::Header::fds); the
+// kernel holds them in flight, so they survive the sender's death like the bytes do,
+// and the receiver takes as many as the header counts, in order. Owns them: closes
+// what was not released.
+class Fds {
+ public:
+  Fds() = default;
+  ~Fds() { reset(); }
+  Fds(Fds&& other) noexcept : fds_(std::move(other.fds_)) { other.fds_.clear(); }
+  Fds& operator=(Fds&& other) noexcept {
+    if (this != &other) {
+      reset();
+      fds_ = std::move(other.fds_);
+      other.fds_.clear();
+    }
+    return *this;
+  }
+  Fds(const Fds&) = delete;
+  Fds& operator=(const Fds&) = delete;
+  // Takes ownership of fd.
+  void push(int fd) { fds_.push_back(fd); }
+  const std::vector<int>& get() const { return fds_; }
+  // A taker may set an entry to -1 (AttachedObjects adopts what it maps).
+  std::vector<int>& get() { return fds_; }
+  std::size_t size() const { return fds_.size(); }
+  bool empty() const { return fds_.empty(); }
+  // Closes them all.
+  void reset() noexcept;
+
+ private:
+  std::vector<int> fds_;
+};
+
 // One received message. header views into header_frame.
 struct Incoming {
   std::string from;  // the sending connection's identity (the router's side)
   Message header_frame;
   Message payload;
   wire::Header header;
+  Fds fds;  // what came with it: header.fds of them, fewer if the kernel dropped some
   std::string_view sender() const { return from; }
 };
 
@@ -137,9 +175,15 @@ class Reader {
     kBroken,    // lengths out of range: the stream cannot be resynchronised, *why says
                 // why; the caller must drop the connection
   };
-  // The next complete frame, as views valid until the next fill() or next().
+  // The next complete frame, as views valid until the next fill() or next(). The
+  // descriptors it came with are in frame_fds() until the next next().
   Next next(wire::Header& header, std::string_view& header_bytes, std::string_view& payload,
             std::string* why);
+  // The descriptors of the frame next() returned last (header.fds of them, in the order
+  // sent; fewer when the kernel dropped some, as at this process's RLIMIT_NOFILE).
+  Fds& frame_fds() { return frame_fds_; }
+  // Descriptors received that no frame has claimed yet (tests and diagnostics).
+  std::size_t unclaimed_fds() const { return unclaimed_.size(); }
   // The same, copied into in (from is left as it is).
   Next next(Incoming& in, std::string* why);
   // After fill() threw std::bad_alloc (a frame larger than this process can hold, as
@@ -151,9 +195,20 @@ class Reader {
   bool empty() const { return start_ == end_; }
   // Bytes of buffer held now (for tests and diagnostics).
   std::size_t capacity() const { return cap_; }
-  void reset() { start_ = end_ = 0; }
+  void reset() {
+    start_ = end_ = 0;
+    drop_fds();
+  }
 
  private:
+  void drop_fds() noexcept;
+  void take_fds(msghdr& msg);
+  static constexpr std::size_t kMaxUnclaimedFds = 4 * wire::kMaxFds;
+  // Descriptors received (recvmsg) and not yet handed to their frame. They arrive at
+  // the latest with their frame's first bytes, so a frame, once whole, finds its own
+  // at the front of this queue, behind none of a later frame's.
+  std::deque<int> unclaimed_;
+  Fds frame_fds_;
   // The buffer grows only when full, by doubling, never beyond the frame being read
   // (as far as its prefix says), so memory follows the bytes that really arrived, not
   // a length a peer announced; it shrinks back once a large frame is gone.
@@ -167,8 +222,10 @@ class Reader {
 
 // Writes one whole frame on fd, waiting while the socket is full; false when the peer
 // is gone (EPIPE, ECONNRESET) or the socket failed. What Connection::send does, for
-// code that keeps its own descriptor (mpx::Connection's ends).
-bool write_frame(int fd, const wire::Header& header, std::string_view payload);
+// code that keeps its own descriptor (mpx::Connection's ends). fds (header.fds of
+// them) go with the frame; the caller may close its own once this returned.
+bool write_frame(int fd, const wire::Header& header, std::string_view payload,
+                 const std::vector<int>& fds = {});
 // Encodes a frame into out (for a later write).
 void append_frame(std::string& out, const wire::Header& header, std::string_view payload);
 // The same with header bytes as they are (tests and tools that send foreign headers).
@@ -179,7 +236,8 @@ class Writer {
  public:
   enum class Status { kDone, kPending, kGone };
   void push(const wire::Header& header, Message payload);
-  void push(Message header_frame, Message payload);
+  // fds: the descriptors the header counts, sent with the frame and closed once sent.
+  void push(Message header_frame, Message payload, Fds fds = {});
   // Writes what the socket takes now.
   Status flush(int fd);
   bool pending() const { return !queue_.empty(); }
@@ -196,6 +254,7 @@ class Writer {
     Message header;
     Message payload;
     std::size_t done = 0;  // bytes of this frame already written
+    Fds fds;               // still to send: emptied by the sendmsg that carried them
     std::size_t size() const { return kFramePrefix + header.size() + payload.size(); }
   };
   std::deque<Entry> queue_;
@@ -250,7 +309,8 @@ class Connection {
   // ---- Writing now: whole frames, waiting while the socket is full (until deadline,
   // for send_bytes: then false, possibly after a part was written). false when the peer
   // is gone (EPIPE, ECONNRESET) or the socket failed.
-  bool send(const wire::Header& header, std::string_view payload);
+  bool send(const wire::Header& header, std::string_view payload,
+            const std::vector<int>& fds = {});
   bool send_bytes(std::string_view frames, std::chrono::steady_clock::time_point deadline =
                                                std::chrono::steady_clock::time_point::max());
 
@@ -260,7 +320,9 @@ class Connection {
 
   // ---- Writing when the socket takes it: frames queued, written by flush() as far as
   // the socket takes them without waiting (a router never waits for a slow peer).
-  void queue(Message header_frame, Message payload) { writer_.push(std::move(header_frame), std::move(payload)); }
+  void queue(Message header_frame, Message payload, Fds fds = {}) {
+    writer_.push(std::move(header_frame), std::move(payload), std::move(fds));
+  }
   void queue(const wire::Header& header, Message payload) { writer_.push(header, std::move(payload)); }
   Writer::Status flush() { return writer_.flush(fd_); }
   bool pending() const { return writer_.pending(); }

@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -315,6 +316,32 @@ TEST(Framing, TheReaderSaysWhenThePeerClosed) {
   EXPECT_FALSE(write_frame(p.fd[1], make(Type::kPing), "")) << "writing to a closed peer fails";
 }
 
+// Flushes w into p.fd[0] as the socket takes it and reads frames from p.fd[1] until
+// frames have come (fewer if the stream broke: the test then fails).
+std::vector<Incoming> deliver(Writer& w, Pair& p, int frames, Reader* reader = nullptr) {
+  Reader own;
+  Reader& r = reader != nullptr ? *reader : own;
+  std::vector<Incoming> got;
+  while (got.size() < static_cast<std::size_t>(frames)) {
+    Incoming in;
+    std::string why;
+    const auto next = r.next(in, &why);
+    if (next == Reader::Next::kFrame) {
+      got.push_back(std::move(in));
+      continue;
+    }
+    if (next == Reader::Next::kBroken) {
+      ADD_FAILURE() << why;
+      break;
+    }
+    w.flush(p.fd[0]);
+    pollfd fds{p.fd[1], POLLIN, 0};
+    poll(&fds, 1, milliseconds(100));
+    r.fill(p.fd[1]);
+  }
+  return got;
+}
+
 TEST(Writer, QueuesWhatAFullSocketDoesNotTakeAndDeliversItInOrder) {
   Pair p;
   int small = 4096;
@@ -327,24 +354,13 @@ TEST(Writer, QueuesWhatAFullSocketDoesNotTakeAndDeliversItInOrder) {
   }
   EXPECT_EQ(w.flush(p.fd[0]), Writer::Status::kPending) << "4 MB cannot fit a 4 KB socket buffer";
   EXPECT_GT(w.pending_bytes(), 0u);
-  Reader r;
-  int got = 0;
-  while (got < kFrames) {
-    Incoming in;
-    std::string why;
-    const auto next = r.next(in, &why);
-    if (next == Reader::Next::kFrame) {
-      EXPECT_EQ(in.header.call_id, static_cast<std::uint64_t>(got));
-      EXPECT_EQ(in.payload.size(), 100000u);
-      EXPECT_EQ(in.payload.data<char>()[99999], static_cast<char>('a' + got % 26));
-      ++got;
-      continue;
-    }
-    ASSERT_NE(next, Reader::Next::kBroken) << why;
-    w.flush(p.fd[0]);
-    pollfd fds{p.fd[1], POLLIN, 0};
-    poll(&fds, 1, milliseconds(100));
-    r.fill(p.fd[1]);
+  const std::vector<Incoming> got = deliver(w, p, kFrames);
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(kFrames));
+  for (int i = 0; i < kFrames; ++i) {
+    const Incoming& in = got[static_cast<std::size_t>(i)];
+    EXPECT_EQ(in.header.call_id, static_cast<std::uint64_t>(i));
+    EXPECT_EQ(in.payload.size(), 100000u);
+    EXPECT_EQ(in.payload.data<char>()[99999], static_cast<char>('a' + i % 26));
   }
   EXPECT_FALSE(w.pending());
   EXPECT_EQ(w.pending_bytes(), 0u);
@@ -352,6 +368,97 @@ TEST(Writer, QueuesWhatAFullSocketDoesNotTakeAndDeliversItInOrder) {
   p.fd[1] = -1;
   w.push(make(Type::kPing), Message());
   EXPECT_EQ(w.flush(p.fd[0]), Writer::Status::kGone);
+}
+
+// A memfd holding text, standing for a result's object.
+int memfd_with(const std::string& text) {
+  const int fd = ::memfd_create("transport-test", MFD_CLOEXEC);
+  EXPECT_GE(fd, 0);
+  EXPECT_EQ(::pwrite(fd, text.data(), text.size(), 0), static_cast<ssize_t>(text.size()));
+  return fd;
+}
+std::string text_of(int fd) {
+  char buf[64] = {};
+  const ssize_t n = ::pread(fd, buf, sizeof buf, 0);
+  return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+}
+std::size_t open_fds() {
+  std::size_t n = 0;
+  for (int fd = 0; fd < 4096; ++fd) n += ::fcntl(fd, F_GETFD) >= 0;
+  return n;
+}
+
+TEST(Descriptors, TravelWithTheirFrameThroughPartialWritesAndOutliveTheSender) {
+  Pair p;
+  int small = 4096;
+  ASSERT_EQ(::setsockopt(p.fd[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  ::fcntl(p.fd[0], F_SETFL, O_NONBLOCK);
+  const std::size_t before = open_fds();
+  Writer w;
+  constexpr int kFrames = 30;
+  // Every third frame carries i % 3 + 1 descriptors; the rest none. Large payloads:
+  // the socket takes each frame in many pieces.
+  for (int i = 0; i < kFrames; ++i) {
+    Header h = make(Type::kResult, static_cast<std::uint64_t>(i));
+    Fds fds;
+    if (i % 3 == 0) {
+      for (int j = 0; j <= i % 4; ++j) fds.push(memfd_with("frame " + std::to_string(i) + " fd " + std::to_string(j)));
+      h.fds = static_cast<std::uint8_t>(fds.size());
+    }
+    w.push(header_message(h), Message(std::string(50000, 'x').data(), 50000), std::move(fds));
+  }
+  Reader r;
+  std::vector<Incoming> got = deliver(w, p, kFrames, &r);
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(kFrames));
+  EXPECT_FALSE(w.pending());
+  ::close(p.fd[0]);  // the sender is gone: what it sent stays readable, descriptors too
+  p.fd[0] = -1;
+  for (int i = 0; i < kFrames; ++i) {
+    const Incoming& in = got[static_cast<std::size_t>(i)];
+    ASSERT_EQ(in.header.call_id, static_cast<std::uint64_t>(i));
+    const std::size_t want = i % 3 == 0 ? static_cast<std::size_t>(i % 4 + 1) : 0;
+    EXPECT_EQ(in.header.fds, want);
+    ASSERT_EQ(in.fds.size(), want) << "frame " << i;
+    for (std::size_t j = 0; j < want; ++j) {
+      EXPECT_EQ(text_of(in.fds.get()[j]), "frame " + std::to_string(i) + " fd " + std::to_string(j));
+    }
+  }
+  EXPECT_EQ(r.unclaimed_fds(), 0u);
+  got.clear();
+  EXPECT_EQ(open_fds(), before - 1) << "every descriptor sent or received is closed once dropped";
+}
+
+TEST(Descriptors, ABlockingSendCarriesThemAndAReaderClosesWhatNoFrameClaims) {
+  Pair p;
+  const std::size_t before = open_fds();
+  Header h = make(Type::kResult, 7);
+  const int a = memfd_with("a"), b = memfd_with("b");
+  h.fds = 2;
+  ASSERT_TRUE(transport::write_frame(p.fd[0], h, "payload", {a, b}));
+  ::close(a);
+  ::close(b);
+  {
+    Reader r;
+    ASSERT_EQ(r.fill(p.fd[1]), Reader::Fill::kData);
+    wire::Header got;
+    std::string_view header_bytes, payload;
+    std::string why;
+    ASSERT_EQ(r.next(got, header_bytes, payload, &why), Reader::Next::kFrame) << why;
+    ASSERT_EQ(r.frame_fds().size(), 2u);
+    EXPECT_EQ(text_of(r.frame_fds().get()[0]), "a");
+    EXPECT_EQ(text_of(r.frame_fds().get()[1]), "b");
+    // Descriptors that a header does not count (a peer's mistake) wait unclaimed, and
+    // the reader closes them when it goes, as it does the last frame's untaken ones.
+    const int stray = memfd_with("stray");
+    ASSERT_TRUE(transport::write_frame(p.fd[0], make(Type::kPing), "", {stray}));
+    ::close(stray);
+    ASSERT_EQ(r.fill(p.fd[1]), Reader::Fill::kData);
+    EXPECT_EQ(r.unclaimed_fds(), 1u);
+    ASSERT_EQ(r.next(got, header_bytes, payload, &why), Reader::Next::kFrame) << why;
+    EXPECT_EQ(r.frame_fds().size(), 0u);
+    EXPECT_EQ(r.unclaimed_fds(), 1u);
+  }
+  EXPECT_EQ(open_fds(), before);
 }
 
 // Signal handlers interrupt poll and writes: the calls resume instead of failing.

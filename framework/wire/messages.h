@@ -31,7 +31,8 @@
 // | REPLY       | actor -> caller  | call, pid, failed                       | result / ErrorInfo |
 // | DATA        | one end of an mpx::Pipe -> the other | pid                 | the message        |
 //
-// RESULT goes worker -> router -> driver unchanged.
+// RESULT goes worker -> router -> driver unchanged, with the descriptors of the results
+// that travel as objects (Header::fds).
 #ifndef MPX_FRAMEWORK_WIRE_MESSAGES_H_
 #define MPX_FRAMEWORK_WIRE_MESSAGES_H_
 
@@ -142,11 +143,14 @@ struct Result {
   std::uint32_t count = 0;
   std::int32_t pid = 0;     // the worker that ran it
   bool has_errors = false;  // flags & kFlagHasErrors: an error list follows the values
+  std::uint8_t objects = 0;  // fds: results that travel as objects, their memfds attached
   Header header() const {
-    return {kType, call_id, start, count, pid, has_errors ? kFlagHasErrors : std::uint8_t{0}};
+    Header h{kType, call_id, start, count, pid, has_errors ? kFlagHasErrors : std::uint8_t{0}};
+    h.fds = objects;
+    return h;
   }
   static Result from(const Header& h) {
-    return {h.call_id, h.start, h.count, h.pid, (h.flags & kFlagHasErrors) != 0};
+    return {h.call_id, h.start, h.count, h.pid, (h.flags & kFlagHasErrors) != 0, h.fds};
   }
 };
 
@@ -194,12 +198,16 @@ struct WorkerConfig {
   std::string initializer_args;   // its msgpack argument array
   std::uint64_t max_message_bytes = std::uint64_t{1} << 30;  // larger results fail
   std::uint64_t memory_limit = 0;  // RLIMIT_AS the worker sets on itself; 0: none
+  // Results of this many bytes or more go back as objects, their descriptors with the
+  // RESULT frame (mpx/object.h); 0: every result by value.
+  std::uint64_t object_threshold = 0;
   template <class Self, class F>
   static void fields(Self& self, F&& field) {
     field("initializer", self.initializer);
     field("initializer_args", self.initializer_args);
     field("max_message_bytes", self.max_message_bytes);
     field("memory_limit", self.memory_limit);
+    field("object_threshold", self.object_threshold);
   }
 };
 std::string encode(const WorkerConfig& config);

@@ -162,8 +162,15 @@ std::size_t encode(const Header& h, char* out) {
                  h.name.size(), kMaxNameSize, 64, h.name.data());
     std::abort();
   }
+  if (h.fds > kMaxFds) {
+    std::fprintf(stderr, "mpx: wire::encode: %u descriptors exceed the limit of %u per frame\n",
+                 static_cast<unsigned>(h.fds), static_cast<unsigned>(kMaxFds));
+    std::abort();
+  }
   Writer w(out);
-  w.byte(0x98);  // fixarray of 8
+  // The ninth field only when there are descriptors: every other frame keeps the
+  // eight-field shape (and size) it always had.
+  w.byte(h.fds > 0 ? 0x99 : 0x98);  // fixarray of 9 or 8
   w.u8(kVersion);
   w.u8(static_cast<std::uint8_t>(h.type));
   w.u64(h.call_id);
@@ -172,6 +179,7 @@ std::size_t encode(const Header& h, char* out) {
   w.i32(h.pid);
   w.u8(h.flags);
   w.str(h.name);
+  if (h.fds > 0) w.u8(h.fds);
   return w.size();
 }
 
@@ -185,7 +193,7 @@ std::optional<Header> decode(const char* data, std::size_t size, std::string* wh
   Reader r(data, size);
   std::uint32_t len = 0;
   if (!r.array(&len)) return fail(why, "header is not a msgpack array"), std::nullopt;
-  if (len != 8) return fail(why, "header array must have 8 fields"), std::nullopt;
+  if (len != 8 && len != 9) return fail(why, "header array must have 8 or 9 fields"), std::nullopt;
   std::uint64_t version = 0, type = 0, count = 0, flags = 0;
   Header h;
   if (!r.unsigned_max(255, &version)) return fail(why, "bad version field"), std::nullopt;
@@ -202,6 +210,11 @@ std::optional<Header> decode(const char* data, std::size_t size, std::string* wh
   if (!r.unsigned_max(255, &flags)) return fail(why, "bad flags"), std::nullopt;
   h.flags = static_cast<std::uint8_t>(flags);
   if (!r.str(&h.name)) return fail(why, "bad name"), std::nullopt;
+  if (len == 9) {
+    std::uint64_t fds = 0;
+    if (!r.unsigned_max(kMaxFds, &fds) || fds == 0) return fail(why, "bad descriptor count"), std::nullopt;
+    h.fds = static_cast<std::uint8_t>(fds);
+  }
   if (!r.at_end()) return fail(why, "trailing bytes after header"), std::nullopt;
   return h;
 }

@@ -5,6 +5,8 @@
 // route on headers; task arguments and results pass through them untouched. The
 // header is a fixed-shape msgpack array so it can be decoded without allocation:
 //   [version, type, call_id, start, count, pid, flags, name]
+// or, for a frame that carries descriptors (SCM_RIGHTS, see transport.h), the same with
+// a ninth field, how many: [..., name, fds].
 // Decoding validates everything (version, type, integer ranges, name length) and
 // reports a reason instead of throwing, since hostile or corrupt input is an ordinary
 // outcome for a socket reader.
@@ -25,6 +27,8 @@ constexpr std::uint8_t kVersion = 1;
 // Headers are tiny; anything longer is rejected before parsing.
 constexpr std::size_t kMaxHeaderSize = 512;
 constexpr std::size_t kMaxNameSize = 255;
+// Most descriptors one frame carries (the kernel's own limit is 253 per message).
+constexpr std::uint8_t kMaxFds = 64;
 
 // What each type's fields mean, and its payload: messages.h, one struct per type.
 enum class Type : std::uint8_t {
@@ -114,6 +118,8 @@ struct Header {
   // Task name (SUBMIT, TASK) or process name (READY). Points into the buffer it was
   // decoded from, or to storage the encoder's caller keeps alive.
   std::string_view name;
+  // Descriptors sent with the frame (a RESULT's objects), at most kMaxFds.
+  std::uint8_t fds = 0;
 };
 
 // Encodes h into out (at least kMaxHeaderSize bytes); returns the size written.

@@ -244,17 +244,37 @@ TEST(WireTest, RejectsNotAnArray) {
 }
 
 TEST(WireTest, RejectsWrongFieldCount) {
-  expect_rejected(pack(std::make_tuple(1, 2, 3, 4, 5, 6, 0)), "8 fields");
-  expect_rejected(pack(std::make_tuple(1, 2, 3, 4, 5, 6, 0, std::string("x"), 9)), "8 fields");
-  expect_rejected(pack(std::tuple<>()), "8 fields");
+  expect_rejected(pack(std::make_tuple(1, 2, 3, 4, 5, 6, 0)), "8 or 9 fields");
+  expect_rejected(pack(std::make_tuple(1, 2, 3, 4, 5, 6, 0, std::string("x"), 9, 1)), "8 or 9 fields");
+  expect_rejected(pack(std::tuple<>()), "8 or 9 fields");
   // array16 header with 8 elements is a valid array form; with 9 it is not.
   std::string a16 = encode(sample());
   a16[0] = '\x08';
   a16.insert(0, "\xdc\x00", 2);
   std::string why;
   EXPECT_TRUE(decode_string(a16, &why).has_value()) << why;
-  a16[2] = '\x09';
-  expect_rejected(a16, "8 fields");
+  a16[2] = '\x09';  // a ninth field announced, none there
+  expect_rejected(a16, "bad descriptor count");
+}
+
+TEST(WireTest, ADescriptorCountTravelsAsANinthFieldOnlyWhenThereAreAny) {
+  Header h = sample();
+  EXPECT_EQ(static_cast<unsigned char>(encode(h)[0]), 0x98);
+  h.fds = 3;
+  const std::string bytes = encode(h);
+  EXPECT_EQ(static_cast<unsigned char>(bytes[0]), 0x99);
+  std::string why;
+  const auto back = decode_string(bytes, &why);
+  ASSERT_TRUE(back.has_value()) << why;
+  EXPECT_EQ(back->fds, 3);
+  EXPECT_EQ(back->name, h.name);
+  EXPECT_EQ(decode_string(encode(sample()), &why)->fds, 0);
+  // 0 is never written as a ninth field, and more than kMaxFds is not a header.
+  expect_rejected(pack(std::make_tuple(1, 2, 3, 4, 5, 6, 0, std::string("x"), 0)), "bad descriptor count");
+  expect_rejected(pack(std::make_tuple(1, 2, 3, 4, 5, 6, 0, std::string("x"), int{kMaxFds} + 1)),
+                  "bad descriptor count");
+  EXPECT_TRUE(decode_string(pack(std::make_tuple(1, 2, 3, 4, 5, 6, 0, std::string("x"), int{kMaxFds})), &why))
+      << why;
 }
 
 TEST(WireTest, RejectsWrongVersion) {

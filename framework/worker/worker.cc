@@ -134,14 +134,16 @@ int run_worker(const spawning::Bootstrap& boot) {
   // Every message leaves whole before the next task starts: a result, once a task is
   // done, is in the router's socket buffer even if the next task kills this process.
   // A peer gone is the router gone, which the parent pidfd below also reports.
-  auto send = [&router](const wire::Header& h, std::string_view payload) {
-    if (!router.send(h, payload)) std::_Exit(0);
+  auto send = [&router](const wire::Header& h, std::string_view payload,
+                        const std::vector<int>& fds = {}) {
+    if (!router.send(h, payload, fds)) std::_Exit(0);
   };
   constexpr auto kQuickTask = std::chrono::microseconds(50);
   send(wire::Ready{pid, boot.name}.header(), {});
 
   std::uint64_t max_message_bytes = UINT64_MAX;  // from CONFIG
   std::uint64_t memory_limit = 0;               // from CONFIG; 0: none
+  std::uint64_t object_threshold = 0;           // from CONFIG; 0: results by value
   bool router_gone = false;
   bool readable = false;
   transport::Loop loop;
@@ -191,7 +193,16 @@ int run_worker(const spawning::Bootstrap& boot) {
             running->store(0, std::memory_order_release);
             break;
           }
-          detail::Buffer out = run_task(task, payload.data(), payload.size(), &has_errors);
+          // Large results become objects, whose memfds go with the RESULT frame: the
+          // kernel holds them in flight, so they outlive this worker like the bytes do.
+          detail::Pins objects;
+          detail::ObjectSink sink{static_cast<std::size_t>(object_threshold), &objects};
+          sink.max_objects = wire::kMaxFds;
+          detail::Buffer out(0);
+          {
+            detail::ResultObjectScope scope(sink);
+            out = run_task(task, payload.data(), payload.size(), &has_errors);
+          }
           const bool quick = std::chrono::steady_clock::now() - began < kQuickTask;
           if (out.size() > max_message_bytes) {
             // The router would disconnect us for it: the items fail instead.
@@ -201,10 +212,14 @@ int run_worker(const spawning::Bootstrap& boot) {
                                     std::to_string(max_message_bytes) + ")";
             out = fail_all(task.count, "mpx::Error", why);
             has_errors = true;
+            objects.clear();
+            sink.fds.clear();
           }
-          const wire::Result result{task.call_id, task.start, task.count, pid, has_errors};
+          const wire::Result result{task.call_id, task.start, task.count, pid, has_errors,
+                                    static_cast<std::uint8_t>(sink.fds.size())};
           served = quick;  // after a long task the next one is no sooner for waiting awake
-          send(result.header(), std::string_view(out.data(), out.size()));
+          send(result.header(), std::string_view(out.data(), out.size()), sink.fds);
+          objects.clear();  // in flight now: the kernel keeps them for the router
           // Cleared only once the result is in the router's socket buffer: a death with
           // the mark at 0 proves that every chunk this worker still held never started,
           // so the router requeues them free of charge.
@@ -221,6 +236,7 @@ int run_worker(const spawning::Bootstrap& boot) {
           }
           max_message_bytes = config.max_message_bytes;
           memory_limit = config.memory_limit;
+          object_threshold = config.object_threshold;
           if (memory_limit > 0) {
             const rlimit limit{static_cast<rlim_t>(memory_limit), static_cast<rlim_t>(memory_limit)};
             if (setrlimit(RLIMIT_AS, &limit) != 0) {

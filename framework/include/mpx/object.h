@@ -192,17 +192,20 @@ inline std::shared_ptr<Segment> put_raw(const TypeTag& tag, const void* data,
 }
 
 // An argument ArgCodec writes into an object instead of the message (see ObjectSink in
-// mpx/detail/pins.h): the new object, kept by the sink; or null when the argument goes
-// by value (no sink, below its threshold, or a worker packing a result).
+// mpx/detail/pins.h), or a pool worker's result (ResultObjectScope): the new object,
+// kept by the sink; or null when the value goes by value (no sink, below its
+// threshold, or the sink holds as many objects as a message can carry).
 inline std::shared_ptr<Segment> argument_object(const TypeTag& tag, const void* data,
                                                 std::size_t element_bytes, std::uint64_t count) {
-  ObjectSink* sink = object_sink();
+  ObjectSink* sink = packing_sink();
   const std::size_t bytes = element_bytes * count;
-  if (sink == nullptr || sink->threshold == 0 || bytes < sink->threshold || packing_result()) {
+  if (sink == nullptr || sink->threshold == 0 || bytes < sink->threshold ||
+      sink->keep->size() >= sink->max_objects) {
     return nullptr;
   }
   std::shared_ptr<Segment> segment = put_raw(tag, data, element_bytes, count);
   sink->keep->push_back(segment);
+  sink->fds.push_back(segment->ref().fd);
   sink->bytes += bytes;
   return segment;
 }

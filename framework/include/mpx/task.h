@@ -232,7 +232,7 @@ struct TaskRunner {
         } else {
           decltype(auto) result = std::apply(Callee::get(self), std::move(*args));
           ResultScope packing;  // an object the worker put() cannot leave with the result
-          writer.packer().pack(result);
+          ArgumentCodec<Bare<decltype(result)>>::pack(writer.packer(), result);
         }
       } catch (...) {
         out.truncate(item_begins);
@@ -281,7 +281,7 @@ struct TaskRunner {
         } else {
           decltype(auto) result = std::apply(Callee::get(self), std::move(*args));
           ResultScope packing;
-          writer->packer().pack(result);
+          ArgumentCodec<Bare<decltype(result)>>::pack(writer->packer(), result);
         }
       } catch (...) {
         out.truncate(item_begins);

@@ -195,10 +195,18 @@ std::vector<ErrorInfo> read_results(const char* data, std::size_t size, std::uin
   return errors;
 }
 
+// A large vector, array or string result may come as an object (ArgumentCodec), whose
+// memfd came with the frame (the pool reads results under an AttachedObjects scope).
 template <class R>
 void convert_result(const msgpack::object& obj, Stored<R>& out, const TaskEntry& task) {
   if constexpr (!std::is_void_v<R>) {
     try {
+      if constexpr (ObjectLayout<Stored<R>>::kContiguous && !holds_views<Stored<R>>::value) {
+        if (obj.type == msgpack::type::EXT && obj.via.ext.type() == kObjectArgumentExt) {
+          out = ArgumentCodec<Stored<R>>::unpack(obj);
+          return;
+        }
+      }
       obj.convert(out);
     } catch (const std::exception& e) {
       throw DecodeError("task '" + std::string(task.name) +

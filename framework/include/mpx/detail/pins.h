@@ -9,6 +9,7 @@
 #define MPX_DETAIL_PINS_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -66,11 +67,14 @@ FdTransfers* fd_scope();
 // objects go to *keep, not to the PinScope, and their bytes are counted, so that a Pool
 // keeps them with their chunk until it is answered and counts them in its
 // max_inflight_bytes window. Only the sender of a call opens a scope (a Pool that does
-// not listen, a Process, an actor call): a worker packing results never does.
+// not listen, a Process, an actor call). A pool worker's results have a sink of their
+// own (ResultObjectScope below).
 struct ObjectSink {
   std::size_t threshold = 0;  // 0: every argument travels by value
   Pins* keep = nullptr;
   std::size_t bytes = 0;      // of the objects added to *keep
+  std::size_t max_objects = SIZE_MAX;  // from there, by value again
+  std::vector<int> fds;       // of the objects added to *keep, in order
 };
 class ObjectScope {
  public:
@@ -107,6 +111,25 @@ class ResultScope {
   bool previous_;
 };
 bool packing_result();
+
+// Active on a pool worker's thread while it runs a chunk for a pool that takes results
+// as objects (PoolOptions::object_threshold, told in the worker's CONFIG): a result
+// packed under a ResultScope that is large enough goes into a new object in sink, whose
+// memfds the worker then sends with the RESULT frame (SCM_RIGHTS), so the object
+// outlives the worker. Without this scope results go by value.
+class ResultObjectScope {
+ public:
+  explicit ResultObjectScope(ObjectSink& sink);
+  ~ResultObjectScope();
+  ResultObjectScope(const ResultObjectScope&) = delete;
+  ResultObjectScope& operator=(const ResultObjectScope&) = delete;
+
+ private:
+  ObjectSink* previous_;
+};
+// The sink an argument or result being packed now goes to: the result sink under a
+// ResultScope, else the innermost ObjectScope's; null for by value.
+ObjectSink* packing_sink();
 
 }  // namespace detail
 }  // namespace mpx

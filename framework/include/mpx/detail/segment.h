@@ -139,6 +139,24 @@ class SegmentWriter {
   std::unique_ptr<char[]> staging_;
 };
 
+// Objects that came with a message rather than by their owner's /proc (a pool worker's
+// results, whose memfds travel with the RESULT frame: transport::Fds). While a scope is
+// active on a thread, Segment::open looks for a ref's object among these descriptors
+// first (by the id in its header) and adopts it: this process becomes its owner, so
+// the object lives on here after its sender has exited, and handles to it work as
+// those of an object put() here. An adopted descriptor is taken (its slot set to -1);
+// the others stay the caller's.
+class AttachedObjects {
+ public:
+  explicit AttachedObjects(std::vector<int>& fds);
+  ~AttachedObjects();
+  AttachedObjects(const AttachedObjects&) = delete;
+  AttachedObjects& operator=(const AttachedObjects&) = delete;
+
+ private:
+  std::vector<int>* previous_;
+};
+
 // One mapping of a segment in this process. Immutable after construction; shared by
 // every handle to the segment in this process. Thread-safe.
 class Segment {
@@ -187,6 +205,10 @@ class Segment {
 
  private:
   Segment() = default;
+  // The object ref names among the active AttachedObjects, adopted; null when it is not
+  // there.
+  static std::shared_ptr<Segment> adopt_attached(const SegmentRef& ref, SegmentKind kind,
+                                                 const TypeTag& tag);
   // The owner's Segment for a memfd it created (fd: ref.fd) and mapped at map.
   static std::shared_ptr<Segment> owned_mapping(const SegmentRef& ref, const std::string& name,
                                                 void* map, std::size_t map_bytes,
