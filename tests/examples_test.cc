@@ -392,7 +392,8 @@ TEST(ExamplesTest, Objects) {
             "4 tasks on one 64 MiB object: each sum 35184367894528\n"
             "8 windows, sums adding up to the whole: yes\n"
             "decoded in a worker: samples=8388608 windows=8 \n"
-            "3 plain strings of 2 MiB: each arrived as an object\n");
+            "3 plain strings of 2 MiB: each arrived as an object\n"
+            "a 2 MiB result: came back as an object this process owns, last square 68718952449\n");
 }
 
 TEST(ExamplesTest, JoinableQueue) {

@@ -6,8 +6,9 @@
 // pages read-only; a window of it (subspan) travels as a handle too; a struct or map is
 // stored msgpack-encoded and decoded on get(). The object lives while this process
 // holds it (or a call carrying it runs), and cannot leak, not even into /dev/shm.
-// Large plain arguments (a vector, array, string or Span of 1 MiB or more, see
-// PoolOptions::object_threshold) become objects by themselves, without put().
+// Large plain arguments and results (a vector, array, string or Span of 1 MiB or more,
+// see PoolOptions::object_threshold) become objects by themselves, without put(); a
+// result's object then belongs to this process.
 //
 //   bazel run //examples/shared:objects
 #include <cstdio>
@@ -33,6 +34,14 @@ MPX_TASK(describe);
 // Given a plain std::string of 2 MiB: its characters are an object's pages here.
 bool arrived_as_object(mpx::Span<const char> text) { return text.in_object() && text.size() == (2u << 20); }
 MPX_TASK(arrived_as_object);
+
+// A view of a table the worker built: 2 MiB or more, so it comes back as an object.
+mpx::Span<const double> squares(std::size_t n) {
+  static std::vector<double> table;
+  for (std::size_t i = table.size(); i < n; ++i) table.push_back(static_cast<double>(i) * i);
+  return mpx::Span<const double>(table.data(), n);
+}
+MPX_TASK(squares);
 
 int main(int argc, char** argv) {
   mpx::init(argc, argv);
@@ -61,4 +70,8 @@ int main(int argc, char** argv) {
   const std::vector<bool> as_objects = pool.map(arrived_as_object, books, 1);
   std::printf("3 plain strings of 2 MiB: %s\n",
               as_objects == std::vector<bool>(3, true) ? "each arrived as an object" : "COPIED");
+
+  const mpx::Span<const double> table = pool.apply(squares, std::size_t{1} << 18);
+  std::printf("a 2 MiB result: %s, last square %.0f\n",
+              table.in_object() ? "came back as an object this process owns" : "COPIED", table.back());
 }

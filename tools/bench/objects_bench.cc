@@ -16,7 +16,9 @@
 //   - large arguments as objects (PoolOptions::object_threshold): imap_unordered(len)
 //     over strings of 16 KiB ... 4 MiB passed as plain std::string arguments, with every
 //     one sent as an object against every one by value: where the default threshold
-//     comes from.
+//     comes from;
+//   - large results as objects: imap_unordered(make_text) returning strings of the same
+//     sizes, as objects against by value.
 // The by-value runs use pools with object_threshold(0): without it their large
 // arguments would travel as objects too.
 // --quick: 3 repetitions and smaller counts; --only=<text>: the scenarios whose name
@@ -69,6 +71,8 @@ double sum_view(mpx::Span<const double> xs) { return std::accumulate(xs.begin(),
 double sum_by_value(std::vector<double> xs) { return sum_view(xs); }
 std::size_t length_of_view(mpx::Span<const char> s) { return s.size(); }
 std::size_t length_of(std::string s) { return s.size(); }
+std::string make_text(std::size_t bytes) { return std::string(bytes, 'r'); }
+MPX_TASK(make_text);
 MPX_TASK(one_epoch);
 MPX_TASK(one_epoch_by_value);
 MPX_TASK(sum_view);
@@ -304,34 +308,46 @@ void megabyte_payloads(const Options& o) {
 
 // Plain std::string arguments of each size, 32 MiB of them per repetition, through
 // two pools alternated: one sending every argument as an object (threshold 1 byte),
-// one sending every argument by value (threshold 0).
-void large_arguments(const Options& o) {
+// one sending every argument by value (threshold 0). Then the same for results: the
+// task makes a string of the size asked, and it comes back as an object or by value.
+void large_arguments_and_results(const Options& o) {
   mpx::Pool as_objects(mpx::PoolOptions().processes(2).object_threshold(1));
   mpx::Pool by_value(mpx::PoolOptions().processes(2).object_threshold(0));
   for (mpx::Pool* pool : {&as_objects, &by_value}) pool->map(length_of, std::vector<std::string>(4, "x"), 1);
-  for (std::size_t bytes : {std::size_t{16} << 10, std::size_t{64} << 10, std::size_t{128} << 10, std::size_t{256} << 10,
-                            std::size_t{1} << 20, std::size_t{4} << 20, std::size_t{16} << 20}) {
-    const std::string scenario = "large arguments: imap_unordered(len, " +
-                                 std::to_string(bytes >> 10) + " KiB strings, chunksize=1), as objects";
-    if (!o.want(scenario.c_str())) continue;
-    const std::size_t n = static_cast<std::size_t>((std::size_t{32} << 20) / bytes * o.scale);
-    const std::vector<std::string> batch(n, std::string(bytes, 'p'));
-    std::vector<double> objects, values;
-    auto run = [&](mpx::Pool& pool) {
-      const auto t0 = Clock::now();
-      std::size_t total = 0;
-      for (std::size_t len : pool.imap_unordered(length_of, batch, 1)) total += len;
-      if (total != n * bytes) fail("lost large arguments");
-      return static_cast<double>(total) / (1 << 20) / seconds_since(t0);
-    };
-    run(as_objects);  // each size's first map pays for first-touched pages: unmeasured
-    if (!o.objects_only) run(by_value);
-    for (int r = 0; r < o.reps; ++r) {
-      objects.push_back(run(as_objects));
-      if (!o.objects_only) values.push_back(run(by_value));
+  for (const bool results : {false, true}) {
+    for (std::size_t bytes : {std::size_t{16} << 10, std::size_t{64} << 10, std::size_t{128} << 10,
+                              std::size_t{256} << 10, std::size_t{1} << 20, std::size_t{4} << 20,
+                              std::size_t{16} << 20}) {
+      const std::string scenario =
+          results ? "large results: imap_unordered(make_text, " + std::to_string(bytes >> 10) +
+                        " KiB strings, chunksize=1), as objects"
+                  : "large arguments: imap_unordered(len, " + std::to_string(bytes >> 10) +
+                        " KiB strings, chunksize=1), as objects";
+      if (!o.want(scenario.c_str())) continue;
+      const std::size_t n = static_cast<std::size_t>((std::size_t{32} << 20) / bytes * o.scale);
+      const std::vector<std::string> batch(results ? 0 : n, std::string(bytes, 'p'));
+      const std::vector<std::size_t> sizes(results ? n : 0, bytes);
+      std::vector<double> objects, values;
+      auto run = [&](mpx::Pool& pool) {
+        const auto t0 = Clock::now();
+        std::size_t total = 0;
+        if (results) {
+          for (const std::string& text : pool.imap_unordered(make_text, sizes, 1)) total += text.size();
+        } else {
+          for (std::size_t len : pool.imap_unordered(length_of, batch, 1)) total += len;
+        }
+        if (total != n * bytes) fail(results ? "lost large results" : "lost large arguments");
+        return static_cast<double>(total) / (1 << 20) / seconds_since(t0);
+      };
+      run(as_objects);  // each size's first map pays for first-touched pages: unmeasured
+      if (!o.objects_only) run(by_value);
+      for (int r = 0; r < o.reps; ++r) {
+        objects.push_back(run(as_objects));
+        if (!o.objects_only) values.push_back(run(by_value));
+      }
+      bench::emit(stdout, scenario.c_str(), "MiB/s", objects);
+      emit_by_value(o, scenario.c_str(), "MiB/s", values);
     }
-    bench::emit(stdout, scenario.c_str(), "MiB/s", objects);
-    emit_by_value(o, scenario.c_str(), "MiB/s", values);
   }
 }
 
@@ -352,7 +368,7 @@ int main(int argc, char** argv) {
   training_data_set(o);
   map_over_arrays(o);
   megabyte_payloads(o);
-  large_arguments(o);
+  large_arguments_and_results(o);
   if (by_value_path) std::fclose(o.by_value);
   return 0;
 }
