@@ -466,6 +466,9 @@ bool PoolCore::dispatch_buffered(bool* broken, std::string* why) {
     const auto got = conn_.next(h, header_bytes, payload, why);
     if (got == transport::Reader::Next::kFrame) {
       dispatch(h, payload);
+      // Objects of a result no call adopted (a late answer, an item that failed to
+      // decode) are let go now, not with the next frame, which may never come.
+      conn_.reader().frame_fds().reset();
       handled = true;
     } else if (got == transport::Reader::Next::kBadFrame) {
       logger().warn("pool: dropped a malformed message from the router: {}", *why);
@@ -690,8 +693,15 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
     case wire::Type::kResult: {
       const auto result = wire::Result::from(h);
       // Results that came as objects are mapped from the descriptors that came with
-      // the frame; whatever no result adopted is closed with the next frame.
-      detail::AttachedObjects attached(conn_.reader().frame_fds().get());
+      // the frame.
+      transport::Fds& fds = conn_.reader().frame_fds();
+      if (fds.size() < result.objects || conn_.reader().dropped_fds() > dropped_fds_seen_) {
+        dropped_fds_seen_ = conn_.reader().dropped_fds();
+        logger().error("pool: objects of results of task '{}' did not arrive: the kernel dropped "
+                       "their descriptors{}; those items fail",
+                       call->task().name, spawning::descriptor_advice(EMFILE));
+      }
+      detail::AttachedObjects attached(fds.get());
       done = call->accept_results(result.start, result.count, payload.data(), payload.size(),
                                   result.has_errors, result.pid);
       break;

@@ -207,6 +207,7 @@ class PoolCore {
   // many chunks) when it ends, before any wait, or once 64 KiB have gathered.
   std::string out_;  // guarded by send_mu_
   bool router_closed_ = false;  // it closed the connection; pump holder only
+  std::size_t dropped_fds_seen_ = 0;  // the reader's dropped_fds() last reported (pumping thread)
   // What the pump waits on: the connection and the router's pidfd. Pump holder only,
   // but for wake() (interrupt).
   std::unique_ptr<transport::Loop> loop_;  // wakeable

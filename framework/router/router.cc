@@ -254,8 +254,9 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
         // this process's RLIMIT_NOFILE): the header says what is passed on, so the
         // client's reader takes exactly those, and the items whose object is missing
         // fail there, naming it.
-        logger().warn("router: a RESULT from {} counts {} objects, {} arrived", w->name, h.fds,
-                      in.fds.size());
+        logger().warn("router: a RESULT from {} counts {} objects, {} arrived (the router is at its "
+                      "descriptor limit?); their items fail in the driver",
+                      w->name, h.fds, in.fds.size());
         wire::Header fixed = h;
         fixed.fds = static_cast<std::uint8_t>(in.fds.size());
         in.header_frame = transport::header_message(fixed);

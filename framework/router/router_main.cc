@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -40,6 +41,7 @@ struct Conn {
   bool write_gone = false;
   bool dirty = false;  // has frames queued this turn (ProcessIo::flush_all)
   bool watching_out = false;  // the loop waits for it to take more bytes
+  bool blocked = false;  // its descriptors were refused for now (ProcessIo::retry_blocked)
   Conn(transport::Connection c, bool is_front, Clock::time_point now)
       : conn(std::move(c)), front(is_front), opened(now) {}
 };
@@ -101,14 +103,39 @@ class ProcessIo final : public RouterIo {
   // Writes what c's connection holds; a peer that is gone for writing gets nothing more.
   void flush(Conn& c) {
     if (c.dead || c.write_gone) return;
-    if (c.conn.flush() == transport::Writer::Status::kGone) {
+    const auto status = c.conn.flush();
+    if (status == transport::Writer::Status::kGone) {
       c.write_gone = true;
       c.conn.discard_pending();
     }
-    const bool want = c.conn.pending();
+    if (status == transport::Writer::Status::kBlocked) {
+      // Results' descriptors waiting for the driver to read earlier ones: retried on a
+      // timer, since the socket itself polls writable.
+      if (!c.blocked) {
+        logger().debug("router: {} has not yet read enough of the descriptors sent to it "
+                       "(ETOOMANYREFS): its results wait",
+                       c.conn.identity());
+        c.blocked = true;
+        blocked_.push_back(&c);
+      }
+      if (retry_at_ == Clock::time_point::max()) retry_at_ = Clock::now() + kBlockedRetry;
+    }
+    const bool want = c.conn.pending() && status != transport::Writer::Status::kBlocked;
     if (want != c.watching_out) {
       c.watching_out = want;
       loop_.set_events(c.watch, static_cast<short>(POLLIN | (want ? POLLOUT : 0)));
+    }
+  }
+  // When the connections whose descriptors were refused are to be tried again.
+  Clock::time_point retry_at() const { return retry_at_; }
+  void retry_blocked(Clock::time_point now) {
+    if (now < retry_at_) return;
+    retry_at_ = Clock::time_point::max();
+    std::vector<Conn*> blocked = std::move(blocked_);
+    blocked_.clear();
+    for (Conn* c : blocked) {
+      c->blocked = false;
+      flush(*c);
     }
   }
   // Closes the connections marked dead.
@@ -119,6 +146,7 @@ class ProcessIo final : public RouterIo {
         ++it;
         continue;
       }
+      if (c.blocked) blocked_.erase(std::find(blocked_.begin(), blocked_.end(), &c));
       auto named = by_id_.find(c.conn.identity());
       if (named != by_id_.end() && named->second == &c) by_id_.erase(named);
       loop_.unwatch(c.watch);
@@ -165,7 +193,10 @@ class ProcessIo final : public RouterIo {
     }
   }
 
+  static constexpr auto kBlockedRetry = std::chrono::milliseconds(2);
   std::vector<Conn*> dirty_;  // connections with frames queued this turn
+  std::vector<Conn*> blocked_;  // connections whose descriptors were refused for now
+  Clock::time_point retry_at_ = Clock::time_point::max();
   RemoteWorkers* remote_ = nullptr;
   transport::Loop& loop_;
   std::map<int, std::unique_ptr<Conn>> conns_;  // by fd
@@ -315,6 +346,7 @@ int run_router(const spawning::Bootstrap& boot) {
   // At most this many connections: below the descriptor limit, with room for the
   // workers' pidfds and the router's own.
   std::size_t max_conns = kMaxConns;
+  spawning::raise_descriptor_limit();
   if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
     const std::size_t reserve = 2 * static_cast<std::size_t>(config.workers) + 64;
     max_conns = std::min<std::size_t>(max_conns, nofile.rlim_cur > reserve ? nofile.rlim_cur - reserve : 16);
@@ -405,6 +437,7 @@ int run_router(const spawning::Bootstrap& boot) {
     auto wake = core.next_tick();
     if (remote) wake = std::min(wake, remote->next_tick());
     if (listen_again != Clock::time_point{}) wake = std::min(wake, listen_again);
+    wake = std::min(wake, io.retry_at());
     // Right after forwarding, the answer is usually microseconds away: wait awake for
     // a moment first, while callers wait on a few answers; with bulk work queued the
     // CPU is the workers'.
@@ -421,6 +454,7 @@ int run_router(const spawning::Bootstrap& boot) {
     }
     if (after >= core.next_tick()) core.on_tick(after);
     if (remote) remote->tick(after);
+    io.retry_blocked(after);
     io.flush_all();
     io.reap_conns();
   }
@@ -429,7 +463,10 @@ int run_router(const spawning::Bootstrap& boot) {
   for (auto& [fd, c] : io.conns()) {
     if (!c->dead && c->front && c->conn.pending()) {
       const auto until = Clock::now() + std::chrono::seconds(1);
-      while (c->conn.flush() == transport::Writer::Status::kPending && Clock::now() < until) {
+      for (auto status = c->conn.flush();
+           (status == transport::Writer::Status::kPending || status == transport::Writer::Status::kBlocked) &&
+           Clock::now() < until;
+           status = c->conn.flush()) {
         pollfd p{c->conn.fd(), POLLOUT, 0};
         ::poll(&p, 1, 10);
       }

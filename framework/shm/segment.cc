@@ -560,7 +560,8 @@ std::shared_ptr<Segment> Segment::adopt_attached(const SegmentRef& ref, SegmentK
     // Only create_sealed makes objects, sealed before they are shared.
     const int seals = fcntl(fd, F_GET_SEALS);
     const auto total = static_cast<std::size_t>(st.st_size);
-    if (!read_only(kind) || seals < 0 || (seals & F_SEAL_WRITE) == 0 || total < kHeaderBytes ||
+    constexpr int kSealed = F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW;
+    if (!read_only(kind) || seals < 0 || (seals & kSealed) != kSealed || total < kHeaderBytes ||
         h.body_bytes > total - kHeaderBytes) {
       throw SharedMemoryError("mpx: the " + what + " that came with a message is not a sealed object");
     }

@@ -103,6 +103,13 @@ long parse_long(std::string_view v, const char* flag) {
 
 }  // namespace
 
+void raise_descriptor_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &limit);  // best effort: the limit stays as it was otherwise
+}
+
 std::string descriptor_advice(int err) {
   if (err != EMFILE && err != ENFILE) return "";
   if (err == ENFILE) return " (the system's open-file table is full)";

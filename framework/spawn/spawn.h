@@ -68,6 +68,11 @@ int pidfd_open(pid_t pid);
 
 // For a failure with errno err: when it is EMFILE or ENFILE, what the descriptor limit
 // is and how to raise it (" (...)"); "" otherwise.
+// Raises this process's soft RLIMIT_NOFILE to its hard limit (the router and pool
+// workers, never a user's process): a pool's results travel as descriptors (large ones,
+// as objects), and the kernel refuses to send more while this user's descriptors in
+// flight exceed the sender's soft limit (ETOOMANYREFS), as it refuses to open more.
+void raise_descriptor_limit();
 std::string descriptor_advice(int err);
 
 // Opens /dev/null on whichever of fds 0, 1, 2 is closed. A program started with

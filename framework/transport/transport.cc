@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -51,6 +52,11 @@ std::uint32_t get_u32(const char* p) {
 // Puts fds into msg's control buffer (control: CMSG_SPACE(kMaxFds ints)).
 void attach_fds(msghdr& msg, char* control, const std::vector<int>& fds) {
   if (fds.empty()) return;
+  if (fds.size() > wire::kMaxFds) {  // a caller bug: the control buffer holds kMaxFds
+    std::fprintf(stderr, "mpx: transport: %zu descriptors for one frame, more than %u\n", fds.size(),
+                 static_cast<unsigned>(wire::kMaxFds));
+    std::abort();
+  }
   msg.msg_control = control;
   msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
@@ -78,6 +84,13 @@ bool write_all(int fd, iovec* iov, int count,
     if (n > 0) fds_sent = true;
     if (n < 0) {
       if (errno == EINTR) continue;
+      if (errno == ETOOMANYREFS && !fds_sent) {
+        // Too many of this user's descriptors in flight (see Writer::Status::kBlocked):
+        // they leave flight as receivers read, as a full socket empties.
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+        ::poll(nullptr, 0, 1);
+        continue;
+      }
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         const auto now = std::chrono::steady_clock::now();
         if (now >= deadline) return false;
@@ -183,8 +196,11 @@ Reader::Reader(Reader&& other) noexcept
       start_(std::exchange(other.start_, 0)),
       end_(std::exchange(other.end_, 0)),
       need_(std::exchange(other.need_, 0)),
-      unclaimed_(std::exchange(other.unclaimed_, {})),
-      frame_fds_(std::move(other.frame_fds_)) {}
+      unclaimed_(std::move(other.unclaimed_)),
+      frame_fds_(std::move(other.frame_fds_)),
+      dropped_fds_(other.dropped_fds_) {
+  other.unclaimed_.clear();
+}
 
 Reader& Reader::operator=(Reader&& other) noexcept {
   if (this != &other) {
@@ -196,32 +212,42 @@ Reader& Reader::operator=(Reader&& other) noexcept {
     start_ = std::exchange(other.start_, 0);
     end_ = std::exchange(other.end_, 0);
     need_ = std::exchange(other.need_, 0);
-    unclaimed_ = std::exchange(other.unclaimed_, {});
+    unclaimed_ = std::move(other.unclaimed_);
+    other.unclaimed_.clear();
     frame_fds_ = std::move(other.frame_fds_);
+    dropped_fds_ = other.dropped_fds_;
   }
   return *this;
 }
 
 void Reader::take_fds(msghdr& msg) {
+  Fds group;
+  bool rights = (msg.msg_flags & MSG_CTRUNC) != 0;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    rights = true;
     const std::size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     for (std::size_t i = 0; i < n; ++i) {
       int fd;
       std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      // A peer that sends descriptors no frame claims cannot make this process hold
-      // them without bound.
-      if (unclaimed_.size() >= kMaxUnclaimedFds) {
-        ::close(fd);
-      } else {
-        unclaimed_.push_back(fd);
-      }
+      group.push(fd);
     }
   }
+  if (!rights) return;
+  if (msg.msg_flags & MSG_CTRUNC) ++dropped_fds_;  // how many is unknown: at least one
+  // A group is queued even when the kernel dropped all of it, so that later frames
+  // still find their own. A peer that sends descriptors no frame claims cannot make
+  // this process hold them without bound.
+  if (unclaimed_.size() < kMaxUnclaimedGroups) unclaimed_.push_back(std::move(group));
+}
+
+std::size_t Reader::unclaimed_fds() const {
+  std::size_t n = 0;
+  for (const Fds& group : unclaimed_) n += group.size();
+  return n;
 }
 
 void Reader::drop_fds() noexcept {
-  for (int fd : unclaimed_) ::close(fd);
   unclaimed_.clear();
   frame_fds_.reset();
 }
@@ -275,7 +301,7 @@ Reader::Fill Reader::fill(int fd) {
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
     const ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n >= 0 && msg.msg_controllen > 0) take_fds(msg);
+    if (n >= 0 && (msg.msg_controllen > 0 || (msg.msg_flags & MSG_CTRUNC))) take_fds(msg);
     if (n > 0) {
       end_ += static_cast<std::size_t>(n);
       taken += static_cast<std::size_t>(n);
@@ -376,8 +402,8 @@ Reader::Next Reader::next(wire::Header& header, std::string_view& header_bytes,
   auto h = wire::decode(p + kFramePrefix, hl, why);
   if (!h) return Next::kBadFrame;
   if (!frame_fds_.empty()) frame_fds_.reset();  // the last frame's, not taken
-  for (std::uint8_t i = 0; i < h->fds && !unclaimed_.empty(); ++i) {
-    frame_fds_.push(unclaimed_.front());
+  if (h->fds > 0 && !unclaimed_.empty()) {
+    frame_fds_ = std::move(unclaimed_.front());
     unclaimed_.pop_front();
   }
   header = *h;
@@ -479,6 +505,7 @@ Writer::Status Writer::flush(int fd) {
     if (sent < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return Status::kPending;
+      if (errno == ETOOMANYREFS && carrier != nullptr) return Status::kBlocked;
       return Status::kGone;
     }
     // In flight now, with the first bytes, however few of the frame's own went.

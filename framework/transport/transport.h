@@ -183,7 +183,10 @@ class Reader {
   // sent; fewer when the kernel dropped some, as at this process's RLIMIT_NOFILE).
   Fds& frame_fds() { return frame_fds_; }
   // Descriptors received that no frame has claimed yet (tests and diagnostics).
-  std::size_t unclaimed_fds() const { return unclaimed_.size(); }
+  std::size_t unclaimed_fds() const;
+  // Descriptors the kernel dropped because this process could not take them (at its
+  // RLIMIT_NOFILE, MSG_CTRUNC), since the reader was made.
+  std::size_t dropped_fds() const { return dropped_fds_; }
   // The same, copied into in (from is left as it is).
   Next next(Incoming& in, std::string* why);
   // After fill() threw std::bad_alloc (a frame larger than this process can hold, as
@@ -203,12 +206,15 @@ class Reader {
  private:
   void drop_fds() noexcept;
   void take_fds(msghdr& msg);
-  static constexpr std::size_t kMaxUnclaimedFds = 4 * wire::kMaxFds;
-  // Descriptors received (recvmsg) and not yet handed to their frame. They arrive at
-  // the latest with their frame's first bytes, so a frame, once whole, finds its own
-  // at the front of this queue, behind none of a later frame's.
-  std::deque<int> unclaimed_;
+  static constexpr std::size_t kMaxUnclaimedGroups = 64;
+  // Descriptors received and not yet handed to their frame, one group per recvmsg. A
+  // sender puts one frame's descriptors on one sendmsg, the kernel attaches them to
+  // its first bytes and a recvmsg returns at most one such group (it stops reading
+  // after it): so a frame, once whole, finds its own group first in this queue, even
+  // when the kernel dropped some of them.
+  std::deque<Fds> unclaimed_;
   Fds frame_fds_;
+  std::size_t dropped_fds_ = 0;
   // The buffer grows only when full, by doubling, never beyond the frame being read
   // (as far as its prefix says), so memory follows the bytes that really arrived, not
   // a length a peer announced; it shrinks back once a large frame is gone.
@@ -234,7 +240,11 @@ void append_frame(std::string& out, std::string_view header_bytes, std::string_v
 // never waits for a slow peer.
 class Writer {
  public:
-  enum class Status { kDone, kPending, kGone };
+  // kBlocked: the kernel refused a frame's descriptors for now (ETOOMANYREFS: this
+  // user's descriptors in flight, sent and not yet received by anyone, passed the
+  // sender's RLIMIT_NOFILE); the socket may well be writable, so try again a little
+  // later rather than when it polls writable.
+  enum class Status { kDone, kPending, kBlocked, kGone };
   void push(const wire::Header& header, Message payload);
   // fds: the descriptors the header counts, sent with the frame and closed once sent.
   void push(Message header_frame, Message payload, Fds fds = {});

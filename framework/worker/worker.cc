@@ -98,6 +98,7 @@ detail::Buffer run_task(const wire::Task& task, const char* payload, std::size_t
 int run_worker(const spawning::Bootstrap& boot) {
   // The router is single-threaded, so the parent-death signal is reliable here.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  spawning::raise_descriptor_limit();
   const int parent_fd = spawning::open_parent_or_exit(boot.parent);
   const pid_t pid = getpid();
   // The bootstrap is "<router endpoint>\n<routing id>"; the router accepts this

@@ -41,10 +41,14 @@
 // also in a process that had mapped it (whose live Spans stay valid).
 //
 // Returning objects: a pool task may return an ObjectRef or Span of an object another
-// process owns (its caller, an actor). One the task put() itself fails that item with
-// mpx::Error: a pool worker may be replaced at any moment and its objects die with it;
-// return the value instead. An actor method may return an object the actor keeps (a
-// member): the caller maps it while the actor holds it.
+// process owns (its caller, an actor), or of one it put() itself: that one's memfd goes
+// back with the result (SCM_RIGHTS) and the caller adopts it, owning it from then on.
+// So do large results (a vector, array, string or Span of object_threshold bytes or
+// more, see PoolOptions::object_threshold): they come back as objects by themselves.
+// Where a pool sends results by value (object_threshold 0, pipeline stages, listening
+// pools) an object the task put() fails its item with mpx::Error: the worker may be
+// replaced at any moment and its objects die with it. An actor method may return an
+// object the actor keeps (a member): the caller maps it while the actor holds it.
 //
 // Immutability: the memfd is sealed (F_SEAL_WRITE, F_SEAL_SHRINK, F_SEAL_GROW,
 // F_SEAL_SEAL) before the handle exists, and every process, the owner included, maps
@@ -170,16 +174,33 @@ struct ObjectAccess {
   }
 };
 
-// Throws mpx::Error when a pool worker packs, into a task's result, an object it owns
-// (see ResultScope in pins.h).
-inline void check_returnable(const Segment& segment) {
-  if (packing_result() && segment.owned()) {
-    throw Error(
-        "mpx: a pool task cannot return an object it created with mpx::put(): the object "
-        "belongs to the worker, which the pool may replace at any time, so it could be gone "
-        "before the caller maps it. Return the value itself, or put() the object in the "
-        "caller (or an actor) and pass it in");
+// A pool worker packing a task's result (ResultScope, pins.h) may return an object it
+// owns (one it put(), or a result of a pool of its own, which it adopted) when its pool
+// takes results as objects: the object's memfd then goes with the RESULT frame, as a
+// large result's does, and the caller adopts it. Where results go by value (a pool with
+// object_threshold 0, a pipeline stage, a listening pool) the object would be gone with
+// the worker, which the pool may replace at any moment: mpx::Error.
+inline void check_returnable(const std::shared_ptr<Segment>& segment) {
+  if (!packing_result() || !segment->owned()) return;
+  ObjectSink* sink = packing_sink();
+  const SegmentKind kind = segment->ref().kind;
+  if (sink != nullptr && sink->threshold > 0 &&
+      (kind == SegmentKind::kObject || kind == SegmentKind::kEncodedObject)) {
+    const int fd = segment->ref().fd;
+    if (std::find(sink->fds.begin(), sink->fds.end(), fd) != sink->fds.end()) return;  // already going
+    if (sink->keep->size() < sink->max_objects) {
+      sink->keep->push_back(segment);
+      sink->fds.push_back(fd);
+      return;
+    }
   }
+  throw Error(
+      "mpx: a pool task cannot return an object it created with mpx::put() here: this pool "
+      "sends results by value (object_threshold 0, a pipeline stage or a listening pool; or "
+      "the chunk's results already hand over " + std::to_string(sink ? sink->max_objects : 0) +
+      " objects), and the object belongs to the worker, which the pool may replace at any "
+      "time, so it could be gone before the caller maps it. Return the value itself, or "
+      "put() the object in the caller (or an actor) and pass it in");
 }
 
 // An array of count elements, each element_bytes, written raw into a new object.
@@ -536,7 +557,7 @@ struct HandleCodec<ObjectRef<T>> {
       pk.pack_nil();
       return;
     }
-    check_returnable(*segment);
+    check_returnable(segment);
     pack_segment(pk, segment);
   }
   // Throws msgpack::type_error for something else, SharedMemoryError when the object
@@ -568,7 +589,7 @@ struct HandleCodec<Span<T>> {
                   "mpx::Span<T> passes between processes only for trivially copyable T "
                   "(not pointers)");
     if (const std::shared_ptr<Segment>& segment = ObjectAccess::segment(s)) {
-      check_returnable(*segment);
+      check_returnable(segment);
       pk.pack_array(3);
       pack_segment(pk, segment);
       pk.pack(static_cast<std::uint64_t>(s.data() - reinterpret_cast<const E*>(segment->body())));

@@ -167,15 +167,18 @@ class PoolOptions {
     return *this;
   }
   std::size_t max_inflight_bytes() const { return max_inflight_bytes_; }
-  // Large arguments as objects: an argument of at least n bytes that is a std::vector,
-  // std::array or std::string of numbers (or other trivially copyable elements), or an
-  // mpx::Span, is written once into a read-only object (mpx/object.h) and the router
-  // forwards its ~40-byte handle instead of the bytes; the worker builds the parameter
-  // from the mapping (a Span parameter views it without copying). The object lives
-  // until its chunk is answered and counts in max_inflight_bytes. 0: every argument by
-  // value. Default 1 MiB (MPX_OBJECT_THRESHOLD in the environment changes it for every
-  // Pool, Process and actor call). Not with listen(): remote workers cannot map this
-  // host's memory, so a listening pool sends every argument by value.
+  // Large arguments and results as objects: an argument of at least n bytes that is a
+  // std::vector, std::array or std::string of numbers (or other trivially copyable
+  // elements), or an mpx::Span, is written once into a read-only object (mpx/object.h)
+  // and the router forwards its ~40-byte handle instead of the bytes; the worker builds
+  // the parameter from the mapping (a Span parameter views it without copying). The
+  // object lives until its chunk is answered and counts in max_inflight_bytes. A task's
+  // result of those types and sizes comes back the same way: the worker sends the
+  // object's memfd with the result, and this process owns it from then on. 0: every
+  // argument and result by value. Default 1 MiB (MPX_OBJECT_THRESHOLD in the
+  // environment changes it for every Pool, Process and actor call). Not with listen():
+  // remote workers cannot map this host's memory, so a listening pool sends everything
+  // by value.
   PoolOptions& object_threshold(std::size_t n) {
     object_threshold_ = n;
     return *this;
