@@ -315,11 +315,15 @@ TEST(HostileUserHelper, DISABLED_PoolUnderATinyDescriptorLimit) {
   }
 }
 
-std::string pool_under_sixteen_descriptors(int processes) {
+// *runtime_ran_out: UBSan's own runtime failed for lack of a descriptor (its vptr
+// check reads /proc/self/maps, and at the limit it reports "invalid vptr" and exits the
+// process it runs in, before mpx can say anything).
+std::string pool_under_sixteen_descriptors(int processes, bool* runtime_ran_out = nullptr) {
   const auto run = mpx::testing::run_helper("HostileUserHelper.DISABLED_PoolUnderATinyDescriptorLimit",
                                             {"MPX_TEST_PROCESSES=" + std::to_string(processes)},
                                             seconds(120));
   EXPECT_FALSE(run.timed_out) << run.output;
+  if (runtime_ran_out != nullptr) *runtime_ran_out = run.output.find("object has invalid vptr") != std::string::npos;
   const auto at = run.output.find("RESULT: ");
   EXPECT_NE(at, std::string::npos) << run.output;
   if (at == std::string::npos) return run.output;
@@ -337,7 +341,14 @@ TEST_F(HostileUserTest, APoolFitsUnderATinyDescriptorLimitOrNamesTheWayOut) {
   EXPECT_EQ(pool_under_sixteen_descriptors(8), "RESULT: ran");
 #endif
   // 40 cannot: the error says which limit and how to raise it.
-  const std::string result = pool_under_sixteen_descriptors(40);
+  bool runtime_ran_out = false;
+  const std::string result = pool_under_sixteen_descriptors(40, &runtime_ran_out);
+#ifdef MPX_SANITIZER_BUILD
+  // The router takes its last descriptor for the driver's connection, and UBSan's next
+  // check in it needs one more (2 runs out of 3 under a loaded machine): the sanitizer
+  // ended the router, not mpx. The plain build checks the message.
+  if (runtime_ran_out) GTEST_SKIP() << "the sanitizer's runtime ran out of descriptors first: " << result;
+#endif
   EXPECT_EQ(result.find("Invalid argument"), std::string::npos) << result;
   EXPECT_NE(result.find("Too many open files"), std::string::npos) << result;
   EXPECT_NE(result.find("ulimit -n"), std::string::npos) << result;

@@ -754,7 +754,8 @@ TEST_F(ObjectsTest, LargeResultsTravelAsObjects) {
         EXPECT_GE(router_growth, big_kb) << "by value, the router holds each result";
       }
     }
-    EXPECT_EQ(mpx_memfds(), memfds_before) << "every result object was let go once decoded";
+    // At most as many: an object of an earlier test may be let go meanwhile.
+    EXPECT_LE(mpx_memfds(), memfds_before) << "every result object was let go once decoded";
   }
 }
 
