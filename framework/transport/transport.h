@@ -206,15 +206,6 @@ class Reader {
  private:
   void drop_fds() noexcept;
   void take_fds(msghdr& msg);
-  static constexpr std::size_t kMaxUnclaimedGroups = 64;
-  // Descriptors received and not yet handed to their frame, one group per recvmsg. A
-  // sender puts one frame's descriptors on one sendmsg, the kernel attaches them to
-  // its first bytes and a recvmsg returns at most one such group (it stops reading
-  // after it): so a frame, once whole, finds its own group first in this queue, even
-  // when the kernel dropped some of them.
-  std::deque<Fds> unclaimed_;
-  Fds frame_fds_;
-  std::size_t dropped_fds_ = 0;
   // The buffer grows only when full, by doubling, never beyond the frame being read
   // (as far as its prefix says), so memory follows the bytes that really arrived, not
   // a length a peer announced; it shrinks back once a large frame is gone.
@@ -224,6 +215,15 @@ class Reader {
   std::size_t cap_ = 0;
   std::size_t start_ = 0, end_ = 0;
   std::size_t need_ = 0;  // bytes the frame being read needs in total
+  static constexpr std::size_t kMaxUnclaimedGroups = 64;
+  // Descriptors received and not yet handed to their frame, one group per recvmsg. A
+  // sender puts one frame's descriptors on one sendmsg, the kernel attaches them to
+  // its first bytes and a recvmsg returns at most one such group (it stops reading
+  // after it): so a frame, once whole, finds its own group first in this queue, even
+  // when the kernel dropped some of them.
+  std::deque<Fds> unclaimed_;
+  Fds frame_fds_;
+  std::size_t dropped_fds_ = 0;
 };
 
 // Writes one whole frame on fd, waiting while the socket is full; false when the peer
