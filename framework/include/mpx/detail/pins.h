@@ -96,8 +96,9 @@ std::size_t default_object_threshold();
 std::size_t parse_object_threshold(const char* text);
 
 // Active on a thread while a pool worker packs a task's result. An object the worker
-// created itself (mpx::put) must not be packed there: the pool may replace the worker
-// at any moment, and the object would be gone before the caller could map it (see
+// owns (mpx::put) packed there goes back with the RESULT frame when a ResultObjectScope
+// can take it, and is refused otherwise: the pool may replace the worker at any moment,
+// and the object would be gone before the caller could map it (check_returnable in
 // mpx/object.h). Only the packing is in scope, not the task: a task may hand its own
 // objects to a Queue, a Process or an actor.
 class ResultScope {
