@@ -15,8 +15,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
 
+#include "framework/testing/log_capture.h"
 #include "framework/testing/testing.h"
 #include "mpx/mpx.h"
 
@@ -71,25 +71,7 @@ class FuturesTest : public ::testing::Test {
   }
 };
 
-// What mpx::logger() writes while it lives.
-class LogCapture {
- public:
-  LogCapture() : sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)) {
-    mpx::logger().sinks().push_back(sink_);
-  }
-  ~LogCapture() {
-    auto& sinks = mpx::logger().sinks();
-    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
-  }
-  std::string text() {
-    mpx::logger().flush();
-    return out_.str();
-  }
-
- private:
-  std::ostringstream out_;
-  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
-};
+using mpx::testing::LogCapture;
 
 TEST_F(FuturesTest, PoolFutureBasics) {
   mpx::Pool pool(2);

@@ -178,7 +178,13 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
     const auto ready = wire::Ready::from(h);
     auto it = workers_.find(in.sender());
     if (it == workers_.end() || it->second.state != State::kStarting) {
-      logger().warn("router: dropped READY from unknown worker pid {}", ready.pid);
+      // A shutdown kills the workers still starting; one may have sent READY before it
+      // died, and the frame is read after its exit took it off the table. Expected then.
+      if (stopping_) {
+        logger().debug("router: dropped READY from pid {}, stopped while it started", ready.pid);
+      } else {
+        logger().warn("router: dropped READY from unknown worker pid {}", ready.pid);
+      }
       return;
     }
     Worker& w = it->second;

@@ -3,6 +3,7 @@
 // recording RouterIo captures every message, spawn and kill that comes out. Time is
 // explicit (a fixed base plus offsets), so nothing here sleeps.
 #include "framework/router/router.h"
+#include "framework/testing/log_capture.h"
 
 #include <sys/wait.h>
 
@@ -1299,6 +1300,32 @@ TEST_F(RouterTest, ReadyDuringShutdownIsKilled) {
   ready(1000);  // raced the kill
   EXPECT_TRUE(io_.sent.empty());
   EXPECT_EQ(io_.killed, (std::vector<pid_t>{1000, 1000}));
+}
+
+// A pool shut down right after it started (a short program) kills the workers still
+// starting; the READY one of them sent before it died is read after its exit. The user
+// is not warned about what the shutdown did itself.
+TEST_F(RouterTest, AReadyReadAfterTheShutdownKilledItsWorkerIsDroppedQuietly) {
+  config_.workers = 2;
+  start();
+  ready_quietly(1000);
+  mpx::testing::LogCapture log;
+  client("R1", make(Type::kShutdown));
+  EXPECT_EQ(io_.killed, (std::vector<pid_t>{1001}));
+  io_.take();
+  exit(1001, kKilled);
+  ready(1001);
+  EXPECT_TRUE(io_.take().empty());
+  EXPECT_EQ(log.text().find("warning"), std::string::npos) << log.text();
+
+  // Outside a shutdown the same READY is worth a warning.
+  config_.workers = 1;
+  start();  // a new RouterCore: its worker is pid 1002
+  exit(1002, kKilled);
+  io_.take();
+  ready(1002);
+  EXPECT_NE(log.text().find("dropped READY from unknown worker pid 1002"), std::string::npos)
+      << log.text();
 }
 
 TEST_F(RouterTest, StopGraceThenKill) {
