@@ -158,13 +158,17 @@ Message Message::adopt(detail::Buffer&& buffer) {
   return m;
 }
 
+void Message::drop(Block* block) noexcept {
+  if (block->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    std::free(block->adopted);
+    block->~Block();
+    std::free(block);
+  }
+}
+
 void Message::release() noexcept {
   if (block_ == nullptr) return;
-  if (block_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-    std::free(block_->adopted);
-    block_->~Block();
-    std::free(block_);
-  }
+  drop(block_);
   block_ = nullptr;
 }
 
@@ -185,8 +189,26 @@ void set_type(Message& header_frame, wire::Type type) {
 constexpr std::size_t kReadChunk = 64 * 1024;
 
 Reader::~Reader() {
-  std::free(buf_);
+  if (own_buffer()) std::free(buf_);
+  else forget_buffer();
   drop_fds();
+}
+
+bool Reader::own_buffer() noexcept {
+  if (share_ == nullptr) return true;
+  // 1: the reader's own reference, and no slice left to copy it from.
+  if (share_->refs.load(std::memory_order_acquire) != 1) return false;
+  share_->~Block();
+  std::free(share_);
+  share_ = nullptr;
+  return true;
+}
+
+void Reader::forget_buffer() noexcept {
+  Message::drop(share_);
+  share_ = nullptr;
+  buf_ = nullptr;
+  cap_ = 0;
 }
 
 Reader::Reader(Reader&& other) noexcept
@@ -196,6 +218,7 @@ Reader::Reader(Reader&& other) noexcept
       start_(std::exchange(other.start_, 0)),
       end_(std::exchange(other.end_, 0)),
       need_(std::exchange(other.need_, 0)),
+      share_(std::exchange(other.share_, nullptr)),
       unclaimed_(std::move(other.unclaimed_)),
       frame_fds_(std::move(other.frame_fds_)),
       dropped_fds_(other.dropped_fds_) {
@@ -204,7 +227,8 @@ Reader::Reader(Reader&& other) noexcept
 
 Reader& Reader::operator=(Reader&& other) noexcept {
   if (this != &other) {
-    std::free(buf_);
+    if (own_buffer()) std::free(buf_);
+    else forget_buffer();
     drop_fds();
     max_payload_ = other.max_payload_;
     buf_ = std::exchange(other.buf_, nullptr);
@@ -212,6 +236,7 @@ Reader& Reader::operator=(Reader&& other) noexcept {
     start_ = std::exchange(other.start_, 0);
     end_ = std::exchange(other.end_, 0);
     need_ = std::exchange(other.need_, 0);
+    share_ = std::exchange(other.share_, nullptr);
     unclaimed_ = std::move(other.unclaimed_);
     other.unclaimed_.clear();
     frame_fds_ = std::move(other.frame_fds_);
@@ -260,6 +285,22 @@ void Fds::reset() noexcept {
 }
 
 void Reader::grow() {
+  if (!own_buffer()) {
+    // Slices hold the bytes before start_: what is left (the start of a frame) moves
+    // to a buffer of its own, sized as this one would have grown.
+    const std::size_t left = end_ - start_;
+    std::size_t cap = std::max(kReadChunk, left * 2);
+    if (need_ > left) cap = std::min(cap, std::max(need_, kReadChunk));
+    char* fresh = static_cast<char*>(std::malloc(cap));
+    if (fresh == nullptr) throw std::bad_alloc();
+    std::memcpy(fresh, buf_ + start_, left);
+    forget_buffer();
+    buf_ = fresh;
+    cap_ = cap;
+    start_ = 0;
+    end_ = left;
+    if (end_ < cap_) return;
+  }
   if (start_ > 0) {  // room at the front first (a move of bytes onto themselves still copies)
     std::memmove(buf_, buf_ + start_, end_ - start_);
     end_ -= start_;
@@ -281,7 +322,8 @@ Reader::Fill Reader::fill(int fd) {
   const std::size_t budget = std::max<std::size_t>(need_, std::size_t{1} << 20);
   std::size_t taken = 0;
   for (;;) {
-    if (start_ == end_) {
+    // A shared buffer is read on past end_ until it is full (grow() then leaves it).
+    if (start_ == end_ && own_buffer()) {
       start_ = end_ = 0;
       if (cap_ > (std::size_t{1} << 20)) {  // a large frame is gone: give its memory back
         std::free(buf_);
@@ -334,6 +376,7 @@ std::optional<std::pair<std::string, std::size_t>> Reader::discard_frame(int fd,
   std::pair<std::string, std::size_t> out{std::string(buf_ + start_ + kFramePrefix, hl),
                                           need_ - kFramePrefix - hl};
   std::size_t left = need_ - have;
+  if (!own_buffer()) forget_buffer();
   start_ = end_ = 0;
   need_ = 0;
   char sink[64 * 1024];
@@ -418,9 +461,26 @@ Reader::Next Reader::next(Incoming& in, std::string* why) {
   const Next got = next(h, header_bytes, payload, why);
   if (got != Next::kFrame) return got;
   in.fds = std::move(frame_fds_);
-  in.payload = Message(payload.data(), payload.size());
+  const bool slice = payload.size() >= kSliceFrom;
+  auto bytes = [&](std::string_view part) {
+    if (!slice) return Message(part.data(), part.size());
+    Message m;
+    m.block_ = share_;
+    share_->refs.fetch_add(1, std::memory_order_relaxed);
+    m.data_ = const_cast<char*>(part.data());
+    m.size_ = part.size();
+    return m;
+  };
+  if (slice && share_ == nullptr) {
+    // The reader's reference; the buffer is freed with the block once all let go.
+    void* raw = std::malloc(sizeof(Message::Block));
+    if (raw == nullptr) throw std::bad_alloc();
+    share_ = new (raw) Message::Block();
+    share_->adopted = buf_;
+  }
+  in.payload = bytes(payload);
   if (has_our_layout(header_bytes.data(), header_bytes.size())) {
-    in.header_frame = Message(header_bytes.data(), header_bytes.size());
+    in.header_frame = bytes(header_bytes);
     // The header views into the frame kept, not into the read buffer: same offset.
     in.header = h;
     if (!h.name.empty()) {

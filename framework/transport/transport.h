@@ -97,6 +97,10 @@ class Message {
     std::atomic<long> refs{1};
     void* adopted = nullptr;
   };
+  // A Reader hands out large frames as slices of its own buffer (Reader::share_).
+  friend class Reader;
+  // The last holder of block frees it (and what it adopted).
+  static void drop(Block* block) noexcept;
   void release() noexcept;
   Block* block_ = nullptr;
   char* data_ = nullptr;
@@ -187,8 +191,11 @@ class Reader {
   // Descriptors the kernel dropped because this process could not take them (at its
   // RLIMIT_NOFILE, MSG_CTRUNC), since the reader was made.
   std::size_t dropped_fds() const { return dropped_fds_; }
-  // The same, copied into in (from is left as it is).
+  // The same, into in, which owns its bytes: a large payload (kSliceFrom bytes or
+  // more) and its header are slices of this reader's buffer (no copy), which then stays
+  // theirs; smaller frames are copied.
   Next next(Incoming& in, std::string* why);
+  static constexpr std::size_t kSliceFrom = 16 * 1024;
   // After fill() threw std::bad_alloc (a frame larger than this process can hold, as
   // under a memory limit): reads the rest of that frame from fd and drops it, waiting
   // for its bytes as they come, so that the stream stays in step. Returns its header
@@ -199,11 +206,18 @@ class Reader {
   // Bytes of buffer held now (for tests and diagnostics).
   std::size_t capacity() const { return cap_; }
   void reset() {
+    if (!own_buffer()) forget_buffer();
     start_ = end_ = 0;
     drop_fds();
   }
 
  private:
+  // Whether buf_ is this reader's alone (no slice of it lives): only then may bytes
+  // before end_ be moved, overwritten or freed. A shared buffer that no slice holds any
+  // more becomes the reader's alone again.
+  bool own_buffer() noexcept;
+  // Leaves a shared buffer to its slices (the last one frees it); no buffer after.
+  void forget_buffer() noexcept;
   void drop_fds() noexcept;
   void take_fds(msghdr& msg);
   // The buffer grows only when full, by doubling, never beyond the frame being read
@@ -215,6 +229,9 @@ class Reader {
   std::size_t cap_ = 0;
   std::size_t start_ = 0, end_ = 0;
   std::size_t need_ = 0;  // bytes the frame being read needs in total
+  // Set while slices of buf_ may live (next(Incoming&)): the block that frees buf_
+  // once the reader and every slice let go of it.
+  Message::Block* share_ = nullptr;
   static constexpr std::size_t kMaxUnclaimedGroups = 64;
   // Descriptors received and not yet handed to their frame, one group per recvmsg. A
   // sender puts one frame's descriptors on one sendmsg, the kernel attaches them to

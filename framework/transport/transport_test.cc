@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -280,6 +281,51 @@ TEST(Framing, AnAnnouncedLengthCostsNothingUntilItsBytesArrive) {
   ASSERT_TRUE(write_frame(q.fd[0], make(Type::kPing), ""));
   ASSERT_EQ(read_one(big, q.fd[1], in, &why), Reader::Next::kFrame);
   EXPECT_LE(big.capacity(), std::size_t{64} << 10) << "the large frame's buffer was kept";
+}
+
+// The router forwards large frames without copying them: their payloads (and headers)
+// are slices of the reader's buffer, which the reader then leaves to them.
+TEST(Framing, LargePayloadsAreSlicesOfTheReadersBufferThatOutliveIt) {
+  Pair p;
+  const std::string first(Reader::kSliceFrom, 'a'), second(Reader::kSliceFrom + 1, 'b');
+  ASSERT_TRUE(write_frame(p.fd[0], make(Type::kResult, 1), first));
+  ASSERT_TRUE(write_frame(p.fd[0], make(Type::kResult, 2), second));
+  ASSERT_TRUE(write_frame(p.fd[0], make(Type::kPing), "small"));
+  auto r = std::make_unique<Reader>();
+  Incoming a, b, c;
+  std::string why;
+  ASSERT_EQ(read_one(*r, p.fd[1], a, &why), Reader::Next::kFrame) << why;
+  ASSERT_EQ(read_one(*r, p.fd[1], b, &why), Reader::Next::kFrame) << why;
+  ASSERT_EQ(read_one(*r, p.fd[1], c, &why), Reader::Next::kFrame) << why;
+  // One read took all three: the second frame's header follows the first payload in
+  // the same buffer, which only slicing (no copy) shows.
+  EXPECT_EQ(b.header_frame.data<char>(), a.payload.data<char>() + a.payload.size() + kFramePrefix);
+  EXPECT_EQ(b.payload.data<char>(), b.header_frame.data<char>() + b.header_frame.size());
+  EXPECT_EQ(b.header.call_id, 2u);
+  EXPECT_EQ(c.payload.view(), "small") << "a small frame is copied";
+
+  // The reader reads on into fresh memory while the slices live, then goes; they stay.
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE(write_frame(p.fd[0], make(Type::kResult, 10 + i), std::string(5000 + i, 'z')));
+    Incoming more;
+    ASSERT_EQ(read_one(*r, p.fd[1], more, &why), Reader::Next::kFrame) << why;
+    ASSERT_EQ(more.payload.view(), std::string(5000 + i, 'z'));
+  }
+  Reader moved(std::move(*r));
+  r.reset();
+  EXPECT_EQ(a.payload.view(), first);
+  EXPECT_EQ(b.payload.view(), second);
+  set_type(b.header_frame, Type::kTask);  // the router retypes frames in place
+  EXPECT_EQ(wire::decode(b.header_frame.data<char>(), b.header_frame.size(), &why)->type, Type::kTask);
+  EXPECT_EQ(a.payload.view(), first) << "a neighbour's bytes untouched";
+  a = Incoming();
+  EXPECT_EQ(b.payload.view(), second);
+
+  // Once no slice is left, the buffer is the reader's again.
+  b = Incoming();
+  ASSERT_TRUE(write_frame(p.fd[0], make(Type::kPing), "after"));
+  ASSERT_EQ(read_one(moved, p.fd[1], c, &why), Reader::Next::kFrame) << why;
+  EXPECT_EQ(c.payload.view(), "after");
 }
 
 TEST(Framing, AForeignButValidHeaderIsReEncoded) {
