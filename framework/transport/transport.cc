@@ -461,7 +461,10 @@ Reader::Next Reader::next(Incoming& in, std::string* why) {
   const Next got = next(h, header_bytes, payload, why);
   if (got != Next::kFrame) return got;
   in.fds = std::move(frame_fds_);
-  const bool slice = payload.size() >= kSliceFrom;
+  // A slice keeps the whole buffer alive (a straggling chunk for as long as it runs):
+  // only a frame that fills a quarter of it or more is sliced, so what slices pin is at
+  // most four times their own bytes. A large frame grows the buffer to its own size.
+  const bool slice = payload.size() >= kSliceFrom && payload.size() * 4 >= cap_;
   auto bytes = [&](std::string_view part) {
     if (!slice) return Message(part.data(), part.size());
     Message m;

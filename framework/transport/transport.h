@@ -192,8 +192,8 @@ class Reader {
   // RLIMIT_NOFILE, MSG_CTRUNC), since the reader was made.
   std::size_t dropped_fds() const { return dropped_fds_; }
   // The same, into in, which owns its bytes: a large payload (kSliceFrom bytes or
-  // more) and its header are slices of this reader's buffer (no copy), which then stays
-  // theirs; smaller frames are copied.
+  // more, and a quarter of the buffer or more) and its header are slices of this
+  // reader's buffer (no copy), which then stays theirs; other frames are copied.
   Next next(Incoming& in, std::string* why);
   static constexpr std::size_t kSliceFrom = 16 * 1024;
   // After fill() threw std::bad_alloc (a frame larger than this process can hold, as

@@ -304,6 +304,25 @@ TEST(Framing, LargePayloadsAreSlicesOfTheReadersBufferThatOutliveIt) {
   EXPECT_EQ(b.header.call_id, 2u);
   EXPECT_EQ(c.payload.view(), "small") << "a small frame is copied";
 
+  // A 16 KiB frame among many in a buffer grown large is copied: a slice would keep
+  // the whole buffer alive for as long as it lives.
+  {
+    Pair q;
+    for (int i = 0; i < 10; ++i) {  // all in the socket before the first read
+      ASSERT_TRUE(write_frame(q.fd[0], make(Type::kResult, i), std::string(Reader::kSliceFrom, 'q')));
+    }
+    Reader burst;
+    std::vector<Incoming> got(10);
+    for (Incoming& one : got) ASSERT_EQ(read_one(burst, q.fd[1], one, &why), Reader::Next::kFrame) << why;
+    ASSERT_GT(burst.capacity(), 4 * Reader::kSliceFrom) << "one read took them all";
+    for (std::size_t i = 1; i < got.size(); ++i) {
+      EXPECT_NE(got[i].header_frame.data<char>(),
+                got[i - 1].payload.data<char>() + got[i - 1].payload.size() + kFramePrefix)
+          << "frame " << i << " was sliced out of a buffer four times its size";
+      EXPECT_EQ(got[i].payload.view(), std::string(Reader::kSliceFrom, 'q'));
+    }
+  }
+
   // The reader reads on into fresh memory while the slices live, then goes; they stay.
   for (int i = 0; i < 40; ++i) {
     ASSERT_TRUE(write_frame(p.fd[0], make(Type::kResult, 10 + i), std::string(5000 + i, 'z')));
