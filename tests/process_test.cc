@@ -1,5 +1,6 @@
 // mpx::Process with real children: exit codes, names, arguments, signals, errors.
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <unistd.h>
@@ -60,6 +61,19 @@ bool maps_libzmq() { return slurp("/proc/self/maps").find("/libzmq.so") != std::
 void exit_3_if_libzmq() { std::exit(maps_libzmq() ? 3 : 0); }
 MPX_TASK(maps_libzmq);
 MPX_TASK(exit_3_if_libzmq);
+// Whether malloc gave a 4 MiB block a mapping of its own, unmapped again when the block
+// is freed (glibc's default until a large free raises its threshold), rather than heap
+// pages that the next block of that size reuses.
+bool maps_a_4_mib_block() {
+  void* block = std::malloc(std::size_t{4} << 20);
+  const bool mapped = mallinfo2().hblks > 0;
+  std::free(block);
+  return mapped;
+}
+// Exit code 3 when this process serves a 4 MiB block from the heap.
+void exit_3_if_4_mib_blocks_are_heap() { std::exit(maps_a_4_mib_block() ? 0 : 3); }
+MPX_TASK(maps_a_4_mib_block);
+MPX_TASK(exit_3_if_4_mib_blocks_are_heap);
 MPX_TASK(write_identity);
 MPX_TASK(write_job);
 MPX_TASK(throws);
@@ -223,6 +237,17 @@ TEST_F(ProcessTest, NoProcessLoadsZeroMQ) {
   EXPECT_EQ(p.exitcode(), 0) << "a Process child mapped libzmq";
   mpx::Pool pool(1);
   EXPECT_FALSE(pool.apply(maps_libzmq)) << "a pool worker mapped libzmq";
+}
+
+// The roles that run mpx's own loops keep large buffers for reuse (runtime.cc); a
+// Process child runs the user's code with glibc's defaults, as the driver does.
+TEST_F(ProcessTest, PoolWorkersKeepLargeBuffersAndProcessesKeepGlibcsDefaults) {
+  mpx::Pool pool(1);
+  EXPECT_FALSE(pool.apply(maps_a_4_mib_block)) << "a pool worker mapped a 4 MiB block apart";
+  mpx::Process p(exit_3_if_4_mib_blocks_are_heap);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0) << "a Process child did not keep glibc's malloc defaults";
 }
 
 TEST_F(ProcessTest, ParentAndCurrentProcessAsPythonHasThem) {

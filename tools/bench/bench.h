@@ -98,6 +98,7 @@ inline void emit(const std::string& scenario, const std::string& unit,
 //   --quick        fewer repetitions (3) and a tenth of the work: checks that things run
 //   --sweep        the cost-growth sweep (item size x worker count) instead of the table
 //   --only=<text>  only the scenarios whose name contains <text> (for profiling)
+//   --reps=<n>     repetitions per scenario (for profiling a steady state)
 struct Args {
   bool quick = false;
   bool sweep = false;
@@ -110,6 +111,7 @@ struct Args {
       if (std::strcmp(argv[i], "--quick") == 0) quick = true, reps = 3, scale = 0.1;
       if (std::strcmp(argv[i], "--sweep") == 0) sweep = true;
       if (std::strncmp(argv[i], "--only=", 7) == 0) only = argv[i] + 7;
+      if (std::strncmp(argv[i], "--reps=", 7) == 0) reps = std::max(1, std::atoi(argv[i] + 7));
     }
   }
   bool want(const std::string& scenario) const {
