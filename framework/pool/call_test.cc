@@ -63,6 +63,17 @@ TEST(GatherCallTest, BuildsTheResultsFromChunksInAnyOrderAndForm) {
   EXPECT_EQ(call.take(), (std::vector<int>{0, 1, 4, 9, 16, 25, 36}));
 }
 
+TEST(GatherCallTest, RawChunksArrivingLastFirstFillTheirPlaces) {
+  std::mutex mu;
+  detail::GatherCall<int, std::vector<int>> call(square_task(), 6);
+  call.set_id(1, &mu, nullptr);
+  const Buffer c2 = raw_results({16, 25}), c1 = raw_results({4, 9}), c0 = raw_results({0, 1});
+  EXPECT_FALSE(call.accept_results(4, 2, c2.data(), c2.size(), false, 0));
+  EXPECT_FALSE(call.accept_results(2, 2, c1.data(), c1.size(), false, 0));
+  EXPECT_TRUE(call.accept_results(0, 2, c0.data(), c0.size(), false, 0));
+  EXPECT_EQ(call.take(), (std::vector<int>{0, 1, 4, 9, 16, 25}));
+}
+
 TEST(GatherCallTest, UnalignedRawResultsAreRead) {
   std::mutex mu;
   detail::GatherCall<int, std::vector<int>> call(square_task(), 3);
