@@ -146,16 +146,23 @@ Message Message::adopt(detail::Buffer&& buffer) {
   const std::size_t size = buffer.size();
   char* data = buffer.release();
   if (data == nullptr) return m;
-  void* raw = std::malloc(sizeof(Block));
-  if (raw == nullptr) {
+  try {
+    m.block_ = new_block(data);
+  } catch (const std::bad_alloc&) {
     std::free(data);
-    throw std::bad_alloc();
+    throw;
   }
-  m.block_ = new (raw) Block();
-  m.block_->adopted = data;
   m.data_ = data;
   m.size_ = size;
   return m;
+}
+
+Message::Block* Message::new_block(void* adopted) {
+  void* raw = std::malloc(sizeof(Block));
+  if (raw == nullptr) throw std::bad_alloc();
+  Block* block = new (raw) Block();
+  block->adopted = adopted;
+  return block;
 }
 
 void Message::drop(Block* block) noexcept {
@@ -189,8 +196,7 @@ void set_type(Message& header_frame, wire::Type type) {
 constexpr std::size_t kReadChunk = 64 * 1024;
 
 Reader::~Reader() {
-  if (own_buffer()) std::free(buf_);
-  else forget_buffer();
+  release_buffer();
   drop_fds();
 }
 
@@ -211,6 +217,16 @@ void Reader::forget_buffer() noexcept {
   cap_ = 0;
 }
 
+void Reader::release_buffer() noexcept {
+  if (own_buffer()) {
+    std::free(buf_);
+    buf_ = nullptr;
+    cap_ = 0;
+  } else {
+    forget_buffer();
+  }
+}
+
 Reader::Reader(Reader&& other) noexcept
     : max_payload_(other.max_payload_),
       buf_(std::exchange(other.buf_, nullptr)),
@@ -227,8 +243,7 @@ Reader::Reader(Reader&& other) noexcept
 
 Reader& Reader::operator=(Reader&& other) noexcept {
   if (this != &other) {
-    if (own_buffer()) std::free(buf_);
-    else forget_buffer();
+    release_buffer();
     drop_fds();
     max_payload_ = other.max_payload_;
     buf_ = std::exchange(other.buf_, nullptr);
@@ -476,10 +491,7 @@ Reader::Next Reader::next(Incoming& in, std::string* why) {
   };
   if (slice && share_ == nullptr) {
     // The reader's reference; the buffer is freed with the block once all let go.
-    void* raw = std::malloc(sizeof(Message::Block));
-    if (raw == nullptr) throw std::bad_alloc();
-    share_ = new (raw) Message::Block();
-    share_->adopted = buf_;
+    share_ = Message::new_block(buf_);
   }
   in.payload = bytes(payload);
   if (has_our_layout(header_bytes.data(), header_bytes.size())) {

@@ -99,6 +99,8 @@ class Message {
   };
   // A Reader hands out large frames as slices of its own buffer (Reader::share_).
   friend class Reader;
+  // A block with one reference that frees `adopted` with itself.
+  static Block* new_block(void* adopted);
   // The last holder of block frees it (and what it adopted).
   static void drop(Block* block) noexcept;
   void release() noexcept;
@@ -218,6 +220,8 @@ class Reader {
   bool own_buffer() noexcept;
   // Leaves a shared buffer to its slices (the last one frees it); no buffer after.
   void forget_buffer() noexcept;
+  // Frees the buffer, or leaves it to its slices if any lives; no buffer after.
+  void release_buffer() noexcept;
   void drop_fds() noexcept;
   void take_fds(msghdr& msg);
   // The buffer grows only when full, by doubling, never beyond the frame being read
