@@ -22,11 +22,13 @@
 
 #include "framework/actor/control.h"
 #include "framework/actor/server.h"
+#include "framework/base/heap.h"
 #include "framework/router/status.h"
 #include "framework/transport/loop.h"
 #include "framework/transport/transport.h"
 #include "framework/wire/messages.h"
 #include "mpx/actor.h"
+#include "mpx/detail/segment.h"
 #include "mpx/runtime.h"
 
 namespace mpx {
@@ -147,9 +149,11 @@ class Server {
     // caller that sends its next call within it (a tight call loop does) finds the
     // actor awake.
     bool served = false;
+    base::IdleTrim idle;  // kept buffers and mappings go back once the actor idles
     while (!stopped_) {
       served_ = false;
-      loop_.run_once(transport::Clock::time_point::max(), /*spin=*/served);
+      loop_.run_once(idle.deadline(), /*spin=*/served);
+      if (idle.after_wait(served_)) detail::forget_recently_opened_segments();
       served = served_;
     }
     return 0;

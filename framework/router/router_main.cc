@@ -15,6 +15,7 @@
 #include <memory>
 #include <vector>
 
+#include "framework/base/heap.h"
 #include "framework/router/local_workers.h"
 #include "framework/router/remote_workers.h"
 #include "framework/router/router.h"
@@ -260,6 +261,7 @@ int run_router(const spawning::Bootstrap& boot) {
   ProcessIo io(loop);
   RouterCore* core_ptr = nullptr;
   bool busy = false;  // this loop turn handled a message
+  base::IdleTrim idle;  // the heap's kept buffers go back once the router idles
   LocalWorkers workers(config.back_endpoint, boot.driver, loop,
                        [&](const std::string& id, int status, std::optional<std::uint64_t> mark) {
                          io.drain(id);
@@ -438,12 +440,14 @@ int run_router(const spawning::Bootstrap& boot) {
     if (remote) wake = std::min(wake, remote->next_tick());
     if (listen_again != Clock::time_point{}) wake = std::min(wake, listen_again);
     wake = std::min(wake, io.retry_at());
+    wake = std::min(wake, idle.deadline());
     // Right after forwarding, the answer is usually microseconds away: wait awake for
     // a moment first, while callers wait on a few answers; with bulk work queued the
     // CPU is the workers'.
     const bool spin = busy && core.outstanding() <= static_cast<std::size_t>(config.workers);
     busy = false;
     loop.run_once(wake, spin);
+    idle.after_wait(busy);
     const auto after = Clock::now();
     for (auto& [fd, c] : io.conns()) {
       if (c->conn.identity().empty() && after - c->opened > kIdentityTimeout) {

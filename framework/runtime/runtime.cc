@@ -1,5 +1,4 @@
 // mpx::init: the fork in the road between the driver and the spawned roles.
-#include <malloc.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -7,6 +6,7 @@
 
 #include "framework/actor/server.h"
 #include "framework/base/base.h"
+#include "framework/base/heap.h"
 #include "framework/node/agent.h"
 #include "framework/process/process_child.h"
 #include "framework/registry/registry.h"
@@ -25,21 +25,6 @@ namespace {
   // _exit: a spawned role owns nothing of the user's static state worth destroying,
   // and running user destructors in a worker would surprise more than it helps.
   _exit(code);
-}
-
-// The roles mpx runs its own loop in (router, pool worker, actor) allocate and free a
-// buffer per large frame, chunk or result, and on this VM a fresh page costs ~11 us.
-// glibc's malloc returns such buffers to the kernel until a large free has raised its
-// thresholds, then keeps them, in a pattern that depends on the order of frees: a map of
-// 1M ints in 1 MiB chunks took 62-92 M items/s, with the router and workers faulting
-// in fresh pages on every chunk. Fixed thresholds where glibc's own heuristic ends
-// (mmap above 32 MiB, trim beyond 64 MiB of free top) keep buffers reusable from the
-// first chunk on, and keep no more memory than the heuristic would after one such
-// chunk: 122-214 M items/s (BENCHMARKS.md). A user's driver and Process keep glibc's
-// defaults: their allocator is theirs to tune.
-void keep_large_buffers_for_reuse() {
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
 }
 
 }  // namespace
@@ -82,7 +67,7 @@ void init(int argc, char** argv) {
   // watches its parent and ends with it, so none outlives the role that started it.
   // The router runs no user code.
   if (boot->role != Role::kRouter) base::mark_initialized();
-  if (boot->role != Role::kProcess) keep_large_buffers_for_reuse();
+  if (boot->role != Role::kProcess) base::keep_large_buffers_for_reuse();
   int code = 70;
   try {
     switch (boot->role) {

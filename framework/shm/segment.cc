@@ -803,5 +803,13 @@ std::shared_ptr<Segment> unpack_segment(const msgpack::object& o, SegmentKind ki
   return Segment::open(ref, kind, tag);
 }
 
+void forget_recently_opened_segments() {
+  Registry& reg = registry();
+  std::deque<std::shared_ptr<Segment>> evicted;  // unmapped after the lock is released
+  std::lock_guard<std::mutex> lock(reg.mu);
+  evicted.swap(reg.recent);
+  reg.recent_bytes = 0;
+}
+
 }  // namespace detail
 }  // namespace mpx

@@ -15,9 +15,11 @@
 #include <string>
 #include <utility>
 
+#include "framework/base/heap.h"
 #include "framework/transport/loop.h"
 #include "framework/wire/messages.h"
 #include "framework/transport/transport.h"
+#include "mpx/detail/segment.h"
 #include "mpx/runtime.h"
 #include "mpx/task.h"
 
@@ -153,9 +155,11 @@ int run_worker(const spawning::Bootstrap& boot) {
   // After a task another one often follows within microseconds (a map's next chunk,
   // a caller's next apply): wait for it awake for a moment (see transport::Spin).
   bool served = false;  // since the last wait
+  base::IdleTrim idle;  // kept buffers and mappings go back once the worker idles
   for (;;) {
     readable = false;
-    loop.run_once(transport::Clock::time_point::max(), /*spin=*/served);
+    loop.run_once(idle.deadline(), /*spin=*/served);
+    if (idle.after_wait(readable)) detail::forget_recently_opened_segments();
     served = false;
     if (router_gone) return 0;
     if (!readable) continue;

@@ -246,6 +246,10 @@ void pack_segment(msgpack::packer<Stream>& pk, const std::shared_ptr<Segment>& s
 // something that is not a handle and SharedMemoryError as Segment::open does.
 std::shared_ptr<Segment> unpack_segment(const msgpack::object& o, SegmentKind kind,
                                         const TypeTag& tag);
+// Unmaps the segments this process keeps mapped only because it opened them lately
+// (handles that hold one keep it): an idle worker or actor lets the objects of its last
+// tasks go.
+void forget_recently_opened_segments();
 
 }  // namespace detail
 }  // namespace mpx
