@@ -324,7 +324,10 @@ void large_arguments_and_results(const Options& o) {
                   : "large arguments: imap_unordered(len, " + std::to_string(bytes >> 10) +
                         " KiB strings, chunksize=1), as objects";
       if (!o.want(scenario.c_str())) continue;
-      const std::size_t n = static_cast<std::size_t>((std::size_t{32} << 20) / bytes * o.scale);
+      // At least 2 items: with --quick, 32 MiB / 16 MiB * 0.25 rounded down to none, whose
+      // 0 MiB/s stopped tools/bench/run's report (a division by zero).
+      const std::size_t n =
+          std::max<std::size_t>(2, static_cast<std::size_t>((std::size_t{32} << 20) / bytes * o.scale));
       const std::vector<std::string> batch(results ? 0 : n, std::string(bytes, 'p'));
       const std::vector<std::size_t> sizes(results ? n : 0, bytes);
       std::vector<double> objects, values;
