@@ -51,12 +51,27 @@ std::pair<int, std::int64_t> indexed_square(int x) { return {x, static_cast<std:
 void sleep_forever() {
   for (;;) pause();
 }
+int quick_unless_negative(int x) {
+  if (x < 0) raise(SIGKILL);
+  return x;
+}
+// Returns 1 once path exists ("": 0 at once); gives up (-1) after two minutes.
+int wait_for_path(std::string path) {
+  if (path.empty()) return 0;
+  for (int i = 0; i < 120000; ++i) {
+    if (access(path.c_str(), F_OK) == 0) return 1;
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  return -1;
+}
 MPX_TASK(tagged_after_ms);
 MPX_TASK(mark_then_sleep);
 MPX_TASK(crash);
 MPX_TASK(square);
 MPX_PURE_TASK(indexed_square);
 MPX_TASK(sleep_forever);
+MPX_TASK(quick_unless_negative);
+MPX_TASK(wait_for_path);
 
 std::string fresh_dir(const char* name) {
   const char* base = std::getenv("TEST_TMPDIR");
@@ -129,6 +144,52 @@ TEST_F(FaultTest, WithRetriesAKilledWorkersItemsStillArriveExactlyOnce) {
   while (auto v = it.next(seconds(30))) seen.insert(v->first);
   ASSERT_EQ(seen.size(), 100u);
   for (int i = 0; i < 100; ++i) EXPECT_EQ(seen.count(i), 1u) << "item " << i;
+}
+
+// A worker writes the results of quick chunks together once it has run what it read
+// (worker::ResultBatch). Those that finished before the chunk that killed it are
+// delivered all the same: only the killer is lost, whatever had been written.
+TEST_F(FaultTest, QuickResultsNotYetWrittenWhenTheirWorkerDiesAreDelivered) {
+  mpx::Pool pool(1);
+  for (int round = 0; round < 3; ++round) {
+    std::vector<int> xs(401);
+    for (int i = 0; i < 401; ++i) xs[i] = i;
+    xs[200] = -1;  // in the middle of the stream, where chunks arrive in bursts
+    auto it = pool.imap_unordered(quick_unless_negative, xs, 1);
+    std::set<int> seen;
+    std::vector<std::uint64_t> lost;
+    for (;;) {
+      try {
+        auto v = it.next(seconds(60));
+        if (!v) break;
+        EXPECT_TRUE(seen.insert(*v).second) << "duplicate " << *v;
+      } catch (const mpx::WorkerLost& e) {
+        lost.insert(lost.end(), e.lost_tasks().begin(), e.lost_tasks().end());
+      }
+    }
+    EXPECT_EQ(lost, std::vector<std::uint64_t>{200}) << "round " << round << ": only the item that killed it";
+    EXPECT_EQ(seen.size(), 400u) << "round " << round;
+  }
+}
+
+// Results waiting to be written together are not held back by a chunk that runs long
+// after them: the first result arrives while the second chunk still waits for the
+// test (it ends only once the test saw the first).
+TEST_F(FaultTest, AQuickResultIsNotHeldBackByALongChunkAfterIt) {
+  const std::string go = fresh_dir("held-back") + "/go";
+  unlink(go.c_str());
+  mpx::Pool pool(1);
+  for (int round = 0; round < 3; ++round) {
+    auto it = pool.imap_unordered(wait_for_path, std::vector<std::string>{"", go}, 1);
+    const auto first = it.next(seconds(60));
+    ASSERT_TRUE(first);
+    EXPECT_EQ(*first, 0);
+    std::ofstream(go) << "go";
+    const auto second = it.next(seconds(60));
+    ASSERT_TRUE(second);
+    EXPECT_EQ(*second, 1);
+    unlink(go.c_str());
+  }
 }
 
 TEST_F(FaultTest, RetriesAreBoundedForATaskThatAlwaysCrashes) {

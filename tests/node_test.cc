@@ -19,6 +19,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -42,6 +43,12 @@ MPX_PURE_TASK(node_square);
 
 int read_shared(mpx::Value<int> v) { return v.load(); }
 MPX_TASK(read_shared);
+
+int quick_unless_negative(int x) {
+  if (x < 0) ::raise(SIGKILL);
+  return x;
+}
+MPX_TASK(quick_unless_negative);
 
 std::string temp_path(const std::string& name) {
   const char* dir = std::getenv("TEST_TMPDIR");
@@ -359,6 +366,39 @@ TEST(NodeTest, AgentOverIpc) {
   pool.wait_for_workers(3, 60s);
   const auto out = pool.map(node_square, iota(1000));
   for (long long i = 0; i < 1000; ++i) ASSERT_EQ(out[i], i * i);
+  ::unlink(key.c_str());
+}
+
+// A remote worker that dies with results it had not written yet (they wait to be
+// written together, in the page it shares with its agent): the agent sends them with
+// its exit, and only the items that killed workers are lost. Chunks relayed by the
+// agent often arrive one at a time, so a death finds results waiting less often than
+// on a local worker (tests/fault_test.cc): 15 deaths give it many chances.
+TEST(NodeTest, QuickResultsNotYetWrittenWhenARemoteWorkerDiesAreDelivered) {
+  const std::string key = temp_path("unsent.key");
+  mpx::Pool pool(listening(key));
+  Agent agent(pool.endpoint(), key, 1);
+  pool.wait_for_workers(1, 60s);
+  for (int round = 0; round < 5; ++round) {
+    std::vector<int> xs(401);
+    for (int i = 0; i < 401; ++i) xs[i] = i;
+    for (int killer : {100, 200, 300}) xs[killer] = -1;
+    auto it = pool.imap_unordered(quick_unless_negative, xs, 1);
+    std::set<int> seen;
+    std::set<std::uint64_t> lost;
+    for (;;) {
+      try {
+        auto v = it.next(60s);
+        if (!v) break;
+        EXPECT_TRUE(seen.insert(*v).second) << "duplicate " << *v;
+      } catch (const mpx::WorkerLost& e) {
+        lost.insert(e.lost_tasks().begin(), e.lost_tasks().end());
+      }
+    }
+    EXPECT_EQ(lost, (std::set<std::uint64_t>{100, 200, 300})) << "round " << round << ": only the killers";
+    EXPECT_EQ(seen.size(), 398u) << "round " << round;
+    pool.wait_for_workers(1, 60s);
+  }
   ::unlink(key.c_str());
 }
 

@@ -60,9 +60,8 @@ class Agent {
         endpoint_(transport::Endpoint::unique("node")),
         listener_(transport::Listener::bind(endpoint_)),
         workers_(endpoint_.str(), ::getpid(), loop_,
-                 [this](const std::string& id, int status, std::optional<std::uint64_t> mark) {
-                   exited(id, status, mark);
-                 }) {
+                 [this](const std::string& id, int status, std::optional<std::uint64_t> mark,
+                        std::string unsent) { exited(id, status, mark, std::move(unsent)); }) {
     if (!listener_) throw Error("mpx: node agent: cannot listen for its workers");
     loop_.watch(listener_.fd(), POLLIN, [this](short) { accept(); });
   }
@@ -331,7 +330,7 @@ class Agent {
     }
   }
 
-  void exited(const std::string& local, int status, std::optional<std::uint64_t> mark) {
+  void exited(const std::string& local, int status, std::optional<std::uint64_t> mark, std::string unsent) {
     auto c = conns_.find(local);
     if (c != conns_.end()) {
       // Everything it wrote before it died goes first.
@@ -347,6 +346,7 @@ class Agent {
     exit.wait_status = status;
     exit.has_mark = mark.has_value();
     exit.mark = mark.value_or(0);
+    exit.unsent = std::move(unsent);
     local_of_.erase(r->second);
     router_of_.erase(r);
     send(Kind::kExit, encode(exit));

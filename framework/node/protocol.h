@@ -73,12 +73,16 @@ struct Exit {
   int wait_status = -1;
   bool has_mark = false;
   std::uint64_t mark = 0;
+  // Whole frames of results the worker had finished and not written (LocalWorkers'
+  // OnExit): the router takes those of chunks it still holds.
+  std::string unsent;
   template <class Self, class F>
   static void fields(Self& self, F&& field) {
     field("id", self.id);
     field("wait_status", self.wait_status);
     field("has_mark", self.has_mark);
     field("mark", self.mark);
+    field("unsent", self.unsent);
   }
 };
 

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <new>
 
 #include "framework/base/base.h"
@@ -14,8 +15,8 @@ namespace mpx {
 namespace router {
 namespace {
 
-constexpr std::size_t kMarkBytes = 4096;
-static_assert(sizeof(wire::WorkerShared) <= kMarkBytes, "the shared page holds wire::WorkerShared");
+constexpr std::size_t kPage = 4096;
+constexpr std::size_t kMarkBytes = (sizeof(wire::WorkerShared) + kPage - 1) / kPage * kPage;
 
 }  // namespace
 
@@ -31,8 +32,9 @@ WorkerSupervisor::Started LocalWorkers::spawn(const std::string& name) {
   spec.name = name;
   spec.bootstrap = endpoint_ + '\n' + id;
   spec.driver = driver_;
-  // One shared word per worker: the chunk it is running (wire::chunk_mark). It tells
-  // the chunk that killed a worker from the ones it had finished or not started.
+  // The chunk it is running (wire::chunk_mark) tells the chunk that killed a worker
+  // from the ones it had finished or not started; its unsent results are those it had
+  // finished. Pages are touched only as far as they are used.
   const int memfd = ::memfd_create("mpx-worker-mark", MFD_CLOEXEC);
   void* map = MAP_FAILED;
   if (memfd >= 0 && ::ftruncate(memfd, kMarkBytes) == 0) {
@@ -83,10 +85,16 @@ void LocalWorkers::exited(const std::string& id) {
   auto status = spawning::reap(it->second.process, false);
   if (!status) return;
   std::optional<std::uint64_t> mark;
-  if (it->second.shared) mark = it->second.shared->running.load(std::memory_order_acquire);
+  std::string unsent;
+  if (const wire::WorkerShared* shared = it->second.shared) {
+    mark = shared->running.load(std::memory_order_acquire);
+    const std::size_t n = std::min<std::size_t>(shared->unsent_bytes.load(std::memory_order_acquire),
+                                                wire::WorkerShared::kUnsentCapacity);
+    unsent.assign(shared->unsent, n);
+  }
   release(it->second);
   children_.erase(it);
-  on_exit_(id, *status, mark);
+  on_exit_(id, *status, mark, std::move(unsent));
 }
 
 void LocalWorkers::kill_all() {

@@ -4,8 +4,10 @@
 // an unguessable identity, watched through its pidfd in the router's Loop, and sharing
 // a page of memory with the router (wire::WorkerShared): the wire::chunk_mark of the
 // chunk it runs (0 between chunks), written by the worker, read here after its death, so
-// the router knows which chunk killed it even though the worker is gone; and the calls
-// cancelled while it held their chunks, which it then skips. The memory limit is not
+// the router knows which chunk killed it even though the worker is gone; the results it
+// finished and had not written yet (worker::ResultBatch), read here after its death so
+// that none is lost with it; and the calls cancelled while it held their chunks, which
+// it then skips. The memory limit is not
 // the supervisor's business: a worker sets it on itself from CONFIG, wherever it runs.
 #ifndef MPX_FRAMEWORK_ROUTER_LOCAL_WORKERS_H_
 #define MPX_FRAMEWORK_ROUTER_LOCAL_WORKERS_H_
@@ -30,9 +32,11 @@ namespace router {
 
 class LocalWorkers final : public WorkerSupervisor {
  public:
-  // Called from the Loop once a worker ended: its id, wait status and running mark.
+  // Called from the Loop once a worker ended: its id, wait status, running mark, and
+  // the frames of the results it had not written (whole frames, possibly some that
+  // its socket holds too).
   using OnExit = std::function<void(const std::string& id, int wait_status,
-                                    std::optional<std::uint64_t> running_mark)>;
+                                    std::optional<std::uint64_t> running_mark, std::string unsent)>;
   // Workers connect to endpoint; they belong to the pool of driver (killed with it).
   LocalWorkers(std::string endpoint, pid_t driver, transport::Loop& loop, OnExit on_exit);
   ~LocalWorkers() override;  // kills and reaps every worker left

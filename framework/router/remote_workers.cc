@@ -200,7 +200,7 @@ void RemoteWorkers::on_message(std::vector<transport::Message>& parts) {
       worker_rid_.erase(exit.id);
       std::optional<std::uint64_t> mark;
       if (exit.has_mark) mark = exit.mark;
-      events_.exited(exit.id, exit.wait_status, mark);
+      events_.exited(exit.id, exit.wait_status, mark, exit.unsent);
       return;
     }
     case node::Kind::kStopped: {

@@ -41,7 +41,10 @@ class RemoteWorkers final : public WorkerSupervisor {
     std::function<void(const std::string& place, int slots)> joined;
     std::function<void(const std::string& place, const std::string& why)> lost;
     std::function<void(transport::Incoming& in)> message;  // from a remote worker
-    std::function<void(const std::string& id, int wait_status, std::optional<std::uint64_t> mark)> exited;
+    // unsent: the worker's results it had not written (node::Exit::unsent).
+    std::function<void(const std::string& id, int wait_status, std::optional<std::uint64_t> mark,
+                       const std::string& unsent)>
+        exited;
   };
   // Loads (or creates) the key file, binds the ZAP handler and the ROUTER on listen.
   // Throws mpx::Error naming what failed.

@@ -299,6 +299,37 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
   }
 }
 
+void RouterCore::on_unsent_results(std::string_view id, std::string_view frames, Clock::time_point now) {
+  if (frames.empty()) return;
+  Worker* w = worker_by_id(id);
+  if (w == nullptr) return;
+  transport::Reader reader;
+  reader.put(frames);
+  std::size_t taken = 0;
+  for (;;) {
+    transport::Incoming in;
+    std::string why;
+    const auto got = reader.next(in, &why);
+    if (got == transport::Reader::Next::kNone) break;
+    if (got != transport::Reader::Next::kFrame) {
+      logger().warn("router: {}'s unsent results end in a malformed frame: {}", w->name, why);
+      break;
+    }
+    // A frame written before the worker died was read from its socket already.
+    const bool held = in.header.type == wire::Type::kResult &&
+                      std::any_of(w->in_flight.begin(), w->in_flight.end(), [&](const InFlight& f) {
+                        return f.call_id == in.header.call_id && f.start == in.header.start;
+                      });
+    if (!held) continue;
+    in.from = std::string(id);
+    on_worker(in, now);
+    ++taken;
+    w = worker_by_id(id);  // on_worker may retire it
+    if (w == nullptr) break;
+  }
+  if (taken > 0) logger().debug("router: {} results that {} had not written when it ended", taken, id);
+}
+
 void RouterCore::on_worker_exit(std::string_view id, int wait_status,
                                 std::optional<std::uint64_t> running_mark, Clock::time_point now) {
   now_ = now;

@@ -166,6 +166,11 @@ class RouterCore {
   void start(Clock::time_point now);  // spawns the workers
   void on_client(transport::Incoming& in, Clock::time_point now);
   void on_worker(transport::Incoming& in, Clock::time_point now);
+  // Worker id ended with frames it had finished but not written (LocalWorkers reads
+  // them from its shared page): the results among them whose chunks it still holds are
+  // taken as if they had come from its socket. Called after its socket is drained
+  // (frames read from there already are not held any more) and before on_worker_exit.
+  void on_unsent_results(std::string_view id, std::string_view frames, Clock::time_point now);
   // Worker id ended. The caller first hands over every result it wrote (they are in
   // its connection's buffer); what it still held is then run again or reported lost.
   // running_mark: the wire::chunk_mark of the chunk it was running when it died, 0 if

@@ -263,8 +263,10 @@ int run_router(const spawning::Bootstrap& boot) {
   bool busy = false;  // this loop turn handled a message
   base::IdleTrim idle;  // the heap's kept buffers go back once the router idles
   LocalWorkers workers(config.back_endpoint, boot.driver, loop,
-                       [&](const std::string& id, int status, std::optional<std::uint64_t> mark) {
+                       [&](const std::string& id, int status, std::optional<std::uint64_t> mark,
+                           std::string unsent) {
                          io.drain(id);
+                         core_ptr->on_unsent_results(id, unsent, Clock::now());
                          core_ptr->on_worker_exit(id, status, mark, Clock::now());
                        });
   Placement placement(workers);
@@ -280,7 +282,9 @@ int run_router(const spawning::Bootstrap& boot) {
       busy = true;
       core_ptr->on_worker(in, Clock::now());
     };
-    events.exited = [&](const std::string& id, int status, std::optional<std::uint64_t> mark) {
+    events.exited = [&](const std::string& id, int status, std::optional<std::uint64_t> mark,
+                        const std::string& unsent) {
+      core_ptr->on_unsent_results(id, unsent, Clock::now());
       core_ptr->on_worker_exit(id, status, mark, Clock::now());
     };
     try {

@@ -237,6 +237,14 @@ class RouterTest : public ::testing::Test {
     h.pid = pid;
     worker(wid(pid), h);
   }
+  // Worker 1000 ready and holding n one-item chunks of call 7 from client R1.
+  void worker_holding_chunks(int n) {
+    config_.prefetch = n;
+    start();
+    ready_quietly(1000);
+    for (int at = 0; at < n; ++at) submit("1", 7, static_cast<std::uint64_t>(at), 1);
+    io_.take();
+  }
   // Makes worker pid ready, checks that it was sent its CONFIG first, reports its
   // initializer done, and discards everything sent so far.
   void ready_quietly(pid_t pid) {
@@ -495,6 +503,52 @@ TEST_F(RouterTest, ResultsReadBeforeTheExitAreDeliveredNotLost) {
   EXPECT_EQ(sent[0].type, Type::kLost);
   EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{1, 1}})) << "only what it still held";
   EXPECT_EQ(io_.spawned.size(), 3u) << "replaced";
+}
+
+// A worker that dies with results finished but unwritten (worker::ResultBatch) leaves
+// them in the page it shares with its router: those of chunks it still held are
+// delivered, a copy of one already read from its socket is not delivered twice, and
+// only the chunk that was running is lost.
+TEST_F(RouterTest, UnsentResultsOfADeadWorkerAreDeliveredOnce) {
+  worker_holding_chunks(4);
+  result(1000, 7, 0, 1);  // written to its socket before it died
+  io_.take();
+  std::string unsent;
+  for (std::uint64_t at : {0, 1, 2}) {
+    Header h = make(Type::kResult, 7, at, 1);
+    h.pid = 1000;
+    transport::append_frame(unsent, h, "r" + std::to_string(at));
+  }
+  Header stranger = make(Type::kResult, 9, 0, 1);  // a chunk it never held
+  transport::append_frame(unsent, stranger, "x");
+  core_->on_unsent_results(wid(1000), unsent, now_);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(sent[i].kind, Sent::kForwardClient);
+    EXPECT_EQ(sent[i].to, "R1");
+    EXPECT_EQ(sent[i].start, i + 1);
+    EXPECT_EQ(sent[i].payload, "r" + std::to_string(i + 1));
+  }
+  io_.marks[1000] = wire::chunk_mark(7, 3);
+  exit(1000, kKilled);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kLost);
+  EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{3, 1}})) << "only the chunk that ran";
+}
+
+// Without its unsent results (what happened before they were kept in the shared page),
+// the chunks whose results died with the worker are lost: the test above is not vacuous.
+TEST_F(RouterTest, ResultsNeitherWrittenNorKeptAreReportedLost) {
+  worker_holding_chunks(3);
+  io_.marks[1000] = wire::chunk_mark(7, 2);
+  core_->on_unsent_results(wid(1000), "", now_);
+  exit(1000, kKilled);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(decode_lost(sent[0].payload).second, (Ranges{{2, 1}}));
+  EXPECT_EQ(decode_lost(sent[1].payload).second, (Ranges{{0, 1}, {1, 1}}));
 }
 
 TEST_F(RouterTest, ACancelledCallIsNotRetried) {

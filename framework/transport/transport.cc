@@ -435,6 +435,19 @@ bool Reader::identity(std::string* id, bool* bad, std::string* why) {
   return true;
 }
 
+bool Reader::frame_ready() const {
+  const std::size_t have = end_ - start_;
+  if (have < kFramePrefix) return false;
+  const char* p = buf_ + start_;
+  return have >= kFramePrefix + std::size_t{get_u32(p)} + std::size_t{get_u32(p + 4)};
+}
+
+void Reader::put(std::string_view bytes) {
+  while (cap_ - end_ < bytes.size()) grow();
+  std::memcpy(buf_ + end_, bytes.data(), bytes.size());
+  end_ += bytes.size();
+}
+
 Reader::Next Reader::next(wire::Header& header, std::string_view& header_bytes,
                           std::string_view& payload, std::string* why) {
   const std::size_t have = end_ - start_;

@@ -205,6 +205,11 @@ class Reader {
   // when the peer closed first or the header does not decode (*why says why).
   std::optional<std::pair<std::string, std::size_t>> discard_frame(int fd, std::string* why);
   bool empty() const { return start_ == end_; }
+  // Whether a whole frame is buffered (next() would not answer kNone).
+  bool frame_ready() const;
+  // Takes bytes as if read from the socket (frames kept elsewhere, such as a dead
+  // worker's unsent results).
+  void put(std::string_view bytes);
   // Bytes of buffer held now (for tests and diagnostics).
   std::size_t capacity() const { return cap_; }
   void reset() {

@@ -77,9 +77,11 @@ inline std::uint64_t chunk_mark(std::uint64_t call_id, std::uint64_t start) {
   return h | 1;
 }
 
-// The memory a local worker shares with its router (one page; see local_workers.h).
+// The memory a local worker shares with its router (see local_workers.h).
 // running: the chunk_mark of the chunk the worker runs, 0 between chunks (worker
-// writes). cancelled: the last kCancelSlots cancelled calls whose chunks the worker
+// writes). unsent: results the worker finished and has not written to its socket yet,
+// unsent_bytes of whole frames (worker writes, router reads once the worker is dead;
+// see worker::ResultBatch). cancelled: the last kCancelSlots cancelled calls whose chunks the worker
 // held, call ids at cancels % kCancelSlots (router writes; slots first, then cancels).
 // A worker holds at most a few dozen chunks, so a cancel it still needs is never
 // overwritten. The handshake that makes a cancelled chunk either skipped by the worker
@@ -87,9 +89,12 @@ inline std::uint64_t chunk_mark(std::uint64_t call_id, std::uint64_t start) {
 // router stores cancelled, then reads running (all sequentially consistent).
 struct WorkerShared {
   static constexpr std::size_t kCancelSlots = 256;
+  static constexpr std::size_t kUnsentCapacity = 32 * 1024;
   std::atomic<std::uint64_t> running;
   std::atomic<std::uint64_t> cancels;
   std::atomic<std::uint64_t> cancelled[kCancelSlots];
+  std::atomic<std::uint32_t> unsent_bytes;
+  char unsent[kUnsentCapacity];
   // Worker side: whether call_id was cancelled.
   bool is_cancelled(std::uint64_t call_id) const {
     const std::uint64_t n = cancels.load();

@@ -18,6 +18,7 @@
 #include "framework/base/heap.h"
 #include "framework/transport/loop.h"
 #include "framework/wire/messages.h"
+#include "framework/worker/result_batch.h"
 #include "framework/transport/transport.h"
 #include "mpx/detail/segment.h"
 #include "mpx/runtime.h"
@@ -134,12 +135,13 @@ int run_worker(const spawning::Bootstrap& boot) {
     logger().error("worker: cannot connect to the router: {}", std::strerror(errno));
     return 1;
   }
-  // Every message leaves whole before the next task starts: a result, once a task is
-  // done, is in the router's socket buffer even if the next task kills this process.
-  // A peer gone is the router gone, which the parent pidfd below also reports.
-  auto send = [&router](const wire::Header& h, std::string_view payload,
-                        const std::vector<int>& fds = {}) {
-    if (!router.send(h, payload, fds)) std::_Exit(0);
+  // Every message leaves whole, and a result is either in the router's socket buffer or
+  // in the page it shares with the router (ResultBatch) before the next task starts:
+  // the router gets it even if the next task kills this process. A peer gone is the
+  // router gone, which the parent pidfd below also reports.
+  ResultBatch batch(router, shared == &unshared ? nullptr : shared);
+  auto send = [&batch](const wire::Header& h, std::string_view payload, const std::vector<int>& fds = {}) {
+    batch.send(h, payload, fds);
   };
   constexpr auto kQuickTask = std::chrono::microseconds(50);
   send(wire::Ready{pid, boot.name}.header(), {});
@@ -176,7 +178,10 @@ int run_worker(const spawning::Bootstrap& boot) {
       wire::Header h;
       std::string_view header_bytes, payload;
       const auto got = router.next(h, header_bytes, payload, &why);
-      if (got == transport::Reader::Next::kNone) break;
+      if (got == transport::Reader::Next::kNone) {
+        batch.flush();  // all read is done: what waits leaves before the worker waits
+        break;
+      }
       if (got != transport::Reader::Next::kFrame) {
         logger().error("worker: the router sent a malformed message: {}", why);
         return 1;
@@ -223,11 +228,17 @@ int run_worker(const spawning::Bootstrap& boot) {
           const wire::Result result{task.call_id, task.start, task.count, pid, has_errors,
                                     static_cast<std::uint8_t>(sink.fds.size())};
           served = quick;  // after a long task the next one is no sooner for waiting awake
-          send(result.header(), std::string_view(out.data(), out.size()), sink.fds);
+          const std::string_view bytes(out.data(), out.size());
+          if (quick && sink.fds.empty() && router.reader().frame_ready()) {
+            batch.hold(result.header(), bytes);  // the next chunk is here: one write for both
+          } else {
+            send(result.header(), bytes, sink.fds);
+          }
           objects.clear();  // in flight now: the kernel keeps them for the router
-          // Cleared only once the result is in the router's socket buffer: a death with
-          // the mark at 0 proves that every chunk this worker still held never started,
-          // so the router requeues them free of charge.
+          // Cleared only once the result is in the router's socket buffer or in the
+          // shared page: a death with the mark at 0 proves that every chunk this worker
+          // still held and had not answered never started, so the router requeues them
+          // free of charge.
           running->store(0, std::memory_order_release);
           break;
         }
