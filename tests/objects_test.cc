@@ -297,6 +297,13 @@ mpx::Span<const double> nested_table(std::size_t n) {
 MPX_TASK(nested_table);
 std::string text_of_kib(int kib) { return std::string(std::size_t(kib) << 10, 'k'); }
 MPX_TASK(text_of_kib);
+// text_of_kib, counting the texts made in `made`.
+std::string counted_text_of_kib(mpx::Value<int> made, int kib) {
+  std::string text = text_of_kib(kib);
+  made.fetch_add(1);
+  return text;
+}
+MPX_TASK(counted_text_of_kib);
 MPX_TASK(make_ramp);
 MPX_TASK(text_of_mib);
 MPX_TASK(text_size);
@@ -806,14 +813,20 @@ namespace {
 // the bounding set, so the router and workers exec'd from here lack them too) and
 // under a hard RLIMIT_NOFILE of 64, the kernel refuses to send more descriptors while
 // 64 of this user's are in flight. 400 results of 128 KiB as objects, not read until
-// all were sent: prints "RESULT: <n> of 400".
+// all were made: prints "RESULT: <n> of 400".
 TEST(ObjectsHelper, DISABLED_ResultObjectsBeyondTheDescriptorsInFlight) {
   for (int cap : {CAP_SYS_RESOURCE, CAP_SYS_ADMIN}) ASSERT_EQ(prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), 0);
   const rlimit limit{64, 64};
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &limit), 0);
   mpx::Pool pool(mpx::PoolOptions().processes(2).object_threshold(std::size_t{64} << 10));
-  auto texts = pool.map_async(text_of_kib, std::vector<int>(400, 128), 1);
-  ::sleep(2);  // nobody reads: the router's sends pile up
+  mpx::Value<int> made(0);
+  std::vector<std::tuple<mpx::Value<int>, int>> items(400, {made, 128});
+  auto texts = pool.starmap_async(counted_text_of_kib, items, 1);
+  // Nobody reads: the router's sends pile up until the kernel refuses more descriptors
+  // (64 in flight), which stops the workers' sends too. A fixed sleep from the start was
+  // not always enough for that on a loaded machine: this waits for work to flow first.
+  mpx::testing::wait_until([&] { return made.load() >= 56; }, seconds(60));
+  ::sleep(1);
   std::size_t whole = 0;
   for (const std::string& t : texts.get()) whole += t.size() == (std::size_t{128} << 10);
   std::printf("RESULT: %zu of 400\n", whole);
