@@ -96,6 +96,20 @@ class Summer {
 };
 MPX_ACTOR(Summer, sum);
 
+// Keeps views of its constructor's arguments, as a class may when its caller's
+// arguments outlive it: a training set as a Span of the vector it was spawned with.
+class Viewer {
+ public:
+  Viewer(mpx::Span<const double> data, std::string_view label) : data_(data), label_(label) {}
+  std::vector<double> data() const { return data_.to_vector(); }
+  std::string label() const { return std::string(label_); }
+
+ private:
+  mpx::Span<const double> data_;
+  std::string_view label_;
+};
+MPX_ACTOR(Viewer, data, label);
+
 // Forwards to another actor: handles travel to actors too.
 class Relay {
  public:
@@ -182,6 +196,16 @@ TEST(Actor, ConstructorsStringsVectorsAndDestructorOnStop) {
   EXPECT_THROW(a.call(&shop::Ledger::entries).get(), mpx::ActorDied);
   EXPECT_THROW(a.tell(&shop::Ledger::record, 1), mpx::ActorDied);
   a.stop();  // a second stop is a no-op
+}
+
+// The arguments an actor was spawned with live as long as it does: views its
+// constructor kept of them read the values sent, not freed memory.
+TEST(Actor, ViewsOfConstructorArgumentsStayValid) {
+  std::vector<double> data(5000);
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = 0.5 * static_cast<double>(i);
+  auto viewer = mpx::spawn<Viewer>(data, std::string(300, 'x'));
+  EXPECT_EQ(viewer.call(&Viewer::data).get(), data);
+  EXPECT_EQ(viewer.call(&Viewer::label).get(), std::string(300, 'x'));
 }
 
 TEST(Actor, MethodThatThrowsFailsItsCallOnly) {

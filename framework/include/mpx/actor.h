@@ -48,7 +48,9 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -236,15 +238,34 @@ using CtorArg = typename StoredArg<std::decay_t<A>>::type;
 
 template <class T, class... A>
 struct ActorFactory {
+  // The decoded constructor arguments live as long as the object: a constructor may
+  // keep a view of one (an mpx::Span of a std::vector argument, a std::string_view of a
+  // std::string), as it could of its caller's argument within one process. Arguments
+  // taken by value are moved out of them.
+  using Args = std::tuple<A...>;
+  static std::mutex& kept_mu() {
+    static std::mutex mu;
+    return mu;
+  }
+  static std::map<const void*, std::unique_ptr<Args>>& kept() {
+    static auto* by_object = new std::map<const void*, std::unique_ptr<Args>>();  // outlives exit
+    return *by_object;
+  }
   static void* create(const char* data, std::size_t size) {
     msgpack::zone zone;
     std::size_t off = 0;
     const msgpack::object obj = read_object(zone, data, size, off);
-    auto args = ArgCodec<A...>::unpack_call(obj);
-    return std::apply([](auto&&... a) { return static_cast<void*>(new T(std::move(a)...)); },
-                      std::move(args));
+    auto args = std::make_unique<Args>(ArgCodec<A...>::unpack_call(obj));
+    T* object = std::apply([](auto&&... a) { return new T(std::move(a)...); }, std::move(*args));
+    std::lock_guard<std::mutex> lock(kept_mu());
+    kept()[object] = std::move(args);
+    return object;
   }
-  static void destroy(void* object) { delete static_cast<T*>(object); }
+  static void destroy(void* object) {
+    delete static_cast<T*>(object);
+    std::lock_guard<std::mutex> lock(kept_mu());
+    kept().erase(object);
+  }
   static const ActorFactoryEntry& entry() {
     static const std::vector<std::string> names =
         split_method_names(mpx_actor_method_list(static_cast<T*>(nullptr)));
