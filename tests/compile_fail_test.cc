@@ -74,6 +74,11 @@ TEST(CompileFailTest, AnObjectOfAViewIsRefused) { expect_as_announced("object_of
 TEST(CompileFailTest, PuttingAStringLiteralSaysWhatToPass) {
   expect_as_announced("put_string_literal.cc");
 }
+TEST(CompileFailTest, ParametersTooLargeForAStackAreRefused) {
+  expect_as_announced("huge_array_parameter.cc");
+}
+TEST(CompileFailTest, AResultTooLargeForAStackIsRefused) { expect_as_announced("huge_array_result.cc"); }
+TEST(CompileFailTest, AnArrayUnderTheStackLimitCompiles) { expect_as_announced("large_array_compiles.cc"); }
 TEST(CompileFailTest, ALambdaWithCapturesIsRefused) { expect_as_announced("lambda_with_captures.cc"); }
 TEST(CompileFailTest, AGenericLambdaIsRefused) { expect_as_announced("generic_lambda.cc"); }
 TEST(CompileFailTest, RegisteringAnExceptionWithoutAStringConstructorSaysWhatToAdd) {

@@ -29,6 +29,10 @@ namespace detail {
 template <class... Params>
 struct ArgCodec {
   using Tuple = std::tuple<Bare<Params>...>;
+  static_assert(sizeof(Tuple) <= kMaxStackValueBytes,
+                "mpx: these parameters take more than 1 MiB by value (a large std::array or "
+                "struct): decoded on the stack of the process that runs the call, they would "
+                "overflow it. Take a std::vector or an mpx::Span instead");
   static constexpr std::size_t kArity = sizeof...(Params);
   // The one parameter, when there is exactly one (else void).
   using Single = typename std::conditional_t<kArity == 1, std::tuple_element<0, std::tuple<Bare<Params>..., void>>,

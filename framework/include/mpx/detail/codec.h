@@ -281,10 +281,23 @@ template <class T>
 struct holds_views<T, std::enable_if_t<!std::is_same_v<T, std::string> &&
                                        std::is_pointer_v<typename T::value_type>>> : std::true_type {};
 
+// A callee's arguments are decoded into a tuple on the stack of the process that runs
+// it, and its result is built there too (8 MiB by default, shared with the callee's own
+// frames, which hold yet another copy of a by-value parameter). A type larger than this
+// would overflow that stack at the first call, whatever its value: refused when the
+// program is compiled (args.h, check_result_type).
+constexpr std::size_t kMaxStackValueBytes = std::size_t{1} << 20;
+
 // Compile-time check of a result type that another process decodes (a task's result,
 // an actor method's).
 template <class R>
 constexpr void check_result_type() {
+  if constexpr (!std::is_void_v<R>) {
+    static_assert(sizeof(Bare<R>) <= kMaxStackValueBytes,
+                  "mpx: this result type is larger than 1 MiB (a large std::array or struct): "
+                  "built on the stack of the process that runs the call, it would overflow it. "
+                  "Return a std::vector (or an mpx::ObjectRef) instead");
+  }
   static_assert(!holds_views<Bare<R>>::value,
                 "mpx: this result type is, or holds, a non-owning type (std::string_view, a "
                 "pointer, msgpack::object): the caller decodes it from a buffer that is freed "
