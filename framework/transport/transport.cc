@@ -493,19 +493,26 @@ Reader::Next Reader::next(Incoming& in, std::string* why) {
   // only a frame that fills a quarter of it or more is sliced, so what slices pin is at
   // most four times their own bytes. A large frame grows the buffer to its own size.
   const bool slice = payload.size() >= kSliceFrom && payload.size() * 4 >= cap_;
-  auto bytes = [&](std::string_view part) {
-    if (!slice) return Message(part.data(), part.size());
-    Message m;
-    m.block_ = share_;
-    share_->refs.fetch_add(1, std::memory_order_relaxed);
-    m.data_ = const_cast<char*>(part.data());
-    m.size_ = part.size();
-    return m;
-  };
+  // Otherwise the frame is copied into one block of its own (one allocation, not one
+  // per part), which its header and payload share as slices do the reader's buffer.
+  Message own;
   if (slice && share_ == nullptr) {
     // The reader's reference; the buffer is freed with the block once all let go.
     share_ = Message::new_block(buf_);
+  } else if (!slice) {
+    own = Message::allocate(header_bytes.size() + payload.size());
+    std::memcpy(own.data_, header_bytes.data(), header_bytes.size());
+    if (!payload.empty()) std::memcpy(own.data_ + header_bytes.size(), payload.data(), payload.size());
   }
+  auto bytes = [&](std::string_view part) {
+    Message m;
+    if (part.empty()) return m;
+    m.block_ = slice ? share_ : own.block_;
+    m.block_->refs.fetch_add(1, std::memory_order_relaxed);
+    m.data_ = slice ? const_cast<char*>(part.data()) : own.data_ + (part.data() - header_bytes.data());
+    m.size_ = part.size();
+    return m;
+  };
   in.payload = bytes(payload);
   if (has_our_layout(header_bytes.data(), header_bytes.size())) {
     in.header_frame = bytes(header_bytes);
