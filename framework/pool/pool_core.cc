@@ -15,6 +15,7 @@
 #include "framework/base/base.h"
 #include "framework/router/router.h"
 #include "framework/wire/messages.h"
+#include "mpx/detail/segment.h"
 #include "mpx/runtime.h"
 
 namespace mpx {
@@ -327,7 +328,8 @@ void PoolCore::begin_call(const std::shared_ptr<CallBase>& call) {
 }
 
 void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t count,
-                          Buffer&& payload, Pins&& objects, std::size_t object_bytes) {
+                          Buffer&& payload, Pins&& objects, std::size_t object_bytes,
+                          std::vector<std::shared_ptr<Segment>>&& lent) {
   if (payload.size() > max_message_bytes_) {
     throw Error("task '" + std::string(call.task().name) + "': a chunk of " +
                 std::to_string(count) + " item(s) from index " + std::to_string(start) +
@@ -371,6 +373,7 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
       inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
       inflight_bytes_ += size;
       u.objects = std::move(objects);
+      u.lent = std::move(lent);
       if (keep && !large) u.payload.emplace(std::move(payload));
     }
     if (large) {
@@ -394,9 +397,10 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
 }
 
 
-void PoolCore::release_chunk(std::uint64_t call_id, std::uint64_t start) {
+void PoolCore::release_chunk(std::uint64_t call_id, std::uint64_t start, bool answered) {
   auto it = inflight_.find({call_id, start});
   if (it == inflight_.end()) return;
+  if (answered && !it->second.resent) Segment::recycle_buffers(it->second.lent);
   inflight_bytes_ -= it->second.size;
   inflight_.erase(it);
   inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
@@ -573,6 +577,7 @@ void PoolCore::resend_unanswered(pid_t dead_router, const std::string& death) {
       Unanswered& u = it->second;
       auto call = calls_.find(call_id);
       if (call != calls_.end() && u.payload) {
+        u.resent = true;  // the dead router's worker may still be decoding it
         const TaskEntry& task = call->second->task();
         again.emplace_back(wire::Submit{call_id, start, u.count, task.pure, task.name}.header(),
                            std::string_view(u.payload->data(), u.payload->size()));
@@ -674,10 +679,12 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
   {
     std::lock_guard<std::mutex> lock(pump_.mu());
     // Whatever the call's state, an answered chunk leaves the backpressure window.
+    // A chunk answered by its worker (a result, or the worker's death) was decoded by
+    // it: its argument buffers can be reused.
     if (h.type == wire::Type::kResult) {
-      release_chunk(h.call_id, h.start);
+      release_chunk(h.call_id, h.start, /*answered=*/true);
     } else if (h.type == wire::Type::kLost && lost) {
-      for (const auto& range : lost->ranges) release_chunk(h.call_id, range.first);
+      for (const auto& range : lost->ranges) release_chunk(h.call_id, range.first, /*answered=*/true);
     } else if (h.type == wire::Type::kLost || h.type == wire::Type::kPoolError) {
       release_call(h.call_id);
     }
@@ -914,8 +921,10 @@ void PoolCore::stop_router(wire::Type how, std::chrono::milliseconds grace, cons
 void pool_begin_call(PoolCore& core, const std::shared_ptr<CallBase>& call) { core.begin_call(call); }
 
 void pool_send_chunk(PoolCore& core, CallBase& call, std::uint64_t start, std::uint32_t count,
-                     Buffer&& payload, Pins&& objects, std::size_t object_bytes) {
-  core.send_chunk(call, start, count, std::move(payload), std::move(objects), object_bytes);
+                     Buffer&& payload, Pins&& objects, std::size_t object_bytes,
+                     std::vector<std::shared_ptr<Segment>>&& lent) {
+  core.send_chunk(call, start, count, std::move(payload), std::move(objects), object_bytes,
+                  std::move(lent));
 }
 
 std::size_t pool_object_threshold(const PoolCore& core) { return core.object_threshold(); }

@@ -81,7 +81,8 @@ class PoolCore {
 
   void begin_call(const std::shared_ptr<CallBase>& call);
   void send_chunk(CallBase& call, std::uint64_t start, std::uint32_t count, Buffer&& payload,
-                  Pins&& objects, std::size_t object_bytes);
+                  Pins&& objects, std::size_t object_bytes,
+                  std::vector<std::shared_ptr<Segment>>&& lent = {});
   std::size_t object_threshold() const { return object_threshold_; }
   void abandon_call(CallBase& call);
   bool wait(const std::function<bool()>& ready, Clock::time_point deadline);
@@ -149,8 +150,10 @@ class PoolCore {
   void start_router();
   // Counts a router death now; false when it is one more than the bound allows.
   bool count_router_death();
-  // Forgets one chunk, or every chunk of a call. Pool mutex held.
-  void release_chunk(std::uint64_t call_id, std::uint64_t start);
+  // Forgets one chunk, or every chunk of a call. Pool mutex held. answered: its worker
+  // answered it (a result, or its death), so its argument buffers are reused, unless
+  // it was sent to a router that died (its old worker may still be reading).
+  void release_chunk(std::uint64_t call_id, std::uint64_t start, bool answered = false);
   void release_call(std::uint64_t call_id);
   // Pool mutex held: call is finished; its callbacks, if any, wait in finished_.
   void finished_locked(const std::shared_ptr<CallBase>& call);
@@ -181,6 +184,8 @@ class PoolCore {
     std::uint32_t count = 0;
     std::optional<Buffer> payload;
     Pins objects;  // its arguments sent as objects, until it is answered
+    std::vector<std::shared_ptr<Segment>> lent;  // its argument buffers (ObjectSink::lent)
+    bool resent = false;  // to a router that replaced a dead one
   };
   // The chunks sent and not yet answered, by (call id, start), and their sizes' sum:
   // the backpressure window. Guarded by the pool mutex; a chunk enters with send_mu_

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <new>
 #include <optional>
@@ -80,6 +81,9 @@ std::string kind_text(SegmentKind kind, std::string_view type_name) {
     return type_name.empty() ? "object encoded with msgpack"
                              : "object holding " + std::string(type_name);
   }
+  if (kind == SegmentKind::kArgumentBuffer) {
+    return "argument of " + std::string(type_name.empty() ? "raw" : type_name) + " elements";
+  }
   std::string out = segment_kind_name(kind);
   if (typed(kind) && !type_name.empty()) {
     out += '<';
@@ -102,6 +106,7 @@ bool read_only(SegmentKind kind) {
   switch (kind) {
     case SegmentKind::kObject:
     case SegmentKind::kEncodedObject:
+    case SegmentKind::kArgumentBuffer:  // for its receivers; its sender rewrites it
       return true;
     case SegmentKind::kValue:
     case SegmentKind::kArray:
@@ -223,6 +228,13 @@ struct Registry {
   // Segments of other processes this process mapped, by id (guarded by mu).
   std::unordered_map<std::uint64_t, std::weak_ptr<Segment>> opened;
   std::deque<std::shared_ptr<Segment>> recent;  // guarded by mu
+  // This process's argument buffers waiting for reuse, oldest first, and their bytes
+  // (guarded by mu).
+  std::deque<std::shared_ptr<Segment>> free_buffers;
+  std::size_t free_buffer_bytes = 0;
+  // Other processes' argument buffers this process mapped, by (owner, fd) (guarded by
+  // mu): a buffer is mapped once and read for each of its uses.
+  std::map<std::pair<pid_t, int>, std::weak_ptr<Segment>> buffers;
   std::size_t recent_bytes = 0;                 // body bytes of recent; guarded by mu
   std::uint64_t next = 1;                       // guarded by mu
   const std::uint64_t base = base::random_u64();
@@ -259,6 +271,7 @@ const char* segment_kind_name(SegmentKind kind) {
     case SegmentKind::kSharedMemory: return "SharedMemory";
     case SegmentKind::kObject: return "Object";
     case SegmentKind::kEncodedObject: return "EncodedObject";
+    case SegmentKind::kArgumentBuffer: return "ArgumentBuffer";
   }
   return "shared object";
 }
@@ -488,6 +501,21 @@ bool Segment::held_by_owner() const {
 
 namespace {
 
+// Keeps seg mapped as one of the most recently opened segments, and moves those beyond
+// kRecentlyOpened (or kRecentlyOpenedBytes) to evicted, which the caller frees once
+// reg.mu is released. reg.mu held.
+void remember_recent(Registry& reg, const std::shared_ptr<Segment>& seg,
+                     std::vector<std::shared_ptr<Segment>>& evicted) {
+  reg.recent.push_back(seg);
+  reg.recent_bytes += seg->body_bytes();
+  while (reg.recent.size() > kRecentlyOpened ||
+         (reg.recent.size() > 1 && reg.recent_bytes > kRecentlyOpenedBytes)) {
+    reg.recent_bytes -= reg.recent.front()->body_bytes();
+    evicted.push_back(std::move(reg.recent.front()));
+    reg.recent.pop_front();
+  }
+}
+
 // Drops this process's cached mapping of seg (handles that hold it keep it).
 void forget_opened(Registry& reg, const std::shared_ptr<Segment>& seg) {
   std::shared_ptr<Segment> evicted;  // unmapped after the lock is released
@@ -534,6 +562,110 @@ void check_header(const Header& h, const SegmentRef& ref, SegmentKind kind, cons
   if (h.count != ref.count) {
     throw SharedMemoryError("mpx: a handle to " + what + " does not match its segment");
   }
+}
+
+}  // namespace
+
+namespace {
+
+// A node agent's workers (framework/node/agent.cc sets MPX_NODE_HOST for them) run on
+// another host than a handle's owner: a pid there names another process, or none.
+void check_same_host(const std::string& shared) {
+  static const char* const node = std::getenv("MPX_NODE_HOST");
+  if (node != nullptr) {
+    throw SharedMemoryError("mpx: " + shared + " cannot be used by a worker on another host (" + node +
+                            ", a node agent's): shared memory does not cross hosts; pass values, "
+                            "or use a pool without listen() for calls that share memory");
+  }
+}
+
+SharedMemoryError destroyed_here(const std::string& shared) {
+  return SharedMemoryError("mpx: " + shared +
+                           " is gone: every handle to it in this process, which created it, "
+                           "was destroyed");
+}
+
+std::string dropped_text(const SegmentRef& ref) {
+  return "process " + std::to_string(ref.owner) +
+         ", which created it, no longer holds it (every handle to it there was destroyed)";
+}
+
+// "... is gone: " the owner's exit when it has exited, else why.
+SharedMemoryError gone_error(const SegmentRef& ref, const std::string& shared, const std::string& why) {
+  if (ref.owner <= 0 || (kill(ref.owner, 0) != 0 && errno == ESRCH)) {
+    return SharedMemoryError("mpx: " + shared + " is gone: process " + std::to_string(ref.owner) +
+                             ", which created it, has exited");
+  }
+  return SharedMemoryError("mpx: " + shared + " is gone: " + why);
+}
+
+// A segment's memfd, opened through its owner's /proc/<pid>/fd/<fd> and mapped whole.
+struct OwnerMapping {
+  void* map = nullptr;
+  std::size_t total = 0;
+  struct stat st {};
+  std::string name;  // the memfd's, "mpx-<owner pid>-<kind>-<n>"
+};
+
+// Maps what ref.fd names in its owner: a memfd of mpx sealed against resizing (and
+// against writes when write_sealed), read-write when writable. The caller checks the
+// header. Throws SharedMemoryError naming why (gone, permission denied), MapOutOfMemory
+// when mmap has no room.
+OwnerMapping map_from_owner(const SegmentRef& ref, const std::string& shared, bool writable,
+                            bool write_sealed) {
+  const std::string path = "/proc/" + std::to_string(ref.owner) + "/fd/" + std::to_string(ref.fd);
+  char target[256];
+  const ssize_t len = ref.fd >= 0 && ref.owner > 0 ? readlink(path.c_str(), target, sizeof target - 1)
+                                                   : (errno = ENOENT, -1);
+  if (len < 0) {
+    if (errno == EACCES || errno == EPERM) {
+      throw SharedMemoryError("mpx: cannot map " + shared + " of process " +
+                              std::to_string(ref.owner) +
+                              ": permission denied (shared objects work only between "
+                              "processes of one user)");
+    }
+    throw gone_error(ref, shared, dropped_text(ref));
+  }
+  target[len] = '\0';
+  if (std::strncmp(target, "/memfd:mpx-", 11) != 0) throw gone_error(ref, shared, dropped_text(ref));
+  const int fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == EACCES || err == EPERM) {
+      throw SharedMemoryError("mpx: cannot map " + shared + " of process " +
+                              std::to_string(ref.owner) + ": " + errno_text(err) +
+                              " (shared objects work only between processes of one user)");
+    }
+    throw gone_error(ref, shared, dropped_text(ref));
+  }
+  OwnerMapping m;
+  const int seals = fcntl(fd, F_GET_SEALS);
+  if (fstat(fd, &m.st) != 0 || seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) == 0 ||
+      static_cast<std::size_t>(m.st.st_size) < kHeaderBytes) {
+    close(fd);
+    throw gone_error(ref, shared, dropped_text(ref));
+  }
+  if (write_sealed && (seals & F_SEAL_WRITE) == 0) {
+    // Only create_sealed makes objects, and it seals them before they are shared: this
+    // fd names something else now.
+    close(fd);
+    throw gone_error(ref, shared, dropped_text(ref));
+  }
+  m.total = static_cast<std::size_t>(m.st.st_size);
+  m.map = mmap(nullptr, m.total, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+  const int map_err = errno;
+  close(fd);  // the mapping keeps the memory; the owner's fd keeps the name
+  if (m.map == MAP_FAILED) {
+    // Out of address space (a pool's worker_memory_limit, or vm.max_map_count): its own
+    // type, so that arguments sent as objects can fail as their values would have.
+    if (map_err == ENOMEM) {
+      throw MapOutOfMemory("mpx: cannot map " + shared + ": mmap: " + errno_text(map_err));
+    }
+    throw SharedMemoryError("mpx: cannot map " + shared + ": mmap: " + errno_text(map_err));
+  }
+  m.name = target + 7;  // after "/memfd:"
+  if (auto space = m.name.find(' '); space != std::string::npos) m.name.resize(space);
+  return m;
 }
 
 }  // namespace
@@ -596,14 +728,7 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
   }
   const std::string what = describe(kind, tag.name);
   const std::string shared = "shared " + kind_text(kind, tag.name);
-  // A node agent's workers (framework/node/agent.cc sets this for them) run on
-  // another host than the handle's owner: a pid there names another process, or none.
-  static const char* const node = std::getenv("MPX_NODE_HOST");
-  if (node != nullptr) {
-    throw SharedMemoryError("mpx: " + shared + " cannot be used by a worker on another host (" + node +
-                            ", a node agent's): shared memory does not cross hosts; pass values, "
-                            "or use a pool without listen() for calls that share memory");
-  }
+  check_same_host(shared);
   Registry& reg = registry();
   const pid_t self = getpid();
   std::shared_ptr<Segment> known;
@@ -618,92 +743,26 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
     if (ref.owner == self || !read_only(kind) || known->held_by_owner()) return known;
     forget_opened(reg, known);  // its owner let it go: later opens say so, as in a new process
   }
-  if (ref.owner == self) {
-    throw SharedMemoryError("mpx: " + shared +
-                            " is gone: every handle to it in this process, which created it, "
-                            "was destroyed");
-  }
-  auto gone = [&](const std::string& why) {
-    return SharedMemoryError("mpx: " + shared + " is gone: " + why);
-  };
-  auto owner_gone_or = [&](const std::string& why) {
-    if (ref.owner <= 0 || (kill(ref.owner, 0) != 0 && errno == ESRCH)) {
-      return gone("process " + std::to_string(ref.owner) + ", which created it, has exited");
-    }
-    return gone(why);
-  };
-  const std::string path = "/proc/" + std::to_string(ref.owner) + "/fd/" + std::to_string(ref.fd);
-  char target[256];
-  const ssize_t len = ref.fd >= 0 && ref.owner > 0 ? readlink(path.c_str(), target, sizeof target - 1)
-                                                   : (errno = ENOENT, -1);
-  const std::string dropped = "process " + std::to_string(ref.owner) +
-                              ", which created it, no longer holds it (every handle to it "
-                              "there was destroyed)";
-  if (len < 0) {
-    if (errno == EACCES || errno == EPERM) {
-      throw SharedMemoryError("mpx: cannot map " + shared + " of process " +
-                              std::to_string(ref.owner) +
-                              ": permission denied (shared objects work only between "
-                              "processes of one user)");
-    }
-    throw owner_gone_or(dropped);
-  }
-  target[len] = '\0';
-  if (std::strncmp(target, "/memfd:mpx-", 11) != 0) throw owner_gone_or(dropped);
+  if (ref.owner == self) throw destroyed_here(shared);
   const bool sealed = read_only(kind);
-  const int fd = ::open(path.c_str(), (sealed ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    if (err == EACCES || err == EPERM) {
-      throw SharedMemoryError("mpx: cannot map " + shared + " of process " +
-                              std::to_string(ref.owner) + ": " + errno_text(err) +
-                              " (shared objects work only between processes of one user)");
-    }
-    throw owner_gone_or(dropped);
-  }
-  struct stat st {};
-  const int seals = fcntl(fd, F_GET_SEALS);
-  if (fstat(fd, &st) != 0 || seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) == 0 ||
-      static_cast<std::size_t>(st.st_size) < kHeaderBytes) {
-    close(fd);
-    throw owner_gone_or(dropped);
-  }
-  if (sealed && (seals & F_SEAL_WRITE) == 0) {
-    // Only create_sealed makes objects, and it seals them before they are shared: this
-    // fd names something else now.
-    close(fd);
-    throw owner_gone_or(dropped);
-  }
-  const auto total = static_cast<std::size_t>(st.st_size);
-  void* map = mmap(nullptr, total, sealed ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const int map_err = errno;
-  close(fd);  // the mapping keeps the memory; the owner's fd keeps the name
-  if (map == MAP_FAILED) {
-    // Out of address space (a pool's worker_memory_limit, or vm.max_map_count): its own
-    // type, so that arguments sent as objects can fail as their values would have.
-    if (map_err == ENOMEM) {
-      throw MapOutOfMemory("mpx: cannot map " + shared + ": mmap: " + errno_text(map_err));
-    }
-    throw SharedMemoryError("mpx: cannot map " + shared + ": mmap: " + errno_text(map_err));
-  }
+  OwnerMapping m = map_from_owner(ref, shared, /*writable=*/!sealed, /*write_sealed=*/sealed);
   std::shared_ptr<Segment> seg(new Segment());
-  seg->map_ = map;
-  seg->map_bytes_ = total;
-  seg->dev_ = st.st_dev;
-  seg->ino_ = st.st_ino;
-  const auto* h = static_cast<const Header*>(map);
+  seg->map_ = m.map;
+  seg->map_bytes_ = m.total;
+  seg->dev_ = m.st.st_dev;
+  seg->ino_ = m.st.st_ino;
+  const auto* h = static_cast<const Header*>(m.map);
   if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != kMagic || h->version != kLayoutVersion ||
       h->id != ref.id) {
-    throw owner_gone_or(dropped);  // the fd number now names another segment
+    throw gone_error(ref, shared, dropped_text(ref));  // the fd number now names another segment
   }
   check_header(*h, ref, kind, tag, what);
-  if (h->body_bytes > total - kHeaderBytes) {
+  if (h->body_bytes > m.total - kHeaderBytes) {
     throw SharedMemoryError("mpx: " + shared + " is smaller than its header says");
   }
   seg->ref_ = ref;
-  seg->name_ = target + 7;  // after "/memfd:"
-  if (auto space = seg->name_.find(' '); space != std::string::npos) seg->name_.resize(space);
-  seg->body_ = static_cast<char*>(map) + kHeaderBytes;
+  seg->name_ = std::move(m.name);
+  seg->body_ = static_cast<char*>(m.map) + kHeaderBytes;
   seg->body_bytes_ = h->body_bytes;
 
   std::vector<std::shared_ptr<Segment>> evicted;  // unmapped after the lock is released
@@ -717,15 +776,214 @@ std::shared_ptr<Segment> Segment::open(const SegmentRef& ref, SegmentKind kind,
   // A SharedMemory block is let go when its handles are (Python's close()): users size
   // and hold those themselves.
   if (kind == SegmentKind::kSharedMemory) return seg;
-  reg.recent.push_back(seg);
-  reg.recent_bytes += seg->body_bytes_;
-  while (reg.recent.size() > kRecentlyOpened ||
-         (reg.recent.size() > 1 && reg.recent_bytes > kRecentlyOpenedBytes)) {
-    reg.recent_bytes -= reg.recent.front()->body_bytes_;
-    evicted.push_back(std::move(reg.recent.front()));
-    reg.recent.pop_front();
-  }
+  remember_recent(reg, seg, evicted);
   return seg;
+}
+
+namespace {
+
+constexpr std::size_t kBufferGrain = std::size_t{64} << 10;
+
+// A new argument buffer of this process with room for need bytes (header included):
+// a memfd rounded up to kBufferGrain, sealed against resizing (a receiver's mapping
+// can never fault past its end), mapped read-write here.
+struct NewBuffer {
+  SegmentRef ref;
+  std::string name;
+  void* map;
+  std::size_t total;
+  struct stat st;
+};
+NewBuffer make_buffer(Registry& reg, std::size_t need, const std::string& what) {
+  const std::size_t total = (need + kBufferGrain - 1) / kBufferGrain * kBufferGrain;
+  if (total < need) throw SharedMemoryError("mpx: cannot create " + what + ": too large");
+  check_fits(total, what);
+  const std::uint64_t n = next_number(reg);
+  const std::string name = memfd_name(SegmentKind::kArgumentBuffer, n);
+  const int fd = make_memfd(name, what);
+  auto fail = [&](const char* step) {
+    const int err = errno;
+    close(fd);
+    throw SharedMemoryError("mpx: cannot create " + what + " of " + byte_text(total) + ": " +
+                            step + ": " + errno_text(err));
+  };
+  if (ftruncate(fd, static_cast<off_t>(total)) != 0) fail("ftruncate");
+  if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) fail("F_ADD_SEALS");
+  NewBuffer b{SegmentRef{SegmentKind::kArgumentBuffer, getpid(), fd,
+                         reg.base ^ (n * 0x9E3779B97F4A7C15ull), 0, 0},
+              name, nullptr, total, {}};
+  if (fstat(fd, &b.st) != 0) fail("fstat");
+  b.map = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (b.map == MAP_FAILED) fail("mmap");
+  return b;
+}
+
+}  // namespace
+
+std::shared_ptr<Segment> Segment::lend_buffer(const TypeTag& tag, const void* data,
+                                              std::size_t element_bytes, std::uint64_t count) {
+  Registry& reg = registry();
+  const std::size_t bytes = element_bytes * static_cast<std::size_t>(count);
+  const std::size_t need = kHeaderBytes + bytes;
+  std::shared_ptr<Segment> buffer;
+  {
+    // The smallest free buffer that fits, if it is not more than twice what is needed
+    // (a large buffer stays free for a large argument) or the smallest there is.
+    const std::size_t most = std::max(2 * need, kBufferGrain);
+    std::lock_guard<std::mutex> lock(reg.mu);
+    auto best = reg.free_buffers.end();
+    for (auto it = reg.free_buffers.begin(); it != reg.free_buffers.end(); ++it) {
+      const std::size_t room = (*it)->map_bytes_;
+      if (room >= need && room <= most && (best == reg.free_buffers.end() || room < (*best)->map_bytes_)) {
+        best = it;
+      }
+    }
+    if (best != reg.free_buffers.end()) {
+      buffer = std::move(*best);
+      reg.free_buffers.erase(best);
+      reg.free_buffer_bytes -= buffer->map_bytes_;
+    }
+  }
+  if (!buffer) {
+    const NewBuffer b = make_buffer(reg, need, describe(SegmentKind::kArgumentBuffer, tag.name));
+    buffer = owned_mapping(b.ref, b.name, b.map, b.total, b.total - kHeaderBytes, b.st.st_dev,
+                           b.st.st_ino);
+  }
+  std::shared_ptr<Segment> use(new Segment());
+  use->ref_ = SegmentRef{SegmentKind::kArgumentBuffer, getpid(), buffer->owned_fd_,
+                         reg.base ^ (next_number(reg) * 0x9E3779B97F4A7C15ull), tag.hash, count};
+  use->name_ = buffer->name_;
+  use->map_ = buffer->map_;
+  use->body_ = buffer->body_;
+  use->body_bytes_ = bytes;
+  use->dev_ = buffer->dev_;
+  use->ino_ = buffer->ino_;
+  auto* h = static_cast<Header*>(buffer->map_);
+  // A ref of an earlier use stops matching before any byte changes: no receiver reads
+  // an earlier use any more (the invariant in segment.h), and one that did anyway would
+  // see current() turn false once it has read (the id is a seqlock's sequence).
+  __atomic_store_n(&h->id, std::uint64_t{0}, __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  if (bytes > 0) std::memcpy(use->body_, data, bytes);
+  Header fresh = make_header(use->ref_, tag, bytes);
+  fresh.id = 0;
+  *h = fresh;
+  __atomic_store_n(&h->id, use->ref_.id, __ATOMIC_RELEASE);  // published last
+  use->base_ = std::move(buffer);
+  register_owned(reg, use);
+  return use;
+}
+
+void Segment::recycle_buffers(std::vector<std::shared_ptr<Segment>>& lent) {
+  Registry& reg = registry();
+  std::vector<std::shared_ptr<Segment>> dropped;  // freed after the lock is released
+  std::unique_lock<std::mutex> lock(reg.mu);
+  for (std::shared_ptr<Segment>& use : lent) {
+    if (!use || !use->base_ || use.use_count() != 1) continue;  // still read here: dropped below
+    std::shared_ptr<Segment> buffer = use->base_;
+    dropped.push_back(std::move(use));
+    if (buffer->map_bytes_ > kFreeBufferBytes) continue;
+    reg.free_buffer_bytes += buffer->map_bytes_;
+    reg.free_buffers.push_back(std::move(buffer));
+    while (reg.free_buffer_bytes > kFreeBufferBytes) {
+      reg.free_buffer_bytes -= reg.free_buffers.front()->map_bytes_;
+      dropped.push_back(std::move(reg.free_buffers.front()));
+      reg.free_buffers.pop_front();
+    }
+  }
+  lock.unlock();
+  lent.clear();  // uses still held elsewhere are merely let go
+}
+
+bool Segment::current() const {
+  if (!base_) return true;
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);  // the reads of the body come before this one
+  return __atomic_load_n(&static_cast<const Header*>(map_)->id, __ATOMIC_RELAXED) == ref_.id;
+}
+
+std::size_t Segment::free_buffer_bytes() {
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mu);
+  return reg.free_buffer_bytes;
+}
+
+std::size_t Segment::free_buffers() {
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mu);
+  return reg.free_buffers.size();
+}
+
+std::shared_ptr<Segment> Segment::open_buffer(const SegmentRef& ref, const TypeTag& tag) {
+  const SegmentKind kind = SegmentKind::kArgumentBuffer;
+  check_kind(ref, kind, tag);
+  const std::string what = describe(kind, tag.name);
+  const std::string shared = "shared " + kind_text(kind, tag.name);
+  Registry& reg = registry();
+  if (ref.owner == getpid()) {
+    std::shared_ptr<Segment> use;
+    {
+      std::lock_guard<std::mutex> lock(reg.mu);
+      auto it = reg.owned.find(ref.id);
+      if (it != reg.owned.end()) use = it->second.lock();
+    }
+    if (!use) throw destroyed_here(shared);
+    check_header(*static_cast<const Header*>(use->map_), ref, kind, tag, what);
+    return use;
+  }
+  check_same_host(shared);
+  const auto key = std::make_pair(ref.owner, ref.fd);
+  const auto current = [&](const Segment& buffer) {
+    return __atomic_load_n(&static_cast<const Header*>(buffer.map_)->id, __ATOMIC_ACQUIRE) == ref.id;
+  };
+  std::shared_ptr<Segment> buffer;
+  {
+    std::lock_guard<std::mutex> lock(reg.mu);
+    auto it = reg.buffers.find(key);
+    if (it != reg.buffers.end()) buffer = it->second.lock();
+  }
+  if (!buffer || !current(*buffer)) {
+    // Not mapped yet, or the mapping is of a buffer the owner has since let go (its fd
+    // number now names another one): map what the fd names now.
+    OwnerMapping m = map_from_owner(ref, shared, /*writable=*/false, /*write_sealed=*/false);
+    std::shared_ptr<Segment> mapped(new Segment());
+    mapped->map_ = m.map;
+    mapped->map_bytes_ = m.total;
+    mapped->dev_ = m.st.st_dev;
+    mapped->ino_ = m.st.st_ino;
+    mapped->ref_ = ref;
+    mapped->name_ = std::move(m.name);
+    mapped->body_ = static_cast<char*>(m.map) + kHeaderBytes;
+    mapped->body_bytes_ = m.total - kHeaderBytes;
+    const auto* h = static_cast<const Header*>(m.map);
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != kMagic || h->version != kLayoutVersion ||
+        !current(*mapped)) {
+      throw gone_error(ref, shared, "process " + std::to_string(ref.owner) +
+                                        " has reused it for another argument (a stale handle)");
+    }
+    buffer = mapped;
+    std::vector<std::shared_ptr<Segment>> evicted;  // unmapped after the lock is released
+    std::lock_guard<std::mutex> lock(reg.mu);
+    reg.buffers[key] = buffer;
+    if (reg.buffers.size() >= 2 * kRecentlyOpened && reg.buffers.size() % kRecentlyOpened == 0) {
+      sweep_expired(reg.buffers);
+    }
+    remember_recent(reg, buffer, evicted);
+  }
+  const auto* h = static_cast<const Header*>(buffer->map_);
+  check_header(*h, ref, kind, tag, what);
+  if (h->body_bytes > buffer->map_bytes_ - kHeaderBytes) {
+    throw SharedMemoryError("mpx: " + shared + " is smaller than its header says");
+  }
+  std::shared_ptr<Segment> use(new Segment());
+  use->ref_ = ref;
+  use->name_ = buffer->name_;
+  use->map_ = buffer->map_;
+  use->body_ = buffer->body_;
+  use->body_bytes_ = static_cast<std::size_t>(h->body_bytes);
+  use->dev_ = buffer->dev_;
+  use->ino_ = buffer->ino_;
+  use->base_ = std::move(buffer);
+  return use;
 }
 
 namespace {
@@ -753,6 +1011,7 @@ bool starts_with_mutex(SegmentKind kind) {
     case SegmentKind::kSharedMemory:  // a name, then the user's bytes
     case SegmentKind::kObject:        // read-only data: an object has no mutex
     case SegmentKind::kEncodedObject:
+    case SegmentKind::kArgumentBuffer:
       return false;
   }
   return false;
@@ -769,7 +1028,7 @@ bool held_here(const void* p) {
 }  // namespace
 
 Segment::~Segment() {
-  if (map_ != nullptr) {
+  if (map_ != nullptr && !base_) {  // a buffer's use leaves the mapping to the buffer
     if (body_ != nullptr && starts_with_mutex(ref_.kind) && held_here(body_)) {
       // Unmapping it would leave the holder's robust list pointing into freed (or
       // reused) memory: every later lock of that thread, and the kernel's clean-up at
@@ -784,8 +1043,7 @@ Segment::~Segment() {
   if (owned_fd_ >= 0) close(owned_fd_);
 }
 
-std::shared_ptr<Segment> unpack_segment(const msgpack::object& o, SegmentKind kind,
-                                        const TypeTag& tag) {
+SegmentRef unpack_segment_ref(const msgpack::object& o) {
   if (o.type != msgpack::type::ARRAY || o.via.array.size != 6) throw msgpack::type_error();
   const msgpack::object* f = o.via.array.ptr;
   SegmentRef ref;
@@ -800,7 +1058,12 @@ std::shared_ptr<Segment> unpack_segment(const msgpack::object& o, SegmentKind ki
   ref.id = f[3].as<std::uint64_t>();
   ref.type_hash = f[4].as<std::uint64_t>();
   ref.count = f[5].as<std::uint64_t>();
-  return Segment::open(ref, kind, tag);
+  return ref;
+}
+
+std::shared_ptr<Segment> unpack_segment(const msgpack::object& o, SegmentKind kind,
+                                        const TypeTag& tag) {
+  return Segment::open(unpack_segment_ref(o), kind, tag);
 }
 
 void forget_recently_opened_segments() {

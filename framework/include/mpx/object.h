@@ -29,7 +29,9 @@
 // ordinary memory): those bytes are then copied into the message, as any argument is,
 // up to the sender's object threshold (PoolOptions::object_threshold, 1 MiB by
 // default): from there a vector, array, string or Span argument is put() into an
-// object by itself and travels as its handle (see ArgumentCodec below).
+// object by itself and travels as its handle (see ArgumentCodec below); a Pool puts a
+// vector, array or string argument, which the task copies out, into a reused argument
+// buffer instead (Segment::lend_buffer).
 //
 // Lifetime (that of every mpx shared object, see mpx/shared.h): the object is owned by
 // the process that put() it and lives while a handle to it lives there, or a Pool call,
@@ -215,14 +217,23 @@ inline std::shared_ptr<Segment> put_raw(const TypeTag& tag, const void* data,
 // An argument ArgCodec writes into an object instead of the message (see ObjectSink in
 // mpx/detail/pins.h), or a pool worker's result (ResultObjectScope): the new object,
 // kept by the sink; or null when the value goes by value (no sink, below its
-// threshold, or the sink holds as many objects as a message can carry).
+// threshold, or the sink holds as many objects as a message can carry). copied: the
+// receiver copies the value out as it decodes it (not a Span), so where the sink
+// lends buffers the argument goes into one.
 inline std::shared_ptr<Segment> argument_object(const TypeTag& tag, const void* data,
-                                                std::size_t element_bytes, std::uint64_t count) {
+                                                std::size_t element_bytes, std::uint64_t count,
+                                                bool copied = false) {
   ObjectSink* sink = packing_sink();
   const std::size_t bytes = element_bytes * count;
   if (sink == nullptr || sink->threshold == 0 || bytes < sink->threshold ||
-      sink->keep->size() >= sink->max_objects) {
+      sink->keep->size() + (sink->lent ? sink->lent->size() : 0) >= sink->max_objects) {
     return nullptr;
+  }
+  if (copied && sink->lent != nullptr && !packing_result()) {
+    std::shared_ptr<Segment> segment = Segment::lend_buffer(tag, data, element_bytes, count);
+    sink->lent->push_back(segment);
+    sink->bytes += bytes;
+    return segment;
   }
   std::shared_ptr<Segment> segment = put_raw(tag, data, element_bytes, count);
   sink->keep->push_back(segment);
@@ -253,10 +264,19 @@ struct ArgumentCodec {
 // so a pool's worker_memory_limit fails the item the same way either way.
 inline std::shared_ptr<Segment> open_argument(const msgpack::object& ref, const TypeTag& tag) {
   try {
-    return unpack_segment(ref, SegmentKind::kObject, tag);
+    const SegmentRef r = unpack_segment_ref(ref);
+    if (r.kind == SegmentKind::kArgumentBuffer) return Segment::open_buffer(r, tag);
+    return Segment::open(r, SegmentKind::kObject, tag);
   } catch (const MapOutOfMemory&) {
     throw std::bad_alloc();
   }
+}
+
+// An argument read from a buffer its sender rewrote meanwhile (Segment::current).
+[[noreturn]] inline void throw_reused(const SegmentRef& ref) {
+  throw SharedMemoryError("mpx: the argument buffer process " + std::to_string(ref.owner) +
+                          " lent for this argument was reused for another one while this "
+                          "process read it (its call was given up while the chunk ran)");
 }
 
 // Elements that are views (std::string_view) are not sent raw: their pointers would
@@ -268,7 +288,7 @@ struct ArgumentCodec<P, std::enable_if_t<ObjectLayout<P>::kContiguous && !holds_
   template <class Stream>
   static void pack(msgpack::packer<Stream>& pk, const P& value) {
     std::shared_ptr<Segment> segment =
-        argument_object(Layout::tag(), value.data(), sizeof(E), value.size());
+        argument_object(Layout::tag(), value.data(), sizeof(E), value.size(), /*copied=*/true);
     if (!segment) {
       pk.pack(value);
       return;
@@ -289,14 +309,15 @@ struct ArgumentCodec<P, std::enable_if_t<ObjectLayout<P>::kContiguous && !holds_
     const std::shared_ptr<Segment> segment = open_argument(ref, Layout::tag());
     const auto* first = reinterpret_cast<const E*>(segment->body());
     const auto n = static_cast<std::size_t>(segment->ref().count);
+    P out;
     if constexpr (is_std_array<P>::value) {
       if (n != Layout::kFixed) throw msgpack::type_error();
-      P out;
       std::memcpy(static_cast<void*>(out.data()), first, sizeof(out));
-      return out;
     } else {
-      return P(first, first + n);
+      out = P(first, first + n);
     }
+    if (!segment->current()) throw_reused(segment->ref());
+    return out;
   }
 };
 

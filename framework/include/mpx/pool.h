@@ -172,7 +172,9 @@ class PoolOptions {
   // elements), or an mpx::Span, is written once into a read-only object (mpx/object.h)
   // and the router forwards its ~40-byte handle instead of the bytes; the worker builds
   // the parameter from the mapping (a Span parameter views it without copying). The
-  // object lives until its chunk is answered and counts in max_inflight_bytes. A task's
+  // object lives until its chunk is answered and counts in max_inflight_bytes; one the
+  // task copies out (not a Span) goes into an argument buffer reused from then on
+  // (Segment::lend_buffer in mpx/detail/segment.h). A task's
   // result of those types and sizes comes back the same way: the worker sends the
   // object's memfd with the result, and this process owns it from then on. 0: every
   // argument and result by value. Default 1 MiB (MPX_OBJECT_THRESHOLD in the
@@ -308,14 +310,16 @@ class ImapIterator {
       try {
         detail::PinScope scope(call_->pins());
         detail::Pins objects;
+        std::vector<std::shared_ptr<detail::Segment>> lent;
         detail::ObjectSink sink{detail::pool_object_threshold(*core_), &objects};
+        sink.lent = &lent;
         {
           detail::ObjectScope object_scope(sink);
           n = input_->read(buf, chunksize_, error);
         }
         if (n > 0) {
           detail::pool_send_chunk(*core_, *call_, sent_, n, std::move(buf), std::move(objects),
-                                  sink.bytes);
+                                  sink.bytes, std::move(lent));
         }
       } catch (...) {
         n = 0;  // not sent: the input ends before this chunk
@@ -542,7 +546,9 @@ class Pool {
       const std::size_t count = std::min(chunksize, n - start);
       detail::Buffer buf(count * 8 + 16);
       detail::Pins objects;
+      std::vector<std::shared_ptr<detail::Segment>> lent;
       detail::ObjectSink sink{object_threshold, &objects};
+      sink.lent = &lent;
       if constexpr (!kStar && Codec::kRawItems) {
         encode_raw_chunk<typename Codec::Single>(items, it, start, count, buf);
       } else {
@@ -593,7 +599,8 @@ class Pool {
                                   [&](std::uint64_t start, std::uint32_t count, detail::Buffer&& buf,
                                       detail::ObjectSink& objects) {
                                     detail::pool_send_chunk(core, *call, start, count, std::move(buf),
-                                                            std::move(*objects.keep), objects.bytes);
+                                                            std::move(*objects.keep), objects.bytes,
+                                                            std::move(*objects.lent));
                                   });
       detail::pool_flush(core);
     } catch (...) {

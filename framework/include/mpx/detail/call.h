@@ -96,10 +96,13 @@ class CallBase {
 void pool_begin_call(PoolCore& core, const std::shared_ptr<CallBase>& call);
 // Sends one chunk of call. Small chunks may wait in a buffer until pool_flush (or
 // until enough gather): a submission sends its chunks, then flushes. objects: the
-// chunk's arguments that travel as objects (ObjectSink), object_bytes their size; the
-// pool keeps them until the chunk is answered and counts them in its window.
+// chunk's arguments that travel as objects (ObjectSink), object_bytes their size
+// (with lent's); the pool keeps them until the chunk is answered and counts them in its
+// window. lent: the argument buffers the chunk names (ObjectSink::lent), given back for
+// reuse once the chunk is answered.
 void pool_send_chunk(PoolCore& core, CallBase& call, std::uint64_t start, std::uint32_t count,
-                     Buffer&& payload, Pins&& objects = {}, std::size_t object_bytes = 0);
+                     Buffer&& payload, Pins&& objects = {}, std::size_t object_bytes = 0,
+                     std::vector<std::shared_ptr<Segment>>&& lent = {});
 // The size from which this pool's arguments travel as objects; 0 for never.
 std::size_t pool_object_threshold(const PoolCore& core);
 void pool_flush(PoolCore& core);

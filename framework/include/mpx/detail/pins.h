@@ -69,12 +69,19 @@ FdTransfers* fd_scope();
 // max_inflight_bytes window. Only the sender of a call opens a scope (a Pool that does
 // not listen, a Process, an actor call). A pool worker's results have a sink of their
 // own (ResultObjectScope below).
+class Segment;
 struct ObjectSink {
   std::size_t threshold = 0;  // 0: every argument travels by value
   Pins* keep = nullptr;
-  std::size_t bytes = 0;      // of the objects added to *keep
+  std::size_t bytes = 0;      // of the objects added to *keep (and *lent)
   std::size_t max_objects = SIZE_MAX;  // from there, by value again
   std::vector<int> fds;       // of the objects added to *keep, in order
+  // Set by a Pool for its chunks' arguments: a large argument that the task decodes
+  // into a value of its own (a std::vector, std::array or std::string parameter, which
+  // copies it) goes into an argument buffer (Segment::lend_buffer) added here, which
+  // the pool gives back for reuse once the chunk is answered; a Span parameter, which
+  // keeps viewing its argument, still gets an object of its own. Null: objects only.
+  std::vector<std::shared_ptr<Segment>>* lent = nullptr;
 };
 class ObjectScope {
  public:

@@ -50,7 +50,11 @@ enum class SegmentKind : std::uint32_t {
   // Read-only objects (mpx::put): sealed against writes once written, mapped PROT_READ.
   kObject,         // raw elements of a trivially copyable type (the tag's), count of them
   kEncodedObject,  // one value of the tag's type, msgpack-encoded; count: its bytes
-  kLastKind = kEncodedObject,
+  // A pool argument's raw elements in a buffer its sender reuses once the chunk is
+  // answered (Segment::lend_buffer): mapped PROT_READ by receivers, valid only while
+  // the chunk that names it runs. Not sealed against writes: the sender rewrites it.
+  kArgumentBuffer,
+  kLastKind = kArgumentBuffer,
 };
 const char* segment_kind_name(SegmentKind kind);
 
@@ -178,6 +182,39 @@ class Segment {
                                                 std::optional<std::uint64_t> count,
                                                 std::size_t size_hint,
                                                 const std::function<void(SegmentWriter&)>& fill);
+  // Argument buffers (kArgumentBuffer): a pool's large by-value arguments (a vector,
+  // array or string of raw elements that the task copies out when it decodes it) go
+  // through memfds that stay mapped in the sender and in the workers and are reused,
+  // instead of a fresh sealed object each: no memfd to create, no pages to allocate,
+  // zero and fault in on either side, no mapping to make per argument.
+  //
+  // lend_buffer copies bytes into a buffer of this process (a free one, or a new one)
+  // under a new id and returns a segment naming it, owned here; recycle_buffers gives
+  // buffers back for reuse. Invariant: a buffer is given back only once no process can
+  // still read it for the use it was lent for — the pool does so when the chunk naming
+  // it is answered (its worker decoded every argument), never on a cancel or after a
+  // router death; dropping the segment instead frees the buffer. At most
+  // kFreeBufferBytes of buffers wait for reuse; a buffer is never smaller than 64 KiB.
+  // Throws SharedMemoryError as create does.
+  static std::shared_ptr<Segment> lend_buffer(const TypeTag& tag, const void* data,
+                                              std::size_t element_bytes, std::uint64_t count);
+  // Gives the buffers of lent (segments lend_buffer returned, held nowhere else) back
+  // for reuse, and clears lent. Segments still held elsewhere are dropped instead.
+  static void recycle_buffers(std::vector<std::shared_ptr<Segment>>& lent);
+  // The bytes of buffers waiting for reuse in this process, and how many (tests).
+  static std::size_t free_buffer_bytes();
+  static std::size_t free_buffers();
+  static constexpr std::size_t kFreeBufferBytes = std::size_t{64} << 20;
+  // Maps an argument buffer another process lent (ref: kArgumentBuffer, as packed), as
+  // long as ref's use of it is current: a receiver maps each buffer once and reads its
+  // later uses through the same mapping. Throws SharedMemoryError when the buffer holds
+  // another use (its id changed: the ref is stale), another type, or is gone.
+  static std::shared_ptr<Segment> open_buffer(const SegmentRef& ref, const TypeTag& tag);
+  // Whether the bytes read from this segment so far are those of its use: false once
+  // the sender of an argument buffer started writing another use into it (a seqlock's
+  // second read: the sender clears the id before it writes). Always true for others.
+  bool current() const;
+
   // Maps the segment ref names, checking it is a kind/tag segment. Repeated opens of the
   // same segment share one mapping. Throws SharedMemoryError naming what is wrong: the
   // owner exited or dropped it, it holds another kind or type, permission was denied.
@@ -223,6 +260,9 @@ class Segment {
   dev_t dev_ = 0;      // the memfd's identity, to recognise it at /proc/<owner>/fd/<fd>
   ino_t ino_ = 0;
   std::vector<std::shared_ptr<const void>> kept_;  // see keep()
+  // An argument buffer's use (lend_buffer, open_buffer): the buffer's own segment,
+  // whose mapping this one views (and does not unmap).
+  std::shared_ptr<Segment> base_;
 };
 
 // Packs a handle's ref; the caller keeps the segment alive until it has been mapped.
@@ -236,6 +276,8 @@ void pack_segment_ref(msgpack::packer<Stream>& pk, const SegmentRef& r) {
   pk.pack(r.type_hash);
   pk.pack(r.count);
 }
+// Reads a ref packed by pack_segment_ref. Throws msgpack::type_error for something else.
+SegmentRef unpack_segment_ref(const msgpack::object& o);
 // Packs a handle's ref and records the segment in the current PinScope, if any.
 template <class Stream>
 void pack_segment(msgpack::packer<Stream>& pk, const std::shared_ptr<Segment>& segment) {
