@@ -47,6 +47,36 @@ class MetricsTest : public ::testing::Test {
   }
 };
 
+// The value of the sample line that starts with name (labels included), or -1.
+double sample(const std::string& body, const std::string& name) {
+  const auto at = body.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::atof(body.c_str() + at + name.size() + 2);
+}
+
+// Chunks of numbers of 64 KiB and more travel in argument buffers, their results too:
+// what the router carries for them is a handle each way, not the items.
+TEST_F(MetricsTest, LargeChunksOfNumbersPassTheRouterAsHandles) {
+  const int port = mpx::testing::free_tcp_port();
+  mpx::Pool pool(mpx::PoolOptions().processes(2).metrics("127.0.0.1:" + std::to_string(port)));
+  std::vector<int> xs(std::size_t{1} << 20);  // 8 chunks of 512 KiB
+  for (std::size_t i = 0; i < xs.size(); ++i) xs[i] = static_cast<int>(i % 1000);
+  const std::vector<int> ys = pool.map(cube, xs);
+  ASSERT_EQ(ys.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], xs[i] * xs[i] * xs[i]) << i;
+  std::string body = scrape(port);
+  const double in = sample(body, "mpx_bytes_total{direction=\"in\"}");
+  const double out = sample(body, "mpx_bytes_total{direction=\"out\"}");
+  EXPECT_GE(in, 0) << body;
+  EXPECT_LT(in, 4096) << "4 MiB of items, 8 chunks";
+  EXPECT_LT(out, 4096) << "4 MiB of results, 8 chunks";
+
+  // A small chunk's items are in the message.
+  EXPECT_EQ(pool.map(cube, std::vector<int>(1000, 2), 1000).back(), 8);
+  body = scrape(port);
+  EXPECT_GE(sample(body, "mpx_bytes_total{direction=\"in\"}") - in, 4000) << body;
+  EXPECT_GE(sample(body, "mpx_bytes_total{direction=\"out\"}") - out, 4000) << body;
+}
+
 TEST_F(MetricsTest, ServesCountersGaugesAndHistogramOverHttp) {
   const int port = mpx::testing::free_tcp_port();
   {

@@ -397,10 +397,16 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
 }
 
 
-void PoolCore::release_chunk(std::uint64_t call_id, std::uint64_t start, bool answered) {
+PoolCore::AnsweredBuffers::~AnsweredBuffers() { Segment::recycle_buffers(reuse); }
+
+void PoolCore::release_chunk(std::uint64_t call_id, std::uint64_t start,
+                             AnsweredBuffers* answered) {
   auto it = inflight_.find({call_id, start});
   if (it == inflight_.end()) return;
-  if (answered && !it->second.resent) Segment::recycle_buffers(it->second.lent);
+  if (answered != nullptr) {
+    auto& to = it->second.resent ? answered->free : answered->reuse;
+    for (auto& use : it->second.lent) to.push_back(std::move(use));
+  }
   inflight_bytes_ -= it->second.size;
   inflight_.erase(it);
   inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
@@ -676,15 +682,16 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
     }
   }
   std::shared_ptr<CallBase> call;
+  // A chunk answered by its worker (a result, or the worker's death) was decoded by it:
+  // its argument buffers are reused once its results, which may be in them, are read.
+  AnsweredBuffers answered;
   {
     std::lock_guard<std::mutex> lock(pump_.mu());
     // Whatever the call's state, an answered chunk leaves the backpressure window.
-    // A chunk answered by its worker (a result, or the worker's death) was decoded by
-    // it: its argument buffers can be reused.
     if (h.type == wire::Type::kResult) {
-      release_chunk(h.call_id, h.start, /*answered=*/true);
+      release_chunk(h.call_id, h.start, &answered);
     } else if (h.type == wire::Type::kLost && lost) {
-      for (const auto& range : lost->ranges) release_chunk(h.call_id, range.first, /*answered=*/true);
+      for (const auto& range : lost->ranges) release_chunk(h.call_id, range.first, &answered);
     } else if (h.type == wire::Type::kLost || h.type == wire::Type::kPoolError) {
       release_call(h.call_id);
     }

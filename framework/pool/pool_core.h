@@ -150,10 +150,21 @@ class PoolCore {
   void start_router();
   // Counts a router death now; false when it is one more than the bound allows.
   bool count_router_death();
-  // Forgets one chunk, or every chunk of a call. Pool mutex held. answered: its worker
-  // answered it (a result, or its death), so its argument buffers are reused, unless
-  // it was sent to a router that died (its old worker may still be reading).
-  void release_chunk(std::uint64_t call_id, std::uint64_t start, bool answered = false);
+  // An answered chunk's argument buffers, kept until its results, which may be in them,
+  // are read: then reused, or freed when the chunk went to a router that died (a
+  // worker of the dead router may still be reading them).
+  struct AnsweredBuffers {
+    std::vector<std::shared_ptr<Segment>> reuse, free;
+    AnsweredBuffers() = default;
+    AnsweredBuffers(const AnsweredBuffers&) = delete;
+    AnsweredBuffers& operator=(const AnsweredBuffers&) = delete;
+    ~AnsweredBuffers();
+  };
+  // Forgets one chunk, or every chunk of a call. Pool mutex held. The chunk's argument
+  // buffers go to *answered when given (its worker answered it: a result, or its
+  // death); they are freed at once otherwise.
+  void release_chunk(std::uint64_t call_id, std::uint64_t start,
+                     AnsweredBuffers* answered = nullptr);
   void release_call(std::uint64_t call_id);
   // Pool mutex held: call is finished; its callbacks, if any, wait in finished_.
   void finished_locked(const std::shared_ptr<CallBase>& call);

@@ -737,6 +737,73 @@ TEST(RawChunkTest, AThrowingItemFailsAloneWithItsIndex) {
   EXPECT_EQ(*(detail::RawIterator<int>(block.bytes) + 1), 0);
 }
 
+// A chunk of ints as Pool::lend_raw_chunk sends a large one: in an argument buffer of
+// this process, with room for `results` ints after the items (at byte 64 here).
+struct LentChunk {
+  std::shared_ptr<detail::Segment> use;
+  std::string payload;
+};
+LentChunk lend_raw_chunk(const std::vector<int>& items, std::size_t results) {
+  const std::size_t total = 64 + results * sizeof(int);
+  LentChunk c;
+  c.use = detail::Segment::lend_buffer(detail::untyped_tag(), total, total, [&](char* body) {
+    std::memcpy(body, items.data(), items.size() * sizeof(int));
+  });
+  Buffer buf;
+  detail::pack_raw_chunk_ref(buf, c.use->ref(), detail::raw_code<int>(), 0, 64, results * sizeof(int));
+  c.payload.assign(buf.data(), buf.size());
+  return c;
+}
+
+TEST(RawChunkTest, AChunkInABufferIsReadThereAndAnsweredThere) {
+  const LentChunk c = lend_raw_chunk({-3, 0, 4, 1000}, 4);
+  ASSERT_TRUE(detail::at_raw_chunk(c.payload.data(), c.payload.size(), 0));
+  bool has_errors = true;
+  Buffer out = run_raw("square", 4, c.payload, has_errors);
+  EXPECT_FALSE(has_errors);
+  EXPECT_FALSE(detail::at_raw_block(out.data(), out.size(), 0)) << "the results are not in the message";
+  ASSERT_TRUE(detail::at_raw_chunk(out.data(), out.size(), 0));
+  EXPECT_LT(out.size(), 64u);
+  std::size_t off = 0;
+  const detail::RawChunk results = detail::read_raw_chunk(out.data(), out.size(), off, 4, false);
+  EXPECT_EQ(off, out.size());
+  EXPECT_EQ(results.block.bytes, c.use->body() + 64) << "written where the driver made room";
+  const std::vector<int> got(detail::RawIterator<int>(results.block.bytes),
+                             detail::RawIterator<int>(results.block.bytes) + 4);
+  EXPECT_EQ(got, (std::vector<int>{9, 0, 16, 1000000}));
+
+  // A throwing item: its slot is zero, its error follows the reference.
+  const LentChunk f = lend_raw_chunk({1, 3, 4, 6, 7}, 5);
+  auto o = run<int>("fragile", 5, f.payload);
+  EXPECT_EQ(o.values, (std::vector<std::optional<int>>{2, std::nullopt, 5, std::nullopt, 8}));
+  ASSERT_EQ(o.errors.size(), 2u);
+  EXPECT_EQ(o.errors[1].item, 3u);
+  EXPECT_EQ(*(detail::RawIterator<int>(f.use->body() + 64) + 1), 0);
+
+  // Results that are not numbers, or no room for them: in the message, as before.
+  auto spelled = run<std::string>("spell", 2, lend_raw_chunk({5, -1}, 0).payload);
+  EXPECT_EQ(spelled.values, (std::vector<std::optional<std::string>>{"#5", "#-1"}));
+  Buffer inline_out = run_raw("square", 2, lend_raw_chunk({5, -1}, 0).payload, has_errors);
+  EXPECT_TRUE(detail::at_raw_block(inline_out.data(), inline_out.size(), 0));
+}
+
+TEST(RawChunkTest, AChunkWhoseBufferIsGoneOrTooSmallFailsEveryItemWithTheReason) {
+  LentChunk c = lend_raw_chunk({1, 2, 3}, 3);
+  auto too_many = run<int>("square", 40, c.payload);
+  ASSERT_EQ(too_many.errors.size(), 40u);
+  EXPECT_EQ(too_many.errors[0].type, "mpx::DecodeError");
+  EXPECT_NE(too_many.errors[0].message.find("do not fit the buffer"), std::string::npos)
+      << too_many.errors[0].message;
+
+  c.use.reset();  // the driver let it go: the handle names nothing
+  auto gone = run<int>("square", 3, c.payload);
+  ASSERT_EQ(gone.errors.size(), 3u);
+  EXPECT_EQ(gone.errors[2].type, "mpx::DecodeError");
+  EXPECT_NE(gone.errors[2].message.find("raw chunk: mpx: shared argument"), std::string::npos)
+      << gone.errors[2].message;
+  EXPECT_NE(gone.errors[2].message.find("is gone"), std::string::npos) << gone.errors[2].message;
+}
+
 TEST(RawChunkTest, ResultsThatAreNotNumbersGoBackAsMsgpack) {
   auto o = run<std::string>("spell", 2, encode_raw_chunk(std::vector<int>{5, -1}));
   EXPECT_EQ(o.values, (std::vector<std::optional<std::string>>{"#5", "#-1"}));

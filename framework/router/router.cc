@@ -110,7 +110,7 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
       if (stopping_) return;
       const auto submit = wire::Submit::from(h);
       std::string why;
-      if (!submit.valid(in.payload.size(), &why)) {
+      if (!submit.valid(std::string_view(static_cast<const char*>(in.payload.data()), in.payload.size()), &why)) {
         logger().warn("router: dropped {}", why);
         return;
       }

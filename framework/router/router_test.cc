@@ -808,6 +808,15 @@ TEST_F(RouterTest, ASubmitAnnouncingMoreItemsThanBytesIsDropped) {
   client("R1", make(Type::kSubmit, 7, 0, 1000, "square"), "tiny");
   EXPECT_EQ(core_->queued(), 0u);
   EXPECT_TRUE(io_.take().empty());
+
+  // Unless its items are in an argument buffer (a chunk of numbers): a small payload.
+  detail::Buffer ref;
+  detail::pack_raw_chunk_ref(ref, detail::SegmentRef{detail::SegmentKind::kArgumentBuffer, 1, 3, 5, 0, 64},
+                             detail::raw_code<int>(), 0, 0, 0);
+  client("R1", make(Type::kSubmit, 8, 0, 1000, "square"), std::string(ref.data(), ref.size()));
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  expect_task(sent[0], 1000, 8, 0, 1000);
 }
 
 TEST_F(RouterTest, ReadyIsTakenOnlyFromTheWorkersOwnRoutingId) {

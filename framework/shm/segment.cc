@@ -822,8 +822,16 @@ NewBuffer make_buffer(Registry& reg, std::size_t need, const std::string& what) 
 
 std::shared_ptr<Segment> Segment::lend_buffer(const TypeTag& tag, const void* data,
                                               std::size_t element_bytes, std::uint64_t count) {
-  Registry& reg = registry();
   const std::size_t bytes = element_bytes * static_cast<std::size_t>(count);
+  return lend_buffer(tag, bytes, count, [&](char* body) {
+    if (bytes > 0) std::memcpy(body, data, bytes);
+  });
+}
+
+std::shared_ptr<Segment> Segment::lend_buffer(const TypeTag& tag, std::size_t bytes,
+                                              std::uint64_t count,
+                                              const std::function<void(char*)>& fill) {
+  Registry& reg = registry();
   const std::size_t need = kHeaderBytes + bytes;
   std::shared_ptr<Segment> buffer;
   {
@@ -864,7 +872,7 @@ std::shared_ptr<Segment> Segment::lend_buffer(const TypeTag& tag, const void* da
   // see current() turn false once it has read (the id is a seqlock's sequence).
   __atomic_store_n(&h->id, std::uint64_t{0}, __ATOMIC_RELAXED);
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
-  if (bytes > 0) std::memcpy(use->body_, data, bytes);
+  fill(use->body_);  // a throw frees the buffer (held only here)
   Header fresh = make_header(use->ref_, tag, bytes);
   fresh.id = 0;
   *h = fresh;
@@ -913,7 +921,8 @@ std::size_t Segment::free_buffers() {
   return reg.free_buffers.size();
 }
 
-std::shared_ptr<Segment> Segment::open_buffer(const SegmentRef& ref, const TypeTag& tag) {
+std::shared_ptr<Segment> Segment::open_buffer(const SegmentRef& ref, const TypeTag& tag,
+                                              bool writable) {
   const SegmentKind kind = SegmentKind::kArgumentBuffer;
   check_kind(ref, kind, tag);
   const std::string what = describe(kind, tag.name);
@@ -941,10 +950,10 @@ std::shared_ptr<Segment> Segment::open_buffer(const SegmentRef& ref, const TypeT
     auto it = reg.buffers.find(key);
     if (it != reg.buffers.end()) buffer = it->second.lock();
   }
-  if (!buffer || !current(*buffer)) {
-    // Not mapped yet, or the mapping is of a buffer the owner has since let go (its fd
-    // number now names another one): map what the fd names now.
-    OwnerMapping m = map_from_owner(ref, shared, /*writable=*/false, /*write_sealed=*/false);
+  if (!buffer || !current(*buffer) || (writable && !buffer->writable_)) {
+    // Not mapped yet (or not for writing), or the mapping is of a buffer the owner has
+    // since let go (its fd number now names another one): map what the fd names now.
+    OwnerMapping m = map_from_owner(ref, shared, writable, /*write_sealed=*/false);
     std::shared_ptr<Segment> mapped(new Segment());
     mapped->map_ = m.map;
     mapped->map_bytes_ = m.total;
@@ -954,6 +963,7 @@ std::shared_ptr<Segment> Segment::open_buffer(const SegmentRef& ref, const TypeT
     mapped->name_ = std::move(m.name);
     mapped->body_ = static_cast<char*>(m.map) + kHeaderBytes;
     mapped->body_bytes_ = m.total - kHeaderBytes;
+    mapped->writable_ = writable;
     const auto* h = static_cast<const Header*>(m.map);
     if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != kMagic || h->version != kLayoutVersion ||
         !current(*mapped)) {

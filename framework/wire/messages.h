@@ -45,6 +45,7 @@
 
 #include "framework/wire/wire.h"
 #include "mpx/detail/codec.h"
+#include "mpx/detail/raw_chunk.h"
 
 namespace mpx {
 namespace wire {
@@ -102,13 +103,18 @@ struct Chunk {
   }
   // A chunk names at least one item, and no more than it has bytes (each item takes
   // one at least): a larger count is a lie that would make a worker build an error
-  // answer of that many items. false and *why otherwise.
-  bool valid(std::size_t payload_size, std::string* why) const {
+  // answer of that many items. A chunk of numbers held in an argument buffer
+  // (mpx/detail/raw_chunk.h) has its items there, not in the payload: the worker checks
+  // its count against the buffer. false and *why otherwise.
+  bool valid(std::string_view payload, std::string* why) const {
     if (count == 0) {
       *why = "an empty " + std::string(type_name(T)) + " of call " + std::to_string(call_id);
       return false;
     }
-    if (count > payload_size) {
+    const std::size_t payload_size = payload.size();
+    const bool in_buffer = detail::at_raw_chunk(payload.data(), payload.size(), 0) &&
+                           !detail::at_raw_block(payload.data(), payload.size(), 0);
+    if (count > payload_size && !in_buffer) {
       *why = "a " + std::string(type_name(T)) + " of call " + std::to_string(call_id) + " announcing " +
              std::to_string(count) + " items in " + std::to_string(payload_size) + " bytes";
       return false;

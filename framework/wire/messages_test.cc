@@ -68,13 +68,18 @@ TEST(Messages, EveryStructSurvivesItsHeader) {
 
 TEST(Messages, AChunkNamesAtLeastOneItemAndNoMoreThanItsBytes) {
   std::string why;
-  EXPECT_TRUE((Submit{1, 0, 3, false, "f"}.valid(3, &why)));
-  EXPECT_FALSE((Submit{43, 0, 0, false, "f"}.valid(10, &why)));
+  EXPECT_TRUE((Submit{1, 0, 3, false, "f"}.valid("abc", &why)));
+  EXPECT_FALSE((Submit{43, 0, 0, false, "f"}.valid("0123456789", &why)));
   EXPECT_EQ(why, "an empty SUBMIT of call 43");
-  EXPECT_FALSE((Submit{1, 0, 262144, false, "f"}.valid(12, &why)));
+  EXPECT_FALSE((Submit{1, 0, 262144, false, "f"}.valid("0123456789ab", &why)));
   EXPECT_EQ(why, "a SUBMIT of call 1 announcing 262144 items in 12 bytes");
-  EXPECT_FALSE((Task{2, 0, 5, false, "f"}.valid(4, &why)));
+  EXPECT_FALSE((Task{2, 0, 5, false, "f"}.valid("abcd", &why)));
   EXPECT_NE(why.find("TASK"), std::string::npos) << why;
+  // A chunk of numbers in an argument buffer: its items are not in the payload.
+  detail::Buffer ref;
+  detail::pack_raw_chunk_ref(ref, detail::SegmentRef{detail::SegmentKind::kArgumentBuffer, 1, 3, 5, 0, 64},
+                             detail::raw_code<int>(), 0, 0, 0);
+  EXPECT_TRUE((Submit{1, 0, 262144, false, "f"}.valid(std::string_view(ref.data(), ref.size()), &why))) << why;
 }
 
 TEST(Messages, LostChunksCarryTheOneErrorFormat) {

@@ -538,9 +538,10 @@ class Pool {
 
   // Each chunk is encoded with an ObjectScope of its own (threshold: the pool's): its
   // large arguments become objects that the pool keeps until that chunk is answered.
+  // result_width: the bytes of one result when results are numbers (raw), else 0.
   template <class Codec, bool kStar, class Range, class Send>
   static void encode_chunks(const Range& items, std::size_t n, std::size_t chunksize,
-                            std::size_t object_threshold, Send&& send) {
+                            std::size_t object_threshold, std::size_t result_width, Send&& send) {
     auto it = std::begin(items);
     for (std::size_t start = 0; start < n; start += chunksize) {
       const std::size_t count = std::min(chunksize, n - start);
@@ -550,7 +551,11 @@ class Pool {
       detail::ObjectSink sink{object_threshold, &objects};
       sink.lent = &lent;
       if constexpr (!kStar && Codec::kRawItems) {
-        encode_raw_chunk<typename Codec::Single>(items, it, start, count, buf);
+        using P = typename Codec::Single;
+        if (object_threshold == 0 || count * sizeof(P) < detail::kRawChunkBufferBytes ||
+            !lend_raw_chunk<P>(items, it, start, count, result_width, buf, sink)) {
+          encode_raw_chunk<P>(items, it, start, count, buf);
+        }
       } else {
         detail::ObjectScope object_scope(sink);
         msgpack::packer<detail::Buffer> pk(buf);
@@ -572,13 +577,46 @@ class Pool {
   static void encode_raw_chunk(const Range& items, It& it, std::size_t start, std::size_t count,
                                detail::Buffer& buf) {
     const std::size_t at = detail::begin_raw_block(buf, detail::raw_code<P>(), count);
+    copy_raw_items<P>(items, it, start, count, buf.data() + at);
+  }
+  // The same chunk in an argument buffer (mpx/detail/raw_chunk.h), with room for its
+  // results after the items when they are numbers; the message names the buffer.
+  // false, with nothing written or read, when no buffer can be had (no memfd left, no
+  // memory to map one): the chunk then goes in the message.
+  template <class P, class Range, class It>
+  static bool lend_raw_chunk(const Range& items, It& it, std::size_t start, std::size_t count,
+                             std::size_t result_width, detail::Buffer& buf, detail::ObjectSink& sink) {
+    const std::size_t results_at = (count * sizeof(P) + 63) & ~std::size_t{63};
+    const std::size_t total = results_at + count * result_width;
+    std::shared_ptr<detail::Segment> use;
+    bool filled = false;
+    try {
+      use = detail::Segment::lend_buffer(detail::untyped_tag(), total, total, [&](char* body) {
+        filled = true;
+        copy_raw_items<P>(items, it, start, count, body);
+      });
+    } catch (const SharedMemoryError&) {
+      if (filled) throw;
+      return false;
+    }
+    detail::pack_raw_chunk_ref(buf, use->ref(), detail::raw_code<P>(), 0, results_at,
+                               count * result_width);
+    sink.lent->push_back(std::move(use));
+    sink.bytes += total;
+    return true;
+  }
+  // count items from items[start] (it) as P, raw, at to; advances it past them. One copy
+  // when the items are already an array of P, else converted one by one.
+  template <class P, class Range, class It>
+  static void copy_raw_items(const Range& items, It& it, std::size_t start, std::size_t count,
+                             char* to) {
     if constexpr (detail::kContiguousOf<Range, P>) {
-      std::memcpy(buf.data() + at, std::data(items) + start, count * sizeof(P));
+      std::memcpy(to, std::data(items) + start, count * sizeof(P));
       std::advance(it, count);
     } else {
       for (std::size_t i = 0; i < count; ++i, ++it) {
         const P v = static_cast<P>(*it);
-        std::memcpy(buf.data() + at + i * sizeof(P), &v, sizeof(P));
+        std::memcpy(to + i * sizeof(P), &v, sizeof(P));
       }
     }
   }
@@ -588,14 +626,15 @@ class Pool {
   // that were never sent, and the exception propagates.
   template <class Codec, bool kStar, class Range>
   static void send_all(detail::PoolCore& core, const std::shared_ptr<detail::CallBase>& call,
-                       const Range& items, std::size_t n, std::size_t chunksize) {
+                       const Range& items, std::size_t n, std::size_t chunksize,
+                       std::size_t result_width = 0) {
     detail::pool_begin_call(core, call);
     if (chunksize == 0) chunksize = detail::auto_chunksize(n, detail::pool_processes(core));
     // A chunk's item count travels as 32 bits.
     chunksize = std::min<std::size_t>(chunksize, UINT32_MAX);
     try {
       detail::PinScope scope(call->pins());
-      encode_chunks<Codec, kStar>(items, n, chunksize, detail::pool_object_threshold(core),
+      encode_chunks<Codec, kStar>(items, n, chunksize, detail::pool_object_threshold(core), result_width,
                                   [&](std::uint64_t start, std::uint32_t count, detail::Buffer&& buf,
                                       detail::ObjectSink& objects) {
                                     detail::pool_send_chunk(core, *call, start, count, std::move(buf),
@@ -618,7 +657,7 @@ class Pool {
     auto core = shared_core(kStar ? "starmap" : "map");
     const auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
     auto call = std::make_shared<detail::GatherCall<R, T>>(task, n);
-    send_all<Codec, kStar>(*core, call, items, n, chunksize);
+    send_all<Codec, kStar>(*core, call, items, n, chunksize, detail::raw_width<R>());
     return Future<T>(std::move(core), std::move(call));
   }
 

@@ -48,6 +48,7 @@
 #include "mpx/detail/args.h"
 #include "mpx/detail/codec.h"
 #include "mpx/detail/handle.h"
+#include "mpx/detail/raw_chunk.h"
 #include "mpx/errors.h"
 
 namespace mpx {
@@ -63,8 +64,14 @@ class ChunkWriter {
   ChunkWriter(Buffer& out, std::uint32_t count, std::uint8_t raw_code)
       : out_(out), packer_(out), width_(raw_code & 0x0f),
         raw_at_(begin_raw_block(out, raw_code, count)) {}
+  // Raw results written at slots (a chunk's room in its argument buffer, raw_chunk.h);
+  // out gets the ext naming them (written by the caller) and any error list.
+  ChunkWriter(Buffer& out, std::uint8_t raw_code, char* slots)
+      : out_(out), packer_(out), width_(raw_code & 0x0f), slots_(slots) {}
   msgpack::packer<Buffer>& packer() { return packer_; }
-  char* raw_slot(std::uint32_t index) { return out_.data() + raw_at_ + std::size_t{index} * width_; }
+  char* raw_slot(std::uint32_t index) {
+    return (slots_ != nullptr ? slots_ : out_.data() + raw_at_) + std::size_t{index} * width_;
+  }
   void fail(std::uint32_t index, std::string type, std::string message) {
     mark_failed(index);
     ErrorInfo e;
@@ -105,6 +112,7 @@ class ChunkWriter {
   std::int32_t pid_ = 0;
   const std::size_t width_ = 0;   // raw mode: bytes per result; 0: msgpack
   const std::size_t raw_at_ = 0;  // raw mode: offset of the first result in out_
+  char* const slots_ = nullptr;   // raw mode, results in a buffer: the first result's
 };
 
 struct TaskEntry {
@@ -181,8 +189,9 @@ struct TaskRunner {
   static void run_chunk(const TaskEntry& self, const char* data, std::size_t size,
                         std::uint32_t expected, Buffer& out, bool& had_errors) {
     std::size_t off = 0;
-    if (at_raw_block(data, size, off)) {
-      had_errors = run_raw_chunk(self, read_raw_block(data, size, off, expected), out);
+    if (at_raw_chunk(data, size, off)) {
+      constexpr bool kRawResult = !std::is_void_v<R> && kRawItem<Bare<R>>;
+      had_errors = run_raw_chunk(self, read_raw_chunk(data, size, off, expected, kRawResult), out);
       return;
     }
     const std::uint32_t count = read_array_header(data, size, off);
@@ -243,14 +252,21 @@ struct TaskRunner {
   }
 
   // A chunk of raw arguments (codec.h): each item is read in place; results go back
-  // raw when they are numbers too. An item whose type is not the parameter's (never
+  // raw when they are numbers too, into the chunk's buffer when it came in one with
+  // room for them (raw_chunk.h). An item whose type is not the parameter's (never
   // from this program's driver) goes through msgpack's conversion, as any item does.
-  static bool run_raw_chunk(const TaskEntry& self, const RawBlock& block, Buffer& out) {
+  static bool run_raw_chunk(const TaskEntry& self, const RawChunk& chunk, Buffer& out) {
+    const RawBlock& block = chunk.block;
     const auto count = static_cast<std::uint32_t>(block.count);
     constexpr bool kRawResult = !std::is_void_v<R> && kRawItem<Bare<R>>;
     std::optional<ChunkWriter> writer;
     if constexpr (kRawResult) {
-      writer.emplace(out, count, raw_code<Bare<R>>());
+      if (chunk.results != nullptr && chunk.results_bytes == std::size_t{count} * sizeof(Bare<R>)) {
+        pack_raw_chunk_ref(out, chunk.buffer->ref(), raw_code<Bare<R>>(), chunk.results_at, 0, 0);
+        writer.emplace(out, raw_code<Bare<R>>(), chunk.results);
+      } else {
+        writer.emplace(out, count, raw_code<Bare<R>>());
+      }
     } else {
       writer.emplace(out, count);
     }

@@ -158,8 +158,9 @@ template <class OnValue>
 std::vector<ErrorInfo> read_results(const char* data, std::size_t size, std::uint32_t count,
                                     bool has_errors, OnValue&& on_value) {
   std::size_t off = 0;
-  if (at_raw_block(data, size, off)) {
-    const RawBlock block = read_raw_block(data, size, off, count);
+  if (at_raw_chunk(data, size, off)) {
+    const RawChunk chunk = read_raw_chunk(data, size, off, count, /*writable=*/false);
+    const RawBlock& block = chunk.block;
     std::vector<ErrorInfo> errors;
     if (has_errors) errors = read_error_list(data, size, off, count);
     std::size_t next_error = 0;
@@ -355,8 +356,9 @@ class GatherCall final : public ResultCall<T> {
     std::vector<ErrorInfo> errors;
     std::vector<V> decoded;
     bool raw = false;
-    if (at_raw_block(data, size, off)) {
-      const RawBlock block = read_raw_block(data, size, off, count);
+    if (at_raw_chunk(data, size, off)) {
+      const RawChunk chunk = read_raw_chunk(data, size, off, count, /*writable=*/false);
+      const RawBlock& block = chunk.block;
       if (block.code == raw_code<V>()) {
         if (has_errors) errors = read_error_list(data, size, off, count);
         const RawIterator<V> first(block.bytes);

@@ -50,9 +50,11 @@ enum class SegmentKind : std::uint32_t {
   // Read-only objects (mpx::put): sealed against writes once written, mapped PROT_READ.
   kObject,         // raw elements of a trivially copyable type (the tag's), count of them
   kEncodedObject,  // one value of the tag's type, msgpack-encoded; count: its bytes
-  // A pool argument's raw elements in a buffer its sender reuses once the chunk is
-  // answered (Segment::lend_buffer): mapped PROT_READ by receivers, valid only while
-  // the chunk that names it runs. Not sealed against writes: the sender rewrites it.
+  // A pool argument's raw elements, or a chunk of numbers with room for its results
+  // (mpx/detail/raw_chunk.h), in a buffer its sender reuses once the chunk is answered
+  // (Segment::lend_buffer): mapped by receivers read-only (read-write by a worker that
+  // writes results there), valid only while the chunk that names it runs. Not sealed
+  // against writes: the sender rewrites it.
   kArgumentBuffer,
   kLastKind = kArgumentBuffer,
 };
@@ -198,6 +200,11 @@ class Segment {
   // Throws SharedMemoryError as create does.
   static std::shared_ptr<Segment> lend_buffer(const TypeTag& tag, const void* data,
                                               std::size_t element_bytes, std::uint64_t count);
+  // The same for bytes bytes that fill writes into the buffer's body itself (count: the
+  // handle's, as for create).
+  static std::shared_ptr<Segment> lend_buffer(const TypeTag& tag, std::size_t bytes,
+                                              std::uint64_t count,
+                                              const std::function<void(char*)>& fill);
   // Gives the buffers of lent (segments lend_buffer returned, held nowhere else) back
   // for reuse, and clears lent. Segments still held elsewhere are dropped instead.
   static void recycle_buffers(std::vector<std::shared_ptr<Segment>>& lent);
@@ -207,9 +214,12 @@ class Segment {
   static constexpr std::size_t kFreeBufferBytes = std::size_t{64} << 20;
   // Maps an argument buffer another process lent (ref: kArgumentBuffer, as packed), as
   // long as ref's use of it is current: a receiver maps each buffer once and reads its
-  // later uses through the same mapping. Throws SharedMemoryError when the buffer holds
-  // another use (its id changed: the ref is stale), another type, or is gone.
-  static std::shared_ptr<Segment> open_buffer(const SegmentRef& ref, const TypeTag& tag);
+  // later uses through the same mapping. writable: mapped read-write, for a worker that
+  // writes a chunk's results there (raw_chunk.h); read-only otherwise. Throws
+  // SharedMemoryError when the buffer holds another use (its id changed: the ref is
+  // stale), another type, or is gone.
+  static std::shared_ptr<Segment> open_buffer(const SegmentRef& ref, const TypeTag& tag,
+                                              bool writable = false);
   // Whether the bytes read from this segment so far are those of its use: false once
   // the sender of an argument buffer started writing another use into it (a seqlock's
   // second read: the sender clears the id before it writes). Always true for others.
@@ -263,6 +273,7 @@ class Segment {
   // An argument buffer's use (lend_buffer, open_buffer): the buffer's own segment,
   // whose mapping this one views (and does not unmap).
   std::shared_ptr<Segment> base_;
+  bool writable_ = false;  // a receiver's mapping of an argument buffer: read-write
 };
 
 // Packs a handle's ref; the caller keeps the segment alive until it has been mapped.
