@@ -785,6 +785,24 @@ TEST_F(ObjectsTest, AReaderSeesItsArgumentBufferRewritten) {
   EXPECT_EQ(reader.exitcode(), 0);
 }
 
+// Buffers kept for reuse are memory held while no call needs it: at most
+// kFreeBufferBytes of them wait, the oldest let go first, the latest kept.
+TEST_F(ObjectsTest, AtMostSixtyFourMiBOfArgumentBuffersWaitForReuse) {
+  using mpx::detail::Segment;
+  constexpr std::size_t kBytes = std::size_t{24} << 20;
+  const int before = memfds_of(getpid(), "ArgumentBuffer");  // other tests' free ones
+  std::vector<std::shared_ptr<Segment>> lent;
+  for (int i = 0; i < 6; ++i) {
+    lent.push_back(Segment::lend_buffer(mpx::detail::type_tag<char>(), kBytes, kBytes, [](char*) {}));
+  }
+  ASSERT_EQ(memfds_of(getpid(), "ArgumentBuffer"), before + 6) << "six buffers in use, none shared";
+  Segment::recycle_buffers(lent);
+  EXPECT_LE(Segment::free_buffer_bytes(), Segment::kFreeBufferBytes);
+  EXPECT_GE(Segment::free_buffer_bytes(), kBytes) << "the buffer given back last waits for reuse";
+  EXPECT_LE(memfds_of(getpid(), "ArgumentBuffer"), before + 2)
+      << "two 24 MiB buffers fit in 64 MiB: the other four were let go";
+}
+
 // A worker that dies running a pure task with a large argument: the chunk runs again and
 // its object is still there.
 TEST_F(ObjectsTest, ALargeArgumentOutlivesTheWorkerThatDied) {
