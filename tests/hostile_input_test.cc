@@ -244,6 +244,20 @@ class HostileInputTest : public ::testing::Test {
     EXPECT_TRUE(seen) << "the router did not log \"" << needle << "\" " << times << " time(s)";
   }
 
+  // The next frame peer gets is a POOL_ERROR for call_id only, an mpx::DecodeError
+  // naming why.
+  void expect_refused(Peer& peer, std::uint64_t call_id, const std::string& why) {
+    const auto answer = peer.receive(seconds(20));
+    ASSERT_TRUE(answer) << "the router did not answer the refused SUBMIT";
+    std::string error;
+    const auto h = mpx::wire::decode(answer->first.data(), answer->first.size(), &error);
+    ASSERT_TRUE(h) << error;
+    EXPECT_EQ(h->type, Type::kPoolError);
+    EXPECT_EQ(h->call_id, call_id) << "only the refused call fails, not the pool";
+    EXPECT_NE(answer->second.find("mpx::DecodeError"), std::string::npos);
+    EXPECT_NE(answer->second.find("the router refused " + why), std::string::npos) << answer->second;
+  }
+
   // A client peer whose identity passes the router's check ("R<token>", as a Pool's).
   Peer client() { return Peer(front_, "Rhostile" + std::to_string(next_id_++)); }
 
@@ -462,11 +476,12 @@ TEST_F(HostileInputTest, SubmitForATaskThatDoesNotExistIsAnsweredWithAnError) {
   answer = results.receive(seconds(20));
   ASSERT_TRUE(answer);
   EXPECT_NE(answer->second.find("mpx::DecodeError"), std::string::npos);
-  // An empty SUBMIT is dropped with a reason.
-  const std::string reason = "router: dropped an empty SUBMIT of call 43";
+  // An empty SUBMIT is refused with a reason: its call fails instead of waiting.
+  const std::string reason = "router: refused an empty SUBMIT of call 43";
   const std::size_t before = mark(reason);
   sender.send(header(Type::kSubmit, 43, 0, "square"), packed(std::vector<int>{}));
   expect_logged(reason, before);
+  expect_refused(results, 43, "an empty SUBMIT of call 43");
   EXPECT_TRUE(pool_works());
 }
 
@@ -659,8 +674,9 @@ const bool kSlowStarter = [] {
 // A SUBMIT's count used to be trusted by the worker when it answered with an error per
 // item: a 240-byte SUBMIT naming no task made a worker build and send 2^18 errors
 // (70 MB, 8 s of a worker; 2^32-1 would have needed a terabyte). A chunk of n items
-// needs at least n payload bytes, so the router now drops such a SUBMIT.
-TEST_F(HostileInputTest, SubmitCountLargerThanItsPayloadIsDropped) {
+// needs at least n payload bytes, so the router now refuses such a SUBMIT with one
+// small error for the call (its sender would otherwise wait for it forever).
+TEST_F(HostileInputTest, SubmitCountLargerThanItsPayloadIsRefused) {
   Peer results = client();
   ASSERT_TRUE(results.sync());
   Peer& sender = results;
@@ -669,7 +685,8 @@ TEST_F(HostileInputTest, SubmitCountLargerThanItsPayloadIsDropped) {
   sender.send(header(Type::kSubmit, 1, 1u << 18, std::string(200, 'n')),
                packed(std::vector<int>{1}));
   expect_logged(reason, before);
-  EXPECT_FALSE(results.receive(milliseconds(200))) << "the router answered a lying SUBMIT";
+  expect_refused(results, 1, "a SUBMIT of call 1 announcing 262144 items in");
+  EXPECT_FALSE(results.receive(milliseconds(200))) << "the router answered a lying SUBMIT twice";
   EXPECT_TRUE(pool_works());
 }
 

@@ -653,6 +653,17 @@ std::string pool_error_text(std::string_view payload) {
   }
 }
 
+// A POOL_ERROR for one call: the pool is broken, or the router refused a chunk of the
+// call that it could not read (mpx::DecodeError; the pool itself is fine).
+std::exception_ptr call_error(std::string_view payload) {
+  try {
+    const detail::ErrorInfo e = detail::decode_error(payload.data(), payload.size());
+    if (e.type == "mpx::DecodeError") return std::make_exception_ptr(DecodeError(e.message));
+  } catch (const std::exception&) {
+  }
+  return std::make_exception_ptr(PoolBroken(pool_error_text(payload)));
+}
+
 }  // namespace
 
 void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
@@ -749,7 +760,7 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
       break;
     }
     case wire::Type::kPoolError:
-      call->accept_failure(std::make_exception_ptr(PoolBroken(pool_error_text(payload))));
+      call->accept_failure(call_error(payload));
       done = true;
       break;
     default:

@@ -111,7 +111,10 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
       const auto submit = wire::Submit::from(h);
       std::string why;
       if (!submit.valid(std::string_view(static_cast<const char*>(in.payload.data()), in.payload.size()), &why)) {
-        logger().warn("router: dropped {}", why);
+        // Its sender waits for an answer: the call fails, naming why, rather than hang.
+        // One small answer, whatever the chunk claimed (no error per announced item).
+        logger().warn("router: refused {}", why);
+        send_pool_error(sender, submit.call_id, "the router refused " + why, "mpx::DecodeError");
         return;
       }
       if (broken()) {
@@ -560,9 +563,9 @@ void RouterCore::fail_lost(const std::vector<InFlight>& lost, pid_t pid, const s
 }
 
 void RouterCore::send_pool_error(std::string_view client, std::uint64_t call_id,
-                                 const std::string& reason) {
+                                 const std::string& reason, const char* type) {
   detail::ErrorInfo error;
-  error.type = "mpx::PoolBroken";
+  error.type = type;
   error.message = reason;
   error.pid = static_cast<std::int32_t>(getpid());
   const std::string payload = detail::encode_error(error);

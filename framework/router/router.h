@@ -283,7 +283,10 @@ class RouterCore {
   // Retries or reports what a worker that ended still held, and replaces it.
   void finalize(Worker w, const std::string& how, int wait_status, std::optional<std::uint64_t> mark);
   void break_pool(const std::string& reason);
-  void send_pool_error(std::string_view client, std::uint64_t call_id, const std::string& reason);
+  // POOL_ERROR to client: for call_id (0: every call of the client), as an error of
+  // type (mpx::PoolBroken: the pool is broken; mpx::DecodeError: a chunk was refused).
+  void send_pool_error(std::string_view client, std::uint64_t call_id, const std::string& reason,
+                       const char* type = "mpx::PoolBroken");
   void retire_if_done(Worker& w);
   void stop_all(bool kill_now, Clock::time_point now);
 

@@ -802,12 +802,21 @@ TEST_F(RouterTest, DeathsRunningOtherChunksNeverChargeAHeldOne) {
   }
 }
 
-TEST_F(RouterTest, ASubmitAnnouncingMoreItemsThanBytesIsDropped) {
+// Refused, with one error for its call (not one per announced item): its sender
+// would otherwise wait for it forever.
+TEST_F(RouterTest, ASubmitAnnouncingMoreItemsThanBytesIsRefused) {
   start();
   ready_quietly(1000);
   client("R1", make(Type::kSubmit, 7, 0, 1000, "square"), "tiny");
   EXPECT_EQ(core_->queued(), 0u);
-  EXPECT_TRUE(io_.take().empty());
+  auto refused = io_.take();
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].kind, Sent::kSendClient);
+  EXPECT_EQ(refused[0].to, "R1");
+  EXPECT_EQ(refused[0].type, Type::kPoolError);
+  EXPECT_EQ(refused[0].call_id, 7u);
+  EXPECT_NE(refused[0].payload.find("mpx::DecodeError"), std::string::npos);
+  EXPECT_NE(refused[0].payload.find("announcing 1000 items in 4 bytes"), std::string::npos);
 
   // Unless its items are in an argument buffer (a chunk of numbers): a small payload.
   detail::Buffer ref;
@@ -1645,9 +1654,14 @@ TEST_F(RouterTest, UnknownPeersAndUnexpectedTypesAreDropped) {
                  Type::kPong}) {
     client("R1", make(t, 1, 0, 1, "square"));
   }
-  // Empty SUBMIT.
+  // Empty SUBMIT: refused, its call answered with an error (below).
   submit("1", 1, 0, 0);
   EXPECT_EQ(core_->queued(), 0u);
+  auto refused = io_.take();
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].type, Type::kPoolError);
+  EXPECT_EQ(refused[0].call_id, 1u);
+  EXPECT_NE(refused[0].payload.find("an empty SUBMIT of call 1"), std::string::npos);
   // Workers nobody spawned, or not yet READY.
   worker("W9999", make(Type::kResult, 1, 0, 1));
   worker("W1000x", make(Type::kPong));

@@ -181,7 +181,9 @@ std::string encode(const LostChunks& lost);
 // Throws DecodeError.
 LostChunks decode_lost(std::string_view payload);
 
-// Payload: ErrorInfo (type "mpx::PoolBroken", message: why).
+// Payload: ErrorInfo, message: why. Type "mpx::PoolBroken": the pool is broken (for
+// every call when call_id is 0); "mpx::DecodeError": the router refused a chunk of the
+// call that it could not take (an empty SUBMIT, or one announcing more items than bytes).
 struct PoolError {
   static constexpr Type kType = Type::kPoolError;
   std::uint64_t call_id = 0;  // 0: every call of the pool
