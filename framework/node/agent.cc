@@ -60,8 +60,11 @@ class Agent {
         endpoint_(transport::Endpoint::unique("node")),
         listener_(transport::Listener::bind(endpoint_)),
         workers_(endpoint_.str(), ::getpid(), loop_,
+                 // Workers on other hosts get no lanes: their report has nothing to say.
                  [this](const std::string& id, int status, std::optional<std::uint64_t> mark,
-                        std::string unsent) { exited(id, status, mark, std::move(unsent)); }) {
+                        std::string unsent, const router::LaneReport&) {
+                   exited(id, status, mark, std::move(unsent));
+                 }) {
     if (!listener_) throw Error("mpx: node agent: cannot listen for its workers");
     loop_.watch(listener_.fd(), POLLIN, [this](short) { accept(); });
   }

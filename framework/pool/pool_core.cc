@@ -9,7 +9,9 @@
 #include <system_error>
 #include <thread>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "framework/base/base.h"
@@ -164,6 +166,11 @@ PoolCore::PoolCore(const PoolOptions& options)
                 std::to_string(config.max_message_bytes));
   }
   if (config.heartbeat_timeout.count() <= 0) throw Error("Pool: heartbeat_timeout must be positive");
+  // A lane skips the router, which alone times chunks and counts a worker's chunks; and
+  // it reaches this host's workers only. MPX_LANES=0 in the environment turns lanes off.
+  const char* lanes = std::getenv("MPX_LANES");
+  wants_lane_ = config.task_timeout.count() == 0 && config.maxtasksperchild == 0 && config.listen.empty() &&
+                (lanes == nullptr || std::string_view(lanes) != "0");
 
   try {
     loop_ = std::make_unique<transport::Loop>(/*wakeable=*/true);
@@ -253,7 +260,7 @@ void PoolCore::connect_and_greet(const std::string& endpoint) {
     throw PoolBroken(std::string("Pool: cannot connect to the router: ") + std::strerror(errno) +
                      spawning::descriptor_advice(errno));
   }
-  if (!conn_.send(wire::Hello{static_cast<std::int32_t>(getpid())}.header(), {})) {
+  if (!conn_.send(wire::Hello{static_cast<std::int32_t>(getpid()), wants_lane_}.header(), {})) {
     throw PoolBroken("Pool: the router closed the connection at once");
   }
 
@@ -363,10 +370,21 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
   bool sent = true;
   {
     std::lock_guard<std::mutex> send_lock(send_mu_);
-    if (!large) transport::append_frame(out_, h, bytes);
+    // A call of one small chunk while nothing else is out (its worker is free) goes by
+    // the lane, as the TASK the router would have made of it.
+    std::string by_lane;
     {
       std::lock_guard<std::mutex> lock(pump_.mu());
       if (state_ == State::kBroken) throw PoolBroken("Pool is broken: " + broken_reason_);
+      const bool lane = !large && lane_ && start == 0 && count == call.total() && out_.empty() &&
+                        inflight_.empty() && !lane_chunk_;
+      if (lane) {
+        transport::append_frame(
+            by_lane, wire::Task{call.id(), start, count, call.task().pure, call.task().name}.header(), bytes);
+        lane_chunk_.emplace(call.id(), start);
+      } else if (!large) {
+        transport::append_frame(out_, h, bytes);
+      }
       Unanswered& u = inflight_[{call.id(), start}];
       u.size = size;
       u.count = count;
@@ -374,9 +392,24 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
       inflight_bytes_ += size;
       u.objects = std::move(objects);
       u.lent = std::move(lent);
-      if (keep && !large) u.payload.emplace(std::move(payload));
+      u.again = keep;
+      u.lane = lane;
+      if ((keep || lane) && !large) u.payload.emplace(std::move(payload));
     }
-    if (large) {
+    if (!by_lane.empty() && !lane_.send_bytes(by_lane)) {
+      // Its worker is gone (the router will say so): the chunk goes to the router now.
+      std::lock_guard<std::mutex> lock(pump_.mu());
+      lane_chunk_.reset();
+      auto it = inflight_.find({call.id(), start});
+      if (it != inflight_.end() && it->second.payload) {
+        it->second.lane = false;
+        transport::append_frame(out_, h, std::string_view(it->second.payload->data(), it->second.payload->size()));
+        if (!keep) it->second.payload.reset();
+      }
+    }
+    if (!by_lane.empty()) {
+      sent = flush_locked();
+    } else if (large) {
       sent = flush_locked() && conn_ && conn_.send(h, bytes);
       if (keep) {
         std::lock_guard<std::mutex> lock(pump_.mu());
@@ -410,9 +443,11 @@ void PoolCore::release_chunk(std::uint64_t call_id, std::uint64_t start,
   inflight_bytes_ -= it->second.size;
   inflight_.erase(it);
   inflight_chunks_.store(inflight_.size(), std::memory_order_relaxed);
+  if (lane_chunk_ && *lane_chunk_ == std::make_pair(call_id, start)) lane_chunk_.reset();
 }
 
 void PoolCore::release_call(std::uint64_t call_id) {
+  if (lane_chunk_ && lane_chunk_->first == call_id) lane_chunk_.reset();
   auto it = inflight_.lower_bound({call_id, 0});
   while (it != inflight_.end() && it->first.first == call_id) {
     inflight_bytes_ -= it->second.size;
@@ -422,12 +457,14 @@ void PoolCore::release_call(std::uint64_t call_id) {
 }
 
 void PoolCore::abandon_call(CallBase& call) {
+  wire::Cancel cancel{call.id()};
   {
     std::lock_guard<std::mutex> lock(pump_.mu());
+    cancel.on_lane = lane_chunk_ && lane_chunk_->first == call.id();
     release_call(call.id());  // the router drops what it still queues
     if (calls_.erase(call.id()) == 0) return;
   }
-  send(wire::Cancel{call.id()}.header(), {});
+  send(cancel.header(), {});
   pump_.notify();
 }
 
@@ -475,7 +512,7 @@ bool PoolCore::dispatch_buffered(bool* broken, std::string* why) {
   for (;;) {
     const auto got = conn_.next(h, header_bytes, payload, why);
     if (got == transport::Reader::Next::kFrame) {
-      dispatch(h, payload);
+      dispatch(h, payload, conn_.reader());
       // Objects of a result no call adopted (a late answer, an item that failed to
       // decode) are let go now, not with the next frame, which may never come.
       conn_.reader().frame_fds().reset();
@@ -547,6 +584,15 @@ std::string PoolCore::heal_router(pid_t pid, const std::string& death) {
     dispatch_buffered(&broken, &why);
     if (broken || fill != transport::Reader::Fill::kData) break;
   }
+  // Its workers die with it: what the lane's wrote is answered, the rest goes as the
+  // router's chunks go (again, or failed).
+  drain_lane();
+  close_lane();
+  {
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    lane_chunk_.reset();
+    for (auto& [key, u] : inflight_) u.lane = false;
+  }
   if (!count_router_death()) {
     return "Pool is broken: " + router + ", its " + std::to_string(router_deaths_.size()) +
            "th router death within " + std::to_string(kRouterDeathWindow.count()) +
@@ -582,7 +628,7 @@ void PoolCore::resend_unanswered(pid_t dead_router, const std::string& death) {
       const auto [call_id, start] = it->first;
       Unanswered& u = it->second;
       auto call = calls_.find(call_id);
-      if (call != calls_.end() && u.payload) {
+      if (call != calls_.end() && u.payload && u.again) {
         u.resent = true;  // the dead router's worker may still be decoding it
         const TaskEntry& task = call->second->task();
         again.emplace_back(wire::Submit{call_id, start, u.count, task.pure, task.name}.header(),
@@ -666,7 +712,134 @@ std::exception_ptr call_error(std::string_view payload) {
 
 }  // namespace
 
-void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
+void PoolCore::read_lane() {
+  if (!lane_watched_) return;
+  const auto fill = lane_.fill();
+  const bool intact = dispatch_lane_frames();
+  // A lane that ended or broke is let go; what its chunk became, the router says
+  // (LOST, RESUBMIT, LANE_END).
+  if (!intact || fill == transport::Reader::Fill::kClosed) close_lane();
+}
+
+bool PoolCore::dispatch_lane_frames() {
+  for (;;) {
+    wire::Header h;
+    std::string_view header_bytes, payload;
+    std::string why;
+    const auto got = lane_.next(h, header_bytes, payload, &why);
+    if (got == transport::Reader::Next::kNone) return true;
+    if (got == transport::Reader::Next::kBroken) {
+      logger().warn("pool: dropped the lane: {}", why);
+      return false;
+    }
+    if (got == transport::Reader::Next::kBadFrame) {
+      logger().warn("pool: dropped a malformed message from the lane: {}", why);
+      continue;
+    }
+    if (h.type == wire::Type::kResult) {
+      dispatch(h, payload, lane_.reader());
+    } else {
+      logger().warn("pool: dropped unexpected {} from the lane", wire::type_name(h.type));
+    }
+    lane_.reader().frame_fds().reset();
+  }
+}
+
+void PoolCore::drain_lane() {
+  while (lane_watched_) {
+    const auto fill = lane_.fill();
+    if (!dispatch_lane_frames() || fill == transport::Reader::Fill::kClosed) {
+      close_lane();
+      return;
+    }
+    if (fill != transport::Reader::Fill::kData) return;
+  }
+}
+
+void PoolCore::close_lane() {
+  if (lane_watched_) {
+    loop_->unwatch(lane_watch_);
+    lane_watched_ = false;
+  }
+  std::lock_guard<std::mutex> send_lock(send_mu_);
+  lane_.close();
+}
+
+void PoolCore::open_lane(const wire::Header& h, transport::Reader& from) {
+  auto& fds = from.frame_fds().get();
+  if (fds.empty() || fds[0] < 0) {
+    logger().warn("pool: a LANE came without its descriptor");
+    return;
+  }
+  // The router opens one only after the last one's LANE_END: nothing waits on this one.
+  close_lane();
+  {
+    std::lock_guard<std::mutex> send_lock(send_mu_);
+    lane_ = transport::Connection(fds[0]);
+    fds[0] = -1;
+  }
+  lane_dropped_fds_seen_ = 0;
+  lane_watch_ = loop_->watch(lane_.fd(), POLLIN, [this](short) { read_lane(); });
+  lane_watched_ = true;
+  logger().debug("pool: a lane to worker pid {}", wire::Lane::from(h).pid);
+}
+
+void PoolCore::resubmit_lane_chunk(std::uint64_t call_id, std::uint64_t start, std::int32_t attempts) {
+  std::lock_guard<std::mutex> send_lock(send_mu_);
+  {
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    auto it = inflight_.find({call_id, start});
+    auto call = calls_.find(call_id);
+    if (it == inflight_.end() || !it->second.lane || !it->second.payload || call == calls_.end()) return;
+    if (lane_chunk_ && *lane_chunk_ == std::make_pair(call_id, start)) lane_chunk_.reset();
+    Unanswered& u = it->second;
+    u.lane = false;
+    const TaskEntry& task = call->second->task();
+    wire::Submit submit{call_id, start, u.count, task.pure, task.name};
+    submit.attempts = attempts;
+    transport::append_frame(out_, submit.header(), std::string_view(u.payload->data(), u.payload->size()));
+    if (!u.again) u.payload.reset();
+  }
+  flush_locked();  // not sent: the router died, and its successor gets the chunk (or it fails)
+}
+
+void PoolCore::dispatch(const wire::Header& h, std::string_view payload, transport::Reader& from) {
+  switch (h.type) {
+    case wire::Type::kLane:
+      open_lane(h, from);
+      return;
+    case wire::Type::kLaneEnd: {
+      // Its worker is gone: what it answered is in the lane; a lane chunk still
+      // unanswered never started (the router reported the one that did), and goes to
+      // the router, free.
+      drain_lane();
+      close_lane();
+      std::optional<std::pair<std::uint64_t, std::uint64_t>> left;
+      {
+        std::lock_guard<std::mutex> lock(pump_.mu());
+        left = lane_chunk_;
+      }
+      if (left) resubmit_lane_chunk(left->first, left->second, 0);
+      return;
+    }
+    case wire::Type::kResubmit: {
+      const auto again = wire::Resubmit::from(h);
+      drain_lane();  // its result may have come after all
+      resubmit_lane_chunk(again.call_id, again.start, again.attempts);
+      return;
+    }
+    case wire::Type::kLost: {
+      bool on_lane;
+      {
+        std::lock_guard<std::mutex> lock(pump_.mu());
+        on_lane = lane_chunk_ && lane_chunk_->first == h.call_id;
+      }
+      if (on_lane) drain_lane();  // its result may have come after all
+      break;
+    }
+    default:
+      break;
+  }
   if (h.type == wire::Type::kWelcome) {
     std::lock_guard<std::mutex> lock(pump_.mu());
     serving_ = static_cast<int>(wire::Welcome::from(h).workers);
@@ -719,9 +892,10 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload) {
       const auto result = wire::Result::from(h);
       // Results that came as objects are mapped from the descriptors that came with
       // the frame.
-      transport::Fds& fds = conn_.reader().frame_fds();
-      if (fds.size() < result.objects || conn_.reader().dropped_fds() > dropped_fds_seen_) {
-        dropped_fds_seen_ = conn_.reader().dropped_fds();
+      transport::Fds& fds = from.frame_fds();
+      std::size_t& dropped_seen = &from == &conn_.reader() ? dropped_fds_seen_ : lane_dropped_fds_seen_;
+      if (fds.size() < result.objects || from.dropped_fds() > dropped_seen) {
+        dropped_seen = from.dropped_fds();
         logger().error("pool: objects of results of task '{}' did not arrive: the kernel dropped "
                        "their descriptors{}; those items fail",
                        call->task().name, spawning::descriptor_advice(EMFILE));
@@ -803,6 +977,7 @@ void PoolCore::fail_all(std::exception_ptr error) {
     }
     calls.swap(calls_);
     inflight_.clear();
+    lane_chunk_.reset();
     inflight_bytes_ = 0;
     inflight_chunks_.store(0, std::memory_order_relaxed);
   }
@@ -816,9 +991,11 @@ bool PoolCore::cancel(CallBase& call, bool kill_running) {
   const auto error = std::make_exception_ptr(CancelledError(
       "task '" + std::string(call.task().name) + "' (call " + std::to_string(call.id()) +
       ", " + std::to_string(call.total()) + " item(s)) was cancelled"));
+  bool on_lane = false;
   {
     std::lock_guard<std::mutex> lock(pump_.mu());
     if (!call.cancel_locked(error)) return false;
+    on_lane = lane_chunk_ && lane_chunk_->first == call.id();
     release_call(call.id());
     calls_.erase(call.id());
   }
@@ -830,7 +1007,7 @@ bool PoolCore::cancel(CallBase& call, bool kill_running) {
     std::lock_guard<std::mutex> lock(pump_.mu());
     epoch = router_epoch_;
   }
-  if (send(wire::Cancel{id, kill_running, /*want_ack=*/true}.header(), {})) {
+  if (send(wire::Cancel{id, kill_running, /*want_ack=*/true, on_lane}.header(), {})) {
     // Until the router confirms, a worker might still start a chunk of the call. Bounded:
     // a router that does not answer (stopped) is for the pump to find out about.
     wait(
@@ -925,6 +1102,7 @@ void PoolCore::stop_router(wire::Type how, std::chrono::milliseconds grace, cons
     router_.reap_within(grace);
     router_reaped();
   }
+  close_lane();
   {
     std::lock_guard<std::mutex> lock(pump_.mu());
     pump_.release();

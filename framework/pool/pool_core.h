@@ -118,9 +118,23 @@ class PoolCore {
   bool dispatch_buffered(bool* broken, std::string* why);
   // The connection is readable (Loop handler).
   void read_router();
-  // One frame from the router; payload views into the connection's reader (only the
-  // pumping thread reads it, and nothing here reads it again before this returns).
-  void dispatch(const wire::Header& h, std::string_view payload);
+  // One frame from the router, or a RESULT by the lane; payload views into from, the
+  // reader of the connection it came on (only the pumping thread reads those, and
+  // nothing here reads it again before this returns).
+  void dispatch(const wire::Header& h, std::string_view payload, transport::Reader& from);
+  // ---- The lane (wire::Lane); pump holder, send_mu_ not held ----
+  // The lane is readable (Loop handler).
+  void read_lane();
+  // Handles every complete frame the lane's reader holds; false if the stream broke.
+  bool dispatch_lane_frames();
+  // Reads what the lane holds to its end (its worker is gone: all it wrote is there).
+  void drain_lane();
+  void close_lane();
+  // LANE: a new lane, its descriptor in from's frame.
+  void open_lane(const wire::Header& h, transport::Reader& from);
+  // Sends the chunk on the lane (call_id, start), unanswered, to the router instead,
+  // with attempts runs lost; nothing if it is answered or not the lane's any more.
+  void resubmit_lane_chunk(std::uint64_t call_id, std::uint64_t start, std::int32_t attempts);
   // Fails every pending call with error and refuses new ones. Pool mutex not held.
   void fail_all(std::exception_ptr error);
   // Writes one frame to the router now (after what is buffered); false when it is gone.
@@ -197,6 +211,9 @@ class PoolCore {
     Pins objects;  // its arguments sent as objects, until it is answered
     std::vector<std::shared_ptr<Segment>> lent;  // its argument buffers (ObjectSink::lent)
     bool resent = false;  // to a router that replaced a dead one
+    bool again = false;   // may go to a router that replaces a dead one (pure, max_retries)
+    // Sent by the lane (payload kept: the router has no copy, see wire::Lane).
+    bool lane = false;
   };
   // The chunks sent and not yet answered, by (call id, start), and their sizes' sum:
   // the backpressure window. Guarded by the pool mutex; a chunk enters with send_mu_
@@ -224,6 +241,17 @@ class PoolCore {
   std::string out_;  // guarded by send_mu_
   bool router_closed_ = false;  // it closed the connection; pump holder only
   std::size_t dropped_fds_seen_ = 0;  // the reader's dropped_fds() last reported (pumping thread)
+  // The lane (wire::Lane): a stream to one worker, opened by the router for this pool. A
+  // call of one chunk made while nothing else is out goes on it and is answered on it,
+  // without the router's two hops. Replaced, closed and written under send_mu_; read
+  // by the pump holder, who alone watches it.
+  bool wants_lane_ = false;  // immutable after construction
+  transport::Connection lane_;
+  transport::Loop::Id lane_watch_ = 0;
+  bool lane_watched_ = false;         // pump holder
+  std::size_t lane_dropped_fds_seen_ = 0;  // as dropped_fds_seen_, for the lane's reader
+  // The chunk on the lane and unanswered: at most one. Pool mutex.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> lane_chunk_;
   // What the pump waits on: the connection and the router's pidfd. Pump holder only,
   // but for wake() (interrupt).
   std::unique_ptr<transport::Loop> loop_;  // wakeable

@@ -68,6 +68,40 @@ std::optional<std::uint64_t> LocalWorkers::cancel_call(std::string_view id, std:
   return it->second.shared->cancel(call_id);
 }
 
+namespace {
+
+// The lane chunk shared names, if the chunk marked running is that one.
+std::optional<LaneChunk> lane_chunk_of(const wire::WorkerShared& shared, std::uint64_t mark) {
+  if (mark == 0) return std::nullopt;
+  LaneChunk c;
+  c.call_id = shared.lane_call.load();
+  c.start = shared.lane_start.load();
+  if (wire::chunk_mark(c.call_id, c.start) != mark) return std::nullopt;
+  c.count = shared.lane_count.load();
+  c.pure = (shared.lane_flags.load() & wire::kFlagPure) != 0;
+  return c;
+}
+
+}  // namespace
+
+bool LocalWorkers::runs_chunk(std::string_view id) {
+  auto it = children_.find(id);
+  return it != children_.end() && it->second.shared != nullptr &&
+         it->second.shared->running.load(std::memory_order_acquire) != 0;
+}
+
+std::optional<LaneChunk> LocalWorkers::running_lane_chunk(std::string_view id) {
+  auto it = children_.find(id);
+  if (it == children_.end() || it->second.shared == nullptr) return std::nullopt;
+  return lane_chunk_of(*it->second.shared, it->second.shared->running.load());
+}
+
+wire::LaneCounts LocalWorkers::lane_counts(std::string_view id) {
+  auto it = children_.find(id);
+  if (it == children_.end() || it->second.shared == nullptr) return {};
+  return it->second.shared->lane_counts();
+}
+
 bool LocalWorkers::is_stopped(std::string_view id) {
   auto it = children_.find(id);
   return it != children_.end() && spawning::is_stopped(it->second.process.pid);
@@ -86,15 +120,18 @@ void LocalWorkers::exited(const std::string& id) {
   if (!status) return;
   std::optional<std::uint64_t> mark;
   std::string unsent;
+  LaneReport lane;
   if (const wire::WorkerShared* shared = it->second.shared) {
     mark = shared->running.load(std::memory_order_acquire);
     const std::size_t n = std::min<std::size_t>(shared->unsent_bytes.load(std::memory_order_acquire),
                                                 wire::WorkerShared::kUnsentCapacity);
     unsent.assign(shared->unsent, n);
+    lane.running = lane_chunk_of(*shared, *mark);
+    lane.counts = shared->lane_counts();
   }
   release(it->second);
   children_.erase(it);
-  on_exit_(id, *status, mark, std::move(unsent));
+  on_exit_(id, *status, mark, std::move(unsent), lane);
 }
 
 void LocalWorkers::kill_all() {

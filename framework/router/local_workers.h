@@ -6,8 +6,9 @@
 // chunk it runs (0 between chunks), written by the worker, read here after its death, so
 // the router knows which chunk killed it even though the worker is gone; the results it
 // finished and had not written yet (worker::ResultBatch), read here after its death so
-// that none is lost with it; and the calls cancelled while it held their chunks, which
-// it then skips. The memory limit is not
+// that none is lost with it; the calls cancelled while it held their chunks, which
+// it then skips; and the lane chunk it runs and what its lane carried (wire::Lane). The
+// memory limit is not
 // the supervisor's business: a worker sets it on itself from CONFIG, wherever it runs.
 #ifndef MPX_FRAMEWORK_ROUTER_LOCAL_WORKERS_H_
 #define MPX_FRAMEWORK_ROUTER_LOCAL_WORKERS_H_
@@ -36,7 +37,8 @@ class LocalWorkers final : public WorkerSupervisor {
   // the frames of the results it had not written (whole frames, possibly some that
   // its socket holds too).
   using OnExit = std::function<void(const std::string& id, int wait_status,
-                                    std::optional<std::uint64_t> running_mark, std::string unsent)>;
+                                    std::optional<std::uint64_t> running_mark, std::string unsent,
+                                    const LaneReport& lane)>;
   // Workers connect to endpoint; they belong to the pool of driver (killed with it).
   LocalWorkers(std::string endpoint, pid_t driver, transport::Loop& loop, OnExit on_exit);
   ~LocalWorkers() override;  // kills and reaps every worker left
@@ -45,6 +47,9 @@ class LocalWorkers final : public WorkerSupervisor {
   void kill(std::string_view id) override;
   bool is_stopped(std::string_view id) override;
   std::optional<std::uint64_t> cancel_call(std::string_view id, std::uint64_t call_id) override;
+  bool runs_chunk(std::string_view id) override;
+  std::optional<LaneChunk> running_lane_chunk(std::string_view id) override;
+  wire::LaneCounts lane_counts(std::string_view id) override;
   void kill_all();
 
  private:

@@ -28,6 +28,23 @@ constexpr int kMaxFreeRequeues = 3;
 
 using wire::Ranges;
 
+// What a lane carried, counted as if the router had handed it out and forwarded its
+// results.
+void add_lane_counts(PoolStatus& s, const wire::LaneCounts& c) {
+  s.submitted_chunks += c.received_chunks;
+  s.submitted_items += c.received_items;
+  s.bytes_in += c.bytes_in;
+  s.completed_chunks += c.completed_chunks;
+  s.completed_items += c.completed_items;
+  s.error_chunks += c.error_chunks;
+  s.bytes_out += c.bytes_out;
+  s.latency_count += c.latency_count;
+  s.latency_sum_s += static_cast<double>(c.latency_sum_ns) * 1e-9;
+  for (std::size_t b = 0; b < wire::kLatencyBuckets && b < s.latency_buckets.size(); ++b) {
+    s.latency_buckets[b] += c.latency_buckets[b];
+  }
+}
+
 }  // namespace
 
 std::string Config::encode() const { return detail::encode_fields(*this); }
@@ -44,7 +61,9 @@ Config Config::decode(const std::string& bytes) {
 }
 
 RouterCore::RouterCore(Config config, RouterIo& io, WorkerSupervisor& workers)
-    : config_(std::move(config)), io_(io), supervisor_(workers) {}
+    : config_(std::move(config)), io_(io), supervisor_(workers) {
+  lanes_allowed_ = config_.task_timeout.count() == 0 && config_.maxtasksperchild == 0;
+}
 
 void RouterCore::start(Clock::time_point now) {
   now_ = now;
@@ -98,12 +117,14 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
   switch (h.type) {
     case wire::Type::kHello: {
       clients_.emplace(sender);
+      if (wire::Hello::from(h).wants_lane && lanes_allowed_) lane_wanted_.emplace(sender);
       // A local pool's count is its configuration; one that listens reports who serves.
       const int workers = config_.listen.empty() ? config_.workers : serving();
       const wire::Welcome welcome{static_cast<std::uint32_t>(workers),
                                   static_cast<std::int32_t>(getpid())};
       io_.send_client(sender, welcome.header(), transport::Message(endpoint_.data(), endpoint_.size()));
       if (broken()) send_pool_error(sender, 0, broken_reason_);
+      grant_lanes();
       return;
     }
     case wire::Type::kSubmit: {
@@ -126,6 +147,9 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
       counters_.bytes_in += in.payload.size();
       InFlight what{std::string(sender), submit.call_id, submit.start, submit.count};
       what.pure = submit.pure;
+      // Runs lost with a lane's worker (RESUBMIT) count against its retries.
+      what.attempts = std::min(submit.attempts, retries_for(what));
+      if (submit.attempts > 0) ++counters_.retried_chunks;
       queue_.push_back(Task{std::move(what), std::move(in.header_frame), std::move(in.payload)});
       dispatch();
       return;
@@ -142,9 +166,18 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
         for (auto& f : w.in_flight) {
           if (f.call_id == call_id && f.client == client) holds = f.cancelled = true;
         }
-        if (!holds || w.state == State::kStopping) continue;
+        const bool on_lane = cancel.on_lane && w.lane_client == client;
+        if ((!holds && !on_lane) || w.state == State::kStopping) continue;
         const std::optional<std::uint64_t> mark = supervisor_.cancel_call(id, call_id);
         if (!cancel.kill_running) continue;
+        if (on_lane && mark && *mark != 0) {
+          const std::optional<LaneChunk> lane = supervisor_.running_lane_chunk(id);
+          if (lane && lane->call_id == call_id && wire::chunk_mark(lane->call_id, lane->start) == *mark) {
+            w.lane_cancelled_call = call_id;
+            kill_running(w, "call " + std::to_string(call_id) + " was cancelled while it ran", false);
+            continue;
+          }
+        }
         const bool runs = std::any_of(w.in_flight.begin(), w.in_flight.end(), [&](const InFlight& f) {
           if (f.call_id != call_id || f.client != client) return false;
           // Without the shared mark, the first chunk held is presumed running.
@@ -296,6 +329,7 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
       startup_kills_ = 0;
       dispatch();
       report_workers();
+      grant_lanes();
       return;
     default:
       logger().warn("router: dropped unexpected {} from {}", wire::type_name(h.type), w->name);
@@ -334,15 +368,51 @@ void RouterCore::on_unsent_results(std::string_view id, std::string_view frames,
 }
 
 void RouterCore::on_worker_exit(std::string_view id, int wait_status,
-                                std::optional<std::uint64_t> running_mark, Clock::time_point now) {
+                                std::optional<std::uint64_t> running_mark, Clock::time_point now,
+                                const LaneReport& lane) {
   now_ = now;
   auto it = workers_.find(id);
   if (it == workers_.end()) return;
   Worker w = std::move(it->second);
   workers_.erase(it);
+  add_lane_counts(counters_, lane.counts);
+  const std::string lane_client = w.lane_client;
+  if (!lane_client.empty() && lane.running) {
+    // The lane chunk it died running: accounted for as the chunk that ran, ahead of any
+    // it held from the router (none of which started).
+    InFlight f{lane_client, lane.running->call_id, lane.running->start, lane.running->count};
+    f.pure = lane.running->pure;
+    f.lane = true;
+    f.cancelled = w.lane_cancelled_call != 0 && w.lane_cancelled_call == f.call_id;
+    f.started = now;
+    w.in_flight.push_front(std::move(f));
+  }
+  const pid_t pid = w.pid;
   const std::string how = wait_status >= 0 ? spawning::describe(wait_status) : std::string("ended");
   finalize(std::move(w), how, wait_status, running_mark);
+  if (!lane_client.empty()) {
+    // After what finalize said of its lane chunk: the client submits again what it still
+    // waits for from the lane (it had not started).
+    lanes_.erase(lane_client);
+    io_.send_client(lane_client, wire::LaneEnd{static_cast<std::int32_t>(pid)}.header(), transport::Message());
+    grant_lanes();
+  }
   report_workers();
+}
+
+void RouterCore::grant_lanes() {
+  if (stopping_ || broken()) return;
+  for (const std::string& client : lane_wanted_) {
+    if (lanes_.count(client) != 0) continue;
+    for (auto& [id, w] : workers_) {
+      if (w.state != State::kReady || !w.configured || !w.place.empty() || !w.lane_client.empty()) continue;
+      if (io_.open_lane(id, client, w.pid)) {
+        w.lane_client = client;
+        lanes_.emplace(client, id);
+      }
+      break;
+    }
+  }
 }
 
 int RouterCore::serving() const {
@@ -471,6 +541,13 @@ void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status
                       spends ? " (attempt " + std::to_string(it->attempts + 2) + " of " +
                                    std::to_string(retries_for(*it) + 1) + ")"
                              : std::string(" (not the chunk that was running)"));
+        if (it->lane) {
+          // Its client holds the only copy.
+          const wire::Resubmit again{it->call_id, it->start, it->count, it->attempts + (spends ? 1 : 0)};
+          if (spends) ++counters_.retried_chunks;
+          io_.send_client(it->client, again.header(), transport::Message());
+          continue;
+        }
         Task task{std::move(*it), transport::Message(), transport::Message()};
         task.header_frame = std::move(task.what.retry_header);
         task.payload = std::move(task.what.retry_payload);
@@ -595,9 +672,15 @@ std::size_t RouterCore::credit(const Worker& w) const {
 void RouterCore::dispatch() {
   while (!queue_.empty() && !stopping_) {
     Worker* best = nullptr;
+    std::size_t best_load = 0;
     for (auto& [id, w] : workers_) {
       if (w.state != State::kReady || !w.configured || w.in_flight.size() >= credit(w)) continue;
-      if (best == nullptr || w.in_flight.size() < best->in_flight.size()) best = &w;
+      // A lane chunk running counts as one held.
+      const std::size_t load = w.in_flight.size() + (runs_lane_chunk(w) ? 1 : 0);
+      if (best == nullptr || load < best_load) {
+        best = &w;
+        best_load = load;
+      }
     }
     if (best == nullptr) return;
     Task task = std::move(queue_.front());
@@ -681,7 +764,7 @@ void RouterCore::on_tick(Clock::time_point now) {
       w.since = now;
       continue;
     }
-    const bool busy = !w.configured || !w.in_flight.empty();
+    const bool busy = !w.configured || !w.in_flight.empty() || runs_lane_chunk(w);
     if (busy && (w.state == State::kReady || w.state == State::kRetiring)) {
       // A busy worker cannot answer pings: watch its state and its time budget instead.
       if (!supervisor_.is_stopped(id)) {
@@ -752,16 +835,23 @@ PoolStatus RouterCore::status(Clock::time_point now) const {
   s.in_flight_chunks = outstanding() - queue_.size();
   for (const auto& [id, w] : workers_) {
     WorkerStatus ws;
+    // What its lane carried counts as if handed out here.
+    const wire::LaneCounts c = w.lane_client.empty() ? wire::LaneCounts{} : supervisor_.lane_counts(id);
+    const std::uint64_t lane_held = c.received_chunks - std::min(c.received_chunks, c.completed_chunks);
+    add_lane_counts(s, c);
+    s.in_flight_chunks += lane_held;
     ws.pid = w.pid;
     ws.host = w.place;
     ws.name = w.name;
     switch (w.state) {
       case State::kStarting: ws.state = "starting"; break;
-      case State::kReady: ws.state = !w.configured ? "initializing" : w.in_flight.empty() ? "idle" : "busy"; break;
+      case State::kReady:
+        ws.state = !w.configured ? "initializing" : w.in_flight.empty() && lane_held == 0 ? "idle" : "busy";
+        break;
       case State::kRetiring: ws.state = "retiring"; break;
       case State::kStopping: ws.state = "stopping"; break;
     }
-    ws.held = static_cast<std::uint32_t>(w.in_flight.size());
+    ws.held = static_cast<std::uint32_t>(w.in_flight.size() + lane_held);
     if (!w.in_flight.empty()) {
       const InFlight& f = w.in_flight.front();
       ws.call_id = f.call_id;
@@ -774,8 +864,8 @@ PoolStatus RouterCore::status(Clock::time_point now) const {
         ws.task = std::string(h->name);
       }
     }
-    ws.chunks_done = w.chunks_done;
-    ws.items_done = w.items_done;
+    ws.chunks_done = w.chunks_done + c.completed_chunks;
+    ws.items_done = w.items_done + c.completed_items;
     // A remote worker's pid is its host's: this host's /proc knows nothing of it.
     if (w.pid > 0 && w.place.empty()) ws.rss_bytes = rss_bytes(w.pid);
     s.workers.push_back(std::move(ws));

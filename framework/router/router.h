@@ -112,6 +112,19 @@ struct Config {
   static Config decode(const std::string& bytes);  // throws mpx::DecodeError
 };
 
+// The lane chunk a worker runs (wire::WorkerShared's lane_*), and what its lane carried:
+// how the router answers for chunks it never handed out (see wire::Lane).
+struct LaneChunk {
+  std::uint64_t call_id = 0;
+  std::uint64_t start = 0;
+  std::uint32_t count = 0;
+  bool pure = false;
+};
+struct LaneReport {
+  std::optional<LaneChunk> running;  // the lane chunk it ran when it died, if any
+  wire::LaneCounts counts;
+};
+
 // How RouterCore reaches its peers: clients by their "R<token>" identity, workers by
 // their worker id (the identity each connects with). Messages to a peer that is gone
 // are dropped.
@@ -125,6 +138,9 @@ class RouterIo {
   virtual void send_worker(std::string_view worker, const wire::Header& h, transport::Message&& payload) = 0;
   virtual void forward_worker(std::string_view worker, transport::Message&& header_frame,
                               transport::Message&& payload) = 0;
+  // Opens a lane between client and worker (pid): a new stream, one end to each with a
+  // LANE. false when it cannot (no descriptors, or one of them is not connected).
+  virtual bool open_lane(std::string_view worker, std::string_view client, pid_t worker_pid) = 0;
 };
 
 // Where a pool's workers run and who watches them: RouterCore asks for workers, kills
@@ -157,6 +173,12 @@ class WorkerSupervisor {
   // Every supervisor says (a composite must forward it: a silent default once made
   // cancels of local workers run their chunks anyway).
   virtual std::optional<std::uint64_t> cancel_call(std::string_view id, std::uint64_t call_id) = 0;
+  // Lanes reach workers on this host only; these read the page a local worker shares
+  // (a supervisor without one says nothing). Whether worker id runs a chunk (its mark
+  // is set), the lane chunk it runs, and what its lane carried so far.
+  virtual bool runs_chunk(std::string_view id) { return false; }
+  virtual std::optional<LaneChunk> running_lane_chunk(std::string_view id) { return std::nullopt; }
+  virtual wire::LaneCounts lane_counts(std::string_view id) { return {}; }
 };
 
 class RouterCore {
@@ -177,7 +199,7 @@ class RouterCore {
   // it was between chunks, nullopt if unknown (the first chunk it held is then presumed
   // running). wait_status: how the process ended, -1 when unknown.
   void on_worker_exit(std::string_view id, int wait_status, std::optional<std::uint64_t> running_mark,
-                      Clock::time_point now);
+                      Clock::time_point now, const LaneReport& lane = {});
   // The driver is gone or asked to terminate: kill everything.
   void terminate();
   void on_tick(Clock::time_point now);
@@ -223,6 +245,9 @@ class RouterCore {
     int free_requeues = 0;
     bool pure = false;       // from MPX_PURE_TASK: retried config.pure_retries times
     bool cancelled = false;  // its call was cancelled: never run again
+    // A lane chunk its worker died running (on_worker_exit): the router has no copy;
+    // to run again, its client submits it again (RESUBMIT).
+    bool lane = false;
     // When it became the first chunk its worker holds, i.e. began to run (a worker runs
     // its chunks in the order it received them).
     Clock::time_point started;
@@ -265,7 +290,16 @@ class RouterCore {
     // Why the router ended it, for PoolStatus::worker_deaths ("timeout", "stopped",
     // "startup", "heartbeat"); empty: it died on its own, or was asked to stop.
     std::string death_cause;
+    std::string lane_client;  // the client its lane goes to; empty: it has none
+    std::uint64_t lane_cancelled_call = 0;  // killed because its lane chunk's call was cancelled
   };
+  // Gives a lane to each client that wants one and has none, while a configured local
+  // worker without one serves (see wire::Lane).
+  void grant_lanes();
+  // Whether w runs a chunk the router did not hand out (its lane's).
+  bool runs_lane_chunk(const Worker& w) {
+    return !w.lane_client.empty() && w.in_flight.empty() && supervisor_.runs_chunk(w.id);
+  }
   int retries_for(const InFlight& f) const { return f.pure ? config_.pure_retries : config_.max_retries; }
   // Kills w (still running) for the reason given; finalize reports it.
   void kill_running(Worker& w, std::string why, bool timed_out);
@@ -296,6 +330,12 @@ class RouterCore {
   std::map<std::string, Worker, std::less<>> workers_;  // by id
   std::deque<Task> queue_;
   std::set<std::string> clients_;  // result sockets that said HELLO
+  // Lanes: allowed unless a chunk's time or a worker's chunks are counted (task_timeout,
+  // maxtasksperchild: only the router sees what it hands out); the clients that want
+  // one, and the worker each has.
+  bool lanes_allowed_ = false;
+  std::set<std::string, std::less<>> lane_wanted_;
+  std::map<std::string, std::string, std::less<>> lanes_;  // client -> worker id
   std::set<std::string> hosts_;    // places of hosts alive (add_host, lose_host)
   std::string endpoint_;
   int reported_workers_ = -1;

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -66,6 +67,21 @@ class ProcessIo final : public RouterIo {
   void forward_worker(std::string_view worker, transport::Message&& header_frame,
                       transport::Message&& payload) override {
     deliver(worker, std::move(header_frame), std::move(payload));
+  }
+  bool open_lane(std::string_view worker, std::string_view client, pid_t worker_pid) override {
+    if (!connected(worker) || !connected(client)) return false;
+    int ends[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0) {
+      logger().debug("router: no lane for {}: socketpair: {}", client, std::strerror(errno));
+      return false;
+    }
+    const wire::Header h = wire::Lane{static_cast<std::int32_t>(worker_pid)}.header();
+    transport::Fds to_worker, to_client;
+    to_worker.push(ends[0]);
+    to_client.push(ends[1]);
+    deliver(worker, transport::header_message(h), transport::Message(), std::move(to_worker));
+    deliver(client, transport::header_message(h), transport::Message(), std::move(to_client));
+    return true;
   }
   // Reads what c has and hands every complete message to the core (set by run_router).
   std::function<transport::Reader::Fill(Conn&)> service;
@@ -164,6 +180,12 @@ class ProcessIo final : public RouterIo {
   }
 
  private:
+  // Whether peer id is connected here and may be written to.
+  bool connected(std::string_view id) const {
+    auto it = by_id_.find(id);
+    return it != by_id_.end() && !it->second->dead && !it->second->write_gone;
+  }
+
   // fds reach only local peers: a frame forwarded to another host drops them, and its
   // header still counts them, so that host's reader finds them missing, never another
   // frame's (only results carry any, and results go to local clients).
@@ -231,6 +253,17 @@ class Placement final : public WorkerSupervisor {
     if (remote && remote->owns(id)) return std::nullopt;
     return local_.cancel_call(id, call_id);
   }
+  bool runs_chunk(std::string_view id) override {
+    return !(remote && remote->owns(id)) && local_.runs_chunk(id);
+  }
+  std::optional<LaneChunk> running_lane_chunk(std::string_view id) override {
+    if (remote && remote->owns(id)) return std::nullopt;
+    return local_.running_lane_chunk(id);
+  }
+  wire::LaneCounts lane_counts(std::string_view id) override {
+    if (remote && remote->owns(id)) return {};
+    return local_.lane_counts(id);
+  }
 
  private:
   LocalWorkers& local_;
@@ -264,10 +297,10 @@ int run_router(const spawning::Bootstrap& boot) {
   base::IdleTrim idle;  // the heap's kept buffers go back once the router idles
   LocalWorkers workers(config.back_endpoint, boot.driver, loop,
                        [&](const std::string& id, int status, std::optional<std::uint64_t> mark,
-                           std::string unsent) {
+                           std::string unsent, const LaneReport& lane) {
                          io.drain(id);
                          core_ptr->on_unsent_results(id, unsent, Clock::now());
-                         core_ptr->on_worker_exit(id, status, mark, Clock::now());
+                         core_ptr->on_worker_exit(id, status, mark, Clock::now(), lane);
                        });
   Placement placement(workers);
   // Only a pool that listens loads libzmq (RemoteWorkers opens it).

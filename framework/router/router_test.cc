@@ -69,6 +69,30 @@ class FakeIo final : public RouterIo, public WorkerSupervisor {
                       transport::Message&& payload) override {
     forward(Sent::kForwardWorker, worker, header_frame, payload);
   }
+  // Records a LANE to each end, as ProcessIo sends them (without descriptors here).
+  bool open_lane(std::string_view worker, std::string_view client, pid_t worker_pid) override {
+    if (fail_lanes) return false;
+    const Header h = wire::Lane{static_cast<std::int32_t>(worker_pid)}.header();
+    record(Sent::kSendWorker, worker, h, std::string(), transport::Message());
+    record(Sent::kSendClient, client, h, std::string(), transport::Message());
+    return true;
+  }
+  bool runs_chunk(std::string_view id) override {
+    auto it = running.find(pid_of(id));
+    return it != running.end() && it->second != 0;
+  }
+  std::optional<LaneChunk> running_lane_chunk(std::string_view id) override {
+    auto it = lane_chunks.find(pid_of(id));
+    if (it == lane_chunks.end() || !runs_chunk(id) ||
+        wire::chunk_mark(it->second.call_id, it->second.start) != running[pid_of(id)]) {
+      return std::nullopt;
+    }
+    return it->second;
+  }
+  wire::LaneCounts lane_counts(std::string_view id) override {
+    auto it = lane_counts_of.find(pid_of(id));
+    return it == lane_counts_of.end() ? wire::LaneCounts{} : it->second;
+  }
   Started spawn(const std::string& name) override {
     if (fail_spawns) throw ProcessError("posix_spawn: Resource temporarily unavailable");
     spawned.push_back(name);
@@ -109,6 +133,9 @@ class FakeIo final : public RouterIo, public WorkerSupervisor {
   std::map<pid_t, std::uint64_t> marks;  // what take_running_mark reports, per worker
   std::map<pid_t, std::uint64_t> running;  // the running mark cancel_call reports
   std::vector<std::pair<pid_t, std::uint64_t>> cancels;  // (worker, call) told by cancel_call
+  std::map<pid_t, LaneChunk> lane_chunks;  // the lane chunk each worker names (with its mark in running)
+  std::map<pid_t, wire::LaneCounts> lane_counts_of;  // what lane_counts reports
+  bool fail_lanes = false;  // open_lane cannot open any
   pid_t next_pid = 1000;
   bool fail_spawns = false;
   bool unknown_pids = false;  // spawn knows ids only, as a node agent's supervisor would
@@ -1846,6 +1873,252 @@ TEST(RouterConfigTest, DecodeRejectsGarbage) {
   EXPECT_THROW(Config::decode(c.encode()), DecodeError);
   c.listen = "tcp://0.0.0.0:0";  // a pool that listens may have no local workers
   EXPECT_EQ(Config::decode(c.encode()).workers, 0);
+}
+
+
+// ---- Lanes (wire::Lane): a stream between a client and one worker, past the router ----
+
+class RouterLaneTest : public RouterTest {
+ protected:
+  RouterLaneTest() { config_.workers = 2; }
+  void hello_with_lane(const std::string& token) {
+    Header h = make(Type::kHello);
+    h.flags = wire::kFlagWantsLane;
+    client("R" + token, h);
+  }
+  // Worker pid runs lane chunk (call_id, 0, 1 item), as its shared page would say.
+  void runs_lane_chunk(pid_t pid, std::uint64_t call_id, bool pure = false) {
+    io_.lane_chunks[pid] = LaneChunk{call_id, 0, 1, pure};
+    io_.running[pid] = wire::chunk_mark(call_id, 0);
+    io_.marks[pid] = wire::chunk_mark(call_id, 0);
+  }
+  // As LocalWorkers reports a death: the running mark, the lane chunk it names, the counts.
+  void exit_with_lane(pid_t pid, int status = kKilled) {
+    LaneReport lane;
+    const std::optional<std::uint64_t> mark = io_.take_running_mark(pid);
+    auto it = io_.lane_chunks.find(pid);
+    if (mark && it != io_.lane_chunks.end() && wire::chunk_mark(it->second.call_id, it->second.start) == *mark) {
+      lane.running = it->second;
+    }
+    lane.counts = io_.lane_counts_of[pid];
+    io_.running.erase(pid);
+    core_->on_worker_exit(wid(pid), status, mark, now_, lane);
+  }
+  // Client R1 wants a lane; workers 1000 and 1001 serve; the lane goes to 1000.
+  void lane_to_1000() {
+    start();
+    hello_with_lane("1");
+    ready_quietly(1000);
+    ready_quietly(1001);
+  }
+};
+
+void expect_lane(const Sent& s, Sent::Kind kind, const std::string& to, pid_t worker) {
+  EXPECT_EQ(s.kind, kind);
+  EXPECT_EQ(s.to, to);
+  EXPECT_EQ(s.type, Type::kLane);
+  EXPECT_EQ(s.pid, worker);
+}
+
+TEST_F(RouterLaneTest, AClientThatAsksGetsALaneOnceAWorkerServes) {
+  start();
+  hello_with_lane("1");
+  hello("2");  // asks for none
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].type, Type::kWelcome);
+  EXPECT_EQ(sent[1].type, Type::kWelcome) << "no worker serves yet: no lane";
+  ready(1000);
+  EXPECT_EQ(io_.take().size(), 1u) << "CONFIG only: its initializer has not run";
+  configured(1000);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  expect_lane(sent[0], Sent::kSendWorker, wid(1000), 1000);
+  expect_lane(sent[1], Sent::kSendClient, "R1", 1000);
+  ready(1001);
+  configured(1001);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u) << "one lane per client";
+  EXPECT_EQ(sent[0].type, Type::kConfig);
+}
+
+TEST_F(RouterLaneTest, NoLanesWhenOnlyTheRouterCanCountWhatRuns) {
+  for (int variant = 0; variant < 2; ++variant) {
+    SCOPED_TRACE(variant == 0 ? "task_timeout" : "maxtasksperchild");
+    io_ = FakeIo();
+    config_ = Config();
+    config_.workers = 1;
+    config_.task_timeout = variant == 0 ? milliseconds(1000) : milliseconds(0);
+    config_.maxtasksperchild = variant == 1 ? 10 : 0;
+    start();
+    hello_with_lane("1");
+    ready_quietly(1000);  // would have taken the lane's two LANEs too
+    submit("1", 5, 0, 1);
+    auto sent = io_.take();
+    ASSERT_EQ(sent.size(), 1u);
+    expect_task(sent[0], 1000, 5, 0, 1);
+  }
+}
+
+TEST_F(RouterLaneTest, TheLaneChunkOfAWorkerThatDiedIsReportedThenTheLaneEndsAndAnotherOpens) {
+  lane_to_1000();
+  runs_lane_chunk(1000, 9);
+  exit_with_lane(1000);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 4u);
+  EXPECT_EQ(sent[0].type, Type::kLost) << "the chunk it ran, first";
+  EXPECT_EQ(sent[0].to, "R1");
+  EXPECT_EQ(sent[0].call_id, 9u);
+  const auto [reason, ranges] = decode_lost(sent[0].payload);
+  EXPECT_EQ(ranges, (Ranges{{0, 1}}));
+  EXPECT_NE(reason.find("signal 9"), std::string::npos) << reason;
+  EXPECT_EQ(sent[1].type, Type::kLaneEnd);
+  EXPECT_EQ(sent[1].to, "R1");
+  EXPECT_EQ(sent[1].pid, 1000);
+  expect_lane(sent[2], Sent::kSendWorker, wid(1001), 1001);
+  expect_lane(sent[3], Sent::kSendClient, "R1", 1001);
+  EXPECT_EQ(io_.spawned.size(), 3u) << "replaced";
+  EXPECT_EQ(core_->status(now_).lost_items, 1u);
+}
+
+TEST_F(RouterLaneTest, APureLaneChunkIsSubmittedAgainAndItsLostRunCounts) {
+  config_.pure_retries = 1;
+  lane_to_1000();
+  runs_lane_chunk(1000, 9, /*pure=*/true);
+  exit_with_lane(1000);
+  auto sent = io_.take();
+  ASSERT_GE(sent.size(), 2u);
+  EXPECT_EQ(sent[0].type, Type::kResubmit);
+  EXPECT_EQ(sent[0].to, "R1");
+  EXPECT_EQ(sent[0].call_id, 9u);
+  EXPECT_EQ(sent[0].start, 0u);
+  EXPECT_EQ(sent[0].count, 1u);
+  EXPECT_EQ(sent[0].pid, 1) << "attempts: the run lost";
+  EXPECT_EQ(sent[1].type, Type::kLaneEnd);
+  EXPECT_EQ(core_->status(now_).retried_chunks, 1u);
+  // The client submits it with that attempt: its second death is its last.
+  Header again = make(Type::kSubmit, 9, 0, 1, "square");
+  again.flags = wire::kFlagPure;
+  again.pid = 1;
+  client("R1", again, "x");
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  expect_task(sent[0], 1001, 9, 0, 1);
+  io_.marks[1001] = wire::chunk_mark(9, 0);
+  exit(1001);
+  sent = io_.take();
+  ASSERT_GE(sent.size(), 1u);
+  EXPECT_EQ(sent[0].type, Type::kLost) << "retries spent";
+}
+
+TEST_F(RouterLaneTest, ALaneWorkerThatDiedBetweenChunksOnlyEndsItsLane) {
+  lane_to_1000();
+  io_.marks[1000] = 0;
+  exit_with_lane(1000);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 3u);
+  EXPECT_EQ(sent[0].type, Type::kLaneEnd) << "nothing lost: what the lane held never started";
+  expect_lane(sent[1], Sent::kSendWorker, wid(1001), 1001);
+}
+
+TEST_F(RouterLaneTest, WorkGoesFirstToWorkersThatDoNotRunALaneChunk) {
+  lane_to_1000();
+  runs_lane_chunk(1000, 9);
+  submit("1", 5, 0, 1);
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  expect_task(sent[0], 1001, 5, 0, 1);
+  // Its lane chunk done, it is as free as any.
+  io_.running[1000] = 0;
+  result(1001, 5, 0, 1);
+  io_.take();
+  submit("1", 6, 0, 1);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  expect_task(sent[0], 1000, 6, 0, 1);
+}
+
+TEST_F(RouterLaneTest, AWorkerRunningALaneChunkIsNeitherPingedNorReplaced) {
+  lane_to_1000();
+  runs_lane_chunk(1000, 9);
+  for (int i = 0; i < 30; ++i) {  // 3 s, three times the heartbeat timeout
+    advance(milliseconds(100));
+    tick();
+    worker(wid(1001), make(Type::kPong));
+  }
+  for (const Sent& s : io_.take()) {
+    EXPECT_FALSE(s.type == Type::kPing && s.to == wid(1000)) << "pinged while it ran its lane chunk";
+  }
+  EXPECT_TRUE(io_.killed.empty());
+  // Stopped while it runs one: replaced as a busy worker would be.
+  io_.stopped.insert(1000);
+  for (int i = 0; i < 30; ++i) {
+    advance(milliseconds(100));
+    tick();
+    worker(wid(1001), make(Type::kPong));
+  }
+  ASSERT_FALSE(io_.killed.empty());
+  EXPECT_EQ(io_.killed.front(), 1000);
+  EXPECT_EQ(std::count(io_.killed.begin(), io_.killed.end(), 1001), 0);
+}
+
+TEST_F(RouterLaneTest, CancellingTheCallOnTheLaneTellsItsWorkerAndStopsItIfAsked) {
+  lane_to_1000();
+  runs_lane_chunk(1000, 9);
+  Header cancel = wire::Cancel{8, /*kill_running=*/true, /*want_ack=*/false, /*on_lane=*/true}.header();
+  client("R1", cancel);
+  EXPECT_EQ(io_.cancels, (std::vector<std::pair<pid_t, std::uint64_t>>{{1000, 8}})) << "told";
+  EXPECT_TRUE(io_.killed.empty()) << "it runs another call's chunk";
+  cancel = wire::Cancel{9, /*kill_running=*/true, /*want_ack=*/false, /*on_lane=*/false}.header();
+  client("R1", cancel);
+  EXPECT_TRUE(io_.killed.empty()) << "not on the lane, says the client";
+  cancel = wire::Cancel{9, /*kill_running=*/true, /*want_ack=*/false, /*on_lane=*/true}.header();
+  client("R1", cancel);
+  EXPECT_EQ(io_.killed, std::vector<pid_t>{1000});
+  io_.take();
+  exit_with_lane(1000);
+  for (const Sent& s : io_.take()) {
+    EXPECT_NE(s.type, Type::kResubmit) << "a cancelled chunk never runs again";
+  }
+}
+
+TEST_F(RouterLaneTest, StatusCountsWhatTheLanesCarried) {
+  lane_to_1000();
+  wire::LaneCounts c;
+  c.received_chunks = 3;
+  c.received_items = 5;
+  c.bytes_in = 30;
+  c.completed_chunks = 2;
+  c.completed_items = 4;
+  c.error_chunks = 1;
+  c.bytes_out = 20;
+  c.latency_count = 2;
+  c.latency_sum_ns = 3000;
+  c.latency_buckets[0] = 2;
+  io_.lane_counts_of[1000] = c;
+  runs_lane_chunk(1000, 9);
+  PoolStatus s = core_->status(now_);
+  EXPECT_EQ(s.submitted_chunks, 3u);
+  EXPECT_EQ(s.submitted_items, 5u);
+  EXPECT_EQ(s.completed_chunks, 2u);
+  EXPECT_EQ(s.completed_items, 4u);
+  EXPECT_EQ(s.error_chunks, 1u);
+  EXPECT_EQ(s.bytes_in, 30u);
+  EXPECT_EQ(s.bytes_out, 20u);
+  EXPECT_EQ(s.in_flight_chunks, 1u);
+  EXPECT_EQ(s.latency_count, 2u);
+  EXPECT_EQ(s.latency_buckets[0], 2u);
+  EXPECT_DOUBLE_EQ(s.latency_sum_s, 3e-6);
+  ASSERT_EQ(s.workers.size(), 2u);
+  EXPECT_EQ(s.workers[0].pid, 1000);
+  EXPECT_EQ(s.workers[0].state, "busy");
+  EXPECT_EQ(s.workers[0].chunks_done, 2u);
+  // Once it is dead, its counts stay, counted once.
+  exit_with_lane(1000);
+  s = core_->status(now_);
+  EXPECT_EQ(s.submitted_chunks, 3u);
+  EXPECT_EQ(s.completed_items, 4u);
+  EXPECT_EQ(s.latency_count, 2u);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <string>
@@ -132,7 +133,7 @@ struct ActorStatus {
 
 // Upper bounds (seconds) of PoolStatus::latency_buckets.
 inline const std::vector<double>& latency_bounds() {
-  static const std::vector<double> bounds{0.0001, 0.001, 0.01, 0.1, 1, 10, 60};
+  static const std::vector<double> bounds(std::begin(wire::kLatencyBounds), std::end(wire::kLatencyBounds));
   return bounds;
 }
 

@@ -10,10 +10,11 @@
 //
 // | type        | from -> to       | fields                                  | payload            |
 // |-------------|------------------|-----------------------------------------|--------------------|
-// | HELLO       | driver -> router | pid                                     | -                  |
+// | HELLO       | driver -> router | pid, wants_lane                         | -                  |
 // | WELCOME     | router -> driver | workers, router pid                     | -                  |
-// | SUBMIT      | driver -> router | call, start, count, pure, task name     | argument chunk     |
-// | CANCEL      | driver -> router | call, kill_running, want_ack            | -                  |
+// | SUBMIT      | driver -> router | call, start, count, pure, task name,    | argument chunk     |
+// |             |                  | attempts (runs lost with a lane worker) |                    |
+// | CANCEL      | driver -> router | call, kill_running, want_ack, on_lane   | -                  |
 // |             | router -> driver | call (the acknowledgement)              | -                  |
 // | SHUTDOWN    | driver -> router | -                                       | -                  |
 // | TERMINATE   | driver -> router | -                                       | -                  |
@@ -30,12 +31,27 @@
 // | CALL        | caller -> actor  | call, incarnation, method, pid, tell    | arguments          |
 // | REPLY       | actor -> caller  | call, pid, failed                       | result / ErrorInfo |
 // | DATA        | one end of an mpx::Pipe -> the other | pid                 | the message        |
+// | LANE        | router -> driver, router -> worker | worker pid, 1 fd      | -                  |
+// | LANE_END    | router -> driver | worker pid                              | -                  |
+// | RESUBMIT    | router -> driver | call, start, count, attempts            | -                  |
 //
 // RESULT goes worker -> router -> driver unchanged, with the descriptors of the results
 // that travel as objects (Header::fds).
+//
+// Lanes. A pool's driver that asks (HELLO's wants_lane) gets a lane: a stream straight
+// to one of its workers, whose two ends the router hands to both (LANE, the descriptor
+// with it). A call of one chunk made while nothing else of the driver's is out goes
+// TASK driver -> worker and RESULT worker -> driver on it, without the router's two
+// hops. The router still answers for what the lane's worker ran: the worker names the
+// lane chunk it runs and counts what the lane carried in the page it shares with its
+// router (WorkerShared), so that when it dies running one, the router reports the chunk
+// LOST, or asks the driver to submit it again (RESUBMIT: with its retries, the router
+// has no copy), and then says the lane is gone (LANE_END): a lane chunk still unanswered
+// then had not started, and the driver submits it to the router.
 #ifndef MPX_FRAMEWORK_WIRE_MESSAGES_H_
 #define MPX_FRAMEWORK_WIRE_MESSAGES_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -73,11 +89,18 @@ struct FromProcess {
   Header header() const { return {T, 0, 0, 0, pid}; }
   static FromProcess from(const Header& h) { return {h.pid}; }
 };
-using Hello = FromProcess<Type::kHello>;
 using Pong = FromProcess<Type::kPong>;
 using Configured = FromProcess<Type::kConfigured>;
 using InitFailed = FromProcess<Type::kInitFailed>;
 using Data = FromProcess<Type::kData>;  // payload: the message, as the user sent it
+
+struct Hello {
+  static constexpr Type kType = Type::kHello;
+  std::int32_t pid = 0;
+  bool wants_lane = false;  // flags & kFlagWantsLane
+  Header header() const { return {kType, 0, 0, 0, pid, wants_lane ? kFlagWantsLane : std::uint8_t{0}}; }
+  static Hello from(const Header& h) { return {h.pid, (h.flags & kFlagWantsLane) != 0}; }
+};
 
 struct Welcome {
   static constexpr Type kType = Type::kWelcome;
@@ -97,9 +120,14 @@ struct Chunk {
   std::uint32_t count = 0;   // items in the chunk
   bool pure = false;         // flags & kFlagPure: an MPX_PURE_TASK, run again if lost
   std::string_view task;     // name: the registered task's name
-  Header header() const { return {T, call_id, start, count, 0, pure ? kFlagPure : std::uint8_t{0}, task}; }
+  // pid: runs of it already lost with their worker (a lane chunk the router asked to
+  // have again, RESUBMIT): they count against its retries.
+  std::int32_t attempts = 0;
+  Header header() const {
+    return {T, call_id, start, count, attempts, pure ? kFlagPure : std::uint8_t{0}, task};
+  }
   static Chunk from(const Header& h) {
-    return {h.call_id, h.start, h.count, (h.flags & kFlagPure) != 0, h.name};
+    return {h.call_id, h.start, h.count, (h.flags & kFlagPure) != 0, h.name, std::max(h.pid, 0)};
   }
   // A chunk names at least one item, and no more than it has bytes (each item takes
   // one at least): a larger count is a lie that would make a worker build an error
@@ -132,12 +160,17 @@ struct Cancel {
   // flags & kFlagWantAck: the router answers with a CANCEL of the call once every
   // worker holding its chunks was told (from then on none of them starts one).
   bool want_ack = false;
+  // flags & kFlagOnLane: a chunk of the call went by the driver's lane, so the lane's
+  // worker is told too (and stopped, with kill_running, if it runs that chunk).
+  bool on_lane = false;
   Header header() const {
     return {kType, call_id, 0, 0, 0,
-            static_cast<std::uint8_t>((kill_running ? kFlagKillRunning : 0) | (want_ack ? kFlagWantAck : 0))};
+            static_cast<std::uint8_t>((kill_running ? kFlagKillRunning : 0) | (want_ack ? kFlagWantAck : 0) |
+                                      (on_lane ? kFlagOnLane : 0))};
   }
   static Cancel from(const Header& h) {
-    return {h.call_id, (h.flags & kFlagKillRunning) != 0, (h.flags & kFlagWantAck) != 0};
+    return {h.call_id, (h.flags & kFlagKillRunning) != 0, (h.flags & kFlagWantAck) != 0,
+            (h.flags & kFlagOnLane) != 0};
   }
 };
 
@@ -189,6 +222,35 @@ struct PoolError {
   std::uint64_t call_id = 0;  // 0: every call of the pool
   Header header() const { return {kType, call_id}; }
   static PoolError from(const Header& h) { return {h.call_id}; }
+};
+
+// LANE: one end of a new lane (the header's one descriptor), to the driver and to the
+// worker at the other end. LANE_END: that worker is gone, and what the router had to
+// say about its lane chunk was said before.
+template <Type T>
+struct LaneNote {
+  static constexpr Type kType = T;
+  std::int32_t pid = 0;  // the lane's worker
+  Header header() const {
+    Header h{T, 0, 0, 0, pid};
+    if (T == Type::kLane) h.fds = 1;
+    return h;
+  }
+  static LaneNote from(const Header& h) { return {h.pid}; }
+};
+using Lane = LaneNote<Type::kLane>;
+using LaneEnd = LaneNote<Type::kLaneEnd>;
+
+// A lane chunk whose worker died running it, to be submitted again with attempts runs
+// lost (the router keeps no copy of a lane chunk).
+struct Resubmit {
+  static constexpr Type kType = Type::kResubmit;
+  std::uint64_t call_id = 0;
+  std::uint64_t start = 0;
+  std::uint32_t count = 0;
+  std::int32_t attempts = 0;  // pid
+  Header header() const { return {kType, call_id, start, count, attempts}; }
+  static Resubmit from(const Header& h) { return {h.call_id, h.start, h.count, std::max(h.pid, 0)}; }
 };
 
 struct Ready {

@@ -150,6 +150,9 @@ const char* type_name(Type t) {
     case Type::kCall: return "CALL";
     case Type::kReply: return "REPLY";
     case Type::kData: return "DATA";
+    case Type::kLane: return "LANE";
+    case Type::kLaneEnd: return "LANE_END";
+    case Type::kResubmit: return "RESUBMIT";
   }
   return "UNKNOWN";
 }

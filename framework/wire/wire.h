@@ -52,7 +52,10 @@ enum class Type : std::uint8_t {
   kCall,
   kReply,
   kData,
-  kLastType = kData,
+  kLane,
+  kLaneEnd,
+  kResubmit,
+  kLastType = kResubmit,
 };
 
 const char* type_name(Type t);
@@ -64,6 +67,13 @@ constexpr std::uint8_t kFlagTimedOut = 4;   // kLost: the chunk ran over its tim
 constexpr std::uint8_t kFlagNoReply = 8;    // kCall: a tell, nobody waits for an answer
 constexpr std::uint8_t kFlagKillRunning = 16;  // kCancel: also kill workers running the call
 constexpr std::uint8_t kFlagWantAck = 32;      // kCancel: answer with a CANCEL once done
+constexpr std::uint8_t kFlagWantsLane = 64;    // kHello: the client takes a lane (kLane)
+constexpr std::uint8_t kFlagOnLane = 128;      // kCancel: the call has a chunk on the lane
+
+// Upper bounds, in seconds, of the chunk latency histogram (PoolStatus): the router's
+// for the chunks it hands out, a worker's for those that come by its lane.
+constexpr double kLatencyBounds[] = {0.0001, 0.001, 0.01, 0.1, 1, 10, 60};
+constexpr std::size_t kLatencyBuckets = sizeof(kLatencyBounds) / sizeof(kLatencyBounds[0]);
 
 // What a worker writes in the memory it shares with its router while it runs the chunk
 // (call_id, start), so that, if it dies, the router knows which chunk killed it and
@@ -77,6 +87,15 @@ inline std::uint64_t chunk_mark(std::uint64_t call_id, std::uint64_t start) {
   return h | 1;
 }
 
+// What came and went by a worker's lane (wire::Lane), as its router reads it from
+// WorkerShared::lane.
+struct LaneCounts {
+  std::uint64_t received_chunks = 0, received_items = 0, bytes_in = 0;
+  std::uint64_t completed_chunks = 0, completed_items = 0, error_chunks = 0, bytes_out = 0;
+  std::uint64_t latency_count = 0, latency_sum_ns = 0;
+  std::uint64_t latency_buckets[kLatencyBuckets] = {};
+};
+
 // The memory a local worker shares with its router (see local_workers.h).
 // running: the chunk_mark of the chunk the worker runs, 0 between chunks (worker
 // writes). unsent: results the worker finished and has not written to its socket yet,
@@ -87,14 +106,46 @@ inline std::uint64_t chunk_mark(std::uint64_t call_id, std::uint64_t start) {
 // overwritten. The handshake that makes a cancelled chunk either skipped by the worker
 // or seen running by the router: the worker stores running, then reads cancelled; the
 // router stores cancelled, then reads running (all sequentially consistent).
+//
+// A worker with a lane (wire::Lane) runs chunks its router never saw: lane_* name the
+// lane chunk it runs (stored before running is), so that the router can account for it
+// if the worker dies running it, and lane counts what came and went by the lane, which
+// the router adds to its own counts (PoolStatus). Worker writes, router reads.
 struct WorkerShared {
   static constexpr std::size_t kCancelSlots = 256;
   static constexpr std::size_t kUnsentCapacity = 32 * 1024;
   std::atomic<std::uint64_t> running;
   std::atomic<std::uint64_t> cancels;
   std::atomic<std::uint64_t> cancelled[kCancelSlots];
+  std::atomic<std::uint64_t> lane_call, lane_start;
+  std::atomic<std::uint32_t> lane_count;
+  std::atomic<std::uint8_t> lane_flags;  // the TASK's flags (kFlagPure)
+  struct {
+    std::atomic<std::uint64_t> received_chunks, received_items, bytes_in;
+    std::atomic<std::uint64_t> completed_chunks, completed_items, error_chunks, bytes_out;
+    std::atomic<std::uint64_t> latency_count, latency_sum_ns;
+    std::atomic<std::uint64_t> latency_buckets[kLatencyBuckets];
+  } lane;
   std::atomic<std::uint32_t> unsent_bytes;
   char unsent[kUnsentCapacity];
+  // Router side: the lane counts so far (each field read once; a chunk in progress may
+  // be counted received and not yet completed).
+  LaneCounts lane_counts() const {
+    LaneCounts c;
+    c.received_chunks = lane.received_chunks.load(std::memory_order_relaxed);
+    c.received_items = lane.received_items.load(std::memory_order_relaxed);
+    c.bytes_in = lane.bytes_in.load(std::memory_order_relaxed);
+    c.completed_chunks = lane.completed_chunks.load(std::memory_order_relaxed);
+    c.completed_items = lane.completed_items.load(std::memory_order_relaxed);
+    c.error_chunks = lane.error_chunks.load(std::memory_order_relaxed);
+    c.bytes_out = lane.bytes_out.load(std::memory_order_relaxed);
+    c.latency_count = lane.latency_count.load(std::memory_order_relaxed);
+    c.latency_sum_ns = lane.latency_sum_ns.load(std::memory_order_relaxed);
+    for (std::size_t b = 0; b < kLatencyBuckets; ++b) {
+      c.latency_buckets[b] = lane.latency_buckets[b].load(std::memory_order_relaxed);
+    }
+    return c;
+  }
   // Worker side: whether call_id was cancelled.
   bool is_cancelled(std::uint64_t call_id) const {
     const std::uint64_t n = cancels.load();

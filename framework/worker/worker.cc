@@ -154,16 +154,144 @@ int run_worker(const spawning::Bootstrap& boot) {
   transport::Loop loop;
   loop.watch(router.fd(), POLLIN, [&](short) { readable = true; });
   loop.watch(parent_fd, POLLIN, [&](short) { router_gone = true; });
+  // The lane (wire::Lane): chunks straight from the driver, answered straight to it.
+  transport::Connection lane;
+  transport::Loop::Id lane_watch = 0;
+  bool lane_readable = false;
+  auto close_lane = [&] {
+    if (!lane) return;
+    loop.unwatch(lane_watch);
+    lane.close();
+  };
   // After a task another one often follows within microseconds (a map's next chunk,
   // a caller's next apply): wait for it awake for a moment (see transport::Spin).
   bool served = false;  // since the last wait
   base::IdleTrim idle;  // kept buffers and mappings go back once the worker idles
+  // Runs a TASK that came from the router (lane: false) or by the lane, and answers it
+  // where it came from.
+  auto run_chunk = [&](const wire::Header& h, std::string_view payload, bool by_lane) {
+    const auto task = wire::Task::from(h);
+    bool has_errors = false;
+    const auto began = std::chrono::steady_clock::now();
+    if (by_lane) {
+      shared->lane.received_chunks.fetch_add(1, std::memory_order_relaxed);
+      shared->lane.received_items.fetch_add(task.count, std::memory_order_relaxed);
+      shared->lane.bytes_in.fetch_add(payload.size(), std::memory_order_relaxed);
+      // Named before the mark: a router that sees the mark finds the chunk it names.
+      shared->lane_call.store(task.call_id);
+      shared->lane_start.store(task.start);
+      shared->lane_count.store(task.count);
+      shared->lane_flags.store(h.flags);
+    }
+    // The lane's answers leave at once and whole, before the mark is cleared: the
+    // driver reads them even if this process dies right after.
+    auto answer = [&](const wire::Result& result, std::string_view bytes, const std::vector<int>& fds) {
+      if (!by_lane) {
+        send(result.header(), bytes, fds);
+        return;
+      }
+      if (!lane.send(result.header(), bytes, fds)) close_lane();  // the driver let it go
+      shared->lane.completed_chunks.fetch_add(1, std::memory_order_relaxed);
+      shared->lane.completed_items.fetch_add(result.count, std::memory_order_relaxed);
+      if (result.has_errors) shared->lane.error_chunks.fetch_add(1, std::memory_order_relaxed);
+      shared->lane.bytes_out.fetch_add(bytes.size(), std::memory_order_relaxed);
+      const auto ns = static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - began).count());
+      shared->lane.latency_sum_ns.fetch_add(ns, std::memory_order_relaxed);
+      for (std::size_t b = 0; b < wire::kLatencyBuckets; ++b) {
+        if (static_cast<double>(ns) <= wire::kLatencyBounds[b] * 1e9) {
+          shared->lane.latency_buckets[b].fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      shared->lane.latency_count.fetch_add(1, std::memory_order_relaxed);
+    };
+    // Marked running before looking for a cancel (wire::WorkerShared's handshake):
+    // a chunk of a cancelled call is skipped here, or the router sees it running.
+    running->store(wire::chunk_mark(task.call_id, task.start));
+    if (shared->is_cancelled(task.call_id)) {
+      const detail::Buffer out = fail_all(task.count, "mpx::CancelledError",
+                                          "call " + std::to_string(task.call_id) +
+                                              " was cancelled before this chunk started");
+      answer(wire::Result{task.call_id, task.start, task.count, pid, true},
+             std::string_view(out.data(), out.size()), {});
+      running->store(0, std::memory_order_release);
+      return;
+    }
+    // Large results become objects, whose memfds go with the RESULT frame: the
+    // kernel holds them in flight, so they outlive this worker like the bytes do.
+    detail::Pins objects;
+    detail::ObjectSink sink{static_cast<std::size_t>(object_threshold), &objects};
+    sink.max_objects = wire::kMaxFds;
+    detail::Buffer out(0);
+    {
+      detail::ResultObjectScope scope(sink);
+      out = run_task(task, payload.data(), payload.size(), &has_errors);
+    }
+    const bool quick = std::chrono::steady_clock::now() - began < kQuickTask;
+    if (out.size() > max_message_bytes) {
+      // The router would disconnect us for it: the items fail instead.
+      const std::string why = "the results of this chunk encode to " +
+                              std::to_string(out.size()) +
+                              " bytes, more than the pool's max_message_bytes (" +
+                              std::to_string(max_message_bytes) + ")";
+      out = fail_all(task.count, "mpx::Error", why);
+      has_errors = true;
+      objects.clear();
+      sink.fds.clear();
+    }
+    const wire::Result result{task.call_id, task.start, task.count, pid, has_errors,
+                              static_cast<std::uint8_t>(sink.fds.size())};
+    served = quick;  // after a long task the next one is no sooner for waiting awake
+    const std::string_view bytes(out.data(), out.size());
+    if (!by_lane && quick && sink.fds.empty() && router.reader().frame_ready()) {
+      batch.hold(result.header(), bytes);  // the next chunk is here: one write for both
+    } else {
+      answer(result, bytes, sink.fds);
+    }
+    objects.clear();  // in flight now: the kernel keeps them for the router
+    // Cleared only once the result is in the router's socket buffer or in the
+    // shared page: a death with the mark at 0 proves that every chunk this worker
+    // still held and had not answered never started, so the router requeues them
+    // free of charge.
+    running->store(0, std::memory_order_release);
+  };
+  // What the lane brought: TASKs only. A lane the driver closed (or that broke) is
+  // let go; its chunks are the router's business from then on.
+  auto read_lane = [&] {
+    transport::Reader::Fill fill;
+    try {
+      fill = lane.fill();
+    } catch (const std::bad_alloc&) {
+      logger().error("worker: out of memory reading from the lane");
+      std::_Exit(1);  // the router reports the death; the driver submits the chunk again
+    }
+    for (;;) {
+      wire::Header h;
+      std::string_view header_bytes, payload;
+      const auto got = lane.next(h, header_bytes, payload, &why);
+      if (got == transport::Reader::Next::kNone) break;
+      if (got == transport::Reader::Next::kFrame && h.type == wire::Type::kTask) {
+        run_chunk(h, payload, true);
+        if (!lane) return;
+        continue;
+      }
+      logger().error("worker: dropped the lane: {}",
+                     got == transport::Reader::Next::kFrame
+                         ? std::string("it brought a ") + wire::type_name(h.type)
+                         : why);
+      close_lane();
+      return;
+    }
+    if (fill == transport::Reader::Fill::kClosed) close_lane();
+  };
   for (;;) {
     readable = false;
+    lane_readable = false;
     loop.run_once(idle.deadline(), /*spin=*/served);
-    if (idle.after_wait(readable)) detail::forget_recently_opened_segments();
+    if (idle.after_wait(readable || lane_readable)) detail::forget_recently_opened_segments();
     served = false;
     if (router_gone) return 0;
+    if (lane_readable && lane) read_lane();
     if (!readable) continue;
     transport::Reader::Fill fill;
     try {
@@ -187,59 +315,19 @@ int run_worker(const spawning::Bootstrap& boot) {
         return 1;
       }
       switch (h.type) {
-        case wire::Type::kTask: {
-          const auto task = wire::Task::from(h);
-          bool has_errors = false;
-          const auto began = std::chrono::steady_clock::now();
-          // Marked running before looking for a cancel (wire::WorkerShared's handshake):
-          // a chunk of a cancelled call is skipped here, or the router sees it running.
-          running->store(wire::chunk_mark(task.call_id, task.start));
-          if (shared->is_cancelled(task.call_id)) {
-            const detail::Buffer out = fail_all(task.count, "mpx::CancelledError",
-                                                "call " + std::to_string(task.call_id) +
-                                                    " was cancelled before this chunk started");
-            send(wire::Result{task.call_id, task.start, task.count, pid, true}.header(),
-                 std::string_view(out.data(), out.size()));
-            running->store(0, std::memory_order_release);
+        case wire::Type::kTask:
+          run_chunk(h, payload, false);
+          break;
+        case wire::Type::kLane: {
+          auto& fds = router.reader().frame_fds().get();
+          if (fds.empty() || fds[0] < 0) {
+            logger().warn("worker: a LANE came without its descriptor");
             break;
           }
-          // Large results become objects, whose memfds go with the RESULT frame: the
-          // kernel holds them in flight, so they outlive this worker like the bytes do.
-          detail::Pins objects;
-          detail::ObjectSink sink{static_cast<std::size_t>(object_threshold), &objects};
-          sink.max_objects = wire::kMaxFds;
-          detail::Buffer out(0);
-          {
-            detail::ResultObjectScope scope(sink);
-            out = run_task(task, payload.data(), payload.size(), &has_errors);
-          }
-          const bool quick = std::chrono::steady_clock::now() - began < kQuickTask;
-          if (out.size() > max_message_bytes) {
-            // The router would disconnect us for it: the items fail instead.
-            const std::string why = "the results of this chunk encode to " +
-                                    std::to_string(out.size()) +
-                                    " bytes, more than the pool's max_message_bytes (" +
-                                    std::to_string(max_message_bytes) + ")";
-            out = fail_all(task.count, "mpx::Error", why);
-            has_errors = true;
-            objects.clear();
-            sink.fds.clear();
-          }
-          const wire::Result result{task.call_id, task.start, task.count, pid, has_errors,
-                                    static_cast<std::uint8_t>(sink.fds.size())};
-          served = quick;  // after a long task the next one is no sooner for waiting awake
-          const std::string_view bytes(out.data(), out.size());
-          if (quick && sink.fds.empty() && router.reader().frame_ready()) {
-            batch.hold(result.header(), bytes);  // the next chunk is here: one write for both
-          } else {
-            send(result.header(), bytes, sink.fds);
-          }
-          objects.clear();  // in flight now: the kernel keeps them for the router
-          // Cleared only once the result is in the router's socket buffer or in the
-          // shared page: a death with the mark at 0 proves that every chunk this worker
-          // still held and had not answered never started, so the router requeues them
-          // free of charge.
-          running->store(0, std::memory_order_release);
+          close_lane();
+          lane = transport::Connection(fds[0]);
+          fds[0] = -1;
+          lane_watch = loop.watch(lane.fd(), POLLIN, [&](short) { lane_readable = true; });
           break;
         }
         case wire::Type::kConfig: {

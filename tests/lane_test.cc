@@ -1,0 +1,167 @@
+// Lanes, for real: a pool's call of one chunk goes straight to a worker and back
+// (wire::Lane), and the router still answers for it when that worker dies.
+//
+// Which calls took the lane is seen by stopping the router (SIGSTOP): a call on the
+// lane is answered all the same; one through the router waits until it runs again.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "framework/router/status.h"
+#include "framework/testing/testing.h"
+#include "mpx/mpx.h"
+
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+int pid_of(int) { return static_cast<int>(getpid()); }
+int square(int x) { return x * x; }
+// SIGKILL: sanitizers turn other fatal signals into exit codes.
+int crash(int) {
+  raise(SIGKILL);
+  return 0;
+}
+// Dies the first time it runs, answers the second.
+int die_once(mpx::Value<int> runs) {
+  if (runs.fetch_add(1) == 0) std::_Exit(9);
+  return static_cast<int>(getpid());
+}
+int sleep_ms(int ms) {
+  std::this_thread::sleep_for(milliseconds(ms));
+  return ms;
+}
+MPX_TASK(pid_of);
+MPX_TASK(square);
+MPX_TASK(crash);
+MPX_PURE_TASK(die_once);
+MPX_TASK(sleep_ms);
+
+// The router stopped (SIGSTOP) while it lives.
+class RouterStopped {
+ public:
+  explicit RouterStopped(pid_t router) : router_(router) { ::kill(router_, SIGSTOP); }
+  ~RouterStopped() { ::kill(router_, SIGCONT); }
+
+ private:
+  pid_t router_;
+};
+
+// The pid of the worker at the other end of pool's lane, asked with the router stopped
+// (0: the call did not come back within 30 s, so it did not take a lane).
+int lane_worker(mpx::Pool& pool) {
+  pool.apply(square, 2);  // the lane opens as the workers start: its LANE comes before this result
+  RouterStopped stopped(pool.router_pid());
+  mpx::Future<int> f = pool.apply_async(pid_of, 0);
+  if (!f.wait_for(seconds(30))) return 0;
+  return f.get();
+}
+
+class LaneTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    ::unsetenv("MPX_LANES");
+    auto left = mpx::testing::wait_no_descendants(seconds(10));
+    for (const auto& d : left) ADD_FAILURE() << "left running: pid " << d.pid << " " << d.cmdline;
+  }
+};
+
+TEST_F(LaneTest, ACallOfOneChunkIsAnsweredWithoutTheRouter) {
+  mpx::Pool pool(2);
+  const int worker = lane_worker(pool);
+  ASSERT_NE(worker, 0) << "the call waited for the stopped router";
+  const auto workers = mpx::testing::worker_pids();
+  EXPECT_NE(std::find(workers.begin(), workers.end(), worker), workers.end());
+  // A map of several chunks goes through the router, whatever the lane.
+  EXPECT_EQ(pool.map(square, std::vector<int>{1, 2, 3}, 1), (std::vector<int>{1, 4, 9}));
+}
+
+TEST_F(LaneTest, WithLanesOffEveryCallWaitsForTheRouter) {
+  ::setenv("MPX_LANES", "0", 1);
+  mpx::Pool pool(2);
+  pool.apply(square, 2);
+  mpx::Future<int> f;
+  {
+    RouterStopped stopped(pool.router_pid());
+    f = pool.apply_async(pid_of, 0);
+    EXPECT_FALSE(f.wait_for(milliseconds(300))) << "answered while the router was stopped";
+  }
+  EXPECT_GT(f.get(), 0);
+}
+
+TEST_F(LaneTest, ALaneCallWhoseWorkerDiesFailsWithWorkerLostAndTheNextTakesANewLane) {
+  mpx::Pool pool(2);
+  const int first = lane_worker(pool);
+  ASSERT_NE(first, 0);
+  try {
+    pool.apply(crash, 0);
+    ADD_FAILURE() << "a crashed task returned";
+  } catch (const mpx::WorkerLost& e) {
+    EXPECT_NE(std::string(e.what()).find("signal 9"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(std::to_string(first)), std::string::npos)
+        << "names the worker that died: " << e.what();
+  }
+  EXPECT_EQ(pool.apply(square, 7), 49) << "the pool goes on";
+  const int second = lane_worker(pool);
+  EXPECT_NE(second, 0) << "a new lane opened";
+  EXPECT_NE(second, first);
+}
+
+TEST_F(LaneTest, APureLaneCallWhoseWorkerDiedRunsAgain) {
+  mpx::Pool pool(2);
+  ASSERT_NE(lane_worker(pool), 0);
+  mpx::Value<int> runs(0);
+  EXPECT_GT(pool.apply(die_once, runs), 0);
+  EXPECT_EQ(runs.load(), 2) << "it ran, died, and ran again (MPX_PURE_TASK)";
+}
+
+TEST_F(LaneTest, ALaneCallItsWorkerNeverReadGoesToAnotherWorkerOnce) {
+  mpx::Pool pool(2);
+  const int stuck = lane_worker(pool);
+  ASSERT_NE(stuck, 0);
+  ::kill(stuck, SIGSTOP);
+  // Into the lane's socket (written whole before apply_async returns); its worker cannot
+  // read it, and dies without having read it.
+  mpx::Future<int> f = pool.apply_async(pid_of, 0);
+  ::kill(stuck, SIGKILL);
+  int ran_on = 0;
+  ASSERT_NO_THROW(ran_on = f.get()) << "a call that never started is not lost";
+  EXPECT_NE(ran_on, stuck);
+  EXPECT_GT(ran_on, 0);
+}
+
+TEST_F(LaneTest, ALongLaneCallOutlivesTheHeartbeatTimeout) {
+  // A worker the router sees idle and silent for 300 ms is replaced, unless it runs a
+  // chunk: one from its lane, which the router never handed out, counts.
+  mpx::Pool pool(mpx::PoolOptions().processes(1).heartbeat_timeout(milliseconds(300)));
+  const int worker = lane_worker(pool);
+  ASSERT_NE(worker, 0);
+  EXPECT_EQ(pool.apply(sleep_ms, 2500), 2500);
+  EXPECT_EQ(pool.apply(pid_of, 0), worker) << "the worker was replaced while it ran";
+}
+
+TEST_F(LaneTest, LaneCallsAreCountedInThePoolsStatus) {
+  mpx::Pool pool(2);
+  ASSERT_NE(lane_worker(pool), 0);  // 2 items so far
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(pool.apply(square, i), i * i);
+  EXPECT_EQ(pool.map(square, std::vector<int>(10, 3), 5).size(), 10u);  // 2 chunks, by the router
+  std::string why;
+  const auto status =
+      mpx::router::query_status(mpx::router::status_endpoint_name(pool.router_pid()), seconds(10), &why);
+  ASSERT_TRUE(status.has_value()) << why;
+  EXPECT_EQ(status->submitted_items, 32u);
+  EXPECT_EQ(status->completed_items, 32u);
+  EXPECT_EQ(status->submitted_chunks, 24u);
+  EXPECT_EQ(status->in_flight_chunks, 0u);
+}
+
+}  // namespace
