@@ -182,6 +182,7 @@ PoolCore::PoolCore(const PoolOptions& options)
   start_router();
   conn_watch_ = loop_->watch(conn_.fd(), POLLIN, [this](short) { read_router(); });
   router_watch_ = loop_->watch(router_.pidfd(), POLLIN, [this](short) { check_router_exit(); });
+  loop_->set_cold(router_watch_);  // its death may wait for the end of a spin
   router_watched_ = true;
   logger().debug("pool: router pid {} with {} workers", router_pid_, processes_);
 }
@@ -611,6 +612,7 @@ std::string PoolCore::heal_router(pid_t pid, const std::string& death) {
   }
   conn_watch_ = loop_->watch(conn_.fd(), POLLIN, [this](short) { read_router(); });
   router_watch_ = loop_->watch(router_.pidfd(), POLLIN, [this](short) { check_router_exit(); });
+  loop_->set_cold(router_watch_);  // its death may wait for the end of a spin
   router_watched_ = true;
   logger().warn("pool: {}; a new router (pid {}) takes over with new workers", router, router_.pid());
   resend_unanswered(pid, death);

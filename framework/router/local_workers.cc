@@ -53,6 +53,7 @@ WorkerSupervisor::Started LocalWorkers::spawn(const std::string& name) {
   if (map != MAP_FAILED) child.shared = new (map) wire::WorkerShared{};
   const pid_t pid = child.process.pid;
   child.watch = loop_.watch(child.process.pidfd, POLLIN, [this, id](short) { exited(id); });
+  loop_.set_cold(child.watch);  // a death may wait for the end of a spin
   children_.emplace(id, child);
   return {id, pid};
 }

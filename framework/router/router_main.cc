@@ -455,6 +455,10 @@ int run_router(const spawning::Bootstrap& boot) {
   }
   front_watch = loop.watch(front.fd(), POLLIN, [&](short) { accept_all(front, true); });
   back_watch = loop.watch(back.fd(), POLLIN, [&](short) { accept_all(back, false); });
+  // New peers, status readers and the driver's death may wait for the end of a spin.
+  loop.set_cold(front_watch);
+  loop.set_cold(back_watch);
+  if (status_watch != 0) loop.set_cold(status_watch);
   // Once the driver is gone its pidfd stays readable: it is watched no more.
   transport::Loop::Id driver_watch = 0;
   driver_watch = loop.watch(driver_fd, POLLIN, [&](short) {
@@ -462,6 +466,7 @@ int run_router(const spawning::Bootstrap& boot) {
     loop.unwatch(driver_watch);
     core.terminate();
   });
+  loop.set_cold(driver_watch);
 
   core.start(Clock::now());
   logger().debug("router: serving {} workers", config.workers);

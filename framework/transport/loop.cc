@@ -68,10 +68,11 @@ Loop::Loop(bool wakeable) {
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
   // Drained by run_once itself; never counted as a handler that ran.
-  watch(wake_fd_, POLLIN, [this](short) {
+  const Id wake = watch(wake_fd_, POLLIN, [this](short) {
     std::uint64_t count;
     [[maybe_unused]] ssize_t n = ::read(wake_fd_, &count, sizeof count);
   });
+  set_cold(wake);
 }
 
 Loop::~Loop() {
@@ -106,7 +107,16 @@ void Loop::set_events(Id id, short events) {
     // reached yet.
     fds_[e.slot].fd = events ? e.fd : -1;
     fds_[e.slot].events = events;
+    if (!e.cold) {
+      hot_[e.hot_slot].fd = events ? e.fd : -1;
+      hot_[e.hot_slot].events = events;
+    }
   }
+}
+
+void Loop::set_cold(Id id) {
+  entries_[id].cold = true;
+  dirty_ = true;
 }
 
 void Loop::unwatch(Id id) {
@@ -142,12 +152,19 @@ void Loop::wake() {
 void Loop::rebuild() {
   fds_.clear();
   fd_ids_.clear();
+  hot_.clear();
+  hot_slots_.clear();
   for (Id id = 0; id < entries_.size(); ++id) {
     Entry& e = entries_[id];
     if (!e.live) continue;
     e.slot = fds_.size();
     fds_.push_back({e.events ? e.fd : -1, e.events, 0});
     fd_ids_.push_back(id);
+    if (!e.cold) {
+      e.hot_slot = hot_.size();
+      hot_.push_back(fds_.back());
+      hot_slots_.push_back(e.slot);
+    }
   }
   dirty_ = false;
 }
@@ -165,8 +182,11 @@ int Loop::wait(int timeout_ms, Clock::time_point deadline, bool spin) {
   const auto start = Clock::now();
   const auto until = std::min(deadline, start + Clock::duration(budget));
   do {
-    const int n = ::poll(fds_.data(), static_cast<nfds_t>(fds_.size()), 0);
+    const int n = ::poll(hot_.data(), static_cast<nfds_t>(hot_.size()), 0);
     if (n > 0) {
+      // What the cold entries said last time is not news: only the hot ones ran now.
+      for (pollfd& p : fds_) p.revents = 0;
+      for (std::size_t i = 0; i < hot_.size(); ++i) fds_[hot_slots_[i]].revents = hot_[i].revents;
       spin_.update(true);
       return n;
     }

@@ -93,6 +93,11 @@ class Loop {
   Id watch(int fd, short events, Handler handler);
   // What entry id waits for from now on; 0 pauses it (not even a hang-up is reported).
   void set_events(Id id, short events);
+  // Entry id is not checked while the loop spins, only when it sleeps: for what may
+  // wait a spin's length (at most Spin's 100 us) and costs a spin check dearly (a
+  // pidfd, a listener, the wake-up eventfd): a spin then polls only what answers
+  // arrive on.
+  void set_cold(Id id);
   void unwatch(Id id);
   // Runs id's handler on the next turn without waiting for its descriptor: for a
   // source whose readiness is edge-triggered (a ZeroMQ socket's ZMQ_FD) and that has
@@ -121,7 +126,9 @@ class Loop {
     Handler handler;
     bool live = false;
     bool again = false;  // ready_again: run on the next turn
+    bool cold = false;   // set_cold
     std::size_t slot = 0;  // its index in fds_ while !dirty_
+    std::size_t hot_slot = 0;  // its index in hot_ while !dirty_ (not cold)
   };
   void rebuild();
   int wait(int timeout_ms_or_forever, Clock::time_point deadline, bool spin);
@@ -131,6 +138,8 @@ class Loop {
   std::vector<Id> freed_;      // unwatched during a turn: reusable after it
   std::vector<pollfd> fds_;    // rebuilt from entries_ when dirty_
   std::vector<Id> fd_ids_;     // fds_[i] belongs to entries_[fd_ids_[i]]
+  std::vector<pollfd> hot_;    // the entries that are not cold, polled while spinning
+  std::vector<std::size_t> hot_slots_;  // hot_[i] is fds_[hot_slots_[i]]
   bool dirty_ = true;
   bool dispatching_ = false;
   std::size_t live_ = 0;

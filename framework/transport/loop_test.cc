@@ -152,6 +152,24 @@ TEST(Loop, SpinningCatchesWhatComesSoonAndAdaptsItsBudget) {
   EXPECT_EQ(loop.spin().budget(), std::chrono::microseconds(50)) << "missed: halved";
 }
 
+TEST(Loop, ASpinChecksHotEntriesOnlyAndNeverRunsAColdOneOnOldNews) {
+  if (!Spin::enabled()) GTEST_SKIP() << "MPX_SPIN=0";
+  Loop loop;
+  Pipe hot, cold;
+  std::vector<std::string> ran;
+  loop.watch(hot.fd[0], POLLIN, [&](short) { ran.push_back("hot"); hot.take(); });
+  loop.set_cold(loop.watch(cold.fd[0], POLLIN, [&](short) { ran.push_back("cold"); cold.take(); }));
+  // A cold entry is seen once the spin has ended and the loop sleeps.
+  cold.put();
+  EXPECT_EQ(loop.run_once(soon(), /*spin=*/true), 1);
+  EXPECT_EQ(ran, std::vector<std::string>{"cold"});
+  EXPECT_EQ(loop.spin().budget(), std::chrono::microseconds(25)) << "the spin saw nothing: halved";
+  // A spin that catches a hot one runs it alone: the cold one's last readiness is old.
+  hot.put();
+  EXPECT_EQ(loop.run_once(soon(), /*spin=*/true), 1);
+  EXPECT_EQ(ran, (std::vector<std::string>{"cold", "hot"}));
+}
+
 TEST(Spin, BudgetDoublesHalvesAndIsProbedAgain) {
   if (!Spin::enabled()) GTEST_SKIP() << "MPX_SPIN=0";
   Spin s;

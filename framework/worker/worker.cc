@@ -153,7 +153,7 @@ int run_worker(const spawning::Bootstrap& boot) {
   bool readable = false;
   transport::Loop loop;
   loop.watch(router.fd(), POLLIN, [&](short) { readable = true; });
-  loop.watch(parent_fd, POLLIN, [&](short) { router_gone = true; });
+  loop.set_cold(loop.watch(parent_fd, POLLIN, [&](short) { router_gone = true; }));
   // The lane (wire::Lane): chunks straight from the driver, answered straight to it.
   transport::Connection lane;
   transport::Loop::Id lane_watch = 0;
