@@ -40,11 +40,20 @@ int sleep_ms(int ms) {
   std::this_thread::sleep_for(milliseconds(ms));
   return ms;
 }
+// Sets started, then sleeps ms: lets a test act while the call runs.
+int started_then_sleep(mpx::Event started, int ms) {
+  started.set();
+  std::this_thread::sleep_for(milliseconds(ms));
+  return ms;
+}
+int pure_started_then_sleep(mpx::Event started, int ms) { return started_then_sleep(started, ms); }
 MPX_TASK(pid_of);
 MPX_TASK(square);
 MPX_TASK(crash);
 MPX_PURE_TASK(die_once);
 MPX_TASK(sleep_ms);
+MPX_TASK(started_then_sleep);
+MPX_PURE_TASK(pure_started_then_sleep);
 
 // The router stopped (SIGSTOP) while it lives.
 class RouterStopped {
@@ -147,6 +156,29 @@ TEST_F(LaneTest, ALongLaneCallOutlivesTheHeartbeatTimeout) {
   ASSERT_NE(worker, 0);
   EXPECT_EQ(pool.apply(sleep_ms, 2500), 2500);
   EXPECT_EQ(pool.apply(pid_of, 0), worker) << "the worker was replaced while it ran";
+}
+
+// The lane's worker dies with its router: a lane call then goes as the router's own
+// chunks go. Run again by the new router if it may run twice; RouterLost otherwise.
+TEST_F(LaneTest, ALaneCallWhoseRouterDiedIsSentAgainOnlyIfItMayRunTwice) {
+  mpx::Pool pool(2);
+  for (const bool pure : {false, true}) {
+    SCOPED_TRACE(pure ? "MPX_PURE_TASK" : "MPX_TASK");
+    ASSERT_NE(lane_worker(pool), 0);
+    mpx::Event started;
+    mpx::Future<int> f = pure ? pool.apply_async(pure_started_then_sleep, started, 1000)
+                              : pool.apply_async(started_then_sleep, started, 60000);
+    ASSERT_TRUE(started.wait(seconds(30)));
+    const pid_t router = pool.router_pid();
+    ASSERT_EQ(::kill(router, SIGKILL), 0);
+    if (pure) {
+      EXPECT_EQ(f.get(), 1000);
+    } else {
+      EXPECT_THROW(f.get(), mpx::RouterLost);
+    }
+    EXPECT_NE(pool.router_pid(), router);
+    EXPECT_EQ(pool.apply(square, 5), 25);
+  }
 }
 
 TEST_F(LaneTest, LaneCallsAreCountedInThePoolsStatus) {
