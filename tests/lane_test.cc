@@ -181,6 +181,26 @@ TEST_F(LaneTest, ALaneCallWhoseRouterDiedIsSentAgainOnlyIfItMayRunTwice) {
   }
 }
 
+// Threads calling at once: one call at a time takes the lane, the others the router,
+// and every caller gets its own answer.
+TEST_F(LaneTest, ThreadsCallingAtOnceEachGetTheirOwnAnswers) {
+  mpx::Pool pool(2);
+  ASSERT_NE(lane_worker(pool), 0);
+  constexpr int kThreads = 4, kCalls = 300;
+  std::vector<std::thread> callers;
+  std::vector<int> wrong(kThreads, 0);
+  for (int t = 0; t < kThreads; ++t) {
+    callers.emplace_back([&, t] {
+      for (int i = 0; i < kCalls; ++i) {
+        const int x = t * kCalls + i;
+        if (pool.apply(square, x) != x * x) ++wrong[static_cast<std::size_t>(t)];
+      }
+    });
+  }
+  for (auto& c : callers) c.join();
+  EXPECT_EQ(wrong, std::vector<int>(kThreads, 0));
+}
+
 TEST_F(LaneTest, LaneCallsAreCountedInThePoolsStatus) {
   mpx::Pool pool(2);
   ASSERT_NE(lane_worker(pool), 0);  // 2 items so far
