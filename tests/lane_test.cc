@@ -4,6 +4,8 @@
 // Which calls took the lane is seen by stopping the router (SIGSTOP): a call on the
 // lane is answered all the same; one through the router waits until it runs again.
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,7 +49,35 @@ int started_then_sleep(mpx::Event started, int ms) {
   return ms;
 }
 int pure_started_then_sleep(mpx::Event started, int ms) { return started_then_sleep(started, ms); }
+// The descriptors of this process's lane ends: the stream sockets whose peer has no
+// name (a socketpair's; the router's connections are to named, abstract addresses).
+std::vector<int> lane_fds() {
+  std::vector<int> fds;
+  for (int fd = 3; fd < 1024; ++fd) {
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) continue;
+    sockaddr_un peer{};
+    socklen_t peer_len = sizeof peer;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0 &&
+        peer_len <= sizeof(sa_family_t)) {
+      fds.push_back(fd);
+    }
+  }
+  return fds;
+}
+// A frame no mpx process would write: its header claims more bytes than a header may have.
+void write_garbage(int fd) {
+  const char junk[] = "\xff\xff\xff\x7f\x00\x00\x00\x00garbage";
+  [[maybe_unused]] ssize_t n = ::write(fd, junk, sizeof junk - 1);
+}
+// Run on the lane: writes garbage into the lane ahead of its own answer.
+int garble_my_lane(int) {
+  for (int fd : lane_fds()) write_garbage(fd);
+  return 1;
+}
 MPX_TASK(pid_of);
+MPX_TASK(garble_my_lane);
 MPX_TASK(square);
 MPX_TASK(crash);
 MPX_PURE_TASK(die_once);
@@ -199,6 +229,33 @@ TEST_F(LaneTest, ThreadsCallingAtOnceEachGetTheirOwnAnswers) {
   }
   for (auto& c : callers) c.join();
   EXPECT_EQ(wrong, std::vector<int>(kThreads, 0));
+}
+
+// Only a pool's own processes write to its lane, and only whole frames: garbage there
+// is a bug. Nothing waits on it: the driver fails the lane's call, naming why; a
+// worker ends, so that its router reports the lane gone.
+TEST_F(LaneTest, GarbageOnALaneFailsItsCallOrEndsItsWorkerAndNothingWaits) {
+  mpx::Pool pool(2);
+  ASSERT_NE(lane_worker(pool), 0);
+  try {
+    pool.apply(garble_my_lane, 0);
+    ADD_FAILURE() << "a call whose lane brought garbage returned";
+  } catch (const mpx::DecodeError& e) {
+    EXPECT_NE(std::string(e.what()).find("the lane to its worker broke"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("garble_my_lane"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(pool.apply(square, 3), 9) << "through the router: that lane is gone";
+
+  mpx::Pool other(2);
+  const int worker = lane_worker(other);
+  ASSERT_NE(worker, 0);
+  const std::vector<int> mine = lane_fds();
+  ASSERT_EQ(mine.size(), 1u) << "the second pool's lane (the first one's was let go)";
+  write_garbage(mine[0]);
+  EXPECT_TRUE(mpx::testing::wait_until([&] { return ::kill(worker, 0) != 0; }, seconds(30)))
+      << "the worker whose lane broke ended";
+  EXPECT_EQ(other.apply(square, 4), 16);
+  EXPECT_EQ(pool.apply(square, 5), 25);
 }
 
 TEST_F(LaneTest, LaneCallsAreCountedInThePoolsStatus) {

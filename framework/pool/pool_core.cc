@@ -718,8 +718,8 @@ void PoolCore::read_lane() {
   if (!lane_watched_) return;
   const auto fill = lane_.fill();
   const bool intact = dispatch_lane_frames();
-  // A lane that ended or broke is let go; what its chunk became, the router says
-  // (LOST, RESUBMIT, LANE_END).
+  // A lane that ended is let go; what its chunk became, the router says (LOST,
+  // RESUBMIT, LANE_END).
   if (!intact || fill == transport::Reader::Fill::kClosed) close_lane();
 }
 
@@ -730,21 +730,38 @@ bool PoolCore::dispatch_lane_frames() {
     std::string why;
     const auto got = lane_.next(h, header_bytes, payload, &why);
     if (got == transport::Reader::Next::kNone) return true;
-    if (got == transport::Reader::Next::kBroken) {
-      logger().warn("pool: dropped the lane: {}", why);
-      return false;
-    }
-    if (got == transport::Reader::Next::kBadFrame) {
-      logger().warn("pool: dropped a malformed message from the lane: {}", why);
+    if (got == transport::Reader::Next::kFrame && h.type == wire::Type::kResult) {
+      dispatch(h, payload, lane_.reader());
+      lane_.reader().frame_fds().reset();
       continue;
     }
-    if (h.type == wire::Type::kResult) {
-      dispatch(h, payload, lane_.reader());
-    } else {
-      logger().warn("pool: dropped unexpected {} from the lane", wire::type_name(h.type));
-    }
-    lane_.reader().frame_fds().reset();
+    // Only its worker writes to a lane, and only whole RESULTs: anything else is a bug,
+    // and what it meant cannot be known. The lane's call fails, naming why, rather than
+    // wait for an answer that may have been this (the worker lives on: no LANE_END).
+    if (got == transport::Reader::Next::kFrame) why = std::string("it brought a ") + wire::type_name(h.type);
+    logger().error("pool: the lane broke: {}", why);
+    fail_lane_chunk("the lane to its worker broke (" + why + ")");
+    return false;
   }
+}
+
+void PoolCore::fail_lane_chunk(const std::string& why) {
+  std::shared_ptr<CallBase> call;
+  {
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    if (!lane_chunk_) return;
+    const auto [call_id, start] = *lane_chunk_;
+    release_chunk(call_id, start);
+    auto it = calls_.find(call_id);
+    if (it == calls_.end()) return;
+    call = it->second;
+    calls_.erase(it);
+  }
+  call->accept_failure(std::make_exception_ptr(
+      DecodeError("task '" + std::string(call->task().name) + "': " + why + "; the call failed")));
+  std::lock_guard<std::mutex> lock(pump_.mu());
+  finished_locked(call);
+  pump_.notify();
 }
 
 void PoolCore::drain_lane() {

@@ -125,8 +125,11 @@ class PoolCore {
   // ---- The lane (wire::Lane); pump holder, send_mu_ not held ----
   // The lane is readable (Loop handler).
   void read_lane();
-  // Handles every complete frame the lane's reader holds; false if the stream broke.
+  // Handles every complete frame the lane's reader holds; false if the lane broke
+  // (anything but a RESULT on it), which fails the call on it (fail_lane_chunk).
   bool dispatch_lane_frames();
+  // The call of the chunk on the lane fails with mpx::DecodeError, saying why.
+  void fail_lane_chunk(const std::string& why);
   // Reads what the lane holds to its end (its worker is gone: all it wrote is there).
   void drain_lane();
   void close_lane();

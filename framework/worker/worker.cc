@@ -275,12 +275,15 @@ int run_worker(const spawning::Bootstrap& boot) {
         if (!lane) return;
         continue;
       }
-      logger().error("worker: dropped the lane: {}",
+      // Only its driver writes to a lane, and only whole TASKs: this is a bug, not a
+      // message to skip. The worker ends, so that its router reports the lane gone
+      // and the driver sends what it waits for to the router (a lane closed by a live
+      // worker would leave that call waiting).
+      logger().error("worker: the lane broke: {}; ending",
                      got == transport::Reader::Next::kFrame
                          ? std::string("it brought a ") + wire::type_name(h.type)
                          : why);
-      close_lane();
-      return;
+      std::_Exit(1);
     }
     if (fill == transport::Reader::Fill::kClosed) close_lane();
   };
