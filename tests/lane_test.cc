@@ -178,6 +178,29 @@ TEST_F(LaneTest, ALaneCallItsWorkerNeverReadGoesToAnotherWorkerOnce) {
   EXPECT_GT(ran_on, 0);
 }
 
+// While a lane call is out, the router counts it against its worker's credit, even
+// before that worker has read it: work through the router goes to the other worker
+// instead of waiting behind it. The lane's worker is stopped so that it cannot read
+// its call (and say so in its mark), and the heartbeat timeout is long enough that
+// the router does not replace it meanwhile; six pools, as which worker the router
+// would otherwise pick depends on their random ids.
+TEST_F(LaneTest, WorkThroughTheRouterDoesNotWaitBehindALaneCall) {
+  for (int round = 0; round < 6; ++round) {
+    mpx::Pool pool(mpx::PoolOptions().processes(2).prefetch(1).heartbeat_timeout(seconds(120)));
+    const int lane = lane_worker(pool);
+    ASSERT_NE(lane, 0);
+    ASSERT_EQ(::kill(lane, SIGSTOP), 0);
+    mpx::Future<int> held = pool.apply_async(sleep_ms, 60000);  // on the lane, not read
+    mpx::Future<int> other = pool.apply_async(pid_of, 0);        // through the router
+    const bool answered = other.wait_for(seconds(20));
+    if (!answered) ::kill(lane, SIGCONT);
+    ASSERT_TRUE(answered) << "round " << round << ": it waited behind the lane's call";
+    EXPECT_NE(other.get(), lane);
+    pool.terminate();
+    ::kill(lane, SIGCONT);
+  }
+}
+
 TEST_F(LaneTest, ALongLaneCallOutlivesTheHeartbeatTimeout) {
   // A worker the router sees idle and silent for 300 ms is replaced, unless it runs a
   // chunk: one from its lane, which the router never handed out, counts.

@@ -361,7 +361,7 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
                inflight_bytes_ + size <= max_inflight_bytes_;
       },
       Clock::time_point::max());
-  const wire::Header h = wire::Submit{call.id(), start, count, call.task().pure, call.task().name}.header();
+  wire::Header h = wire::Submit{call.id(), start, count, call.task().pure, call.task().name}.header();
   const std::string_view bytes(payload.data(), payload.size());
   const bool keep = call.task().pure || resend_all_;
   // Small chunks gather in out_ (one write for many); a large one is its own write,
@@ -378,13 +378,15 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
       std::lock_guard<std::mutex> lock(pump_.mu());
       if (state_ == State::kBroken) throw PoolBroken("Pool is broken: " + broken_reason_);
       const bool lane = !large && lane_ && start == 0 && count == call.total() && out_.empty() &&
-                        inflight_.empty() && !lane_chunk_;
+                        inflight_.empty() && !lane_busy_;
       if (lane) {
         transport::append_frame(
             by_lane, wire::Task{call.id(), start, count, call.task().pure, call.task().name}.header(), bytes);
         lane_chunk_.emplace(call.id(), start);
-      } else if (!large) {
-        transport::append_frame(out_, h, bytes);
+        lane_busy_ = true;
+      } else {
+        if (lane_busy_) h.flags |= wire::kFlagLaneBusy;
+        if (!large) transport::append_frame(out_, h, bytes);
       }
       Unanswered& u = inflight_[{call.id(), start}];
       u.size = size;
@@ -401,6 +403,7 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
       // Its worker is gone (the router will say so): the chunk goes to the router now.
       std::lock_guard<std::mutex> lock(pump_.mu());
       lane_chunk_.reset();
+      lane_busy_ = false;
       auto it = inflight_.find({call.id(), start});
       if (it != inflight_.end() && it->second.payload) {
         it->second.lane = false;
@@ -733,6 +736,7 @@ bool PoolCore::dispatch_lane_frames() {
     if (got == transport::Reader::Next::kFrame && h.type == wire::Type::kResult) {
       dispatch(h, payload, lane_.reader());
       lane_.reader().frame_fds().reset();
+      lane_answered();
       continue;
     }
     // Only its worker writes to a lane, and only whole RESULTs: anything else is a bug,
@@ -743,6 +747,16 @@ bool PoolCore::dispatch_lane_frames() {
     fail_lane_chunk("the lane to its worker broke (" + why + ")");
     return false;
   }
+}
+
+void PoolCore::lane_answered() {
+  bool tell;
+  {
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    tell = lane_busy_ && !inflight_.empty();
+    lane_busy_ = false;
+  }
+  if (tell) send(wire::LaneFree().header(), {});
 }
 
 void PoolCore::fail_lane_chunk(const std::string& why) {
@@ -779,6 +793,10 @@ void PoolCore::close_lane() {
   if (lane_watched_) {
     loop_->unwatch(lane_watch_);
     lane_watched_ = false;
+  }
+  {
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    lane_busy_ = false;  // no chunk goes on it any more; the router learns it with the next SUBMIT
   }
   std::lock_guard<std::mutex> send_lock(send_mu_);
   lane_.close();
@@ -997,6 +1015,7 @@ void PoolCore::fail_all(std::exception_ptr error) {
     calls.swap(calls_);
     inflight_.clear();
     lane_chunk_.reset();
+    lane_busy_ = false;
     inflight_bytes_ = 0;
     inflight_chunks_.store(0, std::memory_order_relaxed);
   }

@@ -130,6 +130,9 @@ class PoolCore {
   bool dispatch_lane_frames();
   // The call of the chunk on the lane fails with mpx::DecodeError, saying why.
   void fail_lane_chunk(const std::string& why);
+  // The lane brought an answer: it is free; the router hears it if chunks of ours are
+  // out (LANE_FREE: it may have held some back from the lane's worker).
+  void lane_answered();
   // Reads what the lane holds to its end (its worker is gone: all it wrote is there).
   void drain_lane();
   void close_lane();
@@ -255,6 +258,10 @@ class PoolCore {
   std::size_t lane_dropped_fds_seen_ = 0;  // as dropped_fds_seen_, for the lane's reader
   // The chunk on the lane and unanswered: at most one. Pool mutex.
   std::optional<std::pair<std::uint64_t, std::uint64_t>> lane_chunk_;
+  // The lane's worker has a chunk of ours that it has not answered on the lane (the one
+  // in lane_chunk_, or one whose call was cancelled since): no other goes on the lane,
+  // and the router hears it with each SUBMIT (lane_busy). Pool mutex.
+  bool lane_busy_ = false;
   // What the pump waits on: the connection and the router's pidfd. Pump holder only,
   // but for wake() (interrupt).
   std::unique_ptr<transport::Loop> loop_;  // wakeable

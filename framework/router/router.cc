@@ -142,6 +142,7 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
         send_pool_error(sender, submit.call_id, broken_reason_);
         return;
       }
+      if (Worker* lane = lane_worker_of(sender)) lane->lane_busy = submit.lane_busy;
       ++counters_.submitted_chunks;
       counters_.submitted_items += submit.count;
       counters_.bytes_in += in.payload.size();
@@ -194,6 +195,11 @@ void RouterCore::on_client(transport::Incoming& in, Clock::time_point now) {
                    queue_.end());
       return;
     }
+    case wire::Type::kLaneFree:
+      // Chunks held back from that worker for its lane's may go to it now.
+      if (Worker* lane = lane_worker_of(sender)) lane->lane_busy = false;
+      dispatch();
+      return;
     case wire::Type::kShutdown:
       stop_all(false, now);
       return;
@@ -398,6 +404,13 @@ void RouterCore::on_worker_exit(std::string_view id, int wait_status,
     grant_lanes();
   }
   report_workers();
+}
+
+RouterCore::Worker* RouterCore::lane_worker_of(std::string_view client) {
+  auto it = lanes_.find(client);
+  if (it == lanes_.end()) return nullptr;
+  auto w = workers_.find(it->second);
+  return w == workers_.end() ? nullptr : &w->second;
 }
 
 void RouterCore::grant_lanes() {
@@ -674,9 +687,9 @@ void RouterCore::dispatch() {
     Worker* best = nullptr;
     std::size_t best_load = 0;
     for (auto& [id, w] : workers_) {
-      if (w.state != State::kReady || !w.configured || w.in_flight.size() >= credit(w)) continue;
-      // A lane chunk running counts as one held.
-      const std::size_t load = w.in_flight.size() + (runs_lane_chunk(w) ? 1 : 0);
+      if (w.state != State::kReady || !w.configured) continue;
+      const std::size_t load = w.in_flight.size() + lane_load(w);
+      if (load >= credit(w)) continue;
       if (best == nullptr || load < best_load) {
         best = &w;
         best_load = load;

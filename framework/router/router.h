@@ -291,6 +291,7 @@ class RouterCore {
     // "startup", "heartbeat"); empty: it died on its own, or was asked to stop.
     std::string death_cause;
     std::string lane_client;  // the client its lane goes to; empty: it has none
+    bool lane_busy = false;   // its client said its lane is busy (SUBMIT's lane_busy, LANE_FREE)
     std::uint64_t lane_cancelled_call = 0;  // killed because its lane chunk's call was cancelled
   };
   // Gives a lane to each client that wants one and has none, while a configured local
@@ -300,6 +301,13 @@ class RouterCore {
   bool runs_lane_chunk(const Worker& w) {
     return !w.lane_client.empty() && w.in_flight.empty() && supervisor_.runs_chunk(w.id);
   }
+  // A chunk of its lane's (said busy by its client, or seen running) counts as one held:
+  // for its credit, and in choosing whom to hand a chunk.
+  std::size_t lane_load(const Worker& w) {
+    return !w.lane_client.empty() && (w.lane_busy || runs_lane_chunk(w)) ? 1 : 0;
+  }
+  // The worker at the other end of client's lane, if any.
+  Worker* lane_worker_of(std::string_view client);
   int retries_for(const InFlight& f) const { return f.pure ? config_.pure_retries : config_.max_retries; }
   // Kills w (still running) for the reason given; finalize reports it.
   void kill_running(Worker& w, std::string why, bool timed_out);

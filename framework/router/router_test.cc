@@ -2038,6 +2038,38 @@ TEST_F(RouterLaneTest, WorkGoesFirstToWorkersThatDoNotRunALaneChunk) {
   expect_task(sent[0], 1000, 6, 0, 1);
 }
 
+// A chunk on the lane counts against its worker's credit from the moment its client
+// says so (SUBMIT's lane_busy), before the worker has even read it; LANE_FREE gives the
+// credit back.
+TEST_F(RouterLaneTest, AWorkerBusyWithItsLaneGetsNoMoreThanItsCredit) {
+  config_.prefetch = 1;
+  lane_to_1000();
+  Header busy = make(Type::kSubmit, 5, 0, 1, "square");
+  busy.flags = wire::kFlagLaneBusy;
+  client("R1", busy, "x");
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  expect_task(sent[0], 1001, 5, 0, 1);
+  busy.call_id = 6;
+  client("R1", busy, "x");
+  EXPECT_TRUE(io_.take().empty()) << "both workers are at their credit of 1";
+  EXPECT_EQ(core_->queued(), 1u);
+  client("R1", make(Type::kLaneFree));
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  expect_task(sent[0], 1000, 6, 0, 1);
+  // A SUBMIT that does not say busy frees it as well.
+  result(1000, 6, 0, 1);
+  io_.take();
+  busy.call_id = 7;
+  client("R1", busy, "x");
+  EXPECT_TRUE(io_.take().empty());
+  client("R1", make(Type::kSubmit, 8, 0, 1, "square"), "x");
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  expect_task(sent[0], 1000, 7, 0, 1);
+}
+
 TEST_F(RouterLaneTest, AWorkerRunningALaneChunkIsNeitherPingedNorReplaced) {
   lane_to_1000();
   runs_lane_chunk(1000, 9);

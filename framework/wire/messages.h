@@ -34,6 +34,7 @@
 // | LANE        | router -> driver, router -> worker | worker pid, 1 fd      | -                  |
 // | LANE_END    | router -> driver | worker pid                              | -                  |
 // | RESUBMIT    | router -> driver | call, start, count, attempts            | -                  |
+// | LANE_FREE   | driver -> router | -                                       | -                  |
 //
 // RESULT goes worker -> router -> driver unchanged, with the descriptors of the results
 // that travel as objects (Header::fds).
@@ -47,7 +48,10 @@
 // router (WorkerShared), so that when it dies running one, the router reports the chunk
 // LOST, or asks the driver to submit it again (RESUBMIT: with its retries, the router
 // has no copy), and then says the lane is gone (LANE_END): a lane chunk still unanswered
-// then had not started, and the driver submits it to the router.
+// then had not started, and the driver submits it to the router. And the router does not
+// hand the lane's worker more than its credit while it is busy with the lane: the
+// driver's SUBMITs say whether its lane is busy (lane_busy), and LANE_FREE says that it
+// became free while chunks of the driver's were out (they may wait for that worker).
 #ifndef MPX_FRAMEWORK_WIRE_MESSAGES_H_
 #define MPX_FRAMEWORK_WIRE_MESSAGES_H_
 
@@ -68,7 +72,7 @@ namespace wire {
 
 using detail::ErrorInfo;
 
-// A message that is its type alone: SHUTDOWN, TERMINATE, STOP, PING.
+// A message that is its type alone: SHUTDOWN, TERMINATE, STOP, PING, LANE_FREE.
 template <Type T>
 struct Bare {
   static constexpr Type kType = T;
@@ -79,6 +83,7 @@ using Shutdown = Bare<Type::kShutdown>;
 using Terminate = Bare<Type::kTerminate>;
 using Stop = Bare<Type::kStop>;
 using Ping = Bare<Type::kPing>;
+using LaneFree = Bare<Type::kLaneFree>;
 
 // A message that names its sender's pid: HELLO, PONG, CONFIGURED, INIT_FAILED
 // (payload: ErrorInfo) and DATA.
@@ -123,11 +128,14 @@ struct Chunk {
   // pid: runs of it already lost with their worker (a lane chunk the router asked to
   // have again, RESUBMIT): they count against its retries.
   std::int32_t attempts = 0;
+  bool lane_busy = false;  // flags & kFlagLaneBusy (SUBMIT): the sender's lane is busy
   Header header() const {
-    return {T, call_id, start, count, attempts, pure ? kFlagPure : std::uint8_t{0}, task};
+    return {T, call_id, start, count, attempts,
+            static_cast<std::uint8_t>((pure ? kFlagPure : 0) | (lane_busy ? kFlagLaneBusy : 0)), task};
   }
   static Chunk from(const Header& h) {
-    return {h.call_id, h.start, h.count, (h.flags & kFlagPure) != 0, h.name, std::max(h.pid, 0)};
+    return {h.call_id, h.start, h.count, (h.flags & kFlagPure) != 0, h.name, std::max(h.pid, 0),
+            (h.flags & kFlagLaneBusy) != 0};
   }
   // A chunk names at least one item, and no more than it has bytes (each item takes
   // one at least): a larger count is a lie that would make a worker build an error

@@ -153,6 +153,7 @@ const char* type_name(Type t) {
     case Type::kLane: return "LANE";
     case Type::kLaneEnd: return "LANE_END";
     case Type::kResubmit: return "RESUBMIT";
+    case Type::kLaneFree: return "LANE_FREE";
   }
   return "UNKNOWN";
 }

@@ -55,7 +55,8 @@ enum class Type : std::uint8_t {
   kLane,
   kLaneEnd,
   kResubmit,
-  kLastType = kResubmit,
+  kLaneFree,
+  kLastType = kLaneFree,
 };
 
 const char* type_name(Type t);
@@ -69,6 +70,9 @@ constexpr std::uint8_t kFlagKillRunning = 16;  // kCancel: also kill workers run
 constexpr std::uint8_t kFlagWantAck = 32;      // kCancel: answer with a CANCEL once done
 constexpr std::uint8_t kFlagWantsLane = 64;    // kHello: the client takes a lane (kLane)
 constexpr std::uint8_t kFlagOnLane = 128;      // kCancel: the call has a chunk on the lane
+// kSubmit: the sender's lane is busy (its worker runs or has queued a chunk of the
+// sender's). Flags are per type: this is kFlagTimedOut's bit, which only LOST carries.
+constexpr std::uint8_t kFlagLaneBusy = 4;
 
 // Upper bounds, in seconds, of the chunk latency histogram (PoolStatus): the router's
 // for the chunks it hands out, a worker's for those that come by its lane.
