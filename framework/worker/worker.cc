@@ -190,7 +190,8 @@ int run_worker(const spawning::Bootstrap& boot) {
         send(result.header(), bytes, fds);
         return;
       }
-      if (!lane.send(result.header(), bytes, fds)) close_lane();  // the driver let it go
+      // Counted before it leaves, as the router counts a result when it forwards it: a
+      // caller that has its answer finds it counted.
       shared->lane.completed_chunks.fetch_add(1, std::memory_order_relaxed);
       shared->lane.completed_items.fetch_add(result.count, std::memory_order_relaxed);
       if (result.has_errors) shared->lane.error_chunks.fetch_add(1, std::memory_order_relaxed);
@@ -204,6 +205,7 @@ int run_worker(const spawning::Bootstrap& boot) {
         }
       }
       shared->lane.latency_count.fetch_add(1, std::memory_order_relaxed);
+      if (!lane.send(result.header(), bytes, fds)) close_lane();  // the driver let it go
     };
     // Marked running before looking for a cancel (wire::WorkerShared's handshake):
     // a chunk of a cancelled call is skipped here, or the router sees it running.
