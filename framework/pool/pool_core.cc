@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -167,10 +168,15 @@ PoolCore::PoolCore(const PoolOptions& options)
   }
   if (config.heartbeat_timeout.count() <= 0) throw Error("Pool: heartbeat_timeout must be positive");
   // A lane skips the router, which alone times chunks and counts a worker's chunks; and
-  // it reaches this host's workers only. MPX_LANES=0 in the environment turns lanes off.
+  // it reaches this host's workers only. It costs a descriptor in this process and in
+  // its worker, and two in the router while it opens one: not where descriptors are
+  // counted (a limit under 256). MPX_LANES=0 in the environment turns lanes off.
+  rlimit nofile{};
+  const bool descriptors_to_spare = ::getrlimit(RLIMIT_NOFILE, &nofile) != 0 ||
+                                    nofile.rlim_cur == RLIM_INFINITY || nofile.rlim_cur >= 256;
   const char* lanes = std::getenv("MPX_LANES");
   wants_lane_ = config.task_timeout.count() == 0 && config.maxtasksperchild == 0 && config.listen.empty() &&
-                (lanes == nullptr || std::string_view(lanes) != "0");
+                descriptors_to_spare && (lanes == nullptr || std::string_view(lanes) != "0");
 
   try {
     loop_ = std::make_unique<transport::Loop>(/*wakeable=*/true);
