@@ -594,8 +594,8 @@ std::string PoolCore::heal_router(pid_t pid, const std::string& death) {
     dispatch_buffered(&broken, &why);
     if (broken || fill != transport::Reader::Fill::kData) break;
   }
-  // Its workers die with it: what the lane's wrote is answered, the rest goes as the
-  // router's chunks go (again, or failed).
+  // Its workers die with it: what the lane's worker wrote is answered; a lane chunk
+  // without an answer goes as the router's chunks go (again, or failed).
   drain_lane();
   close_lane();
   {
