@@ -210,6 +210,14 @@ inline long proc_kib(pid_t pid, const char* file, const char* key) {
 // summing it over processes gives what they really cost together.
 inline long pss_kib(pid_t pid) { return proc_kib(pid, "smaps_rollup", "Pss:"); }
 
+// Unique set size: the pages only this process maps, what ending it gives back. PSS also
+// counts a share of every shared library page, which grows as fewer processes map it
+// (an idle Pool(2) worker on a quiet machine reads ~25 % more PSS than with other
+// programs of the same libraries running); USS does not move with the neighbours.
+inline long uss_kib(pid_t pid) {
+  return proc_kib(pid, "smaps_rollup", "Private_Clean:") + proc_kib(pid, "smaps_rollup", "Private_Dirty:");
+}
+
 // Peak resident memory (VmHWM), in MiB.
 inline double peak_rss_mib(pid_t pid) { return proc_kib(pid, "status", "VmHWM:") / 1024.0; }
 

@@ -138,8 +138,9 @@ std::string pool_create_scenario(int n) {
   return "Pool(" + std::to_string(n) + ") create + first task + teardown";
 }
 
-// PSS of an idle pool's workers (the router's children), per worker, in MiB.
-double idle_worker_pss_mib(int n) {
+// Memory of an idle pool's workers (the router's children), per worker, in MiB, as
+// `memory_kib` reads it (bench::pss_kib or bench::uss_kib).
+double idle_worker_mib(int n, long (*memory_kib)(pid_t)) {
   mpx::Pool pool(n);
   std::vector<std::int64_t> xs(static_cast<std::size_t>(4 * n));
   pool.map(square, xs, 1);  // every worker started, most have run a task
@@ -150,7 +151,7 @@ double idle_worker_pss_mib(int n) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   long kib = 0;
-  for (pid_t w : workers) kib += bench::pss_kib(w);
+  for (pid_t w : workers) kib += memory_kib(w);
   return workers.empty() ? 0.0 : static_cast<double>(kib) / static_cast<double>(workers.size()) / 1024;
 }
 
@@ -208,8 +209,10 @@ int main(int argc, char** argv) {
   }
   for (int workers : {2, 32}) {
     measure(args, "idle pool worker memory (PSS per worker), Pool(" + std::to_string(workers) + ")",
-            "MiB", [workers] { return idle_worker_pss_mib(workers); });
+            "MiB", [workers] { return idle_worker_mib(workers, bench::pss_kib); });
   }
+  measure(args, "idle pool worker memory (USS per worker), Pool(2)", "MiB",
+          [] { return idle_worker_mib(2, bench::uss_kib); });
 
   shared_state_scenarios(args);
 

@@ -126,13 +126,25 @@ class CounterManager(BaseManager):
 CounterManager.register("Counter", Counter)
 
 
-def pss_kib(pid):
-    """Proportional set size, as tools/bench/bench.h reads it."""
+def smaps_rollup_kib(pid, *keys):
+    """The sum of these smaps_rollup lines, in KiB, as tools/bench/bench.h reads them."""
+    total = 0
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    return 0
+            name = line.split(":", 1)[0] + ":"
+            if name in keys:
+                total += int(line.split()[1])
+    return total
+
+
+def pss_kib(pid):
+    """Proportional set size (bench::pss_kib)."""
+    return smaps_rollup_kib(pid, "Pss:")
+
+
+def uss_kib(pid):
+    """Unique set size: the pages only this process maps (bench::uss_kib)."""
+    return smaps_rollup_kib(pid, "Private_Clean:", "Private_Dirty:")
 
 
 # Proxies have no asynchronous call. The closest honest equivalent of "1000 calls in
@@ -297,6 +309,12 @@ def pool_scenarios(quick):
                 # Pool has no public list of its workers: _pool holds their Processes.
                 v.append(sum(pss_kib(w.pid) for w in p._pool) / len(p._pool) / 1024.0)
         emit(f"idle pool worker memory (PSS per worker), Pool({workers})", "MiB", v)
+    v = []
+    for _ in range(reps):
+        with mp.Pool(2) as p:
+            p.map(square, range(8), 1)
+            v.append(sum(uss_kib(w.pid) for w in p._pool) / len(p._pool) / 1024.0)
+    emit("idle pool worker memory (USS per worker), Pool(2)", "MiB", v)
 
     shared_state_scenarios(reps, scale)
 
