@@ -15,8 +15,9 @@ constexpr std::size_t kFlusherStack = 128 * 1024;
 
 }  // namespace
 
-ResultBatch::ResultBatch(transport::Connection& router, wire::WorkerShared* shared)
-    : router_(router), shared_(shared) {}
+ResultBatch::ResultBatch(transport::Connection& router, wire::WorkerShared* shared,
+                         std::chrono::microseconds max_wait)
+    : router_(router), shared_(shared), max_wait_(max_wait) {}
 
 ResultBatch::~ResultBatch() {
   {
@@ -127,12 +128,12 @@ void ResultBatch::flusher() {
       } else {
         // A busy worker holds results again soon: a period awake spares hold() a wake-up.
         quiet = true;
-        wake_.wait_for(lock, kMaxWait);
+        wake_.wait_for(lock, max_wait_);
       }
       continue;
     }
     quiet = false;
-    const auto due = since_ + kMaxWait;
+    const auto due = since_ + max_wait_;
     if (Clock::now() >= due) {
       write_locked();
       continue;

@@ -39,14 +39,17 @@ class ResultBatch {
 
   // shared: the page shared with the router, or null. A write that fails means the
   // router is gone: the worker then ends (std::_Exit(0)), as it does on any send.
-  ResultBatch(transport::Connection& router, wire::WorkerShared* shared);
+  // max_wait: how long a held result may wait for flush() (tests that look at what
+  // waits pass a long one, so that a slow run does not see it written already).
+  ResultBatch(transport::Connection& router, wire::WorkerShared* shared,
+              std::chrono::microseconds max_wait = kMaxWait);
   ~ResultBatch();  // writes what waits
   ResultBatch(const ResultBatch&) = delete;
   ResultBatch& operator=(const ResultBatch&) = delete;
 
   // A message, written now, after what waits (messages keep their order).
   void send(const wire::Header& header, std::string_view payload, const std::vector<int>& fds = {});
-  // A result that may wait for flush() (or kMaxWait); written now when it cannot wait.
+  // A result that may wait for flush() (or max_wait); written now when it cannot wait.
   void hold(const wire::Header& header, std::string_view payload);
   // Writes what waits.
   void flush();
@@ -62,6 +65,7 @@ class ResultBatch {
 
   transport::Connection& router_;
   wire::WorkerShared* const shared_;
+  const std::chrono::microseconds max_wait_;
   mutable std::mutex mu_;  // the socket's writing side, the waiting bytes, the fields below
   std::condition_variable wake_;
   std::size_t length_ = 0;

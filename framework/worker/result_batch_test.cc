@@ -62,12 +62,15 @@ class ResultBatchTest : public ::testing::Test {
     return frames_of(reader);
   }
 
+  // For tests that look at what waits: no flusher deadline falls within the test.
+  static constexpr std::chrono::microseconds kForever = std::chrono::hours(1);
+
   transport::Connection worker_, router_;
   std::unique_ptr<wire::WorkerShared> shared_ = std::make_unique<wire::WorkerShared>();
 };
 
 TEST_F(ResultBatchTest, HeldResultsWaitInTheSharedPageAsWholeFramesUntilFlushed) {
-  ResultBatch batch(worker_, shared_.get());
+  ResultBatch batch(worker_, shared_.get(), kForever);
   batch.hold(result_header(0), "zero");
   batch.hold(result_header(1), "one");
   EXPECT_EQ(unsent(), (std::vector<Frame>{{0, "zero"}, {1, "one"}}));
@@ -121,7 +124,7 @@ TEST_F(ResultBatchTest, AResultLargerThanThePageIsWrittenAtOnceAfterWhatWaits) {
 }
 
 TEST_F(ResultBatchTest, AFullPageIsWrittenToMakeRoom) {
-  ResultBatch batch(worker_, shared_.get());
+  ResultBatch batch(worker_, shared_.get(), kForever);
   const std::string payload(wire::WorkerShared::kUnsentCapacity / 3, 'y');
   for (std::uint64_t at = 0; at < 4; ++at) batch.hold(result_header(at), payload);
   EXPECT_EQ(unsent(), (std::vector<Frame>{{2, payload}, {3, payload}}));
