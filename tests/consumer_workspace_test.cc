@@ -132,6 +132,9 @@ TEST(ConsumerWorkspaceTest, BuildsAndRunsAgainstMpx) {
       << "consumer output:\n" << run.output;
   EXPECT_NE(run.output.find("consumer pipeline sum -30"), std::string::npos)
       << "consumer output:\n" << run.output;
+  // spdlog is compiled into mpx (//third_party:spdlog): a user's own logger still links.
+  EXPECT_NE(run.output.find("consumer logs 2.50 through spdlog"), std::string::npos)
+      << "consumer output:\n" << run.output;
 }
 
 }  // namespace

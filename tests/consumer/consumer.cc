@@ -2,8 +2,11 @@
 // Squares 1..4 in a pool of two worker processes, then adds them up in an actor that
 // the pool tasks reach through its handle, then runs a two-stage pipeline (square,
 // then negate) over 1..4 and sums it; prints "consumer sum 30", "consumer actor total
-// 30" and "consumer pipeline sum -30".
+// 30" and "consumer pipeline sum -30". Logs a line through a logger of its own, as a
+// program that already uses spdlog does ("consumer logs 2.50 through spdlog").
 #include "mpx/mpx.h"
+
+#include <spdlog/sinks/stdout_sinks.h>
 
 #include <cstdio>
 #include <vector>
@@ -52,5 +55,10 @@ int main(int argc, char** argv) {
                         .map(negate, 1)
                         .reduce([](int acc, int x) { return acc + x; }, 0);
   std::printf("consumer pipeline sum %d\n", piped);  // -30
+  std::fflush(stdout);
+
+  auto own = spdlog::stdout_logger_mt("consumer");
+  own->set_pattern("%v");
+  own->info("consumer logs {:.2f} through spdlog", 2.5);
   return sum == 30 && total == 30 && piped == -30 ? 0 : 1;
 }
