@@ -347,54 +347,43 @@ class GatherCall final : public ResultCall<T> {
   }
 
  private:
-  // Numbers: a chunk's results are appended to out_ straight from its bytes when it
-  // is the next in order, else kept in early_ until the chunks before it arrive.
+  // Numbers: a chunk's results are copied from its bytes straight to their place in
+  // out_ (reserved, never zero-filled ahead). A chunk answered before those ahead of
+  // it first grows out_ to its own end: the gap is zero-filled then and overwritten
+  // when its chunks come, which is cheaper than keeping the chunk aside until then (an
+  // allocation, fresh pages to fault in, and a second copy).
   std::vector<ErrorInfo> append_raw(std::uint64_t start, std::uint32_t count, const char* data,
                                     std::size_t size, bool has_errors) {
     using V = Stored<R>;
     std::size_t off = 0;
     std::vector<ErrorInfo> errors;
-    std::vector<V> decoded;
-    bool raw = false;
     if (at_raw_chunk(data, size, off)) {
       const RawChunk chunk = read_raw_chunk(data, size, off, count, /*writable=*/false);
       const RawBlock& block = chunk.block;
       if (block.code == raw_code<V>()) {
         if (has_errors) errors = read_error_list(data, size, off, count);
-        const RawIterator<V> first(block.bytes);
-        if (start == out_.size()) {  // the next chunk in order: its bytes go straight in
-          out_.insert(out_.end(), first, first + count);
-          append_early();
-          return errors;
-        }
-        decoded.assign(first, first + count);
-        raw = true;
+        place(start, RawIterator<V>(block.bytes), count);
+        return errors;
       }
     }
-    if (!raw) {
-      decoded.resize(count);
-      errors = read_results(data, size, count, has_errors, [&](std::uint32_t i, const msgpack::object& obj) {
-        convert_result<R>(obj, decoded[i], task());
-      });
-    }
-    if (start == out_.size()) {
-      out_.insert(out_.end(), decoded.begin(), decoded.end());
-      append_early();
-    } else if (start > out_.size()) {
-      early_.emplace(start, std::move(decoded));
-    }
+    std::vector<V> decoded(count);
+    errors = read_results(data, size, count, has_errors, [&](std::uint32_t i, const msgpack::object& obj) {
+      convert_result<R>(obj, decoded[i], task());
+    });
+    place(start, decoded.begin(), count);
     return errors;
   }
-  void append_early() {
-    while (!early_.empty() && early_.begin()->first == out_.size()) {
-      auto& chunk = early_.begin()->second;
-      out_.insert(out_.end(), chunk.begin(), chunk.end());
-      early_.erase(early_.begin());
+  template <class It>
+  void place(std::uint64_t start, It first, std::uint32_t count) {
+    if (start == out_.size()) {
+      out_.insert(out_.end(), first, first + count);
+      return;
     }
+    if (start + count > out_.size()) out_.resize(start + count);
+    std::copy(first, first + count, out_.begin() + static_cast<std::ptrdiff_t>(start));
   }
 
   std::vector<Stored<R>> out_;  // written only by the pumping thread before done_
-  std::map<std::uint64_t, std::vector<Stored<R>>> early_;  // numbers: chunks ahead of out_
   std::uint64_t received_ = 0;  // guarded by mu()
   std::exception_ptr error_;    // guarded by mu()
   bool done_ = false;           // guarded by mu()
