@@ -785,6 +785,30 @@ TEST_F(ObjectsTest, AReaderSeesItsArgumentBufferRewritten) {
   EXPECT_EQ(reader.exitcode(), 0);
 }
 
+// Of free buffers of one size the lowest-addressed is lent first, whatever order they
+// came back in: a call's chunks take the same buffers in the same order each time, so
+// a worker tends to get a buffer it has mapped already (its pages in its page tables).
+TEST_F(ObjectsTest, EqualFreeArgumentBuffersAreLentLowestFirst) {
+  using mpx::detail::Segment;
+  constexpr std::size_t kBytes = std::size_t{1} << 20;
+  std::vector<std::shared_ptr<Segment>> lent;
+  for (int i = 0; i < 3; ++i) {
+    lent.push_back(Segment::lend_buffer(mpx::detail::type_tag<char>(), kBytes, kBytes, [](char*) {}));
+  }
+  std::vector<char*> bodies;
+  for (const auto& use : lent) bodies.push_back(use->body());
+  std::sort(bodies.begin(), bodies.end());
+  // Given back highest first: the order a reuse list would hand them out in.
+  std::sort(lent.begin(), lent.end(), [](const auto& a, const auto& b) { return a->body() > b->body(); });
+  Segment::recycle_buffers(lent);
+  std::vector<std::shared_ptr<Segment>> again;
+  for (int i = 0; i < 3; ++i) {
+    again.push_back(Segment::lend_buffer(mpx::detail::type_tag<char>(), kBytes, kBytes, [](char*) {}));
+    EXPECT_EQ(again.back()->body(), bodies[static_cast<std::size_t>(i)]) << "use " << i;
+  }
+  Segment::recycle_buffers(again);
+}
+
 // Buffers kept for reuse are memory held while no call needs it: at most
 // kFreeBufferBytes of them wait, the oldest let go first, the latest kept.
 TEST_F(ObjectsTest, AtMostSixtyFourMiBOfArgumentBuffersWaitForReuse) {
