@@ -1,14 +1,22 @@
 // Micro-benchmarks of the payload codec (mpx/detail/codec.h, mpx/detail/call.h): a
 // chunk of arguments packed the way Pool::map packs it, unpacked the way a worker's
-// run_chunk does, and a chunk of results read the way the driver reads it. Items/s
-// counts items of the chunk.
+// run_chunk does, a chunk of results read the way the driver reads it, and a map's
+// one-item result chunks gathered into its result vector. Items/s counts items of the
+// chunk.
 #include <cstdint>
+#include <cstring>
+#include <mutex>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include "mpx/mpx.h"
 #include "tools/bench/micro/micro.h"
+
+namespace mpx_micro_tasks {
+std::int64_t micro_square(std::int64_t x) { return x * x; }
+MPX_TASK(micro_square);
+}  // namespace mpx_micro_tasks
 
 namespace {
 
@@ -119,5 +127,39 @@ void BM_ReadIntResults(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kInts);
 }
 MPX_MICRO(BM_ReadIntResults);
+
+// The driver's side of map(fn, items, chunksize=1): 10,000 one-item raw result chunks
+// gathered into one call's result vector, in the order two workers holding 64 chunks
+// each answer them (0, 64, 1, 65, ...): half of them arrive ahead of their place.
+void BM_GatherOneItemChunksFromTwoWorkers(benchmark::State& state) {
+  constexpr int kChunks = 10000, kHeld = 64;
+  std::vector<Buffer> chunks(kChunks);
+  for (int i = 0; i < kChunks; ++i) {
+    const std::int64_t v = i;
+    const std::size_t at =
+        mpx::detail::begin_raw_block(chunks[i], mpx::detail::raw_code<std::int64_t>(), 1);
+    std::memcpy(chunks[i].data() + at, &v, sizeof v);
+  }
+  std::vector<int> order;
+  for (int base = 0; base < kChunks; base += 2 * kHeld) {
+    for (int k = 0; k < kHeld; ++k) {
+      if (base + k < kChunks) order.push_back(base + k);
+      if (base + kHeld + k < kChunks) order.push_back(base + kHeld + k);
+    }
+  }
+  const mpx::detail::TaskEntry& task = *mpx::detail::find_task(std::string("micro_square"));
+  std::mutex mu;
+  for (auto _ : state) {
+    mpx::detail::GatherCall<std::int64_t, std::vector<std::int64_t>> call(task, kChunks);
+    call.set_id(1, &mu, nullptr);
+    for (int i : order) {
+      const Buffer& c = chunks[static_cast<std::size_t>(i)];
+      call.accept_results(static_cast<std::uint64_t>(i), 1, c.data(), c.size(), false, 0);
+    }
+    benchmark::DoNotOptimize(call.take().data());
+  }
+  state.SetItemsProcessed(state.iterations() * kChunks);
+}
+MPX_MICRO(BM_GatherOneItemChunksFromTwoWorkers);
 
 }  // namespace
