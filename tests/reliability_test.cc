@@ -179,6 +179,17 @@ TEST_F(ReliabilityTest, AFailedWriteToADeadWorkerDoesNotDropWhatItWrote) {
   EXPECT_EQ(runs.load(), 6) << "a result the dead worker had written was thrown away and its item run again";
 }
 
+// A heartbeat_timeout shorter than the router's usual ping period (1 s) must not turn
+// an idle, healthy worker into a "hung" one: it is pinged often enough to answer in time.
+TEST_F(ReliabilityTest, AShortHeartbeatTimeoutKeepsHealthyIdleWorkers) {
+  mpx::Pool pool(mpx::PoolOptions().processes(1).heartbeat_timeout(milliseconds(300)));
+  pool.apply(square, 1);
+  const auto before = mpx::testing::worker_pids();
+  ASSERT_EQ(before.size(), 1u);
+  std::this_thread::sleep_for(milliseconds(2500));
+  EXPECT_EQ(mpx::testing::worker_pids(), before) << "the idle worker was replaced";
+}
+
 TEST_F(ReliabilityTest, AStoppedBusyWorkerIsReplaced) {
   mpx::Pool pool(mpx::PoolOptions().processes(1).heartbeat_timeout(milliseconds(300)));
   pool.apply(square, 1);

@@ -167,6 +167,11 @@ PoolCore::PoolCore(const PoolOptions& options)
                 std::to_string(config.max_message_bytes));
   }
   if (config.heartbeat_timeout.count() <= 0) throw Error("Pool: heartbeat_timeout must be positive");
+  // An idle worker is pinged a heartbeat_interval after it was last heard from, and
+  // replaced once silent for heartbeat_timeout: pings come at least four times per
+  // timeout, or a timeout under the usual interval would replace every idle worker.
+  config.heartbeat_interval = std::clamp(config.heartbeat_timeout / 4, std::chrono::milliseconds(1),
+                                         config.heartbeat_interval);
   // A lane skips the router, which alone times chunks and counts a worker's chunks; and
   // it reaches this host's workers only. It costs a descriptor in this process and in
   // its worker, and two in the router while it opens one: not where descriptors are

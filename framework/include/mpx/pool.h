@@ -115,8 +115,9 @@ class PoolOptions {
   }
 
   // An idle worker that does not answer pings for this long is presumed hung, killed
-  // and replaced; default 10 s. Workers busy with a task or their initializer are not
-  // pinged.
+  // and replaced; default 10 s. Idle workers are pinged every second, or four times per
+  // timeout when it is shorter than 4 s. Workers busy with a task or their initializer
+  // are not pinged.
   PoolOptions& heartbeat_timeout(std::chrono::milliseconds timeout) {
     heartbeat_timeout_ = timeout;
     return *this;
