@@ -276,7 +276,8 @@ TEST_F(ProcessTest, PoolWorkersKeepLargeBuffersAndProcessesKeepGlibcsDefaults) {
 // ...and gives them back once idle (base::IdleTrim), with the objects it mapped for its
 // last tasks: after six 20 MiB arguments a worker kept about 40 MiB of heap (by value)
 // or 60 MiB of mapped objects without it; with it, both are gone about a second after
-// its last task.
+// its last task. The router pings it meanwhile, here every 100 ms: a ping is not work
+// (wire::is_heartbeat), or pings would keep postponing the trim forever.
 TEST_F(ProcessTest, AnIdleWorkerGivesBackTheMemoryLargeArgumentsNeeded) {
   const std::vector<double> one(std::size_t{20} << 17, 1.0);
   const std::vector<std::vector<double>> big(6, one);
@@ -284,7 +285,8 @@ TEST_F(ProcessTest, AnIdleWorkerGivesBackTheMemoryLargeArgumentsNeeded) {
     const bool by_value = threshold == 0;
     if (by_value && !kGlibcMalloc) continue;  // the sanitizer's heap keeps what it keeps
     SCOPED_TRACE(by_value ? "by value: the heap (RssAnon)" : "as objects: the mappings (RssShmem)");
-    mpx::Pool pool(mpx::PoolOptions().processes(1).object_threshold(threshold));
+    mpx::Pool pool(mpx::PoolOptions().processes(1).object_threshold(threshold).heartbeat_timeout(
+        std::chrono::milliseconds(400)));
     const std::vector<double> sums = pool.map(sum_of, big, 1);
     ASSERT_EQ(sums, std::vector<double>(6, double(one.size())));
     const int worker = pool.apply(own_pid);

@@ -312,7 +312,7 @@ int run_router(const spawning::Bootstrap& boot) {
       core_ptr->lose_host(place, why, Clock::now());
     };
     events.message = [&](transport::Incoming& in) {
-      busy = true;
+      if (!wire::is_heartbeat(in.header.type)) busy = true;
       core_ptr->on_worker(in, Clock::now());
     };
     events.exited = [&](const std::string& id, int status, std::optional<std::uint64_t> mark,
@@ -369,7 +369,7 @@ int run_router(const spawning::Bootstrap& boot) {
           return fill;
         }
         in.from = c.conn.identity();
-        busy = true;
+        if (!wire::is_heartbeat(in.header.type)) busy = true;
         if (c.front) {
           core.on_client(in, Clock::now());
         } else {

@@ -61,6 +61,11 @@ enum class Type : std::uint8_t {
 
 const char* type_name(Type t);
 
+// A heartbeat says that a peer lives, not that there is work. Loops that trim once idle
+// (base::IdleTrim) do not count it as work: heartbeats come once per heartbeat_interval,
+// the same period as the trim's, and under load they would win the race every time.
+inline bool is_heartbeat(Type t) { return t == Type::kPing || t == Type::kPong; }
+
 // Flag bits.
 constexpr std::uint8_t kFlagHasErrors = 1;  // kResult: an error list follows the results
 constexpr std::uint8_t kFlagPure = 2;       // kSubmit, kTask: an MPX_PURE_TASK (retried)

@@ -289,14 +289,20 @@ int run_worker(const spawning::Bootstrap& boot) {
     }
     if (fill == transport::Reader::Fill::kClosed) close_lane();
   };
+  bool worked = false;  // in the last pass: anything but a heartbeat
   for (;;) {
+    // Counted once the pass is done, so that a pass that brought only a PING can trim.
+    if (idle.after_wait(worked)) detail::forget_recently_opened_segments();
+    worked = false;
     readable = false;
     lane_readable = false;
     loop.run_once(idle.deadline(), /*spin=*/served);
-    if (idle.after_wait(readable || lane_readable)) detail::forget_recently_opened_segments();
     served = false;
     if (router_gone) return 0;
-    if (lane_readable && lane) read_lane();
+    if (lane_readable && lane) {
+      worked = true;
+      read_lane();
+    }
     if (!readable) continue;
     transport::Reader::Fill fill;
     try {
@@ -304,6 +310,7 @@ int run_worker(const spawning::Bootstrap& boot) {
     } catch (const std::bad_alloc&) {
       // A chunk too large for this worker's memory (its worker_memory_limit): its items
       // fail with a reason instead of the worker dying before the chunk even starts.
+      worked = true;
       if (!fail_unreadable_chunk(router, send, memory_limit)) return 1;
       continue;
     }
@@ -319,6 +326,7 @@ int run_worker(const spawning::Bootstrap& boot) {
         logger().error("worker: the router sent a malformed message: {}", why);
         return 1;
       }
+      if (!wire::is_heartbeat(h.type)) worked = true;
       switch (h.type) {
         case wire::Type::kTask:
           run_chunk(h, payload, false);
