@@ -417,37 +417,47 @@ TEST_F(SharedTest, ConditionHandsEachNotificationToOneProcess) {
 }
 
 // A waiter killed with SIGKILL does not swallow a notification: notify(1) reaches the
-// live waiter behind it. (Python's notify() blocks forever here, waiting for the dead
-// sleeper to acknowledge.)
+// live waiter behind it, whether the parent joined the dead waiter already or not (a
+// zombie: kill(pid, 0) still succeeds for it). (Python's notify() blocks forever here,
+// waiting for the dead sleeper to acknowledge.)
 TEST_F(SharedTest, ConditionWaiterKilledDoesNotSwallowANotify) {
-  mpx::Condition cond;
-  mpx::Event first_waits;
-  mpx::Process doomed(condition_waiter_forever, cond, first_waits);
-  doomed.start();
-  ASSERT_TRUE(first_waits.wait(seconds(30)));
-  mpx::Value<int> stock(0);
-  mpx::Array<int> taken(1);
-  mpx::Process live(condition_consumer, cond, stock, taken, 0);
-  live.start();
-  // The live consumer waits behind the doomed one (its ticket is later).
-  auto* s = reinterpret_cast<mpx::detail::ConditionState*>(mpx::detail::HandleAccess::segment(cond)->body());
-  ASSERT_TRUE(mpx::testing::wait_until(
-      [&] {
-        int waiting = 0;
-        for (std::uint32_t i = 0; i < s->capacity; ++i) waiting += s->slots[i].state.load() == mpx::detail::kSlotWaiting;
-        return waiting == 2;
-      },
-      seconds(30)));
-  doomed.kill();
-  doomed.join();
-  {
-    std::lock_guard<mpx::Condition> hold(cond);
-    stock.value() = 1;
-    cond.notify(1);
+  for (const bool joined : {true, false}) {
+    SCOPED_TRACE(joined ? "the dead waiter joined" : "the dead waiter a zombie");
+    mpx::Condition cond;
+    mpx::Event first_waits;
+    mpx::Process doomed(condition_waiter_forever, cond, first_waits);
+    doomed.start();
+    ASSERT_TRUE(first_waits.wait(seconds(30)));
+    mpx::Value<int> stock(0);
+    mpx::Array<int> taken(1);
+    mpx::Process live(condition_consumer, cond, stock, taken, 0);
+    live.start();
+    // The live consumer waits behind the doomed one (its ticket is later).
+    auto* s = reinterpret_cast<mpx::detail::ConditionState*>(mpx::detail::HandleAccess::segment(cond)->body());
+    ASSERT_TRUE(mpx::testing::wait_until(
+        [&] {
+          int waiting = 0;
+          for (std::uint32_t i = 0; i < s->capacity; ++i) waiting += s->slots[i].state.load() == mpx::detail::kSlotWaiting;
+          return waiting == 2;
+        },
+        seconds(30)));
+    const pid_t doomed_pid = doomed.pid();
+    doomed.kill();
+    if (joined) {
+      doomed.join();
+    } else {
+      ASSERT_TRUE(mpx::testing::wait_until([&] { return mpx::testing::is_zombie(doomed_pid); }, seconds(30)));
+    }
+    {
+      std::lock_guard<mpx::Condition> hold(cond);
+      stock.value() = 1;
+      cond.notify(1);
+    }
+    ASSERT_TRUE(live.join(milliseconds(30000)));
+    EXPECT_EQ(live.exitcode(), 0);
+    EXPECT_EQ(taken[0], 1);
+    doomed.join();
   }
-  ASSERT_TRUE(live.join(milliseconds(30000)));
-  EXPECT_EQ(live.exitcode(), 0);
-  EXPECT_EQ(taken[0], 1);
 }
 
 // A notifier killed while holding the lock: the waiter wakes, gets the lock and is told

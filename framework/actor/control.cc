@@ -12,6 +12,7 @@
 #include <iterator>
 #include <tuple>
 
+#include "framework/base/base.h"
 #include "framework/base/futex.h"
 #include "mpx/detail/codec.h"
 #include "mpx/errors.h"
@@ -80,7 +81,7 @@ void publish(Control& c, State state, const std::string& reason) {
   base::futex_wake(&c.seq, INT32_MAX);
 }
 
-bool process_exists(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
+bool process_exists(pid_t pid) { return !base::process_ended(pid); }
 
 std::string read_reason(const Control& c) {
   char text[sizeof c.reason];

@@ -63,7 +63,8 @@ void publish(Control& c, State state, const std::string& reason);
 void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected, std::chrono::milliseconds slice);
 // text, cut to fit, NUL-terminated, into dst of cap bytes.
 void copy_text(char* dst, std::size_t cap, const std::string& text);
-// Whether a process with this pid exists (it may be another user's).
+// Whether a process with this pid exists and has not ended (it may be another user's;
+// a zombie has ended: base::process_ended).
 bool process_exists(pid_t pid);
 
 // Where incarnation `incarnation` listens: the base endpoint with "-<incarnation>".

@@ -2,7 +2,9 @@
 
 #include "mpx/errors.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sched.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
@@ -11,8 +13,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 #include <memory>
 
 #include <spdlog/sinks/basic_file_sink.h>
@@ -158,6 +162,30 @@ std::string random_token(std::size_t n) {
     }
   }
   return out;
+}
+
+char process_state(pid_t pid) {
+  if (pid <= 0) return 0;
+  // "pid (comm) S ...": comm may hold spaces or parentheses; the state follows the
+  // last ')'.
+  char buf[512];
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  if (n <= 0) return 0;
+  const std::string_view stat(buf, static_cast<std::size_t>(n));
+  const auto paren = stat.rfind(')');
+  return paren != std::string_view::npos && paren + 2 < stat.size() ? stat[paren + 2] : 0;
+}
+
+bool process_ended(pid_t pid) {
+  if (pid <= 0) return true;
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
+  const char state = process_state(pid);
+  return state == 'Z' || state == 'X';
 }
 
 }  // namespace base

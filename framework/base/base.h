@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include <sys/types.h>
+
 #include "mpx/runtime.h"
 
 namespace mpx {
@@ -35,6 +37,15 @@ void require_init(const char* what);
 std::uint64_t random_u64();
 // n random letters and digits.
 std::string random_token(std::size_t n);
+
+// The state letter of pid in /proc/<pid>/stat (R, S, D, T, t, Z, X, ...), or 0 when
+// no such process is visible.
+char process_state(pid_t pid);
+// Whether pid has ended: no such process, or a zombie its parent has not reaped yet.
+// kill(pid, 0) succeeds for a zombie, which runs no code any more: a liveness test on
+// shared state (who waits, who owns) must not take it for a live process, since its
+// parent is often the very process asking.
+bool process_ended(pid_t pid);
 
 }  // namespace base
 }  // namespace mpx

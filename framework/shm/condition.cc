@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/base/base.h"
 #include "framework/shm/state.h"
 #include "mpx/sync.h"
 
@@ -28,10 +29,11 @@ MutexState* mutex_of(detail::MutexHandle& lock) {
   return reinterpret_cast<MutexState*>(detail::HandleAccess::segment(lock)->body());
 }
 
-// A waiter whose process is gone will never look at its slot again. (A recycled pid
-// could pass for it; the kernel reuses pids only after cycling through pid_max.)
+// A waiter whose process ended (a zombie too: killed, not yet joined by the notifier)
+// will never look at its slot again. (A recycled pid could pass for it; the kernel
+// reuses pids only after cycling through pid_max.)
 bool waiter_gone(const ConditionSlot& slot) {
-  return slot.pid != getpid() && kill(slot.pid, 0) != 0 && errno == ESRCH;
+  return slot.pid != getpid() && base::process_ended(slot.pid);
 }
 
 void require_held(MutexState* lock, const char* what) {

@@ -592,7 +592,7 @@ std::string dropped_text(const SegmentRef& ref) {
 
 // "... is gone: " the owner's exit when it has exited, else why.
 SharedMemoryError gone_error(const SegmentRef& ref, const std::string& shared, const std::string& why) {
-  if (ref.owner <= 0 || (kill(ref.owner, 0) != 0 && errno == ESRCH)) {
+  if (base::process_ended(ref.owner)) {
     return SharedMemoryError("mpx: " + shared + " is gone: process " + std::to_string(ref.owner) +
                              ", which created it, has exited");
   }

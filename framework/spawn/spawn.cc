@@ -138,18 +138,9 @@ void ensure_standard_fds() {
 }
 
 bool is_stopped(pid_t pid) {
-  // /proc/<pid>/stat: "pid (comm) S ..."; comm may hold spaces or parentheses, the
-  // state follows the last ')'. T: stopped by a signal, t: stopped by a tracer.
-  char buf[512];
-  const int fd = ::open(("/proc/" + std::to_string(pid) + "/stat").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return false;
-  const std::string_view stat(buf, static_cast<std::size_t>(n));
-  const auto paren = stat.rfind(')');
-  return paren != std::string_view::npos && paren + 2 < stat.size() &&
-         (stat[paren + 2] == 'T' || stat[paren + 2] == 't');
+  // T: stopped by a signal, t: stopped by a tracer.
+  const char state = base::process_state(pid);
+  return state == 'T' || state == 't';
 }
 
 Child spawn_self(const Spec& spec) {

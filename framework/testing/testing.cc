@@ -41,12 +41,6 @@ std::string read_file(const std::string& path) {
   return out;
 }
 
-bool is_zombie(pid_t pid) {
-  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  const auto close = stat.rfind(')');
-  return close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] == 'Z' ||
-         stat[close + 2] == 'X';
-}
 
 struct Spawned {
   pid_t pid = -1;
@@ -175,6 +169,13 @@ HelperRun finish(const Spawned& spawned, std::chrono::milliseconds timeout,
 }
 
 }  // namespace
+
+bool is_zombie(pid_t pid) {
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  return close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] == 'Z' ||
+         stat[close + 2] == 'X';
+}
 
 std::string cmdline_of(pid_t pid) {
   std::string cmd = read_file("/proc/" + std::to_string(pid) + "/cmdline");

@@ -34,6 +34,9 @@ std::vector<Descendant> descendants(pid_t driver = 0);
 // Waits until no descendant of driver is alive; returns those still alive at timeout.
 std::vector<Descendant> wait_no_descendants(std::chrono::milliseconds timeout, pid_t driver = 0);
 
+// Whether pid has ended and not been reaped yet, or is gone (its /proc entry unreadable).
+bool is_zombie(pid_t pid);
+
 // Polls cond every few milliseconds until it holds or timeout passes; returns cond().
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 
