@@ -5,9 +5,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -147,9 +149,33 @@ void sleep_until_terminated(std::string path) {
   // a call it intercepts, which a thread asleep in pause() never does.
   for (;;) std::this_thread::sleep_for(std::chrono::milliseconds(10));
 }
+void write_after(std::string path, int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  std::ofstream(path) << "done";
+}
+// Starts a daemonic child (path.d) and a non-daemonic one that writes path.n after
+// 300 ms, then returns or calls std::exit(0): either way, as in Python, the first is
+// terminated and the second joined before this process ends.
+void leave_children(std::string path, bool exit_instead) {
+  mpx::Process d(sleep_until_terminated, path + ".d");
+  d.set_daemon(true);
+  d.start();
+  while (slurp(path + ".d.ready").empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  mpx::Process n(write_after, path + ".n", 300);
+  n.start();
+  if (exit_instead) std::exit(0);
+}
 MPX_TASK(write_family);
 MPX_TASK(try_to_have_children);
 MPX_TASK(sleep_until_terminated);
+MPX_TASK(write_after);
+MPX_TASK(leave_children);
+
+int open_descriptors() {
+  int n = 0;
+  for (int fd = 0; fd < 4096; ++fd) n += fcntl(fd, F_GETFD) >= 0;
+  return n;
+}
 
 class ProcessTest : public ::testing::Test {
  protected:
@@ -385,6 +411,72 @@ TEST_F(ProcessTest, ActiveChildrenListsAndReaps) {
   b.kill();
   b.join();
   EXPECT_TRUE(mpx::active_children().empty());
+}
+
+// As Python's exitcode, which polls: an ended child has its code before anyone joins it.
+TEST_F(ProcessTest, ExitcodeOfAnEndedChildNeedsNoJoin) {
+  mpx::Process p(exits_with, 3);
+  p.start();
+  pollfd ended{p.sentinel(), POLLIN, 0};  // readable once every thread of it ended
+  ASSERT_EQ(poll(&ended, 1, 30000), 1);
+  EXPECT_EQ(p.exitcode(), 3);
+}
+
+// milliseconds::max() is "forever" (now + max used to overflow into the past).
+TEST_F(ProcessTest, JoinWithAnEndlessTimeoutWaits) {
+  mpx::Process p(sleeps, 200);
+  p.start();
+  EXPECT_TRUE(p.join(std::chrono::milliseconds::max()));
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+// Daemonic children left to run (their objects destroyed) are reaped by the next
+// start(), as Python's _cleanup does: no zombies, no descriptors piling up.
+TEST_F(ProcessTest, DaemonsLeftToRunAreReapedByTheNextStart) {
+  const int before = open_descriptors();
+  std::vector<pid_t> pids;
+  for (int i = 0; i < 20; ++i) {
+    mpx::Process d(sleeps, 0);
+    d.set_daemon(true);
+    d.start();
+    pids.push_back(d.pid());
+  }
+  for (pid_t pid : pids) {
+    // Readable once every thread of it ended. ESRCH: a later start() reaped it already
+    // (until reaped, the pid stays theirs).
+    const int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    if (fd < 0 && errno == ESRCH) continue;
+    ASSERT_GE(fd, 0) << "pidfd_open(" << pid << ")";
+    pollfd ended{fd, POLLIN, 0};
+    EXPECT_EQ(poll(&ended, 1, 30000), 1);
+    close(fd);
+  }
+  {
+    mpx::Process next(sleeps, 0);
+    next.start();
+    next.join();
+  }
+  EXPECT_LE(open_descriptors(), before) << "the ended daemons' descriptors are still open";
+  for (pid_t p : pids) EXPECT_EQ(kill(p, 0), -1) << "pid " << p << " is still a zombie";
+}
+
+// A Process child that ends, by returning or with std::exit, terminates its daemonic
+// children (SIGTERM: they may clean up) and joins the others, as Python's does.
+TEST_F(ProcessTest, AChildThatEndsTerminatesItsDaemonsAndJoinsTheRest) {
+  for (const bool exit_instead : {false, true}) {
+    SCOPED_TRACE(exit_instead ? "std::exit" : "return");
+    const std::string path = tmp_path(exit_instead ? "leaves-by-exit" : "leaves-by-return");
+    for (const char* suffix : {".d", ".d.ready", ".n"}) std::remove((path + suffix).c_str());
+    mpx::Process p(leave_children, path, exit_instead);
+    p.start();
+    p.join();
+    EXPECT_EQ(p.exitcode(), 0);
+    EXPECT_EQ(slurp(path + ".n"), "done") << "the non-daemonic grandchild was not joined";
+    const pid_t daemon_pid = std::atoi(slurp(path + ".d.ready").c_str());
+    ASSERT_GT(daemon_pid, 0);
+    EXPECT_TRUE(mpx::testing::wait_until([&] { return kill(daemon_pid, 0) != 0; }, std::chrono::seconds(10)));
+    EXPECT_EQ(slurp(path + ".d"), "terminated") << "the daemonic grandchild did not get SIGTERM";
+  }
 }
 
 // Runs as a separate driver (DaemonicChildrenAreTerminatedAtExit): starts a daemonic

@@ -16,6 +16,7 @@
 #include "framework/base/base.h"
 #include "framework/process/process_child.h"
 #include "framework/spawn/spawn.h"
+#include "mpx/detail/deadline.h"
 #include "mpx/runtime.h"
 
 namespace mpx {
@@ -58,7 +59,7 @@ struct ProcessState {
   bool wait_for_end(std::chrono::milliseconds timeout) {
     if (try_reap()) return true;
     pollfd p{sentinel, POLLIN, 0};
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto deadline = detail::deadline_after(timeout);  // milliseconds::max(): forever
     for (;;) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
@@ -95,6 +96,17 @@ Children& children() {
   return *c;
 }
 
+// Daemonic children whose Process object is gone and that have ended: reaped, as
+// Python's start() does (_cleanup), so that a program that starts many and never
+// joins them does not pile up zombies and descriptors.
+void reap_detached_daemons(Children& c) {
+  c.detached_daemons.erase(std::remove_if(c.detached_daemons.begin(), c.detached_daemons.end(),
+                                          [&](const std::shared_ptr<ProcessState>& s) {
+                                            return s->try_reap();
+                                          }),
+                           c.detached_daemons.end());
+}
+
 std::vector<std::shared_ptr<ProcessState>> live_children() {
   Children& c = children();
   std::lock_guard<std::mutex> lock(c.mu);
@@ -109,25 +121,23 @@ std::vector<std::shared_ptr<ProcessState>> live_children() {
                                    return !s || s->ended();
                                  }),
                   c.started.end());
-  c.detached_daemons.erase(std::remove_if(c.detached_daemons.begin(), c.detached_daemons.end(),
-                                          [&](const std::shared_ptr<ProcessState>& s) {
-                                            return s->try_reap();
-                                          }),
-                           c.detached_daemons.end());
+  reap_detached_daemons(c);
   for (const auto& s : c.detached_daemons) {
     if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
   }
   return out;
 }
 
-// At a normal exit, as Python's: daemonic children are terminated. (Non-daemonic ones
-// were joined by their Process objects' destructors; any still running when the
-// process ends are killed by their own watch on this process.)
-void terminate_daemons_at_exit() {
+}  // namespace
+
+// Python's exit function (multiprocessing.util._exit_function): daemonic children are
+// terminated (SIGTERM, SIGKILL a second later), then the others are joined. Non-daemonic
+// children are usually joined by their Process objects' destructors already; this
+// reaches those whose objects are still alive (std::exit, a Process on the heap).
+void process_child::end_children() {
   std::vector<std::shared_ptr<ProcessState>> daemons;
-  for (auto& s : live_children()) {
-    if (s->daemon) daemons.push_back(s);
-  }
+  std::vector<std::shared_ptr<ProcessState>> others;
+  for (auto& s : live_children()) (s->daemon ? daemons : others).push_back(s);
   for (auto& s : daemons) s->signal(SIGTERM);
   const auto grace_end = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   for (auto& s : daemons) {
@@ -138,8 +148,11 @@ void terminate_daemons_at_exit() {
       s->wait_for_end(std::chrono::milliseconds(5000));
     }
   }
+  for (auto& s : others) s->wait_for_end(std::chrono::milliseconds::max());
 }
 
+namespace {
+void end_children_at_exit() { process_child::end_children(); }
 }  // namespace
 
 void Process::init(const detail::TaskEntry& task, std::string args, detail::Pins pins,
@@ -219,10 +232,9 @@ void Process::start() {
                     c.started.end());
   }
   c.started.push_back(state_);
-  if (s.daemon) {
-    static const bool registered = (std::atexit(terminate_daemons_at_exit), true);
-    (void)registered;
-  }
+  reap_detached_daemons(c);
+  static const bool registered = (std::atexit(end_children_at_exit), true);
+  (void)registered;
 }
 
 void Process::join() {
@@ -245,6 +257,7 @@ bool Process::is_alive() {
 
 std::optional<int> Process::exitcode() const {
   ProcessState& s = state("exitcode");
+  if (s.started) s.try_reap();  // as Python's exitcode, which polls
   std::lock_guard<std::mutex> lock(s.mu);
   if (!s.status) return std::nullopt;
   return spawning::exitcode(*s.status);

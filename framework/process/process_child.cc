@@ -42,14 +42,16 @@ int run_process(const spawning::Bootstrap& boot) {
     logger().error("{}", why);
     return 1;
   }
+  int code = 0;
   try {
     entry->run_call(*entry, args.data(), args.size());
   } catch (...) {
     logger().error("task '{}' raised {}: {}", name, detail::current_exception_type(),
                    detail::current_exception_message());
-    return 1;
+    code = 1;
   }
-  return 0;
+  end_children();  // the role ends with _exit, which runs no atexit handler
+  return code;
 }
 
 }  // namespace process_child

@@ -17,6 +17,8 @@
 // the function found by its registered name with the arguments sent to it, then exits
 // 0, or 1 if the function threw (the error is logged in the child). A child killed by a
 // signal has exitcode -signal, as in Python. If the parent dies, its children are killed.
+// When the parent ends normally (main returns, std::exit, or a Process child's function
+// returns), its daemonic children are terminated and the others joined, as in Python.
 //
 // Daemonic children (set_daemon(true) before start) are as in Python: when this program
 // exits normally they are terminated (SIGTERM, then SIGKILL after a second), and they
