@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <string>
@@ -181,6 +182,43 @@ TEST_F(ConnectionTest, WaitOverConnectionsAndSentinels) {
   EXPECT_EQ(any[0].fd(), slow.sentinel());
   fast.join();
   slow.join();
+}
+
+// close() from another thread returns while a recv() or poll() waits on the end (the
+// peer silent), and the waiting call then fails as on a closed end.
+TEST_F(ConnectionTest, CloseFromAnotherThreadEndsAWaitingRecv) {
+  for (const bool use_poll : {false, true}) {
+    SCOPED_TRACE(use_poll ? "poll(forever)" : "recv");
+    auto [a, b] = mpx::Pipe();
+    std::atomic<bool> entered{false};
+    std::string error;
+    std::thread reader([&, a = a]() mutable {
+      entered = true;
+      try {
+        if (use_poll) {
+          a.poll(std::chrono::milliseconds::max());
+        } else {
+          a.recv<int>();
+        }
+        error = "returned";
+      } catch (const mpx::Error& e) {
+        error = e.what();
+      }
+    });
+    ASSERT_TRUE(mpx::testing::wait_until([&] { return entered.load(); }, std::chrono::seconds(30)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // into its wait, most likely
+    std::atomic<bool> closed{false};
+    std::thread closer([&, a = a]() mutable {
+      a.close();
+      closed = true;
+    });
+    const bool returned = mpx::testing::wait_until([&] { return closed.load(); }, std::chrono::seconds(30));
+    if (!returned) b.send(1);  // lets the old code's reader (and so the closer) go
+    closer.join();
+    reader.join();
+    EXPECT_TRUE(returned) << "close() waited for the reader";
+    EXPECT_NE(error.find("the connection is closed"), std::string::npos) << error;
+  }
 }
 
 TEST_F(ConnectionTest, MisuseIsReported) {

@@ -112,6 +112,17 @@ void cut_frames(ConnectionState& s) {
   }
 }
 
+// With recv_mu held (by lock): waits up to `slice` for the descriptor to be readable,
+// without the lock, so that close() from another thread returns at once; the caller
+// checks again (require) with the lock back. A descriptor closed meanwhile (its number
+// perhaps reused) only ends the wait early.
+void wait_readable(ConnectionState& s, std::unique_lock<std::mutex>& lock, std::chrono::milliseconds slice) {
+  pollfd p{s.fd.load(), POLLIN, 0};
+  lock.unlock();
+  transport::poll(&p, 1, slice);
+  lock.lock();
+}
+
 // With recv_mu held: reads what is there without waiting. Returns whether a message or
 // the end of file is ready.
 bool fill_now(ConnectionState& s) {
@@ -287,7 +298,7 @@ std::string Connection::recv_bytes() { return recv_bytes(transport::kMaxPayload)
 
 std::string Connection::recv_bytes(std::size_t maxlength) {
   ConnectionState& s = *state_;
-  std::lock_guard<std::mutex> lock(s.recv_mu);
+  std::unique_lock<std::mutex> lock(s.recv_mu);
   for (;;) {
     detail::require(s, detail::kReadable, "recv");
     if (s.unreadable) throw Error("mpx::Connection::recv: this end is no longer readable");
@@ -296,8 +307,7 @@ std::string Connection::recv_bytes(std::size_t maxlength) {
       throw EOFError("mpx::Connection::recv: the other end is closed (every process that held "
                      "it closed it or exited) and nothing is left to read");
     }
-    pollfd p{s.fd.load(), POLLIN, 0};
-    transport::poll(&p, 1, detail::kRecvSlice);
+    detail::wait_readable(s, lock, detail::kRecvSlice);
   }
   std::string out = std::move(s.messages.front());
   s.messages.pop_front();
@@ -314,18 +324,19 @@ bool Connection::poll() { return poll_until(detail::Clock::time_point::min()); }
 
 bool Connection::poll_until(detail::Clock::time_point deadline) {
   ConnectionState& s = *state_;
-  std::lock_guard<std::mutex> lock(s.recv_mu);
-  detail::require(s, detail::kReadable, "poll");
+  std::unique_lock<std::mutex> lock(s.recv_mu);
   for (;;) {
+    detail::require(s, detail::kReadable, "poll");
     if (detail::fill_now(s)) return true;
     const auto now = detail::Clock::now();
     if (deadline != detail::Clock::time_point::max() && now >= deadline) return false;
     const auto left = deadline == detail::Clock::time_point::max()
-                          ? std::chrono::milliseconds(-1)
-                          : std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) +
-                                std::chrono::milliseconds(1);
-    pollfd p{s.fd.load(), POLLIN, 0};
-    transport::poll(&p, 1, left);
+                          ? detail::kRecvSlice
+                          : std::min<std::chrono::milliseconds>(
+                                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) +
+                                    std::chrono::milliseconds(1),
+                                detail::kRecvSlice);
+    detail::wait_readable(s, lock, left);
   }
 }
 
