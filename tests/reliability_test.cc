@@ -190,6 +190,22 @@ TEST_F(ReliabilityTest, AShortHeartbeatTimeoutKeepsHealthyIdleWorkers) {
   EXPECT_EQ(mpx::testing::worker_pids(), before) << "the idle worker was replaced";
 }
 
+// Timeouts of milliseconds::max() or years mean "never": they used to overflow the
+// clock's nanoseconds, timing every task out at once and replacing idle workers.
+TEST_F(ReliabilityTest, EndlessTimeoutsMeanNever) {
+  mpx::Pool pool(mpx::PoolOptions()
+                     .processes(1)
+                     .task_timeout(milliseconds::max())
+                     .heartbeat_timeout(milliseconds::max()));
+  EXPECT_NO_THROW(pool.apply(sleep_ms, 50));
+  const auto before = mpx::testing::worker_pids();
+  std::this_thread::sleep_for(milliseconds(2500));
+  EXPECT_EQ(mpx::testing::worker_pids(), before) << "the idle worker was replaced";
+  mpx::Pool yearly(mpx::PoolOptions().processes(1).task_timeout(std::chrono::hours(24 * 365)));
+  const std::vector<int> many(400000, 3);
+  EXPECT_EQ(yearly.map(square, many, many.size()), std::vector<int>(many.size(), 9));
+}
+
 TEST_F(ReliabilityTest, AStoppedBusyWorkerIsReplaced) {
   mpx::Pool pool(mpx::PoolOptions().processes(1).heartbeat_timeout(milliseconds(300)));
   pool.apply(square, 1);

@@ -167,6 +167,11 @@ PoolCore::PoolCore(const PoolOptions& options)
                 std::to_string(config.max_message_bytes));
   }
   if (config.heartbeat_timeout.count() <= 0) throw Error("Pool: heartbeat_timeout must be positive");
+  // milliseconds::max() and the like mean "never": held at router::kForever, which the
+  // clock's nanoseconds can add to now.
+  for (auto* timeout : {&config.task_timeout, &config.heartbeat_timeout, &config.host_timeout}) {
+    *timeout = std::min(*timeout, router::kForever);
+  }
   // An idle worker is pinged a heartbeat_interval after it was last heard from, and
   // replaced once silent for heartbeat_timeout: pings come at least four times per
   // timeout, or a timeout under the usual interval would replace every idle worker.

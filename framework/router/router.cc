@@ -706,7 +706,7 @@ void RouterCore::dispatch() {
     if (best->in_flight.empty()) {
       task.what.started = now_;
       if (config_.task_timeout.count() > 0) {
-        next_tick_ = std::min(next_tick_, now_ + config_.task_timeout * task.what.count);
+        next_tick_ = std::min(next_tick_, now_ + chunk_budget(config_.task_timeout, task.what.count));
       }
     }
     best->in_flight.push_back(std::move(task.what));
@@ -792,7 +792,7 @@ void RouterCore::on_tick(Clock::time_point now) {
       }
       if (config_.task_timeout.count() > 0 && !w.in_flight.empty()) {
         const InFlight& f = w.in_flight.front();
-        const auto budget = config_.task_timeout * f.count;
+        const auto budget = chunk_budget(config_.task_timeout, f.count);
         if (now - f.started > budget) {
           kill_running(w, "call " + std::to_string(f.call_id) + " items " +
                               std::to_string(f.start) + "-" + std::to_string(f.start + f.count - 1) +

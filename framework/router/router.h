@@ -37,6 +37,18 @@ namespace router {
 
 using Clock = std::chrono::steady_clock;
 
+// Longer than any run: a timeout from here on means none. Every duration in a Config
+// is at most this, so that the clock's nanoseconds hold it, and a chunk's budget
+// (chunk_budget) saturates here.
+constexpr std::chrono::milliseconds kForever = std::chrono::hours(24 * 365 * 100);
+// task_timeout for each of a chunk's count tasks, at most kForever.
+inline std::chrono::milliseconds chunk_budget(std::chrono::milliseconds per_task, std::uint64_t count) {
+  if (count != 0 && static_cast<std::uint64_t>(per_task.count()) > static_cast<std::uint64_t>(kForever.count()) / count) {
+    return kForever;
+  }
+  return per_task * static_cast<std::int64_t>(count);
+}
+
 struct Config {
   std::string front_endpoint;  // clients connect here
   std::string back_endpoint;   // workers connect here

@@ -136,7 +136,8 @@ class PoolOptions {
 
   // A chunk of k items still running after k * timeout (chunksize 1 for an exact
   // per-task limit) is timed out: its worker is killed and replaced, and its items
-  // fail with mpx::TimeoutError, or run again if retries allow. Default: none.
+  // fail with mpx::TimeoutError, or run again if retries allow. Default: none. Here and
+  // in the other timeouts, anything from 100 years on (milliseconds::max()) means never.
   PoolOptions& task_timeout(std::chrono::milliseconds timeout) {
     task_timeout_ = timeout;
     return *this;
