@@ -303,7 +303,15 @@ TEST_F(PoolTest, FailingInitializerBreaksThePoolWithItsError) {
     EXPECT_NE(std::string(e.what()).find("broken_initializer"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("no database"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(pool.apply(square, 1), mpx::PoolBroken);
+  try {
+    pool.apply(square, 1);
+    FAIL() << "expected PoolBroken";
+  } catch (const mpx::PoolBroken& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.rfind("Pool is broken: ", 0), 0u) << what;
+    EXPECT_EQ(what.find("Pool is broken", 1), std::string::npos) << "said twice: " << what;
+    EXPECT_NE(what.find("no database"), std::string::npos) << what;
+  }
 }
 
 TEST_F(PoolTest, TaskExceptionBecomesRemoteErrorAndPoolStaysUsable) {
@@ -520,6 +528,12 @@ TEST_F(PoolTest, CloseJoinTerminate) {
   pool.join();
   EXPECT_EQ(pending.get().size(), 100u) << "join waits for submitted work";
   EXPECT_TRUE(mpx::testing::wait_no_descendants(std::chrono::seconds(5)).empty());
+  try {
+    pool.apply(square, 1);
+    FAIL() << "expected PoolBroken";
+  } catch (const mpx::PoolBroken& e) {
+    EXPECT_STREQ(e.what(), "Pool is not running: Pool was joined (Python: ValueError: Pool not running)");
+  }
 
   mpx::Pool other(2);
   mpx::AsyncResult<int> slow = other.apply_async(slow_square, 5000);

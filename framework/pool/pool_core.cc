@@ -24,6 +24,12 @@
 namespace mpx {
 namespace detail {
 namespace {
+// Why the calls of a pool stopped on purpose fail (PoolCore::not_running_text).
+const char* const kJoined = "Pool was joined";
+const char* const kTerminated = "Pool was terminated";
+}  // namespace
+
+namespace {
 
 // Frames under a quarter of this gather into one write, up to this much; larger ones
 // are written on their own, without a copy.
@@ -215,7 +221,7 @@ void PoolCore::wait_for_workers(int n, std::chrono::milliseconds timeout) {
   wait([&] { return serving_ >= n || state_ == State::kBroken; }, Clock::now() + timeout);
   std::lock_guard<std::mutex> lock(pump_.mu());
   if (serving_ >= n) return;
-  if (state_ == State::kBroken) throw PoolBroken("Pool::wait_for_workers: the pool is broken: " + broken_reason_);
+  if (state_ == State::kBroken) throw PoolBroken("Pool::wait_for_workers: " + not_running_text());
   throw TimeoutError("Pool::wait_for_workers: " + std::to_string(serving_.load()) + " of " + std::to_string(n) +
                      " workers serve after " + std::to_string(timeout.count()) + " ms");
 }
@@ -336,11 +342,20 @@ void PoolCore::flush() {
   flush_locked();
 }
 
+std::string PoolCore::not_running_text() const {
+  if (state_ == State::kClosed) return "Pool is closed: no new work is accepted";
+  static const std::string kBroken = "Pool is broken: ";
+  if (broken_reason_.compare(0, kBroken.size(), kBroken) == 0) return broken_reason_;
+  if (broken_reason_ == kJoined || broken_reason_ == kTerminated) {
+    return "Pool is not running: " + broken_reason_ + " (Python: ValueError: Pool not running)";
+  }
+  return kBroken + broken_reason_;
+}
+
 void PoolCore::begin_call(const std::shared_ptr<CallBase>& call) {
   std::unique_lock<std::mutex> lock(pump_.mu());
   if (state_ != State::kRunning) {
-    throw PoolBroken(state_ == State::kClosed ? "Pool is closed: no new work is accepted"
-                                              : "Pool is broken: " + broken_reason_);
+    throw PoolBroken(not_running_text());
   }
   const std::uint64_t id = next_call_id_++;
   call->set_id(id, &pump_.mu(), this);
@@ -392,7 +407,7 @@ void PoolCore::send_chunk(CallBase& call, std::uint64_t start, std::uint32_t cou
     std::string by_lane;
     {
       std::lock_guard<std::mutex> lock(pump_.mu());
-      if (state_ == State::kBroken) throw PoolBroken("Pool is broken: " + broken_reason_);
+      if (state_ == State::kBroken) throw PoolBroken(not_running_text());
       const bool lane = !large && lane_ && start == 0 && count == call.total() && out_.empty() &&
                         inflight_.empty() && !lane_busy_;
       if (lane) {
@@ -1105,11 +1120,11 @@ void PoolCore::join() {
     if (state_ == State::kRunning) throw Error("Pool::join: call close() or terminate() first");
   }
   wait([this] { return calls_.empty(); }, Clock::time_point::max());
-  stop_router(wire::Type::kShutdown, std::chrono::seconds(5), "Pool was joined");
+  stop_router(wire::Type::kShutdown, std::chrono::seconds(5), kJoined);
 }
 
 void PoolCore::terminate() {
-  stop_router(wire::Type::kTerminate, std::chrono::seconds(2), "Pool was terminated");
+  stop_router(wire::Type::kTerminate, std::chrono::seconds(2), kTerminated);
 }
 
 void PoolCore::shutdown() {

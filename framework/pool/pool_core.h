@@ -272,6 +272,9 @@ class PoolCore {
   transport::Pump pump_;
   State state_ = State::kRunning;
   std::string broken_reason_;
+  // With pump_.mu() held, state_ not kRunning: what a new call is told, the reason said
+  // once ("Pool is broken: ..." or, once joined or terminated, "Pool is not running").
+  std::string not_running_text() const;
   // Why we are stopping the router (set before the stop is sent): what pending calls
   // and the router's exit then report, instead of the kills the stop causes.
   std::string stop_reason_;
