@@ -334,6 +334,25 @@ TEST_F(PoolTest, TaskExceptionBecomesRemoteErrorAndPoolStaysUsable) {
   EXPECT_EQ(pool.map(square, iota(5)), (std::vector<int>{0, 1, 4, 9, 16}));
 }
 
+// A chunksize far above the input is one chunk, as in map (imap used to reserve 8
+// bytes per possible item of it: 32 GiB for SIZE_MAX).
+TEST_F(PoolTest, ImapTakesAnyChunksize) {
+  mpx::Pool pool(2);
+  const std::vector<int> xs = iota(100);
+  std::vector<int> expected;
+  for (int x : xs) expected.push_back(x * x);
+  for (std::size_t chunksize : {std::size_t{UINT32_MAX}, SIZE_MAX}) {
+    SCOPED_TRACE(chunksize);
+    std::vector<int> ordered;
+    for (int v : pool.imap(square, xs, chunksize)) ordered.push_back(v);
+    EXPECT_EQ(ordered, expected);
+    std::vector<int> unordered;
+    for (int v : pool.imap_unordered(square, xs, chunksize)) unordered.push_back(v);
+    std::sort(unordered.begin(), unordered.end());
+    EXPECT_EQ(unordered, expected);
+  }
+}
+
 TEST_F(PoolTest, ImapRaisesAtTheFailingItemAndContinues) {
   mpx::Pool pool(2);
   mpx::ImapIterator<int> it = pool.imap(fail_on_three, iota(6), 1);

@@ -306,7 +306,11 @@ class ImapIterator {
   void read_ahead() {
     bool sent_any = false;
     while (input_ && sent_ - consumed_ < read_ahead_) {
-      detail::Buffer buf(std::size_t{chunksize_} * 8 + 16);
+      // Room for the items this chunk can hold (the buffer grows past a guess): a
+      // chunksize of SIZE_MAX over 100 items asked for 32 GiB.
+      const std::uint64_t expected =
+          std::min<std::uint64_t>(chunksize_, known_size_ ? *known_size_ - std::min(*known_size_, sent_) : 4096);
+      detail::Buffer buf(static_cast<std::size_t>(expected) * 8 + 16);
       std::exception_ptr error;
       std::uint32_t n = 0;
       try {
@@ -509,6 +513,8 @@ class Pool {
   // cancel_futures: every pending future (apply_async, map_async, starmap_async; not
   // imap iterators) is cancelled first: its get() throws CancelledError, its tasks
   // that have not started never run, running ones finish and their results are dropped.
+  // (Python cancels only futures not yet running; here a call's chunks may be spread
+  // over several workers, and the whole call is cancelled.)
   void shutdown(bool cancel_futures = false);
   // Worker count (local ones).
   int processes() const;
