@@ -353,6 +353,25 @@ TEST_F(PoolTest, ImapTakesAnyChunksize) {
   }
 }
 
+// Python's pattern: it = pool.imap(...); pool.close(); pool.join(); for r in it: ...
+// join() reads the input the consumer has not (it waited for ever for those results).
+TEST_F(PoolTest, JoinReadsTheRestOfAnImapsInput) {
+  for (const bool ordered : {true, false}) {
+    SCOPED_TRACE(ordered ? "imap" : "imap_unordered");
+    mpx::Pool pool(2);
+    const std::vector<int> xs = iota(1000);
+    mpx::ImapIterator<int> it = ordered ? pool.imap(square, xs, 1) : pool.imap_unordered(square, xs, 1);
+    std::vector<int> got{*it.next()};
+    pool.close();
+    pool.join();
+    for (auto v = it.next(); v; v = it.next()) got.push_back(*v);
+    std::sort(got.begin(), got.end());
+    std::vector<int> expected;
+    for (int x : xs) expected.push_back(x * x);
+    EXPECT_EQ(got, expected);
+  }
+}
+
 TEST_F(PoolTest, ImapRaisesAtTheFailingItemAndContinues) {
   mpx::Pool pool(2);
   mpx::ImapIterator<int> it = pool.imap(fail_on_three, iota(6), 1);

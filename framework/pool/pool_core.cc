@@ -27,6 +27,7 @@ namespace {
 // Why the calls of a pool stopped on purpose fail (PoolCore::not_running_text).
 const char* const kJoined = "Pool was joined";
 const char* const kTerminated = "Pool was terminated";
+const char* const kShutDown = "Pool was shut down";
 }  // namespace
 
 namespace {
@@ -346,7 +347,7 @@ std::string PoolCore::not_running_text() const {
   if (state_ == State::kClosed) return "Pool is closed: no new work is accepted";
   static const std::string kBroken = "Pool is broken: ";
   if (broken_reason_.compare(0, kBroken.size(), kBroken) == 0) return broken_reason_;
-  if (broken_reason_ == kJoined || broken_reason_ == kTerminated) {
+  if (broken_reason_ == kJoined || broken_reason_ == kTerminated || broken_reason_ == kShutDown) {
     return "Pool is not running: " + broken_reason_ + " (Python: ValueError: Pool not running)";
   }
   return kBroken + broken_reason_;
@@ -1119,6 +1120,14 @@ void PoolCore::join() {
     std::lock_guard<std::mutex> lock(pump_.mu());
     if (state_ == State::kRunning) throw Error("Pool::join: call close() or terminate() first");
   }
+  std::vector<std::shared_ptr<CallBase>> open_ended;
+  {
+    std::lock_guard<std::mutex> lock(pump_.mu());
+    for (const auto& [id, call] : calls_) {
+      if (call->feed_rest()) open_ended.push_back(call);
+    }
+  }
+  for (const auto& call : open_ended) call->feed_rest()();
   wait([this] { return calls_.empty(); }, Clock::time_point::max());
   stop_router(wire::Type::kShutdown, std::chrono::seconds(5), kJoined);
 }
@@ -1128,7 +1137,7 @@ void PoolCore::terminate() {
 }
 
 void PoolCore::shutdown() {
-  stop_router(wire::Type::kShutdown, std::chrono::seconds(3), "Pool was shut down");
+  stop_router(wire::Type::kShutdown, std::chrono::seconds(3), kShutDown);
 }
 
 bool PoolCore::ask_router(wire::Type how) {

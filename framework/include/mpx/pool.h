@@ -255,14 +255,21 @@ using AsyncResult = Future<T>;
 // encoded) ends it there: next() returns the results before it, then throws that
 // error, then returns nullopt. An rvalue range is owned by the iterator; an lvalue
 // one must outlive it. Destroying the iterator early drops the work not yet run.
+// Pool::join() (after close()) reads the rest of the input first, as Python's does:
+// the iteration then goes on over results that are all there.
 template <class R>
 class ImapIterator {
  public:
   ImapIterator(ImapIterator&&) noexcept = default;
   ImapIterator& operator=(ImapIterator&&) = delete;
   ~ImapIterator() {
+    if (!feed_) return;  // moved from
+    std::lock_guard<std::mutex> lock(feed_->mu);
     // Input not read to its end: the pool would wait for results nobody will take.
-    if (core_ && input_) detail::pool_abandon_call(*core_, *call_);
+    if (feed_->input) {
+      feed_->input.reset();
+      detail::pool_abandon_call(*core_, *call_);
+    }
   }
   // The next result, or nullopt after the last one. Throws the item's error.
   std::optional<detail::Stored<R>> next() { return next_until(detail::Clock::time_point::max()); }
@@ -273,7 +280,10 @@ class ImapIterator {
   }
   // How many results the iteration yields: the input's size when it knows it (a
   // container), else the items read from it so far (all of them once it has ended).
-  std::size_t size() const { return static_cast<std::size_t>(known_size_.value_or(sent_)); }
+  std::size_t size() const {
+    std::lock_guard<std::mutex> lock(feed_->mu);
+    return static_cast<std::size_t>(feed_->known_size.value_or(feed_->sent));
+  }
   // Waits until next() would not block; false if nothing arrived in time. Reads ahead
   // first, as next() does.
   template <class Rep, class Period>
@@ -290,60 +300,89 @@ class ImapIterator {
 
  private:
   friend class Pool;
+  // What reads the input: the consumer (next(), wait_for()), or join() once the pool is
+  // closed (CallBase::feed_rest), one at a time.
+  struct Feed {
+    mutable std::mutex mu;  // guards everything below
+    std::unique_ptr<detail::StreamInput> input;  // null once the input has ended
+    std::optional<std::uint64_t> known_size;
+    std::uint32_t chunksize = 1;
+    std::uint64_t read_ahead = 1;  // items sent ahead of the consumer, at most
+    std::uint64_t sent = 0;
+    std::uint64_t consumed = 0;
+
+    // Reads and sends chunks until read_ahead items are unconsumed (all: until the
+    // input ends). Whatever goes wrong while reading or sending ends the input at that
+    // item.
+    void read(detail::PoolCore& core, detail::StreamCall<R>& call, bool all) {
+      bool sent_any = false;
+      while (input && (all || sent - consumed < read_ahead)) {
+        // Room for the items this chunk can hold (the buffer grows past a guess): a
+        // chunksize of SIZE_MAX over 100 items asked for 32 GiB.
+        const std::uint64_t expected =
+            std::min<std::uint64_t>(chunksize, known_size ? *known_size - std::min(*known_size, sent) : 4096);
+        detail::Buffer buf(static_cast<std::size_t>(expected) * 8 + 16);
+        std::exception_ptr error;
+        std::uint32_t n = 0;
+        try {
+          detail::PinScope scope(call.pins());
+          detail::Pins objects;
+          std::vector<std::shared_ptr<detail::Segment>> lent;
+          detail::ObjectSink sink{detail::pool_object_threshold(core), &objects};
+          sink.lent = &lent;
+          {
+            detail::ObjectScope object_scope(sink);
+            n = input->read(buf, chunksize, error);
+          }
+          if (n > 0) {
+            detail::pool_send_chunk(core, call, sent, n, std::move(buf), std::move(objects), sink.bytes,
+                                    std::move(lent));
+          }
+        } catch (...) {
+          n = 0;  // not sent: the input ends before this chunk
+          error = std::current_exception();
+        }
+        sent_any = sent_any || n > 0;
+        sent += n;
+        if (n < chunksize || error) {
+          input.reset();
+          bool complete;
+          {
+            std::lock_guard<std::mutex> lock(call.mu());
+            complete = call.end_input_locked(sent, error);
+          }
+          if (complete) detail::pool_abandon_call(core, call);  // forgets it: all arrived
+        }
+      }
+      if (sent_any) detail::pool_flush(core);
+    }
+  };
+
+  // Begins the call (not begun yet: join() must find its feed_rest from the start).
   ImapIterator(std::shared_ptr<detail::PoolCore> core, std::shared_ptr<detail::StreamCall<R>> call,
                std::unique_ptr<detail::StreamInput> input, std::size_t chunksize)
-      : core_(std::move(core)),
-        call_(std::move(call)),
-        input_(std::move(input)),
-        known_size_(input_->known_size()),
-        chunksize_(static_cast<std::uint32_t>(std::min<std::size_t>(chunksize, UINT32_MAX))),
-        read_ahead_(std::uint64_t{chunksize_} * 2 *
-                    static_cast<std::uint64_t>(std::max(1, detail::pool_processes(*core_)))) {
+      : core_(std::move(core)), call_(std::move(call)), feed_(std::make_shared<Feed>()) {
+    feed_->known_size = input->known_size();
+    feed_->input = std::move(input);
+    feed_->chunksize = static_cast<std::uint32_t>(std::min<std::size_t>(chunksize, UINT32_MAX));
+    feed_->read_ahead = std::uint64_t{feed_->chunksize} * 2 *
+                        static_cast<std::uint64_t>(std::max(1, detail::pool_processes(*core_)));
+    // As Python's task handler reads the whole input in the background, join() reads
+    // what the consumer has not read ahead yet, or it would wait for ever.
+    call_->set_feed_rest([feed = std::weak_ptr<Feed>(feed_), weak_call = std::weak_ptr<detail::StreamCall<R>>(call_),
+                          core = core_.get()] {
+      auto f = feed.lock();
+      auto c = weak_call.lock();
+      if (!f || !c) return;
+      std::lock_guard<std::mutex> lock(f->mu);
+      f->read(*core, *c, /*all=*/true);
+    });
+    detail::pool_begin_call(*core_, call_);
     read_ahead();
   }
-  // Reads and sends chunks until read_ahead_ items are unconsumed or the input ends.
-  // Whatever goes wrong while reading or sending ends the input at that item.
   void read_ahead() {
-    bool sent_any = false;
-    while (input_ && sent_ - consumed_ < read_ahead_) {
-      // Room for the items this chunk can hold (the buffer grows past a guess): a
-      // chunksize of SIZE_MAX over 100 items asked for 32 GiB.
-      const std::uint64_t expected =
-          std::min<std::uint64_t>(chunksize_, known_size_ ? *known_size_ - std::min(*known_size_, sent_) : 4096);
-      detail::Buffer buf(static_cast<std::size_t>(expected) * 8 + 16);
-      std::exception_ptr error;
-      std::uint32_t n = 0;
-      try {
-        detail::PinScope scope(call_->pins());
-        detail::Pins objects;
-        std::vector<std::shared_ptr<detail::Segment>> lent;
-        detail::ObjectSink sink{detail::pool_object_threshold(*core_), &objects};
-        sink.lent = &lent;
-        {
-          detail::ObjectScope object_scope(sink);
-          n = input_->read(buf, chunksize_, error);
-        }
-        if (n > 0) {
-          detail::pool_send_chunk(*core_, *call_, sent_, n, std::move(buf), std::move(objects),
-                                  sink.bytes, std::move(lent));
-        }
-      } catch (...) {
-        n = 0;  // not sent: the input ends before this chunk
-        error = std::current_exception();
-      }
-      sent_any = sent_any || n > 0;
-      sent_ += n;
-      if (n < chunksize_ || error) {
-        input_.reset();
-        bool complete;
-        {
-          std::lock_guard<std::mutex> lock(call_->mu());
-          complete = call_->end_input_locked(sent_, error);
-        }
-        if (complete) detail::pool_abandon_call(*core_, *call_);  // forgets it: all arrived
-      }
-    }
-    if (sent_any) detail::pool_flush(*core_);
+    std::lock_guard<std::mutex> lock(feed_->mu);
+    feed_->read(*core_, *call_, /*all=*/false);
   }
   std::optional<detail::Stored<R>> next_until(detail::Clock::time_point deadline) {
     read_ahead();
@@ -357,19 +396,17 @@ class ImapIterator {
       slot = call_->pop_locked();
     }
     if (!slot) return std::nullopt;
-    ++consumed_;
+    {
+      std::lock_guard<std::mutex> lock(feed_->mu);
+      ++feed_->consumed;
+    }
     if (slot->error) std::rethrow_exception(slot->error);
     return std::move(slot->value);
   }
 
   std::shared_ptr<detail::PoolCore> core_;
   std::shared_ptr<detail::StreamCall<R>> call_;
-  std::unique_ptr<detail::StreamInput> input_;  // null once the input has ended
-  std::optional<std::uint64_t> known_size_;
-  std::uint32_t chunksize_;
-  std::uint64_t read_ahead_;  // items sent ahead of the consumer, at most
-  std::uint64_t sent_ = 0;
-  std::uint64_t consumed_ = 0;
+  std::shared_ptr<Feed> feed_;
 };
 
 class Pool {
@@ -685,7 +722,6 @@ class Pool {
     }
     auto input = std::make_unique<detail::RangeInput<Codec, Range>>(std::forward<Range>(items));
     auto call = std::make_shared<detail::StreamCall<R>>(task, detail::kOpenEnded, ordered);
-    detail::pool_begin_call(*core, call);
     return ImapIterator<R>(std::move(core), call, std::move(input), chunksize);
   }
 

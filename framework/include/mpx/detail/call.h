@@ -77,6 +77,10 @@ class CallBase {
   PoolCore& core() const { return *core_; }
   // Shared objects named in this call's arguments: kept while the call lives.
   Pins& pins() { return pins_; }
+  // An open-ended call's reader of the rest of its input (an imap's): join() runs it,
+  // without the pool mutex. Set before the call begins, never changed after.
+  void set_feed_rest(std::function<void()> feed_rest) { feed_rest_ = std::move(feed_rest); }
+  const std::function<void()>& feed_rest() const { return feed_rest_; }
 
   std::exception_ptr make_remote_error(std::uint64_t start, const ErrorInfo& e,
                                        pid_t worker_pid) const;
@@ -90,6 +94,7 @@ class CallBase {
   std::mutex* mu_ = nullptr;
   PoolCore* core_ = nullptr;
   Pins pins_;  // written only by the submitting thread, before the call is shared
+  std::function<void()> feed_rest_;
 };
 
 // Pool operations the templates use; defined in framework/pool/pool_core.cc (the
