@@ -204,7 +204,18 @@ long sum_list_by_name(std::string name) {
 void set_word(mpx::ShareableList<std::string> words, int i, std::string word) {
   words.set(static_cast<std::size_t>(i), word);
 }
+// Unlinks the block by name, then tries to create a new one under it: the error text.
+std::string unlink_then_create(std::string name) {
+  mpx::SharedMemory::attach(name).unlink();
+  try {
+    mpx::SharedMemory::create(name, 16);
+    return "created";
+  } catch (const mpx::SharedMemoryError& e) {
+    return e.what();
+  }
+}
 MPX_TASK(write_by_name);
+MPX_TASK(unlink_then_create);
 MPX_TASK(sum_list_by_name);
 MPX_TASK(set_word);
 
@@ -645,6 +656,21 @@ TEST_F(SharedTest, SharedMemoryFoundByNameInAChildAndAPoolWorker) {
   q.start();
   q.join();
   EXPECT_EQ(words[1], "gamma");
+}
+
+// unlink() in a process that did not create the block hides it from attach(), but the
+// name stays with its creator until the creator unlinks it too: create() elsewhere says
+// so, instead of "exists already" next to attach()'s "no block named".
+TEST_F(SharedTest, SharedMemoryUnlinkedElsewhereSaysWhoHoldsTheName) {
+  const std::string name = "unlinked-" + std::to_string(getpid());
+  auto block = mpx::SharedMemory::create(name, 64);
+  mpx::Pool pool(1);
+  const std::string error = pool.apply(unlink_then_create, name);
+  EXPECT_NE(error.find("was unlink()ed, but its name stays with process " + std::to_string(getpid())),
+            std::string::npos) << error;
+  EXPECT_THROW(mpx::SharedMemory::attach(name), mpx::SharedMemoryError);
+  block.unlink();
+  EXPECT_NO_THROW(mpx::SharedMemory::create(name, 16)) << "the creator's unlink() frees the name";
 }
 
 // Runs as a separate driver (SharedMemoryCreatorKilled...); skipped otherwise.

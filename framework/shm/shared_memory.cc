@@ -112,6 +112,25 @@ SharedMemory SharedMemory::create(const std::string& name, std::size_t size) {
   auto hold = std::make_shared<NameHold>();
   hold->claim = names::claim("shm", bare, names::Location{r.owner, r.fd, r.id, size});
   if (!hold->claim) {
+    // A block that another process unlink()ed: its creator holds the name until it
+    // lets go of it (mpx/shared_memory.h), which is not what a Python user expects.
+    std::string creator;
+    try {
+      if (const auto where = names::find("shm", bare)) {
+        const detail::SegmentRef ref{SegmentKind::kSharedMemory, where->pid, where->fd, where->id, 0, where->extra};
+        auto held = Segment::open(ref, SegmentKind::kSharedMemory, detail::untyped_tag());
+        if (header(*held).unlinked.load() != 0) creator = std::to_string(where->pid);
+      }
+    } catch (const std::exception&) {
+      // Gone meanwhile, or not ours to open: the plain message below.
+    }
+    if (!creator.empty()) {
+      throw SharedMemoryError("mpx::SharedMemory: a block named '" + bare +
+                              "' was unlink()ed, but its name stays with process " + creator +
+                              ", which created it, until that process unlinks it or drops its "
+                              "handles to it (unlike Python, where any process frees the name): "
+                              "create the new block there, or pick another name");
+    }
     throw SharedMemoryError("mpx::SharedMemory: a block named '" + bare +
                             "' exists already (Python's FileExistsError)");
   }

@@ -108,7 +108,9 @@ class PoolOptions {
     return *this;
   }
   // Worker chunks a worker may hold at once (its credit), so it never idles while the
-  // router forwards; default 2.
+  // router forwards; default 2. A chunk held behind a long-running one waits for it
+  // even while another worker is free: for tasks of very unequal length, prefetch(1)
+  // gives each chunk to the first free worker, as Python's Pool does.
   PoolOptions& prefetch(int n) {
     prefetch_ = n;
     return *this;

@@ -72,6 +72,8 @@ class SharedMemory {
   bool closed() const { return segment_ == nullptr; }
   // The name is released: attach() no longer finds it (in every process), and the
   // creator may give it to a new block. The memory stays while handles to it live.
+  // Unlike Python, only the creating process may reuse the name at once: elsewhere,
+  // create() of it fails (saying so) until the creator unlinks it or lets go of it.
   void unlink();
 
  private:
