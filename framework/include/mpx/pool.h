@@ -283,6 +283,7 @@ class ImapIterator {
   // How many results the iteration yields: the input's size when it knows it (a
   // container), else the items read from it so far (all of them once it has ended).
   std::size_t size() const {
+    if (!feed_) return 0;  // moved from
     std::lock_guard<std::mutex> lock(feed_->mu);
     return static_cast<std::size_t>(feed_->known_size.value_or(feed_->sent));
   }
