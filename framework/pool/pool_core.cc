@@ -475,6 +475,7 @@ void PoolCore::release_chunk(std::uint64_t call_id, std::uint64_t start,
   if (answered != nullptr) {
     auto& to = it->second.resent ? answered->free : answered->reuse;
     for (auto& use : it->second.lent) to.push_back(std::move(use));
+    for (auto& object : it->second.objects) answered->objects.push_back(std::move(object));
   }
   inflight_bytes_ -= it->second.size;
   inflight_.erase(it);

@@ -175,6 +175,9 @@ class PoolCore {
   // worker of the dead router may still be reading them).
   struct AnsweredBuffers {
     std::vector<std::shared_ptr<Segment>> reuse, free;
+    // The chunk's argument objects, until its results are read: a result may view one
+    // (a task returning a Span of its Span argument).
+    Pins objects;
     AnsweredBuffers() = default;
     AnsweredBuffers(const AnsweredBuffers&) = delete;
     AnsweredBuffers& operator=(const AnsweredBuffers&) = delete;
