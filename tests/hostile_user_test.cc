@@ -9,12 +9,15 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -59,6 +62,27 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
 }
 }  // namespace msgpack
 
+// A result type this side refuses to decode when it holds 13 (its encoding is fine).
+struct Fussy {
+  int n = 0;
+  MSGPACK_DEFINE(n);
+};
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+  namespace adaptor {
+  template <>
+  struct convert<Fussy> {
+    const msgpack::object& operator()(const msgpack::object& o, Fussy& v) const {
+      if (o.type != msgpack::type::ARRAY || o.via.array.size != 1) throw msgpack::type_error();
+      v.n = o.via.array.ptr[0].as<int>();
+      if (v.n == 13) throw msgpack::type_error();
+      return o;
+    }
+  };
+  }  // namespace adaptor
+}
+}  // namespace msgpack
+
 namespace {
 
 using std::chrono::milliseconds;
@@ -86,6 +110,18 @@ int slow_square(int x) {
   return x * x;
 }
 HalfEncoded half_encoded(int n) { return HalfEncoded{n}; }
+Fussy fussy(int n) { return Fussy{n}; }
+std::optional<std::string> name_of(std::optional<std::string> fallback, int id) {
+  if (id == 1) return std::string("one");
+  return fallback;
+}
+std::map<int, std::optional<std::vector<std::string>>> tags_of(int n) {
+  std::map<int, std::optional<std::vector<std::string>>> out;
+  for (int i = 0; i < n; ++i) {
+    out[i] = i % 2 ? std::nullopt : std::optional<std::vector<std::string>>(std::vector<std::string>(i, "t"));
+  }
+  return out;
+}
 int pool_in_a_worker(int x) {
   mpx::Pool inner(1);
   return inner.apply(square, x);
@@ -95,6 +131,9 @@ MPX_TASK(square);
 MPX_TASK(crash_on);
 MPX_TASK(slow_square);
 MPX_TASK(half_encoded);
+MPX_TASK(fussy);
+MPX_TASK(name_of);
+MPX_TASK(tags_of);
 MPX_TASK(pool_in_a_worker);
 
 class HostileUserTest : public ::testing::Test {
@@ -295,6 +334,40 @@ TEST_F(HostileUserTest, AResultWhoseEncodingThrowsHalfWayFailsOnlyItsItem) {
 }
 
 // Once refused ("not supported yet"); tests/nested_test.cc covers nesting in depth.
+// A result that does not decode here fails its own item in an imap: the others of its
+// chunk arrive (they all failed with its error).
+TEST_F(HostileUserTest, AResultThatDoesNotDecodeFailsOnlyItsItemInImap) {
+  mpx::Pool pool(1);
+  for (const bool ordered : {true, false}) {
+    SCOPED_TRACE(ordered ? "imap" : "imap_unordered");
+    const std::vector<int> xs{1, 13, 2, 3, 4};
+    auto it = ordered ? pool.imap(fussy, xs, 3) : pool.imap_unordered(fussy, xs, 3);
+    std::vector<int> got;
+    int errors = 0;
+    for (;;) {
+      try {
+        auto r = it.next();
+        if (!r) break;
+        got.push_back(r->n);
+      } catch (const mpx::DecodeError&) {
+        ++errors;
+      }
+    }
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, (std::vector<int>{1, 2, 3, 4}));
+    EXPECT_EQ(errors, 1);
+  }
+}
+
+// std::optional of class types, alone or inside containers, as parameters and results
+// (an ambiguous specialisation refused to compile them).
+TEST_F(HostileUserTest, OptionalsOfClassTypesCrossTheBoundary) {
+  mpx::Pool pool(1);
+  EXPECT_EQ(pool.apply(name_of, std::optional<std::string>("none"), 1), std::optional<std::string>("one"));
+  EXPECT_EQ(pool.apply(name_of, std::optional<std::string>(), 2), std::nullopt);
+  EXPECT_EQ(pool.apply(tags_of, 4), tags_of(4));
+}
+
 TEST_F(HostileUserTest, APoolStartedInAWorkerRuns) {
   mpx::Pool pool(1);
   EXPECT_EQ(pool.apply(pool_in_a_worker, 3), 9);

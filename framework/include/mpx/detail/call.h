@@ -417,12 +417,17 @@ class StreamCall final : public CallBase {
                       std::size_t size, bool has_errors, pid_t worker_pid) override {
     std::deque<Slot> slots(count);
     try {
+      // An item that does not decode fails alone, as one that threw in its worker does.
       auto errors = read_results(data, size, count, has_errors,
                                  [&](std::uint32_t i, const msgpack::object& obj) {
-                                   convert_result<R>(obj, slots[i].value, task());
+                                   try {
+                                     convert_result<R>(obj, slots[i].value, task());
+                                   } catch (...) {
+                                     slots[i].error = std::current_exception();
+                                   }
                                  });
       for (const auto& e : errors) slots[e.item].error = make_remote_error(start, e, worker_pid);
-    } catch (...) {
+    } catch (...) {  // the chunk itself did not decode
       auto error = std::current_exception();
       for (auto& s : slots) s.error = error;
     }

@@ -272,13 +272,18 @@ template <class... Ts>
 struct holds_views<std::tuple<Ts...>> : std::bool_constant<(holds_views<Bare<Ts>>::value || ...)> {};
 template <class T>
 struct holds_views<std::optional<T>> : holds_views<Bare<T>> {};
-// Containers (not std::string: its value_type is a char): their elements decide.
 template <class T>
-struct holds_views<T, std::enable_if_t<!std::is_same_v<T, std::string> &&
+struct is_optional : std::false_type {};
+template <class T>
+struct is_optional<std::optional<T>> : std::true_type {};
+// Containers (not std::string: its value_type is a char; not std::optional, which has a
+// value_type too and its own case above): their elements decide.
+template <class T>
+struct holds_views<T, std::enable_if_t<!std::is_same_v<T, std::string> && !is_optional<T>::value &&
                                        std::is_class_v<typename T::value_type>>>
     : holds_views<Bare<typename T::value_type>> {};
 template <class T>
-struct holds_views<T, std::enable_if_t<!std::is_same_v<T, std::string> &&
+struct holds_views<T, std::enable_if_t<!std::is_same_v<T, std::string> && !is_optional<T>::value &&
                                        std::is_pointer_v<typename T::value_type>>> : std::true_type {};
 
 // A callee's arguments are decoded into a tuple on the stack of the process that runs
