@@ -111,6 +111,14 @@ int slow_square(int x) {
 }
 HalfEncoded half_encoded(int n) { return HalfEncoded{n}; }
 Fussy fussy(int n) { return Fussy{n}; }
+// Named as a type of hostile_user_anon.cc's anonymous namespace, whose fields are in
+// the other order.
+struct Item {
+  int width = 0;
+  int height = 0;
+  MSGPACK_DEFINE(width, height);
+};
+int area_code_a(Item i) { return i.width * 1000 + i.height; }
 std::optional<std::string> name_of(std::optional<std::string> fallback, int id) {
   if (id == 1) return std::string("one");
   return fallback;
@@ -334,6 +342,27 @@ TEST_F(HostileUserTest, AResultWhoseEncodingThrowsHalfWayFailsOnlyItsItem) {
 }
 
 // Once refused ("not supported yet"); tests/nested_test.cc covers nesting in depth.
+}  // namespace
+int hostile_user_area_b(mpx::Pool& pool, int width, int height);  // hostile_user_anon.cc
+namespace {
+
+// Plain functions whose parameter types share a name in anonymous namespaces of two
+// files: a worker cannot tell which type to decode (GCC names both namespaces alike),
+// so it refuses them, saying why, instead of calling one with the other's decoding.
+TEST_F(HostileUserTest, LookAlikeTypesOfAnonymousNamespacesAreRefusedNotMixedUp) {
+  mpx::Pool pool(1);
+  for (int file = 0; file < 2; ++file) {
+    SCOPED_TRACE(file == 0 ? "this file's Item" : "hostile_user_anon.cc's Item");
+    try {
+      const int area = file == 0 ? pool.apply(area_code_a, Item{3, 4}) : hostile_user_area_b(pool, 3, 4);
+      ADD_FAILURE() << "ran, giving " << area;
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("named alike by types in anonymous namespaces"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 // A result that does not decode here fails its own item in an imap: the others of its
 // chunk arrive (they all failed with its error).
 TEST_F(HostileUserTest, AResultThatDoesNotDecodeFailsOnlyItsItemInImap) {

@@ -122,6 +122,12 @@ class FunctionTasks {
     if (sig == tables().signatures.end()) {
       throw NotRegistered("task '" + name + "': this program passes no function of that signature");
     }
+    if (sig->second == nullptr) {
+      throw NotRegistered("task '" + name + "': its parameter or result types are named alike by "
+                          "types in anonymous namespaces of other files, so this process cannot "
+                          "tell which to decode: register the function with MPX_TASK(fn), or "
+                          "give those types distinct names");
+    }
     Checked c;
     try {
       c = check(name.substr(at + 2), *sig->second);
@@ -212,7 +218,15 @@ const TaskEntry* find_task_at(const void* function) {
 }
 
 void register_signature(const SignatureEntry* entry) {
-  tables().signatures.emplace(signature_key(*entry), entry);
+  auto [it, added] = tables().signatures.emplace(signature_key(*entry), entry);
+  // Types of the same name in anonymous namespaces of two files are two types under
+  // one name (GCC spells every anonymous namespace _GLOBAL__N_1): a receiver could
+  // not tell which decoder a function of that signature needs. Null marks the key
+  // ambiguous (by_name refuses it) rather than decoding with the wrong type.
+  if (!added && it->second != nullptr && it->second != entry &&
+      std::strstr(entry->type_name, "_GLOBAL__N") != nullptr) {
+    it->second = nullptr;
+  }
 }
 
 const TaskEntry* find_task(const std::string& name, std::string* why) {
