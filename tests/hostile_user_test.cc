@@ -119,6 +119,20 @@ struct Item {
   MSGPACK_DEFINE(width, height);
 };
 int area_code_a(Item i) { return i.width * 1000 + i.height; }
+// Named as an exception type of hostile_user_anon.cc's anonymous namespace.
+struct AppError : std::runtime_error {
+  explicit AppError(const std::string& what) : std::runtime_error(what) {}
+};
+const bool app_error_registered = mpx::register_exception<AppError>();
+// A registered exception type whose one-string constructor refuses some messages.
+struct Picky : std::runtime_error {
+  explicit Picky(const std::string& what) : std::runtime_error(what) {
+    if (what == "boom") throw std::logic_error("Picky refuses 'boom'");
+  }
+  Picky(const std::string& what, bool) : std::runtime_error(what) {}
+};
+const bool picky_registered = mpx::register_exception<Picky>();
+void throw_picky() { throw Picky("boom", true); }
 std::optional<std::string> name_of(std::optional<std::string> fallback, int id) {
   if (id == 1) return std::string("one");
   return fallback;
@@ -344,6 +358,7 @@ TEST_F(HostileUserTest, AResultWhoseEncodingThrowsHalfWayFailsOnlyItsItem) {
 // Once refused ("not supported yet"); tests/nested_test.cc covers nesting in depth.
 }  // namespace
 int hostile_user_area_b(mpx::Pool& pool, int width, int height);  // hostile_user_anon.cc
+void hostile_user_throw_b(mpx::Pool& pool);                          // hostile_user_anon.cc
 namespace {
 
 // Plain functions whose parameter types share a name in anonymous namespaces of two
@@ -361,6 +376,56 @@ TEST_F(HostileUserTest, LookAlikeTypesOfAnonymousNamespacesAreRefusedNotMixedUp)
           << e.what();
     }
   }
+}
+
+// Exception types named alike in anonymous namespaces of two files: the error comes
+// back as a RemoteError naming the type, not as the other file's type.
+TEST_F(HostileUserTest, LookAlikeExceptionTypesOfAnonymousNamespacesArriveAsRemoteError) {
+  ASSERT_TRUE(app_error_registered);
+  mpx::Pool pool(1);
+  try {
+    hostile_user_throw_b(pool);
+    FAIL() << "expected an exception";
+  } catch (const AppError&) {
+    FAIL() << "hostile_user_anon.cc's AppError came back as this file's";
+  } catch (const mpx::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "(anonymous namespace)::AppError");
+    EXPECT_EQ(e.message(), "from b");
+  }
+}
+
+// A registered exception whose constructor throws on the message: the error still
+// arrives, as a RemoteError with the task's name and message, not as the constructor's.
+TEST_F(HostileUserTest, ARegisteredExceptionThatCannotBeRebuiltArrivesAsRemoteError) {
+  ASSERT_TRUE(picky_registered);
+  mpx::Pool pool(1);
+  try {
+    pool.apply(throw_picky);
+    FAIL() << "expected an exception";
+  } catch (const mpx::RemoteError& e) {
+    EXPECT_EQ(e.message(), "boom");
+    EXPECT_NE(std::string(e.what()).find("throw_picky"), std::string::npos) << e.what();
+  }
+}
+
+TEST(HostileUserHelper, DISABLED_LogsAtEachLevel) {
+  mpx::logger().debug("a debug line");
+  mpx::logger().error("an error line");
+}
+
+// MPX_LOG in any case; a value that is not a level is ignored with a warning (spdlog
+// took it for "off", which hid errors too).
+TEST_F(HostileUserTest, MpxLogTakesAnyCaseAndRefusesWhatIsNotALevel) {
+  const auto debug = mpx::testing::run_helper("HostileUserHelper.DISABLED_LogsAtEachLevel", {"MPX_LOG=DEBUG"},
+                                              seconds(60));
+  ASSERT_TRUE(debug.exited_with(0)) << debug.output;
+  EXPECT_NE(debug.output.find("a debug line"), std::string::npos) << debug.output;
+  const auto bogus = mpx::testing::run_helper("HostileUserHelper.DISABLED_LogsAtEachLevel", {"MPX_LOG=bogus"},
+                                              seconds(60));
+  ASSERT_TRUE(bogus.exited_with(0)) << bogus.output;
+  EXPECT_NE(bogus.output.find("an error line"), std::string::npos) << bogus.output;
+  EXPECT_EQ(bogus.output.find("a debug line"), std::string::npos) << bogus.output;
+  EXPECT_NE(bogus.output.find("ignored MPX_LOG=bogus"), std::string::npos) << bogus.output;
 }
 
 // A result that does not decode here fails its own item in an imap: the others of its

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -62,10 +63,28 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& name, Role role) 
   // One line, one write: "12:00:01.123 [PoolWorker-1/4242] info: text".
   logger->set_pattern("%H:%M:%S.%e [%n/%P] %l: %v");
   spdlog::level::level_enum level = spdlog::level::info;
-  if (const char* env = std::getenv("MPX_LOG")) level = spdlog::level::from_str(env);
-  if (const char* env = std::getenv(role_level_variable(role))) level = spdlog::level::from_str(env);
+  std::string bad_levels;
+  // spdlog reads a name it does not know as "off", which would hide errors too: such a
+  // value is refused with a warning, and case does not matter.
+  auto read_level = [&](const char* variable) {
+    const char* env = std::getenv(variable);
+    if (env == nullptr) return;
+    std::string text(env);
+    std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
+    const spdlog::level::level_enum read = spdlog::level::from_str(text);
+    if (read == spdlog::level::off && text != "off") {
+      bad_levels += std::string(bad_levels.empty() ? "" : ", ") + variable + "=" + env;
+      return;
+    }
+    level = read;
+  };
+  read_level("MPX_LOG");
+  read_level(role_level_variable(role));
   logger->set_level(level);
   logger->flush_on(spdlog::level::trace);
+  if (!bad_levels.empty()) {
+    logger->warn("ignored {}: a level is one of trace, debug, info, warn, error, critical, off", bad_levels);
+  }
   if (!file_error.empty()) {
     logger->warn("cannot log to MPX_LOG_FILE={} ({}); logging to stderr", file, file_error);
   }

@@ -66,17 +66,26 @@ class Factories {
   }
   void add(const std::type_info& type, RemoteFactory factory) {
     std::lock_guard<std::mutex> lock(mu_);
-    by_name_[demangle(type.name())] = factory;
+    const std::string name = demangle(type.name());
+    auto [it, added] = by_name_.emplace(name, Entry{&type, factory});
+    if (added || *it->second.type == type) return;
+    // Two types of one name in anonymous namespaces of different files: an error
+    // named so cannot be told to be either, and comes back as a RemoteError.
+    if (name.find("(anonymous namespace)") != std::string::npos) it->second.factory = nullptr;
   }
   RemoteFactory find(const std::string& name) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = by_name_.find(name);
-    return it == by_name_.end() ? nullptr : it->second;
+    return it == by_name_.end() ? nullptr : it->second.factory;
   }
 
  private:
+  struct Entry {
+    const std::type_info* type;
+    RemoteFactory factory;
+  };
   std::mutex mu_;
-  std::unordered_map<std::string, RemoteFactory> by_name_;  // guarded by mu_
+  std::unordered_map<std::string, Entry> by_name_;  // guarded by mu_
 };
 
 Factories& factories() {
@@ -101,7 +110,11 @@ std::exception_ptr remote_exception(std::string task_name, const ErrorInfo& erro
           RemoteException<std::system_error>(std::move(info), code, error.message));
     }
   } else if (RemoteFactory make = factories().find(error.type)) {
-    return make(std::move(info));
+    try {
+      return make(RemoteInfo(info));
+    } catch (...) {
+      // The type's constructor refused this message: a RemoteError still says it all.
+    }
   }
   return std::make_exception_ptr(RemoteError(info.task_name(), info.type_name(), info.message(),
                                              info.task_index(), info.worker_pid()));
