@@ -210,6 +210,26 @@ TEST_F(PipelineTest, GeneratorSourcesAndEmptySources) {
   EXPECT_EQ(mpx::Pipeline::from(std::vector<int>{4, 5}).collect(), (std::vector<int>{4, 5}));
 }
 
+// Overlapping runs of one generate() Flow share its generator, one call at a time:
+// together they see each item once (concurrent calls handed some out twice).
+TEST_F(PipelineTest, OverlappingRunsOfAGeneratorFlowShareItsItems) {
+  std::int64_t next = 0;
+  const std::int64_t n = 100000;
+  const auto flow = mpx::Pipeline::generate([&next, n]() -> std::optional<std::int64_t> {
+                      if (next >= n) return std::nullopt;
+                      return next++;
+                    }).map(add_one, 1);
+  std::vector<std::int64_t> a, b;
+  std::thread first([&] { a = flow.collect(); });
+  std::thread second([&] { b = flow.collect(); });
+  first.join();
+  second.join();
+  a.insert(a.end(), b.begin(), b.end());
+  std::sort(a.begin(), a.end());
+  ASSERT_EQ(a.size(), static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) ASSERT_EQ(a[static_cast<std::size_t>(i)], i + 1);
+}
+
 TEST_F(PipelineTest, AFlowCanRunAgain) {
   const auto flow = mpx::Pipeline::from(iota64(50)).map(square, 1);
   EXPECT_EQ(flow.collect(), flow.collect());

@@ -603,14 +603,24 @@ class Pipeline {
     return Flow<T>(std::make_shared<detail::PipelinePlan>(), std::move(source));
   }
   // A pipeline over what next() returns, until it returns std::nullopt. next is called
-  // in a pipeline thread, one call at a time.
+  // in a pipeline thread, one call at a time, also when runs of the Flow overlap (they
+  // then share what it generates: each item goes to one of them).
   template <class Gen>
   static Flow<typename std::invoke_result_t<Gen&>::value_type> generate(Gen next) {
     using T = typename std::invoke_result_t<Gen&>::value_type;
-    auto gen = std::make_shared<Gen>(std::move(next));
+    struct Shared {
+      explicit Shared(Gen g) : next(std::move(g)) {}
+      std::mutex mu;
+      Gen next;
+    };
+    auto gen = std::make_shared<Shared>(std::move(next));
     auto source = std::make_shared<detail::TypedSource<T>>();
     source->open = [gen]() -> detail::TypedCursor<T> {
-      return {[gen]() -> std::optional<T> { return (*gen)(); }, nullptr};
+      return {[gen]() -> std::optional<T> {
+                std::lock_guard<std::mutex> lock(gen->mu);
+                return gen->next();
+              },
+              nullptr};
     };
     return Flow<T>(std::make_shared<detail::PipelinePlan>(), std::move(source));
   }
