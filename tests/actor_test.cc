@@ -233,6 +233,7 @@ TEST(Actor, ConstructorThatThrowsFailsSpawn) {
     EXPECT_EQ(e.type_name(), "std::out_of_range");
     EXPECT_NE(e.message().find("got -3"), std::string::npos) << e.message();
     EXPECT_NE(std::string(e.description()).find("Picky::Picky"), std::string::npos) << e.description();
+    EXPECT_GT(e.worker_pid(), 0) << "the pid of the process whose constructor threw";
   }
   EXPECT_EQ(mpx::spawn<Picky>(1).call(&Picky::ok).get(), 1);
 }
@@ -441,6 +442,17 @@ TEST(Actor, NamedActorsAreFoundFromAnyProcess) {
     EXPECT_NE(std::string(e.what()).find("is not of class Picky"), std::string::npos) << e.what();
   }
   EXPECT_THROW(mpx::find_actor<Counter>("nobody"), mpx::Error);
+  // Names are at most 127 bytes: a longer one is refused, not cut (it could then be
+  // neither found nor spawned again).
+  const std::string longest(127, 'n');
+  auto named = mpx::spawn<Counter>(mpx::ActorOptions().name(longest), 3);
+  EXPECT_EQ(mpx::find_actor<Counter>(longest).call(&Counter::get).get(), 3);
+  try {
+    mpx::spawn<Counter>(mpx::ActorOptions().name(longest + "n"), 0);
+    FAIL() << "expected mpx::Error";
+  } catch (const mpx::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("an actor name is at most 127 bytes"), std::string::npos) << e.what();
+  }
 
   totals.stop();
   EXPECT_THROW(mpx::find_actor<Counter>("totals"), mpx::Error);

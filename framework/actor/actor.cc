@@ -16,6 +16,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "framework/actor/client.h"
@@ -154,6 +155,11 @@ std::shared_ptr<ActorLink> spawn_actor(const ActorFactoryEntry& factory, std::st
   const std::string name = options.name().empty()
                                ? factory.class_name + "-" + std::to_string(++actor_counter)
                                : options.name();
+  if (options.name().size() >= sizeof control->name) {
+    throw Error("mpx::spawn: an actor name is at most " + std::to_string(sizeof control->name - 1) +
+                                " bytes; '" + options.name().substr(0, 40) + "...' has " +
+                                std::to_string(options.name().size()));
+  }
   const std::string endpoint = transport::Endpoint::unique("actor").str();
   if (endpoint.size() + 12 >= sizeof control->endpoint) {
     throw Error("mpx::spawn: endpoint name too long: " + endpoint);
@@ -173,7 +179,7 @@ std::shared_ptr<ActorLink> spawn_actor(const ActorFactoryEntry& factory, std::st
   if (failure) {
     if (failure->constructor_threw) {
       std::rethrow_exception(detail::remote_exception(factory.class_name + "::" + factory.class_name,
-                                                      failure->error, 0, supervised->child.pid));
+                                                      failure->error, 0, failure->pid));
     }
     throw ActorDied(name, "could not start: " + failure->reason, false);
   }

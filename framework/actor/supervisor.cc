@@ -64,6 +64,7 @@ std::optional<StartFailure> start_incarnation(Supervised& s, std::uint32_t incar
   ::close(fds[0]);
   if (!timed_out && !got.empty() && got[0] == kReadyByte) return std::nullopt;
   StartFailure f;
+  f.pid = s.child.pid;
   if (timed_out) {
     ::kill(s.child.pid, SIGKILL);
     spawning::reap(s.child, true);

@@ -5,6 +5,8 @@
 #ifndef MPX_FRAMEWORK_ACTOR_SUPERVISOR_H_
 #define MPX_FRAMEWORK_ACTOR_SUPERVISOR_H_
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -32,6 +34,7 @@ struct Supervised {
 };
 
 struct StartFailure {
+  pid_t pid = 0;  // the incarnation's process (reaped since)
   bool constructor_threw = false;
   detail::ErrorInfo error;     // constructor_threw
   std::string reason;         // otherwise: how the process ended
