@@ -242,7 +242,11 @@ bool wait_over(ActorClient& client, std::uint32_t stop_sent_to, Clock::time_poin
       stop_sent_to = client.send_stop();
       continue;
     }
-    actor::futex_wait(&c.seq, seq, std::chrono::milliseconds(50));
+    // Answers to calls sent before the STOP arrive while the actor ends: read them as
+    // a Future's wait would, or answers more than a socket buffer holds could never
+    // leave (the actor waits for them to, drain_answers in server.cc).
+    client.wait_until([&] { return c.seq.load(std::memory_order_acquire) != seq; },
+                      std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
   }
 }
 

@@ -14,11 +14,13 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "framework/actor/control.h"
 #include "framework/actor/server.h"
@@ -156,6 +158,7 @@ class Server {
       if (idle.after_wait(served_)) detail::forget_recently_opened_segments();
       served = served_;
     }
+    drain_answers();
     return 0;
   }
 
@@ -198,6 +201,40 @@ class Server {
       return;
     }
     flush(c);
+  }
+
+  // After STOP: the answers to the calls that came before it leave before the process
+  // ends (more than a socket buffer holds, the caller reads them as it waits for the
+  // end: actor_stop pumps). A caller that reads nothing for kDrainPatience loses the
+  // rest; its calls fail with ActorDied.
+  void drain_answers() {
+    static constexpr auto kDrainPatience = std::chrono::seconds(5);
+    auto last_progress = std::chrono::steady_clock::now();
+    std::size_t last_pending = SIZE_MAX;
+    for (;;) {
+      std::vector<pollfd> waiting;
+      std::size_t pending = 0;
+      for (auto& [fd, c] : callers_) {
+        if (c->out.empty()) continue;
+        bool gone = false;
+        c->out.erase(0, c->conn.send_some(c->out, &gone));
+        if (gone) c->out.clear();
+        if (c->out.empty()) continue;
+        pending += c->out.size();
+        waiting.push_back(pollfd{fd, POLLOUT, 0});
+      }
+      if (pending == 0) return;
+      const auto now = std::chrono::steady_clock::now();
+      if (pending < last_pending) {
+        last_pending = pending;
+        last_progress = now;
+      } else if (now - last_progress > kDrainPatience) {
+        logger().warn("stopping with {} bytes of answers unread by their callers for {} s", pending,
+                      std::chrono::duration_cast<std::chrono::seconds>(kDrainPatience).count());
+        return;
+      }
+      transport::poll(waiting.data(), waiting.size(), std::chrono::milliseconds(100));
+    }
   }
 
   void drop(Caller& c) {
