@@ -401,7 +401,10 @@ class Actor {
  public:
   // Calls method(args...) in the actor. A duration after the method's arguments bounds
   // the call: once it passes, the Future fails with TimeoutError (the actor may still
-  // run the call; its answer is then dropped).
+  // run the call; its answer is then dropped). The timeout starts once the call is
+  // sent: call() and tell() write the call to the actor's socket, and while an actor
+  // busy with a long method has a socket buffer's worth of calls unread (~200 KB), they
+  // wait to write, as do other threads calling it meanwhile.
   template <class M, class... Args>
   auto call(M method, Args&&... args) const {
     using Traits = detail::MethodTraits<M>;
