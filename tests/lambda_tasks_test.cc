@@ -1,6 +1,7 @@
 // Captureless lambdas as pool tasks without MPX_TASK, with real processes.
 #include <unistd.h>
 
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -48,6 +49,11 @@ TEST_F(LambdaTasksTest, EveryCallTakesALambda) {
   EXPECT_EQ(sum, -10);
   // void results and mutable lambdas.
   pool.map([](int) mutable {}, xs);
+  // A Process takes one as a Pool call does.
+  mpx::Process p([](int code) { std::exit(code); }, 7);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 7);
 }
 
 TEST_F(LambdaTasksTest, TwoLambdasWithTheSameSignatureStayApart) {

@@ -73,6 +73,9 @@ class Process {
     }
     init(task, std::string(buf.data(), buf.size()), std::move(pins), std::move(fds));
   }
+  // A captureless lambda, as Pool calls take one: mpx::Process p([](int x) {...}, 3).
+  template <class F, class... Args, class = detail::EnableIfClosure<F>>
+  explicit Process(F, Args&&... args) : Process(detail::closure_task<F>(), std::forward<Args>(args)...) {}
   ~Process();
   Process(Process&&) noexcept;
   Process& operator=(Process&&) noexcept;
