@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <numeric>
@@ -97,6 +98,21 @@ class Summer {
   double sum(std::vector<double> v) const { return std::accumulate(v.begin(), v.end(), 0.0); }
 };
 MPX_ACTOR(Summer, sum);
+
+// Its constructor takes 2 s from the second time on (a restart), telling the first by
+// a file it creates.
+class SlowRestart {
+ public:
+  explicit SlowRestart(const std::string& marker) {
+    if (std::ifstream(marker).good()) {
+      std::this_thread::sleep_for(std::chrono::seconds(2));
+    } else {
+      std::ofstream(marker) << "built";
+    }
+  }
+  int get() const { return 1; }
+};
+MPX_ACTOR(SlowRestart, get);
 
 // Keeps views of its constructor's arguments, as a class may when its caller's
 // arguments outlive it: a training set as a Span of the vector it was spawned with.
@@ -305,6 +321,24 @@ TEST(Actor, KilledFromOutsideWhileBusy) {
   ASSERT_EQ(kill(c.pid(), SIGKILL), 0);
   EXPECT_TRUE(busy.wait_for(seconds(10 * kSlow)));  // no hang
   EXPECT_THROW(busy.get(), mpx::ActorDied);
+}
+
+// While an actor restarts, pid() is 0 (its dead process's pid, reaped, may be another
+// process's by then: kill() must not signal it).
+TEST(Actor, PidIsZeroWhileTheActorRestarts) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string marker = std::string(tmp ? tmp : "/tmp") + "/slow-restart-" + std::to_string(getpid());
+  std::remove(marker.c_str());
+  auto c = mpx::spawn<SlowRestart>(mpx::ActorOptions().restart(mpx::Restart::on_failure), marker);
+  const pid_t first = c.pid();
+  ASSERT_GT(first, 0);
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  ASSERT_TRUE(mpx::testing::wait_until([&] { return c.pid() != first; }, seconds(30)));
+  EXPECT_EQ(c.pid(), 0) << "during the restart, whose constructor takes 2 s";
+  EXPECT_EQ(c.call(&SlowRestart::get).get(), 1);
+  EXPECT_GT(c.pid(), 0);
+  EXPECT_NE(c.pid(), first);
+  std::remove(marker.c_str());
 }
 
 TEST(Actor, RestartOnFailureRebuildsFromConstructorArguments) {

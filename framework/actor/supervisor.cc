@@ -147,8 +147,11 @@ class Supervisor {
 
   // Runs on the supervisor thread: the incarnation behind s->child has ended.
   void ended(std::shared_ptr<Supervised> s) {
-    const auto status = spawning::reap(s->child, true);
     Control& c = *s->control;
+    // Its pid is free for reuse once reaped: pid() says 0 and kill() signals nobody
+    // until a next incarnation runs.
+    c.pid.store(0, std::memory_order_release);
+    const auto status = spawning::reap(s->child, true);
     std::string reason = status ? spawning::describe(*status) : "ended";
     if (c.stop_requested.load(std::memory_order_acquire) != 0) {
       const bool clean = status && spawning::exitcode(*status) == 0;

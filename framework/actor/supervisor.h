@@ -34,10 +34,10 @@ struct Supervised {
 };
 
 struct StartFailure {
-  pid_t pid = 0;  // the incarnation's process (reaped since)
   bool constructor_threw = false;
   detail::ErrorInfo error;     // constructor_threw
   std::string reason;         // otherwise: how the process ended
+  pid_t pid = 0;              // the incarnation's process (reaped since)
 };
 
 // Starts incarnation `incarnation` and waits until it is constructed and listening;
