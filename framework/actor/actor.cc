@@ -244,9 +244,14 @@ bool wait_over(ActorClient& client, std::uint32_t stop_sent_to, Clock::time_poin
     }
     // Answers to calls sent before the STOP arrive while the actor ends: read them as
     // a Future's wait would, or answers more than a socket buffer holds could never
-    // leave (the actor waits for them to, drain_answers in server.cc).
-    client.wait_until([&] { return c.seq.load(std::memory_order_acquire) != seq; },
-                      std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
+    // leave (the actor waits for them to, drain_answers in server.cc). With none due,
+    // the futex wakes this at once when the state changes.
+    if (client.awaits_answers()) {
+      client.wait_until([&] { return c.seq.load(std::memory_order_acquire) != seq; },
+                        std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
+    } else {
+      actor::futex_wait(&c.seq, seq, std::chrono::milliseconds(50));
+    }
   }
 }
 

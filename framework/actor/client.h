@@ -82,6 +82,11 @@ class ActorClient {
   bool cancelled(ActorCall& call);
   // Sends STOP to the current incarnation; returns it (0 if the actor is already over).
   std::uint32_t send_stop();
+  // Whether calls of this process wait for answers on an open connection.
+  bool awaits_answers() {
+    std::lock_guard<std::mutex> lk(pump_.mu());
+    return !pending_.empty() && conn_ != nullptr;
+  }
 
  private:
   bool connected_to_current() const {
