@@ -215,10 +215,7 @@ class Server {
       std::vector<pollfd> waiting;
       std::size_t pending = 0;
       for (auto& [fd, c] : callers_) {
-        if (c->out.empty()) continue;
-        bool gone = false;
-        c->out.erase(0, c->conn.send_some(c->out, &gone));
-        if (gone) c->out.clear();
+        flush(*c);
         if (c->out.empty()) continue;
         pending += c->out.size();
         waiting.push_back(pollfd{fd, POLLOUT, 0});
