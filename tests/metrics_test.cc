@@ -92,6 +92,7 @@ TEST_F(MetricsTest, ServesCountersGaugesAndHistogramOverHttp) {
     EXPECT_TRUE(contains(body, "\nmpx_tasks_completed_total 102\n")) << body;
     EXPECT_TRUE(contains(body, "\nmpx_chunks_failed_total 1\n")) << body;
     EXPECT_TRUE(contains(body, "\nmpx_tasks_lost_total 0\n")) << body;
+    EXPECT_TRUE(contains(body, "\nmpx_chunks_taken_back_total ")) << body;
     EXPECT_TRUE(contains(body, "\nmpx_workers 2\n")) << body;
     EXPECT_TRUE(contains(body, "\nmpx_queued_chunks 0\n")) << body;
     EXPECT_TRUE(contains(body, "# TYPE mpx_chunk_seconds histogram\n")) << body;

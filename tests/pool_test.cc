@@ -98,6 +98,9 @@ void set_initialized(int v) { initialized_value = v; }
 int read_initialized(int) { return initialized_value; }
 void broken_initializer(int) { throw std::runtime_error("no database"); }
 
+// Held until the driver sets done, for a minute at most: whether it was set.
+bool wait_for_event(mpx::Event done) { return done.wait(std::chrono::seconds(60)); }
+MPX_TASK(wait_for_event);
 MPX_TASK(square);
 MPX_TASK(multiply);
 MPX_TASK(shout);
@@ -238,6 +241,28 @@ TEST_F(PoolTest, EmptyInputs) {
   for (int v : pool.imap(square, std::vector<int>{})) n += v + 1;
   EXPECT_EQ(n, 0);
   EXPECT_TRUE(pool.map_async(square, std::vector<int>{}).ready());
+}
+
+// Python's workers take tasks from one queue, so a short task never waits for a long
+// one while a worker is free. mpx's workers hold the chunks they are given (prefetch):
+// those waiting behind a long one are taken back for a worker that idles. Otherwise
+// each map below would wait for the long task, which waits for the map: it gives up
+// after a minute and says so. The long task runs by the lane in a default pool, and
+// as a chunk from the router where lanes are off (maxtasksperchild).
+TEST_F(PoolTest, ShortTasksDoNotWaitBehindALongOneWhileAWorkerIsFree) {
+  for (const auto& options : {mpx::PoolOptions().processes(2),
+                              mpx::PoolOptions().processes(2).prefetch(4).maxtasksperchild(100000)}) {
+    mpx::Pool pool(options);
+    for (int round = 0; round < 3; ++round) {
+      mpx::Event done;
+      auto long_one = pool.apply_async(wait_for_event, done);
+      const std::vector<int> xs = iota(50);
+      const std::vector<int> squares = pool.map(square, xs, 1);
+      done.set();
+      ASSERT_TRUE(long_one.get()) << "round " << round << ": the map waited for the long task";
+      for (int x : xs) EXPECT_EQ(squares[x], x * x);
+    }
+  }
 }
 
 TEST_F(PoolTest, AsyncResultWaitsAndTimesOut) {

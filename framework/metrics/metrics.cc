@@ -44,6 +44,9 @@ class PoolCollector final : public prometheus::Collectable {
     out.push_back(counter("mpx_chunks_failed_total", "Result chunks carrying at least one task error (RemoteError)",
                           s->error_chunks));
     out.push_back(counter("mpx_chunks_retried_total", "Chunks run again after their worker died", s->retried_chunks));
+    out.push_back(counter("mpx_chunks_taken_back_total",
+                          "Chunks taken back from a worker held up by a long chunk, for an idle one",
+                          s->taken_back_chunks));
     out.push_back(counter("mpx_worker_restarts_total", "Workers replaced after a death", s->worker_restarts));
     MetricFamily deaths{"mpx_worker_deaths_total",
                         "Worker deaths by cause (signal, exit, timeout, stopped, heartbeat, startup)",

@@ -69,6 +69,12 @@ std::optional<std::uint64_t> LocalWorkers::cancel_call(std::string_view id, std:
   return it->second.shared->cancel(call_id);
 }
 
+std::optional<std::uint64_t> LocalWorkers::take_back(std::string_view id, std::uint64_t sent) {
+  auto it = children_.find(id);
+  if (it == children_.end() || it->second.shared == nullptr) return std::nullopt;
+  return it->second.shared->take_back(sent);
+}
+
 namespace {
 
 // The lane chunk shared names, if the chunk marked running is that one.

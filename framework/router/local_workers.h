@@ -47,6 +47,7 @@ class LocalWorkers final : public WorkerSupervisor {
   void kill(std::string_view id) override;
   bool is_stopped(std::string_view id) override;
   std::optional<std::uint64_t> cancel_call(std::string_view id, std::uint64_t call_id) override;
+  std::optional<std::uint64_t> take_back(std::string_view id, std::uint64_t sent) override;
   bool runs_chunk(std::string_view id) override;
   std::optional<LaneChunk> running_lane_chunk(std::string_view id) override;
   wire::LaneCounts lane_counts(std::string_view id) override;

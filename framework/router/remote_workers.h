@@ -61,6 +61,7 @@ class RemoteWorkers final : public WorkerSupervisor {
   bool is_stopped(std::string_view id) override;
   // A remote worker shares no page with the router: nullopt (its chunks still run).
   std::optional<std::uint64_t> cancel_call(std::string_view, std::uint64_t) override { return std::nullopt; }
+  std::optional<std::uint64_t> take_back(std::string_view, std::uint64_t) override { return std::nullopt; }
   bool owns(std::string_view id) const { return worker_rid_.count(id) != 0; }
   // Sends a frame to remote worker id; false when id is not one.
   bool forward(std::string_view id, transport::Message&& header_frame, transport::Message&& payload);

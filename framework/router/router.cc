@@ -682,20 +682,27 @@ std::size_t RouterCore::credit(const Worker& w) const {
   return std::clamp(static_cast<std::size_t>(wanted), floor, ceiling);
 }
 
+bool RouterCore::is_held_up(const Worker& w) const {
+  return !w.in_flight.empty() && now_ - w.in_flight.front().started >= kTakeBackAfter;
+}
+
 void RouterCore::dispatch() {
   while (!queue_.empty() && !stopping_) {
+    // The least loaded worker with credit, one held up by a long chunk last: what it
+    // is given waits for that chunk.
     Worker* best = nullptr;
-    std::size_t best_load = 0;
+    std::pair<bool, std::size_t> best_rank;
     for (auto& [id, w] : workers_) {
       if (w.state != State::kReady || !w.configured) continue;
       const std::size_t load = w.in_flight.size() + lane_load(w);
       if (load >= credit(w)) continue;
-      if (best == nullptr || load < best_load) {
+      const std::pair<bool, std::size_t> rank{is_held_up(w), load};
+      if (best == nullptr || rank < best_rank) {
         best = &w;
-        best_load = load;
+        best_rank = rank;
       }
     }
-    if (best == nullptr) return;
+    if (best == nullptr) break;
     Task task = std::move(queue_.front());
     queue_.pop_front();
     transport::set_type(task.header_frame, wire::Type::kTask);
@@ -709,6 +716,7 @@ void RouterCore::dispatch() {
         next_tick_ = std::min(next_tick_, now_ + chunk_budget(config_.task_timeout, task.what.count));
       }
     }
+    task.what.position = best->sent++;
     best->in_flight.push_back(std::move(task.what));
     ++best->assigned;
     io_.forward_worker(best->id, std::move(task.header_frame), std::move(task.payload));
@@ -718,6 +726,47 @@ void RouterCore::dispatch() {
       // spawn_one may rehash nothing (std::map): best stays valid.
     }
   }
+  take_back_waiting();
+}
+
+void RouterCore::take_back_waiting() {
+  if (taking_back_ || stopping_ || broken() || !queue_.empty()) return;
+  const bool someone_idles = std::any_of(workers_.begin(), workers_.end(), [&](const auto& entry) {
+    const Worker& w = entry.second;
+    return w.state == State::kReady && w.configured && w.in_flight.empty() && lane_load(w) == 0;
+  });
+  if (!someone_idles) return;
+  for (auto& [id, w] : workers_) {
+    if (w.state != State::kReady && w.state != State::kRetiring) continue;
+    // Chunks wait in w: behind its first, or all of them behind its lane's chunk.
+    if (w.in_flight.size() < (w.lane_busy ? 1u : 2u)) continue;
+    if (!is_held_up(w)) {
+      next_tick_ = std::min(next_tick_, w.in_flight.front().started + kTakeBackAfter);
+      continue;
+    }
+    const std::optional<std::uint64_t> from = supervisor_.take_back(id, w.sent);
+    if (!from || *from >= w.sent) continue;
+    // in_flight is in the order sent: the chunks taken back are its last ones.
+    const auto first = std::find_if(w.in_flight.begin(), w.in_flight.end(), [&](const InFlight& f) {
+      return f.position != kNotSent && f.position >= *from;
+    });
+    std::size_t taken = 0;
+    for (auto it = first; it != w.in_flight.end(); ++it) {
+      if (it->cancelled) continue;  // its call is cancelled: dropped, as from the queue
+      transport::Message header = it->retry_header, payload = it->retry_payload;
+      queue_.push_back(Task{std::move(*it), std::move(header), std::move(payload)});
+      --w.assigned;
+      ++taken;
+    }
+    w.in_flight.erase(first, w.in_flight.end());
+    counters_.taken_back_chunks += taken;
+    logger().debug("router: took back {} chunk(s) waiting behind the long one {} (pid {}) runs",
+                   taken, w.name, w.pid);
+  }
+  if (queue_.empty()) return;
+  taking_back_ = true;
+  dispatch();
+  taking_back_ = false;
 }
 
 void RouterCore::retire_if_done(Worker& w) {
@@ -820,6 +869,7 @@ void RouterCore::on_tick(Clock::time_point now) {
     }
   }
   next_tick_ = std::max(next_deadline, now + std::chrono::milliseconds(1));
+  take_back_waiting();
 }
 
 void RouterCore::kill_running(Worker& w, std::string why, bool timed_out) {

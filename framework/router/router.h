@@ -41,6 +41,10 @@ using Clock = std::chrono::steady_clock;
 // is at most this, so that the clock's nanoseconds hold it, and a chunk's budget
 // (chunk_budget) saturates here.
 constexpr std::chrono::milliseconds kForever = std::chrono::hours(24 * 365 * 100);
+// A chunk held behind one its worker has run this long may be taken back for an idle
+// worker (RouterCore::take_back_waiting). Long against a quick chunk, so that a stream
+// of them is not shuffled between workers; short against a task a user calls long.
+constexpr std::chrono::milliseconds kTakeBackAfter{10};
 // task_timeout for each of a chunk's count tasks, at most kForever.
 inline std::chrono::milliseconds chunk_budget(std::chrono::milliseconds per_task, std::uint64_t count) {
   if (count != 0 && static_cast<std::uint64_t>(per_task.count()) > static_cast<std::uint64_t>(kForever.count()) / count) {
@@ -185,6 +189,11 @@ class WorkerSupervisor {
   // Every supervisor says (a composite must forward it: a silent default once made
   // cancels of local workers run their chunks anyway).
   virtual std::optional<std::uint64_t> cancel_call(std::string_view id, std::uint64_t call_id) = 0;
+  // Takes back the TASKs worker id has not started yet, of the sent the router sent it
+  // (wire::WorkerShared::take_back): the worker skips them. Returns the number of the
+  // first one taken back (sent: none); nullopt: this supervisor cannot take chunks
+  // back. Every supervisor says, as for cancel_call.
+  virtual std::optional<std::uint64_t> take_back(std::string_view id, std::uint64_t sent) = 0;
   // Lanes reach workers on this host only; these read the page a local worker shares
   // (a supervisor without one says nothing). Whether worker id runs a chunk (its mark
   // is set), the lane chunk it runs, and what its lane carried so far.
@@ -244,6 +253,7 @@ class RouterCore {
   PoolStatus status(Clock::time_point now) const;
 
  private:
+  static constexpr std::uint64_t kNotSent = UINT64_MAX;
   struct InFlight {
     std::string client;
     std::uint64_t call_id;
@@ -263,6 +273,9 @@ class RouterCore {
     // When it became the first chunk its worker holds, i.e. began to run (a worker runs
     // its chunks in the order it received them).
     Clock::time_point started;
+    // Which TASK it was of those its worker was sent (Worker::sent before it); kNotSent
+    // for a lane chunk, which the router never sent.
+    std::uint64_t position = kNotSent;
     // Copies of the frames (reference-counted, no byte copy) so the chunk can be sent
     // again if its worker dies: retried, or requeued because it never started.
     transport::Message retry_header;
@@ -286,6 +299,7 @@ class RouterCore {
     bool configured = false;
     std::deque<InFlight> in_flight;  // first: running; results mostly retire the front
     std::uint64_t assigned = 0;  // chunks ever given
+    std::uint64_t sent = 0;      // TASKs sent to it (position of the next one)
     Clock::time_point last_seen;
     Clock::time_point last_ping;
     Clock::time_point last_result;
@@ -324,6 +338,12 @@ class RouterCore {
   // Kills w (still running) for the reason given; finalize reports it.
   void kill_running(Worker& w, std::string why, bool timed_out);
   std::size_t credit(const Worker& w) const;
+  // Whether w has run its first chunk for kTakeBackAfter or longer: chunks queued
+  // behind it wait that long at least, so another worker gets them first.
+  bool is_held_up(const Worker& w) const;
+  // While a worker idles with nothing queued, takes back the chunks that wait behind a
+  // held-up worker's and hands them out again (see wire::WorkerShared's taking back).
+  void take_back_waiting();
 
   void spawn_one(const std::string& place = {});
   // Workers configured and serving: clients learn the count (WELCOME) when it changes.
@@ -368,6 +388,7 @@ class RouterCore {
   Clock::time_point stop_deadline_;
   Clock::time_point next_tick_;
   Clock::time_point now_;  // time of the event being handled
+  bool taking_back_ = false;  // in take_back_waiting (whose dispatch must not recurse)
   Clock::time_point started_at_;
   PoolStatus counters_;  // only its counters are kept up to date (see status())
 };

@@ -253,6 +253,11 @@ class Placement final : public WorkerSupervisor {
     if (remote && remote->owns(id)) return std::nullopt;
     return local_.cancel_call(id, call_id);
   }
+  // Nor can its chunks be taken back: they wait for it.
+  std::optional<std::uint64_t> take_back(std::string_view id, std::uint64_t sent) override {
+    if (remote && remote->owns(id)) return std::nullopt;
+    return local_.take_back(id, sent);
+  }
   bool runs_chunk(std::string_view id) override {
     return !(remote && remote->owns(id)) && local_.runs_chunk(id);
   }

@@ -111,6 +111,14 @@ class FakeIo final : public RouterIo, public WorkerSupervisor {
     auto it = running.find(pid_of(id));
     return it == running.end() ? 0 : it->second;
   }
+  // As LocalWorkers: the worker has taken up taken_up[pid] of the TASKs it was sent
+  // (all of them when unset); the rest are taken back.
+  std::optional<std::uint64_t> take_back(std::string_view id, std::uint64_t sent) override {
+    auto it = taken_up.find(pid_of(id));
+    const std::uint64_t from = it == taken_up.end() ? sent : std::min(it->second, sent);
+    take_backs.emplace_back(pid_of(id), sent);
+    return from;
+  }
   // What the supervisor reports with the death of worker pid (marks, once).
   std::optional<std::uint64_t> take_running_mark(pid_t pid) {
     auto it = marks.find(pid);
@@ -133,6 +141,8 @@ class FakeIo final : public RouterIo, public WorkerSupervisor {
   std::map<pid_t, std::uint64_t> marks;  // what take_running_mark reports, per worker
   std::map<pid_t, std::uint64_t> running;  // the running mark cancel_call reports
   std::vector<std::pair<pid_t, std::uint64_t>> cancels;  // (worker, call) told by cancel_call
+  std::map<pid_t, std::uint64_t> taken_up;  // what take_back finds each worker has taken up
+  std::vector<std::pair<pid_t, std::uint64_t>> take_backs;  // (worker, sent) of each take_back
   std::map<pid_t, LaneChunk> lane_chunks;  // the lane chunk each worker names (with its mark in running)
   std::map<pid_t, wire::LaneCounts> lane_counts_of;  // what lane_counts reports
   bool fail_lanes = false;  // open_lane cannot open any
@@ -271,6 +281,19 @@ class RouterTest : public ::testing::Test {
     ready_quietly(1000);
     for (int at = 0; at < n; ++at) submit("1", 7, static_cast<std::uint64_t>(at), 1);
     io_.take();
+  }
+  // Workers 1000 and 1001 (prefetch 3) are given items 0-4 of call 1 from client R1 in
+  // turn; 1001 answers its two and idles, while 1000 holds 0 (the first, running), 2, 4.
+  void one_worker_idles_while_the_other_holds_three() {
+    config_.workers = 2;
+    config_.prefetch = 3;
+    start();
+    ready_quietly(1000);
+    ready_quietly(1001);
+    for (std::uint64_t item = 0; item < 5; ++item) submit("1", 1, item, 1);
+    io_.take();
+    result(1001, 1, 1, 1);
+    result(1001, 1, 3, 1);  // the long one has run no time yet
   }
   // Makes worker pid ready, checks that it was sent its CONFIG first, reports its
   // initializer done, and discards everything sent so far.
@@ -468,6 +491,82 @@ TEST_F(RouterTest, LeastLoadedWorkerGetsTheNextChunk) {
   sent = io_.take();
   ASSERT_EQ(sent.size(), 1u);
   expect_task(sent[0], 1001, 1, 4, 1);
+}
+
+// A worker idles while another runs a long chunk with more held behind it: once that
+// one has run kTakeBackAfter, the router takes back those its worker has not taken up,
+// and the idle worker gets them. Held, not taken back, they would wait for the long one.
+TEST_F(RouterTest, ChunksWaitingBehindALongOneGoToAnIdleWorker) {
+  one_worker_idles_while_the_other_holds_three();
+  EXPECT_TRUE(io_.take_backs.empty());
+  EXPECT_LE(core_->next_tick(), now_ + kTakeBackAfter);
+  io_.take();
+
+  io_.taken_up[1000] = 1;  // it runs its first; the two behind it wait
+  advance(kTakeBackAfter);
+  tick();
+  ASSERT_EQ(io_.take_backs.size(), 1u);
+  EXPECT_EQ(io_.take_backs[0], std::make_pair(pid_t{1000}, std::uint64_t{3}));
+  auto sent = io_.take();
+  std::vector<Sent> tasks;
+  for (const Sent& s : sent) {
+    if (s.type == Type::kTask) tasks.push_back(s);
+  }
+  ASSERT_EQ(tasks.size(), 2u);
+  expect_task(tasks[0], 1001, 1, 2, 1);
+  expect_task(tasks[1], 1001, 1, 4, 1);
+  EXPECT_EQ(core_->status(now_).taken_back_chunks, 2u);
+
+  // Each is answered once, by the worker that has it; the long one by its own.
+  result(1001, 1, 2, 1);
+  result(1001, 1, 4, 1);
+  result(1000, 1, 0, 1);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 3u);
+  for (const Sent& s : sent) EXPECT_EQ(s.kind, Sent::kForwardClient);
+  EXPECT_EQ(core_->outstanding(), 0u);
+}
+
+// What the worker took up before the router could take it back stays its own: the
+// router takes back only from there, and a late result of a chunk taken back (which
+// cannot come from a worker that skips it) would be dropped, not forwarded twice.
+TEST_F(RouterTest, ChunksAWorkerTookUpAreNotTakenBack) {
+  one_worker_idles_while_the_other_holds_three();
+  io_.take();
+  io_.taken_up[1000] = 2;  // it has started item 2 (the first finished unread)
+  advance(kTakeBackAfter);
+  tick();
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  expect_task(sent[0], 1001, 1, 4, 1);
+  result(1000, 1, 0, 1);
+  result(1000, 1, 2, 1);
+  result(1000, 1, 4, 1);  // not its own any more
+  result(1001, 1, 4, 1);
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 3u);
+  EXPECT_EQ(sent[2].start, 4u);
+  EXPECT_EQ(sent[2].kind, Sent::kForwardClient);
+  EXPECT_EQ(core_->outstanding(), 0u);
+
+  // Nothing is taken back while nobody idles, nor from a worker whose first chunk has
+  // not run kTakeBackAfter yet.
+  io_.take_backs.clear();
+  io_.taken_up[1000] = 5;  // from now on it has taken up all it is sent
+  submit("1", 2, 0, 1);  // 1000
+  submit("1", 2, 1, 1);  // 1001
+  submit("1", 2, 2, 1);  // 1000
+  advance(kTakeBackAfter * 10);
+  tick();
+  EXPECT_TRUE(io_.take_backs.empty());
+  result(1001, 2, 1, 1);
+  io_.take();
+  submit("1", 2, 3, 1);  // 1001: it idles, and 1000 is held up
+  submit("1", 2, 4, 1);  // 1001 again (1000 is held up)
+  sent = io_.take();
+  ASSERT_EQ(sent.size(), 2u);
+  expect_task(sent[0], 1001, 2, 3, 1);
+  expect_task(sent[1], 1001, 2, 4, 1);
 }
 
 // Without retries only the chunk that was running (the first held: no mark here) is

@@ -87,6 +87,7 @@ struct PoolStatus {
   std::uint64_t error_chunks = 0;   // result chunks carrying task errors (RemoteError)
   std::uint64_t lost_items = 0;     // failed with WorkerLost or TimeoutError
   std::uint64_t retried_chunks = 0; // run again after their worker died
+  std::uint64_t taken_back_chunks = 0;  // taken back from a worker held up by a long chunk
   std::uint64_t bytes_in = 0;       // argument payloads received from clients
   std::uint64_t bytes_out = 0;      // result payloads forwarded to clients
   std::uint64_t worker_restarts = 0;  // workers replaced after a death
@@ -104,7 +105,7 @@ struct PoolStatus {
                      submitted_chunks, submitted_items, completed_chunks, completed_items,
                      error_chunks, lost_items, retried_chunks, bytes_in, bytes_out,
                      worker_restarts, worker_deaths, latency_buckets, latency_count, latency_sum_s,
-                     workers, nodes);
+                     workers, nodes, taken_back_chunks);
 };
 
 // One actor process (mpx::spawn): what its status thread reads of the counters its

@@ -120,10 +120,23 @@ struct LaneCounts {
 // lane chunk it runs (stored before running is), so that the router can account for it
 // if the worker dies running it, and lane counts what came and went by the lane, which
 // the router adds to its own counts (PoolStatus). Worker writes, router reads.
+//
+// Taking chunks back (work stealing): a worker busy with a long chunk holds the chunks
+// prefetched behind it, which an idle worker could run. taken_up counts the TASKs from
+// the router (not the lane) that the worker has taken up: run, or skipped as cancelled
+// or taken back. The router takes back every TASK from there up to the number it sent
+// (taken_until) by setting kTakenBack on taken_up with a compare-exchange; the worker
+// takes up its next TASK with a compare-exchange too. So each TASK is either taken up
+// by its worker or taken back by the router, never both, and neither side waits. While
+// kTakenBack is set, only the worker writes taken_up: it skips TASKs until
+// taken_until, then clears it.
 struct WorkerShared {
   static constexpr std::size_t kCancelSlots = 256;
   static constexpr std::size_t kUnsentCapacity = 32 * 1024;
+  static constexpr std::uint64_t kTakenBack = std::uint64_t{1} << 63;
   std::atomic<std::uint64_t> running;
+  std::atomic<std::uint64_t> taken_up;
+  std::atomic<std::uint64_t> taken_until;
   std::atomic<std::uint64_t> cancels;
   std::atomic<std::uint64_t> cancelled[kCancelSlots];
   std::atomic<std::uint64_t> lane_call, lane_start;
@@ -163,6 +176,29 @@ struct WorkerShared {
       if (cancelled[i % kCancelSlots].load() == call_id) return true;
     }
     return false;
+  }
+  // Worker side: takes up its next TASK from the router; false when the router took
+  // it back (the worker skips it: an idle worker runs it).
+  bool take_up_next() {
+    std::uint64_t n = taken_up.load(std::memory_order_acquire);
+    while ((n & kTakenBack) == 0) {
+      if (taken_up.compare_exchange_weak(n, n + 1, std::memory_order_acq_rel)) return true;
+    }
+    const std::uint64_t next = (n & ~kTakenBack) + 1;
+    const std::uint64_t until = taken_until.load(std::memory_order_relaxed);
+    taken_up.store(next < until ? next | kTakenBack : next, std::memory_order_release);
+    return false;
+  }
+  // Router side: takes back the TASKs the worker has not taken up, of the sent it was
+  // sent so far. Returns the number of the first one taken back; sent when none was
+  // (all taken up, or those of an earlier taking back not yet skipped).
+  std::uint64_t take_back(std::uint64_t sent) {
+    std::uint64_t n = taken_up.load(std::memory_order_acquire);
+    while ((n & kTakenBack) == 0 && n < sent) {
+      taken_until.store(sent, std::memory_order_relaxed);  // published by the exchange
+      if (taken_up.compare_exchange_weak(n, n | kTakenBack, std::memory_order_acq_rel)) return n;
+    }
+    return sent;
   }
   // Router side: publishes a cancel, then returns the running mark.
   std::uint64_t cancel(std::uint64_t call_id) {

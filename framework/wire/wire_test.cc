@@ -2,6 +2,7 @@
 // encodings, and every way a header frame can be rejected.
 #include "framework/wire/wire.h"
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -9,6 +10,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -411,6 +413,55 @@ TEST(WireTest, MutatedHeadersNeverCrashAndDecodeConsistently) {
     expect_same(*h, *again);
   }
   EXPECT_GT(accepted, 0);
+}
+
+// Taking chunks back: a TASK is either taken up by its worker or taken back by the
+// router, never both and never neither, whatever the interleaving.
+TEST(WorkerSharedTest, TakingBackSplitsTheTasksAtTheFirstNotTakenUp) {
+  WorkerShared shared{};
+  EXPECT_TRUE(shared.take_up_next());   // TASK 0
+  EXPECT_EQ(shared.take_back(1), 1u);   // nothing left to take back
+  EXPECT_EQ(shared.take_back(4), 1u);   // TASKs 1-3 taken back
+  EXPECT_EQ(shared.take_back(6), 6u);   // not while those wait to be skipped
+  EXPECT_FALSE(shared.take_up_next());  // 1
+  EXPECT_FALSE(shared.take_up_next());  // 2
+  EXPECT_FALSE(shared.take_up_next());  // 3
+  EXPECT_TRUE(shared.take_up_next());   // 4, sent after the taking back
+  EXPECT_EQ(shared.take_back(6), 5u);   // 5 taken back
+  EXPECT_FALSE(shared.take_up_next());
+  EXPECT_TRUE(shared.take_up_next());
+}
+
+TEST(WorkerSharedTest, ConcurrentTakingBackLosesAndDoublesNothing) {
+  constexpr std::uint64_t kTasks = 200000;
+  WorkerShared shared{};
+  std::atomic<std::uint64_t> sent{0};
+  std::vector<char> taken_up(kTasks, 0), taken_back(kTasks, 0);
+  std::thread worker([&] {
+    for (std::uint64_t i = 0; i < kTasks; ++i) {
+      while (sent.load(std::memory_order_acquire) <= i) {
+      }
+      taken_up[i] = shared.take_up_next() ? 1 : 0;
+    }
+  });
+  // The router sends in bursts and takes back at random, as an idle worker appears.
+  std::mt19937 random(7);
+  std::uint64_t n = 0;
+  while (n < kTasks) {
+    n = std::min(kTasks, n + 1 + random() % 8);
+    sent.store(n, std::memory_order_release);
+    if (random() % 3 == 0) {
+      const std::uint64_t from = shared.take_back(n);
+      for (std::uint64_t i = from; i < n; ++i) taken_back[i] = 1;
+    }
+  }
+  worker.join();
+  std::uint64_t back = 0;
+  for (std::uint64_t i = 0; i < kTasks; ++i) {
+    ASSERT_NE(taken_up[i], taken_back[i]) << "TASK " << i;
+    back += taken_back[i];
+  }
+  EXPECT_GT(back, 0u);  // the race was run, not only one side of it
 }
 
 }  // namespace

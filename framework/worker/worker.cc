@@ -40,7 +40,8 @@ detail::Buffer fail_all(std::uint32_t count, const std::string& type, const std:
 // was a chunk, answers it with every item failed as std::bad_alloc, saying why. false
 // when the stream cannot go on.
 template <class Send>
-bool fail_unreadable_chunk(transport::Connection& router, Send& send, std::uint64_t memory_limit) {
+bool fail_unreadable_chunk(transport::Connection& router, Send& send, std::uint64_t memory_limit,
+                           wire::WorkerShared& shared) {
   std::string why;
   const auto dropped = router.discard_frame(&why);
   if (!dropped) {
@@ -56,6 +57,7 @@ bool fail_unreadable_chunk(transport::Connection& router, Send& send, std::uint6
                    h ? wire::type_name(h->type) : "malformed", dropped->second);
     return false;
   }
+  if (!shared.take_up_next()) return true;  // taken back: another worker has it
   const auto task = wire::Task::from(*h);
   const std::string limit =
       memory_limit > 0 ? "the pool's worker_memory_limit of " + std::to_string(memory_limit) + " bytes"
@@ -170,6 +172,8 @@ int run_worker(const spawning::Bootstrap& boot) {
   // Runs a TASK that came from the router (lane: false) or by the lane, and answers it
   // where it came from.
   auto run_chunk = [&](const wire::Header& h, std::string_view payload, bool by_lane) {
+    // Taken back while this worker was busy: an idle one runs it (see WorkerShared).
+    if (!by_lane && !shared->take_up_next()) return;
     const auto task = wire::Task::from(h);
     bool has_errors = false;
     const auto began = std::chrono::steady_clock::now();
@@ -311,7 +315,7 @@ int run_worker(const spawning::Bootstrap& boot) {
       // A chunk too large for this worker's memory (its worker_memory_limit): its items
       // fail with a reason instead of the worker dying before the chunk even starts.
       worked = true;
-      if (!fail_unreadable_chunk(router, send, memory_limit)) return 1;
+      if (!fail_unreadable_chunk(router, send, memory_limit, *shared)) return 1;
       continue;
     }
     for (;;) {

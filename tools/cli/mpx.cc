@@ -150,6 +150,7 @@ std::string json(const PoolStatus& p) {
   m.num("lost_items", p.lost_items);
   m.num("error_chunks", p.error_chunks);
   m.num("retried_chunks", p.retried_chunks);
+  m.num("taken_back_chunks", p.taken_back_chunks);
   m.num("worker_restarts", p.worker_restarts);
   m.num("bytes_in", p.bytes_in);
   m.num("bytes_out", p.bytes_out);
@@ -215,9 +216,9 @@ std::string text(const PoolStatus& p, double rate) {
   o += buf;
   std::snprintf(buf, sizeof buf,
                 "  items %" PRIu64 " submitted  %" PRIu64 " done  %.1f/s  %" PRIu64 " lost  %" PRIu64
-                " chunks with errors  %" PRIu64 " retried  restarts %" PRIu64 "\n",
+                " chunks with errors  %" PRIu64 " retried  %" PRIu64 " taken back  restarts %" PRIu64 "\n",
                 p.submitted_items, p.completed_items, per_s, p.lost_items, p.error_chunks,
-                p.retried_chunks, p.worker_restarts);
+                p.retried_chunks, p.taken_back_chunks, p.worker_restarts);
   o += buf;
   if (!p.worker_deaths.empty()) {
     o += "  worker deaths:";

@@ -108,9 +108,10 @@ class PoolOptions {
     return *this;
   }
   // Worker chunks a worker may hold at once (its credit), so it never idles while the
-  // router forwards; default 2. A chunk held behind a long-running one waits for it
-  // even while another worker is free: for tasks of very unequal length, prefetch(1)
-  // gives each chunk to the first free worker, as Python's Pool does.
+  // router forwards; default 2. Chunks held behind one that has run for 10 ms are taken
+  // back when another worker idles, and run there: a short task does not wait for a
+  // long one while a worker is free, as with Python's Pool (not for workers on other
+  // hosts, whose chunks wait for them).
   PoolOptions& prefetch(int n) {
     prefetch_ = n;
     return *this;
