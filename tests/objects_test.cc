@@ -483,6 +483,49 @@ TEST_F(ObjectsTest, PoolTasksReturnViewsOfTheCallersObjects) {
   EXPECT_EQ(pool.apply(sum_of, ref), sum_of(ref.get())) << "the pool goes on";
 }
 
+// A chunk's results that are objects travel with its one RESULT, their descriptors in
+// DESCRIPTORS frames ahead of it past 64: a default map of 1,000 tasks returning objects
+// they put() (chunks of 125 on two workers) returns them all. Past wire::kMaxFrameFds in
+// one chunk the items fail, saying why and what to change.
+TEST_F(ObjectsTest, AChunkReturnsHundredsOfObjectsItsTasksPut) {
+  rlimit limit{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &limit), 0);
+  if (limit.rlim_max < 8192) GTEST_SKIP() << "RLIMIT_NOFILE's hard limit is under 8192";
+  if (limit.rlim_cur < 8192) {
+    limit.rlim_cur = 8192;  // each object this process holds is a descriptor
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &limit), 0);
+  }
+  const int memfds_before = mpx_memfds();
+  {
+    mpx::Pool pool(2);
+    const std::vector<Doubles> refs = pool.map(own_object, std::vector<int>(1000, 3));
+    ASSERT_EQ(refs.size(), 1000u);
+    for (const Doubles& ref : refs) ASSERT_EQ(ref.get().to_vector(), std::vector<double>(3, 1.0));
+    const std::vector<mpx::Span<const double>> views = pool.map(own_view, std::vector<int>(300, 2), 300);
+    ASSERT_EQ(views.size(), 300u);
+    for (const auto& view : views) ASSERT_EQ(view.to_vector(), std::vector<double>(2, 1.0));
+
+    std::size_t arrived = 0, refused = 0;
+    const std::size_t n = 1024 + 10;  // wire::kMaxFrameFds, and more
+    auto results = pool.imap(own_object, std::vector<int>(n, 1), n);
+    for (;;) {
+      try {
+        const auto ref = results.next();
+        if (!ref) break;
+        EXPECT_EQ(ref->get().to_vector(), std::vector<double>{1.0});
+        ++arrived;
+      } catch (const mpx::RemoteError& e) {
+        EXPECT_NE(e.message().find("the chunk's results already hand over 1024 objects"), std::string::npos)
+            << e.message();
+        ++refused;
+      }
+    }
+    EXPECT_EQ(arrived, n - 10);
+    EXPECT_EQ(refused, 10u);
+  }
+  EXPECT_LE(mpx_memfds(), memfds_before) << "every result object was let go";
+}
+
 TEST_F(ObjectsTest, ProcessTargetTakesARefAndAWindow) {
   const std::vector<double> data = ramp(100000);
   Doubles ref = mpx::put(data);

@@ -964,7 +964,7 @@ void PoolCore::dispatch(const wire::Header& h, std::string_view payload, transpo
       // the frame.
       transport::Fds& fds = from.frame_fds();
       std::size_t& dropped_seen = &from == &conn_.reader() ? dropped_fds_seen_ : lane_dropped_fds_seen_;
-      if (fds.size() < result.objects || from.dropped_fds() > dropped_seen) {
+      if (fds.size() < from.frame_fds_expected() || from.dropped_fds() > dropped_seen) {
         dropped_seen = from.dropped_fds();
         logger().error("pool: objects of results of task '{}' did not arrive: the kernel dropped "
                        "their descriptors{}; those items fail",

@@ -297,16 +297,16 @@ void RouterCore::on_worker(transport::Incoming& in, Clock::time_point now) {
       const bool was_running = it == w->in_flight.begin();
       w->in_flight.erase(it);
       if (was_running && !w->in_flight.empty()) w->in_flight.front().started = now;
-      if (in.fds.size() != h.fds) {
+      if (in.fds.size() != in.fds_expected) {
         // Some of the result's objects did not come (the kernel drops descriptors past
         // this process's RLIMIT_NOFILE): the header says what is passed on, so the
         // client's reader takes exactly those, and the items whose object is missing
         // fail there, naming it.
         logger().warn("router: a RESULT from {} counts {} objects, {} arrived (the router is at its "
                       "descriptor limit?); their items fail in the driver",
-                      w->name, h.fds, in.fds.size());
+                      w->name, in.fds_expected, in.fds.size());
         wire::Header fixed = h;
-        fixed.fds = static_cast<std::uint8_t>(in.fds.size());
+        fixed.fds = wire::own_fds(in.fds.size());
         in.header_frame = transport::header_message(fixed);
       }
       io_.forward_client(client, std::move(in.header_frame), std::move(in.payload), std::move(in.fds));

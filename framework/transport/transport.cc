@@ -114,6 +114,14 @@ bool write_all(int fd, iovec* iov, int count,
   return true;
 }
 
+// The header of a DESCRIPTORS frame: kMaxFds for the frame that follows.
+wire::Header descriptors_header() {
+  wire::Header h;
+  h.type = wire::Type::kDescriptors;
+  h.fds = wire::kMaxFds;
+  return h;
+}
+
 // Our own encoding of a header (the layout set_type relies on): [0x98 or 0x99][0xcc v][0xcc t]...
 bool has_our_layout(const char* b, std::size_t n) {
   const auto* u = reinterpret_cast<const unsigned char*>(b);
@@ -237,6 +245,9 @@ Reader::Reader(Reader&& other) noexcept
       share_(std::exchange(other.share_, nullptr)),
       unclaimed_(std::move(other.unclaimed_)),
       frame_fds_(std::move(other.frame_fds_)),
+      frame_fds_expected_(std::exchange(other.frame_fds_expected_, 0)),
+      carried_(std::move(other.carried_)),
+      carried_expected_(std::exchange(other.carried_expected_, 0)),
       dropped_fds_(other.dropped_fds_) {
   other.unclaimed_.clear();
 }
@@ -255,6 +266,9 @@ Reader& Reader::operator=(Reader&& other) noexcept {
     unclaimed_ = std::move(other.unclaimed_);
     other.unclaimed_.clear();
     frame_fds_ = std::move(other.frame_fds_);
+    frame_fds_expected_ = std::exchange(other.frame_fds_expected_, 0);
+    carried_ = std::move(other.carried_);
+    carried_expected_ = std::exchange(other.carried_expected_, 0);
     dropped_fds_ = other.dropped_fds_;
   }
   return *this;
@@ -290,6 +304,8 @@ std::size_t Reader::unclaimed_fds() const {
 void Reader::drop_fds() noexcept {
   unclaimed_.clear();
   frame_fds_.reset();
+  carried_.reset();
+  carried_expected_ = 0;
 }
 
 void Fds::reset() noexcept {
@@ -450,6 +466,41 @@ void Reader::put(std::string_view bytes) {
 
 Reader::Next Reader::next(wire::Header& header, std::string_view& header_bytes,
                           std::string_view& payload, std::string* why) {
+  for (;;) {
+    const Next got = next_frame(header, header_bytes, payload, why);
+    if (got == Next::kNone) return got;
+    if (got != Next::kFrame) {
+      // Whatever they were for, that frame is not returned: neither are they.
+      carried_.reset();
+      carried_expected_ = 0;
+      return got;
+    }
+    if (header.type != wire::Type::kDescriptors) {
+      frame_fds_expected_ = header.fds;
+      if (carried_expected_ > 0) {
+        for (int& fd : frame_fds_.get()) carried_.push(std::exchange(fd, -1));
+        frame_fds_ = std::move(carried_);
+        frame_fds_expected_ += carried_expected_;
+        carried_expected_ = 0;
+      }
+      return Next::kFrame;
+    }
+    // Descriptors for the next frame, kept for it (in the order sent).
+    carried_expected_ += header.fds;
+    for (int& fd : frame_fds_.get()) carried_.push(std::exchange(fd, -1));
+    frame_fds_.reset();
+    if (carried_expected_ > wire::kMaxFrameFds) {
+      *why = "DESCRIPTORS frames brought more than " + std::to_string(wire::kMaxFrameFds) +
+             " descriptors for one frame";
+      carried_.reset();
+      carried_expected_ = 0;
+      return Next::kBroken;
+    }
+  }
+}
+
+Reader::Next Reader::next_frame(wire::Header& header, std::string_view& header_bytes,
+                                std::string_view& payload, std::string* why) {
   const std::size_t have = end_ - start_;
   if (have < kFramePrefix) return Next::kNone;
   const char* p = buf_ + start_;
@@ -489,6 +540,7 @@ Reader::Next Reader::next(Incoming& in, std::string* why) {
   const Next got = next(h, header_bytes, payload, why);
   if (got != Next::kFrame) return got;
   in.fds = std::move(frame_fds_);
+  in.fds_expected = frame_fds_expected_;
   // A slice keeps the whole buffer alive (a straggling chunk for as long as it runs):
   // only a frame that fills a quarter of it or more is sliced, so what slices pin is at
   // most four times their own bytes. A large frame grows the buffer to its own size.
@@ -555,6 +607,17 @@ void Writer::push(const wire::Header& header, Message payload) {
 }
 
 void Writer::push(Message header_frame, Message payload, Fds fds) {
+  // More than one frame's descriptors: all but the last own_fds() go ahead.
+  const std::size_t own = wire::own_fds(fds.size());
+  if (own < fds.size()) {
+    std::vector<int>& all = fds.get();
+    for (std::size_t at = 0; at < all.size() - own; at += wire::kMaxFds) {
+      Fds group;
+      for (std::size_t i = at; i < at + wire::kMaxFds; ++i) group.push(std::exchange(all[i], -1));
+      push(header_message(descriptors_header()), Message(), std::move(group));
+    }
+    all.erase(all.begin(), all.end() - static_cast<std::ptrdiff_t>(own));
+  }
   Entry e;
   e.fds = std::move(fds);
   put_u32(e.prefix, static_cast<std::uint32_t>(header_frame.size()));
@@ -706,12 +769,22 @@ bool Connection::send(const wire::Header& header, std::string_view payload,
 
 bool write_frame(int fd, const wire::Header& header, std::string_view payload,
                  const std::vector<int>& fds) {
+  const std::size_t own = wire::own_fds(fds.size());
+  for (std::size_t at = 0; at < fds.size() - own; at += wire::kMaxFds) {
+    const std::vector<int> group(fds.begin() + static_cast<std::ptrdiff_t>(at),
+                                 fds.begin() + static_cast<std::ptrdiff_t>(at + wire::kMaxFds));
+    if (!write_frame(fd, descriptors_header(), {}, group)) return false;
+  }
+  wire::Header h = header;
+  if (own < fds.size()) h.fds = static_cast<std::uint8_t>(own);
   char head[kFramePrefix + wire::kMaxHeaderSize];
-  const std::size_t hl = wire::encode(header, head + kFramePrefix);
+  const std::size_t hl = wire::encode(h, head + kFramePrefix);
   put_u32(head, static_cast<std::uint32_t>(hl));
   put_u32(head + 4, static_cast<std::uint32_t>(payload.size()));
   iovec iov[2] = {{head, kFramePrefix + hl}, {const_cast<char*>(payload.data()), payload.size()}};
-  return write_all(fd, iov, 2, std::chrono::steady_clock::time_point::max(), fds);
+  if (own == fds.size()) return write_all(fd, iov, 2, std::chrono::steady_clock::time_point::max(), fds);
+  const std::vector<int> last(fds.end() - static_cast<std::ptrdiff_t>(own), fds.end());
+  return write_all(fd, iov, 2, std::chrono::steady_clock::time_point::max(), last);
 }
 
 bool Connection::send_bytes(std::string_view frames, std::chrono::steady_clock::time_point deadline) {

@@ -114,10 +114,11 @@ Message header_message(const wire::Header& header);
 
 // Descriptors that travel with a frame (SCM_RIGHTS): a worker's result objects, which
 // must outlive the worker that made them (mpx/object.h). The sender attaches them to
-// the frame's first sendmsg and counts them in the header (wire::Header::fds); the
-// kernel holds them in flight, so they survive the sender's death like the bytes do,
-// and the receiver takes as many as the header counts, in order. Owns them: closes
-// what was not released.
+// the frame's first sendmsg and counts them in the header (wire::Header::fds), up to
+// wire::kMaxFds; more go ahead in DESCRIPTORS frames (wire::kMaxFrameFds). The kernel
+// holds them in flight, so they survive the sender's death like the bytes do, and the
+// receiver takes as many as the headers count, in order. Owns them: closes what was
+// not released.
 class Fds {
  public:
   Fds() = default;
@@ -153,7 +154,10 @@ struct Incoming {
   Message header_frame;
   Message payload;
   wire::Header header;
-  Fds fds;  // what came with it: header.fds of them, fewer if the kernel dropped some
+  // What came with it, and ahead of it in DESCRIPTORS frames: fds_expected of them,
+  // fewer if the kernel dropped some.
+  Fds fds;
+  std::size_t fds_expected = 0;
   std::string_view sender() const { return from; }
 };
 
@@ -185,9 +189,12 @@ class Reader {
   // descriptors it came with are in frame_fds() until the next next().
   Next next(wire::Header& header, std::string_view& header_bytes, std::string_view& payload,
             std::string* why);
-  // The descriptors of the frame next() returned last (header.fds of them, in the order
-  // sent; fewer when the kernel dropped some, as at this process's RLIMIT_NOFILE).
+  // The descriptors of the frame next() returned last, in the order sent: those that
+  // came ahead of it in DESCRIPTORS frames, then its own (header.fds); fewer than
+  // frame_fds_expected() when the kernel dropped some, as at this process's
+  // RLIMIT_NOFILE.
   Fds& frame_fds() { return frame_fds_; }
+  std::size_t frame_fds_expected() const { return frame_fds_expected_; }
   // Descriptors received that no frame has claimed yet (tests and diagnostics).
   std::size_t unclaimed_fds() const;
   // Descriptors the kernel dropped because this process could not take them (at its
@@ -229,6 +236,9 @@ class Reader {
   void release_buffer() noexcept;
   void drop_fds() noexcept;
   void take_fds(msghdr& msg);
+  // next() without taking DESCRIPTORS frames in.
+  Next next_frame(wire::Header& header, std::string_view& header_bytes, std::string_view& payload,
+                  std::string* why);
   // The buffer grows only when full, by doubling, never beyond the frame being read
   // (as far as its prefix says), so memory follows the bytes that really arrived, not
   // a length a peer announced; it shrinks back once a large frame is gone.
@@ -249,13 +259,19 @@ class Reader {
   // when the kernel dropped some of them.
   std::deque<Fds> unclaimed_;
   Fds frame_fds_;
+  std::size_t frame_fds_expected_ = 0;
+  // What DESCRIPTORS frames brought for the frame after them, and what they announced.
+  Fds carried_;
+  std::size_t carried_expected_ = 0;
   std::size_t dropped_fds_ = 0;
 };
 
 // Writes one whole frame on fd, waiting while the socket is full; false when the peer
 // is gone (EPIPE, ECONNRESET) or the socket failed. What Connection::send does, for
-// code that keeps its own descriptor (mpx::Connection's ends). fds (header.fds of
-// them) go with the frame; the caller may close its own once this returned.
+// code that keeps its own descriptor (mpx::Connection's ends). fds (up to
+// wire::kMaxFrameFds) go with the frame: header.fds of them when they are kMaxFds or
+// fewer, else the last wire::own_fds() of them, counted in the header here, and the
+// others ahead in DESCRIPTORS frames. The caller may close its own once this returned.
 bool write_frame(int fd, const wire::Header& header, std::string_view payload,
                  const std::vector<int>& fds = {});
 // Encodes a frame into out (for a later write).
@@ -272,7 +288,8 @@ class Writer {
   // later rather than when it polls writable.
   enum class Status { kDone, kPending, kBlocked, kGone };
   void push(const wire::Header& header, Message payload);
-  // fds: the descriptors the header counts, sent with the frame and closed once sent.
+  // fds: sent with the frame and closed once sent; the header counts the last
+  // wire::own_fds() of them, the others go ahead in DESCRIPTORS frames.
   void push(Message header_frame, Message payload, Fds fds = {});
   // Writes what the socket takes now.
   Status flush(int fd);

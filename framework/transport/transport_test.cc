@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -449,8 +450,18 @@ std::string text_of(int fd) {
 }
 std::size_t open_fds() {
   std::size_t n = 0;
-  for (int fd = 0; fd < 4096; ++fd) n += ::fcntl(fd, F_GETFD) >= 0;
+  for (int fd = 0; fd < 8192; ++fd) n += ::fcntl(fd, F_GETFD) >= 0;
   return n;
+}
+// Room for a few thousand descriptors at once (the soft limit is often 1024), as mpx's
+// own processes make for themselves; false when the hard limit does not allow it.
+bool room_for_descriptors(rlim_t n) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return false;
+  if (limit.rlim_cur >= n) return true;
+  if (limit.rlim_max < n) return false;
+  limit.rlim_cur = n;
+  return ::setrlimit(RLIMIT_NOFILE, &limit) == 0;
 }
 
 TEST(Descriptors, TravelWithTheirFrameThroughPartialWritesAndOutliveTheSender) {
@@ -523,6 +534,69 @@ TEST(Descriptors, ABlockingSendCarriesThemAndAReaderClosesWhatNoFrameClaims) {
     EXPECT_EQ(r.frame_fds().size(), 0u);
     EXPECT_EQ(r.unclaimed_fds(), 1u);
   }
+  EXPECT_EQ(open_fds(), before);
+}
+
+// More descriptors than one frame carries (a chunk of many results that are objects):
+// those before the frame's own go ahead in DESCRIPTORS frames, and the reader hands them
+// all over with the frame, in the order sent, by both ways of writing.
+TEST(Descriptors, MoreThanAFramesWorthArriveWithItInOrder) {
+  if (!room_for_descriptors(8192)) GTEST_SKIP() << "RLIMIT_NOFILE's hard limit is under 8192";
+  Pair p;
+  ::fcntl(p.fd[0], F_SETFL, O_NONBLOCK);
+  const std::size_t before = open_fds();
+  const std::size_t counts[] = {64, 65, 128, 129, 300, wire::kMaxFrameFds};
+  Writer w;
+  for (std::size_t n : counts) {
+    std::vector<int> fds;
+    for (std::size_t j = 0; j < n; ++j) fds.push_back(memfd_with(std::to_string(n) + "/" + std::to_string(j)));
+    Header h = make(Type::kResult, n);
+    h.fds = wire::own_fds(n);
+    ASSERT_TRUE(transport::write_frame(p.fd[0], h, "blocking", fds));
+    Fds owned;
+    for (int fd : fds) owned.push(fd);  // the queued copy closes its own once sent
+    w.push(header_message(h), Message("queued", 6), std::move(owned));
+    Reader r;
+    std::vector<Incoming> got = deliver(w, p, 2, &r);
+    ASSERT_EQ(got.size(), 2u) << n;
+    for (const Incoming& in : got) {
+      EXPECT_EQ(in.header.type, Type::kResult) << "a DESCRIPTORS frame is never handed out";
+      EXPECT_EQ(in.header.call_id, n);
+      EXPECT_EQ(in.fds_expected, n);
+      ASSERT_EQ(in.fds.size(), n);
+      for (std::size_t j = 0; j < n; ++j) {
+        ASSERT_EQ(text_of(in.fds.get()[j]), std::to_string(n) + "/" + std::to_string(j));
+      }
+    }
+    EXPECT_EQ(r.unclaimed_fds(), 0u);
+  }
+  EXPECT_EQ(open_fds(), before) << "every descriptor sent or received is closed once dropped";
+}
+
+// A peer announcing more than kMaxFrameFds for one frame breaks its stream (it would make
+// the reader hold descriptors without end); what it sent is closed.
+TEST(Descriptors, MoreThanAFrameMayBringBreakTheStream) {
+  if (!room_for_descriptors(8192)) GTEST_SKIP() << "RLIMIT_NOFILE's hard limit is under 8192";
+  Pair p;
+  const std::size_t before = open_fds();
+  Header carrier = make(Type::kDescriptors);
+  carrier.fds = wire::kMaxFds;
+  Reader r;
+  std::string why;
+  wire::Header got;
+  std::string_view header_bytes, payload;
+  Reader::Next next = Reader::Next::kNone;
+  for (std::size_t sent = 0; sent <= wire::kMaxFrameFds && next == Reader::Next::kNone; sent += wire::kMaxFds) {
+    std::vector<int> fds;
+    for (int j = 0; j < wire::kMaxFds; ++j) fds.push_back(memfd_with("x"));
+    ASSERT_TRUE(transport::write_frame(p.fd[0], carrier, "", fds));
+    for (int fd : fds) ::close(fd);
+    ASSERT_EQ(r.fill(p.fd[1]), Reader::Fill::kData);
+    next = r.next(got, header_bytes, payload, &why);
+  }
+  EXPECT_EQ(next, Reader::Next::kBroken);
+  EXPECT_NE(why.find("more than 1024 descriptors for one frame"), std::string::npos) << why;
+  r.reset();
   EXPECT_EQ(open_fds(), before);
 }
 

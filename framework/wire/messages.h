@@ -190,7 +190,7 @@ struct Result {
   std::uint32_t count = 0;
   std::int32_t pid = 0;     // the worker that ran it
   bool has_errors = false;  // flags & kFlagHasErrors: an error list follows the values
-  std::uint8_t objects = 0;  // fds: results that travel as objects, their memfds attached
+  std::uint8_t objects = 0;  // fds: its own result objects' memfds (wire::own_fds; more came ahead)
   Header header() const {
     Header h{kType, call_id, start, count, pid, has_errors ? kFlagHasErrors : std::uint8_t{0}};
     h.fds = objects;

@@ -154,6 +154,7 @@ const char* type_name(Type t) {
     case Type::kLaneEnd: return "LANE_END";
     case Type::kResubmit: return "RESUBMIT";
     case Type::kLaneFree: return "LANE_FREE";
+    case Type::kDescriptors: return "DESCRIPTORS";
   }
   return "UNKNOWN";
 }

@@ -29,6 +29,16 @@ constexpr std::size_t kMaxHeaderSize = 512;
 constexpr std::size_t kMaxNameSize = 255;
 // Most descriptors one frame carries (the kernel's own limit is 253 per message).
 constexpr std::uint8_t kMaxFds = 64;
+// Most descriptors one frame brings in all: kMaxFds of its own, the rest in DESCRIPTORS
+// frames sent just ahead of it (kMaxFds each), which the receiving transport::Reader
+// hands over with it. Bounded so that a peer cannot make a reader hold descriptors
+// without end; a chunk's results are objects up to this many (then by value).
+constexpr std::size_t kMaxFrameFds = 1024;
+// How many of a frame's n descriptors (n <= kMaxFrameFds) go with it, in its header's
+// fds: the last ones, 1 to kMaxFds of them; those before go ahead in DESCRIPTORS frames.
+inline std::uint8_t own_fds(std::size_t n) {
+  return n == 0 ? 0 : static_cast<std::uint8_t>((n - 1) % kMaxFds + 1);
+}
 
 // What each type's fields mean, and its payload: messages.h, one struct per type.
 enum class Type : std::uint8_t {
@@ -56,7 +66,11 @@ enum class Type : std::uint8_t {
   kLaneEnd,
   kResubmit,
   kLaneFree,
-  kLastType = kLaneFree,
+  // Descriptors (its header's fds, kMaxFds) for the frame that follows, which has more
+  // than one frame's worth (see kMaxFrameFds); no payload. transport::Reader takes it
+  // in and never returns it.
+  kDescriptors,
+  kLastType = kDescriptors,
 };
 
 const char* type_name(Type t);

@@ -227,7 +227,7 @@ int run_worker(const spawning::Bootstrap& boot) {
     // kernel holds them in flight, so they outlive this worker like the bytes do.
     detail::Pins objects;
     detail::ObjectSink sink{static_cast<std::size_t>(object_threshold), &objects};
-    sink.max_objects = wire::kMaxFds;
+    sink.max_objects = wire::kMaxFrameFds;
     detail::Buffer out(0);
     {
       detail::ResultObjectScope scope(sink);
@@ -246,7 +246,7 @@ int run_worker(const spawning::Bootstrap& boot) {
       sink.fds.clear();
     }
     const wire::Result result{task.call_id, task.start, task.count, pid, has_errors,
-                              static_cast<std::uint8_t>(sink.fds.size())};
+                              wire::own_fds(sink.fds.size())};
     served = quick;  // after a long task the next one is no sooner for waiting awake
     const std::string_view bytes(out.data(), out.size());
     if (!by_lane && quick && sink.fds.empty() && router.reader().frame_ready()) {

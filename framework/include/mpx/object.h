@@ -195,14 +195,16 @@ inline void check_returnable(const std::shared_ptr<Segment>& segment) {
       sink->fds.push_back(fd);
       return;
     }
+    throw Error("mpx: the chunk's results already hand over " + std::to_string(sink->max_objects) +
+                " objects, the most one chunk's answer carries: pass a chunksize of at most " +
+                std::to_string(sink->max_objects) + " to the call, or return the value itself");
   }
   throw Error(
       "mpx: a pool task cannot return an object it created with mpx::put() here: this pool "
-      "sends results by value (object_threshold 0, a pipeline stage or a listening pool; or "
-      "the chunk's results already hand over " + std::to_string(sink ? sink->max_objects : 0) +
-      " objects), and the object belongs to the worker, which the pool may replace at any "
-      "time, so it could be gone before the caller maps it. Return the value itself, or "
-      "put() the object in the caller (or an actor) and pass it in");
+      "sends results by value (object_threshold 0, a pipeline stage or a listening pool), and "
+      "the object belongs to the worker, which the pool may replace at any time, so it could "
+      "be gone before the caller maps it. Return the value itself, or put() the object in the "
+      "caller (or an actor) and pass it in");
 }
 
 // An array of count elements, each element_bytes, written raw into a new object.
