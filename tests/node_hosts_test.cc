@@ -29,6 +29,19 @@ using namespace std::chrono_literals;
 
 long long hosts_square(long long x) { return x * x; }
 MPX_PURE_TASK(hosts_square);
+// n doubles 0, 1, 2, ... (a large result), and the sum of its argument (a large one).
+std::vector<double> hosts_ramp(std::size_t n) {
+  std::vector<double> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<double>(i);
+  return v;
+}
+MPX_TASK(hosts_ramp);
+double hosts_sum(std::vector<double> v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return s;
+}
+MPX_TASK(hosts_sum);
 
 std::string temp_path(const std::string& name) {
   const char* dir = std::getenv("TEST_TMPDIR");
@@ -108,6 +121,36 @@ TEST(NodeHostsTest, PartitionedHostIsLostThenRejoins) {
   // The pool's end tells both agents (host 1's rejoined one too): they exit 0.
   EXPECT_EQ(a->wait_exit(30s), 0);
   EXPECT_EQ(b->wait_exit(30s), 0);
+  ::unlink(key.c_str());
+}
+
+// A value that takes longer than host_timeout to cross a slow link: the link's other
+// messages (heartbeats) queue behind it, but its pieces keep coming, so neither side
+// takes the other for lost (a 16 MiB result over 40 Mbit/s takes about 3.4 s here; the
+// host timeout is 1 s).
+TEST(NodeHostsTest, LargeValuesOverASlowLinkDoNotLoseTheHost) {
+  if (auto reason = mpx::testing::NetnsHosts::unavailable()) GTEST_SKIP() << *reason;
+  mpx::testing::NetnsHosts hosts(1);
+  const std::string key = temp_path("slow.key");
+  std::unique_ptr<Started> agent;
+  {
+    mpx::Pool pool(mpx::PoolOptions()
+                       .processes(0)
+                       .listen("tcp://" + hosts.bridge_address() + ":0")
+                       .cluster_key(key)
+                       .host_timeout(1000ms));
+    agent = std::make_unique<Started>(agent_args(hosts.launcher(1), pool.endpoint(), key, 1));
+    pool.wait_for_workers(1, 60s);
+    hosts.throttle(1, "40mbit");
+    const std::size_t n = std::size_t{2} << 20;  // 16 MiB of doubles
+    const std::vector<double> ramp = pool.apply(hosts_ramp, n);
+    ASSERT_EQ(ramp.size(), n);
+    for (std::size_t i = 0; i < n; i += 4099) ASSERT_EQ(ramp[i], static_cast<double>(i));
+    EXPECT_EQ(pool.apply(hosts_sum, ramp), static_cast<double>(n) * static_cast<double>(n - 1) / 2);
+    hosts.throttle(1, "off");
+    EXPECT_EQ(pool.apply(hosts_sum, std::vector<double>{1, 2}), 3.0) << "the same host, joined once";
+  }
+  EXPECT_EQ(agent->wait_exit(30s), 0) << "the agent was never told it was lost";
   ::unlink(key.c_str());
 }
 

@@ -205,6 +205,7 @@ class Agent {
         rejoin_ = true;
         return;
       case Kind::kBeat:
+      case Kind::kPiece:  // heard; the Link keeps it for its message
         return;
       case Kind::kSpawn: {
         const std::string rid = arg(1);

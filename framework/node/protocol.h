@@ -16,6 +16,8 @@
 // | M    | both             | worker id, header, payload    | a frame to or from a worker    |
 // | Q    | router -> agent  | reason text                   | the pool is gone: kill, exit   |
 // | L    | router -> agent  | reason text                   | declared lost: kill, join anew |
+// | P    | both             | bytes                         | a piece of the next message's  |
+// |      |                  |                               | last part (see node::Link)     |
 //
 // Worker ids are the router's: the agent maps them to its own children.
 #ifndef MPX_FRAMEWORK_NODE_PROTOCOL_H_
@@ -40,6 +42,7 @@ enum class Kind : char {
   kMessage = 'M',
   kQuit = 'Q',
   kLost = 'L',
+  kPiece = 'P',
 };
 
 struct Hello {

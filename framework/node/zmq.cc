@@ -8,7 +8,9 @@
 #include <cstring>
 #include <mutex>
 
+#include "framework/node/protocol.h"
 #include "mpx/errors.h"
+#include "mpx/runtime.h"
 
 namespace mpx {
 namespace node {
@@ -123,7 +125,7 @@ Context::Context() {
 
 Context::~Context() { api().ctx_term(ctx_); }
 
-Socket::Socket(Context& context, Type type) {
+Socket::Socket(Context& context, Type type) : type_(type) {
   const int t = type == kRouter ? ZMQ_ROUTER : type == kDealer ? ZMQ_DEALER : ZMQ_REP;
   socket_ = api().socket(context.get(), t);
   if (socket_ == nullptr) fail("zmq_socket");
@@ -219,6 +221,60 @@ Link::Link(Socket& socket, transport::Loop& loop, OnMessage on_message)
 Link::~Link() { loop_.unwatch(watch_); }
 
 bool Link::send(std::vector<transport::Message> parts) {
+  const std::size_t head = socket_.routed() ? 1 : 0;
+  if (parts.size() >= head + 2 && parts.back().size() > kPieceBytes) {
+    const transport::Message whole = std::move(parts.back());
+    const char* bytes = whole.data<char>();
+    const std::size_t in_pieces = whole.size() - ((whole.size() - 1) % kPieceBytes + 1);
+    const char kind = static_cast<char>(Kind::kPiece);
+    for (std::size_t at = 0; at < in_pieces; at += kPieceBytes) {
+      std::vector<transport::Message> piece;
+      if (head > 0) piece.push_back(parts[0]);
+      piece.push_back(part(std::string_view(&kind, 1)));
+      piece.push_back(part(std::string_view(bytes + at, kPieceBytes)));
+      if (!send_whole(std::move(piece))) return false;
+    }
+    parts.back() = part(std::string_view(bytes + in_pieces, whole.size() - in_pieces));
+  }
+  return send_whole(std::move(parts));
+}
+
+void Link::take_pieces(std::vector<transport::Message>& parts) {
+  const std::size_t head = socket_.routed() ? 1 : 0;
+  if (parts.size() < head + 2) return;
+  const std::string_view peer = head > 0 ? parts[0].view() : std::string_view();
+  const bool piece = parts.size() == head + 2 && parts[head].size() == 1 &&
+                     *parts[head].data<char>() == static_cast<char>(Kind::kPiece);
+  if (piece) {
+    auto it = pieces_.find(peer);
+    if (it == pieces_.end()) it = pieces_.emplace(std::string(peer), Pieces()).first;
+    // A message is at most transport::kMaxPayload: a peer sending more is broken, and
+    // the message these pieces were for is dropped.
+    if (it->second.bytes.size() + parts.back().size() > transport::kMaxPayload) {
+      if (!it->second.overflowed) {
+        logger().error("zmq link: a peer sent more than {} bytes of pieces for one message; dropping it",
+                       transport::kMaxPayload);
+      }
+      it->second.bytes = std::string();
+      it->second.overflowed = true;
+      return;
+    }
+    it->second.bytes.append(parts.back().data<char>(), parts.back().size());
+    return;
+  }
+  if (pieces_.empty()) return;
+  auto it = pieces_.find(peer);
+  if (it == pieces_.end()) return;
+  if (it->second.overflowed) {
+    parts.clear();
+  } else {
+    it->second.bytes.append(parts.back().data<char>(), parts.back().size());
+    parts.back() = transport::Message(it->second.bytes.data(), it->second.bytes.size());
+  }
+  pieces_.erase(it);
+}
+
+bool Link::send_whole(std::vector<transport::Message> parts) {
   flush_queue();
   bool sent = true;
   if (queue_.empty()) {
@@ -250,7 +306,10 @@ void Link::service() {
   std::vector<transport::Message> parts;
   // Bounded, so one busy peer does not keep the loop from the others; the loop runs
   // this again while messages wait.
-  for (int i = 0; i < 256 && socket_.receive(&parts); ++i) on_message_(parts);
+  for (int i = 0; i < 256 && socket_.receive(&parts); ++i) {
+    take_pieces(parts);
+    on_message_(parts);
+  }
   receiving_ = false;
   flush_queue();
   if (socket_.readable()) loop_.ready_again(watch_);

@@ -13,6 +13,7 @@
 #define MPX_FRAMEWORK_NODE_ZMQ_H_
 
 #include <deque>
+#include <map>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -55,6 +56,8 @@ class Socket {
   enum Type { kRouter, kDealer, kRep };
   Socket(Context& context, Type type);
   ~Socket();
+  // A ROUTER's messages begin with the peer's routing id.
+  bool routed() const { return type_ == kRouter; }
   Socket(const Socket&) = delete;
   Socket& operator=(const Socket&) = delete;
 
@@ -75,11 +78,21 @@ class Socket {
 
  private:
   void* socket_ = nullptr;
+  Type type_;
 };
 
 // A socket in a Loop, with a queue of its own for messages it could not send yet
 // (EAGAIN: ZeroMQ's queue to that peer is full). Messages leave in the order they were
 // given. on_message gets each whole message received.
+//
+// A message whose last part is over kPieceBytes crosses in pieces: that part's bytes
+// but its last kPieceBytes or fewer go first, in messages of their own ([routing id,]
+// node::Kind::kPiece, bytes), and the receiving Link puts them back in front of the
+// last part. ZeroMQ hands over only whole messages, and a link carries one message at a
+// time: unpieced, a value that takes longer than the host timeout to cross would hold
+// back every heartbeat behind it, and its receiver would take a live peer for lost.
+// on_message sees each piece too (the peer is heard), as a message of kind kPiece, and
+// nothing (no parts) for a message whose pieces were more than transport::kMaxPayload.
 class Link {
  public:
   using OnMessage = std::function<void(std::vector<transport::Message>& parts)>;
@@ -95,8 +108,14 @@ class Link {
   // the socket's state without an edge on its descriptor, and on a timer.
   void service();
   std::size_t queued() const { return queue_.size(); }
+  // Drops the pieces received from a peer (routing id; "" on a DEALER) that is gone.
+  void forget(const std::string& peer) { pieces_.erase(peer); }
+  static constexpr std::size_t kPieceBytes = 256 * 1024;
 
  private:
+  bool send_whole(std::vector<transport::Message> parts);
+  // A piece received: kept for its message. A message: its pieces put back in front.
+  void take_pieces(std::vector<transport::Message>& parts);
   void flush_queue();
   Socket& socket_;
   transport::Loop& loop_;
@@ -104,6 +123,12 @@ class Link {
   transport::Loop::Id watch_ = 0;
   std::deque<std::vector<transport::Message>> queue_;
   bool receiving_ = false;  // on_message is running: no nested receive
+  // Pieces received, by peer, for the message that ends them (erased with it).
+  struct Pieces {
+    std::string bytes;
+    bool overflowed = false;  // more than a message may hold: that message is dropped
+  };
+  std::map<std::string, Pieces, std::less<>> pieces_;
 };
 
 // Parts of a message as Messages (copies).

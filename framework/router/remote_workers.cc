@@ -218,6 +218,8 @@ void RemoteWorkers::on_message(std::vector<transport::Message>& parts) {
     }
     case node::Kind::kBeat:
       return;
+    case node::Kind::kPiece:
+      return;  // heard; the Link keeps it for its message
     default:
       logger().warn("router: dropped an unexpected '{}' from {}", static_cast<char>(kind), agent.place);
   }
@@ -271,6 +273,7 @@ void RemoteWorkers::lose(const std::string& rid, const std::string& why) {
   Agent agent = std::move(it->second);
   agents_.erase(it);
   lost_rids_.insert(rid);
+  link_->forget(rid);
   place_rid_.erase(agent.place);
   for (const auto& id : agent.workers) worker_rid_.erase(id);
   say(rid, static_cast<char>(node::Kind::kLost), why);

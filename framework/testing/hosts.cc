@@ -342,6 +342,15 @@ void NetnsHosts::cut(int host) { set_link("cut", host); }
 
 void NetnsHosts::restore(int host) { set_link("restore", host); }
 
+void NetnsHosts::throttle(int host, const std::string& rate) {
+  check_host(host);
+  if (rate == "off") {
+    run_tool({tool("netns"), "unthrottle", std::to_string(slot()), std::to_string(host)}, seconds(30));
+  } else {
+    run_tool({tool("netns"), "throttle", std::to_string(slot()), std::to_string(host), rate}, seconds(30));
+  }
+}
+
 std::vector<std::string> NetnsHosts::leftovers(int slot) {
   return lines(run_tool({tool("netns"), "list", std::to_string(slot)}, seconds(30)));
 }

@@ -85,6 +85,9 @@ class NetnsHosts {
   // (TCP retransmits) until restore(). Throws std::runtime_error on failure.
   void cut(int host);
   void restore(int host);
+  // A slow link: host sends and receives at most rate (tc's form: "40mbit") until
+  // throttle(host, "off"). Throws std::runtime_error on failure.
+  void throttle(int host, const std::string& rate);
 
   // Everything of slot that exists now ("netns mpx3h1", "link mpx3br", ...).
   static std::vector<std::string> leftovers(int slot);
