@@ -265,19 +265,82 @@ TEST(NodeTest, WaitForWorkersTimesOutNamingTheCount) {
   ::unlink(key.c_str());
 }
 
+// A pool of hosts alone that has no worker: the chunks of a call wait for an agent to
+// join, and the router says so at once (in its log) rather than leaving the caller
+// with a silent wait.
+TEST(NodeHelper, DISABLED_CallWithoutHosts) {
+  const char* key = std::getenv("MPX_NODE_TEST_KEY");
+  if (key == nullptr) GTEST_SKIP();
+  mpx::Pool pool(listening(key));
+  auto squares = pool.map_async(node_square, iota(4), 1);
+  std::printf("WAITED: %s\n", squares.wait_for(1500ms) ? "no" : "yes");
+  std::fflush(stdout);
+  pool.terminate();
+}
+
+TEST(NodeTest, ACallWithoutHostsSaysItWaitsForAnAgent) {
+  const std::string key = temp_path("nohosts.key");
+  const auto run = mpx::testing::run_helper("NodeHelper.DISABLED_CallWithoutHosts",
+                                            {"MPX_NODE_TEST_KEY=" + key}, 60s);
+  ASSERT_FALSE(run.timed_out) << run.output;
+  EXPECT_NE(run.output.find("WAITED: yes"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("chunk(s) wait for a node agent to join (start agents with "
+                            "--mpx-node=tcp://127.0.0.1:"),
+            std::string::npos)
+      << run.output;
+  ::unlink(key.c_str());
+}
+
 TEST(NodeTest, BadListenAndKeyFileAreRefusedClearly) {
   EXPECT_THROW(mpx::Pool(mpx::PoolOptions().processes(0).listen("tcp://nohost").cluster_key("k")), mpx::Error);
   EXPECT_THROW(mpx::Pool(mpx::PoolOptions().processes(0).listen("tcp://127.0.0.1:0")), mpx::Error);
-  const std::string key = temp_path("open.key");
+  // A key in directories that do not exist yet: made, 0700, and the key 0600.
+  const std::string dir = temp_path("keys") + "/nested";
+  const std::string key = dir + "/open.key";
   { mpx::Pool pool(listening(key)); }
+  struct stat st {};
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat(key.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // What the router refuses reaches the caller, not only the router's log.
   ::chmod(key.c_str(), 0644);
   try {
-    mpx::node::ClusterKey::load(key, false);
+    mpx::Pool pool(listening(key));
     ADD_FAILURE() << "no throw";
-  } catch (const mpx::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("chmod 600"), std::string::npos) << e.what();
+  } catch (const mpx::PoolBroken& e) {
+    EXPECT_NE(std::string(e.what()).find("the router could not start: mpx: cluster key file"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("chmod 600 " + key), std::string::npos) << e.what();
   }
+  ::chmod(key.c_str(), 0600);
+  {
+    mpx::Pool first(listening(key));
+    const std::string taken = first.endpoint();
+    try {
+      mpx::Pool second(mpx::PoolOptions().processes(0).listen(taken).cluster_key(key));
+      ADD_FAILURE() << "two pools listen on " << taken;
+    } catch (const mpx::PoolBroken& e) {
+      EXPECT_NE(std::string(e.what()).find("Address already in use"), std::string::npos) << e.what();
+    }
+  }
+  try {
+    mpx::Pool named(mpx::PoolOptions().processes(0).listen("tcp://localhost:0").cluster_key(key));
+    ADD_FAILURE() << "listened on a host name";
+  } catch (const mpx::PoolBroken& e) {
+    EXPECT_NE(std::string(e.what()).find("host names are not bound"), std::string::npos) << e.what();
+  }
+  // An agent given something it cannot dial says what it takes.
+  const auto agent = mpx::testing::run_command(
+      {mpx::testing::self_exe(), "--mpx-node=10.0.0.1:5555", "--mpx-key=" + key}, {}, 30s);
+  EXPECT_TRUE(agent.exited_with(1)) << agent.output;
+  EXPECT_NE(agent.output.find("--mpx-node=10.0.0.1:5555 is not an endpoint an agent can dial: give the "
+                              "pool's endpoint(), tcp://host:port"),
+            std::string::npos)
+      << agent.output;
   ::unlink(key.c_str());
+  ::rmdir(dir.c_str());
+  ::rmdir(temp_path("keys").c_str());
 }
 
 // A free tcp port on 127.0.0.1 (bound and released: nobody else picks it in the

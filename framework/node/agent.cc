@@ -91,8 +91,9 @@ class Agent {
         break;
       }
       if (welcomed_ && after - last_heard_ > welcome_.host_timeout) {
-        std::fprintf(stderr, "mpx: node agent: the router at %s was silent for more than %lld ms; "
-                     "killing this host's workers, dialing again for %lld s\n",
+        std::fprintf(stderr, "mpx: node agent: the router at %s was silent for more than %lld ms (or "
+                     "this agent could not run as long: stopped, starved); killing this host's "
+                     "workers, dialing again for %lld s\n",
                      args_.node.c_str(), static_cast<long long>(welcome_.host_timeout.count()),
                      static_cast<long long>(args_.connect_timeout.count()));
         drop_workers();
@@ -407,8 +408,9 @@ std::optional<int> run_agent_if_asked(int argc, char** argv) {
     if (args.key.empty()) throw Error("mpx: --mpx-node needs --mpx-key=<the pool's cluster key file>");
     std::string why;
     if (!transport::Endpoint::parse(args.node, &why) || args.node.rfind("unix://", 0) == 0) {
-      throw Error("mpx: --mpx-node=" + args.node + ": " +
-                  (why.empty() ? "agents dial tcp://host:port or ipc://path" : why));
+      throw Error("mpx: --mpx-node=" + args.node +
+                  " is not an endpoint an agent can dial: give the pool's endpoint(), "
+                  "tcp://host:port (or ipc://path on the pool's own host)");
     }
     if (args.slots == 0) args.slots = cpu_count();
     if (args.slots < 1) throw Error("mpx: --mpx-slots must be at least 1");

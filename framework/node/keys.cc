@@ -27,22 +27,53 @@ std::string ClusterKey::text() const {
   return out;
 }
 
+namespace {
+
+// Creates the directories leading to path that are missing, 0700 (as ssh-keygen makes
+// ~/.ssh): a fresh account's $HOME/.mpx/cluster.key works as written.
+void make_parents(const std::string& path, const std::string& where) {
+  for (std::size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1)) {
+    const std::string dir = path.substr(0, slash);
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      throw Error("mpx: cannot create the directory " + dir + " for " + where + ": " + std::strerror(errno));
+    }
+  }
+}
+
+// Writes text to path whole, or not at all: into a file of its own first, then linked
+// in place, so an agent waiting for the file never reads half of it. false when path
+// exists already (another pool made it first).
+bool publish(const std::string& path, const std::string& text, const std::string& where) {
+  const std::string temp = path + ".new-" + std::to_string(::getpid());
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) throw Error("mpx: cannot create " + where + ": " + std::strerror(errno));
+  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+                       ::fsync(fd) == 0;
+  const int write_error = errno;
+  ::close(fd);
+  if (!written) {
+    ::unlink(temp.c_str());
+    throw Error("mpx: cannot write " + where + ": " + std::strerror(write_error));
+  }
+  const int linked = ::link(temp.c_str(), path.c_str());
+  const int link_error = errno;
+  ::unlink(temp.c_str());
+  if (linked == 0) return true;
+  if (link_error == EEXIST) return false;
+  throw Error("mpx: cannot create " + where + ": " + std::strerror(link_error));
+}
+
+}  // namespace
+
 ClusterKey ClusterKey::load(const std::string& path, bool create) {
   const std::string where = "cluster key file '" + path + "'";
-  if (create) {
+  if (create && ::access(path.c_str(), F_OK) != 0) {
     ClusterKey fresh;
     fresh.router = new_keypair();
     fresh.agent = new_keypair();
     fresh.authorized.insert(fresh.agent.public_key);
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd >= 0) {
-      const std::string text = fresh.text();
-      const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-      ::close(fd);
-      if (!ok) throw Error("mpx: cannot write " + where + ": " + std::strerror(errno));
-      return fresh;
-    }
-    if (errno != EEXIST) throw Error("mpx: cannot create " + where + ": " + std::strerror(errno));
+    make_parents(path, where);
+    if (publish(path, fresh.text(), where)) return fresh;
   }
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {

@@ -27,8 +27,9 @@ struct ClusterKey {
   Keypair agent;
   std::set<std::string> authorized;  // Z85 public keys the router admits (agent's included)
 
-  // Reads path; with create, writes a new one (0600) when there is none. Throws
-  // mpx::Error naming the file and what is wrong with it.
+  // Reads path; with create, writes a new one (0600, and the directories to it that are
+  // missing, 0700) when there is none, whole or not at all. Throws mpx::Error naming
+  // the file and what is wrong with it.
   static ClusterKey load(const std::string& path, bool create);
   // The file's text.
   std::string text() const;

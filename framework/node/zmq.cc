@@ -154,7 +154,16 @@ std::string Socket::get_string(int option) const {
 }
 
 void Socket::bind(const std::string& endpoint) {
-  if (api().bind(socket_, endpoint.c_str()) != 0) fail("cannot listen on " + endpoint);
+  if (api().bind(socket_, endpoint.c_str()) == 0) return;
+  const Api& z = api();
+  const int err = z.errno_();
+  std::string advice;
+  // ZeroMQ binds tcp:// to an address or an interface's name, never a host name.
+  if (err == ENODEV && endpoint.rfind("tcp://", 0) == 0) {
+    advice = " (listen on an address, such as tcp://0.0.0.0:PORT for every interface or "
+             "tcp://127.0.0.1:PORT, or an interface's name; host names are not bound)";
+  }
+  throw Error("mpx: ZeroMQ cannot listen on " + endpoint + ": " + z.strerror(err) + advice);
 }
 
 void Socket::connect(const std::string& endpoint) {

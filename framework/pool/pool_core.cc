@@ -97,22 +97,29 @@ void RouterProcess::start(const router::Config& config) {
   }
   ::close(ready[1]);
   bool signalled = false, ended = false;
+  std::optional<std::string> failure;  // what the router said of why it cannot start
   {
     transport::Loop starting;
     starting.watch(ready[0], POLLIN, [&](short) {
-      char byte;
-      signalled = ::read(ready[0], &byte, 1) == 1;
-      ended = !signalled;  // closed without a byte: it failed during start-up
+      failure = spawning::read_ready(ready[0]);
+      signalled = !failure;
+      ended = !signalled;  // closed without the byte: it failed during start-up
     });
     starting.watch(child_.pidfd, POLLIN, [&](short) { ended = true; });
     const auto deadline = Clock::now() + std::chrono::seconds(30);
     while (!signalled && !ended && Clock::now() < deadline) starting.run_once(deadline);
+  }
+  if (ended && !failure) {
+    // Its exit may have been seen first: its reason, if it gave one, is in the pipe.
+    pollfd p{ready[0], POLLIN, 0};
+    if (::poll(&p, 1, 0) == 1) failure = spawning::read_ready(ready[0]);
   }
   ::close(ready[0]);
   if (signalled) return;
   if (!ended) kill();  // silent for 30 s; one that ended is only reaped (see killed_from_outside)
   const auto status = reap(true);
   if (!ended) throw PoolBroken("Pool: the router process did not start within 30 s");
+  if (failure && !failure->empty()) throw PoolBroken("Pool: the router could not start: " + *failure);
   throw PoolBroken("Pool: the router process ended during its start-up: " +
                    spawning::describe(status.value_or(0)));
 }

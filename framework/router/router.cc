@@ -465,9 +465,32 @@ void RouterCore::lose_host(const std::string& place, const std::string& reason, 
     auto it = workers_.find(id);
     Worker w = std::move(it->second);
     workers_.erase(it);
+    w.death_cause = "host";
     finalize(std::move(w), reason, -1, std::nullopt);
   }
   report_workers();
+  warn_if_waiting_for_hosts();
+}
+
+void RouterCore::warn_if_waiting_for_hosts() {
+  // Only a pool of hosts alone has none at times: local workers are always replaced.
+  if (config_.workers > 0 || !workers_.empty() || queue_.empty() || stopping_ || broken()) {
+    waiting_for_hosts_since_ = Clock::time_point();
+    return;
+  }
+  if (waiting_for_hosts_since_ == Clock::time_point()) {
+    waiting_for_hosts_since_ = now_;
+  } else if (now_ < next_host_warning_) {
+    return;
+  }
+  next_host_warning_ = now_ + kHostWarningEvery;
+  const auto waited = std::chrono::duration_cast<std::chrono::seconds>(now_ - waiting_for_hosts_since_);
+  logger().warn("router: no workers: {} chunk(s) wait for a node agent to join{} (start agents with "
+                "--mpx-node={}; a call's get(timeout) bounds its wait)",
+                queue_.size(),
+                waited.count() > 0 ? " (for " + std::to_string(waited.count()) + " s now)" : std::string(),
+                endpoint_.empty() ? config_.listen : endpoint_);
+  next_tick_ = std::min(next_tick_, next_host_warning_);
 }
 
 void RouterCore::finalize(Worker w, const std::string& exit_how, int wait_status,
@@ -702,7 +725,10 @@ void RouterCore::dispatch() {
         best_rank = rank;
       }
     }
-    if (best == nullptr) break;
+    if (best == nullptr) {
+      if (workers_.empty()) warn_if_waiting_for_hosts();
+      break;
+    }
     Task task = std::move(queue_.front());
     queue_.pop_front();
     transport::set_type(task.header_frame, wire::Type::kTask);
@@ -870,6 +896,7 @@ void RouterCore::on_tick(Clock::time_point now) {
   }
   next_tick_ = std::max(next_deadline, now + std::chrono::milliseconds(1));
   take_back_waiting();
+  warn_if_waiting_for_hosts();
 }
 
 void RouterCore::kill_running(Worker& w, std::string why, bool timed_out) {

@@ -344,6 +344,11 @@ class RouterCore {
   // While a worker idles with nothing queued, takes back the chunks that wait behind a
   // held-up worker's and hands them out again (see wire::WorkerShared's taking back).
   void take_back_waiting();
+  // A pool of hosts alone with chunks queued and no worker (no host joined, or all were
+  // lost): says so at once and every kHostWarningEvery while it lasts. The chunks wait,
+  // as in Ray: agents (re)join when they can.
+  void warn_if_waiting_for_hosts();
+  static constexpr std::chrono::seconds kHostWarningEvery{30};
 
   void spawn_one(const std::string& place = {});
   // Workers configured and serving: clients learn the count (WELCOME) when it changes.
@@ -389,6 +394,8 @@ class RouterCore {
   Clock::time_point next_tick_;
   Clock::time_point now_;  // time of the event being handled
   bool taking_back_ = false;  // in take_back_waiting (whose dispatch must not recurse)
+  Clock::time_point waiting_for_hosts_since_;  // epoch: not waiting (warn_if_waiting_for_hosts)
+  Clock::time_point next_host_warning_;
   Clock::time_point started_at_;
   PoolStatus counters_;  // only its counters are kept up to date (see status())
 };

@@ -289,7 +289,9 @@ int run_router(const spawning::Bootstrap& boot) {
   transport::Listener front = transport::Listener::bind(transport::Endpoint::from(config.front_endpoint));
   transport::Listener back = transport::Listener::bind(transport::Endpoint::from(config.back_endpoint));
   if (!front || !back) {
-    logger().error("router: cannot listen on its endpoints: {}", std::strerror(errno));
+    const std::string why = std::string("cannot listen on its endpoints: ") + std::strerror(errno);
+    logger().error("router: {}", why);
+    spawning::signal_failure(boot.ready_fd, why);
     return 1;
   }
   // A frame over the limit disconnects its sender instead of being buffered whole.
@@ -330,6 +332,7 @@ int run_router(const spawning::Bootstrap& boot) {
                                                std::move(events));
     } catch (const std::exception& e) {
       logger().error("router: {}", e.what());
+      spawning::signal_failure(boot.ready_fd, e.what());
       return 1;
     }
     placement.remote = remote.get();

@@ -1898,6 +1898,7 @@ TEST_F(RouterTest, AHostsWorkersStartThereAndEndTogether) {
   EXPECT_TRUE(lost_named);
   EXPECT_TRUE(welcomed) << "clients learn how many workers serve";
   EXPECT_TRUE(retried) << "the pure chunk runs again on a live worker";
+  EXPECT_EQ(core_->status(now_).worker_deaths["host"], 2u) << "counted as lost with their host";
   // A frame from a worker of the lost host is late: dropped.
   result(1001, 1, 1, 1);
   EXPECT_TRUE(io_.take().empty());

@@ -381,6 +381,24 @@ void signal_ready(int ready_fd) {
   close(ready_fd);
 }
 
+void signal_failure(int ready_fd, const std::string& reason) {
+  if (ready_fd < 0) return;
+  const std::string message = "!" + reason.substr(0, kMaxStartFailure - 1);
+  while (write(ready_fd, message.data(), message.size()) < 0 && errno == EINTR) {
+  }
+  close(ready_fd);
+}
+
+std::optional<std::string> read_ready(int ready_read_fd) {
+  char buf[kMaxStartFailure];
+  ssize_t n;
+  while ((n = read(ready_read_fd, buf, sizeof buf)) < 0 && errno == EINTR) {
+  }
+  if (n == 1 && buf[0] == 'r') return std::nullopt;
+  if (n > 0 && buf[0] == '!') return std::string(buf + 1, static_cast<std::size_t>(n - 1));
+  return std::string();
+}
+
 int open_parent_or_exit(pid_t parent) {
   const int fd = pidfd_open(parent);
   // Checked after opening: if the parent died before, we have been re-parented.

@@ -99,6 +99,13 @@ struct Bootstrap {
 
 // Child side: writes one byte to the ready pipe (ready_fd < 0: none) and closes it.
 void signal_ready(int ready_fd);
+// Child side, instead: why it cannot start ('!' and the reason, one write of at most
+// kMaxStartFailure bytes), for the parent's error; closes the pipe.
+void signal_failure(int ready_fd, const std::string& reason);
+constexpr std::size_t kMaxStartFailure = 4000;  // under PIPE_BUF: one atomic write
+// Parent side: what the ready pipe said once readable: nullopt for ready, else the
+// child's reason ("" when it closed the pipe without a word).
+std::optional<std::string> read_ready(int ready_read_fd);
 
 // nullopt when argv carries no mpx role (the driver). Throws mpx::Error when the flags
 // are present but malformed or the bootstrap fd cannot be read.

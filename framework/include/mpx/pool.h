@@ -65,8 +65,10 @@ class PoolOptions {
     listen_ = std::move(endpoint);
     return *this;
   }
-  // The cluster key file (CURVE keys: who may join), created 0600 if missing; copy it
-  // to the agents' hosts. Required with listen().
+  // The cluster key file (CURVE keys: who may join), created 0600 if missing (with
+  // its missing directories, 0700); copy it to the agents' hosts. Required with
+  // listen(). A key the pool cannot use (others may read it) fails the Pool with
+  // PoolBroken saying why, as does an endpoint it cannot listen on.
   PoolOptions& cluster_key(std::string path) {
     cluster_key_ = std::move(path);
     return *this;
@@ -195,7 +197,8 @@ class PoolOptions {
   }
   bool object_threshold_set() const { return object_threshold_.has_value(); }
   // Serves Prometheus metrics of this pool at http://<address>/metrics ("127.0.0.1:9464",
-  // "0.0.0.0:9464" for other hosts) from the driver while the Pool lives: tasks
+  // "0.0.0.0:9464" for other hosts; a bare "9464" is every interface too, as in
+  // civetweb) from the driver while the Pool lives: tasks
   // submitted/completed/lost, failed chunks, retries, worker deaths by cause, queue
   // depths, chunk latency, bytes, worker RSS. Needs //framework:metrics in the program's
   // deps (the Pool constructor says so otherwise) and throws mpx::Error if it cannot
