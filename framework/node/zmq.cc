@@ -259,16 +259,19 @@ void Link::take_pieces(std::vector<transport::Message>& parts) {
     if (it == pieces_.end()) it = pieces_.emplace(std::string(peer), Pieces()).first;
     // A message is at most transport::kMaxPayload: a peer sending more is broken, and
     // the message these pieces were for is dropped.
-    if (it->second.bytes.size() + parts.back().size() > transport::kMaxPayload) {
-      if (!it->second.overflowed) {
+    Pieces& got = it->second;
+    if (got.size + parts.back().size() > transport::kMaxPayload) {
+      if (!got.overflowed) {
         logger().error("zmq link: a peer sent more than {} bytes of pieces for one message; dropping it",
                        transport::kMaxPayload);
       }
-      it->second.bytes = std::string();
-      it->second.overflowed = true;
+      got.parts.clear();
+      got.size = 0;
+      got.overflowed = true;
       return;
     }
-    it->second.bytes.append(parts.back().data<char>(), parts.back().size());
+    got.size += parts.back().size();
+    got.parts.push_back(std::move(parts.back()));
     return;
   }
   if (pieces_.empty()) return;
@@ -277,8 +280,16 @@ void Link::take_pieces(std::vector<transport::Message>& parts) {
   if (it->second.overflowed) {
     parts.clear();
   } else {
-    it->second.bytes.append(parts.back().data<char>(), parts.back().size());
-    parts.back() = transport::Message(it->second.bytes.data(), it->second.bytes.size());
+    // Copied once, into a message of the whole size.
+    Pieces& got = it->second;
+    got.parts.push_back(std::move(parts.back()));
+    transport::Message whole = transport::Message::allocate(got.size + got.parts.back().size());
+    std::size_t at = 0;
+    for (const transport::Message& p : got.parts) {
+      std::memcpy(whole.data<char>() + at, p.data<char>(), p.size());
+      at += p.size();
+    }
+    parts.back() = std::move(whole);
   }
   pieces_.erase(it);
 }
