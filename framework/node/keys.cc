@@ -47,9 +47,9 @@ bool publish(const std::string& path, const std::string& text, const std::string
   const std::string temp = path + ".new-" + std::to_string(::getpid());
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) throw Error("mpx: cannot create " + where + ": " + std::strerror(errno));
-  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-                       ::fsync(fd) == 0;
-  const int write_error = errno;
+  const ssize_t n = ::write(fd, text.data(), text.size());
+  const bool written = n == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  const int write_error = n >= 0 && n < static_cast<ssize_t>(text.size()) ? ENOSPC : errno;
   ::close(fd);
   if (!written) {
     ::unlink(temp.c_str());

@@ -277,7 +277,7 @@ void Link::take_pieces(std::vector<transport::Message>& parts) {
   if (pieces_.empty()) return;
   auto it = pieces_.find(peer);
   if (it == pieces_.end()) return;
-  if (it->second.overflowed) {
+  if (it->second.overflowed || it->second.size + parts.back().size() > transport::kMaxPayload) {
     parts.clear();
   } else {
     // Copied once, into a message of the whole size.

@@ -157,6 +157,10 @@ void RemoteWorkers::on_message(std::vector<transport::Message>& parts) {
   const auto kind = static_cast<node::Kind>(*parts[1].data<char>());
   auto it = agents_.find(rid);
   if (it == agents_.end()) {
+    // Pieces of a message from an agent not (or no longer) admitted are not kept, nor
+    // answered one by one: its next whole message is.
+    link_->forget(rid);
+    if (kind == node::Kind::kPiece) return;
     if (kind == node::Kind::kHello && parts.size() >= 3 && !lost_rids_.count(rid)) {
       admit(rid, text(parts[2]));
     } else if (lost_rids_.count(rid) || kind != node::Kind::kHello) {

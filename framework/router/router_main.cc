@@ -282,14 +282,24 @@ constexpr std::size_t kMaxConns = 4096;
 }  // namespace
 
 int run_router(const spawning::Bootstrap& boot) {
-  const Config config = Config::decode(boot.payload);
+  Config decoded;
+  try {
+    decoded = Config::decode(boot.payload);
+  } catch (const std::exception& e) {
+    logger().error("router: {}", e.what());
+    spawning::signal_failure(boot.ready_fd, std::string("its configuration did not decode: ") + e.what());
+    return 1;
+  }
+  const Config config = std::move(decoded);
   const int driver_fd = spawning::open_parent_or_exit(boot.parent);
   signal(SIGPIPE, SIG_IGN);
 
   transport::Listener front = transport::Listener::bind(transport::Endpoint::from(config.front_endpoint));
+  const int front_error = errno;
   transport::Listener back = transport::Listener::bind(transport::Endpoint::from(config.back_endpoint));
   if (!front || !back) {
-    const std::string why = std::string("cannot listen on its endpoints: ") + std::strerror(errno);
+    const std::string why = std::string("cannot listen on its endpoints: ") +
+                            std::strerror(!front ? front_error : errno);
     logger().error("router: {}", why);
     spawning::signal_failure(boot.ready_fd, why);
     return 1;

@@ -569,6 +569,35 @@ TEST_F(RouterTest, ChunksAWorkerTookUpAreNotTakenBack) {
   expect_task(sent[1], 1001, 2, 4, 1);
 }
 
+// A retiring worker (maxtasksperchild) whose chunks are all taken back holds nothing:
+// it is told to stop then, since no result of its will come to tell later.
+TEST_F(RouterTest, ARetiringWorkerLeftWithNothingStops) {
+  config_.workers = 2;
+  config_.maxtasksperchild = 2;
+  start();
+  ready_quietly(1000);
+  ready_quietly(1001);
+  submit("1", 1, 0, 1);  // 1000
+  submit("1", 1, 1, 1);  // 1001
+  submit("1", 1, 2, 1);  // 1000: its second, so it retires (a replacement starts)
+  result(1001, 1, 1, 1);
+  io_.take();
+  io_.taken_up[1000] = 0;  // it has not started either (descheduled, say)
+  advance(kTakeBackAfter);
+  tick();
+  bool stopped = false;
+  std::vector<std::uint64_t> to_1001;
+  for (const Sent& m : io_.take()) {
+    if (m.type == Type::kStop && m.to == wid(1000)) stopped = true;
+    if (m.type == Type::kTask && m.to == wid(1001)) to_1001.push_back(m.start);
+  }
+  EXPECT_TRUE(stopped);
+  // 1001 takes item 0, its second chunk, and retires in turn: item 2 waits for a
+  // replacement.
+  EXPECT_EQ(to_1001, (std::vector<std::uint64_t>{0}));
+  EXPECT_EQ(core_->queued(), 1u);
+}
+
 // Without retries only the chunk that was running (the first held: no mark here) is
 // lost; the chunks queued behind it on the dead worker never started, so they go back
 // to the queue free of charge, whichever call and client they belong to.

@@ -476,6 +476,13 @@ Reader::Next Reader::next(wire::Header& header, std::string_view& header_bytes,
       return got;
     }
     if (header.type != wire::Type::kDescriptors) {
+      if (carried_expected_ + header.fds > wire::kMaxFrameFds) {
+        *why = "a frame brought more than " + std::to_string(wire::kMaxFrameFds) + " descriptors";
+        carried_.reset();
+        carried_expected_ = 0;
+        frame_fds_.reset();
+        return Next::kBroken;
+      }
       frame_fds_expected_ = header.fds;
       if (carried_expected_ > 0) {
         for (int& fd : frame_fds_.get()) carried_.push(std::exchange(fd, -1));

@@ -121,7 +121,14 @@ int run_worker(const spawning::Bootstrap& boot) {
     void* map = ::mmap(nullptr, sizeof(wire::WorkerShared), PROT_READ | PROT_WRITE, MAP_SHARED,
                        boot.share_fd, 0);
     ::close(boot.share_fd);
-    if (map != MAP_FAILED) shared = static_cast<wire::WorkerShared*>(map);
+    // The router reads and writes this page as this worker's (running marks, cancels,
+    // chunks taken back): a worker without it would run chunks the router gave to
+    // another. It ends instead, and the router replaces it.
+    if (map == MAP_FAILED) {
+      logger().error("worker: cannot map the page it shares with its router: {}", std::strerror(errno));
+      return 1;
+    }
+    shared = static_cast<wire::WorkerShared*>(map);
   }
   if (shared == nullptr) shared = &unshared;
   std::atomic<std::uint64_t>* running = &shared->running;
