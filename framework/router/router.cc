@@ -791,8 +791,8 @@ void RouterCore::take_back_waiting() {
     counters_.taken_back_chunks += taken;
     logger().debug("router: took back {} chunk(s) waiting behind the long one {} (pid {}) runs",
                    taken, w.name, w.pid);
-    // A retiring worker left holding nothing (it ran a lane chunk) is told to stop now:
-    // no result of its would tell later.
+    // A retiring worker left holding nothing (it had started none of its chunks) is
+    // told to stop now: no result of its would tell later.
     retire_if_done(w);
   }
   if (queue_.empty()) return;
