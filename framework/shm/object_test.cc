@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstdio>
@@ -23,6 +24,7 @@
 #include <msgpack.hpp>
 
 #include "framework/shm/handle_bytes.h"
+#include "mpx/detail/segment.h"
 #include "mpx/errors.h"
 #include "mpx/object.h"
 #include "mpx/shared.h"
@@ -306,6 +308,36 @@ TEST(ObjectTest, FileSizeLimitIsAnErrorNotASignal) {
             std::string::npos)
       << encoded;
   EXPECT_EQ(fits, "(no exception)");
+}
+
+// Argument buffers take large copies with non-temporal stores (Segment::copy_to_buffer):
+// every byte must land, at any alignment of either side, around the size where the
+// streaming starts and the 64-byte steps end, and nothing past the end may be touched.
+TEST(ArgumentBufferTest, CopyToBufferCopiesEveryByteAtAnyAlignment) {
+  std::vector<char> source((std::size_t{3} << 20) + 256);
+  for (std::size_t i = 0; i < source.size(); ++i) source[i] = static_cast<char>(i * 131 + (i >> 12));
+  std::vector<char> target(source.size() + 64);
+  const std::size_t sizes[] = {0, 1, 15, 16, 63, 64, 65, 4095, (std::size_t{512} << 10) - 1,
+                               std::size_t{512} << 10, (std::size_t{512} << 10) + 1,
+                               (std::size_t{1} << 20) + 77, std::size_t{3} << 20};
+  for (std::size_t n : sizes) {
+    for (std::size_t from_at : {0, 1, 8, 15}) {
+      for (std::size_t to_at : {0, 3, 16, 33}) {
+        std::fill(target.begin(), target.end(), '\x5a');
+        detail::Segment::copy_to_buffer(target.data() + to_at, source.data() + from_at, n);
+        ASSERT_EQ(std::memcmp(target.data() + to_at, source.data() + from_at, n), 0)
+            << n << " bytes from +" << from_at << " to +" << to_at;
+        for (std::size_t i = 0; i < 64; ++i) {
+          ASSERT_EQ(target[to_at + n + i], '\x5a') << "byte " << i << " past " << n << " bytes written";
+        }
+        for (std::size_t i = 0; i < to_at; ++i) ASSERT_EQ(target[i], '\x5a') << "byte before the copy";
+      }
+    }
+  }
+  // Through a lent buffer, as a pool's argument goes.
+  const std::size_t n = (std::size_t{2} << 20) + 5;
+  auto use = detail::Segment::lend_buffer(detail::untyped_tag(), source.data() + 7, 1, n);
+  EXPECT_EQ(std::memcmp(use->body(), source.data() + 7, n), 0);
 }
 
 }  // namespace

@@ -9,12 +9,16 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -829,8 +833,48 @@ std::shared_ptr<Segment> Segment::lend_buffer(const TypeTag& tag, const void* da
                                               std::size_t element_bytes, std::uint64_t count) {
   const std::size_t bytes = element_bytes * static_cast<std::size_t>(count);
   return lend_buffer(tag, bytes, count, [&](char* body) {
-    if (bytes > 0) std::memcpy(body, data, bytes);
+    if (bytes > 0) copy_to_buffer(body, data, bytes);
   });
+}
+
+namespace {
+
+// Half the L2 cache, where a copy's source and destination no longer both fit.
+std::size_t streaming_copy_bytes() {
+  static const std::size_t bytes = [] {
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return l2 > 0 ? static_cast<std::size_t>(l2) / 2 : std::size_t{512} << 10;
+  }();
+  return bytes;
+}
+
+}  // namespace
+
+void Segment::copy_to_buffer(char* to, const void* from, std::size_t n) {
+  const char* src = static_cast<const char*>(from);
+#if defined(__x86_64__)
+  if (n >= streaming_copy_bytes()) {
+    const std::size_t head = (16 - (reinterpret_cast<std::uintptr_t>(to) & 15)) & 15;
+    std::memcpy(to, src, head);
+    std::size_t i = head;
+    for (; i + 64 <= n; i += 64) {
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 16));
+      const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 32));
+      const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 48));
+      _mm_stream_si128(reinterpret_cast<__m128i*>(to + i), a);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(to + i + 16), b);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(to + i + 32), c);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(to + i + 48), d);
+    }
+    std::memcpy(to + i, src + i, n - i);
+    // Non-temporal stores are weakly ordered: they must be visible before the message
+    // naming the buffer is.
+    _mm_sfence();
+    return;
+  }
+#endif
+  if (n > 0) std::memcpy(to, src, n);
 }
 
 std::shared_ptr<Segment> Segment::lend_buffer(const TypeTag& tag, std::size_t bytes,

@@ -645,7 +645,7 @@ class Pool {
     try {
       use = detail::Segment::lend_buffer(detail::untyped_tag(), total, total, [&](char* body) {
         filled = true;
-        copy_raw_items<P>(items, it, start, count, body);
+        copy_raw_items<P>(items, it, start, count, body, /*to_buffer=*/true);
       });
     } catch (const SharedMemoryError&) {
       if (filled) throw;
@@ -658,12 +658,17 @@ class Pool {
     return true;
   }
   // count items from items[start] (it) as P, raw, at to; advances it past them. One copy
-  // when the items are already an array of P, else converted one by one.
+  // when the items are already an array of P, else converted one by one. to_buffer: to
+  // is an argument buffer's body (Segment::copy_to_buffer).
   template <class P, class Range, class It>
   static void copy_raw_items(const Range& items, It& it, std::size_t start, std::size_t count,
-                             char* to) {
+                             char* to, bool to_buffer = false) {
     if constexpr (detail::kContiguousOf<Range, P>) {
-      std::memcpy(to, std::data(items) + start, count * sizeof(P));
+      if (to_buffer) {
+        detail::Segment::copy_to_buffer(to, std::data(items) + start, count * sizeof(P));
+      } else {
+        std::memcpy(to, std::data(items) + start, count * sizeof(P));
+      }
       std::advance(it, count);
     } else {
       for (std::size_t i = 0; i < count; ++i, ++it) {
