@@ -291,6 +291,45 @@ TEST(NodeTest, ACallWithoutHostsSaysItWaitsForAnAgent) {
   ::unlink(key.c_str());
 }
 
+// A pool bound to every interface prints the address it tells agents (its endpoint).
+TEST(NodeHelper, DISABLED_WildcardEndpoint) {
+  const char* key = std::getenv("MPX_NODE_TEST_KEY");
+  if (key == nullptr) GTEST_SKIP();
+  mpx::Pool pool(mpx::PoolOptions().processes(0).listen("tcp://0.0.0.0:0").cluster_key(key));
+  std::printf("ENDPOINT: %s\n", pool.endpoint().c_str());
+  std::fflush(stdout);
+}
+
+// On a host with two networks, where the first interface is not the one the default
+// route leaves by (a private network listed first), a wildcard listen tells agents the
+// default route's address, as Ray and Dask do: the first interface's may be unreachable
+// from the other hosts. Run in a network namespace of its own with two veth links.
+TEST(NodeTest, AWildcardListenTellsAgentsTheDefaultRoutesAddress) {
+  if (!mpx::testing::run_command({"unshare", "--net", "true"}, {}, 30s).exited_with(0)) {
+    GTEST_SKIP() << "no network namespace to be had here (unshare --net needs root)";
+  }
+  const std::string key = temp_path("wildcard.key");
+  const auto endpoint_in_namespace = [&](const std::string& route) {
+    const std::string setup =
+        "ip link add first type veth peer name first-peer && "
+        "ip link add second type veth peer name second-peer && "
+        "ip addr add 10.1.0.1/24 dev first && ip addr add 10.2.0.1/24 dev second && "
+        "for d in lo first first-peer second second-peer; do ip link set $d up; done && " +
+        route + "exec \"$0\" \"$@\"";
+    return mpx::testing::run_helper("NodeHelper.DISABLED_WildcardEndpoint", {"MPX_NODE_TEST_KEY=" + key}, 60s,
+                                    false, {"unshare", "--net", "sh", "-c", setup});
+  };
+  const auto routed = endpoint_in_namespace("ip route add default via 10.2.0.254 dev second && ");
+  ASSERT_TRUE(routed.exited_with(0)) << routed.output;
+  EXPECT_NE(routed.output.find("ENDPOINT: tcp://10.2.0.1:"), std::string::npos) << routed.output;
+  EXPECT_NE(routed.output.find("this host also has 10.1.0.1"), std::string::npos) << routed.output;
+  // Without a default route: the first interface that is up, not loopback.
+  const auto unrouted = endpoint_in_namespace("");
+  ASSERT_TRUE(unrouted.exited_with(0)) << unrouted.output;
+  EXPECT_NE(unrouted.output.find("ENDPOINT: tcp://10.1.0.1:"), std::string::npos) << unrouted.output;
+  ::unlink(key.c_str());
+}
+
 TEST(NodeTest, BadListenAndKeyFileAreRefusedClearly) {
   EXPECT_THROW(mpx::Pool(mpx::PoolOptions().processes(0).listen("tcp://nohost").cluster_key("k")), mpx::Error);
   EXPECT_THROW(mpx::Pool(mpx::PoolOptions().processes(0).listen("tcp://127.0.0.1:0")), mpx::Error);

@@ -4,8 +4,12 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <zmq.h>
+
+#include <string>
+#include <vector>
 
 #include "framework/base/base.h"
 #include "framework/node/keys.h"
@@ -20,22 +24,55 @@ namespace {
 // libzmq asks the handler bound here about every CURVE handshake of the context.
 constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
 
-// An address of this host others can reach, for a wildcard bind: the first IPv4
-// address of an interface that is up and not loopback; loopback when there is none.
-std::string host_address() {
+// The IPv4 address of each interface that is up and not loopback, in the kernel's order.
+std::vector<std::string> interface_addresses() {
+  std::vector<std::string> found;
   ifaddrs* list = nullptr;
-  std::string found = "127.0.0.1";
   if (::getifaddrs(&list) != 0) return found;
   for (ifaddrs* a = list; a; a = a->ifa_next) {
     if (!a->ifa_addr || a->ifa_addr->sa_family != AF_INET) continue;
     if ((a->ifa_flags & IFF_UP) == 0 || (a->ifa_flags & IFF_LOOPBACK) != 0) continue;
     char text[INET_ADDRSTRLEN];
     ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, text, sizeof text);
-    found = text;
-    break;
+    found.emplace_back(text);
   }
   ::freeifaddrs(list);
   return found;
+}
+
+// The source address of this host's default route, or "" without one. Connecting a UDP
+// socket only picks the route: no packet is sent, no name is looked up (a resolver
+// that does not answer cannot hold up the pool's start).
+std::string default_route_address() {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  sockaddr_in far{};
+  far.sin_family = AF_INET;
+  far.sin_port = htons(9);
+  ::inet_pton(AF_INET, "198.51.100.1", &far.sin_addr);  // TEST-NET-2: no host has it
+  sockaddr_in mine{};
+  socklen_t len = sizeof mine;
+  std::string found;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&far), sizeof far) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&mine), &len) == 0 &&
+      mine.sin_addr.s_addr != htonl(INADDR_ANY) && (ntohl(mine.sin_addr.s_addr) >> 24) != 127) {
+    char text[INET_ADDRSTRLEN];
+    ::inet_ntop(AF_INET, &mine.sin_addr, text, sizeof text);
+    found = text;
+  }
+  ::close(fd);
+  return found;
+}
+
+// The address to tell agents on other hosts, for a wildcard bind: the default route's
+// (what Ray and Dask report; on a host with several networks the first interface may
+// be one the agents cannot reach), else the first interface that is up and not
+// loopback, else loopback.
+std::string host_address() {
+  std::string routed = default_route_address();
+  if (!routed.empty()) return routed;
+  const std::vector<std::string> all = interface_addresses();
+  return all.empty() ? "127.0.0.1" : all.front();
 }
 
 std::string text(const transport::Message& m) { return std::string(m.view()); }
@@ -69,12 +106,24 @@ RemoteWorkers::RemoteWorkers(const std::string& listen, const std::string& key_f
   router_.bind(at.str());
   endpoint_ = router_.get_string(ZMQ_LAST_ENDPOINT);
   const std::string wildcard = "tcp://0.0.0.0:";
-  if (endpoint_.compare(0, wildcard.size(), wildcard) == 0) {
+  const bool wildcard_bound = endpoint_.compare(0, wildcard.size(), wildcard) == 0;
+  if (wildcard_bound) {
     endpoint_ = "tcp://" + host_address() + ":" + endpoint_.substr(wildcard.size());
   }
   link_ = std::make_unique<node::Link>(router_, loop, [this](auto& parts) { on_message(parts); });
   next_beat_ = Clock::now() + beat_interval_;
-  logger().info("router: agents may dial {}", endpoint_);
+  if (wildcard_bound) {
+    std::string others;
+    for (const std::string& a : interface_addresses()) {
+      if (endpoint_.find("//" + a + ":") == std::string::npos) others += (others.empty() ? "" : ", ") + a;
+    }
+    logger().info("router: agents may dial {}{}", endpoint_,
+                  others.empty() ? std::string()
+                                 : " (the default route's address; this host also has " + others +
+                                       ": if agents reach it by one of those, give listen() that address)");
+  } else {
+    logger().info("router: agents may dial {}", endpoint_);
+  }
 }
 
 RemoteWorkers::~RemoteWorkers() {

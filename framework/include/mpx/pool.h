@@ -563,7 +563,10 @@ class Pool {
   // Worker count (local ones).
   int processes() const;
   // Where node agents dial (a pool built with PoolOptions::listen), e.g.
-  // "tcp://10.0.0.1:5555": the port chosen, a wildcard address replaced by this host's.
+  // "tcp://10.0.0.1:5555": the port chosen, a wildcard address replaced by the source
+  // address of this host's default route, as Ray and Dask report (without a default
+  // route, the first interface's; the router's log names the host's other addresses).
+  // On a host whose agents reach it by another network, listen() on that address.
   // Throws mpx::Error for a pool that does not listen.
   std::string endpoint() const;
   // Waits until n workers (local and remote) serve; throws mpx::TimeoutError saying how
