@@ -767,6 +767,8 @@ void RouterCore::take_back_waiting() {
   if (!someone_idles) return;
   for (auto& [id, w] : workers_) {
     if (w.state != State::kReady && w.state != State::kRetiring) continue;
+    // A worker on another host shares no page with this router: what it holds stays.
+    if (!w.place.empty()) continue;
     // Chunks wait in w: behind its first, or all of them behind its lane's chunk.
     if (w.in_flight.size() < (w.lane_busy ? 1u : 2u)) continue;
     if (!is_held_up(w)) {
