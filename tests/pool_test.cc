@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <deque>
 #include <numeric>
 #include <optional>
@@ -217,6 +218,19 @@ TEST_F(PoolTest, DefaultSizeIsCpuCount) {
   mpx::Pool pool;
   EXPECT_EQ(pool.processes(), mpx::cpu_count());
   EXPECT_EQ(pool.map(square, std::vector<int>{3}), std::vector<int>{9});
+}
+
+// -0.0 crosses as -0.0, inside a struct and as an argument and result of its own, as
+// pickle keeps it (msgpack-c alone packs a whole double as an integer: 0).
+TEST_F(PoolTest, NegativeZeroKeepsItsSign) {
+  mpx::Pool pool(1);
+  const Point p = pool.apply(scale, Point{-0.0, 0.0, "z"}, 1.0);
+  EXPECT_TRUE(std::signbit(p.x));
+  EXPECT_FALSE(std::signbit(p.y));
+  EXPECT_TRUE(std::signbit(pool.apply(unregistered_half, -0.0)));
+  const std::vector<double> halves = pool.map(unregistered_half, std::vector<double>{-0.0, 3.0, -0.0}, 1);
+  EXPECT_TRUE(std::signbit(halves[0]) && std::signbit(halves[2]));
+  EXPECT_EQ(halves[1], 1.5);
 }
 
 TEST_F(PoolTest, StringsStructsAndVoidTasks) {

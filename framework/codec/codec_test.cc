@@ -2,6 +2,7 @@
 // fast paths must build exactly the objects msgpack-c builds, and refuse what it
 // refuses.
 #include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -143,6 +144,36 @@ TEST(ReadObjectTest, SmallArraysOfScalarsDecodeAsMsgpackDoes) {
 
 namespace mpx {
 namespace {
+
+// mpx's streams keep the sign of -0.0, which msgpack-c's own packer turns into the
+// integer 0, and keep its compact integer form for every other whole number.
+TEST(FloatPackingTest, NegativeZeroKeepsItsSignAndWholeNumbersStayCompact) {
+  const auto packed = [](auto value) {
+    detail::Buffer buf(16);
+    msgpack::packer<detail::Buffer> pk(buf);
+    pk.pack(value);
+    return std::string(buf.data(), buf.size());
+  };
+  const auto back = [](const std::string& bytes, auto as) {
+    return msgpack::unpack(bytes.data(), bytes.size())->as<decltype(as)>();
+  };
+  EXPECT_EQ(packed(-0.0), std::string("\xcb\x80\0\0\0\0\0\0\0", 9));
+  EXPECT_TRUE(std::signbit(back(packed(-0.0), 0.0)));
+  EXPECT_EQ(packed(-0.0f), std::string("\xca\x80\0\0\0", 5));
+  EXPECT_TRUE(std::signbit(back(packed(-0.0f), 0.0f)));
+  EXPECT_EQ(packed(0.0), std::string("\0", 1));
+  EXPECT_EQ(packed(3.0), std::string("\x03", 1));
+  EXPECT_EQ(packed(-5.0f), std::string("\xfb", 1));
+  EXPECT_EQ(back(packed(0.5), 0.0), 0.5);
+  // 2^64 does not fit a uint64 (msgpack-c would convert it anyway): a float 64.
+  const double two_64 = 18446744073709551616.0;
+  EXPECT_EQ(packed(two_64).size(), 9u);
+  EXPECT_EQ(back(packed(two_64), 0.0), two_64);
+  EXPECT_EQ(back(packed(-9223372036854775808.0), 0.0), -9223372036854775808.0);
+  EXPECT_TRUE(std::isnan(back(packed(std::numeric_limits<double>::quiet_NaN()), 0.0)));
+  const auto nested = back(packed(std::vector<double>{1.0, -0.0}), std::vector<double>());
+  EXPECT_TRUE(std::signbit(nested[1]));
+}
 
 TEST(ErrorInfoTest, RoundTripsWithItsCause) {
   detail::ErrorInfo e{"mpx::PipelineError", "stage 2 failed", 7, 1234, {}};

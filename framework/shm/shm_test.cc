@@ -10,6 +10,7 @@
 #include <climits>
 #include <csignal>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <set>
@@ -523,6 +524,14 @@ TEST(QueueTest, FifoAcrossTypes) {
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(q.get(30ms), std::nullopt);
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 30ms);
+}
+
+TEST(QueueTest, NegativeZeroKeepsItsSign) {
+  Queue<std::vector<double>> q;
+  q.put({-0.0, 2.0});
+  const std::vector<double> back = q.get();
+  EXPECT_TRUE(std::signbit(back[0]));
+  EXPECT_EQ(back[1], 2.0);
 }
 
 TEST(QueueTest, MaxsizeBlocksPutters) {

@@ -55,6 +55,7 @@
 #include <msgpack.hpp>
 
 #include "mpx/detail/deadline.h"
+#include "mpx/detail/codec.h"
 #include "mpx/detail/handle.h"
 #include "mpx/errors.h"
 
@@ -70,7 +71,7 @@ class Connection {
   // over 1 GiB.
   template <class T>
   void send(const T& obj) {
-    msgpack::sbuffer buf;
+    detail::Buffer buf;  // keeps -0.0 (see codec.h)
     msgpack::pack(buf, obj);
     send_bytes(buf.data(), buf.size());
   }

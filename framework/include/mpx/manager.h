@@ -54,6 +54,7 @@
 #include <msgpack.hpp>
 
 #include "mpx/actor.h"
+#include "mpx/detail/codec.h"
 #include "mpx/detail/handle.h"
 #include "mpx/errors.h"
 
@@ -121,7 +122,7 @@ ManagedRef unpack_managed(const msgpack::object& o);
 
 template <class T>
 std::string encode(const T& value) {
-  msgpack::sbuffer buf;
+  detail::Buffer buf;  // keeps -0.0 (see codec.h)
   msgpack::pack(buf, value);
   return std::string(buf.data(), buf.size());
 }

@@ -51,6 +51,7 @@
 #include <msgpack.hpp>
 
 #include "mpx/detail/deadline.h"
+#include "mpx/detail/codec.h"
 #include "mpx/detail/handle.h"
 #include "mpx/errors.h"
 
@@ -144,7 +145,7 @@ class Queue : public detail::QueueBase {
 
   bool put_until(const T& item, detail::Clock::time_point deadline) {
     check_open("put");
-    thread_local msgpack::sbuffer buffer;
+    thread_local detail::Buffer buffer;  // keeps -0.0 (see codec.h)
     buffer.clear();
     msgpack::pack(buffer, item);
     return put_bytes(buffer.data(), buffer.size(), deadline);

@@ -19,6 +19,7 @@
 #ifndef MPX_DETAIL_CODEC_H_
 #define MPX_DETAIL_CODEC_H_
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -116,6 +117,61 @@ class Buffer {
   std::size_t size_ = 0;
   std::size_t cap_ = 0;
 };
+
+// msgpack-c packs a whole-number double or float as an integer, the smaller form, which
+// turns -0.0 into 0; Python's pickle keeps the sign, and so must a value that crosses a
+// process boundary. mpx's own streams (Buffer here, SegmentWriter in segment.h) pack
+// floating-point numbers with packs_float_as_integer and write_float instead: the same
+// integer form for every other whole number, the float form for -0.0.
+template <class F, class Stream>
+bool packs_float_as_integer(msgpack::packer<Stream>& pk, F d) {
+  static_assert(std::is_floating_point_v<F>);
+  if (d != d || (d == 0 && std::signbit(d))) return false;  // NaN, -0.0
+  // 2^64 and -2^63 are exact in every floating type; uint64_t(2^64) would not be.
+  if (d >= 0 && d < F(18446744073709551616.0) && d == F(static_cast<std::uint64_t>(d))) {
+    pk.pack_uint64(static_cast<std::uint64_t>(d));
+    return true;
+  }
+  if (d < 0 && d >= F(-9223372036854775808.0) && d == F(static_cast<std::int64_t>(d))) {
+    pk.pack_int64(static_cast<std::int64_t>(d));
+    return true;
+  }
+  return false;
+}
+// d as a msgpack float 32 or float 64: the type code, then its bits big-endian.
+template <class F, class Stream>
+void write_float(Stream& stream, F d) {
+  using Bits = std::conditional_t<sizeof(F) == 4, std::uint32_t, std::uint64_t>;
+  Bits bits;
+  std::memcpy(&bits, &d, sizeof bits);
+  char out[1 + sizeof bits];
+  out[0] = static_cast<char>(sizeof(F) == 4 ? 0xca : 0xcb);
+  for (std::size_t i = 0; i < sizeof bits; ++i) {
+    out[1 + i] = static_cast<char>(bits >> (8 * (sizeof bits - 1 - i)));
+  }
+  stream.write(out, sizeof out);
+}
+
+}  // namespace detail
+}  // namespace mpx
+
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(v1) {
+template <>
+inline packer<mpx::detail::Buffer>& packer<mpx::detail::Buffer>::pack_double(double d) {
+  if (!mpx::detail::packs_float_as_integer(*this, d)) mpx::detail::write_float(m_stream, d);
+  return *this;
+}
+template <>
+inline packer<mpx::detail::Buffer>& packer<mpx::detail::Buffer>::pack_float(float d) {
+  if (!mpx::detail::packs_float_as_integer(*this, d)) mpx::detail::write_float(m_stream, d);
+  return *this;
+}
+}  // MSGPACK_API_VERSION_NAMESPACE(v1)
+}  // namespace msgpack
+
+namespace mpx {
+namespace detail {
 
 // Reads the header of the msgpack array at data[off]; advances off past it. Throws
 // DecodeError if the bytes there are not an array header.

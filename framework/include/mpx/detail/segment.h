@@ -27,6 +27,7 @@
 
 #include <msgpack.hpp>
 
+#include "mpx/detail/codec.h"
 #include "mpx/detail/pins.h"
 #include "mpx/errors.h"
 
@@ -144,6 +145,28 @@ class SegmentWriter {
   std::size_t staged_ = 0;    // bytes waiting in staging_
   std::unique_ptr<char[]> staging_;
 };
+
+}  // namespace detail
+}  // namespace mpx
+
+// Objects keep the sign of -0.0 as messages do (see packs_float_as_integer in codec.h).
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(v1) {
+template <>
+inline packer<mpx::detail::SegmentWriter>& packer<mpx::detail::SegmentWriter>::pack_double(double d) {
+  if (!mpx::detail::packs_float_as_integer(*this, d)) mpx::detail::write_float(m_stream, d);
+  return *this;
+}
+template <>
+inline packer<mpx::detail::SegmentWriter>& packer<mpx::detail::SegmentWriter>::pack_float(float d) {
+  if (!mpx::detail::packs_float_as_integer(*this, d)) mpx::detail::write_float(m_stream, d);
+  return *this;
+}
+}  // MSGPACK_API_VERSION_NAMESPACE(v1)
+}  // namespace msgpack
+
+namespace mpx {
+namespace detail {
 
 // Objects that came with a message rather than by their owner's /proc (a pool worker's
 // results, whose memfds travel with the RESULT frame: transport::Fds). While a scope is
