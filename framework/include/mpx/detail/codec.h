@@ -155,20 +155,25 @@ void write_float(Stream& stream, F d) {
 }  // namespace detail
 }  // namespace mpx
 
-namespace msgpack {
-MSGPACK_API_VERSION_NAMESPACE(v1) {
-template <>
-inline packer<mpx::detail::Buffer>& packer<mpx::detail::Buffer>::pack_double(double d) {
-  if (!mpx::detail::packs_float_as_integer(*this, d)) mpx::detail::write_float(m_stream, d);
-  return *this;
-}
-template <>
-inline packer<mpx::detail::Buffer>& packer<mpx::detail::Buffer>::pack_float(float d) {
-  if (!mpx::detail::packs_float_as_integer(*this, d)) mpx::detail::write_float(m_stream, d);
-  return *this;
-}
-}  // MSGPACK_API_VERSION_NAMESPACE(v1)
-}  // namespace msgpack
+// Specialises msgpack::packer<Stream>'s pack_double and pack_float as above; at global
+// scope, right after Stream is defined (before any use of the packer on it).
+#define MPX_DETAIL_PACK_FLOATS_KEEPING_SIGN(Stream)                                      \
+  namespace msgpack {                                                                  \
+  MSGPACK_API_VERSION_NAMESPACE(v1) {                                                  \
+    template <>                                                                        \
+    inline packer<Stream>& packer<Stream>::pack_double(double d) {                     \
+      if (!mpx::detail::packs_float_as_integer(*this, d)) mpx::detail::write_float(m_stream, d); \
+      return *this;                                                                    \
+    }                                                                                  \
+    template <>                                                                        \
+    inline packer<Stream>& packer<Stream>::pack_float(float d) {                       \
+      if (!mpx::detail::packs_float_as_integer(*this, d)) mpx::detail::write_float(m_stream, d); \
+      return *this;                                                                    \
+    }                                                                                  \
+  }                                                                                    \
+  }
+
+MPX_DETAIL_PACK_FLOATS_KEEPING_SIGN(mpx::detail::Buffer)
 
 namespace mpx {
 namespace detail {

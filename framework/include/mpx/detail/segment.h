@@ -150,20 +150,7 @@ class SegmentWriter {
 }  // namespace mpx
 
 // Objects keep the sign of -0.0 as messages do (see packs_float_as_integer in codec.h).
-namespace msgpack {
-MSGPACK_API_VERSION_NAMESPACE(v1) {
-template <>
-inline packer<mpx::detail::SegmentWriter>& packer<mpx::detail::SegmentWriter>::pack_double(double d) {
-  if (!mpx::detail::packs_float_as_integer(*this, d)) mpx::detail::write_float(m_stream, d);
-  return *this;
-}
-template <>
-inline packer<mpx::detail::SegmentWriter>& packer<mpx::detail::SegmentWriter>::pack_float(float d) {
-  if (!mpx::detail::packs_float_as_integer(*this, d)) mpx::detail::write_float(m_stream, d);
-  return *this;
-}
-}  // MSGPACK_API_VERSION_NAMESPACE(v1)
-}  // namespace msgpack
+MPX_DETAIL_PACK_FLOATS_KEEPING_SIGN(mpx::detail::SegmentWriter)
 
 namespace mpx {
 namespace detail {
