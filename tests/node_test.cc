@@ -305,8 +305,13 @@ TEST(NodeHelper, DISABLED_WildcardEndpoint) {
 // default route's address, as Ray and Dask do: the first interface's may be unreachable
 // from the other hosts. Run in a network namespace of its own with two veth links.
 TEST(NodeTest, AWildcardListenTellsAgentsTheDefaultRoutesAddress) {
-  if (!mpx::testing::run_command({"unshare", "--net", "true"}, {}, 30s).exited_with(0)) {
-    GTEST_SKIP() << "no network namespace to be had here (unshare --net needs root)";
+  // ip may live in /usr/sbin only (Fedora), outside a test's PATH.
+  const std::string path = "PATH=/usr/sbin:/sbin:/usr/bin:/bin";
+  const auto probe = mpx::testing::run_command(
+      {"unshare", "--net", "sh", "-c", "ip link add a type veth peer name b"}, {path}, 30s);
+  if (!probe.exited_with(0)) {
+    GTEST_SKIP() << "no network namespace with veth links to be had here (needs root and ip): "
+                 << probe.output;
   }
   const std::string key = temp_path("wildcard.key");
   const auto endpoint_in_namespace = [&](const std::string& route) {
@@ -316,17 +321,22 @@ TEST(NodeTest, AWildcardListenTellsAgentsTheDefaultRoutesAddress) {
         "ip addr add 10.1.0.1/24 dev first && ip addr add 10.2.0.1/24 dev second && "
         "for d in lo first first-peer second second-peer; do ip link set $d up; done && " +
         route + "exec \"$0\" \"$@\"";
-    return mpx::testing::run_helper("NodeHelper.DISABLED_WildcardEndpoint", {"MPX_NODE_TEST_KEY=" + key}, 60s,
+    return mpx::testing::run_helper("NodeHelper.DISABLED_WildcardEndpoint",
+                                    {"MPX_NODE_TEST_KEY=" + key, "MPX_LOG=info", "MPX_LOG_FILE=", path}, 60s,
                                     false, {"unshare", "--net", "sh", "-c", setup});
   };
   const auto routed = endpoint_in_namespace("ip route add default via 10.2.0.254 dev second && ");
   ASSERT_TRUE(routed.exited_with(0)) << routed.output;
   EXPECT_NE(routed.output.find("ENDPOINT: tcp://10.2.0.1:"), std::string::npos) << routed.output;
-  EXPECT_NE(routed.output.find("this host also has 10.1.0.1"), std::string::npos) << routed.output;
+  EXPECT_NE(routed.output.find("(the default route's address; this host also has 10.1.0.1"), std::string::npos)
+      << routed.output;
   // Without a default route: the first interface that is up, not loopback.
   const auto unrouted = endpoint_in_namespace("");
   ASSERT_TRUE(unrouted.exited_with(0)) << unrouted.output;
   EXPECT_NE(unrouted.output.find("ENDPOINT: tcp://10.1.0.1:"), std::string::npos) << unrouted.output;
+  EXPECT_NE(unrouted.output.find("(the first interface's address: no default route; this host also has 10.2.0.1"),
+            std::string::npos)
+      << unrouted.output;
   ::unlink(key.c_str());
 }
 

@@ -67,11 +67,15 @@ std::string default_route_address() {
 // The address to tell agents on other hosts, for a wildcard bind: the default route's
 // (what Ray and Dask report; on a host with several networks the first interface may
 // be one the agents cannot reach), else the first interface that is up and not
-// loopback, else loopback.
-std::string host_address() {
+// loopback, else loopback. how: which of the three, for the log.
+std::string host_address(std::string& how) {
   std::string routed = default_route_address();
-  if (!routed.empty()) return routed;
+  if (!routed.empty()) {
+    how = "the default route's address";
+    return routed;
+  }
   const std::vector<std::string> all = interface_addresses();
+  how = all.empty() ? "loopback: no interface is up" : "the first interface's address: no default route";
   return all.empty() ? "127.0.0.1" : all.front();
 }
 
@@ -107,8 +111,9 @@ RemoteWorkers::RemoteWorkers(const std::string& listen, const std::string& key_f
   endpoint_ = router_.get_string(ZMQ_LAST_ENDPOINT);
   const std::string wildcard = "tcp://0.0.0.0:";
   const bool wildcard_bound = endpoint_.compare(0, wildcard.size(), wildcard) == 0;
+  std::string how;
   if (wildcard_bound) {
-    endpoint_ = "tcp://" + host_address() + ":" + endpoint_.substr(wildcard.size());
+    endpoint_ = "tcp://" + host_address(how) + ":" + endpoint_.substr(wildcard.size());
   }
   link_ = std::make_unique<node::Link>(router_, loop, [this](auto& parts) { on_message(parts); });
   next_beat_ = Clock::now() + beat_interval_;
@@ -119,7 +124,7 @@ RemoteWorkers::RemoteWorkers(const std::string& listen, const std::string& key_f
     }
     logger().info("router: agents may dial {}{}", endpoint_,
                   others.empty() ? std::string()
-                                 : " (the default route's address; this host also has " + others +
+                                 : " (" + how + "; this host also has " + others +
                                        ": if agents reach it by one of those, give listen() that address)");
   } else {
     logger().info("router: agents may dial {}", endpoint_);

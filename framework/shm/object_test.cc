@@ -314,12 +314,14 @@ TEST(ObjectTest, FileSizeLimitIsAnErrorNotASignal) {
 // every byte must land, at any alignment of either side, around the size where the
 // streaming starts and the 64-byte steps end, and nothing past the end may be touched.
 TEST(ArgumentBufferTest, CopyToBufferCopiesEveryByteAtAnyAlignment) {
-  std::vector<char> source((std::size_t{3} << 20) + 256);
+  std::vector<char> source((std::size_t{16} << 20) + 256);
   for (std::size_t i = 0; i < source.size(); ++i) source[i] = static_cast<char>(i * 131 + (i >> 12));
   std::vector<char> target(source.size() + 64);
   const std::size_t sizes[] = {0, 1, 15, 16, 63, 64, 65, 4095, (std::size_t{512} << 10) - 1,
                                std::size_t{512} << 10, (std::size_t{512} << 10) + 1,
-                               (std::size_t{1} << 20) + 77, std::size_t{3} << 20};
+                               (std::size_t{1} << 20) + 77, std::size_t{3} << 20,
+                               // streamed even where the L2 cache is 32 MiB
+                               (std::size_t{16} << 20) + 3};
   for (std::size_t n : sizes) {
     for (std::size_t from_at : {0, 1, 8, 15}) {
       for (std::size_t to_at : {0, 3, 16, 33}) {

@@ -837,6 +837,7 @@ std::shared_ptr<Segment> Segment::lend_buffer(const TypeTag& tag, const void* da
   });
 }
 
+#if defined(__x86_64__)
 namespace {
 
 // Half the L2 cache, where a copy's source and destination no longer both fit; never
@@ -844,19 +845,24 @@ namespace {
 // KiB, whose bytes a reader close by still finds in a shared cache).
 std::size_t streaming_copy_bytes() {
   static const std::size_t bytes = [] {
-    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    long l2 = 0;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
     return std::max(l2 > 0 ? static_cast<std::size_t>(l2) / 2 : 0, std::size_t{512} << 10);
   }();
   return bytes;
 }
 
 }  // namespace
+#endif
 
 void Segment::copy_to_buffer(char* to, const void* from, std::size_t n) {
   const char* src = static_cast<const char*>(from);
 #if defined(__x86_64__)
   if (n >= streaming_copy_bytes()) {
-    const std::size_t head = (16 - (reinterpret_cast<std::uintptr_t>(to) & 15)) & 15;  // < n
+    // At most 15 bytes, and n is at least 512 KiB here.
+    const std::size_t head = (16 - (reinterpret_cast<std::uintptr_t>(to) & 15)) & 15;
     std::memcpy(to, src, head);
     std::size_t i = head;
     for (; i + 64 <= n; i += 64) {
