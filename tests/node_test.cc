@@ -308,7 +308,7 @@ TEST(NodeTest, AWildcardListenTellsAgentsTheDefaultRoutesAddress) {
   // ip may live in /usr/sbin only (Fedora), outside a test's PATH.
   const std::string path = "PATH=/usr/sbin:/sbin:/usr/bin:/bin";
   const auto probe = mpx::testing::run_command(
-      {"unshare", "--net", "sh", "-c", "ip link add a type veth peer name b"}, {path}, 30s);
+      {"unshare", "--net", "sh", "-c", "ip link add probe0 type veth peer name probe1"}, {path}, 30s);
   if (!probe.exited_with(0)) {
     GTEST_SKIP() << "no network namespace with veth links to be had here (needs root and ip): "
                  << probe.output;
