@@ -862,7 +862,10 @@ void RouterCore::on_tick(Clock::time_point now) {
     }
     const bool busy = !w.configured || !w.in_flight.empty() || runs_lane_chunk(w);
     if (busy && (w.state == State::kReady || w.state == State::kRetiring)) {
-      // A busy worker cannot answer pings: watch its state and its time budget instead.
+      // A busy worker cannot answer pings: watch its state and its time budget instead,
+      // and count its silence from now on only (a lane chunk's end reaches the driver,
+      // not this router, so nothing else would tell it the worker was just busy).
+      w.last_seen = now;
       if (!supervisor_.is_stopped(id)) {
         w.stopped_since = Clock::time_point();
       } else if (w.stopped_since == Clock::time_point()) {

@@ -2223,6 +2223,37 @@ TEST_F(RouterLaneTest, AWorkerRunningALaneChunkIsNeitherPingedNorReplaced) {
   EXPECT_EQ(std::count(io_.killed.begin(), io_.killed.end(), 1001), 0);
 }
 
+// Its silence counts from when it was last seen busy: a worker whose long lane chunk
+// just ended (its answer went to the driver, not here) is pinged, not replaced at once
+// for the pings it could not answer while it ran. Seen under ASan in lane_test, where
+// the lane's next call would then have died with it.
+TEST_F(RouterLaneTest, AWorkerWhoseLongLaneChunkJustEndedIsPingedNotReplaced) {
+  lane_to_1000();
+  runs_lane_chunk(1000, 9);
+  for (int i = 0; i < 30; ++i) {  // 3 s, three times the heartbeat timeout
+    advance(milliseconds(100));
+    tick();
+    worker(wid(1001), make(Type::kPong));
+  }
+  io_.running.erase(1000);  // the chunk ended
+  io_.take();
+  advance(config_.heartbeat_interval);
+  tick();
+  EXPECT_TRUE(io_.killed.empty()) << "replaced as soon as its lane chunk ended";
+  const auto sent = io_.take();
+  EXPECT_TRUE(std::any_of(sent.begin(), sent.end(),
+                          [&](const Sent& s) { return s.type == Type::kPing && s.to == wid(1000); }))
+      << "not pinged once idle";
+  // Silent from then on: replaced after the heartbeat timeout, as any idle worker.
+  for (int i = 0; i < 12; ++i) {
+    advance(milliseconds(100));
+    tick();
+    worker(wid(1001), make(Type::kPong));
+  }
+  ASSERT_FALSE(io_.killed.empty());
+  EXPECT_EQ(io_.killed.front(), 1000);
+}
+
 TEST_F(RouterLaneTest, CancellingTheCallOnTheLaneTellsItsWorkerAndStopsItIfAsked) {
   lane_to_1000();
   runs_lane_chunk(1000, 9);
