@@ -2021,6 +2021,14 @@ class RouterLaneTest : public RouterTest {
     io_.running[pid] = wire::chunk_mark(call_id, 0);
     io_.marks[pid] = wire::chunk_mark(call_id, 0);
   }
+  // n router ticks 100 ms apart, worker 1001 answering each: only 1000's silence counts.
+  void ticks_while_1001_answers(int n) {
+    for (int i = 0; i < n; ++i) {
+      advance(milliseconds(100));
+      tick();
+      worker(wid(1001), make(Type::kPong));
+    }
+  }
   // As LocalWorkers reports a death: the running mark, the lane chunk it names, the counts.
   void exit_with_lane(pid_t pid, int status = kKilled) {
     LaneReport lane;
@@ -2202,22 +2210,14 @@ TEST_F(RouterLaneTest, AWorkerBusyWithItsLaneGetsNoMoreThanItsCredit) {
 TEST_F(RouterLaneTest, AWorkerRunningALaneChunkIsNeitherPingedNorReplaced) {
   lane_to_1000();
   runs_lane_chunk(1000, 9);
-  for (int i = 0; i < 30; ++i) {  // 3 s, three times the heartbeat timeout
-    advance(milliseconds(100));
-    tick();
-    worker(wid(1001), make(Type::kPong));
-  }
+  ticks_while_1001_answers(30);  // 3 s, three times the heartbeat timeout
   for (const Sent& s : io_.take()) {
     EXPECT_FALSE(s.type == Type::kPing && s.to == wid(1000)) << "pinged while it ran its lane chunk";
   }
   EXPECT_TRUE(io_.killed.empty());
   // Stopped while it runs one: replaced as a busy worker would be.
   io_.stopped.insert(1000);
-  for (int i = 0; i < 30; ++i) {
-    advance(milliseconds(100));
-    tick();
-    worker(wid(1001), make(Type::kPong));
-  }
+  ticks_while_1001_answers(30);
   ASSERT_FALSE(io_.killed.empty());
   EXPECT_EQ(io_.killed.front(), 1000);
   EXPECT_EQ(std::count(io_.killed.begin(), io_.killed.end(), 1001), 0);
@@ -2230,11 +2230,7 @@ TEST_F(RouterLaneTest, AWorkerRunningALaneChunkIsNeitherPingedNorReplaced) {
 TEST_F(RouterLaneTest, AWorkerWhoseLongLaneChunkJustEndedIsPingedNotReplaced) {
   lane_to_1000();
   runs_lane_chunk(1000, 9);
-  for (int i = 0; i < 30; ++i) {  // 3 s, three times the heartbeat timeout
-    advance(milliseconds(100));
-    tick();
-    worker(wid(1001), make(Type::kPong));
-  }
+  ticks_while_1001_answers(30);  // 3 s, three times the heartbeat timeout
   io_.running.erase(1000);  // the chunk ended
   io_.take();
   advance(config_.heartbeat_interval);
@@ -2245,11 +2241,7 @@ TEST_F(RouterLaneTest, AWorkerWhoseLongLaneChunkJustEndedIsPingedNotReplaced) {
                           [&](const Sent& s) { return s.type == Type::kPing && s.to == wid(1000); }))
       << "not pinged once idle";
   // Silent from then on: replaced after the heartbeat timeout, as any idle worker.
-  for (int i = 0; i < 12; ++i) {
-    advance(milliseconds(100));
-    tick();
-    worker(wid(1001), make(Type::kPong));
-  }
+  ticks_while_1001_answers(12);
   ASSERT_FALSE(io_.killed.empty());
   EXPECT_EQ(io_.killed.front(), 1000);
 }
