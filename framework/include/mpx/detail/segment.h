@@ -217,11 +217,11 @@ class Segment {
                                               const std::function<void(char*)>& fill);
   // Copies n bytes into an argument buffer's body for another process to read. A copy
   // whose source and destination together exceed this core's L2 cache (and of at least
-  // 512 KiB) cannot stay in it, so it goes with non-temporal stores straight to memory: a plain copy would
-  // first read each destination line for ownership, and the buffer's lines sit in the
-  // cache of the worker that read its last use, on another core (measured: the
-  // driver's 1 MiB copy ran 3x slower than into memory no one else read). Below that
-  // size, a plain memcpy, which leaves the bytes in cache.
+  // 512 KiB) cannot stay in it, so it goes with non-temporal stores straight to
+  // memory: a plain copy would first read each destination line for ownership, and the
+  // buffer's lines sit in the cache of the worker that read its last use, on another
+  // core (measured: the driver's 1 MiB copy ran 3x slower than into memory no one else
+  // read). Below that size, a plain memcpy, which leaves the bytes in cache.
   static void copy_to_buffer(char* to, const void* from, std::size_t n);
   // Gives the buffers of lent (segments lend_buffer returned, held nowhere else) back
   // for reuse, and clears lent. Segments still held elsewhere are dropped instead.
