@@ -136,21 +136,29 @@ struct LaneCounts {
 // the router adds to its own counts (PoolStatus). Worker writes, router reads.
 //
 // Taking chunks back (work stealing): a worker busy with a long chunk holds the chunks
-// prefetched behind it, which an idle worker could run. taken_up counts the TASKs from
-// the router (not the lane) that the worker has taken up: run, or skipped as cancelled
-// or taken back. The router takes back every TASK from there up to the number it sent
-// (taken_until) by setting kTakenBack on taken_up with a compare-exchange; the worker
-// takes up its next TASK with a compare-exchange too. So each TASK is either taken up
-// by its worker or taken back by the router, never both, and neither side waits. While
-// kTakenBack is set, only the worker writes taken_up: it skips TASKs until
-// taken_until, then clears it.
+// prefetched behind it, which an idle worker could run. `taken` is one word, so that
+// both sides change it with one compare-exchange and neither waits: its high bits
+// count the TASKs from the router (not the lane) that the worker has taken up (run, or
+// skipped as cancelled or taken back), modulo 2^kTakenUpBits; its low kSkipBits count
+// those after them that the router took back, which the worker skips as it reaches
+// them. The router takes back every TASK the worker has not reached, up to the number
+// it sent, and takes back again while earlier ones still wait to be skipped: a worker
+// can run a chunk from its lane before it reads the TASKs taken back behind the last
+// one, and the TASKs sent to it after those would otherwise wait for that chunk (a map
+// waiting for a long task the caller will only end after the map). Each TASK is
+// either taken up by its worker or taken back by the router, never both.
 struct WorkerShared {
   static constexpr std::size_t kCancelSlots = 256;
   static constexpr std::size_t kUnsentCapacity = 32 * 1024;
-  static constexpr std::uint64_t kTakenBack = std::uint64_t{1} << 63;
+  // A worker holds at most its credit of chunks; past kMaxSkip not taken up (a prefetch
+  // of millions) nothing is taken back. The count taken up wraps: only its distance to
+  // the number sent, never 2^kTakenUpBits, matters.
+  static constexpr unsigned kSkipBits = 24;
+  static constexpr unsigned kTakenUpBits = 64 - kSkipBits;
+  static constexpr std::uint64_t kMaxSkip = (std::uint64_t{1} << kSkipBits) - 1;
+  static constexpr std::uint64_t kTakenUpMask = (std::uint64_t{1} << kTakenUpBits) - 1;
   std::atomic<std::uint64_t> running;
-  std::atomic<std::uint64_t> taken_up;
-  std::atomic<std::uint64_t> taken_until;
+  std::atomic<std::uint64_t> taken;
   std::atomic<std::uint64_t> cancels;
   std::atomic<std::uint64_t> cancelled[kCancelSlots];
   std::atomic<std::uint64_t> lane_call, lane_start;
@@ -194,25 +202,27 @@ struct WorkerShared {
   // Worker side: takes up its next TASK from the router; false when the router took
   // it back (the worker skips it: an idle worker runs it).
   bool take_up_next() {
-    std::uint64_t n = taken_up.load(std::memory_order_acquire);
-    while ((n & kTakenBack) == 0) {
-      if (taken_up.compare_exchange_weak(n, n + 1, std::memory_order_acq_rel)) return true;
+    std::uint64_t t = taken.load(std::memory_order_acquire);
+    for (;;) {
+      const std::uint64_t skip = t & kMaxSkip;
+      // The shift drops the count's carry out of the word: it wraps.
+      const std::uint64_t next = (((t >> kSkipBits) + 1) << kSkipBits) | (skip == 0 ? 0 : skip - 1);
+      if (taken.compare_exchange_weak(t, next, std::memory_order_acq_rel)) return skip == 0;
     }
-    const std::uint64_t next = (n & ~kTakenBack) + 1;
-    const std::uint64_t until = taken_until.load(std::memory_order_relaxed);
-    taken_up.store(next < until ? next | kTakenBack : next, std::memory_order_release);
-    return false;
   }
-  // Router side: takes back the TASKs the worker has not taken up, of the sent it was
-  // sent so far. Returns the number of the first one taken back; sent when none was
-  // (all taken up, or those of an earlier taking back not yet skipped).
+  // Router side: takes back the TASKs the worker has not reached, of the `sent` it was
+  // sent so far. Returns the number of the first one taken back now (those before it
+  // were taken up, or taken back earlier); sent when none was.
   std::uint64_t take_back(std::uint64_t sent) {
-    std::uint64_t n = taken_up.load(std::memory_order_acquire);
-    while ((n & kTakenBack) == 0 && n < sent) {
-      taken_until.store(sent, std::memory_order_relaxed);  // published by the exchange
-      if (taken_up.compare_exchange_weak(n, n | kTakenBack, std::memory_order_acq_rel)) return n;
+    std::uint64_t t = taken.load(std::memory_order_acquire);
+    for (;;) {
+      const std::uint64_t not_taken_up = (sent - (t >> kSkipBits)) & kTakenUpMask;
+      const std::uint64_t skip = t & kMaxSkip;
+      if (skip >= not_taken_up || not_taken_up > kMaxSkip) return sent;
+      if (taken.compare_exchange_weak(t, (t & ~kMaxSkip) | not_taken_up, std::memory_order_acq_rel)) {
+        return sent - not_taken_up + skip;
+      }
     }
-    return sent;
   }
   // Router side: publishes a cancel, then returns the running mark.
   std::uint64_t cancel(std::uint64_t call_id) {

@@ -422,7 +422,7 @@ TEST(WorkerSharedTest, TakingBackSplitsTheTasksAtTheFirstNotTakenUp) {
   EXPECT_TRUE(shared.take_up_next());   // TASK 0
   EXPECT_EQ(shared.take_back(1), 1u);   // nothing left to take back
   EXPECT_EQ(shared.take_back(4), 1u);   // TASKs 1-3 taken back
-  EXPECT_EQ(shared.take_back(6), 6u);   // not while those wait to be skipped
+  EXPECT_EQ(shared.take_back(4), 4u);   // nothing more was sent
   EXPECT_FALSE(shared.take_up_next());  // 1
   EXPECT_FALSE(shared.take_up_next());  // 2
   EXPECT_FALSE(shared.take_up_next());  // 3
@@ -430,6 +430,42 @@ TEST(WorkerSharedTest, TakingBackSplitsTheTasksAtTheFirstNotTakenUp) {
   EXPECT_EQ(shared.take_back(6), 5u);   // 5 taken back
   EXPECT_FALSE(shared.take_up_next());
   EXPECT_TRUE(shared.take_up_next());
+}
+
+// The worker ran its lane's chunk before it reached the TASKs taken back behind the
+// last one: those sent since are taken back too, not left behind that chunk.
+TEST(WorkerSharedTest, TakingBackAgainBeforeTheLastOnesAreSkipped) {
+  WorkerShared shared{};
+  EXPECT_TRUE(shared.take_up_next());   // TASK 0
+  EXPECT_EQ(shared.take_back(3), 1u);   // 1-2
+  EXPECT_EQ(shared.take_back(5), 3u);   // 3-4, while 1-2 wait to be skipped
+  EXPECT_FALSE(shared.take_up_next());  // 1
+  EXPECT_EQ(shared.take_back(6), 5u);   // 5, while 2-4 wait
+  for (int i = 2; i <= 5; ++i) EXPECT_FALSE(shared.take_up_next()) << "TASK " << i;
+  EXPECT_TRUE(shared.take_up_next());   // 6
+  EXPECT_EQ(shared.take_back(7), 7u);
+}
+
+// The count taken up wraps in its bits; taking back goes on across the wrap.
+TEST(WorkerSharedTest, TakingBackGoesOnWhenTheCountTakenUpWraps) {
+  WorkerShared shared{};
+  const std::uint64_t wrap = WorkerShared::kTakenUpMask + 1;
+  shared.taken.store((WorkerShared::kTakenUpMask - 1) << WorkerShared::kSkipBits);  // wrap - 2 taken up
+  EXPECT_TRUE(shared.take_up_next());                 // wrap - 2
+  EXPECT_EQ(shared.take_back(wrap + 2), wrap - 1);   // wrap - 1 .. wrap + 1
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(shared.take_up_next());
+  EXPECT_TRUE(shared.take_up_next());                 // wrap + 2
+  EXPECT_EQ(shared.taken.load(), std::uint64_t{3} << WorkerShared::kSkipBits);
+  EXPECT_EQ(shared.take_back(wrap + 4), wrap + 3);
+}
+
+// Past kMaxSkip TASKs not taken up, nothing is taken back (and nothing is lost).
+TEST(WorkerSharedTest, TakingBackStopsPastItsLimit) {
+  WorkerShared shared{};
+  const std::uint64_t too_many = WorkerShared::kMaxSkip + 1;
+  EXPECT_EQ(shared.take_back(too_many), too_many);
+  EXPECT_TRUE(shared.take_up_next());
+  EXPECT_EQ(shared.take_back(too_many), 1u);
 }
 
 TEST(WorkerSharedTest, ConcurrentTakingBackLosesAndDoublesNothing) {
