@@ -769,8 +769,14 @@ void RouterCore::take_back_waiting() {
     if (w.state != State::kReady && w.state != State::kRetiring) continue;
     // A worker on another host shares no page with this router: what it holds stays.
     if (!w.place.empty()) continue;
-    // Chunks wait in w: behind its first, or all of them behind its lane's chunk.
-    if (w.in_flight.size() < (w.lane_busy ? 1u : 2u)) continue;
+    // Chunks wait in w: behind its first, or all of them behind its lane's chunk, which
+    // its client says is out, or its shared page says runs (another client's chunks
+    // may have come first).
+    if (w.in_flight.empty()) continue;
+    if (w.in_flight.size() == 1 && !w.lane_busy &&
+        (w.lane_client.empty() || !supervisor_.running_lane_chunk(id))) {
+      continue;
+    }
     if (!is_held_up(w)) {
       next_tick_ = std::min(next_tick_, w.in_flight.front().started + kTakeBackAfter);
       continue;

@@ -2246,6 +2246,32 @@ TEST_F(RouterLaneTest, AWorkerWhoseLongLaneChunkJustEndedIsPingedNotReplaced) {
   EXPECT_EQ(io_.killed.front(), 1000);
 }
 
+// A worker runs its lane's long chunk, which its client has not said is out (it has
+// submitted nothing since), while another client's chunk waits behind it: that one is
+// taken back for the idle worker, not left to wait for the lane chunk's end.
+TEST_F(RouterLaneTest, AnotherClientsChunkWaitingBehindALaneChunkGoesToAnIdleWorker) {
+  lane_to_1000();
+  hello("2");
+  runs_lane_chunk(1000, 9);
+  submit("2", 5, 0, 1);  // 1001: 1000 counts its lane chunk
+  submit("2", 5, 1, 1);  // 1000, as loaded as 1001 now
+  auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 3u);  // WELCOME, then the TASKs
+  expect_task(sent[1], 1001, 5, 0, 1);
+  expect_task(sent[2], 1000, 5, 1, 1);
+  result(1001, 5, 0, 1);
+  io_.taken_up[1000] = 0;  // it reached none of them
+  advance(kTakeBackAfter);
+  tick();
+  sent = io_.take();
+  std::vector<Sent> tasks;
+  for (const Sent& s : sent) {
+    if (s.type == Type::kTask) tasks.push_back(s);
+  }
+  ASSERT_EQ(tasks.size(), 1u) << "left behind the lane chunk";
+  expect_task(tasks[0], 1001, 5, 1, 1);
+}
+
 TEST_F(RouterLaneTest, CancellingTheCallOnTheLaneTellsItsWorkerAndStopsItIfAsked) {
   lane_to_1000();
   runs_lane_chunk(1000, 9);
