@@ -2272,6 +2272,30 @@ TEST_F(RouterLaneTest, AnotherClientsChunkWaitingBehindALaneChunkGoesToAnIdleWor
   expect_task(tasks[0], 1001, 5, 1, 1);
 }
 
+// The lane's mark can name a chunk of another client's that the worker runs (call ids
+// are each client's own): the router then asks to take it back, and the worker, which
+// took it up before marking it running, keeps it. It runs once, answered once.
+TEST_F(RouterLaneTest, AChunkRunningUnderTheLanesMarkIsNotTakenBack) {
+  lane_to_1000();
+  hello("2");
+  submit("2", 9, 0, 1);  // 1000
+  submit("2", 5, 0, 1);  // 1001
+  runs_lane_chunk(1000, 9);  // its last lane chunk was R1's (9, 0): the same mark
+  io_.taken_up[1000] = 1;    // it took R2's (9, 0) up, then marked it running
+  result(1001, 5, 0, 1);
+  io_.take();
+  advance(kTakeBackAfter);
+  tick();
+  EXPECT_EQ(io_.take_backs, (std::vector<std::pair<pid_t, std::uint64_t>>{{1000, 1}}));
+  for (const Sent& s : io_.take()) EXPECT_NE(s.type, Type::kTask) << "sent again";
+  result(1000, 9, 0, 1);
+  const auto sent = io_.take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].kind, Sent::kForwardClient);
+  EXPECT_EQ(sent[0].to, "R2");
+  EXPECT_EQ(core_->outstanding(), 0u);
+}
+
 TEST_F(RouterLaneTest, CancellingTheCallOnTheLaneTellsItsWorkerAndStopsItIfAsked) {
   lane_to_1000();
   runs_lane_chunk(1000, 9);
