@@ -771,10 +771,11 @@ void RouterCore::take_back_waiting() {
     if (!w.place.empty()) continue;
     // Chunks wait in w: behind its first, or all of them behind its lane's chunk, which
     // its client says is out, or its shared page says runs (another client's chunks
-    // may have come first).
+    // may have come first). The page is read last: the worker writes that line with
+    // every chunk it runs.
     if (w.in_flight.empty()) continue;
     if (w.in_flight.size() == 1 && !w.lane_busy &&
-        (w.lane_client.empty() || !supervisor_.running_lane_chunk(id))) {
+        (w.lane_client.empty() || !is_held_up(w) || !supervisor_.running_lane_chunk(id))) {
       continue;
     }
     if (!is_held_up(w)) {
